@@ -1,0 +1,185 @@
+-- Every projection rebuilt from the log alone, as views with the same columns
+-- as the tables they mirror. `backstop verify` compares each pair; a
+-- difference means a projection was changed outside the contract (or a bug).
+-- counterparties, param_values and agent_value_minutes are caches the rules
+-- keep for speed and are not compared.
+
+CREATE VIEW backstop.rebuilt_registry_versions AS
+SELECT (l.detail ->> 'version')::bigint AS version, l.detail ->> 'sha256' AS sha256, l.detail ->> 'source' AS source,
+       l.actor AS loaded_by, l.at AS loaded_at, l.seq AS loaded_seq, l.detail -> 'doc' AS doc, l.detail -> 'summary' AS summary
+  FROM backstop.action_log l WHERE l.kind = 'registry_loaded';
+
+CREATE VIEW backstop.rebuilt_tools AS
+SELECT t.* FROM backstop.rebuilt_registry_versions v, LATERAL backstop.tools_of(v.version, v.doc) t;
+
+CREATE VIEW backstop.rebuilt_policy_versions AS
+SELECT (l.detail ->> 'version')::bigint AS version, l.detail ->> 'sha256' AS sha256, l.detail ->> 'source' AS source,
+       l.actor AS loaded_by, l.at AS loaded_at, l.seq AS loaded_seq, l.detail -> 'doc' AS doc, l.detail -> 'summary' AS summary,
+       make_interval(secs => coalesce((l.detail -> 'doc' -> 'settings' ->> 'hold_expiry_seconds')::double precision, 3600)) AS hold_expiry,
+       coalesce(l.detail -> 'doc' -> 'settings' ->> 'expiry_effect', 'block') AS expiry_effect,
+       (l.detail -> 'doc' -> 'settings' ->> 'four_eyes_above')::numeric AS four_eyes_above,
+       EXISTS (SELECT 1 FROM jsonb_array_elements(l.detail -> 'doc' -> 'rules') r
+                WHERE r ->> 'kind' IN ('new_counterparty', 'changed_value')) AS param_memory,
+       EXISTS (SELECT 1 FROM jsonb_array_elements(l.detail -> 'doc' -> 'rules') r WHERE r ->> 'kind' = 'cumulative') AS has_cumulative
+  FROM backstop.action_log l WHERE l.kind = 'policy_loaded';
+
+CREATE VIEW backstop.rebuilt_policy_rules AS
+SELECT r.* FROM backstop.rebuilt_policy_versions v, LATERAL backstop.rules_of(v.version, v.doc) r;
+
+CREATE VIEW backstop.rebuilt_active AS
+SELECT true AS id,
+       (SELECT max(version) FROM backstop.rebuilt_registry_versions) AS registry_version,
+       (SELECT max(version) FROM backstop.rebuilt_policy_versions) AS policy_version;
+
+CREATE VIEW backstop.rebuilt_actions AS
+WITH p AS (
+    SELECT l.* FROM backstop.action_log l
+     WHERE l.kind IN ('allowed', 'held', 'blocked') AND l.action_id IS NOT NULL AND l.detail ? 'verdict'
+), ev AS (
+    SELECT l.action_id,
+           count(*) FILTER (WHERE l.kind = 'approved') AS approvals,
+           max(l.seq) FILTER (WHERE l.kind = 'rejected') AS rejected_seq,
+           max(l.seq) FILTER (WHERE l.kind = 'expired') AS expired_seq,
+           max(l.seq) FILTER (WHERE l.kind = 'approved' AND (l.detail ->> 'final')::boolean) AS approved_seq,
+           max(l.seq) FILTER (WHERE l.kind IN ('executed', 'failed')) AS executed_seq,
+           max(l.seq) FILTER (WHERE l.kind IN ('approved', 'rejected', 'expired', 'executed', 'failed')) AS last_seq
+      FROM backstop.action_log l
+     WHERE l.action_id IS NOT NULL AND l.kind IN ('approved', 'rejected', 'expired', 'executed', 'failed')
+     GROUP BY l.action_id
+)
+SELECT p.action_id, p.agent, p.tool, p.detail ->> 'class' AS class, p.amount, p.confidence,
+       (p.detail ->> 'cost_to_reverse')::numeric AS cost_to_reverse, p.correlation_id, p.parent_action,
+       p.detail ->> 'idempotency_key' AS idempotency_key, p.detail ->> 'entity' AS entity,
+       p.detail ->> 'verdict' AS verdict, p.detail ->> 'reason' AS reason, p.detail ->> 'rule' AS rule,
+       CASE WHEN x.kind IS NOT NULL THEN x.kind
+            WHEN ev.rejected_seq IS NOT NULL THEN 'rejected'
+            WHEN ev.expired_seq IS NOT NULL THEN CASE WHEN p.detail ->> 'expiry_effect' = 'allow' THEN 'allowed' ELSE 'expired' END
+            WHEN ev.approved_seq IS NOT NULL THEN 'allowed'
+            ELSE p.kind END AS status,
+       coalesce((p.detail ->> 'approvals_needed')::integer, 0) AS approvals_needed,
+       coalesce(ev.approvals, 0)::integer AS approvals,
+       (p.detail ->> 'expires_at')::timestamptz AS expires_at, p.detail ->> 'expiry_effect' AS expiry_effect,
+       p.seq AS proposed_seq, p.at AS proposed_at,
+       coalesce(ev.rejected_seq, ev.expired_seq, ev.approved_seq) AS decided_seq,
+       x.seq AS executed_seq, x.at AS executed_at,
+       x.detail -> 'compensation' ->> 'inverse_tool' AS inverse_tool,
+       x.detail -> 'compensation' -> 'inverse_params' AS inverse_params,
+       (SELECT array_agg(m ORDER BY m) FROM jsonb_array_elements_text(x.detail -> 'compensation' -> 'missing') m) AS inverse_missing,
+       (x.detail -> 'compensation' ->> 'deadline')::timestamptz AS comp_deadline,
+       x.detail -> 'compensation' ->> 'condition' AS comp_condition,
+       p.policy_version, p.registry_version,
+       greatest(p.seq, ev.last_seq) AS updated_seq
+  FROM p
+  LEFT JOIN ev ON ev.action_id = p.action_id
+  LEFT JOIN backstop.action_log x ON x.seq = ev.executed_seq;
+
+CREATE VIEW backstop.rebuilt_approval_queue AS
+SELECT a.action_id, a.agent, a.tool, a.amount, a.rule, a.reason, a.approvals_needed, a.approvals,
+       a.proposed_at AS held_at, a.expires_at, a.proposed_seq
+  FROM backstop.rebuilt_actions a WHERE a.status = 'held';
+
+CREATE VIEW backstop.rebuilt_approvals AS
+SELECT l.action_id, l.actor AS approver, l.kind AS decision, coalesce(l.detail ->> 'note', '') AS note, l.seq, l.at
+  FROM backstop.action_log l WHERE l.kind IN ('approved', 'rejected');
+
+CREATE VIEW backstop.rebuilt_kill_switches AS
+SELECT DISTINCT ON (l.detail ->> 'scope', l.detail ->> 'target')
+       l.detail ->> 'scope' AS scope, l.detail ->> 'target' AS target, l.kind = 'paused' AS paused,
+       l.detail ->> 'reason' AS reason, l.actor AS changed_by, l.seq AS changed_seq, l.at AS changed_at
+  FROM backstop.action_log l WHERE l.kind IN ('paused', 'resumed')
+ ORDER BY l.detail ->> 'scope', l.detail ->> 'target', l.seq DESC;
+
+CREATE VIEW backstop.rebuilt_compensations AS
+WITH req AS (
+    SELECT DISTINCT ON (l.action_id) l.* FROM backstop.action_log l
+     WHERE l.kind = 'compensation_requested' ORDER BY l.action_id, l.seq DESC
+), last AS (
+    SELECT DISTINCT ON (l.action_id) l.action_id, l.kind, l.seq, l.at, l.actor, l.detail
+      FROM backstop.action_log l JOIN req ON req.action_id = l.action_id AND l.seq >= req.seq
+     WHERE l.kind IN ('compensation_requested', 'compensation_started', 'compensation_retry', 'compensated', 'compensation_failed')
+     ORDER BY l.action_id, l.seq DESC
+), started AS (
+    SELECT l.action_id, max((l.detail ->> 'attempt')::integer) AS attempts
+      FROM backstop.action_log l JOIN req ON req.action_id = l.action_id AND l.seq > req.seq
+     WHERE l.kind = 'compensation_started' GROUP BY l.action_id
+)
+SELECT req.action_id, req.agent, req.tool, req.detail ->> 'inverse_tool' AS inverse_tool,
+       req.detail -> 'inverse_params' AS inverse_params, (req.detail ->> 'deadline')::timestamptz AS deadline,
+       req.detail ->> 'condition' AS condition,
+       CASE last.kind WHEN 'compensation_requested' THEN 'requested' WHEN 'compensation_started' THEN 'running'
+                      WHEN 'compensation_retry' THEN 'requested' WHEN 'compensated' THEN 'compensated'
+                      ELSE last.detail ->> 'status' END AS status,
+       req.detail ->> 'reason' AS reason, (req.detail ->> 'plan_id')::uuid AS plan_id, req.actor AS requested_by,
+       req.seq AS requested_seq, req.at AS requested_at, coalesce(started.attempts, 0) AS attempts,
+       CASE last.kind WHEN 'compensation_requested' THEN req.at
+                      WHEN 'compensation_started' THEN (last.detail ->> 'lease_until')::timestamptz
+                      WHEN 'compensation_retry' THEN (last.detail ->> 'next_attempt_at')::timestamptz
+                      ELSE (SELECT (s.detail ->> 'lease_until')::timestamptz FROM backstop.action_log s
+                             WHERE s.action_id = req.action_id AND s.kind = 'compensation_started' AND s.seq < last.seq
+                             ORDER BY s.seq DESC LIMIT 1) END AS next_attempt_at,
+       CASE WHEN last.kind IN ('compensation_started', 'compensated', 'compensation_failed') THEN
+            (SELECT s.actor FROM backstop.action_log s
+              WHERE s.action_id = req.action_id AND s.kind = 'compensation_started' AND s.seq <= last.seq
+              ORDER BY s.seq DESC LIMIT 1) END AS worker,
+       CASE WHEN last.kind = 'compensation_started' THEN (last.detail ->> 'lease_until')::timestamptz END AS lease_until,
+       CASE WHEN last.kind IN ('compensated', 'compensation_failed') THEN last.seq END AS finished_seq,
+       CASE WHEN last.kind IN ('compensated', 'compensation_failed') THEN last.at END AS finished_at,
+       CASE WHEN last.kind IN ('compensation_retry', 'compensated', 'compensation_failed') THEN last.detail -> 'result' END AS last_detail
+  FROM req JOIN last ON last.action_id = req.action_id
+  LEFT JOIN started ON started.action_id = req.action_id;
+
+CREATE VIEW backstop.rebuilt_findings AS
+WITH f AS (
+    SELECT (l.detail ->> 'finding_id')::uuid AS finding_id, l.* FROM backstop.action_log l WHERE l.kind = 'finding'
+), st AS (
+    SELECT DISTINCT ON ((l.detail ->> 'finding_id')::uuid) (l.detail ->> 'finding_id')::uuid AS finding_id,
+           l.detail ->> 'status' AS status, l.actor, l.detail ->> 'note' AS note, l.seq
+      FROM backstop.action_log l WHERE l.kind IN ('finding_acknowledged', 'finding_resolved')
+     ORDER BY (l.detail ->> 'finding_id')::uuid, l.seq DESC
+), first AS (
+    SELECT DISTINCT ON (finding_id) * FROM f ORDER BY finding_id, seq
+), latest AS (
+    SELECT DISTINCT ON (finding_id) * FROM f ORDER BY finding_id, seq DESC
+)
+SELECT first.finding_id, first.detail ->> 'kind' AS kind, latest.detail ->> 'severity' AS severity,
+       first.agent, first.action_id, first.detail -> 'evidence' ->> 'rule' AS rule, latest.detail -> 'evidence' AS detail,
+       first.detail ->> 'dedup_key' AS dedup_key, coalesce(st.status, 'open') AS status,
+       (SELECT count(*) FROM f c WHERE c.finding_id = first.finding_id)::integer AS count,
+       first.actor AS raised_by, first.seq AS raised_seq, first.at AS raised_at,
+       greatest(latest.seq, st.seq) AS last_seq, latest.at AS last_at, st.actor AS status_by, st.note AS status_note
+  FROM first JOIN latest USING (finding_id) LEFT JOIN st USING (finding_id);
+
+CREATE VIEW backstop.rebuilt_signals AS
+SELECT l.seq, l.detail ->> 'kind' AS kind, l.agent, l.correlation_id, l.action_id, l.detail -> 'detail' AS detail,
+       l.actor AS reported_by, l.at
+  FROM backstop.action_log l WHERE l.kind = 'signal';
+
+CREATE VIEW backstop.rebuilt_config_rejections AS
+SELECT DISTINCT ON (l.detail ->> 'file', l.detail ->> 'sha256') l.detail ->> 'file' AS file, l.detail ->> 'sha256' AS sha256, l.seq
+  FROM backstop.action_log l WHERE l.kind = 'policy_rejected'
+ ORDER BY l.detail ->> 'file', l.detail ->> 'sha256', l.seq;
+
+-- Rows that differ between each projection and its rebuild (both directions).
+CREATE FUNCTION backstop.projection_diffs()
+RETURNS TABLE (projection text, side text, row_data jsonb)
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    pair text[];
+    pairs text[][] := ARRAY[
+        ['registry_versions', 'rebuilt_registry_versions'], ['tools', 'rebuilt_tools'],
+        ['policy_versions', 'rebuilt_policy_versions'], ['policy_rules', 'rebuilt_policy_rules'],
+        ['active', 'rebuilt_active'], ['actions', 'rebuilt_actions'],
+        ['approval_queue', 'rebuilt_approval_queue'], ['approvals', 'rebuilt_approvals'],
+        ['kill_switches', 'rebuilt_kill_switches'], ['compensations', 'rebuilt_compensations'],
+        ['findings', 'rebuilt_findings'], ['signals', 'rebuilt_signals'],
+        ['config_rejections', 'rebuilt_config_rejections']];
+BEGIN
+    FOREACH pair SLICE 1 IN ARRAY pairs LOOP
+        RETURN QUERY EXECUTE format(
+            '(SELECT %1$L, ''projection only'', to_jsonb(x) FROM (SELECT * FROM backstop.%1$I EXCEPT SELECT * FROM backstop.%2$I) x LIMIT 20)
+             UNION ALL
+             (SELECT %1$L, ''rebuild only'', to_jsonb(x) FROM (SELECT * FROM backstop.%2$I EXCEPT SELECT * FROM backstop.%1$I) x LIMIT 20)',
+            pair[1], pair[2]);
+    END LOOP;
+END
+$$;

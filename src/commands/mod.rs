@@ -1,0 +1,326 @@
+//! What each CLI subcommand does. `main.rs` only parses arguments and calls
+//! these; each returns an error whose message is the one line the user sees.
+
+use anyhow::{Context, Result, bail};
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::config::Config;
+use crate::contract::{self, Scope};
+use crate::db::Db;
+use crate::output::{Table, brief, cut, money, time};
+use crate::{policy, registry};
+
+pub async fn open(cfg: &Config, app: &str, max_connections: u32) -> Result<Db> {
+    Db::open(&cfg.db(app, max_connections)).await
+}
+
+pub fn print_json<T: Serialize>(v: &T) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+pub fn parse_uuid(s: &str) -> Result<Uuid> {
+    Uuid::parse_str(s.trim()).with_context(|| format!("{s:?} is not an action id (a UUID like 0b4f5c1e-8d2a-4c8e-9f3a-2d6e7b1c9a40)"))
+}
+
+pub async fn migrate(cfg: &Config) -> Result<()> {
+    let db = open(cfg, "backstop migrate", 2).await?;
+    let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success")
+        .fetch_one(&db.pool)
+        .await?;
+    if cfg.json {
+        print_json(&serde_json::json!({ "database": db.label, "migrations_applied": applied }))?;
+    } else {
+        println!("{}: schema backstop is up to date ({applied} migrations)", db.label);
+    }
+    Ok(())
+}
+
+/// Check the registry and policy files without touching any database.
+pub fn check(cfg: &Config, tools: &std::path::Path, policy_path: &std::path::Path) -> Result<()> {
+    let mut issues = Vec::new();
+    let reg = match registry::read(tools) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            issues.extend(e);
+            None
+        }
+    };
+    let pol = policy::read(policy_path, reg.as_ref());
+    if let Err(e) = &pol {
+        issues.extend(e.iter().cloned());
+    }
+    if cfg.json {
+        print_json(&serde_json::json!({ "ok": issues.is_empty(), "issues": issues }))?;
+    } else if issues.is_empty() {
+        let (r, p) = (reg.as_ref(), pol.as_ref().ok());
+        println!(
+            "{}: {} tools; {}: {} rules. Both valid.",
+            tools.display(),
+            r.map(|r| r.tools.len()).unwrap_or(0),
+            policy_path.display(),
+            p.map(|p| p.rules.len()).unwrap_or(0)
+        );
+    } else {
+        for i in &issues {
+            eprintln!("{i}");
+        }
+    }
+    if issues.is_empty() {
+        Ok(())
+    } else {
+        bail!("{} problem(s) found; nothing was loaded", issues.len())
+    }
+}
+
+/// Check both files and load them as new versions where they changed.
+pub async fn load(cfg: &Config) -> Result<()> {
+    let db = open(cfg, "backstop load", 2).await?;
+    let files = policy::watch::ConfigFiles {
+        tools: cfg.tools.clone(),
+        policy: cfg.policy.clone(),
+    };
+    let events = policy::watch::reload_once(&db.pool, &files, "cli").await;
+    let mut failed = None;
+    for e in &events {
+        match e {
+            policy::watch::ReloadEvent::Applied { what, version, summary } => {
+                if !cfg.json {
+                    println!("{what} version {version} loaded: {summary}");
+                }
+            }
+            policy::watch::ReloadEvent::Rejected { file, errors } => {
+                for er in errors {
+                    eprintln!("{er}");
+                }
+                failed = Some(format!("{file} was rejected; the versions in force are unchanged"));
+            }
+            policy::watch::ReloadEvent::Failed { message } => failed = Some(message.clone()),
+        }
+    }
+    if cfg.json {
+        print_json(&serde_json::json!({ "events": events.iter().map(|e| format!("{e:?}")).collect::<Vec<_>>() }))?;
+    } else if events.is_empty() {
+        println!("registry and policy unchanged");
+    }
+    match failed {
+        Some(m) => bail!(m),
+        None => Ok(()),
+    }
+}
+
+pub async fn pause(cfg: &Config, scope: Scope, target: Option<&str>, reason: &str) -> Result<()> {
+    let db = open(cfg, "backstop pause", 1).await?;
+    let p = contract::pause(&db.pool, scope, target, reason).await?;
+    if cfg.json {
+        print_json(&p)?;
+    } else {
+        let what = describe_scope(scope, target);
+        if p.was_paused {
+            println!("{what} was already paused; pause recorded again at seq {} by {}", p.seq, cfg.operator);
+        } else {
+            println!("{what} paused at seq {} by {}: no covered action can be allowed from now on", p.seq, cfg.operator);
+        }
+    }
+    Ok(())
+}
+
+pub async fn resume(cfg: &Config, scope: Scope, target: Option<&str>, reason: &str) -> Result<()> {
+    let db = open(cfg, "backstop resume", 1).await?;
+    let seq = contract::resume(&db.pool, scope, target, reason).await?;
+    if cfg.json {
+        print_json(&serde_json::json!({ "seq": seq }))?;
+    } else {
+        println!("{} resumed at seq {seq} by {}", describe_scope(scope, target), cfg.operator);
+    }
+    Ok(())
+}
+
+fn describe_scope(scope: Scope, target: Option<&str>) -> String {
+    match scope {
+        Scope::Fleet => "the fleet".to_string(),
+        other => format!("{} {}", other.as_str(), target.unwrap_or("?")),
+    }
+}
+
+pub async fn approve(cfg: &Config, id: &str, note: &str) -> Result<()> {
+    let id = parse_uuid(id)?;
+    let db = open(cfg, "backstop approve", 1).await?;
+    let a = contract::approve(&db.pool, id, note).await?;
+    if cfg.json {
+        print_json(&a)?;
+    } else if a.verdict == contract::Verdict::Allow {
+        println!("approved by {}: action {id} is allowed ({} of {} approvals)", cfg.operator, a.approvals, a.approvals_needed);
+    } else {
+        println!(
+            "approved by {}: action {id} still needs {} more approval(s) from someone else",
+            cfg.operator,
+            a.approvals_needed - a.approvals
+        );
+    }
+    Ok(())
+}
+
+pub async fn reject(cfg: &Config, id: &str, reason: &str) -> Result<()> {
+    let id = parse_uuid(id)?;
+    let db = open(cfg, "backstop reject", 1).await?;
+    contract::reject(&db.pool, id, reason).await?;
+    if cfg.json {
+        print_json(&serde_json::json!({ "action_id": id, "verdict": "block" }))?;
+    } else {
+        println!("rejected by {}: action {id} is blocked", cfg.operator);
+    }
+    Ok(())
+}
+
+pub async fn seal(cfg: &Config) -> Result<()> {
+    let db = open(cfg, "backstop seal", 1).await?;
+    let seals = contract::seal_all(&db.pool).await?;
+    if cfg.json {
+        print_json(&seals)?;
+    } else if seals.is_empty() {
+        println!("nothing new to seal");
+    } else {
+        let rows: i64 = seals.iter().map(|s| s.rows as i64).sum();
+        println!("sealed {rows} rows in {} seal(s); newest seal {}", seals.len(), seals.last().map(|s| s.seal_no).unwrap_or(0));
+    }
+    Ok(())
+}
+
+pub async fn verify(cfg: &Config, no_seal: bool) -> Result<()> {
+    let db = open(cfg, "backstop verify", 2).await?;
+    let report = contract::verify::verify(&db.pool, !no_seal, true).await?;
+    if cfg.json {
+        print_json(&report)?;
+    } else {
+        print!("{}", render_verify(&report));
+    }
+    if report.ok {
+        Ok(())
+    } else {
+        bail!(
+            "the log does not verify: {} problem(s){}",
+            report.problems.len(),
+            report.first_bad_seq.map(|s| format!(", first bad seq {s}")).unwrap_or_default()
+        )
+    }
+}
+
+pub fn render_verify(r: &contract::verify::VerifyReport) -> String {
+    let mut out = String::new();
+    if r.ok {
+        out.push_str(&format!(
+            "verify: OK: {} rows in {} seals match the log; {} rows not yet sealed; projections equal their rebuild from the log\n",
+            r.rows_checked, r.seals_checked, r.unsealed_rows
+        ));
+    } else {
+        out.push_str(&format!(
+            "verify: FAILED: {} problem(s){}\n",
+            r.problems.len(),
+            r.first_bad_seq.map(|s| format!("; first bad seq {s}")).unwrap_or_default()
+        ));
+        for p in &r.problems {
+            out.push_str(&format!("  {:<12} {}\n", p.kind, p.detail));
+        }
+    }
+    if let Some((no, hash)) = &r.head {
+        out.push_str(&format!("  head: seal {no} {hash}\n"));
+    }
+    out
+}
+
+/// One line per log row, for people.
+pub fn render_log(rows: &[contract::LogRow]) -> String {
+    let mut t = Table::new(&["seq", "time", "actor", "event", "agent", "tool", "amount", "detail"]);
+    for r in rows {
+        t.row(vec![
+            r.seq.to_string(),
+            time(r.at),
+            cut(&r.actor, 14),
+            r.kind.clone(),
+            r.agent.clone().unwrap_or_default(),
+            r.tool.clone().unwrap_or_default(),
+            money(r.amount),
+            summarize(r),
+        ]);
+    }
+    t.render()
+}
+
+/// The part of an event's detail a person wants to see first.
+pub fn summarize(r: &contract::LogRow) -> String {
+    let d = &r.detail;
+    let s = match r.kind.as_str() {
+        "allowed" | "held" | "blocked" => d["reason"].as_str().unwrap_or_default().to_string(),
+        "approved" => format!("{}/{} {}", d["approvals"], d["approvals_needed"], d["note"].as_str().unwrap_or("")),
+        "rejected" => d["note"].as_str().unwrap_or_default().to_string(),
+        "executed" => match d.get("compensation") {
+            Some(c) => format!("compensation staged: {} {}", c["inverse_tool"].as_str().unwrap_or(""), brief(&c["inverse_params"], 60)),
+            None => r.result.as_ref().map(|v| brief(v, 60)).unwrap_or_default(),
+        },
+        "paused" | "resumed" => format!("{} {}: {}", d["scope"].as_str().unwrap_or(""), d["target"].as_str().unwrap_or(""), d["reason"].as_str().unwrap_or("")),
+        "compensation_requested" => format!("{} via {}", d["reason"].as_str().unwrap_or(""), d["inverse_tool"].as_str().unwrap_or("")),
+        "compensation_plan" => format!("{} requested; {}", d["requested"], brief(&d["not_requested"], 60)),
+        "finding" => format!("{} {}: {}", d["severity"].as_str().unwrap_or(""), d["kind"].as_str().unwrap_or(""), brief(&d["evidence"], 60)),
+        "policy_loaded" | "registry_loaded" => format!("version {} from {}", d["version"], d["source"].as_str().unwrap_or("")),
+        _ => brief(d, 70),
+    };
+    cut(&s, 90)
+}
+
+pub async fn log(cfg: &Config, limit: i64, follow: bool) -> Result<()> {
+    let db = open(cfg, "backstop log", 2).await?;
+    let (rows, mut tail) = contract::tail::Tail::with_history(&db.pool, limit, 1000).await?;
+    emit_rows(cfg, &rows)?;
+    if !follow {
+        return Ok(());
+    }
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+            _ = tokio::time::sleep(std::time::Duration::from_millis(200)) => {}
+        }
+        match tail.poll(&db.pool).await {
+            Ok(mut rows) => {
+                rows.sort_by_key(|r| r.seq);
+                emit_rows(cfg, &rows)?;
+            }
+            // The cursor did not move: the next poll resumes exactly here.
+            Err(e) => eprintln!("backstop log: {e}; retrying"),
+        }
+    }
+}
+
+fn emit_rows(cfg: &Config, rows: &[contract::LogRow]) -> Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    if cfg.json {
+        for r in rows {
+            println!("{}", serde_json::to_string(r)?);
+        }
+    } else {
+        print!("{}", render_log(rows));
+    }
+    Ok(())
+}
+
+pub async fn compensate(cfg: &Config, ids: &[String], reason: &str) -> Result<()> {
+    if ids.is_empty() {
+        bail!("name at least one action id to compensate");
+    }
+    let ids = ids.iter().map(|s| parse_uuid(s)).collect::<Result<Vec<_>>>()?;
+    let db = open(cfg, "backstop compensate", 1).await?;
+    let outcomes = contract::request_compensation(&db.pool, &ids, reason, None).await?;
+    if cfg.json {
+        print_json(&outcomes)?;
+    } else {
+        let mut t = Table::new(&["action", "outcome", "detail"]);
+        for o in &outcomes {
+            t.row(vec![o.action_id.to_string(), o.outcome.clone(), o.detail.clone().unwrap_or_default()]);
+        }
+        print!("{}", t.render());
+    }
+    Ok(())
+}

@@ -1,0 +1,324 @@
+//! `backstop verify`: recompute every seal from the log and compare, check
+//! the seal chain, check that no row claims a place before a seal it was not
+//! part of, and compare every projection with its rebuild from the log.
+//!
+//! Detection window: rows committed since the last seal are protected only by
+//! the append-only triggers until the next seal (about a second when any
+//! Backstop process runs the sealer; `verify` seals first by default).
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use sqlx::{PgPool, Row};
+
+use super::{Result, refine};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Problem {
+    /// altered, deleted, inserted, out_of_place, seal_chain, projection
+    pub kind: String,
+    pub seq: Option<i64>,
+    pub seal_no: Option<i64>,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct VerifyReport {
+    pub ok: bool,
+    pub rows_checked: i64,
+    pub seals_checked: i64,
+    pub unsealed_rows: i64,
+    pub first_bad_seq: Option<i64>,
+    /// The newest seal: `seal_no` and hash (hex), the value to anchor outside the database.
+    pub head: Option<(i64, String)>,
+    pub projections_checked: bool,
+    pub problems: Vec<Problem>,
+}
+
+const MAX_PROBLEMS: usize = 200;
+
+struct SealRow {
+    seal_no: i64,
+    after: String,
+    upto: String,
+    from_txid: String,
+    from_seq: i64,
+    to_txid: String,
+    to_seq: i64,
+    complete: bool,
+    high_seq: i64,
+    seqs: Vec<i64>,
+    digests: Vec<u8>,
+    prev_hash: Vec<u8>,
+    hash: Vec<u8>,
+}
+
+fn seal_hash(prev: &[u8], s: &SealRow) -> Vec<u8> {
+    let mut h = Sha256::new();
+    h.update(prev);
+    h.update(s.seal_no.to_be_bytes());
+    h.update(
+        format!(
+            "{}|{}|{}|{}|{}|{}|{}|{}",
+            s.after,
+            s.upto,
+            s.from_txid,
+            s.from_seq,
+            s.to_txid,
+            s.to_seq,
+            // Postgres prints booleans as t / f.
+            if s.complete { "t" } else { "f" },
+            s.high_seq
+        )
+        .as_bytes(),
+    );
+    h.update(Sha256::digest(&s.digests));
+    h.finalize().to_vec()
+}
+
+fn genesis() -> Vec<u8> {
+    Sha256::digest(b"backstop seals").to_vec()
+}
+
+/// Verify the whole log. With `seal_first`, seal what committed since the
+/// last seal before checking (so the report covers every row).
+pub async fn verify(pool: &PgPool, seal_first: bool, check_projections: bool) -> Result<VerifyReport> {
+    if seal_first {
+        super::seal_all(pool).await?;
+    }
+    let mut problems: Vec<Problem> = Vec::new();
+    let push = |p: Problem, problems: &mut Vec<Problem>| {
+        if problems.len() < MAX_PROBLEMS {
+            problems.push(p);
+        }
+    };
+
+    let seal_rows = sqlx::query(
+        "SELECT seal_no, after_snap::text, upto_snap::text, from_txid::text, from_seq, to_txid::text, to_seq, \
+                complete, high_seq, seqs, digests, prev_hash, hash \
+           FROM backstop.seals ORDER BY seal_no",
+    )
+    .fetch_all(pool)
+    .await
+    .map_err(refine)?;
+
+    let mut prev_hash = genesis();
+    let mut prev_high: i64 = 0;
+    let mut prev_upto: Option<String> = None;
+    let mut rows_checked: i64 = 0;
+    let mut seals_checked: i64 = 0;
+    let mut head = None;
+    let mut expected_no = 1i64;
+    let mut last: Option<SealRow> = None;
+
+    for r in seal_rows {
+        let s = SealRow {
+            seal_no: r.get(0),
+            after: r.get(1),
+            upto: r.get(2),
+            from_txid: r.get(3),
+            from_seq: r.get(4),
+            to_txid: r.get(5),
+            to_seq: r.get(6),
+            complete: r.get(7),
+            high_seq: r.get(8),
+            seqs: r.get(9),
+            digests: r.get(10),
+            prev_hash: r.get(11),
+            hash: r.get(12),
+        };
+        seals_checked += 1;
+        if s.seal_no != expected_no {
+            push(
+                Problem {
+                    kind: "seal_chain".into(),
+                    seq: None,
+                    seal_no: Some(s.seal_no),
+                    detail: format!("seal {} follows seal {}: a seal is missing", s.seal_no, expected_no - 1),
+                },
+                &mut problems,
+            );
+        }
+        expected_no = s.seal_no + 1;
+        if s.prev_hash != prev_hash || seal_hash(&s.prev_hash, &s) != s.hash {
+            push(
+                Problem {
+                    kind: "seal_chain".into(),
+                    seq: None,
+                    seal_no: Some(s.seal_no),
+                    detail: format!("seal {} does not match its hash or does not link to the seal before it", s.seal_no),
+                },
+                &mut problems,
+            );
+        }
+        prev_hash = s.hash.clone();
+        head = Some((s.seal_no, hex::encode(&s.hash)));
+
+        // Recompute the window from the log.
+        let actual = sqlx::query(
+            "SELECT t.seq, t.txid::text, backstop.row_digest(t) \
+               FROM backstop.tail($1::pg_snapshot, $2::pg_snapshot, $3::xid8, $4, 2147483647) t \
+              WHERE $5 OR (t.txid, t.seq) <= ($6::xid8, $7)",
+        )
+        .bind(&s.after)
+        .bind(&s.upto)
+        .bind(&s.from_txid)
+        .bind(s.from_seq)
+        .bind(s.complete)
+        .bind(&s.to_txid)
+        .bind(s.to_seq)
+        .fetch_all(pool)
+        .await
+        .map_err(refine)?;
+        rows_checked += actual.len() as i64;
+
+        let mut sealed: HashMap<i64, &[u8]> = HashMap::with_capacity(s.seqs.len());
+        for (i, seq) in s.seqs.iter().enumerate() {
+            if let Some(d) = s.digests.get(i * 32..i * 32 + 32) {
+                sealed.insert(*seq, d);
+            }
+        }
+        let mut seen: HashMap<i64, ()> = HashMap::with_capacity(actual.len());
+        for row in &actual {
+            let seq: i64 = row.get(0);
+            let txid: String = row.get(1);
+            let digest: Vec<u8> = row.get(2);
+            seen.insert(seq, ());
+            match sealed.get(&seq) {
+                Some(d) if *d == digest.as_slice() => {}
+                Some(_) => push(
+                    Problem {
+                        kind: "altered".into(),
+                        seq: Some(seq),
+                        seal_no: Some(s.seal_no),
+                        detail: format!("row {seq} differs from what seal {} recorded", s.seal_no),
+                    },
+                    &mut problems,
+                ),
+                None => push(
+                    Problem {
+                        kind: "inserted".into(),
+                        seq: Some(seq),
+                        seal_no: Some(s.seal_no),
+                        detail: format!(
+                            "row {seq} (transaction {txid}) lies in the window of seal {} but was not sealed: it was inserted afterwards",
+                            s.seal_no
+                        ),
+                    },
+                    &mut problems,
+                ),
+            }
+            check_place(&mut problems, &prev_upto, prev_high, seq, &txid, Some(s.seal_no));
+        }
+        for seq in &s.seqs {
+            if !seen.contains_key(seq) {
+                push(
+                    Problem {
+                        kind: "deleted".into(),
+                        seq: Some(*seq),
+                        seal_no: Some(s.seal_no),
+                        detail: format!("row {seq} was sealed by seal {} and is no longer in the log", s.seal_no),
+                    },
+                    &mut problems,
+                );
+            }
+        }
+        if s.complete {
+            prev_upto = Some(s.upto.clone());
+            prev_high = s.high_seq;
+        }
+        last = Some(s);
+    }
+
+    // Rows after the last seal: not sealed yet, but none may claim a place before it.
+    let (after, upto_clause, from_txid, from_seq) = match &last {
+        None => ("1:1:".to_string(), None, "0".to_string(), 0),
+        Some(s) if s.complete => (s.upto.clone(), None, "0".to_string(), 0),
+        Some(s) => (s.after.clone(), Some(s.upto.clone()), s.to_txid.clone(), s.to_seq),
+    };
+    let mut unsealed: Vec<(i64, String)> = Vec::new();
+    {
+        let rows = sqlx::query(
+            "SELECT t.seq, t.txid::text FROM backstop.tail($1::pg_snapshot, coalesce($2::pg_snapshot, pg_current_snapshot()), $3::xid8, $4, 2147483647) t",
+        )
+        .bind(&after)
+        .bind(&upto_clause)
+        .bind(&from_txid)
+        .bind(from_seq)
+        .fetch_all(pool)
+        .await
+        .map_err(refine)?;
+        unsealed.extend(rows.iter().map(|r| (r.get::<i64, _>(0), r.get::<String, _>(1))));
+        if let Some(u) = &upto_clause {
+            let rows = sqlx::query(
+                "SELECT t.seq, t.txid::text FROM backstop.tail($1::pg_snapshot, pg_current_snapshot(), '0'::xid8, 0, 2147483647) t",
+            )
+            .bind(u)
+            .fetch_all(pool)
+            .await
+            .map_err(refine)?;
+            unsealed.extend(rows.iter().map(|r| (r.get::<i64, _>(0), r.get::<String, _>(1))));
+        }
+    }
+    for (seq, txid) in &unsealed {
+        check_place(&mut problems, &prev_upto, prev_high, *seq, txid, None);
+    }
+
+    let mut projections_checked = false;
+    if check_projections {
+        projections_checked = true;
+        let diffs = sqlx::query("SELECT projection, side, row_data::text FROM backstop.projection_diffs()")
+            .fetch_all(pool)
+            .await
+            .map_err(refine)?;
+        for d in diffs {
+            let projection: String = d.get(0);
+            let side: String = d.get(1);
+            let data: String = d.get(2);
+            push(
+                Problem {
+                    kind: "projection".into(),
+                    seq: None,
+                    seal_no: None,
+                    detail: format!("{projection}: a row only in the {}: {data}", if side == "rebuild only" { "rebuild from the log" } else { "table" }),
+                },
+                &mut problems,
+            );
+        }
+    }
+
+    let first_bad_seq = problems.iter().filter_map(|p| p.seq).min();
+    Ok(VerifyReport {
+        ok: problems.is_empty(),
+        rows_checked,
+        seals_checked,
+        unsealed_rows: unsealed.len() as i64,
+        first_bad_seq,
+        head,
+        projections_checked,
+        problems,
+    })
+}
+
+/// A row whose transaction began after seal N's snapshot took its seq after
+/// that snapshot too (txid is assigned before seq in every insert), so its seq
+/// must exceed every seq sealed up to N. A row that breaks this was written
+/// into the past.
+fn check_place(problems: &mut Vec<Problem>, prev_upto: &Option<String>, prev_high: i64, seq: i64, txid: &str, seal_no: Option<i64>) {
+    let Some(upto) = prev_upto else { return };
+    let Some(xmax) = upto.split(':').nth(1).and_then(|x| x.parse::<u64>().ok()) else {
+        return;
+    };
+    let Ok(tx) = txid.parse::<u64>() else { return };
+    if tx >= xmax && seq <= prev_high && problems.len() < MAX_PROBLEMS {
+        problems.push(Problem {
+            kind: "out_of_place".into(),
+            seq: Some(seq),
+            seal_no,
+            detail: format!(
+                "row {seq} was written by transaction {tx}, which began after seq {prev_high} was sealed: it was inserted into the past"
+            ),
+        });
+    }
+}

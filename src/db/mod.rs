@@ -1,0 +1,160 @@
+//! Connections: a server named by `DATABASE_URL`, or the embedded private
+//! cluster. Every connection carries the operator's name as the session
+//! setting `backstop.operator`, which the contract records as the actor.
+
+pub mod embedded;
+
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, Connection, Executor, PgConnection, PgPool};
+
+pub use embedded::{EmbeddedOptions, EmbeddedPg};
+
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// How to reach the database.
+#[derive(Debug, Clone, Default)]
+pub struct DbConfig {
+    /// A server URL; `None` starts the embedded cluster.
+    pub url: Option<String>,
+    /// Keep the embedded cluster in this directory.
+    pub keep_db: Option<PathBuf>,
+    /// Recorded as the actor of every state change.
+    pub operator: String,
+    /// Shown in pg_stat_activity.
+    pub application: String,
+    pub max_connections: u32,
+}
+
+/// An open database: a pool plus, when embedded, the cluster that must live as
+/// long as the pool.
+#[derive(Clone)]
+pub struct Db {
+    pub pool: PgPool,
+    pub options: PgConnectOptions,
+    /// Human-readable location for headers and messages (no password).
+    pub label: String,
+    pub embedded: Option<Arc<EmbeddedPg>>,
+}
+
+impl Db {
+    /// Open the database named by the config, starting the embedded cluster
+    /// when no URL is given, and apply migrations.
+    pub async fn open(cfg: &DbConfig) -> Result<Db> {
+        let (base, embedded) = match &cfg.url {
+            Some(url) => (
+                PgConnectOptions::from_str(url).with_context(|| "DATABASE_URL is not a valid postgres:// URL".to_string())?,
+                None,
+            ),
+            None => {
+                let opts = EmbeddedOptions {
+                    keep_dir: cfg.keep_db.clone(),
+                    ..Default::default()
+                };
+                let pg = tokio::task::spawn_blocking(move || EmbeddedPg::start(&opts))
+                    .await
+                    .context("starting the embedded database")??;
+                let admin = PgConnectOptions::from_str(&pg.url("postgres"))?;
+                let mut conn = PgConnection::connect_with(&admin).await?;
+                let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = 'backstop')")
+                    .fetch_one(&mut conn)
+                    .await?;
+                if !exists {
+                    conn.execute("CREATE DATABASE backstop").await?;
+                }
+                conn.close().await?;
+                (PgConnectOptions::from_str(&pg.url("backstop"))?, Some(Arc::new(pg)))
+            }
+        };
+        let db = Db::connect_with(base, cfg, embedded).await?;
+        db.migrate().await?;
+        Ok(db)
+    }
+
+    /// Connect without migrating (for commands that must not change the schema).
+    pub async fn connect_with(base: PgConnectOptions, cfg: &DbConfig, embedded: Option<Arc<EmbeddedPg>>) -> Result<Db> {
+        let options = session_options(base, cfg);
+        let label = describe(&options, embedded.is_some());
+        let pool = PgPoolOptions::new()
+            .max_connections(cfg.max_connections.max(1))
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options.clone())
+            .await
+            .with_context(|| format!("connecting to {label}"))?;
+        Ok(Db {
+            pool,
+            options,
+            label,
+            embedded,
+        })
+    }
+
+    pub async fn migrate(&self) -> Result<()> {
+        MIGRATOR
+            .run(&self.pool)
+            .await
+            .with_context(|| format!("applying migrations to {}", self.label))
+    }
+
+    /// A dedicated connection outside the pool (the pause key, LISTEN).
+    pub async fn dedicated(&self) -> Result<PgConnection> {
+        self.options
+            .connect()
+            .await
+            .with_context(|| format!("connecting to {}", self.label))
+    }
+
+    /// The same database under another operator name.
+    pub async fn as_operator(&self, operator: &str, max_connections: u32) -> Result<Db> {
+        let options = self.options.clone().options([("backstop.operator", operator)]);
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections.max(1))
+            .connect_with(options.clone())
+            .await?;
+        Ok(Db {
+            pool,
+            options,
+            label: self.label.clone(),
+            embedded: self.embedded.clone(),
+        })
+    }
+}
+
+fn session_options(base: PgConnectOptions, cfg: &DbConfig) -> PgConnectOptions {
+    let app = if cfg.application.is_empty() { "backstop" } else { &cfg.application };
+    base.application_name(app)
+        .options([("backstop.operator", cfg.operator.as_str())])
+        // Statement logging at INFO would flood the room's terminal.
+        .log_statements(log::LevelFilter::Off)
+        .log_slow_statements(log::LevelFilter::Off, Duration::from_secs(60))
+}
+
+fn describe(o: &PgConnectOptions, embedded: bool) -> String {
+    let db = o.get_database().unwrap_or("postgres");
+    if embedded {
+        format!("embedded:{}/{}", o.get_port(), db)
+    } else if let Some(sock) = o.get_socket() {
+        format!("pg://{}/{}", sock.display(), db)
+    } else {
+        format!("pg://{}:{}/{}", o.get_host(), o.get_port(), db)
+    }
+}
+
+/// The current OS user, the default operator name.
+pub fn os_user() -> String {
+    std::env::var("USER")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .or_else(|| {
+            nix::unistd::User::from_uid(nix::unistd::Uid::current())
+                .ok()
+                .flatten()
+                .map(|u| u.name)
+        })
+        .unwrap_or_else(|| "operator".to_string())
+}

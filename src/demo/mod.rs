@@ -1,0 +1,48 @@
+//! The demo: simulated business systems, a fleet of agents, scripted
+//! incidents. This first part installs the systems and drives a short script
+//! through the contract.
+
+pub mod script;
+
+use anyhow::{Context, Result};
+use sqlx::PgPool;
+
+const SYSTEMS_SQL: &str = include_str!("systems.sql");
+
+/// Create (or update) the simulated business systems' schemas.
+pub async fn install_systems(pool: &PgPool) -> Result<()> {
+    // One installer at a time: CREATE OR REPLACE of the same function races.
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock(1112757340, 0)").execute(&mut *tx).await?;
+    sqlx::raw_sql(SYSTEMS_SQL)
+        .execute(&mut *tx)
+        .await
+        .context("installing the demo's business systems")?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// `backstop demo`: the scripted story, the log it produced, and its verification.
+pub async fn run_script(cfg: &crate::config::Config) -> Result<()> {
+    let db = crate::db::Db::open(&cfg.db("backstop demo", 4)).await?;
+    eprintln!("backstop: database {}", db.label);
+    let outcome = script::run(&db, &cfg.tools, &cfg.policy).await?;
+    let rows = crate::contract::recent_log(&db.pool, 200).await?;
+    let report = crate::contract::verify::verify(&db.pool, true, true).await?;
+    if cfg.json {
+        crate::commands::print_json(&serde_json::json!({ "story": outcome.lines, "log": rows, "verify": report }))?;
+    } else {
+        println!("The story:");
+        for l in &outcome.lines {
+            println!("  {l}");
+        }
+        println!("\nThe action log:");
+        print!("{}", crate::commands::render_log(&rows));
+        println!();
+        print!("{}", crate::commands::render_verify(&report));
+    }
+    if !report.ok {
+        anyhow::bail!("the log did not verify");
+    }
+    Ok(())
+}

@@ -1,0 +1,179 @@
+//! Shared pieces of the registry and policy checkers: positions in the file,
+//! durations, and the error list they return.
+
+use std::fmt;
+use std::ops::Range;
+
+use serde::{Deserialize, Serialize};
+
+/// One problem in a file, with where it is and what would be valid.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Issue {
+    pub file: String,
+    pub line: usize,
+    pub col: usize,
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for Issue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "{}:{}:{}: {}", self.file, self.line, self.col, self.message)
+        } else {
+            write!(f, "{}:{}:{}: {}: {}", self.file, self.line, self.col, self.key, self.message)
+        }
+    }
+}
+
+/// Collects issues against one file's text.
+pub struct Checker<'a> {
+    pub file: &'a str,
+    pub text: &'a str,
+    pub issues: Vec<Issue>,
+}
+
+impl<'a> Checker<'a> {
+    pub fn new(file: &'a str, text: &'a str) -> Checker<'a> {
+        Checker {
+            file,
+            text,
+            issues: Vec::new(),
+        }
+    }
+
+    pub fn at(&mut self, span: Range<usize>, key: impl Into<String>, message: impl Into<String>) {
+        let (line, col) = line_col(self.text, span.start);
+        self.issues.push(Issue {
+            file: self.file.to_string(),
+            line,
+            col,
+            key: key.into(),
+            message: message.into(),
+        });
+    }
+
+    /// A parse or type error from the TOML deserializer.
+    pub fn toml_error(&mut self, e: &toml::de::Error) {
+        let span = e.span().unwrap_or(0..0);
+        let message = e.message().trim().to_string();
+        let key = key_at(self.text, span.start);
+        self.at(span, key, message);
+    }
+}
+
+/// 1-based line and column of a byte offset.
+pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map(|l| l.chars().count()).unwrap_or(0) + 1;
+    (line, col)
+}
+
+/// The dotted key a position belongs to, from the nearest table header and
+/// the key on its line (best effort, for messages about wrong types).
+fn key_at(text: &str, offset: usize) -> String {
+    let offset = offset.min(text.len());
+    let mut table = String::new();
+    for line in text[..offset].lines() {
+        let t = line.trim();
+        if t.starts_with('[') {
+            table = t.trim_matches(|c| c == '[' || c == ']').trim().to_string();
+        }
+    }
+    let line_start = text[..offset].rfind('\n').map(|i| i + 1).unwrap_or(0);
+    let line = text[line_start..].lines().next().unwrap_or("");
+    let key = line.split('=').next().map(str::trim).unwrap_or("");
+    let key = if line.contains('=') && !key.starts_with('[') { key } else { "" };
+    match (table.is_empty(), key.is_empty()) {
+        (true, _) => key.to_string(),
+        (false, true) => table,
+        (false, false) => format!("{table}.{key}"),
+    }
+}
+
+/// Parse "90s", "15m", "2h", "30d", "1w" (or a plain number of seconds).
+pub fn parse_duration(s: &str) -> Result<f64, String> {
+    let s = s.trim();
+    let err = || format!("{s:?} is not a duration: use a number and a unit, like 90s, 15m, 2h or 30d");
+    if s.is_empty() {
+        return Err(err());
+    }
+    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num.parse().map_err(|_| err())?;
+    let mult = match unit.trim() {
+        "" | "s" => 1.0,
+        "ms" => 0.001,
+        "m" | "min" => 60.0,
+        "h" => 3600.0,
+        "d" => 86400.0,
+        "w" => 7.0 * 86400.0,
+        _ => return Err(err()),
+    };
+    let secs = n * mult;
+    if !secs.is_finite() || secs < 0.0 {
+        return Err(err());
+    }
+    Ok(secs)
+}
+
+/// The closest valid spelling, for "did you mean" hints.
+pub fn suggest<'b>(word: &str, options: &[&'b str]) -> Option<&'b str> {
+    options
+        .iter()
+        .map(|o| (levenshtein(word, o), *o))
+        .filter(|(d, o)| *d <= 2.max(o.len() / 3))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, o)| o)
+}
+
+fn levenshtein(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for i in 1..=a.len() {
+        let mut cur = vec![i; b.len() + 1];
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            cur[j] = (prev[j] + 1).min(cur[j - 1] + 1).min(prev[j - 1] + cost);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+pub fn sha256_hex(text: &str) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(text.as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90s"), Ok(90.0));
+        assert_eq!(parse_duration("15m"), Ok(900.0));
+        assert_eq!(parse_duration("2h"), Ok(7200.0));
+        assert_eq!(parse_duration("30d"), Ok(30.0 * 86400.0));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("5 parsecs").is_err());
+    }
+
+    #[test]
+    fn positions() {
+        let t = "a = 1\nbb = 2\n";
+        assert_eq!(line_col(t, 0), (1, 1));
+        assert_eq!(line_col(t, 6), (2, 1));
+        assert_eq!(line_col(t, 11), (2, 6));
+    }
+
+    #[test]
+    fn suggestions() {
+        assert_eq!(suggest("irreversable", &["read", "reversible", "irreversible"]), Some("irreversible"));
+        assert_eq!(suggest("zzz", &["read", "reversible"]), None);
+    }
+}

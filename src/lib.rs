@@ -1,0 +1,16 @@
+//! Backstop: surgical recovery for fleets of AI agents, on PostgreSQL.
+//!
+//! The database holds the guarantees (append-only log, kill switch,
+//! guardrails, compensation outbox); this crate starts and migrates it, calls
+//! its contract, checks and loads the registry and policy, and runs the
+//! long-lived processes around it.
+
+pub mod commands;
+pub mod demo;
+pub mod config;
+pub mod contract;
+pub mod db;
+pub mod filecheck;
+pub mod output;
+pub mod policy;
+pub mod registry;

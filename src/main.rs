@@ -1,0 +1,185 @@
+//! The `backstop` command line: argument parsing only. What each command
+//! does lives in the library (`backstop::commands` and friends).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use backstop::commands;
+use backstop::config::{Config, default_asset};
+use backstop::contract::Scope;
+
+#[derive(Parser)]
+#[command(
+    name = "backstop",
+    version,
+    about = "Surgical recovery for fleets of AI agents, on PostgreSQL",
+    long_about = "Surgical recovery for fleets of AI agents, on PostgreSQL.\n\n\
+        Without DATABASE_URL, Backstop starts a private, throwaway PostgreSQL cluster from the \
+        binaries on this machine and removes it on exit (--keep-db DIR keeps it)."
+)]
+struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Args)]
+struct Global {
+    /// PostgreSQL server to use; without it an embedded private cluster is started.
+    #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
+    database_url: Option<String>,
+    /// Your name in the action log (default: the OS user).
+    #[arg(long, env = "BACKSTOP_OPERATOR", global = true)]
+    operator: Option<String>,
+    /// Keep the embedded cluster's data in DIR (reused on the next run).
+    #[arg(long, value_name = "DIR", global = true)]
+    keep_db: Option<PathBuf>,
+    /// The tool registry file.
+    #[arg(long, value_name = "FILE", global = true)]
+    tools: Option<PathBuf>,
+    /// The policy file.
+    #[arg(long, value_name = "FILE", global = true)]
+    policy: Option<PathBuf>,
+    /// Print data as JSON.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start a database, load the registry and policy, and run a short scripted story through the contract.
+    Demo,
+    /// Apply the database migrations (idempotent).
+    Migrate,
+    /// Check tools.toml and policy.toml; change nothing.
+    Check {
+        /// The files to check (default: the registry and policy in use).
+        files: Vec<PathBuf>,
+    },
+    /// Check and load tools.toml and policy.toml as new versions (where they changed).
+    Load,
+    /// Pause the fleet, one agent, or one tool: no covered action is allowed until resumed.
+    Pause(ScopeArgs),
+    /// Resume what a pause stopped.
+    Resume(ScopeArgs),
+    /// Approve a held action.
+    Approve {
+        action_id: String,
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+    /// Reject a held action.
+    Reject {
+        action_id: String,
+        /// Why (recorded in the log and shown to the agent).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Request the staged compensation of actions.
+    Compensate {
+        /// Action ids to compensate.
+        action_ids: Vec<String>,
+        /// Why (recorded in the log).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Check the log against its seals, and every projection against its rebuild from the log.
+    Verify {
+        /// Check only what is already sealed (do not seal new rows first).
+        #[arg(long)]
+        no_seal: bool,
+    },
+    /// Seal the rows committed since the last seal.
+    Seal,
+    /// Print the most recent log rows (and follow new ones with --follow).
+    Log {
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        #[arg(long, short)]
+        follow: bool,
+    },
+}
+
+#[derive(Args)]
+struct ScopeArgs {
+    /// fleet, agent or tool
+    scope: Scope,
+    /// The agent or tool name (not for fleet).
+    target: Option<String>,
+    /// Why (recorded in the log).
+    #[arg(long)]
+    reason: Option<String>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let g = cli.global;
+    let cfg = Config {
+        database_url: g.database_url.filter(|u| !u.is_empty()),
+        operator: g.operator.filter(|o| !o.is_empty()).unwrap_or_else(Config::default_operator),
+        keep_db: g.keep_db,
+        tools: g.tools.unwrap_or_else(|| default_asset("tools.toml")),
+        policy: g.policy.unwrap_or_else(|| default_asset("policy.toml")),
+        json: g.json,
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("backstop: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(run(cfg, cli.command));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+            eprintln!("backstop: {}", chain.join(": "));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cfg: Config, command: Option<Command>) -> anyhow::Result<()> {
+    match command {
+        None | Some(Command::Demo) => backstop::demo::run_script(&cfg).await,
+        Some(Command::Migrate) => commands::migrate(&cfg).await,
+        Some(Command::Check { files }) => {
+            let (tools, policy) = match files.as_slice() {
+                [] => (cfg.tools.clone(), cfg.policy.clone()),
+                [a, b] => (a.clone(), b.clone()),
+                _ => anyhow::bail!("check takes no files, or the registry and the policy: backstop check tools.toml policy.toml"),
+            };
+            commands::check(&cfg, &tools, &policy)
+        }
+        Some(Command::Load) => commands::load(&cfg).await,
+        Some(Command::Pause(s)) => {
+            let target = scope_target(&s)?;
+            let reason = s.reason.clone().unwrap_or_else(|| format!("paused from the command line by {}", cfg.operator));
+            commands::pause(&cfg, s.scope, target.as_deref(), &reason).await
+        }
+        Some(Command::Resume(s)) => {
+            let target = scope_target(&s)?;
+            let reason = s.reason.clone().unwrap_or_else(|| format!("resumed from the command line by {}", cfg.operator));
+            commands::resume(&cfg, s.scope, target.as_deref(), &reason).await
+        }
+        Some(Command::Approve { action_id, note }) => commands::approve(&cfg, &action_id, &note).await,
+        Some(Command::Reject { action_id, reason }) => commands::reject(&cfg, &action_id, &reason).await,
+        Some(Command::Compensate { action_ids, reason }) => commands::compensate(&cfg, &action_ids, &reason).await,
+        Some(Command::Verify { no_seal }) => commands::verify(&cfg, no_seal).await,
+        Some(Command::Seal) => commands::seal(&cfg).await,
+        Some(Command::Log { limit, follow }) => commands::log(&cfg, limit, follow).await,
+    }
+}
+
+fn scope_target(s: &ScopeArgs) -> anyhow::Result<Option<String>> {
+    match (s.scope, &s.target) {
+        (Scope::Fleet, None) => Ok(None),
+        (Scope::Fleet, Some(t)) => anyhow::bail!("pause/resume fleet takes no name (got {t:?})"),
+        (_, None) => anyhow::bail!("name the {} (e.g. backstop pause {} refund-bot)", s.scope.as_str(), s.scope.as_str()),
+        (_, Some(t)) => Ok(Some(t.clone())),
+    }
+}

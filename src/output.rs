@@ -1,0 +1,113 @@
+//! Plain-text tables and value formatting for commands that print data.
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde_json::Value;
+
+/// Left-aligned columns separated by two spaces; the last column is not padded.
+#[derive(Debug, Default)]
+pub struct Table {
+    rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    pub fn new(header: &[&str]) -> Table {
+        Table {
+            rows: vec![header.iter().map(|h| h.to_string()).collect()],
+        }
+    }
+
+    pub fn row(&mut self, cells: Vec<String>) {
+        self.rows.push(cells);
+    }
+
+    pub fn render(&self) -> String {
+        let cols = self.rows.iter().map(Vec::len).max().unwrap_or(0);
+        let mut widths = vec![0usize; cols];
+        for r in &self.rows {
+            for (i, c) in r.iter().enumerate() {
+                widths[i] = widths[i].max(c.chars().count());
+            }
+        }
+        let mut out = String::new();
+        for r in &self.rows {
+            let mut line = String::new();
+            for (i, c) in r.iter().enumerate() {
+                if i + 1 < r.len() {
+                    line.push_str(&format!("{c:<w$}  ", w = widths[i]));
+                } else {
+                    line.push_str(c);
+                }
+            }
+            out.push_str(line.trim_end());
+            out.push('\n');
+        }
+        out
+    }
+}
+
+/// $47,000 or $47,000.50.
+pub fn money(d: Option<Decimal>) -> String {
+    let Some(d) = d else { return String::new() };
+    let d = d.round_dp(2);
+    let neg = d.is_sign_negative();
+    let s = d.abs().to_string();
+    let (int, frac) = match s.split_once('.') {
+        Some((i, f)) => (i.to_string(), Some(format!("{f:0<2}"))),
+        None => (s, None),
+    };
+    let mut grouped = String::new();
+    for (i, ch) in int.chars().enumerate() {
+        if i > 0 && (int.len() - i) % 3 == 0 {
+            grouped.push(',');
+        }
+        grouped.push(ch);
+    }
+    let frac = frac.filter(|f| f != "00").map(|f| format!(".{f}")).unwrap_or_default();
+    format!("{}${grouped}{frac}", if neg { "-" } else { "" })
+}
+
+pub fn time(t: DateTime<Utc>) -> String {
+    t.format("%H:%M:%S").to_string()
+}
+
+/// A one-line summary of a JSON value, cut to `max` characters.
+pub fn brief(v: &Value, max: usize) -> String {
+    let s = match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    cut(&s, max)
+}
+
+pub fn cut(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        s.to_string()
+    } else {
+        let mut t: String = s.chars().take(max.saturating_sub(1)).collect();
+        t.push('…');
+        t
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::str::FromStr;
+
+    #[test]
+    fn money_formats() {
+        assert_eq!(money(Some(Decimal::from(47000))), "$47,000");
+        assert_eq!(money(Some(Decimal::from_str("1234567.5").unwrap())), "$1,234,567.50");
+        assert_eq!(money(Some(Decimal::from_str("0.99").unwrap())), "$0.99");
+        assert_eq!(money(Some(Decimal::from(500))), "$500");
+        assert_eq!(money(None), "");
+    }
+
+    #[test]
+    fn tables_align() {
+        let mut t = Table::new(&["a", "bb"]);
+        t.row(vec!["xxx".into(), "y".into()]);
+        assert_eq!(t.render(), "a    bb\nxxx  y\n");
+    }
+}
