@@ -18,8 +18,8 @@ CREATE SEQUENCE backstop.action_log_seq AS bigint;
 -- path.
 -- txid comes first on purpose: an INSERT evaluates its values in column
 -- order, so the transaction id is assigned before the sequence number is
--- taken. `verify` relies on it: a transaction that began after a seal's
--- snapshot cannot hold a seq lower than one already sealed.
+-- taken. `verify` relies on it: a transaction whose id was assigned after a
+-- seal's own cannot hold a seq the sequence had issued before that seal.
 CREATE TABLE backstop.action_log (
     txid             xid8        NOT NULL DEFAULT pg_current_xact_id(),
     seq              bigint      NOT NULL DEFAULT nextval('backstop.action_log_seq'),
@@ -146,8 +146,10 @@ CREATE TABLE backstop.seals (
     to_seq     bigint      NOT NULL,
     complete   boolean     NOT NULL,
     row_count  integer     NOT NULL,
-    -- The highest seq sealed so far (this seal included).
-    high_seq   bigint      NOT NULL,
+    -- The sealer read seq_floor from the sequence, then took seal_xid. A
+    -- transaction with a larger id took its seqs after that, so above the floor.
+    seal_xid   xid8        NOT NULL,
+    seq_floor  bigint      NOT NULL,
     seqs       bigint[]    NOT NULL,
     digests    bytea       NOT NULL,
     prev_hash  bytea       NOT NULL,
@@ -171,10 +173,11 @@ CREATE TRIGGER seals_no_truncate BEFORE TRUNCATE ON backstop.seals
 
 CREATE FUNCTION backstop.seal_hash(prev bytea, seal_no bigint, after_snap pg_snapshot, upto_snap pg_snapshot,
                                    from_txid xid8, from_seq bigint, to_txid xid8, to_seq bigint,
-                                   complete boolean, high_seq bigint, digests bytea) RETURNS bytea
+                                   complete boolean, seal_xid xid8, seq_floor bigint, digests bytea) RETURNS bytea
 LANGUAGE sql IMMUTABLE AS $$
     SELECT sha256(prev || int8send(seal_no)
-                  || convert_to(concat_ws('|', after_snap, upto_snap, from_txid, from_seq, to_txid, to_seq, complete, high_seq), 'UTF8')
+                  || convert_to(concat_ws('|', after_snap, upto_snap, from_txid, from_seq, to_txid, to_seq, complete,
+                                          seal_xid, seq_floor), 'UTF8')
                   || sha256(digests))
 $$;
 
@@ -201,7 +204,8 @@ DECLARE
     v_n integer;
     v_complete boolean;
     v_no bigint;
-    v_high bigint;
+    v_floor bigint;
+    v_xid xid8;
 BEGIN
     IF max_rows IS NULL OR max_rows < 1 OR max_rows > 1000000 THEN
         RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = format('seal: max_rows must be between 1 and 1000000; got %s', max_rows);
@@ -209,6 +213,9 @@ BEGIN
     IF NOT pg_try_advisory_xact_lock(1112757332, 0) THEN
         RETURN;
     END IF;
+    -- In this order: the floor first, then this transaction's id.
+    SELECT CASE WHEN q.is_called THEN q.last_value ELSE q.last_value - 1 END INTO v_floor FROM backstop.action_log_seq q;
+    v_xid := pg_current_xact_id();
     SELECT * INTO last FROM backstop.seals s ORDER BY s.seal_no DESC LIMIT 1;
     IF NOT FOUND THEN
         v_after := '1:1:';
@@ -250,15 +257,14 @@ BEGIN
         v_seqs := ARRAY[]::bigint[];
         v_digests := ''::bytea;
     END IF;
-    v_high := greatest(coalesce(last.high_seq, 0), (SELECT max(x) FROM unnest(v_seqs) x));
     INSERT INTO backstop.seals (seal_no, after_snap, upto_snap, from_txid, from_seq, to_txid, to_seq, complete,
-                                row_count, high_seq, seqs, digests, prev_hash, hash, sealed_at, sealed_by)
+                                row_count, seal_xid, seq_floor, seqs, digests, prev_hash, hash, sealed_at, sealed_by)
     VALUES (v_no, v_after, v_upto, v_from_txid, v_from_seq,
             coalesce(v_txids[v_n], v_from_txid), coalesce(v_seqs[v_n], v_from_seq), v_complete,
-            v_n, v_high, v_seqs, v_digests, coalesce(last.hash, backstop.seal_genesis()),
+            v_n, v_xid, v_floor, v_seqs, v_digests, coalesce(last.hash, backstop.seal_genesis()),
             backstop.seal_hash(coalesce(last.hash, backstop.seal_genesis()), v_no, v_after, v_upto,
                                v_from_txid, v_from_seq, coalesce(v_txids[v_n], v_from_txid),
-                               coalesce(v_seqs[v_n], v_from_seq), v_complete, v_high, v_digests),
+                               coalesce(v_seqs[v_n], v_from_seq), v_complete, v_xid, v_floor, v_digests),
             clock_timestamp(), backstop.actor());
     seal_no := v_no;
     row_count := v_n;

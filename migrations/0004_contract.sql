@@ -86,17 +86,15 @@ BEGIN
 END
 $$;
 
--- Proposals hold these shared locks until they commit; pause takes the
--- exclusive one. So a pause waits for proposals already past the check, and
--- every proposal that checks after the pause commits sees it.
-CREATE FUNCTION backstop._kill_locks(p_agent text, p_tool text) RETURNS void
-LANGUAGE plpgsql AS $$
-BEGIN
-    PERFORM pg_advisory_xact_lock_shared(1112757328, hashtext('fleet:*'));
-    PERFORM pg_advisory_xact_lock_shared(1112757328, hashtext('agent:' || p_agent));
-    PERFORM pg_advisory_xact_lock_shared(1112757328, hashtext('tool:' || p_tool));
-END
-$$;
+-- The kill switch's gate. Every proposal reads this (empty) table before it
+-- reads the kill switches, and so holds an ACCESS SHARE lock on it until it
+-- commits; pause takes ACCESS EXCLUSIVE. A pause therefore waits for the
+-- proposals already past their check, and every proposal that checks after
+-- the pause commits sees it. ACCESS SHARE on a table is taken on Postgres's
+-- per-backend fast path, so proposals do not contend with each other (an
+-- advisory lock shared by every proposal cost about 20% of throughput at 16
+-- agents).
+CREATE TABLE backstop.kill_gate ();
 
 CREATE FUNCTION backstop._kill_switch(p_agent text, p_tool text, OUT scope text, OUT target text, OUT reason text, OUT changed_by text)
 LANGUAGE plpgsql STABLE AS $$
@@ -194,9 +192,8 @@ BEGIN
         END IF;
     END IF;
 
-    PERFORM pg_advisory_xact_lock_shared(1112757328, hashtext('fleet:*')),
-            pg_advisory_xact_lock_shared(1112757328, hashtext('agent:' || p_agent)),
-            pg_advisory_xact_lock_shared(1112757328, hashtext('tool:' || p_tool));
+    -- A statement of its own: the next one takes a snapshot after the gate is held.
+    PERFORM FROM backstop.kill_gate;
     -- Read after the kill-switch locks are held.
     SELECT a.registry_version AS reg, a.policy_version AS pol, pv.hold_expiry, pv.expiry_effect,
            pv.param_memory, pv.has_cumulative, t AS tool_row
@@ -326,7 +323,7 @@ BEGIN
     END IF;
     -- allowed (directly or by approval), executed or failed
     IF a.status = 'allowed' THEN
-        PERFORM backstop._kill_locks(a.agent, a.tool);
+        PERFORM FROM backstop.kill_gate;
         SELECT * INTO k FROM backstop._kill_switch(a.agent, a.tool);
         IF k.scope IS NOT NULL THEN
             RETURN QUERY SELECT 'hold'::text, 'allowed, but waiting: ' || backstop._paused_reason(k.scope, k.target, k.reason, k.changed_by);
@@ -589,8 +586,9 @@ BEGIN
         p_target := pause.target;
     END IF;
     PERFORM backstop._check_reason('pause', 'reason', pause.reason);
-    -- Wait for proposals already past their kill-switch check; hold off new ones.
-    PERFORM pg_advisory_xact_lock(1112757328, hashtext(p_scope || ':' || p_target));
+    -- Wait for proposals already past their kill-switch check; hold off new
+    -- ones until this commits. Pauses are rare: every scope takes the gate.
+    LOCK TABLE backstop.kill_gate IN ACCESS EXCLUSIVE MODE;
     SELECT k.paused INTO v_was FROM backstop.kill_switches k WHERE k.scope = p_scope AND k.target = p_target FOR UPDATE;
     SELECT l.seq, l.at INTO v_seq, v_at FROM backstop._append('paused', v_actor,
         CASE WHEN p_scope = 'agent' THEN p_target END, CASE WHEN p_scope = 'tool' THEN p_target END, NULL,
@@ -800,6 +798,7 @@ LANGUAGE plpgsql AS $$
 DECLARE
     p_worker text := claim_compensations.worker;
     r record;
+    v_until timestamptz;
 BEGIN
     PERFORM backstop._check_name('claim_compensations', 'worker', p_worker);
     IF claim_compensations.max IS NULL OR claim_compensations.max < 1 OR claim_compensations.max > 1000 THEN
@@ -808,10 +807,11 @@ BEGIN
     IF claim_compensations.lease IS NULL OR claim_compensations.lease < interval '1 second' OR claim_compensations.lease > interval '1 hour' THEN
         PERFORM backstop._bad('claim_compensations', format('lease must be between 1 second and 1 hour; got %s', coalesce(claim_compensations.lease::text, 'null')));
     END IF;
+    v_until := clock_timestamp() + claim_compensations.lease;
     FOR r IN
         WITH ready AS (
             SELECT x.action_id, x.worker AS previous_worker, x.status AS previous_status FROM backstop.compensations x
-             WHERE x.status IN ('requested', 'running') AND x.next_attempt_at <= clock_timestamp()
+             WHERE x.status IN ('requested', 'running') AND x.next_attempt_at <= v_until - claim_compensations.lease
                AND (claim_compensations.tools IS NULL OR x.inverse_tool = ANY (claim_compensations.tools))
              ORDER BY x.next_attempt_at
              LIMIT claim_compensations.max
@@ -819,7 +819,7 @@ BEGIN
         )
         UPDATE backstop.compensations x
            SET status = 'running', worker = p_worker, attempts = x.attempts + 1,
-               lease_until = clock_timestamp() + claim_compensations.lease, next_attempt_at = clock_timestamp() + claim_compensations.lease
+               lease_until = v_until, next_attempt_at = v_until
           FROM ready
          WHERE x.action_id = ready.action_id
         RETURNING x.*, ready.previous_worker, ready.previous_status

@@ -21,7 +21,11 @@ impl fmt::Display for Issue {
         if self.key.is_empty() {
             write!(f, "{}:{}:{}: {}", self.file, self.line, self.col, self.message)
         } else {
-            write!(f, "{}:{}:{}: {}: {}", self.file, self.line, self.col, self.key, self.message)
+            write!(
+                f,
+                "{}:{}:{}: {}: {}",
+                self.file, self.line, self.col, self.key, self.message
+            )
         }
     }
 }
@@ -85,7 +89,11 @@ fn key_at(text: &str, offset: usize) -> String {
     let line_start = text[..offset].rfind('\n').map(|i| i + 1).unwrap_or(0);
     let line = text[line_start..].lines().next().unwrap_or("");
     let key = line.split('=').next().map(str::trim).unwrap_or("");
-    let key = if line.contains('=') && !key.starts_with('[') { key } else { "" };
+    let key = if line.contains('=') && !key.starts_with('[') {
+        key
+    } else {
+        ""
+    };
     match (table.is_empty(), key.is_empty()) {
         (true, _) => key.to_string(),
         (false, true) => table,
@@ -173,7 +181,10 @@ mod tests {
 
     #[test]
     fn suggestions() {
-        assert_eq!(suggest("irreversable", &["read", "reversible", "irreversible"]), Some("irreversible"));
+        assert_eq!(
+            suggest("irreversable", &["read", "reversible", "irreversible"]),
+            Some("irreversible")
+        );
         assert_eq!(suggest("zzz", &["read", "reversible"]), None);
     }
 }

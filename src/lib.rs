@@ -5,11 +5,12 @@
 //! its contract, checks and loads the registry and policy, and runs the
 //! long-lived processes around it.
 
+pub mod bench;
 pub mod commands;
-pub mod demo;
 pub mod config;
 pub mod contract;
 pub mod db;
+pub mod demo;
 pub mod filecheck;
 pub mod output;
 pub mod policy;

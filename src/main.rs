@@ -94,12 +94,30 @@ enum Command {
     },
     /// Seal the rows committed since the last seal.
     Seal,
+    /// Run a benchmark; each prints its figures beside a baseline from the same run.
+    Bench {
+        #[command(subcommand)]
+        which: BenchCommand,
+    },
     /// Print the most recent log rows (and follow new ones with --follow).
     Log {
         #[arg(long, default_value_t = 50)]
         limit: i64,
         #[arg(long, short)]
         follow: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// propose + record_result throughput vs a raw INSERT of the same payload.
+    Gateway {
+        /// Agent counts to measure, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "1,4,16")]
+        agents: Vec<usize>,
+        /// Seconds per measurement.
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
     },
 }
 
@@ -119,7 +137,10 @@ fn main() -> ExitCode {
     let g = cli.global;
     let cfg = Config {
         database_url: g.database_url.filter(|u| !u.is_empty()),
-        operator: g.operator.filter(|o| !o.is_empty()).unwrap_or_else(Config::default_operator),
+        operator: g
+            .operator
+            .filter(|o| !o.is_empty())
+            .unwrap_or_else(Config::default_operator),
         keep_db: g.keep_db,
         tools: g.tools.unwrap_or_else(|| default_asset("tools.toml")),
         policy: g.policy.unwrap_or_else(|| default_asset("policy.toml")),
@@ -151,19 +172,27 @@ async fn run(cfg: Config, command: Option<Command>) -> anyhow::Result<()> {
             let (tools, policy) = match files.as_slice() {
                 [] => (cfg.tools.clone(), cfg.policy.clone()),
                 [a, b] => (a.clone(), b.clone()),
-                _ => anyhow::bail!("check takes no files, or the registry and the policy: backstop check tools.toml policy.toml"),
+                _ => anyhow::bail!(
+                    "check takes no files, or the registry and the policy: backstop check tools.toml policy.toml"
+                ),
             };
             commands::check(&cfg, &tools, &policy)
         }
         Some(Command::Load) => commands::load(&cfg).await,
         Some(Command::Pause(s)) => {
             let target = scope_target(&s)?;
-            let reason = s.reason.clone().unwrap_or_else(|| format!("paused from the command line by {}", cfg.operator));
+            let reason = s
+                .reason
+                .clone()
+                .unwrap_or_else(|| format!("paused from the command line by {}", cfg.operator));
             commands::pause(&cfg, s.scope, target.as_deref(), &reason).await
         }
         Some(Command::Resume(s)) => {
             let target = scope_target(&s)?;
-            let reason = s.reason.clone().unwrap_or_else(|| format!("resumed from the command line by {}", cfg.operator));
+            let reason = s
+                .reason
+                .clone()
+                .unwrap_or_else(|| format!("resumed from the command line by {}", cfg.operator));
             commands::resume(&cfg, s.scope, target.as_deref(), &reason).await
         }
         Some(Command::Approve { action_id, note }) => commands::approve(&cfg, &action_id, &note).await,
@@ -172,6 +201,25 @@ async fn run(cfg: Config, command: Option<Command>) -> anyhow::Result<()> {
         Some(Command::Verify { no_seal }) => commands::verify(&cfg, no_seal).await,
         Some(Command::Seal) => commands::seal(&cfg).await,
         Some(Command::Log { limit, follow }) => commands::log(&cfg, limit, follow).await,
+        Some(Command::Bench { which }) => match which {
+            BenchCommand::Gateway { agents, seconds } => {
+                anyhow::ensure!(
+                    !agents.is_empty() && agents.iter().all(|a| (1..=256).contains(a)),
+                    "--agents takes counts from 1 to 256"
+                );
+                anyhow::ensure!(
+                    (0.5..=3600.0).contains(&seconds),
+                    "--seconds must be between 0.5 and 3600"
+                );
+                let r = backstop::bench::gateway::run(&cfg, &agents, seconds, !cfg.json).await?;
+                if cfg.json {
+                    commands::print_json(&r)
+                } else {
+                    print!("{}", backstop::bench::gateway::render(&r));
+                    Ok(())
+                }
+            }
+        },
     }
 }
 
@@ -179,7 +227,11 @@ fn scope_target(s: &ScopeArgs) -> anyhow::Result<Option<String>> {
     match (s.scope, &s.target) {
         (Scope::Fleet, None) => Ok(None),
         (Scope::Fleet, Some(t)) => anyhow::bail!("pause/resume fleet takes no name (got {t:?})"),
-        (_, None) => anyhow::bail!("name the {} (e.g. backstop pause {} refund-bot)", s.scope.as_str(), s.scope.as_str()),
+        (_, None) => anyhow::bail!(
+            "name the {} (e.g. backstop pause {} refund-bot)",
+            s.scope.as_str(),
+            s.scope.as_str()
+        ),
         (_, Some(t)) => Ok(Some(t.clone())),
     }
 }

@@ -310,7 +310,7 @@ pub fn parse(file: &str, text: &str, registry: Option<&Registry>) -> Result<Poli
         let s = s.get_ref();
         if let Some(h) = &s.hold_expiry {
             match parse_duration(h.get_ref()) {
-                Ok(v) if v >= 1.0 && v <= 30.0 * 86400.0 => settings.hold_expiry_seconds = v,
+                Ok(v) if (1.0..=30.0 * 86400.0).contains(&v) => settings.hold_expiry_seconds = v,
                 Ok(_) => ck.at(h.span(), "settings.hold_expiry", "must be between 1s and 30d"),
                 Err(e) => ck.at(h.span(), "settings.hold_expiry", e),
             }
@@ -319,7 +319,11 @@ pub fn parse(file: &str, text: &str, registry: Option<&Registry>) -> Result<Poli
             if e.get_ref() == "block" || e.get_ref() == "allow" {
                 settings.expiry_effect = e.get_ref().clone();
             } else {
-                ck.at(e.span(), "settings.expiry_effect", format!("{:?} is not an expiry effect; valid: block, allow", e.get_ref()));
+                ck.at(
+                    e.span(),
+                    "settings.expiry_effect",
+                    format!("{:?} is not an expiry effect; valid: block, allow", e.get_ref()),
+                );
             }
         }
         if let Some(f) = &s.four_eyes_above {
@@ -340,17 +344,32 @@ pub fn parse(file: &str, text: &str, registry: Option<&Registry>) -> Result<Poli
                 lists.insert(name.clone(), ListDef::Values { values: v.clone() });
             }
             (None, Some(t)) => {
-                let ok_ident = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.');
+                let ok_ident =
+                    |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.');
                 if !ok_ident(t) {
-                    ck.at(l.span(), format!("{key}.table"), "a table name: schema.table (letters, digits, _)");
+                    ck.at(
+                        l.span(),
+                        format!("{key}.table"),
+                        "a table name: schema.table (letters, digits, _)",
+                    );
                 }
                 let column = d.column.clone().unwrap_or_else(|| "value".into());
                 if !ok_ident(&column) || column.contains('.') {
                     ck.at(l.span(), format!("{key}.column"), "a column name (letters, digits, _)");
                 }
-                lists.insert(name.clone(), ListDef::Table { table: t.clone(), column });
+                lists.insert(
+                    name.clone(),
+                    ListDef::Table {
+                        table: t.clone(),
+                        column,
+                    },
+                );
             }
-            _ => ck.at(l.span(), &key, "a list has either values = [...] or table = \"schema.table\" (with column = \"...\")"),
+            _ => ck.at(
+                l.span(),
+                &key,
+                "a list has either values = [...] or table = \"schema.table\" (with column = \"...\")",
+            ),
         }
     }
 
@@ -362,47 +381,87 @@ pub fn parse(file: &str, text: &str, registry: Option<&Registry>) -> Result<Poli
         let name = d.name.get_ref().clone();
         let key = format!("rules[{i}] ({name})");
         if !seen.insert(name.clone()) {
-            ck.at(d.name.span(), format!("{key}.name"), format!("rule {name:?} is defined twice; rule names must be unique"));
+            ck.at(
+                d.name.span(),
+                format!("{key}.name"),
+                format!("rule {name:?} is defined twice; rule names must be unique"),
+            );
         }
         let kind = d.kind.get_ref().as_str();
         if !KINDS.contains(&kind) {
-            let hint = suggest(kind, KINDS).map(|s| format!(" (did you mean {s:?}?)")).unwrap_or_default();
-            ck.at(d.kind.span(), format!("{key}.kind"), format!("unknown rule kind {kind:?}{hint}; valid: {}", KINDS.join(", ")));
+            let hint = suggest(kind, KINDS)
+                .map(|s| format!(" (did you mean {s:?}?)"))
+                .unwrap_or_default();
+            ck.at(
+                d.kind.span(),
+                format!("{key}.kind"),
+                format!("unknown rule kind {kind:?}{hint}; valid: {}", KINDS.join(", ")),
+            );
         }
         let effect = d.effect.get_ref().as_str();
         if !EFFECTS.contains(&effect) {
-            ck.at(d.effect.span(), format!("{key}.effect"), format!("{effect:?} is not an effect; valid: hold, block"));
+            ck.at(
+                d.effect.span(),
+                format!("{key}.effect"),
+                format!("{effect:?} is not an effect; valid: hold, block"),
+            );
         }
         let needs_threshold = matches!(kind, "amount_over" | "cost_to_reverse" | "cumulative");
         let needs_conf = matches!(kind, "cost_to_reverse" | "confidence_below");
         let needs_param = matches!(kind, "in_list" | "new_counterparty" | "changed_value");
         match (&d.threshold, needs_threshold) {
-            (None, true) => ck.at(r.span(), format!("{key}.threshold"), format!("a {kind} rule needs threshold = AMOUNT")),
-            (Some(t), _) if *t.get_ref() < 0.0 || !t.get_ref().is_finite() || *t.get_ref() > 1e12 => {
-                ck.at(t.span(), format!("{key}.threshold"), format!("must be between 0 and 1e12; got {}", t.get_ref()))
-            }
-            (Some(t), false) => ck.at(t.span(), format!("{key}.threshold"), format!("a {kind} rule takes no threshold")),
+            (None, true) => ck.at(
+                r.span(),
+                format!("{key}.threshold"),
+                format!("a {kind} rule needs threshold = AMOUNT"),
+            ),
+            (Some(t), _) if *t.get_ref() < 0.0 || !t.get_ref().is_finite() || *t.get_ref() > 1e12 => ck.at(
+                t.span(),
+                format!("{key}.threshold"),
+                format!("must be between 0 and 1e12; got {}", t.get_ref()),
+            ),
+            (Some(t), false) => ck.at(
+                t.span(),
+                format!("{key}.threshold"),
+                format!("a {kind} rule takes no threshold"),
+            ),
             _ => {}
         }
         match (&d.confidence_below, needs_conf) {
-            (None, true) => ck.at(r.span(), format!("{key}.confidence_below"), format!("a {kind} rule needs confidence_below = 0..1")),
+            (None, true) => ck.at(
+                r.span(),
+                format!("{key}.confidence_below"),
+                format!("a {kind} rule needs confidence_below = 0..1"),
+            ),
             (Some(c), _) if !(*c.get_ref() > 0.0 && *c.get_ref() <= 1.0) => ck.at(
                 c.span(),
                 format!("{key}.confidence_below"),
                 format!("must be above 0 and at most 1; got {}", c.get_ref()),
             ),
-            (Some(c), false) => ck.at(c.span(), format!("{key}.confidence_below"), format!("a {kind} rule takes no confidence_below")),
+            (Some(c), false) => ck.at(
+                c.span(),
+                format!("{key}.confidence_below"),
+                format!("a {kind} rule takes no confidence_below"),
+            ),
             _ => {}
         }
         let window_seconds = match (&d.window, kind == "cumulative") {
             (None, true) => {
-                ck.at(r.span(), format!("{key}.window"), "a cumulative rule needs window = \"1h\" (or another duration)");
+                ck.at(
+                    r.span(),
+                    format!("{key}.window"),
+                    "a cumulative rule needs window = \"1h\" (or another duration)",
+                );
                 None
             }
             (Some(w), true) => match parse_duration(w.get_ref()) {
                 Ok(v) if v >= 60.0 => Some(v),
                 Ok(_) => {
-                    ck.at(w.span(), format!("{key}.window"), "the window is counted in minutes: at least 1m");
+                    ck.at(
+                        w.span(),
+                        format!("{key}.window"),
+                        "the window is counted in minutes: at least 1m",
+                    );
                     None
                 }
                 Err(e) => {
@@ -411,28 +470,58 @@ pub fn parse(file: &str, text: &str, registry: Option<&Registry>) -> Result<Poli
                 }
             },
             (Some(w), false) => {
-                ck.at(w.span(), format!("{key}.window"), format!("a {kind} rule takes no window"));
+                ck.at(
+                    w.span(),
+                    format!("{key}.window"),
+                    format!("a {kind} rule takes no window"),
+                );
                 None
             }
             (None, false) => None,
         };
         match (&d.param, needs_param) {
-            (None, true) => ck.at(r.span(), format!("{key}.param"), format!("a {kind} rule needs param = \"the parameter to check\"")),
-            (Some(p), false) => ck.at(p.span(), format!("{key}.param"), format!("a {kind} rule takes no param")),
+            (None, true) => ck.at(
+                r.span(),
+                format!("{key}.param"),
+                format!("a {kind} rule needs param = \"the parameter to check\""),
+            ),
+            (Some(p), false) => ck.at(
+                p.span(),
+                format!("{key}.param"),
+                format!("a {kind} rule takes no param"),
+            ),
             _ => {}
         }
         if kind == "changed_value" && d.key.is_none() {
-            ck.at(r.span(), format!("{key}.key"), "a changed_value rule needs key = \"the parameter that identifies the record\" (e.g. customer_id)");
+            ck.at(
+                r.span(),
+                format!("{key}.key"),
+                "a changed_value rule needs key = \"the parameter that identifies the record\" (e.g. customer_id)",
+            );
         }
         if kind == "in_list" {
             match &d.list {
-                None => ck.at(r.span(), format!("{key}.list"), "an in_list rule needs list = \"a name from [lists]\""),
+                None => ck.at(
+                    r.span(),
+                    format!("{key}.list"),
+                    "an in_list rule needs list = \"a name from [lists]\"",
+                ),
                 Some(l) if !doc.lists.contains_key(l.get_ref()) => {
-                    let hint = suggest(l.get_ref(), &list_names).map(|s| format!(" (did you mean {s:?}?)")).unwrap_or_default();
+                    let hint = suggest(l.get_ref(), &list_names)
+                        .map(|s| format!(" (did you mean {s:?}?)"))
+                        .unwrap_or_default();
                     ck.at(
                         l.span(),
                         format!("{key}.list"),
-                        format!("list {:?} is not defined{hint}; defined lists: {}", l.get_ref(), if list_names.is_empty() { "none".to_string() } else { list_names.join(", ") }),
+                        format!(
+                            "list {:?} is not defined{hint}; defined lists: {}",
+                            l.get_ref(),
+                            if list_names.is_empty() {
+                                "none".to_string()
+                            } else {
+                                list_names.join(", ")
+                            }
+                        ),
                     )
                 }
                 _ => {}
@@ -440,7 +529,11 @@ pub fn parse(file: &str, text: &str, registry: Option<&Registry>) -> Result<Poli
         }
         let approvals = match &d.approvals {
             Some(a) if !(1..=5).contains(a.get_ref()) => {
-                ck.at(a.span(), format!("{key}.approvals"), format!("between 1 and 5; got {}", a.get_ref()));
+                ck.at(
+                    a.span(),
+                    format!("{key}.approvals"),
+                    format!("between 1 and 5; got {}", a.get_ref()),
+                );
                 1
             }
             Some(a) if effect != "hold" => {
@@ -453,14 +546,22 @@ pub fn parse(file: &str, text: &str, registry: Option<&Registry>) -> Result<Poli
         if let Some(c) = &d.classes {
             for class in c.get_ref() {
                 if !CLASSES.contains(&class.as_str()) {
-                    ck.at(c.span(), format!("{key}.classes"), format!("unknown class {class:?}; valid: {}", CLASSES.join(", ")));
+                    ck.at(
+                        c.span(),
+                        format!("{key}.classes"),
+                        format!("unknown class {class:?}; valid: {}", CLASSES.join(", ")),
+                    );
                 }
             }
         }
         if let (Some(t), Some(_)) = (&d.tools, registry) {
             for tool in t.get_ref() {
                 if !tool_names.contains(tool) {
-                    ck.at(t.span(), format!("{key}.tools"), format!("tool {tool:?} is not in the registry"));
+                    ck.at(
+                        t.span(),
+                        format!("{key}.tools"),
+                        format!("tool {tool:?} is not in the registry"),
+                    );
                 }
             }
         }
@@ -491,31 +592,53 @@ pub fn parse(file: &str, text: &str, registry: Option<&Registry>) -> Result<Poli
             (Some(a), None) => format!("agent:{a}"),
             (None, Some(t)) => {
                 if registry.is_some() && !tool_names.contains(t) {
-                    ck.at(o.span(), format!("{key}.tool"), format!("tool {t:?} is not in the registry"));
+                    ck.at(
+                        o.span(),
+                        format!("{key}.tool"),
+                        format!("tool {t:?} is not in the registry"),
+                    );
                 }
                 format!("tool:{t}")
             }
             _ => {
-                ck.at(o.span(), &key, "an override names exactly one of agent = \"...\" or tool = \"...\"");
+                ck.at(
+                    o.span(),
+                    &key,
+                    "an override names exactly one of agent = \"...\" or tool = \"...\"",
+                );
                 continue;
             }
         };
         let Some(rule) = rules.iter_mut().find(|r| &r.name == d.rule.get_ref()) else {
             let names: Vec<&str> = rule_names.iter().map(String::as_str).collect();
-            let hint = suggest(d.rule.get_ref(), &names).map(|s| format!(" (did you mean {s:?}?)")).unwrap_or_default();
-            ck.at(d.rule.span(), format!("{key}.rule"), format!("no rule is named {:?}{hint}", d.rule.get_ref()));
+            let hint = suggest(d.rule.get_ref(), &names)
+                .map(|s| format!(" (did you mean {s:?}?)"))
+                .unwrap_or_default();
+            ck.at(
+                d.rule.span(),
+                format!("{key}.rule"),
+                format!("no rule is named {:?}{hint}", d.rule.get_ref()),
+            );
             continue;
         };
         let mut m = serde_json::Map::new();
         if let Some(t) = &d.threshold {
             if rule.threshold.is_none() {
-                ck.at(t.span(), format!("{key}.threshold"), format!("rule {} has no threshold to override", rule.name));
+                ck.at(
+                    t.span(),
+                    format!("{key}.threshold"),
+                    format!("rule {} has no threshold to override", rule.name),
+                );
             }
             m.insert("threshold".into(), json!(t.get_ref()));
         }
         if let Some(c) = &d.confidence_below {
             if !(*c.get_ref() > 0.0 && *c.get_ref() <= 1.0) {
-                ck.at(c.span(), format!("{key}.confidence_below"), "must be above 0 and at most 1");
+                ck.at(
+                    c.span(),
+                    format!("{key}.confidence_below"),
+                    "must be above 0 and at most 1",
+                );
             }
             m.insert("confidence_below".into(), json!(c.get_ref()));
         }
@@ -523,10 +646,18 @@ pub fn parse(file: &str, text: &str, registry: Option<&Registry>) -> Result<Poli
             m.insert("enabled".into(), json!(e));
         }
         if m.is_empty() {
-            ck.at(o.span(), &key, "an override changes threshold, confidence_below or enabled");
+            ck.at(
+                o.span(),
+                &key,
+                "an override changes threshold, confidence_below or enabled",
+            );
         }
         if rule.overrides.insert(target.clone(), Value::Object(m)).is_some() {
-            ck.at(o.span(), &key, format!("rule {} already has an override for {target}", rule.name));
+            ck.at(
+                o.span(),
+                &key,
+                format!("rule {} already has an override for {target}", rule.name),
+            );
         }
     }
 
@@ -542,13 +673,29 @@ pub fn parse(file: &str, text: &str, registry: Option<&Registry>) -> Result<Poli
                 }
             }
         };
-        dur(&sd.review_delay, "supervisor.review_delay", 0.0, &mut supervisor.review_delay_seconds, &mut ck);
-        dur(&sd.lease, "supervisor.lease", 1.0, &mut supervisor.lease_seconds, &mut ck);
+        dur(
+            &sd.review_delay,
+            "supervisor.review_delay",
+            0.0,
+            &mut supervisor.review_delay_seconds,
+            &mut ck,
+        );
+        dur(
+            &sd.lease,
+            "supervisor.lease",
+            1.0,
+            &mut supervisor.lease_seconds,
+            &mut ck,
+        );
         if let Some(r) = &sd.sample_rate {
             if (0.0..=1.0).contains(r.get_ref()) {
                 supervisor.sample_rate = *r.get_ref();
             } else {
-                ck.at(r.span(), "supervisor.sample_rate", format!("a fraction between 0 and 1 (0.05 is 5%); got {}", r.get_ref()));
+                ck.at(
+                    r.span(),
+                    "supervisor.sample_rate",
+                    format!("a fraction between 0 and 1 (0.05 is 5%); got {}", r.get_ref()),
+                );
             }
         }
         if let Some(ra) = &sd.review_all {
@@ -556,7 +703,11 @@ pub fn parse(file: &str, text: &str, registry: Option<&Registry>) -> Result<Poli
             if let Some(c) = &d.classes {
                 for class in c {
                     if !CLASSES.contains(&class.as_str()) {
-                        ck.at(ra.span(), "supervisor.review_all.classes", format!("unknown class {class:?}; valid: {}", CLASSES.join(", ")));
+                        ck.at(
+                            ra.span(),
+                            "supervisor.review_all.classes",
+                            format!("unknown class {class:?}; valid: {}", CLASSES.join(", ")),
+                        );
                     }
                 }
                 supervisor.review_all.classes = c.clone();
@@ -580,11 +731,23 @@ pub fn parse(file: &str, text: &str, registry: Option<&Registry>) -> Result<Poli
                     }
                 }
             };
-            set(&d.baseline, "supervisor.drift.baseline", &mut supervisor.drift.baseline_seconds);
-            set(&d.recent, "supervisor.drift.recent", &mut supervisor.drift.recent_seconds);
+            set(
+                &d.baseline,
+                "supervisor.drift.baseline",
+                &mut supervisor.drift.baseline_seconds,
+            );
+            set(
+                &d.recent,
+                "supervisor.drift.recent",
+                &mut supervisor.drift.recent_seconds,
+            );
             if let Some(t) = d.threshold {
                 if !(t > 0.0 && t <= 1.0) {
-                    ck.at(dr.span(), "supervisor.drift.threshold", "a Jensen-Shannon divergence between 0 and 1 (base 2)");
+                    ck.at(
+                        dr.span(),
+                        "supervisor.drift.threshold",
+                        "a Jensen-Shannon divergence between 0 and 1 (base 2)",
+                    );
                 }
                 supervisor.drift.threshold = t;
             }
@@ -606,8 +769,16 @@ pub fn parse(file: &str, text: &str, registry: Option<&Registry>) -> Result<Poli
                     }
                 }
             };
-            set(&d.window, "supervisor.complaints.window", &mut supervisor.complaints.window_seconds);
-            set(&d.baseline, "supervisor.complaints.baseline", &mut supervisor.complaints.baseline_seconds);
+            set(
+                &d.window,
+                "supervisor.complaints.window",
+                &mut supervisor.complaints.window_seconds,
+            );
+            set(
+                &d.baseline,
+                "supervisor.complaints.baseline",
+                &mut supervisor.complaints.baseline_seconds,
+            );
             if let Some(m) = d.min_count {
                 if !(1..=100_000).contains(&m) {
                     ck.at(cp.span(), "supervisor.complaints.min_count", "between 1 and 100000");
@@ -616,7 +787,11 @@ pub fn parse(file: &str, text: &str, registry: Option<&Registry>) -> Result<Poli
             }
             if let Some(f) = d.factor {
                 if !(f >= 1.0 && f.is_finite()) {
-                    ck.at(cp.span(), "supervisor.complaints.factor", "at least 1 (a spike is factor times the baseline rate)");
+                    ck.at(
+                        cp.span(),
+                        "supervisor.complaints.factor",
+                        "at least 1 (a spike is factor times the baseline rate)",
+                    );
                 }
                 supervisor.complaints.factor = f;
             }
@@ -624,10 +799,18 @@ pub fn parse(file: &str, text: &str, registry: Option<&Registry>) -> Result<Poli
         if let Some(actions) = &sd.actions {
             for (kind, a) in actions {
                 if !FINDING_KINDS.contains(&kind.as_str()) {
-                    ck.at(a.span(), format!("supervisor.actions.{kind}"), format!("unknown finding kind; valid: {}", FINDING_KINDS.join(", ")));
+                    ck.at(
+                        a.span(),
+                        format!("supervisor.actions.{kind}"),
+                        format!("unknown finding kind; valid: {}", FINDING_KINDS.join(", ")),
+                    );
                 }
                 if !AUTO_ACTIONS.contains(&a.get_ref().as_str()) {
-                    ck.at(a.span(), format!("supervisor.actions.{kind}"), format!("{:?} is not an action; valid: flag, compensate, pause", a.get_ref()));
+                    ck.at(
+                        a.span(),
+                        format!("supervisor.actions.{kind}"),
+                        format!("{:?} is not an action; valid: flag, compensate, pause", a.get_ref()),
+                    );
                 }
                 supervisor.actions.insert(kind.clone(), a.get_ref().clone());
             }
@@ -644,7 +827,11 @@ pub fn parse(file: &str, text: &str, registry: Option<&Registry>) -> Result<Poli
             if (1..=100).contains(m.get_ref()) {
                 compensation.max_attempts = *m.get_ref() as u32;
             } else {
-                ck.at(m.span(), "compensation.max_attempts", format!("between 1 and 100; got {}", m.get_ref()));
+                ck.at(
+                    m.span(),
+                    "compensation.max_attempts",
+                    format!("between 1 and 100; got {}", m.get_ref()),
+                );
             }
         }
         if let Some(b) = &d.backoff {
@@ -703,7 +890,11 @@ pub fn read(path: &Path, registry: Option<&Registry>) -> Result<Policy, Vec<Issu
     }
 }
 
-pub async fn sync(pool: &sqlx::PgPool, policy: &Policy, source: &str) -> crate::contract::Result<crate::contract::Loaded> {
+pub async fn sync(
+    pool: &sqlx::PgPool,
+    policy: &Policy,
+    source: &str,
+) -> crate::contract::Result<crate::contract::Loaded> {
     crate::contract::load_policy(pool, &policy.doc(), &policy.sha256, source).await
 }
 

@@ -193,11 +193,17 @@ pub fn parse(file: &str, text: &str) -> Result<Registry, Vec<Issue>> {
         let class = match ToolClass::parse(d.class.get_ref()) {
             Some(c) => c,
             None => {
-                let hint = suggest(d.class.get_ref(), CLASSES).map(|s| format!(" (did you mean {s:?}?)")).unwrap_or_default();
+                let hint = suggest(d.class.get_ref(), CLASSES)
+                    .map(|s| format!(" (did you mean {s:?}?)"))
+                    .unwrap_or_default();
                 ck.at(
                     d.class.span(),
                     format!("{key}.class"),
-                    format!("unknown class {:?}{hint}; valid: {}", d.class.get_ref(), CLASSES.join(", ")),
+                    format!(
+                        "unknown class {:?}{hint}; valid: {}",
+                        d.class.get_ref(),
+                        CLASSES.join(", ")
+                    ),
                 );
                 continue;
             }
@@ -206,25 +212,41 @@ pub fn parse(file: &str, text: &str) -> Result<Registry, Vec<Issue>> {
             (None, true) => ck.at(
                 span.clone(),
                 format!("{key}.inverse"),
-                format!("a {} tool must name its inverse tool (inverse = \"...\")", class.as_str()),
+                format!(
+                    "a {} tool must name its inverse tool (inverse = \"...\")",
+                    class.as_str()
+                ),
             ),
             (Some(inv), false) => ck.at(
                 inv.span(),
                 format!("{key}.inverse"),
-                format!("a {} tool has no inverse; remove this key or change the class to reversible or conditional", class.as_str()),
+                format!(
+                    "a {} tool has no inverse; remove this key or change the class to reversible or conditional",
+                    class.as_str()
+                ),
             ),
             (Some(inv), true) if !doc.tools.contains_key(inv.get_ref()) => {
-                let hint = suggest(inv.get_ref(), &names).map(|s| format!(" (did you mean {s:?}?)")).unwrap_or_default();
+                let hint = suggest(inv.get_ref(), &names)
+                    .map(|s| format!(" (did you mean {s:?}?)"))
+                    .unwrap_or_default();
                 ck.at(
                     inv.span(),
                     format!("{key}.inverse"),
-                    format!("inverse tool {:?} is not registered{hint}; registered tools: {}", inv.get_ref(), names.join(", ")),
+                    format!(
+                        "inverse tool {:?} is not registered{hint}; registered tools: {}",
+                        inv.get_ref(),
+                        names.join(", ")
+                    ),
                 );
             }
             _ => {}
         }
         if !d.bind.is_empty() && !class.has_inverse() {
-            ck.at(span.clone(), format!("{key}.bind"), "only reversible and conditional tools bind inverse parameters");
+            ck.at(
+                span.clone(),
+                format!("{key}.bind"),
+                "only reversible and conditional tools bind inverse parameters",
+            );
         }
         let inverse_def = d.inverse.as_ref().and_then(|i| doc.tools.get(i.get_ref()));
         let mut bindings = BTreeMap::new();
@@ -249,7 +271,10 @@ pub fn parse(file: &str, text: &str) -> Result<Registry, Vec<Issue>> {
                     ck.at(
                         path.span(),
                         &pkey,
-                        format!("{p:?} names no field: {name} declares result fields {}", declared.join(", ")),
+                        format!(
+                            "{p:?} names no field: {name} declares result fields {}",
+                            declared.join(", ")
+                        ),
                     );
                 }
                 Some(f)
@@ -262,7 +287,11 @@ pub fn parse(file: &str, text: &str) -> Result<Registry, Vec<Issue>> {
                 None
             };
             if field.is_some_and(str::is_empty) {
-                ck.at(path.span(), &pkey, "the binding names no field after params. or result.");
+                ck.at(
+                    path.span(),
+                    &pkey,
+                    "the binding names no field after params. or result.",
+                );
             }
             if let Some(inv) = inverse_def
                 && let Some(declared) = &inv.get_ref().params
@@ -283,23 +312,39 @@ pub fn parse(file: &str, text: &str) -> Result<Registry, Vec<Issue>> {
         if let (Some(inv), true) = (inverse_def, class.has_inverse())
             && let Some(declared) = &inv.get_ref().params
         {
-            let missing: Vec<&str> = declared.iter().filter(|p| !d.bind.contains_key(*p)).map(String::as_str).collect();
+            let missing: Vec<&str> = declared
+                .iter()
+                .filter(|p| !d.bind.contains_key(*p))
+                .map(String::as_str)
+                .collect();
             if !missing.is_empty() {
                 ck.at(
                     span.clone(),
                     format!("{key}.bind"),
-                    format!("the inverse takes {} but nothing binds {}", declared.join(", "), missing.join(", ")),
+                    format!(
+                        "the inverse takes {} but nothing binds {}",
+                        declared.join(", "),
+                        missing.join(", ")
+                    ),
                 );
             }
         }
         let window_seconds = match &d.window {
             Some(w) => {
                 if class != ToolClass::Conditional {
-                    ck.at(w.span(), format!("{key}.window"), "only conditional tools have a reversal window");
+                    ck.at(
+                        w.span(),
+                        format!("{key}.window"),
+                        "only conditional tools have a reversal window",
+                    );
                 }
                 match parse_duration(w.get_ref()) {
                     Ok(0.0) => {
-                        ck.at(w.span(), format!("{key}.window"), "a reversal window must be longer than zero");
+                        ck.at(
+                            w.span(),
+                            format!("{key}.window"),
+                            "a reversal window must be longer than zero",
+                        );
                         None
                     }
                     Ok(s) => Some(s),
@@ -313,10 +358,18 @@ pub fn parse(file: &str, text: &str) -> Result<Registry, Vec<Issue>> {
         };
         if let Some(c) = &d.condition {
             if class != ToolClass::Conditional && class != ToolClass::Reversible {
-                ck.at(c.span(), format!("{key}.condition"), "only reversible and conditional tools have a condition");
+                ck.at(
+                    c.span(),
+                    format!("{key}.condition"),
+                    "only reversible and conditional tools have a condition",
+                );
             }
             if !is_ident(c.get_ref()) {
-                ck.at(c.span(), format!("{key}.condition"), "a condition is a name (letters, digits, . _ : @ / -)");
+                ck.at(
+                    c.span(),
+                    format!("{key}.condition"),
+                    "a condition is a name (letters, digits, . _ : @ / -)",
+                );
             }
         }
         if class == ToolClass::Conditional && d.window.is_none() && d.condition.is_none() {
@@ -328,12 +381,18 @@ pub fn parse(file: &str, text: &str) -> Result<Registry, Vec<Issue>> {
         }
         for (what, v) in [("value", &d.value), ("entity", &d.entity)] {
             if let (Some(v), Some(declared)) = (v, &d.params)
-                && !declared.iter().any(|x| x == v.get_ref().split('.').next().unwrap_or(""))
+                && !declared
+                    .iter()
+                    .any(|x| x == v.get_ref().split('.').next().unwrap_or(""))
             {
                 ck.at(
                     v.span(),
                     format!("{key}.{what}"),
-                    format!("{:?} names no parameter of {name}; it declares {}", v.get_ref(), declared.join(", ")),
+                    format!(
+                        "{:?} names no parameter of {name}; it declares {}",
+                        v.get_ref(),
+                        declared.join(", ")
+                    ),
                 );
             }
         }
@@ -349,13 +408,21 @@ pub fn parse(file: &str, text: &str) -> Result<Registry, Vec<Issue>> {
             let c2 = c.get_ref();
             if let Some(f) = c2.fixed {
                 if !(0.0..=1e12).contains(&f) {
-                    ck.at(c.span(), format!("{key}.cost.fixed"), format!("must be between 0 and 1e12; got {f}"));
+                    ck.at(
+                        c.span(),
+                        format!("{key}.cost.fixed"),
+                        format!("must be between 0 and 1e12; got {f}"),
+                    );
                 }
                 cost_fixed = decimal(f);
             }
             if let Some(s) = c2.share {
                 if !(0.0..=1.0).contains(&s) {
-                    ck.at(c.span(), format!("{key}.cost.share"), format!("a share of the amount, between 0 and 1; got {s}"));
+                    ck.at(
+                        c.span(),
+                        format!("{key}.cost.share"),
+                        format!("a share of the amount, between 0 and 1; got {s}"),
+                    );
                 }
                 cost_share = decimal(s);
             }
@@ -403,7 +470,11 @@ pub fn parse(file: &str, text: &str) -> Result<Registry, Vec<Issue>> {
                             })
                         }
                         _ => {
-                            ck.at(e.span(), format!("{ekey}.url"), "a webhook executor needs url = \"http(s)://...\"");
+                            ck.at(
+                                e.span(),
+                                format!("{ekey}.url"),
+                                "a webhook executor needs url = \"http(s)://...\"",
+                            );
                             None
                         }
                     },
@@ -412,7 +483,9 @@ pub fn parse(file: &str, text: &str) -> Result<Registry, Vec<Issue>> {
                     }),
                     "manual" => Some(Executor::Manual),
                     other => {
-                        let hint = suggest(other, EXECUTORS).map(|s| format!(" (did you mean {s:?}?)")).unwrap_or_default();
+                        let hint = suggest(other, EXECUTORS)
+                            .map(|s| format!(" (did you mean {s:?}?)"))
+                            .unwrap_or_default();
                         ck.at(
                             ed.kind.span(),
                             format!("{ekey}.kind"),
@@ -515,7 +588,11 @@ pub fn read(path: &Path) -> Result<Registry, Vec<Issue>> {
 }
 
 /// Load a checked registry as the active version (no-op when unchanged).
-pub async fn sync(pool: &sqlx::PgPool, reg: &Registry, source: &str) -> crate::contract::Result<crate::contract::Loaded> {
+pub async fn sync(
+    pool: &sqlx::PgPool,
+    reg: &Registry,
+    source: &str,
+) -> crate::contract::Result<crate::contract::Loaded> {
     crate::contract::load_registry(pool, &reg.doc(), &reg.sha256, source).await
 }
 
@@ -526,7 +603,9 @@ pub async fn active(pool: &sqlx::PgPool) -> anyhow::Result<Option<(i64, Registry
     )
     .fetch_optional(pool)
     .await?;
-    let Some((version, doc, sha256)) = row else { return Ok(None) };
+    let Some((version, doc, sha256)) = row else {
+        return Ok(None);
+    };
     let mut tools = BTreeMap::new();
     for t in doc["tools"].as_array().cloned().unwrap_or_default() {
         let tool: Tool = serde_json::from_value(t)?;

@@ -21,7 +21,8 @@ pub fn print_json<T: Serialize>(v: &T) -> Result<()> {
 }
 
 pub fn parse_uuid(s: &str) -> Result<Uuid> {
-    Uuid::parse_str(s.trim()).with_context(|| format!("{s:?} is not an action id (a UUID like 0b4f5c1e-8d2a-4c8e-9f3a-2d6e7b1c9a40)"))
+    Uuid::parse_str(s.trim())
+        .with_context(|| format!("{s:?} is not an action id (a UUID like 0b4f5c1e-8d2a-4c8e-9f3a-2d6e7b1c9a40)"))
 }
 
 pub async fn migrate(cfg: &Config) -> Result<()> {
@@ -118,9 +119,15 @@ pub async fn pause(cfg: &Config, scope: Scope, target: Option<&str>, reason: &st
     } else {
         let what = describe_scope(scope, target);
         if p.was_paused {
-            println!("{what} was already paused; pause recorded again at seq {} by {}", p.seq, cfg.operator);
+            println!(
+                "{what} was already paused; pause recorded again at seq {} by {}",
+                p.seq, cfg.operator
+            );
         } else {
-            println!("{what} paused at seq {} by {}: no covered action can be allowed from now on", p.seq, cfg.operator);
+            println!(
+                "{what} paused at seq {} by {}: no covered action can be allowed from now on",
+                p.seq, cfg.operator
+            );
         }
     }
     Ok(())
@@ -132,7 +139,11 @@ pub async fn resume(cfg: &Config, scope: Scope, target: Option<&str>, reason: &s
     if cfg.json {
         print_json(&serde_json::json!({ "seq": seq }))?;
     } else {
-        println!("{} resumed at seq {seq} by {}", describe_scope(scope, target), cfg.operator);
+        println!(
+            "{} resumed at seq {seq} by {}",
+            describe_scope(scope, target),
+            cfg.operator
+        );
     }
     Ok(())
 }
@@ -151,7 +162,10 @@ pub async fn approve(cfg: &Config, id: &str, note: &str) -> Result<()> {
     if cfg.json {
         print_json(&a)?;
     } else if a.verdict == contract::Verdict::Allow {
-        println!("approved by {}: action {id} is allowed ({} of {} approvals)", cfg.operator, a.approvals, a.approvals_needed);
+        println!(
+            "approved by {}: action {id} is allowed ({} of {} approvals)",
+            cfg.operator, a.approvals, a.approvals_needed
+        );
     } else {
         println!(
             "approved by {}: action {id} still needs {} more approval(s) from someone else",
@@ -183,7 +197,11 @@ pub async fn seal(cfg: &Config) -> Result<()> {
         println!("nothing new to seal");
     } else {
         let rows: i64 = seals.iter().map(|s| s.rows as i64).sum();
-        println!("sealed {rows} rows in {} seal(s); newest seal {}", seals.len(), seals.last().map(|s| s.seal_no).unwrap_or(0));
+        println!(
+            "sealed {rows} rows in {} seal(s); newest seal {}",
+            seals.len(),
+            seals.last().map(|s| s.seal_no).unwrap_or(0)
+        );
     }
     Ok(())
 }
@@ -202,7 +220,10 @@ pub async fn verify(cfg: &Config, no_seal: bool) -> Result<()> {
         bail!(
             "the log does not verify: {} problem(s){}",
             report.problems.len(),
-            report.first_bad_seq.map(|s| format!(", first bad seq {s}")).unwrap_or_default()
+            report
+                .first_bad_seq
+                .map(|s| format!(", first bad seq {s}"))
+                .unwrap_or_default()
         )
     }
 }
@@ -218,7 +239,9 @@ pub fn render_verify(r: &contract::verify::VerifyReport) -> String {
         out.push_str(&format!(
             "verify: FAILED: {} problem(s){}\n",
             r.problems.len(),
-            r.first_bad_seq.map(|s| format!("; first bad seq {s}")).unwrap_or_default()
+            r.first_bad_seq
+                .map(|s| format!("; first bad seq {s}"))
+                .unwrap_or_default()
         ));
         for p in &r.problems {
             out.push_str(&format!("  {:<12} {}\n", p.kind, p.detail));
@@ -253,17 +276,42 @@ pub fn summarize(r: &contract::LogRow) -> String {
     let d = &r.detail;
     let s = match r.kind.as_str() {
         "allowed" | "held" | "blocked" => d["reason"].as_str().unwrap_or_default().to_string(),
-        "approved" => format!("{}/{} {}", d["approvals"], d["approvals_needed"], d["note"].as_str().unwrap_or("")),
+        "approved" => format!(
+            "{}/{} {}",
+            d["approvals"],
+            d["approvals_needed"],
+            d["note"].as_str().unwrap_or("")
+        ),
         "rejected" => d["note"].as_str().unwrap_or_default().to_string(),
         "executed" => match d.get("compensation") {
-            Some(c) => format!("compensation staged: {} {}", c["inverse_tool"].as_str().unwrap_or(""), brief(&c["inverse_params"], 60)),
+            Some(c) => format!(
+                "compensation staged: {} {}",
+                c["inverse_tool"].as_str().unwrap_or(""),
+                brief(&c["inverse_params"], 60)
+            ),
             None => r.result.as_ref().map(|v| brief(v, 60)).unwrap_or_default(),
         },
-        "paused" | "resumed" => format!("{} {}: {}", d["scope"].as_str().unwrap_or(""), d["target"].as_str().unwrap_or(""), d["reason"].as_str().unwrap_or("")),
-        "compensation_requested" => format!("{} via {}", d["reason"].as_str().unwrap_or(""), d["inverse_tool"].as_str().unwrap_or("")),
+        "paused" | "resumed" => format!(
+            "{} {}: {}",
+            d["scope"].as_str().unwrap_or(""),
+            d["target"].as_str().unwrap_or(""),
+            d["reason"].as_str().unwrap_or("")
+        ),
+        "compensation_requested" => format!(
+            "{} via {}",
+            d["reason"].as_str().unwrap_or(""),
+            d["inverse_tool"].as_str().unwrap_or("")
+        ),
         "compensation_plan" => format!("{} requested; {}", d["requested"], brief(&d["not_requested"], 60)),
-        "finding" => format!("{} {}: {}", d["severity"].as_str().unwrap_or(""), d["kind"].as_str().unwrap_or(""), brief(&d["evidence"], 60)),
-        "policy_loaded" | "registry_loaded" => format!("version {} from {}", d["version"], d["source"].as_str().unwrap_or("")),
+        "finding" => format!(
+            "{} {}: {}",
+            d["severity"].as_str().unwrap_or(""),
+            d["kind"].as_str().unwrap_or(""),
+            brief(&d["evidence"], 60)
+        ),
+        "policy_loaded" | "registry_loaded" => {
+            format!("version {} from {}", d["version"], d["source"].as_str().unwrap_or(""))
+        }
         _ => brief(d, 70),
     };
     cut(&s, 90)
@@ -318,7 +366,11 @@ pub async fn compensate(cfg: &Config, ids: &[String], reason: &str) -> Result<()
     } else {
         let mut t = Table::new(&["action", "outcome", "detail"]);
         for o in &outcomes {
-            t.row(vec![o.action_id.to_string(), o.outcome.clone(), o.detail.clone().unwrap_or_default()]);
+            t.row(vec![
+                o.action_id.to_string(),
+                o.outcome.clone(),
+                o.detail.clone().unwrap_or_default(),
+            ]);
         }
         print!("{}", t.render());
     }

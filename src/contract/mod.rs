@@ -20,7 +20,11 @@ use uuid::Uuid;
 #[derive(Debug, thiserror::Error)]
 pub enum ContractError {
     #[error("{message}")]
-    Refused { code: String, message: String, hint: Option<String> },
+    Refused {
+        code: String,
+        message: String,
+        hint: Option<String>,
+    },
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
 }
@@ -159,14 +163,15 @@ pub async fn record_result<'e, E: PgExecutor<'e>>(
     result: Option<&Value>,
     inverse_params: Option<&Value>,
 ) -> Result<Recorded> {
-    let row: (String, String) = sqlx::query_as("SELECT status, compensation FROM backstop.record_result($1, $2, $3, $4)")
-        .bind(action_id)
-        .bind(ok)
-        .bind(result)
-        .bind(inverse_params)
-        .fetch_one(ex)
-        .await
-        .map_err(refine)?;
+    let row: (String, String) =
+        sqlx::query_as("SELECT status, compensation FROM backstop.record_result($1, $2, $3, $4)")
+            .bind(action_id)
+            .bind(ok)
+            .bind(result)
+            .bind(inverse_params)
+            .fetch_one(ex)
+            .await
+            .map_err(refine)?;
     Ok(Recorded {
         status: row.0,
         compensation: row.1,
@@ -181,12 +186,13 @@ pub struct Approval {
 }
 
 pub async fn approve<'e, E: PgExecutor<'e>>(ex: E, action_id: Uuid, note: &str) -> Result<Approval> {
-    let row: (String, i32, i32) = sqlx::query_as("SELECT verdict, approvals, approvals_needed FROM backstop.approve($1, $2)")
-        .bind(action_id)
-        .bind(note)
-        .fetch_one(ex)
-        .await
-        .map_err(refine)?;
+    let row: (String, i32, i32) =
+        sqlx::query_as("SELECT verdict, approvals, approvals_needed FROM backstop.approve($1, $2)")
+            .bind(action_id)
+            .bind(note)
+            .fetch_one(ex)
+            .await
+            .map_err(refine)?;
     Ok(Approval {
         verdict: Verdict::parse(&row.0),
         approvals: row.1,
@@ -478,13 +484,14 @@ pub struct Loaded {
 }
 
 pub async fn load_registry<'e, E: PgExecutor<'e>>(ex: E, doc: &Value, sha256: &str, source: &str) -> Result<Loaded> {
-    let row: (i64, bool, Value) = sqlx::query_as("SELECT version, changed, summary FROM backstop.load_registry($1, $2, $3)")
-        .bind(doc)
-        .bind(sha256)
-        .bind(source)
-        .fetch_one(ex)
-        .await
-        .map_err(refine)?;
+    let row: (i64, bool, Value) =
+        sqlx::query_as("SELECT version, changed, summary FROM backstop.load_registry($1, $2, $3)")
+            .bind(doc)
+            .bind(sha256)
+            .bind(source)
+            .fetch_one(ex)
+            .await
+            .map_err(refine)?;
     Ok(Loaded {
         version: row.0,
         changed: row.1,
@@ -493,13 +500,14 @@ pub async fn load_registry<'e, E: PgExecutor<'e>>(ex: E, doc: &Value, sha256: &s
 }
 
 pub async fn load_policy<'e, E: PgExecutor<'e>>(ex: E, doc: &Value, sha256: &str, source: &str) -> Result<Loaded> {
-    let row: (i64, bool, Value) = sqlx::query_as("SELECT version, changed, summary FROM backstop.load_policy($1, $2, $3)")
-        .bind(doc)
-        .bind(sha256)
-        .bind(source)
-        .fetch_one(ex)
-        .await
-        .map_err(refine)?;
+    let row: (i64, bool, Value) =
+        sqlx::query_as("SELECT version, changed, summary FROM backstop.load_policy($1, $2, $3)")
+            .bind(doc)
+            .bind(sha256)
+            .bind(source)
+            .fetch_one(ex)
+            .await
+            .map_err(refine)?;
     Ok(Loaded {
         version: row.0,
         changed: row.1,
@@ -507,7 +515,12 @@ pub async fn load_policy<'e, E: PgExecutor<'e>>(ex: E, doc: &Value, sha256: &str
     })
 }
 
-pub async fn report_config_rejected<'e, E: PgExecutor<'e>>(ex: E, file: &str, sha256: &str, errors: &Value) -> Result<i64> {
+pub async fn report_config_rejected<'e, E: PgExecutor<'e>>(
+    ex: E,
+    file: &str,
+    sha256: &str,
+    errors: &Value,
+) -> Result<i64> {
     sqlx::query_scalar("SELECT backstop.report_config_rejected($1, $2, $3)")
         .bind(file)
         .bind(sha256)

@@ -111,7 +111,7 @@ impl Tail {
                 .map_err(refine)?,
         };
         let rows: Vec<LogRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {LOG_COLUMNS} FROM backstop.tail($1::pg_snapshot, $2::pg_snapshot, $3::xid8, $4, $5)"
+            "SELECT {LOG_COLUMNS} FROM backstop.tail($1::pg_snapshot, $2::pg_snapshot, $3::xid8, $4, $5::int)"
         )))
         .bind(&self.cursor.after)
         .bind(&upto)

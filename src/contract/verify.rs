@@ -47,7 +47,8 @@ struct SealRow {
     to_txid: String,
     to_seq: i64,
     complete: bool,
-    high_seq: i64,
+    seal_xid: String,
+    seq_floor: i64,
     seqs: Vec<i64>,
     digests: Vec<u8>,
     prev_hash: Vec<u8>,
@@ -60,7 +61,7 @@ fn seal_hash(prev: &[u8], s: &SealRow) -> Vec<u8> {
     h.update(s.seal_no.to_be_bytes());
     h.update(
         format!(
-            "{}|{}|{}|{}|{}|{}|{}|{}",
+            "{}|{}|{}|{}|{}|{}|{}|{}|{}",
             s.after,
             s.upto,
             s.from_txid,
@@ -69,7 +70,8 @@ fn seal_hash(prev: &[u8], s: &SealRow) -> Vec<u8> {
             s.to_seq,
             // Postgres prints booleans as t / f.
             if s.complete { "t" } else { "f" },
-            s.high_seq
+            s.seal_xid,
+            s.seq_floor
         )
         .as_bytes(),
     );
@@ -96,24 +98,16 @@ pub async fn verify(pool: &PgPool, seal_first: bool, check_projections: bool) ->
 
     let seal_rows = sqlx::query(
         "SELECT seal_no, after_snap::text, upto_snap::text, from_txid::text, from_seq, to_txid::text, to_seq, \
-                complete, high_seq, seqs, digests, prev_hash, hash \
+                complete, seal_xid::text, seq_floor, seqs, digests, prev_hash, hash \
            FROM backstop.seals ORDER BY seal_no",
     )
     .fetch_all(pool)
     .await
     .map_err(refine)?;
 
-    let mut prev_hash = genesis();
-    let mut prev_high: i64 = 0;
-    let mut prev_upto: Option<String> = None;
-    let mut rows_checked: i64 = 0;
-    let mut seals_checked: i64 = 0;
-    let mut head = None;
-    let mut expected_no = 1i64;
-    let mut last: Option<SealRow> = None;
-
-    for r in seal_rows {
-        let s = SealRow {
+    let seals: Vec<SealRow> = seal_rows
+        .iter()
+        .map(|r| SealRow {
             seal_no: r.get(0),
             after: r.get(1),
             upto: r.get(2),
@@ -122,12 +116,28 @@ pub async fn verify(pool: &PgPool, seal_first: bool, check_projections: bool) ->
             to_txid: r.get(5),
             to_seq: r.get(6),
             complete: r.get(7),
-            high_seq: r.get(8),
-            seqs: r.get(9),
-            digests: r.get(10),
-            prev_hash: r.get(11),
-            hash: r.get(12),
-        };
+            seal_xid: r.get(8),
+            seq_floor: r.get(9),
+            seqs: r.get(10),
+            digests: r.get(11),
+            prev_hash: r.get(12),
+            hash: r.get(13),
+        })
+        .collect();
+    // (seal_xid, seq_floor) in seal order; both only grow.
+    let floors: Vec<(u64, i64)> = seals
+        .iter()
+        .filter_map(|s| s.seal_xid.parse::<u64>().ok().map(|x| (x, s.seq_floor)))
+        .collect();
+
+    let mut prev_hash = genesis();
+    let mut rows_checked: i64 = 0;
+    let mut seals_checked: i64 = 0;
+    let mut head = None;
+    let mut expected_no = 1i64;
+    let mut last: Option<SealRow> = None;
+
+    for s in seals {
         seals_checked += 1;
         if s.seal_no != expected_no {
             push(
@@ -147,7 +157,10 @@ pub async fn verify(pool: &PgPool, seal_first: bool, check_projections: bool) ->
                     kind: "seal_chain".into(),
                     seq: None,
                     seal_no: Some(s.seal_no),
-                    detail: format!("seal {} does not match its hash or does not link to the seal before it", s.seal_no),
+                    detail: format!(
+                        "seal {} does not match its hash or does not link to the seal before it",
+                        s.seal_no
+                    ),
                 },
                 &mut problems,
             );
@@ -209,7 +222,7 @@ pub async fn verify(pool: &PgPool, seal_first: bool, check_projections: bool) ->
                     &mut problems,
                 ),
             }
-            check_place(&mut problems, &prev_upto, prev_high, seq, &txid, Some(s.seal_no));
+            check_place(&mut problems, &floors, seq, &txid, Some(s.seal_no));
         }
         for seq in &s.seqs {
             if !seen.contains_key(seq) {
@@ -223,10 +236,6 @@ pub async fn verify(pool: &PgPool, seal_first: bool, check_projections: bool) ->
                     &mut problems,
                 );
             }
-        }
-        if s.complete {
-            prev_upto = Some(s.upto.clone());
-            prev_high = s.high_seq;
         }
         last = Some(s);
     }
@@ -262,7 +271,7 @@ pub async fn verify(pool: &PgPool, seal_first: bool, check_projections: bool) ->
         }
     }
     for (seq, txid) in &unsealed {
-        check_place(&mut problems, &prev_upto, prev_high, *seq, txid, None);
+        check_place(&mut problems, &floors, *seq, txid, None);
     }
 
     let mut projections_checked = false;
@@ -281,7 +290,14 @@ pub async fn verify(pool: &PgPool, seal_first: bool, check_projections: bool) ->
                     kind: "projection".into(),
                     seq: None,
                     seal_no: None,
-                    detail: format!("{projection}: a row only in the {}: {data}", if side == "rebuild only" { "rebuild from the log" } else { "table" }),
+                    detail: format!(
+                        "{projection}: a row only in the {}: {data}",
+                        if side == "rebuild only" {
+                            "rebuild from the log"
+                        } else {
+                            "table"
+                        }
+                    ),
                 },
                 &mut problems,
             );
@@ -301,23 +317,26 @@ pub async fn verify(pool: &PgPool, seal_first: bool, check_projections: bool) ->
     })
 }
 
-/// A row whose transaction began after seal N's snapshot took its seq after
-/// that snapshot too (txid is assigned before seq in every insert), so its seq
-/// must exceed every seq sealed up to N. A row that breaks this was written
-/// into the past.
-fn check_place(problems: &mut Vec<Problem>, prev_upto: &Option<String>, prev_high: i64, seq: i64, txid: &str, seal_no: Option<i64>) {
-    let Some(upto) = prev_upto else { return };
-    let Some(xmax) = upto.split(':').nth(1).and_then(|x| x.parse::<u64>().ok()) else {
-        return;
-    };
+/// Every insert takes its transaction id before its seq (the column order
+/// of action_log), and each sealer read the sequence (seq_floor) before taking
+/// its own transaction id (seal_xid). So a row written by a transaction whose
+/// id is above a seal's seal_xid must carry a seq above that seal's floor. A
+/// row that breaks this was written into the past.
+fn check_place(problems: &mut Vec<Problem>, floors: &[(u64, i64)], seq: i64, txid: &str, seal_no: Option<i64>) {
     let Ok(tx) = txid.parse::<u64>() else { return };
-    if tx >= xmax && seq <= prev_high && problems.len() < MAX_PROBLEMS {
+    // The last seal whose transaction id is below this row's.
+    let idx = floors.partition_point(|(x, _)| *x < tx);
+    if idx == 0 {
+        return;
+    }
+    let floor = floors[idx - 1].1;
+    if seq <= floor && problems.len() < MAX_PROBLEMS {
         problems.push(Problem {
             kind: "out_of_place".into(),
             seq: Some(seq),
             seal_no,
             detail: format!(
-                "row {seq} was written by transaction {tx}, which began after seq {prev_high} was sealed: it was inserted into the past"
+                "row {seq} was written by transaction {tx}, which began after seq {floor} had been issued and sealed around: it was inserted into the past"
             ),
         });
     }

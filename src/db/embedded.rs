@@ -100,7 +100,14 @@ impl EmbeddedPg {
                 .arg(&dir)
                 .args(["-c", "listen_addresses=127.0.0.1"])
                 // Throwaway data: durability buys nothing here and costs a lot.
-                .args(["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"])
+                .args([
+                    "-c",
+                    "fsync=off",
+                    "-c",
+                    "synchronous_commit=off",
+                    "-c",
+                    "full_page_writes=off",
+                ])
                 .args(["-c", "max_connections=200", "-c", "shared_buffers=256MB"])
                 .args(["-c", "logging_collector=off", "-c", "log_min_messages=warning"]);
             for (k, v) in &opts.settings {
@@ -238,10 +245,15 @@ fn tail_of(path: &Path) -> String {
     let lines: Vec<&str> = text.lines().collect();
     let start = lines.len().saturating_sub(5);
     let tail = lines[start..].join(" | ");
-    if tail.is_empty() { "(no log output)".into() } else { tail }
+    if tail.is_empty() {
+        "(no log output)".into()
+    } else {
+        tail
+    }
 }
 
-/// The directory that holds initdb, pg_ctl and postgres.
+/// The directory that holds initdb, pg_ctl and postgres: BACKSTOP_PG_BIN, else
+/// PATH, else the usual install locations (newest major version first).
 pub fn find_bin_dir() -> Result<PathBuf> {
     if let Ok(dir) = std::env::var("BACKSTOP_PG_BIN") {
         let dir = PathBuf::from(dir);
@@ -249,13 +261,20 @@ pub fn find_bin_dir() -> Result<PathBuf> {
             return Ok(dir);
         }
         bail!(
-            "BACKSTOP_PG_BIN={} does not contain initdb and postgres",
+            "BACKSTOP_PG_BIN={} does not contain initdb and postgres: point it at the PostgreSQL bin directory, \
+             or unset it to search PATH and /usr/lib/postgresql/*/bin",
             dir.display()
         );
     }
+    let roots: Vec<&Path> = SEARCH_GLOBS.iter().map(Path::new).collect();
+    find_bin_dir_in(std::env::var_os("PATH").as_deref(), &roots)
+}
+
+/// The search itself, over an explicit PATH and install roots.
+pub fn find_bin_dir_in(path: Option<&std::ffi::OsStr>, roots: &[&Path]) -> Result<PathBuf> {
     let mut candidates: Vec<PathBuf> = Vec::new();
-    if let Ok(path) = std::env::var("PATH") {
-        for p in std::env::split_paths(&path) {
+    if let Some(path) = path {
+        for p in std::env::split_paths(path) {
             if p.join("initdb").is_file() {
                 // Debian puts wrappers in /usr/bin; follow a symlink to the real bin dir.
                 let real = fs::canonicalize(p.join("initdb"))
@@ -263,17 +282,16 @@ pub fn find_bin_dir() -> Result<PathBuf> {
                     .and_then(|f| f.parent().map(Path::to_path_buf))
                     .unwrap_or(p.clone());
                 candidates.push(real);
+                candidates.push(p);
             }
         }
     }
-    for root in SEARCH_GLOBS {
-        let root = Path::new(root);
+    for root in roots {
         if root.join("initdb").is_file() {
             candidates.push(root.to_path_buf());
         }
         if let Ok(entries) = fs::read_dir(root) {
             let mut versions: Vec<PathBuf> = entries.flatten().map(|e| e.path().join("bin")).collect();
-            // Newest major version first.
             versions.sort_by_key(|p| std::cmp::Reverse(version_key(p)));
             candidates.extend(versions);
         }

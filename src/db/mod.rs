@@ -48,7 +48,8 @@ impl Db {
     pub async fn open(cfg: &DbConfig) -> Result<Db> {
         let (base, embedded) = match &cfg.url {
             Some(url) => (
-                PgConnectOptions::from_str(url).with_context(|| "DATABASE_URL is not a valid postgres:// URL".to_string())?,
+                PgConnectOptions::from_str(url)
+                    .with_context(|| "DATABASE_URL is not a valid postgres:// URL".to_string())?,
                 None,
             ),
             None => {
@@ -61,9 +62,10 @@ impl Db {
                     .context("starting the embedded database")??;
                 let admin = PgConnectOptions::from_str(&pg.url("postgres"))?;
                 let mut conn = PgConnection::connect_with(&admin).await?;
-                let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = 'backstop')")
-                    .fetch_one(&mut conn)
-                    .await?;
+                let exists: bool =
+                    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = 'backstop')")
+                        .fetch_one(&mut conn)
+                        .await?;
                 if !exists {
                     conn.execute("CREATE DATABASE backstop").await?;
                 }
@@ -126,7 +128,11 @@ impl Db {
 }
 
 fn session_options(base: PgConnectOptions, cfg: &DbConfig) -> PgConnectOptions {
-    let app = if cfg.application.is_empty() { "backstop" } else { &cfg.application };
+    let app = if cfg.application.is_empty() {
+        "backstop"
+    } else {
+        &cfg.application
+    };
     base.application_name(app)
         .options([("backstop.operator", cfg.operator.as_str())])
         // Statement logging at INFO would flood the room's terminal.

@@ -13,7 +13,9 @@ const SYSTEMS_SQL: &str = include_str!("systems.sql");
 pub async fn install_systems(pool: &PgPool) -> Result<()> {
     // One installer at a time: CREATE OR REPLACE of the same function races.
     let mut tx = pool.begin().await?;
-    sqlx::query("SELECT pg_advisory_xact_lock(1112757340, 0)").execute(&mut *tx).await?;
+    sqlx::query("SELECT pg_advisory_xact_lock(1112757340, 0)")
+        .execute(&mut *tx)
+        .await?;
     sqlx::raw_sql(SYSTEMS_SQL)
         .execute(&mut *tx)
         .await

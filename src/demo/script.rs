@@ -67,7 +67,9 @@ pub async fn run(db: &Db, tools: &std::path::Path, policy_path: &std::path::Path
     let pool = &db.pool;
     super::install_systems(pool).await?;
     seed_small(pool).await?;
-    load_config(pool, tools, policy_path).await.context("loading the registry and policy")?;
+    load_config(pool, tools, policy_path)
+        .await
+        .context("loading the registry and policy")?;
     let ana = db.as_operator("ana", 2).await?;
     let bob = db.as_operator("bob", 2).await?;
     let mut lines = Vec::new();
@@ -87,7 +89,10 @@ pub async fn run(db: &Db, tools: &std::path::Path, policy_path: &std::path::Path
         },
     )
     .await?;
-    lines.push(format!("refund-bot  issue_refund $120      -> {} ({})", d1.verdict, d1.reason));
+    lines.push(format!(
+        "refund-bot  issue_refund $120      -> {} ({})",
+        d1.verdict, d1.reason
+    ));
     execute(pool, "refund-bot", "payments.issue_refund", d1.action_id, &p1).await?;
 
     // 2. A large refund with low confidence: held, two approvers.
@@ -105,11 +110,20 @@ pub async fn run(db: &Db, tools: &std::path::Path, policy_path: &std::path::Path
         },
     )
     .await?;
-    lines.push(format!("refund-bot  issue_refund $47,000   -> {} ({})", d2.verdict, d2.reason));
+    lines.push(format!(
+        "refund-bot  issue_refund $47,000   -> {} ({})",
+        d2.verdict, d2.reason
+    ));
     let a = contract::approve(&ana.pool, d2.action_id, "customer is strategic").await?;
-    lines.push(format!("ana approves                      -> {} of {} approvals", a.approvals, a.approvals_needed));
+    lines.push(format!(
+        "ana approves                      -> {} of {} approvals",
+        a.approvals, a.approvals_needed
+    ));
     let b = contract::approve(&bob.pool, d2.action_id, "agreed").await?;
-    lines.push(format!("bob approves                      -> {} ({} of {})", b.verdict, b.approvals, b.approvals_needed));
+    lines.push(format!(
+        "bob approves                      -> {} ({} of {})",
+        b.verdict, b.approvals, b.approvals_needed
+    ));
     let (v, reason) = contract::decision(pool, d2.action_id).await?;
     lines.push(format!("refund-bot asks decision()        -> {v} ({reason})"));
     if v == Verdict::Allow {
@@ -129,12 +143,25 @@ pub async fn run(db: &Db, tools: &std::path::Path, policy_path: &std::path::Path
         },
     )
     .await?;
-    lines.push(format!("ana pauses the fleet; outreach-bot send_email -> {} ({})", d3.verdict, d3.reason));
+    lines.push(format!(
+        "ana pauses the fleet; outreach-bot send_email -> {} ({})",
+        d3.verdict, d3.reason
+    ));
 
     // 4. Surgical rollback of the one bad refund; the other stays.
-    let outcomes = contract::request_compensation(&ana.pool, &[d2.action_id], "refund not owed: customer is not entitled", None).await?;
+    let outcomes = contract::request_compensation(
+        &ana.pool,
+        &[d2.action_id],
+        "refund not owed: customer is not entitled",
+        None,
+    )
+    .await?;
     for o in &outcomes {
-        lines.push(format!("ana requests compensation         -> {} ({})", o.outcome, o.detail.clone().unwrap_or_default()));
+        lines.push(format!(
+            "ana requests compensation         -> {} ({})",
+            o.outcome,
+            o.detail.clone().unwrap_or_default()
+        ));
     }
     let claims = contract::claim_compensations(pool, "worker-1", None, 10, std::time::Duration::from_secs(30)).await?;
     for c in claims {
@@ -149,9 +176,10 @@ pub async fn run(db: &Db, tools: &std::path::Path, policy_path: &std::path::Path
     contract::resume(&ana.pool, Scope::Fleet, None, "bad refund reversed; fleet safe").await?;
     lines.push("ana resumes the fleet".into());
 
-    let balances: Vec<(String, Decimal)> = sqlx::query_as("SELECT customer_id, balance FROM payments.accounts ORDER BY 1")
-        .fetch_all(pool)
-        .await?;
+    let balances: Vec<(String, Decimal)> =
+        sqlx::query_as("SELECT customer_id, balance FROM payments.accounts ORDER BY 1")
+            .fetch_all(pool)
+            .await?;
     for (c, b) in balances {
         lines.push(format!("balance {c}: {}", crate::output::money(Some(b))));
     }

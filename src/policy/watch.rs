@@ -21,7 +21,11 @@ use crate::{policy, registry};
 #[derive(Debug, Clone, PartialEq)]
 pub enum ReloadEvent {
     /// A new version is in force (`what` is "registry" or "policy").
-    Applied { what: &'static str, version: i64, summary: serde_json::Value },
+    Applied {
+        what: &'static str,
+        version: i64,
+        summary: serde_json::Value,
+    },
     /// The files on disk were rejected; the versions in force are unchanged.
     Rejected { file: String, errors: Vec<String> },
     /// Reading or loading failed for another reason (database unreachable...).
@@ -99,14 +103,22 @@ pub fn spawn(pool: PgPool, files: ConfigFiles, source: String) -> anyhow::Result
         .collect();
     let mut watcher: RecommendedWatcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
         if let Ok(ev) = res
-            && ev.paths.iter().any(|p| p.file_name().is_some_and(|n| names.iter().any(|m| m == n)))
+            && ev
+                .paths
+                .iter()
+                .any(|p| p.file_name().is_some_and(|n| names.iter().any(|m| m == n)))
         {
             let _ = fs_tx.send(());
         }
     })?;
     let mut dirs: Vec<PathBuf> = [&files.tools, &files.policy]
         .iter()
-        .map(|p| p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf())
+        .map(|p| {
+            p.parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(Path::new("."))
+                .to_path_buf()
+        })
         .collect();
     dirs.dedup();
     for d in &dirs {

@@ -1,0 +1,100 @@
+//! Benchmarks that print ratios against a baseline measured in the same run.
+//! Each runs in a database of its own (created and dropped here), so a
+//! benchmark never writes into a real action log.
+
+pub mod gateway;
+
+use std::str::FromStr;
+
+use anyhow::{Context, Result};
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{Connection, Executor, PgConnection};
+
+use crate::config::Config;
+use crate::db::{Db, DbConfig, EmbeddedOptions, EmbeddedPg};
+
+/// A scratch database for one benchmark run, removed on drop.
+pub struct BenchDb {
+    pub db: Db,
+    admin: Option<PgConnectOptions>,
+    name: String,
+    _embedded: Option<std::sync::Arc<EmbeddedPg>>,
+}
+
+impl BenchDb {
+    pub async fn create(cfg: &Config, max_connections: u32) -> Result<BenchDb> {
+        let (admin, embedded) = match &cfg.database_url {
+            Some(url) => (PgConnectOptions::from_str(url).context("DATABASE_URL")?, None),
+            None => {
+                let pg = tokio::task::spawn_blocking(|| EmbeddedPg::start(&EmbeddedOptions::default())).await??;
+                (
+                    PgConnectOptions::from_str(&pg.url("postgres"))?,
+                    Some(std::sync::Arc::new(pg)),
+                )
+            }
+        };
+        let name = format!("backstop_bench_{}", std::process::id());
+        let mut c = PgConnection::connect_with(&admin)
+            .await
+            .context("connecting to create the benchmark database")?;
+        c.execute(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name}")))
+            .await?;
+        c.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .await
+            .context("creating the benchmark database (the role needs CREATEDB)")?;
+        c.close().await?;
+        let dbcfg = DbConfig {
+            url: None,
+            keep_db: None,
+            operator: "bench".into(),
+            application: "backstop bench".into(),
+            max_connections,
+        };
+        let db = Db::connect_with(admin.clone().database(&name), &dbcfg, embedded.clone()).await?;
+        db.migrate().await?;
+        Ok(BenchDb {
+            db,
+            admin: Some(admin),
+            name,
+            _embedded: embedded,
+        })
+    }
+
+    pub fn describe(&self) -> String {
+        if self._embedded.is_some() {
+            "embedded cluster (fsync off)".to_string()
+        } else {
+            format!("{} (the server's own durability settings)", self.db.label)
+        }
+    }
+
+    pub async fn drop_now(mut self) -> Result<()> {
+        self.db.pool.close().await;
+        if let Some(admin) = self.admin.take() {
+            let mut c = PgConnection::connect_with(&admin).await?;
+            c.execute(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            )))
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+/// Server settings that matter for reading the figures.
+pub async fn server_facts(pool: &sqlx::PgPool) -> Result<String> {
+    let row: (String, String, String, String) = sqlx::query_as(
+        "SELECT current_setting('server_version'), current_setting('fsync'), current_setting('synchronous_commit'), current_setting('shared_buffers')",
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok(format!(
+        "PostgreSQL {}, fsync={}, synchronous_commit={}, shared_buffers={}, {} CPUs",
+        row.0,
+        row.1,
+        row.2,
+        row.3,
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    ))
+}
