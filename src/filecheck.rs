@@ -60,8 +60,18 @@ impl<'a> Checker<'a> {
     /// A parse or type error from the TOML deserializer.
     pub fn toml_error(&mut self, e: &toml::de::Error) {
         let span = e.span().unwrap_or(0..0);
-        let message = e.message().trim().to_string();
+        let mut message = e.message().trim().to_string();
         let key = key_at(self.text, span.start);
+        for (from, to) in [
+            ("expected f64", "expected a number"),
+            ("expected i64", "expected a whole number"),
+            ("expected a string", "expected a string (in quotes)"),
+        ] {
+            message = message.replace(from, to);
+        }
+        if message.starts_with("duplicate key") {
+            message = format!("[{key}] is defined twice; define each one once");
+        }
         self.at(span, key, message);
     }
 }
@@ -79,18 +89,21 @@ pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
 /// the key on its line (best effort, for messages about wrong types).
 fn key_at(text: &str, offset: usize) -> String {
     let offset = offset.min(text.len());
+    let line_start = text[..offset].rfind('\n').map(|i| i + 1).unwrap_or(0);
+    let line = text[line_start..].lines().next().unwrap_or("").trim();
+    let header = |l: &str| l.trim_matches(|c| c == '[' || c == ']').trim().to_string();
+    if line.starts_with('[') {
+        return header(line);
+    }
     let mut table = String::new();
-    for line in text[..offset].lines() {
-        let t = line.trim();
+    for l in text[..line_start].lines() {
+        let t = l.trim();
         if t.starts_with('[') {
-            table = t.trim_matches(|c| c == '[' || c == ']').trim().to_string();
+            table = header(t);
         }
     }
-    let line_start = text[..offset].rfind('\n').map(|i| i + 1).unwrap_or(0);
-    let line = text[line_start..].lines().next().unwrap_or("");
-    let key = line.split('=').next().map(str::trim).unwrap_or("");
-    let key = if line.contains('=') && !key.starts_with('[') {
-        key
+    let key = if line.contains('=') {
+        line.split('=').next().map(str::trim).unwrap_or("")
     } else {
         ""
     };

@@ -165,8 +165,13 @@ fn is_ident(s: &str) -> bool {
         && s.chars().all(|c| c.is_ascii_alphanumeric() || "._:@/-".contains(c))
 }
 
+/// The decimal a person wrote: 0.1 is 0.1, not the binary float nearest to it.
 fn decimal(v: f64) -> Decimal {
-    Decimal::from_f64_retain(v).map(|d| d.normalize()).unwrap_or_default()
+    use std::str::FromStr;
+    Decimal::from_str(&v.to_string())
+        .or_else(|_| Decimal::from_scientific(&format!("{v:e}")))
+        .map(|d| d.normalize())
+        .unwrap_or_default()
 }
 
 /// Parse and check a registry file. Either every problem, or the registry.

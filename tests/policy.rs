@@ -1,0 +1,681 @@
+//! Tools and policy as code: every rule at its boundaries, validation with
+//! precise positions, audited loading, hot reload, version pinning.
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use backstop::contract::{self, Proposal, Verdict};
+use backstop::policy::watch::{ConfigFiles, ReloadEvent};
+use backstop::{policy, registry};
+use common::TestDb;
+use rust_decimal::Decimal;
+use serde_json::json;
+use std::str::FromStr;
+
+fn assets() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("assets")
+}
+
+fn shipped_registry() -> registry::Registry {
+    registry::read(&assets().join("tools.toml")).expect("shipped registry is valid")
+}
+
+async fn setup() -> TestDb {
+    let t = TestDb::new().await;
+    t.load_assets().await;
+    t
+}
+
+async fn load_policy_text(t: &TestDb, text: &str) -> i64 {
+    let reg = shipped_registry();
+    let p = policy::parse("test-policy.toml", text, Some(&reg)).unwrap_or_else(|e| panic!("{e:?}"));
+    policy::sync(t.pool(), &p, "test").await.unwrap().version
+}
+
+fn prop(agent: &str, tool: &str, params: serde_json::Value, amount: Option<&str>, confidence: f32) -> Proposal {
+    Proposal {
+        agent: agent.into(),
+        tool: tool.into(),
+        params,
+        amount: amount.map(|a| Decimal::from_str(a).unwrap()),
+        confidence: Some(confidence),
+        ..Default::default()
+    }
+}
+
+async fn verdict(t: &TestDb, p: &Proposal) -> (Verdict, Option<String>, i32) {
+    let d = contract::propose(t.pool(), p).await.unwrap();
+    let (rule, approvals): (Option<String>, i32) =
+        sqlx::query_as("SELECT rule, approvals_needed FROM backstop.actions WHERE action_id = $1")
+            .bind(d.action_id)
+            .fetch_one(t.pool())
+            .await
+            .unwrap();
+    (d.verdict, rule, approvals)
+}
+
+#[test]
+fn the_shipped_files_are_valid() {
+    let reg = shipped_registry();
+    assert!(reg.tools.len() >= 15);
+    for t in reg.tools.values() {
+        if t.class.has_inverse() {
+            assert!(reg.tools.contains_key(t.inverse.as_deref().unwrap()));
+        }
+    }
+    policy::read(&assets().join("policy.toml"), Some(&reg)).expect("shipped policy is valid");
+}
+
+#[tokio::test]
+async fn irreversible_limit_at_500_vs_500_01() {
+    let t = setup().await;
+    let email = json!({"customer_id": "c-1", "to": "a@b", "subject": "s"});
+    let (v, _, _) = verdict(&t, &prop("mail-1", "send_email", email.clone(), Some("500"), 0.99)).await;
+    assert_eq!(v, Verdict::Allow);
+    let (v, rule, _) = verdict(&t, &prop("mail-2", "send_email", email, Some("500.01"), 0.99)).await;
+    assert_eq!((v, rule.as_deref()), (Verdict::Hold, Some("irreversible_over_limit")));
+}
+
+#[tokio::test]
+async fn cost_to_reverse_at_1000_and_confidence_at_0_85() {
+    let t = setup().await;
+    sqlx::query("INSERT INTO contracts.contracts (contract_id, supplier, monthly_value) VALUES ('k-1', 'acme', 1)")
+        .execute(t.pool())
+        .await
+        .unwrap();
+    // cost = 250 + 0.1 x monthly_value: 7500 costs exactly 1000, 7510 costs 1001.
+    let cancel = |v: i64| json!({"contract_id": "k-1", "supplier": "acme", "monthly_value": v});
+    // Each case its own agent, so the hourly cumulative cap does not interfere.
+    let allow_override = r#"
+[[rules]]
+name = "costly_and_unsure"
+kind = "cost_to_reverse"
+threshold = 1000
+confidence_below = 0.85
+effect = "hold"
+"#;
+    load_policy_text(&t, allow_override).await;
+    assert_eq!(
+        verdict(&t, &prop("p-1", "cancel_contract", cancel(7500), None, 0.5))
+            .await
+            .0,
+        Verdict::Allow
+    );
+    assert_eq!(
+        verdict(&t, &prop("p-2", "cancel_contract", cancel(7510), None, 0.85))
+            .await
+            .0,
+        Verdict::Allow
+    );
+    let (v, rule, _) = verdict(&t, &prop("p-3", "cancel_contract", cancel(7510), None, 0.8499)).await;
+    assert_eq!((v, rule.as_deref()), (Verdict::Hold, Some("costly_and_unsure")));
+}
+
+#[tokio::test]
+async fn four_eyes_and_the_cumulative_window() {
+    let t = setup().await;
+    let refund = |c: &str, a: &str| json!({"customer_id": c, "amount": a.parse::<f64>().unwrap()});
+    // Above $10,000: held for two approvers.
+    let (v, rule, approvals) = verdict(
+        &t,
+        &prop("r-1", "issue_refund", refund("c-1", "10000.01"), Some("10000.01"), 0.99),
+    )
+    .await;
+    assert_eq!((v, rule.as_deref(), approvals), (Verdict::Hold, Some("four_eyes"), 2));
+    // Exactly $10,000 is not four-eyes, but it is over the $5,000 hourly cap.
+    let (v, rule, approvals) = verdict(
+        &t,
+        &prop("r-2", "issue_refund", refund("c-1", "10000"), Some("10000"), 0.99),
+    )
+    .await;
+    assert_eq!(
+        (v, rule.as_deref(), approvals),
+        (Verdict::Hold, Some("cumulative_per_agent"), 1)
+    );
+    // $4,000 then $1,000 reaches exactly $5,000: allowed. One cent more is held.
+    assert_eq!(
+        verdict(
+            &t,
+            &prop("r-3", "issue_refund", refund("c-1", "4000"), Some("4000"), 0.99)
+        )
+        .await
+        .0,
+        Verdict::Allow
+    );
+    assert_eq!(
+        verdict(
+            &t,
+            &prop("r-3", "issue_refund", refund("c-2", "1000"), Some("1000"), 0.99)
+        )
+        .await
+        .0,
+        Verdict::Allow
+    );
+    let (v, rule, _) = verdict(
+        &t,
+        &prop("r-3", "issue_refund", refund("c-3", "0.01"), Some("0.01"), 0.99),
+    )
+    .await;
+    assert_eq!((v, rule.as_deref()), (Verdict::Hold, Some("cumulative_per_agent")));
+    // Another agent has its own window.
+    assert_eq!(
+        verdict(
+            &t,
+            &prop("r-4", "issue_refund", refund("c-3", "0.01"), Some("0.01"), 0.99)
+        )
+        .await
+        .0,
+        Verdict::Allow
+    );
+}
+
+#[tokio::test]
+async fn lists_new_payees_and_changed_bank_details() {
+    let t = setup().await;
+    let ana = t.as_operator("ana").await;
+    sqlx::query("INSERT INTO crm.suppression_list VALUES ('c-churned', 'churned')")
+        .execute(t.pool())
+        .await
+        .unwrap();
+    let (v, rule, _) = verdict(
+        &t,
+        &prop(
+            "r",
+            "issue_refund",
+            json!({"customer_id": "c-churned", "amount": 5}),
+            None,
+            0.99,
+        ),
+    )
+    .await;
+    assert_eq!((v, rule.as_deref()), (Verdict::Block, Some("suppressed_customers")));
+    let pay = |iban: &str| json!({"payee": "acme", "iban": iban, "amount": 100, "invoice_id": "i-1"});
+    let d = contract::propose(t.pool(), &prop("ap-bot", "pay_supplier", pay("DE01"), None, 0.99))
+        .await
+        .unwrap();
+    assert_eq!(d.verdict, Verdict::Hold);
+    assert!(d.reason.contains("first payment by this agent to acme"), "{}", d.reason);
+    contract::approve(&ana, d.action_id, "known supplier").await.unwrap();
+    // Now known, same account: allowed.
+    assert_eq!(
+        verdict(&t, &prop("ap-bot", "pay_supplier", pay("DE01"), None, 0.99))
+            .await
+            .0,
+        Verdict::Allow
+    );
+    // Same payee, new bank account: held.
+    let (v, rule, _) = verdict(&t, &prop("ap-bot", "pay_supplier", pay("XX99"), None, 0.99)).await;
+    assert_eq!((v, rule.as_deref()), (Verdict::Hold, Some("changed_bank_details")));
+    // The memory is per agent: another agent paying acme is a new payee.
+    let (v, rule, _) = verdict(&t, &prop("ap-bot-2", "pay_supplier", pay("DE01"), None, 0.99)).await;
+    assert_eq!((v, rule.as_deref()), (Verdict::Hold, Some("new_payee")));
+}
+
+#[tokio::test]
+async fn overrides_per_agent_win_over_per_tool() {
+    let t = setup().await;
+    load_policy_text(
+        &t,
+        r#"
+[[rules]]
+name = "limit"
+kind = "amount_over"
+threshold = 100
+effect = "hold"
+
+[[rules]]
+name = "no_campaigns_for_interns"
+kind = "always"
+tools = ["send_campaign"]
+agents = ["intern-bot"]
+effect = "block"
+reason = "interns do not send campaigns"
+
+[[overrides]]
+rule = "limit"
+tool = "issue_credit"
+threshold = 1000
+
+[[overrides]]
+rule = "limit"
+agent = "vip-bot"
+threshold = 5000
+
+[[overrides]]
+rule = "limit"
+agent = "free-bot"
+enabled = false
+"#,
+    )
+    .await;
+    let credit = |a: i64| json!({"customer_id": "c", "amount": a});
+    assert_eq!(
+        verdict(&t, &prop("any", "issue_credit", credit(500), None, 0.9))
+            .await
+            .0,
+        Verdict::Allow
+    );
+    assert_eq!(
+        verdict(&t, &prop("any", "issue_credit", credit(1500), None, 0.9))
+            .await
+            .0,
+        Verdict::Hold
+    );
+    assert_eq!(
+        verdict(&t, &prop("any", "issue_refund", credit(500), None, 0.9))
+            .await
+            .0,
+        Verdict::Hold
+    );
+    assert_eq!(
+        verdict(&t, &prop("vip-bot", "issue_credit", credit(4000), None, 0.9))
+            .await
+            .0,
+        Verdict::Allow
+    );
+    assert_eq!(
+        verdict(&t, &prop("free-bot", "issue_refund", credit(90000), None, 0.9))
+            .await
+            .0,
+        Verdict::Allow
+    );
+    let campaign = json!({"campaign_id": "x", "segment": "all"});
+    let d = contract::propose(
+        t.pool(),
+        &prop("intern-bot", "send_campaign", campaign.clone(), None, 0.9),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (d.verdict, d.reason.as_str()),
+        (Verdict::Block, "interns do not send campaigns")
+    );
+    assert_eq!(
+        verdict(&t, &prop("senior-bot", "send_campaign", campaign, None, 0.9))
+            .await
+            .0,
+        Verdict::Allow
+    );
+}
+
+fn issue(file: &str, text: &str, policy_text: Option<&str>) -> Vec<String> {
+    match policy_text {
+        None => registry::parse(file, text).err().unwrap_or_default(),
+        Some(p) => {
+            let reg = registry::parse("tools.toml", text).expect("registry for the policy test");
+            policy::parse(file, p, Some(&reg)).err().unwrap_or_default()
+        }
+    }
+    .iter()
+    .map(|i| i.to_string())
+    .collect()
+}
+
+#[test]
+fn every_validation_error_names_file_line_column_key_and_what_is_valid() {
+    // Unknown key.
+    let e = issue("t.toml", "[tools.a]\nclass = \"read\"\ncolour = \"red\"\n", None);
+    assert_eq!(e.len(), 1);
+    assert!(
+        e[0].starts_with("t.toml:3:1: tools.a.colour: unknown field `colour`, expected one of `class`"),
+        "{}",
+        e[0]
+    );
+    // Wrong type.
+    let e = issue("t.toml", "[tools.a]\nclass = 3\n", None);
+    assert!(
+        e[0].starts_with("t.toml:2:9: tools.a.class: invalid type: integer `3`, expected a string"),
+        "{}",
+        e[0]
+    );
+    // Unknown class, with a suggestion.
+    let e = issue("t.toml", "[tools.a]\nclass = \"reversable\"\n", None);
+    assert!(e[0].contains("t.toml:2:9: tools.a.class: unknown class \"reversable\" (did you mean \"reversible\"?); valid: read, reversible"), "{}", e[0]);
+    // Inverse not registered.
+    let e = issue(
+        "t.toml",
+        "[tools.a]\nclass = \"reversible\"\ninverse = \"udno\"\n[tools.undo]\nclass = \"irreversible\"\n",
+        None,
+    );
+    assert!(e[0].starts_with("t.toml:3:11: tools.a.inverse: inverse tool \"udno\" is not registered (did you mean \"undo\"?); registered tools: a, undo"), "{}", e[0]);
+    // A binding that names no field.
+    let e = issue(
+        "t.toml",
+        "[tools.a]\nclass = \"reversible\"\ninverse = \"undo\"\nparams = [\"id\"]\nresult = [\"ref\"]\nbind = { ref = \"result.rfe\" }\n[tools.undo]\nclass = \"irreversible\"\nparams = [\"ref\"]\n",
+        None,
+    );
+    assert!(
+        e.iter().any(|x| x
+            .starts_with("t.toml:6:16: tools.a.bind.ref: \"result.rfe\" names no field: a declares result fields ref")),
+        "{e:?}"
+    );
+    // Duplicate tools.
+    let e = issue(
+        "t.toml",
+        "[tools.a]\nclass = \"read\"\n[tools.a]\nclass = \"read\"\n",
+        None,
+    );
+    assert!(
+        e[0].starts_with("t.toml:3:") && e[0].contains("[tools.a] is defined twice"),
+        "{}",
+        e[0]
+    );
+    // Thresholds out of range.
+    let tools = "[tools.a]\nclass = \"read\"\n";
+    let e = issue(
+        "p.toml",
+        tools,
+        Some("[[rules]]\nname = \"r\"\nkind = \"amount_over\"\nthreshold = -5\neffect = \"hold\"\n"),
+    );
+    assert!(
+        e[0].starts_with("p.toml:4:13: rules[0] (r).threshold: must be between 0 and 1e12; got -5"),
+        "{}",
+        e[0]
+    );
+    let e = issue(
+        "p.toml",
+        tools,
+        Some("[[rules]]\nname = \"r\"\nkind = \"confidence_below\"\nconfidence_below = 1.2\neffect = \"hold\"\n"),
+    );
+    assert!(
+        e[0].contains("confidence_below: must be above 0 and at most 1; got 1.2"),
+        "{}",
+        e[0]
+    );
+    let e = issue("p.toml", tools, Some("[supervisor]\nsample_rate = 1.5\n"));
+    assert!(
+        e[0].starts_with("p.toml:2:15: supervisor.sample_rate: a fraction between 0 and 1"),
+        "{}",
+        e[0]
+    );
+    // A rule that needs a setting it lacks, and a rule naming an unregistered tool.
+    let e = issue(
+        "p.toml",
+        tools,
+        Some("[[rules]]\nname = \"r\"\nkind = \"cumulative\"\nthreshold = 5\neffect = \"hold\"\ntools = [\"b\"]\n"),
+    );
+    assert!(
+        e.iter()
+            .any(|x| x.contains("rules[0] (r).window: a cumulative rule needs window")),
+        "{e:?}"
+    );
+    assert!(
+        e.iter()
+            .any(|x| x.contains("rules[0] (r).tools: tool \"b\" is not in the registry")),
+        "{e:?}"
+    );
+    // Syntax errors point at the spot.
+    let e = issue("t.toml", "[tools.a\nclass = \"read\"\n", None);
+    assert!(e[0].starts_with("t.toml:1:"), "{}", e[0]);
+}
+
+#[tokio::test]
+async fn check_command_reports_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("tools.toml");
+    std::fs::write(&bad, "[tools.a]\nclass = \"sometimes\"\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_backstop"))
+        .arg("check")
+        .arg(&bad)
+        .arg(assets().join("policy.toml"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(":2:9: tools.a.class: unknown class \"sometimes\""),
+        "{err}"
+    );
+    assert!(err.contains("nothing was loaded"), "{err}");
+}
+
+#[tokio::test]
+async fn loading_is_audited_and_idempotent() {
+    let t = TestDb::with_operator("ana").await;
+    t.load_assets().await;
+    let (sha, actor, summary): (String, String, serde_json::Value) = sqlx::query_as(
+        "SELECT detail ->> 'sha256', actor, detail -> 'summary' FROM backstop.action_log WHERE kind = 'policy_loaded' ORDER BY seq DESC LIMIT 1",
+    )
+    .fetch_one(t.pool())
+    .await
+    .unwrap();
+    let text = std::fs::read_to_string(assets().join("policy.toml")).unwrap();
+    assert_eq!(sha, backstop::filecheck::sha256_hex(&text));
+    assert_eq!(actor, "ana");
+    assert!(
+        summary["added"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x == "cumulative_per_agent"),
+        "{summary}"
+    );
+    let before = t.log_len().await;
+    t.load_assets().await;
+    assert_eq!(
+        t.log_len().await,
+        before,
+        "loading the same files again appends nothing"
+    );
+    // A change is summarized.
+    let v = load_policy_text(&t, "[[rules]]\nname = \"only\"\nkind = \"always\"\neffect = \"hold\"\n").await;
+    let summary: serde_json::Value =
+        sqlx::query_scalar("SELECT summary FROM backstop.policy_versions WHERE version = $1")
+            .bind(v)
+            .fetch_one(t.pool())
+            .await
+            .unwrap();
+    assert_eq!(summary["added"], json!(["only"]));
+    assert!(summary["removed"].as_array().unwrap().len() >= 5);
+}
+
+async fn wait_for<F, Fut>(what: &str, within: Duration, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let t0 = Instant::now();
+    while !f().await {
+        assert!(t0.elapsed() < within, "{what} did not happen within {within:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn hot_reload_applies_good_edits_within_two_seconds_and_rejects_bad_ones() {
+    let t = setup().await;
+    let dir = tempfile::tempdir().unwrap();
+    let tools = dir.path().join("tools.toml");
+    let pol = dir.path().join("policy.toml");
+    std::fs::copy(assets().join("tools.toml"), &tools).unwrap();
+    let original = std::fs::read_to_string(assets().join("policy.toml")).unwrap();
+    std::fs::write(&pol, &original).unwrap();
+    let mut events = policy::watch::spawn(
+        t.pool().clone(),
+        ConfigFiles {
+            tools: tools.clone(),
+            policy: pol.clone(),
+        },
+        "test".into(),
+    )
+    .unwrap();
+    let credit = json!({"customer_id": "c-1", "amount": 5});
+    assert_eq!(
+        verdict(&t, &prop("a", "issue_credit", credit.clone(), None, 0.99))
+            .await
+            .0,
+        Verdict::Allow
+    );
+
+    // An editor's save: write a temporary file, rename it over the original.
+    let blocking = format!(
+        "{original}\n[[rules]]\nname = \"credits_off\"\nkind = \"always\"\ntools = [\"issue_credit\"]\neffect = \"block\"\nreason = \"credits are off\"\n"
+    );
+    let tmp = dir.path().join(".policy.toml.swp");
+    std::fs::write(&tmp, &blocking).unwrap();
+    let saved = Instant::now();
+    std::fs::rename(&tmp, &pol).unwrap();
+    wait_for("the new rule taking effect", Duration::from_secs(2), || {
+        let pool = t.pool().clone();
+        let credit = credit.clone();
+        async move {
+            contract::propose(&pool, &prop("a", "issue_credit", credit, None, 0.99))
+                .await
+                .unwrap()
+                .verdict
+                == Verdict::Block
+        }
+    })
+    .await;
+    assert!(saved.elapsed() < Duration::from_secs(2));
+    let ev = events.recv().await.unwrap();
+    assert!(matches!(ev, ReloadEvent::Applied { what: "policy", .. }), "{ev:?}");
+    let version_in_force: i64 = sqlx::query_scalar("SELECT policy_version FROM backstop.active")
+        .fetch_one(t.pool())
+        .await
+        .unwrap();
+
+    // A broken edit changes nothing, is reported, and is logged once.
+    std::fs::write(
+        &pol,
+        format!("{blocking}\n[[rules]]\nname = \"oops\"\nkind = \"amount_ovr\"\neffect = \"hold\"\n"),
+    )
+    .unwrap();
+    let ev = tokio::time::timeout(Duration::from_secs(3), events.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    match ev {
+        ReloadEvent::Rejected { errors, .. } => {
+            assert!(errors[0].contains("unknown rule kind \"amount_ovr\""), "{errors:?}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        t.count("SELECT count(*) FROM backstop.action_log WHERE kind = 'policy_rejected'")
+            .await,
+        1
+    );
+    let still: i64 = sqlx::query_scalar("SELECT policy_version FROM backstop.active")
+        .fetch_one(t.pool())
+        .await
+        .unwrap();
+    assert_eq!(still, version_in_force);
+    assert_eq!(
+        verdict(&t, &prop("a", "issue_credit", credit.clone(), None, 0.99))
+            .await
+            .0,
+        Verdict::Block
+    );
+
+    // A half-written file, then the rest of it: only the complete one applies.
+    let half = &original[..original.len() / 2];
+    std::fs::write(&pol, half).unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    std::fs::write(&pol, &original).unwrap();
+    wait_for("the restored policy", Duration::from_secs(3), || {
+        let pool = t.pool().clone();
+        let credit = credit.clone();
+        async move {
+            contract::propose(&pool, &prop("a", "issue_credit", credit, None, 0.99))
+                .await
+                .unwrap()
+                .verdict
+                == Verdict::Allow
+        }
+    })
+    .await;
+
+    // A deleted file is reported; the version in force stays.
+    let v_before: i64 = sqlx::query_scalar("SELECT policy_version FROM backstop.active")
+        .fetch_one(t.pool())
+        .await
+        .unwrap();
+    std::fs::remove_file(&pol).unwrap();
+    let t0 = Instant::now();
+    loop {
+        let ev = tokio::time::timeout(Duration::from_secs(3), events.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        if let ReloadEvent::Rejected { errors, .. } = &ev
+            && errors[0].contains("cannot read the file")
+        {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "no rejection for the deleted file"
+        );
+    }
+    let v_after: i64 = sqlx::query_scalar("SELECT policy_version FROM backstop.active")
+        .fetch_one(t.pool())
+        .await
+        .unwrap();
+    assert_eq!(v_before, v_after);
+    assert_eq!(
+        verdict(&t, &prop("a", "issue_credit", credit, None, 0.99)).await.0,
+        Verdict::Allow
+    );
+}
+
+#[tokio::test]
+async fn concurrent_proposals_during_policy_switches_are_explained_by_their_version() {
+    let t = setup().await;
+    let strict = "[[rules]]\nname = \"strict\"\nkind = \"amount_over\"\nthreshold = 50\neffect = \"hold\"\n";
+    let lax = "[[rules]]\nname = \"lax\"\nkind = \"amount_over\"\nthreshold = 5000\neffect = \"block\"\n";
+    load_policy_text(&t, strict).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut agents = Vec::new();
+    for i in 0..8 {
+        let pool = t.pool().clone();
+        let stop = stop.clone();
+        agents.push(tokio::spawn(async move {
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let amount = [10, 100, 9000][n % 3];
+                contract::propose(
+                    &pool,
+                    &prop(
+                        &format!("bot-{i}"),
+                        "issue_credit",
+                        json!({"customer_id": "c", "amount": amount}),
+                        None,
+                        0.9,
+                    ),
+                )
+                .await
+                .unwrap();
+                n += 1;
+            }
+        }));
+    }
+    let mut versions = Vec::new();
+    for k in 0..10 {
+        versions.push(load_policy_text(&t, if k % 2 == 0 { lax } else { strict }).await);
+        tokio::time::sleep(Duration::from_millis(60)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for a in agents {
+        a.await.unwrap();
+    }
+    // Re-evaluate every proposal against the version its log row names.
+    let mismatches: i64 = t
+        .count(
+            "SELECT count(*) FROM backstop.action_log l \
+              CROSS JOIN LATERAL backstop.evaluate(l.policy_version, l.agent, l.tool, l.detail ->> 'class', l.amount, \
+                                                   (l.detail ->> 'cost_to_reverse')::numeric, l.confidence, l.params) e \
+              WHERE l.kind IN ('allowed', 'held', 'blocked') AND l.tool = 'issue_credit' \
+                AND (e.verdict IS DISTINCT FROM l.detail ->> 'verdict' OR e.rule IS DISTINCT FROM l.detail ->> 'rule')",
+        )
+        .await;
+    assert_eq!(mismatches, 0);
+    let used: i64 = t
+        .count("SELECT count(DISTINCT policy_version) FROM backstop.action_log WHERE kind IN ('allowed', 'held', 'blocked') AND tool = 'issue_credit'")
+        .await;
+    assert!(used >= 4, "the proposals spanned only {used} versions");
+}
