@@ -104,7 +104,9 @@ CREATE TABLE backstop.compensations (
     lease_until     timestamptz,
     finished_seq    bigint,
     finished_at     timestamptz,
-    last_detail     jsonb
+    last_detail     jsonb,
+    -- Compensations (of later, dependent actions) that must finish first.
+    wait_for        uuid[]      NOT NULL DEFAULT '{}'
 );
 CREATE INDEX compensations_ready ON backstop.compensations (next_attempt_at)
     WHERE status IN ('requested', 'running');

@@ -124,7 +124,8 @@ SELECT req.action_id, req.agent, req.tool, req.detail ->> 'inverse_tool' AS inve
        CASE WHEN last.kind = 'compensation_started' THEN (last.detail ->> 'lease_until')::timestamptz END AS lease_until,
        CASE WHEN last.kind IN ('compensated', 'compensation_failed') THEN last.seq END AS finished_seq,
        CASE WHEN last.kind IN ('compensated', 'compensation_failed') THEN last.at END AS finished_at,
-       CASE WHEN last.kind IN ('compensation_retry', 'compensated', 'compensation_failed') THEN last.detail -> 'result' END AS last_detail
+       CASE WHEN last.kind IN ('compensation_retry', 'compensated', 'compensation_failed') THEN last.detail -> 'result' END AS last_detail,
+       coalesce((SELECT array_agg(w::uuid) FROM jsonb_array_elements_text(req.detail -> 'wait_for') w), '{}') AS wait_for
   FROM req JOIN last ON last.action_id = req.action_id
   LEFT JOIN started ON started.action_id = req.action_id;
 

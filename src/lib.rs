@@ -7,11 +7,13 @@
 
 pub mod bench;
 pub mod commands;
+pub mod compensation;
 pub mod config;
 pub mod contract;
 pub mod db;
 pub mod demo;
 pub mod filecheck;
+pub mod housekeeping;
 pub mod output;
 pub mod policy;
 pub mod registry;

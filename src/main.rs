@@ -78,13 +78,43 @@ enum Command {
         #[arg(long)]
         reason: String,
     },
-    /// Request the staged compensation of actions.
+    /// Plan and request the rollback of actions (and the actions that depend on them).
     Compensate {
         /// Action ids to compensate.
         action_ids: Vec<String>,
-        /// Why (recorded in the log).
+        /// Or: every action of this agent in a time window.
+        #[arg(long, conflicts_with = "correlation")]
+        agent: Option<String>,
+        /// Window start (RFC 3339, or a duration ago like 15m). Default: 1h.
+        #[arg(long, requires = "agent")]
+        since: Option<String>,
+        /// Window end (RFC 3339, now, or a duration ago). Default: now.
+        #[arg(long, requires = "agent")]
+        until: Option<String>,
+        /// Or: every action on this correlation id.
         #[arg(long)]
-        reason: String,
+        correlation: Option<String>,
+        /// Why (recorded in the log; required unless --dry-run).
+        #[arg(long)]
+        reason: Option<String>,
+        /// Print the plan and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Run requested compensations (exactly once each) until Ctrl-C.
+    Worker {
+        /// This worker's name in the log (default: worker-HOST-PID).
+        #[arg(long)]
+        name: Option<String>,
+        /// Compensations claimed and run at once.
+        #[arg(long, default_value_t = 16)]
+        batch: i32,
+        /// How long a claim is held before another worker may take it over (e.g. 30s).
+        #[arg(long, default_value = "30s")]
+        lease: String,
+        /// Only these inverse tools, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        tools: Option<Vec<String>>,
     },
     /// Check the log against its seals, and every projection against its rebuild from the log.
     Verify {
@@ -118,6 +148,12 @@ enum BenchCommand {
         /// Seconds per measurement.
         #[arg(long, default_value_t = 10.0)]
         seconds: f64,
+    },
+    /// Compensations per second (1 and 4 workers, SQL executor) and the time to plan a 10,000-action rollback.
+    Compensation {
+        /// Compensations per measurement.
+        #[arg(long, default_value_t = 10_000)]
+        count: i64,
     },
 }
 
@@ -197,7 +233,43 @@ async fn run(cfg: Config, command: Option<Command>) -> anyhow::Result<()> {
         }
         Some(Command::Approve { action_id, note }) => commands::approve(&cfg, &action_id, &note).await,
         Some(Command::Reject { action_id, reason }) => commands::reject(&cfg, &action_id, &reason).await,
-        Some(Command::Compensate { action_ids, reason }) => commands::compensate(&cfg, &action_ids, &reason).await,
+        Some(Command::Compensate {
+            action_ids,
+            agent,
+            since,
+            until,
+            correlation,
+            reason,
+            dry_run,
+        }) => {
+            let args = commands::CompensateArgs {
+                action_ids,
+                agent,
+                since,
+                until,
+                correlation,
+                reason,
+                dry_run,
+            };
+            commands::compensate(&cfg, &args).await
+        }
+        Some(Command::Worker {
+            name,
+            batch,
+            lease,
+            tools,
+        }) => {
+            anyhow::ensure!((1..=1000).contains(&batch), "--batch must be between 1 and 1000");
+            let lease = backstop::filecheck::parse_duration(&lease).map_err(|e| anyhow::anyhow!("--lease: {e}"))?;
+            anyhow::ensure!((1.0..=3600.0).contains(&lease), "--lease must be between 1s and 1h");
+            let mut opts = backstop::compensation::worker::WorkerOptions::named(
+                &name.unwrap_or_else(|| format!("worker-{}", std::process::id())),
+            );
+            opts.batch = batch;
+            opts.lease = std::time::Duration::from_secs_f64(lease);
+            opts.tools = tools;
+            commands::worker(&cfg, opts).await
+        }
         Some(Command::Verify { no_seal }) => commands::verify(&cfg, no_seal).await,
         Some(Command::Seal) => commands::seal(&cfg).await,
         Some(Command::Log { limit, follow }) => commands::log(&cfg, limit, follow).await,
@@ -216,6 +288,19 @@ async fn run(cfg: Config, command: Option<Command>) -> anyhow::Result<()> {
                     commands::print_json(&r)
                 } else {
                     print!("{}", backstop::bench::gateway::render(&r));
+                    Ok(())
+                }
+            }
+            BenchCommand::Compensation { count } => {
+                anyhow::ensure!(
+                    (100..=1_000_000).contains(&count),
+                    "--count must be between 100 and 1000000"
+                );
+                let r = backstop::bench::compensation::run(&cfg, count, !cfg.json).await?;
+                if cfg.json {
+                    commands::print_json(&r)
+                } else {
+                    print!("{}", backstop::bench::compensation::render(&r));
                     Ok(())
                 }
             }

@@ -144,8 +144,19 @@ async fn measure(
 }
 
 pub async fn run(cfg: &Config, agent_counts: &[usize], secs: f64, progress: bool) -> Result<GatewayReport> {
-    let max = agent_counts.iter().copied().max().unwrap_or(16);
     let bench = BenchDb::create(cfg, 4).await?;
+    let result = run_all(cfg, &bench, agent_counts, secs, progress).await;
+    bench.drop_now().await?;
+    result
+}
+
+async fn run_all(
+    cfg: &Config,
+    bench: &BenchDb,
+    agent_counts: &[usize],
+    secs: f64,
+    progress: bool,
+) -> Result<GatewayReport> {
     let pool = bench.db.pool.clone();
     crate::demo::install_systems(&pool).await?;
     crate::demo::script::load_config(&pool, &cfg.tools, &cfg.policy).await?;
@@ -203,8 +214,6 @@ pub async fn run(cfg: &Config, agent_counts: &[usize], secs: f64, progress: bool
         report.problems.first()
     );
     let database = bench.describe();
-    let _ = max;
-    bench.drop_now().await?;
     Ok(GatewayReport {
         server,
         database,

@@ -2,6 +2,7 @@
 //! Each runs in a database of its own (created and dropped here), so a
 //! benchmark never writes into a real action log.
 
+pub mod compensation;
 pub mod gateway;
 
 use std::str::FromStr;
@@ -58,6 +59,29 @@ impl BenchDb {
             name,
             _embedded: embedded,
         })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Connection options for the server's maintenance database.
+    pub fn admin_options(&self) -> PgConnectOptions {
+        self.admin.clone().unwrap_or_else(|| self.db.options.clone())
+    }
+
+    /// A URL for another database on the same server.
+    pub fn url_for(&self, db: &str) -> String {
+        let o = self.admin_options();
+        match o.get_socket() {
+            Some(sock) => format!(
+                "postgres://{}@localhost:{}/{db}?host={}",
+                o.get_username(),
+                o.get_port(),
+                sock.display()
+            ),
+            None => format!("postgres://{}@{}:{}/{db}", o.get_username(), o.get_host(), o.get_port()),
+        }
     }
 
     pub fn describe(&self) -> String {

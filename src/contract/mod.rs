@@ -352,6 +352,8 @@ pub struct Claim {
     pub condition: Option<String>,
     pub attempt: i32,
     pub lease_until: DateTime<Utc>,
+    /// A dependent whose compensation ended without success: this one must not run.
+    pub blocked_by: Option<Uuid>,
 }
 
 pub async fn claim_compensations<'e, E: PgExecutor<'e>>(
@@ -389,6 +391,25 @@ pub async fn finish_compensation<'e, E: PgExecutor<'e>>(
         .bind(ok)
         .bind(detail)
         .fetch_one(ex)
+        .await
+        .map_err(refine)
+}
+
+/// Record many outcomes in one round trip. Each is answered with its new
+/// status, or `lease_lost` when this worker no longer held it.
+pub async fn finish_compensations<'e, E: PgExecutor<'e>>(
+    ex: E,
+    worker: &str,
+    results: &[(Uuid, bool, Value)],
+) -> Result<Vec<(Uuid, String)>> {
+    let arr: Vec<Value> = results
+        .iter()
+        .map(|(id, ok, detail)| serde_json::json!({"action_id": id, "ok": ok, "detail": detail}))
+        .collect();
+    sqlx::query_as("SELECT action_id, status FROM backstop.finish_compensations($1, $2)")
+        .bind(worker)
+        .bind(Value::Array(arr))
+        .fetch_all(ex)
         .await
         .map_err(refine)
 }

@@ -68,7 +68,7 @@ impl EmbeddedPg {
             chown_tree(&dir, u)?;
         }
         let data = dir.join("data");
-        let superuser = "backstop".to_string();
+        let superuser = "postgres".to_string();
         if !data.join("PG_VERSION").exists() {
             let out = pg_command(&bin_dir.join("initdb"), run_as.as_ref())
                 .arg("-D")

@@ -97,8 +97,7 @@ impl Db {
     }
 
     pub async fn migrate(&self) -> Result<()> {
-        MIGRATOR
-            .run(&self.pool)
+        run_migrations(&self.options)
             .await
             .with_context(|| format!("applying migrations to {}", self.label))
     }
@@ -127,6 +126,17 @@ impl Db {
     }
 }
 
+/// Apply the migrations on a connection of their own whose search_path is
+/// `public`: the migrator's bookkeeping table is unqualified, and a login
+/// role named like a schema (`$user` comes first in the default search_path)
+/// would otherwise make it look in, or create it in, that schema.
+pub async fn run_migrations(options: &PgConnectOptions) -> Result<()> {
+    let mut conn = PgConnection::connect_with(&options.clone().options([("search_path", "public")])).await?;
+    MIGRATOR.run(&mut conn).await?;
+    conn.close().await?;
+    Ok(())
+}
+
 fn session_options(base: PgConnectOptions, cfg: &DbConfig) -> PgConnectOptions {
     let app = if cfg.application.is_empty() {
         "backstop"
@@ -134,7 +144,8 @@ fn session_options(base: PgConnectOptions, cfg: &DbConfig) -> PgConnectOptions {
         &cfg.application
     };
     base.application_name(app)
-        .options([("backstop.operator", cfg.operator.as_str())])
+        // JIT compiles a short OLTP query for longer than it runs.
+        .options([("backstop.operator", cfg.operator.as_str()), ("jit", "off")])
         // Statement logging at INFO would flood the room's terminal.
         .log_statements(log::LevelFilter::Off)
         .log_slow_statements(log::LevelFilter::Off, Duration::from_secs(60))

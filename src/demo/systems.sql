@@ -88,6 +88,10 @@ CREATE TABLE IF NOT EXISTS crm.customers (
     phone       text,
     tier        text NOT NULL DEFAULT 'standard',
     status      text NOT NULL DEFAULT 'active',  -- active | churned
+    -- The id of the last write to each field. An inverse restores a field only
+    -- if the write it undoes is still the last one, and puts back the id of
+    -- the write before it, so undoing several writes in reverse order chains.
+    field_writes jsonb NOT NULL DEFAULT '{}',
     updated_by  text NOT NULL DEFAULT 'setup',
     updated_at  timestamptz NOT NULL DEFAULT clock_timestamp()
 );
@@ -195,16 +199,25 @@ CREATE OR REPLACE FUNCTION contracts.cancel_contract(p jsonb, actor text) RETURN
 LANGUAGE plpgsql AS $$
 DECLARE
     v_id text := 'cx-' || substr(md5(random()::text || clock_timestamp()::text), 1, 10);
-    v_prev text;
+    c contracts.contracts%ROWTYPE;
 BEGIN
-    SELECT status INTO v_prev FROM contracts.contracts WHERE contract_id = p ->> 'contract_id' FOR UPDATE;
+    SELECT * INTO c FROM contracts.contracts WHERE contract_id = p ->> 'contract_id' FOR UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'no contract %', p ->> 'contract_id';
     END IF;
     UPDATE contracts.contracts SET status = 'cancelled', cancellation = v_id, updated_by = actor, updated_at = clock_timestamp()
-     WHERE contract_id = p ->> 'contract_id';
-    RETURN jsonb_build_object('cancellation_id', v_id, 'previous_status', v_prev);
+     WHERE contract_id = c.contract_id;
+    RETURN jsonb_build_object('cancellation_id', v_id, 'previous_status', c.status,
+                              'previous_cancellation', c.cancellation);
 END
+$$;
+
+-- A person (or job) reactivating a contract directly.
+CREATE OR REPLACE FUNCTION contracts.activate_contract(p jsonb, actor text) RETURNS jsonb
+LANGUAGE sql AS $$
+    UPDATE contracts.contracts SET status = 'active', cancellation = NULL, updated_by = actor, updated_at = clock_timestamp()
+     WHERE contract_id = p ->> 'contract_id'
+    RETURNING jsonb_build_object('contract_id', contract_id, 'status', status);
 $$;
 
 CREATE OR REPLACE FUNCTION contracts.renew_contract(p jsonb, actor text) RETURNS jsonb
@@ -225,15 +238,19 @@ CREATE OR REPLACE FUNCTION crm.update_customer_field(p jsonb, actor text) RETURN
 LANGUAGE plpgsql AS $$
 DECLARE
     v_prev text;
+    v_prev_write text;
+    v_write text := 'w-' || substr(md5(random()::text || clock_timestamp()::text), 1, 12);
     v_field text := p ->> 'field';
 BEGIN
     IF v_field NOT IN ('email', 'phone', 'tier', 'status', 'name') THEN
         RAISE EXCEPTION 'field % cannot be updated', v_field;
     END IF;
-    EXECUTE format('SELECT %I FROM crm.customers WHERE customer_id = $1 FOR UPDATE', v_field) INTO v_prev USING p ->> 'customer_id';
-    EXECUTE format('UPDATE crm.customers SET %I = $1, updated_by = $2, updated_at = clock_timestamp() WHERE customer_id = $3', v_field)
-      USING p ->> 'value', actor, p ->> 'customer_id';
-    RETURN jsonb_build_object('previous_value', v_prev);
+    EXECUTE format('SELECT %I, field_writes ->> %L FROM crm.customers WHERE customer_id = $1 FOR UPDATE', v_field, v_field)
+      INTO v_prev, v_prev_write USING p ->> 'customer_id';
+    EXECUTE format('UPDATE crm.customers SET %I = $1, field_writes = field_writes || jsonb_build_object(%L, $4::text),
+                           updated_by = $2, updated_at = clock_timestamp() WHERE customer_id = $3', v_field, v_field)
+      USING p ->> 'value', actor, p ->> 'customer_id', v_write;
+    RETURN jsonb_build_object('previous_value', v_prev, 'write_id', v_write, 'previous_write_id', v_prev_write);
 END
 $$;
 
@@ -388,11 +405,13 @@ BEGIN
             MESSAGE = format('contract %s changed since the cancellation (%s by %s at %s): not reinstated over it',
                              c.contract_id, c.status, c.updated_by, c.updated_at);
     END IF;
-    UPDATE contracts.contracts SET status = 'active', cancellation = NULL, updated_by = 'compensation:' || key,
+    -- Back to exactly what the cancellation replaced.
+    UPDATE contracts.contracts SET status = coalesce(p ->> 'previous_status', 'active'),
+           cancellation = p ->> 'previous_cancellation', updated_by = 'compensation:' || key,
            updated_at = clock_timestamp()
      WHERE contract_id = c.contract_id;
     INSERT INTO contracts.applied_keys (key, fn, result) VALUES (key, 'reinstate_contract', jsonb_build_object('contract_id', c.contract_id));
-    RETURN jsonb_build_object('contract_id', c.contract_id, 'status', 'active');
+    RETURN jsonb_build_object('contract_id', c.contract_id, 'status', coalesce(p ->> 'previous_status', 'active'));
 END
 $$;
 
@@ -421,6 +440,7 @@ DECLARE
     v_field text := p ->> 'field';
     v_now text;
     v_by text;
+    v_last text;
 BEGIN
     PERFORM pg_advisory_xact_lock(hashtext('crm.key'), hashtext(key::text));
     SELECT a.result INTO prior FROM crm.applied_keys a WHERE a.key = restore_customer_field.key;
@@ -430,14 +450,17 @@ BEGIN
     IF v_field NOT IN ('email', 'phone', 'tier', 'status', 'name') THEN
         RAISE EXCEPTION 'field % cannot be restored', v_field;
     END IF;
-    EXECUTE format('SELECT %I, updated_by FROM crm.customers WHERE customer_id = $1 FOR UPDATE', v_field)
-      INTO v_now, v_by USING p ->> 'customer_id';
-    IF v_now IS DISTINCT FROM p ->> 'expected' THEN
+    EXECUTE format('SELECT %I, updated_by, field_writes ->> %L FROM crm.customers WHERE customer_id = $1 FOR UPDATE', v_field, v_field)
+      INTO v_now, v_by, v_last USING p ->> 'customer_id';
+    IF v_last IS DISTINCT FROM p ->> 'undo_write' THEN
         RAISE EXCEPTION USING ERRCODE = 'BSCFL',
-            MESSAGE = format('%s of %s was overwritten since (now %s, by %s): not clobbered', v_field, p ->> 'customer_id', v_now, v_by);
+            MESSAGE = format('%s of %s was written since (now %s, by %s): not clobbered', v_field, p ->> 'customer_id', v_now, v_by);
     END IF;
-    EXECUTE format('UPDATE crm.customers SET %I = $1, updated_by = $2, updated_at = clock_timestamp() WHERE customer_id = $3', v_field)
-      USING p ->> 'value', 'compensation:' || key, p ->> 'customer_id';
+    EXECUTE format('UPDATE crm.customers SET %I = $1,
+                           field_writes = CASE WHEN $4::text IS NULL THEN field_writes - %L
+                                               ELSE field_writes || jsonb_build_object(%L, $4::text) END,
+                           updated_by = $2, updated_at = clock_timestamp() WHERE customer_id = $3', v_field, v_field, v_field)
+      USING p ->> 'value', 'compensation:' || key, p ->> 'customer_id', p ->> 'restore_write';
     INSERT INTO crm.applied_keys (key, fn, result)
     VALUES (key, 'restore_customer_field', jsonb_build_object('customer_id', p ->> 'customer_id', 'field', v_field));
     RETURN jsonb_build_object('customer_id', p ->> 'customer_id', 'field', v_field, 'restored', p ->> 'value');

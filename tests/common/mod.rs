@@ -110,12 +110,13 @@ async fn ensure_template(admin: &mut PgConnection) {
             .await
             .expect("create template");
         {
+            let opts = PgConnectOptions::from_str(&url_for(&building)).expect("template url");
+            backstop::db::run_migrations(&opts).await.expect("migrate template");
             let pool = PgPoolOptions::new()
                 .max_connections(1)
                 .connect(&url_for(&building))
                 .await
                 .expect("connect template");
-            MIGRATOR.run(&pool).await.expect("migrate template");
             backstop::demo::install_systems(&pool).await.expect("demo systems");
             pool.close().await;
         }
