@@ -355,9 +355,13 @@ CREATE TYPE backstop.verdict AS (verdict text, reason text, rule text, approvals
 
 -- Returns a composite rather than OUT parameters so that callers can assign
 -- it as a simple expression (no executor start per call).
+-- With p_stateless, rules that depend on what else was allowed (cumulative,
+-- new_counterparty, changed_value) are skipped: the supervisor's after-the-
+-- fact review would otherwise count the action against itself.
 CREATE FUNCTION backstop.evaluate(
     p_version bigint, p_agent text, p_tool text, p_class text,
-    p_amount numeric, p_cost numeric, p_confidence real, p_params jsonb)
+    p_amount numeric, p_cost numeric, p_confidence real, p_params jsonb,
+    p_stateless boolean DEFAULT false)
 RETURNS backstop.verdict
 LANGUAGE plpgsql STABLE AS $$
 DECLARE
@@ -380,6 +384,7 @@ BEGIN
         RETURN res;
     END IF;
     FOR r IN SELECT * FROM backstop.policy_rules WHERE version = p_version ORDER BY ord LOOP
+        CONTINUE WHEN p_stateless AND r.kind IN ('cumulative', 'new_counterparty', 'changed_value');
         CONTINUE WHEN r.agents IS NOT NULL AND NOT (p_agent = ANY (r.agents));
         CONTINUE WHEN r.tools IS NOT NULL AND NOT (p_tool = ANY (r.tools));
         CONTINUE WHEN r.classes IS NOT NULL AND NOT (coalesce(p_class, 'unknown') = ANY (r.classes));

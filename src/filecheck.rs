@@ -165,6 +165,15 @@ fn levenshtein(a: &str, b: &str) -> usize {
     prev[b.len()]
 }
 
+/// The decimal a person wrote: 0.1 is 0.1, not the binary float nearest to it.
+pub fn decimal(v: f64) -> rust_decimal::Decimal {
+    use std::str::FromStr;
+    rust_decimal::Decimal::from_str(&v.to_string())
+        .or_else(|_| rust_decimal::Decimal::from_scientific(&format!("{v:e}")))
+        .map(|d| d.normalize())
+        .unwrap_or_default()
+}
+
 pub fn sha256_hex(text: &str) -> String {
     use sha2::{Digest, Sha256};
     hex::encode(Sha256::digest(text.as_bytes()))

@@ -17,3 +17,4 @@ pub mod housekeeping;
 pub mod output;
 pub mod policy;
 pub mod registry;
+pub mod supervisor;

@@ -124,6 +124,32 @@ enum Command {
     },
     /// Seal the rows committed since the last seal.
     Seal,
+    /// Run the supervisor: delayed reviews, drift, complaint spikes, automatic pause and rollback (until Ctrl-C).
+    Supervise {
+        /// This instance's name (default: supervisor-PID); several may run at once.
+        #[arg(long)]
+        name: Option<String>,
+        /// Do not load and watch tools.toml and policy.toml (use the versions in the database).
+        #[arg(long)]
+        no_watch: bool,
+    },
+    /// List open findings (--all: resolved ones too).
+    Findings {
+        #[arg(long)]
+        all: bool,
+    },
+    /// Acknowledge a finding.
+    Ack {
+        finding_id: String,
+        #[arg(long)]
+        note: String,
+    },
+    /// Resolve a finding.
+    Resolve {
+        finding_id: String,
+        #[arg(long)]
+        note: String,
+    },
     /// Run a benchmark; each prints its figures beside a baseline from the same run.
     Bench {
         #[command(subcommand)]
@@ -148,6 +174,24 @@ enum BenchCommand {
         /// Seconds per measurement.
         #[arg(long, default_value_t = 10.0)]
         seconds: f64,
+    },
+    /// The drift detector's false-positive rate on a steady agent and its delay on a shifted one (simulation).
+    Drift {
+        /// Decisions per agent per minute.
+        #[arg(long, default_value_t = 20)]
+        per_minute: u64,
+    },
+    /// Review lag at a target action rate, and a drift pass over 100 agents on a large log.
+    Supervisor {
+        /// Actions per second to drive through the contract.
+        #[arg(long, default_value_t = 2000.0)]
+        rate: f64,
+        /// Seconds of load.
+        #[arg(long, default_value_t = 20.0)]
+        seconds: f64,
+        /// Rows in the log for the drift pass.
+        #[arg(long, default_value_t = 10_000_000)]
+        log_rows: i64,
     },
     /// Compensations per second (1 and 4 workers, SQL executor) and the time to plan a 10,000-action rollback.
     Compensation {
@@ -273,6 +317,15 @@ async fn run(cfg: Config, command: Option<Command>) -> anyhow::Result<()> {
         Some(Command::Verify { no_seal }) => commands::verify(&cfg, no_seal).await,
         Some(Command::Seal) => commands::seal(&cfg).await,
         Some(Command::Log { limit, follow }) => commands::log(&cfg, limit, follow).await,
+        Some(Command::Supervise { name, no_watch }) => {
+            let opts = backstop::supervisor::SupervisorOptions::named(
+                &name.unwrap_or_else(|| format!("supervisor-{}", std::process::id())),
+            );
+            commands::supervise(&cfg, opts, !no_watch).await
+        }
+        Some(Command::Findings { all }) => commands::findings(&cfg, all).await,
+        Some(Command::Ack { finding_id, note }) => commands::finding_status(&cfg, &finding_id, &note, false).await,
+        Some(Command::Resolve { finding_id, note }) => commands::finding_status(&cfg, &finding_id, &note, true).await,
         Some(Command::Bench { which }) => match which {
             BenchCommand::Gateway { agents, seconds } => {
                 anyhow::ensure!(
@@ -288,6 +341,68 @@ async fn run(cfg: Config, command: Option<Command>) -> anyhow::Result<()> {
                     commands::print_json(&r)
                 } else {
                     print!("{}", backstop::bench::gateway::render(&r));
+                    Ok(())
+                }
+            }
+            BenchCommand::Drift { per_minute } => {
+                anyhow::ensure!(
+                    (1..=100_000).contains(&per_minute),
+                    "--per-minute must be between 1 and 100000"
+                );
+                let pol = backstop::policy::read(&cfg.policy, None).map_err(|e| anyhow::anyhow!("{}", e[0]))?;
+                let d = &pol.supervisor.drift;
+                let study = backstop::supervisor::drift::study(
+                    d.threshold,
+                    d.min_samples as u64,
+                    per_minute,
+                    (d.recent_seconds / 60.0).round().max(1.0) as u64,
+                    (d.baseline_seconds / 60.0).round().max(1.0) as u64,
+                    42,
+                );
+                if cfg.json {
+                    commands::print_json(&study)
+                } else {
+                    println!(
+                        "drift (threshold {}, min {} decisions, recent {} min vs baseline {} min, {} decisions/min):\n  \
+                         steady agent: {} of {} windows flagged (false-positive rate {:.4})\n  \
+                         refund share 5% -> 30%: flagged after {} min (median of {} runs), at most {} min",
+                        study.threshold,
+                        d.min_samples,
+                        study.recent_minutes,
+                        study.baseline_minutes,
+                        study.per_minute,
+                        study.false_positives,
+                        study.stationary_windows,
+                        study.false_positive_rate,
+                        study.detection_delay_minutes_p50,
+                        study.shifted_runs,
+                        study.detection_delay_minutes_max
+                    );
+                    Ok(())
+                }
+            }
+            BenchCommand::Supervisor {
+                rate,
+                seconds,
+                log_rows,
+            } => {
+                anyhow::ensure!(
+                    (10.0..=100_000.0).contains(&rate),
+                    "--rate must be between 10 and 100000"
+                );
+                anyhow::ensure!(
+                    (1.0..=3600.0).contains(&seconds),
+                    "--seconds must be between 1 and 3600"
+                );
+                anyhow::ensure!(
+                    (1000..=100_000_000).contains(&log_rows),
+                    "--log-rows must be between 1000 and 100000000"
+                );
+                let r = backstop::bench::supervisor::run(&cfg, rate, seconds, log_rows, !cfg.json).await?;
+                if cfg.json {
+                    commands::print_json(&r)
+                } else {
+                    print!("{}", backstop::bench::supervisor::render(&r));
                     Ok(())
                 }
             }

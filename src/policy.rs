@@ -85,6 +85,13 @@ pub struct DriftSettings {
     pub recent_seconds: f64,
     pub threshold: f64,
     pub min_samples: u32,
+    /// Width of the rollup buckets (60 s; a few seconds for the demo).
+    #[serde(default = "default_bucket")]
+    pub bucket_seconds: f64,
+}
+
+fn default_bucket() -> f64 {
+    60.0
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -93,6 +100,18 @@ pub struct ComplaintSettings {
     pub baseline_seconds: f64,
     pub min_count: u32,
     pub factor: f64,
+}
+
+/// An after-the-fact check the supervisor runs on reviewed actions: a query
+/// that gets $1 params, $2 result, $3 amount and returns a message when the
+/// action violates it (no row: fine).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Check {
+    pub name: String,
+    pub tool: Option<String>,
+    pub kind: String,
+    pub severity: String,
+    pub query: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -105,6 +124,8 @@ pub struct SupervisorSettings {
     pub complaints: ComplaintSettings,
     /// finding kind -> flag | compensate | pause
     pub actions: BTreeMap<String, String>,
+    #[serde(default)]
+    pub checks: Vec<Check>,
 }
 
 impl Default for SupervisorSettings {
@@ -121,8 +142,9 @@ impl Default for SupervisorSettings {
             drift: DriftSettings {
                 baseline_seconds: 3600.0,
                 recent_seconds: 600.0,
-                threshold: 0.1,
+                threshold: 0.03,
                 min_samples: 50,
+                bucket_seconds: 60.0,
             },
             complaints: ComplaintSettings {
                 window_seconds: 600.0,
@@ -141,6 +163,7 @@ impl Default for SupervisorSettings {
                     (k.to_string(), a.to_string())
                 })
                 .collect(),
+            checks: Vec::new(),
         }
     }
 }
@@ -241,6 +264,18 @@ struct SupervisorDef {
     drift: Option<Spanned<DriftDef>>,
     complaints: Option<Spanned<ComplaintsDef>>,
     actions: Option<BTreeMap<String, Spanned<String>>>,
+    #[serde(default)]
+    checks: Vec<Spanned<CheckDef>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CheckDef {
+    name: String,
+    tool: Option<String>,
+    kind: Option<String>,
+    severity: Option<String>,
+    query: String,
 }
 
 #[derive(Deserialize)]
@@ -256,6 +291,7 @@ struct ReviewAllDef {
 struct DriftDef {
     baseline: Option<String>,
     recent: Option<String>,
+    bucket: Option<String>,
     threshold: Option<f64>,
     min_samples: Option<i64>,
 }
@@ -741,6 +777,11 @@ pub fn parse(file: &str, text: &str, registry: Option<&Registry>) -> Result<Poli
                 "supervisor.drift.recent",
                 &mut supervisor.drift.recent_seconds,
             );
+            set(
+                &d.bucket,
+                "supervisor.drift.bucket",
+                &mut supervisor.drift.bucket_seconds,
+            );
             if let Some(t) = d.threshold {
                 if !(t > 0.0 && t <= 1.0) {
                     ck.at(
@@ -795,6 +836,53 @@ pub fn parse(file: &str, text: &str, registry: Option<&Registry>) -> Result<Poli
                 }
                 supervisor.complaints.factor = f;
             }
+        }
+        let mut names = BTreeSet::new();
+        for (i, c) in sd.checks.iter().enumerate() {
+            let d = c.get_ref();
+            let key = format!("supervisor.checks[{i}] ({})", d.name);
+            if !names.insert(d.name.clone()) {
+                ck.at(c.span(), format!("{key}.name"), "check names must be unique");
+            }
+            let kind = d.kind.clone().unwrap_or_else(|| "policy_violation".into());
+            if !FINDING_KINDS.contains(&kind.as_str()) {
+                ck.at(
+                    c.span(),
+                    format!("{key}.kind"),
+                    format!("unknown finding kind {kind:?}; valid: {}", FINDING_KINDS.join(", ")),
+                );
+            }
+            let severity = d.severity.clone().unwrap_or_else(|| "high".into());
+            if !["info", "low", "medium", "high", "critical"].contains(&severity.as_str()) {
+                ck.at(
+                    c.span(),
+                    format!("{key}.severity"),
+                    "valid: info, low, medium, high, critical",
+                );
+            }
+            if d.query.trim().is_empty() {
+                ck.at(
+                    c.span(),
+                    format!("{key}.query"),
+                    "a query returning a message when the action violates the check",
+                );
+            }
+            if let (Some(t), Some(_)) = (&d.tool, registry)
+                && !tool_names.contains(t)
+            {
+                ck.at(
+                    c.span(),
+                    format!("{key}.tool"),
+                    format!("tool {t:?} is not in the registry"),
+                );
+            }
+            supervisor.checks.push(Check {
+                name: d.name.clone(),
+                tool: d.tool.clone(),
+                kind,
+                severity,
+                query: d.query.clone(),
+            });
         }
         if let Some(actions) = &sd.actions {
             for (kind, a) in actions {

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use toml::Spanned;
 
-use crate::filecheck::{Checker, Issue, parse_duration, sha256_hex, suggest};
+use crate::filecheck::{Checker, Issue, decimal, parse_duration, sha256_hex, suggest};
 
 pub const CLASSES: &[&str] = &["read", "reversible", "conditional", "irreversible"];
 pub const EXECUTORS: &[&str] = &["sql", "webhook", "demo", "manual"];
@@ -163,15 +163,6 @@ fn is_ident(s: &str) -> bool {
         && s.len() <= 128
         && s.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
         && s.chars().all(|c| c.is_ascii_alphanumeric() || "._:@/-".contains(c))
-}
-
-/// The decimal a person wrote: 0.1 is 0.1, not the binary float nearest to it.
-fn decimal(v: f64) -> Decimal {
-    use std::str::FromStr;
-    Decimal::from_str(&v.to_string())
-        .or_else(|_| Decimal::from_scientific(&format!("{v:e}")))
-        .map(|d| d.normalize())
-        .unwrap_or_default()
 }
 
 /// Parse and check a registry file. Either every problem, or the registry.

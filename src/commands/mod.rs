@@ -451,3 +451,120 @@ pub async fn worker(cfg: &Config, opts: crate::compensation::worker::WorkerOptio
     }
     Ok(())
 }
+
+pub async fn supervise(cfg: &Config, opts: crate::supervisor::SupervisorOptions, watch_files: bool) -> Result<()> {
+    // Decisions are recorded as the supervisor, whoever started it.
+    let mut c = cfg.clone();
+    c.operator = crate::supervisor::ACTOR.to_string();
+    let db = open(&c, "backstop supervise", 8).await?;
+    let mut reload = None;
+    if watch_files {
+        let files = crate::policy::watch::ConfigFiles {
+            tools: cfg.tools.clone(),
+            policy: cfg.policy.clone(),
+        };
+        for e in crate::policy::watch::reload_once(&db.pool, &files, &opts.name).await {
+            eprintln!("backstop supervise {}: {e:?}", opts.name);
+        }
+        let mut rx = crate::policy::watch::spawn(db.pool.clone(), files, opts.name.clone())?;
+        let name = opts.name.clone();
+        reload = Some(tokio::spawn(async move {
+            while let Some(e) = rx.recv().await {
+                eprintln!("backstop supervise {name}: {e:?}");
+            }
+        }));
+    }
+    let housekeeping = crate::housekeeping::spawn(db.pool.clone());
+    eprintln!(
+        "backstop supervise {}: running on {} (Ctrl-C stops)",
+        opts.name, db.label
+    );
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let handle = tokio::spawn(crate::supervisor::run(db.pool.clone(), opts.clone(), rx));
+    tokio::signal::ctrl_c().await?;
+    let _ = tx.send(true);
+    let stats = handle.await??;
+    housekeeping.abort();
+    if let Some(r) = reload {
+        r.abort();
+    }
+    if cfg.json {
+        print_json(&stats)?;
+    } else {
+        eprintln!(
+            "backstop supervise {}: stopped; {} rows followed, {} reviews done, {} findings, {} pauses, {} compensations requested",
+            opts.name,
+            stats.rows_followed,
+            stats.reviews_done,
+            stats.findings,
+            stats.pauses,
+            stats.compensations_requested
+        );
+    }
+    Ok(())
+}
+
+#[derive(Debug, serde::Serialize, sqlx::FromRow)]
+pub struct FindingRow {
+    pub finding_id: Uuid,
+    pub kind: String,
+    pub severity: String,
+    pub agent: Option<String>,
+    pub action_id: Option<Uuid>,
+    pub rule: Option<String>,
+    pub status: String,
+    pub count: i32,
+    pub last_at: chrono::DateTime<chrono::Utc>,
+    pub detail: serde_json::Value,
+}
+
+pub async fn findings(cfg: &Config, all: bool) -> Result<()> {
+    let db = open(cfg, "backstop findings", 1).await?;
+    let rows: Vec<FindingRow> = sqlx::query_as(
+        "SELECT finding_id, kind, severity, agent, action_id, rule, status, count, last_at, detail FROM backstop.findings \
+          WHERE $1 OR status <> 'resolved' ORDER BY last_at DESC LIMIT 500",
+    )
+    .bind(all)
+    .fetch_all(&db.pool)
+    .await?;
+    if cfg.json {
+        return print_json(&rows);
+    }
+    let mut t = Table::new(&["finding", "kind", "severity", "agent", "rule", "status", "seen", "last"]);
+    for r in &rows {
+        t.row(vec![
+            r.finding_id.to_string(),
+            r.kind.clone(),
+            r.severity.clone(),
+            r.agent.clone().unwrap_or_default(),
+            r.rule.clone().unwrap_or_default(),
+            r.status.clone(),
+            r.count.to_string(),
+            time(r.last_at),
+        ]);
+    }
+    print!("{}", t.render());
+    Ok(())
+}
+
+pub async fn finding_status(cfg: &Config, id: &str, note: &str, resolve: bool) -> Result<()> {
+    let id = Uuid::parse_str(id.trim()).with_context(|| format!("{id:?} is not a finding id (a UUID)"))?;
+    let db = open(cfg, "backstop findings", 1).await?;
+    if resolve {
+        contract::resolve_finding(&db.pool, id, note).await?;
+    } else {
+        contract::acknowledge_finding(&db.pool, id, note).await?;
+    }
+    if cfg.json {
+        print_json(
+            &serde_json::json!({"finding_id": id, "status": if resolve { "resolved" } else { "acknowledged" }}),
+        )?;
+    } else {
+        println!(
+            "finding {id} {} by {}",
+            if resolve { "resolved" } else { "acknowledged" },
+            cfg.operator
+        );
+    }
+    Ok(())
+}

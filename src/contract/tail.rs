@@ -103,10 +103,17 @@ impl Tail {
     /// The next rows, possibly none. On error the cursor is unchanged, so the
     /// caller can retry on a new connection without losing or repeating rows.
     pub async fn poll(&mut self, pool: &PgPool) -> Result<Vec<LogRow>> {
+        let mut conn = pool.acquire().await.map_err(refine)?;
+        self.poll_with(&mut conn).await
+    }
+
+    /// Poll on a given connection, possibly inside the caller's transaction
+    /// (so the cursor can be stored with the work the rows cause).
+    pub async fn poll_with(&mut self, conn: &mut sqlx::PgConnection) -> Result<Vec<LogRow>> {
         let upto = match &self.cursor.upto {
             Some(u) => u.clone(),
             None => sqlx::query_scalar("SELECT pg_current_snapshot()::text")
-                .fetch_one(pool)
+                .fetch_one(&mut *conn)
                 .await
                 .map_err(refine)?,
         };
@@ -118,7 +125,7 @@ impl Tail {
         .bind(&self.cursor.after_txid)
         .bind(self.cursor.after_seq)
         .bind(self.batch)
-        .fetch_all(pool)
+        .fetch_all(&mut *conn)
         .await
         .map_err(refine)?;
         if (rows.len() as i64) < self.batch {

@@ -27,6 +27,12 @@ CREATE TABLE IF NOT EXISTS payments.ledger (
     actor       text NOT NULL,
     at          timestamptz NOT NULL DEFAULT clock_timestamp()
 );
+CREATE TABLE IF NOT EXISTS payments.orders (
+    order_id    text PRIMARY KEY,
+    customer_id text NOT NULL,
+    total       numeric NOT NULL,
+    placed_at   timestamptz NOT NULL DEFAULT clock_timestamp()
+);
 CREATE TABLE IF NOT EXISTS payments.refunds (
     refund_id   text PRIMARY KEY,
     customer_id text NOT NULL,

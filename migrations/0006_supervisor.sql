@@ -1,0 +1,211 @@
+-- The supervisor's working state. Its decisions (findings, automatic pauses
+-- and compensations, completed reviews) are in the log; these tables are how
+-- several supervisors share the work without doing any of it twice.
+
+-- Where the supervisors are in the log (a tail cursor). Only the supervisor
+-- holding this row's lock advances it, in the same transaction as the work
+-- the rows cause, so the work is neither lost nor repeated.
+CREATE TABLE backstop.supervisor_cursor (
+    name       text PRIMARY KEY,
+    cursor     jsonb       NOT NULL,
+    updated_at timestamptz NOT NULL,
+    updated_by text        NOT NULL
+);
+
+-- Executed actions due for a delayed review.
+CREATE TABLE backstop.reviews (
+    action_id   uuid PRIMARY KEY,
+    agent       text        NOT NULL,
+    tool        text        NOT NULL,
+    due_at      timestamptz NOT NULL,
+    reason      text        NOT NULL,
+    status      text        NOT NULL DEFAULT 'pending',  -- pending | running | done
+    claimed_by  text,
+    lease_until timestamptz,
+    attempts    integer     NOT NULL DEFAULT 0,
+    done_at     timestamptz,
+    findings    integer     NOT NULL DEFAULT 0
+);
+CREATE INDEX reviews_ready ON backstop.reviews (due_at) WHERE status <> 'done';
+
+-- Decision counts per agent and time bucket, for drift: keys like
+-- "tool:issue_refund", "verdict:allow", "outcome:executed", "amount:100-1k",
+-- "conf:0.85-0.95". Small and append-mostly, so a drift pass over a day of a
+-- busy fleet reads thousands of rows, not millions.
+CREATE TABLE backstop.rollups (
+    agent  text        NOT NULL,
+    bucket timestamptz NOT NULL,
+    counts jsonb       NOT NULL,
+    PRIMARY KEY (agent, bucket)
+);
+CREATE INDEX rollups_bucket ON backstop.rollups (bucket);
+
+-- Deterministic sampling: every supervisor agrees on which actions are sampled.
+CREATE FUNCTION backstop.sample_bucket(id uuid) RETURNS integer
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT (abs(hashtextextended(id::text, 0)) % 10000)::integer
+$$;
+
+-- Why an executed action is reviewed, or NULL when it is not.
+CREATE FUNCTION backstop.review_reason(a backstop.actions, sample_rate double precision, risky_classes text[],
+                                       amount_over numeric, confidence_below real)
+RETURNS text LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE
+        WHEN a.class = ANY (risky_classes) THEN 'risky: ' || a.class
+        WHEN amount_over IS NOT NULL AND a.amount > amount_over THEN 'risky: amount over ' || amount_over
+        WHEN confidence_below IS NOT NULL AND coalesce(a.confidence, 0) < confidence_below THEN 'risky: confidence below ' || confidence_below
+        WHEN backstop.sample_bucket(a.action_id) < (sample_rate * 10000)::integer THEN 'sampled'
+    END
+$$;
+
+-- Schedule the reviews of executed actions (idempotent).
+CREATE FUNCTION backstop.schedule_reviews(action_ids uuid[], delay interval, sample_rate double precision,
+                                          risky_classes text[], amount_over numeric, confidence_below real)
+RETURNS integer LANGUAGE plpgsql AS $$
+DECLARE
+    n integer;
+BEGIN
+    INSERT INTO backstop.reviews (action_id, agent, tool, due_at, reason)
+    SELECT a.action_id, a.agent, a.tool, a.executed_at + delay,
+           backstop.review_reason(a, sample_rate, risky_classes, amount_over, confidence_below)
+      FROM unnest(action_ids) i(id)
+      JOIN backstop.actions a ON a.action_id = i.id
+     WHERE a.status IN ('executed', 'failed')
+       AND backstop.review_reason(a, sample_rate, risky_classes, amount_over, confidence_below) IS NOT NULL
+    ON CONFLICT (action_id) DO NOTHING;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+
+CREATE FUNCTION backstop.claim_reviews(supervisor text, max integer, lease interval)
+RETURNS SETOF backstop.reviews
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_now timestamptz := clock_timestamp();
+BEGIN
+    RETURN QUERY
+    UPDATE backstop.reviews r
+       SET status = 'running', claimed_by = claim_reviews.supervisor, lease_until = v_now + claim_reviews.lease,
+           attempts = r.attempts + 1
+      FROM (SELECT x.action_id FROM backstop.reviews x
+             WHERE x.status <> 'done' AND x.due_at <= v_now AND (x.status = 'pending' OR x.lease_until < v_now)
+             ORDER BY x.due_at
+             LIMIT claim_reviews.max
+               FOR UPDATE SKIP LOCKED) c
+     WHERE r.action_id = c.action_id
+    RETURNING r.*;
+END
+$$;
+
+-- Close a review (in the same transaction as the findings it raised), and
+-- record that it happened.
+CREATE FUNCTION backstop.complete_review(action_id uuid, supervisor text, findings jsonb)
+RETURNS boolean LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    r backstop.reviews%ROWTYPE;
+BEGIN
+    SELECT * INTO r FROM backstop.reviews x WHERE x.action_id = complete_review.action_id FOR UPDATE;
+    IF NOT FOUND OR r.status <> 'running' OR r.claimed_by IS DISTINCT FROM complete_review.supervisor THEN
+        RETURN false;
+    END IF;
+    PERFORM backstop._append('reviewed', complete_review.supervisor, r.agent, r.tool, r.action_id,
+        jsonb_build_object('reason', r.reason, 'due_at', r.due_at, 'findings', coalesce(complete_review.findings, '[]')));
+    UPDATE backstop.reviews x SET status = 'done', done_at = clock_timestamp(), lease_until = NULL,
+           findings = jsonb_array_length(coalesce(complete_review.findings, '[]'))
+     WHERE x.action_id = complete_review.action_id;
+    RETURN true;
+END
+$$;
+
+-- Add decision counts to an agent's bucket.
+CREATE FUNCTION backstop.add_rollup(agent text, bucket timestamptz, counts jsonb)
+RETURNS void LANGUAGE sql AS $$
+    INSERT INTO backstop.rollups AS r (agent, bucket, counts) VALUES (agent, bucket, counts)
+    ON CONFLICT (agent, bucket) DO UPDATE
+       SET counts = (SELECT jsonb_object_agg(k, v) FROM (
+                       SELECT k, sum(v)::bigint AS v FROM (
+                           SELECT key AS k, value::bigint AS v FROM jsonb_each_text(r.counts)
+                           UNION ALL
+                           SELECT key, value::bigint FROM jsonb_each_text(excluded.counts)) u
+                       GROUP BY k) s)
+$$;
+
+-- Baseline and recent counts per agent and key, for a drift pass.
+CREATE FUNCTION backstop.drift_counts(baseline_start timestamptz, recent_start timestamptz)
+RETURNS TABLE (agent text, recent boolean, key text, n bigint)
+LANGUAGE sql STABLE AS $$
+    SELECT r.agent, r.bucket >= recent_start, k.key, sum(k.value::bigint)
+      FROM backstop.rollups r, jsonb_each_text(r.counts) k
+     WHERE r.bucket >= baseline_start
+     GROUP BY 1, 2, 3
+$$;
+
+-- Signals for an agent in the spike window and in the baseline before it.
+CREATE FUNCTION backstop.signal_counts(agent text, window_start timestamptz, baseline_start timestamptz)
+RETURNS TABLE (recent bigint, baseline bigint)
+LANGUAGE sql STABLE AS $$
+    SELECT count(*) FILTER (WHERE s.at >= window_start), count(*) FILTER (WHERE s.at < window_start)
+      FROM backstop.signals s
+     WHERE s.agent = signal_counts.agent AND s.at >= baseline_start
+$$;
+
+-- The rollup keys of one log row: one definition for the supervisor's
+-- incremental rollups and for the same aggregate computed from the raw log.
+CREATE FUNCTION backstop.rollup_keys(kind text, tool text, amount numeric, confidence real, detail jsonb)
+RETURNS text[] LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT CASE
+        WHEN kind IN ('allowed', 'held', 'blocked') AND detail ? 'verdict' THEN ARRAY[
+            'tool:' || tool,
+            'verdict:' || (detail ->> 'verdict'),
+            'amount:' || CASE WHEN amount IS NULL THEN 'none' WHEN amount < 100 THEN '0-100' WHEN amount < 1000 THEN '100-1k'
+                              WHEN amount < 10000 THEN '1k-10k' ELSE '10k+' END,
+            'conf:' || CASE WHEN confidence IS NULL THEN 'none' WHEN confidence < 0.5 THEN '0-0.5' WHEN confidence < 0.7 THEN '0.5-0.7'
+                            WHEN confidence < 0.85 THEN '0.7-0.85' WHEN confidence < 0.95 THEN '0.85-0.95' ELSE '0.95-1' END]
+        WHEN kind IN ('executed', 'failed') THEN ARRAY['outcome:' || kind]
+        ELSE '{}'::text[]
+    END
+$$;
+
+CREATE FUNCTION backstop.rollup_bucket(at timestamptz, bucket_seconds double precision)
+RETURNS timestamptz LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT to_timestamp(floor(extract(epoch FROM at) / bucket_seconds) * bucket_seconds)
+$$;
+
+-- Fold log rows (by seq) into the rollups.
+CREATE FUNCTION backstop.add_rollups(seqs bigint[], bucket_seconds double precision)
+RETURNS integer LANGUAGE plpgsql AS $$
+DECLARE
+    g record;
+    n integer := 0;
+BEGIN
+    FOR g IN
+        SELECT c.agent, c.bucket, jsonb_object_agg(c.key, c.n) AS counts
+          FROM (SELECT l.agent, backstop.rollup_bucket(l.at, bucket_seconds) AS bucket, k.key, count(*) AS n
+                  FROM unnest(seqs) s(seq)
+                  JOIN backstop.action_log l ON l.seq = s.seq
+                 CROSS JOIN LATERAL unnest(backstop.rollup_keys(l.kind, l.tool, l.amount, l.confidence, l.detail)) k(key)
+                 WHERE l.agent IS NOT NULL
+                 GROUP BY 1, 2, 3) c
+         GROUP BY 1, 2
+    LOOP
+        PERFORM backstop.add_rollup(g.agent, g.bucket, g.counts);
+        n := n + 1;
+    END LOOP;
+    RETURN n;
+END
+$$;
+
+-- The same aggregate, straight from the log (for checks and benchmarks).
+CREATE FUNCTION backstop.rollups_from_log(since timestamptz, until timestamptz, bucket_seconds double precision)
+RETURNS TABLE (agent text, bucket timestamptz, counts jsonb)
+LANGUAGE sql STABLE AS $$
+    SELECT c.agent, c.bucket, jsonb_object_agg(c.key, c.n)
+      FROM (SELECT l.agent, backstop.rollup_bucket(l.at, bucket_seconds) AS bucket, k.key, count(*) AS n
+              FROM backstop.action_log l
+             CROSS JOIN LATERAL unnest(backstop.rollup_keys(l.kind, l.tool, l.amount, l.confidence, l.detail)) k(key)
+             WHERE l.agent IS NOT NULL AND l.at >= since AND l.at < until
+             GROUP BY 1, 2, 3) c
+     GROUP BY 1, 2
+$$;

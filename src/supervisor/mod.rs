@@ -1,0 +1,411 @@
+//! `backstop supervise`: the process above the agents. It follows the log
+//! (one tail cursor shared by every supervisor, advanced in the same
+//! transaction as the work each row causes), schedules delayed reviews of a
+//! deterministic sample plus every risky action, reviews them when due (work
+//! claimed with leases and SKIP LOCKED), keeps the decision rollups, watches
+//! customer signals for complaint spikes, and runs drift passes. Everything it
+//! decides goes to the log as actor `supervisor`.
+
+pub mod drift;
+pub mod review;
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use anyhow::Result;
+use chrono::Utc;
+use serde::Serialize;
+use serde_json::{Value, json};
+use sqlx::{PgConnection, PgPool};
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use crate::contract::tail::{Tail, TailCursor};
+use crate::contract::{self, Scope};
+use crate::policy::SupervisorSettings;
+
+/// The actor the supervisor's decisions are recorded under.
+pub const ACTOR: &str = "supervisor";
+
+#[derive(Debug, Clone)]
+pub struct SupervisorOptions {
+    /// This instance's name (leases); decisions are recorded as `supervisor`.
+    pub name: String,
+    pub tick: Duration,
+    pub tail_batch: i64,
+    pub review_batch: i32,
+    pub drift_every: Duration,
+}
+
+impl SupervisorOptions {
+    pub fn named(name: &str) -> SupervisorOptions {
+        SupervisorOptions {
+            name: name.to_string(),
+            tick: Duration::from_millis(200),
+            tail_batch: 5000,
+            review_batch: 50,
+            drift_every: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct SupervisorStats {
+    pub rows_followed: u64,
+    pub reviews_scheduled: u64,
+    pub reviews_done: u64,
+    pub findings: u64,
+    pub drift_passes: u64,
+    pub pauses: u64,
+    pub compensations_requested: u64,
+}
+
+/// A finding the supervisor raised, and what it did about it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Raised {
+    pub finding_id: Uuid,
+    pub kind: String,
+    pub merged: bool,
+    pub action: Option<String>,
+}
+
+/// What the supervisor found.
+pub struct Found<'a> {
+    pub kind: &'a str,
+    pub severity: &'a str,
+    pub agent: Option<&'a str>,
+    pub action_id: Option<Uuid>,
+    pub evidence: &'a Value,
+}
+
+/// Raise a finding and, when it is new, take the automatic action the policy
+/// names for its kind. Runs on the caller's transaction.
+pub async fn raise_and_act(
+    conn: &mut PgConnection,
+    settings: &SupervisorSettings,
+    found: Found<'_>,
+    stats: &mut SupervisorStats,
+) -> Result<Raised> {
+    let Found {
+        kind,
+        severity,
+        agent,
+        action_id,
+        evidence,
+    } = found;
+    let f = contract::raise_finding(&mut *conn, kind, severity, agent, action_id, evidence).await?;
+    stats.findings += u64::from(!f.merged);
+    let mut done = None;
+    if !f.merged {
+        let rule = evidence["rule"].as_str().unwrap_or(kind);
+        let reason = format!("supervisor: {kind} finding {} ({rule})", f.finding_id);
+        match settings.actions.get(kind).map(String::as_str) {
+            Some("compensate") => {
+                if let Some(id) = action_id {
+                    // The action and its dependents, while still reversible.
+                    let ids: Vec<Uuid> = sqlx::query_scalar(
+                        "SELECT action_id FROM backstop.compensation_plan(ARRAY[$1]::uuid[]) WHERE outcome = 'requested'",
+                    )
+                    .bind(id)
+                    .fetch_all(&mut *conn)
+                    .await?;
+                    if !ids.is_empty() {
+                        contract::request_compensation(&mut *conn, &ids, &reason, None).await?;
+                        stats.compensations_requested += ids.len() as u64;
+                        done = Some(format!("compensation requested for {} action(s)", ids.len()));
+                    } else {
+                        done = Some("nothing left to compensate automatically".into());
+                    }
+                }
+            }
+            Some("pause") => {
+                if let Some(a) = agent {
+                    let paused: bool = sqlx::query_scalar(
+                        "SELECT EXISTS (SELECT 1 FROM backstop.kill_switches WHERE scope = 'agent' AND target = $1 AND paused)",
+                    )
+                    .bind(a)
+                    .fetch_one(&mut *conn)
+                    .await?;
+                    if !paused {
+                        contract::pause(&mut *conn, Scope::Agent, Some(a), &reason).await?;
+                        stats.pauses += 1;
+                        done = Some(format!("agent {a} paused"));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(Raised {
+        finding_id: f.finding_id,
+        kind: kind.to_string(),
+        merged: f.merged,
+        action: done,
+    })
+}
+
+/// Follow the log one batch: schedule reviews, fold rollups, check signals.
+/// Returns the number of rows processed, or `None` when another supervisor
+/// holds the cursor right now.
+pub async fn tail_step(
+    pool: &PgPool,
+    settings: &SupervisorSettings,
+    batch: i64,
+    stats: &mut SupervisorStats,
+) -> Result<Option<usize>> {
+    let mut tx = pool.begin().await?;
+    sqlx::query(
+        "INSERT INTO backstop.supervisor_cursor (name, cursor, updated_at, updated_by) VALUES ('main', $1, now(), $2) ON CONFLICT DO NOTHING",
+    )
+    .bind(serde_json::to_value(TailCursor::beginning())?)
+    .bind(ACTOR)
+    .execute(&mut *tx)
+    .await?;
+    let cursor: Option<Value> =
+        sqlx::query_scalar("SELECT cursor FROM backstop.supervisor_cursor WHERE name = 'main' FOR UPDATE SKIP LOCKED")
+            .fetch_optional(&mut *tx)
+            .await?;
+    let Some(cursor) = cursor else { return Ok(None) };
+    let mut tail = Tail::new(serde_json::from_value(cursor)?, batch);
+    let rows = tail.poll_with(&mut tx).await?;
+    if !rows.is_empty() {
+        let seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
+        sqlx::query("SELECT backstop.add_rollups($1, $2)")
+            .bind(&seqs)
+            .bind(settings.drift.bucket_seconds)
+            .execute(&mut *tx)
+            .await?;
+        let executed: Vec<Uuid> = rows
+            .iter()
+            .filter(|r| r.kind == "executed" || r.kind == "failed")
+            .filter_map(|r| r.action_id)
+            .collect();
+        if !executed.is_empty() {
+            let ra = &settings.review_all;
+            let n: i32 =
+                sqlx::query_scalar("SELECT backstop.schedule_reviews($1, make_interval(secs => $2), $3, $4, $5, $6)")
+                    .bind(&executed)
+                    .bind(settings.review_delay_seconds)
+                    .bind(settings.sample_rate)
+                    .bind(&ra.classes)
+                    .bind(ra.amount_over.map(crate::filecheck::decimal))
+                    .bind(ra.confidence_below.map(|c| c as f32))
+                    .fetch_one(&mut *tx)
+                    .await?;
+            stats.reviews_scheduled += n as u64;
+        }
+        let mut signal_agents: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+        for r in rows.iter().filter(|r| r.kind == "signal") {
+            if let Some(a) = &r.agent {
+                signal_agents.entry(a.clone()).or_default().push(r.seq);
+            }
+        }
+        for (agent, seqs) in signal_agents {
+            complaint_check(&mut tx, settings, &agent, &seqs, stats).await?;
+        }
+    }
+    sqlx::query(
+        "UPDATE backstop.supervisor_cursor SET cursor = $1, updated_at = now(), updated_by = $2 WHERE name = 'main'",
+    )
+    .bind(serde_json::to_value(tail.cursor())?)
+    .bind(ACTOR)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    stats.rows_followed += rows.len() as u64;
+    Ok(Some(rows.len()))
+}
+
+/// A spike: at least `min_count` signals in the window, and at least `factor`
+/// times what the agent's baseline rate predicts for a window that long.
+pub fn is_spike(
+    recent: i64,
+    baseline: i64,
+    window_s: f64,
+    baseline_s: f64,
+    min_count: u32,
+    factor: f64,
+) -> (bool, f64) {
+    let expected = if baseline_s > window_s {
+        baseline as f64 * window_s / (baseline_s - window_s)
+    } else {
+        0.0
+    };
+    (
+        recent >= min_count as i64 && recent as f64 >= factor * expected,
+        expected,
+    )
+}
+
+async fn complaint_check(
+    conn: &mut PgConnection,
+    settings: &SupervisorSettings,
+    agent: &str,
+    seqs: &[i64],
+    stats: &mut SupervisorStats,
+) -> Result<()> {
+    let c = &settings.complaints;
+    let now = Utc::now();
+    let window_start = now - chrono::Duration::milliseconds((c.window_seconds * 1000.0) as i64);
+    let baseline_start = now - chrono::Duration::milliseconds((c.baseline_seconds * 1000.0) as i64);
+    let (recent, baseline): (i64, i64) = sqlx::query_as("SELECT * FROM backstop.signal_counts($1, $2, $3)")
+        .bind(agent)
+        .bind(window_start)
+        .bind(baseline_start)
+        .fetch_one(&mut *conn)
+        .await?;
+    let (spike, expected) = is_spike(
+        recent,
+        baseline,
+        c.window_seconds,
+        c.baseline_seconds,
+        c.min_count,
+        c.factor,
+    );
+    if !spike {
+        return Ok(());
+    }
+    let open: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM backstop.findings WHERE kind = 'complaint_spike' AND agent = $1 AND status <> 'resolved')",
+    )
+    .bind(agent)
+    .fetch_one(&mut *conn)
+    .await?;
+    if open {
+        return Ok(());
+    }
+    let evidence = json!({
+        "rule": "complaint_spike",
+        "signals_in_window": recent,
+        "window_seconds": c.window_seconds,
+        "expected_from_baseline": expected,
+        "baseline_signals": baseline,
+        "baseline_seconds": c.baseline_seconds,
+        "min_count": c.min_count,
+        "factor": c.factor,
+        "latest_signal_seqs": seqs,
+    });
+    let found = Found {
+        kind: "complaint_spike",
+        severity: "critical",
+        agent: Some(agent),
+        action_id: None,
+        evidence: &evidence,
+    };
+    raise_and_act(conn, settings, found, stats).await?;
+    Ok(())
+}
+
+/// An agent's baseline and recent counts.
+type Windows = (BTreeMap<String, u64>, BTreeMap<String, u64>);
+
+/// One drift pass over every agent (one supervisor at a time).
+pub async fn drift_pass(
+    pool: &PgPool,
+    settings: &SupervisorSettings,
+    stats: &mut SupervisorStats,
+) -> Result<Vec<(String, drift::Assessment)>> {
+    let mut tx = pool.begin().await?;
+    let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(1112757350, 0)")
+        .fetch_one(&mut *tx)
+        .await?;
+    if !got {
+        return Ok(Vec::new());
+    }
+    let d = &settings.drift;
+    let now = Utc::now();
+    let recent_start = now - chrono::Duration::milliseconds((d.recent_seconds * 1000.0) as i64);
+    let baseline_start = recent_start - chrono::Duration::milliseconds((d.baseline_seconds * 1000.0) as i64);
+    let rows: Vec<(String, bool, String, i64)> = sqlx::query_as("SELECT * FROM backstop.drift_counts($1, $2)")
+        .bind(baseline_start)
+        .bind(recent_start)
+        .fetch_all(&mut *tx)
+        .await?;
+    let mut by_agent: HashMap<String, Windows> = HashMap::new();
+    for (agent, recent, key, n) in rows {
+        let e = by_agent.entry(agent).or_default();
+        let m = if recent { &mut e.1 } else { &mut e.0 };
+        *m.entry(key).or_insert(0) += n.max(0) as u64;
+    }
+    let mut flagged = Vec::new();
+    let mut agents: Vec<_> = by_agent.into_iter().collect();
+    agents.sort_by(|a, b| a.0.cmp(&b.0));
+    for (agent, (b, r)) in agents {
+        let Some(a) = drift::assess(&b, &r, d.min_samples as u64) else {
+            continue;
+        };
+        if a.score <= d.threshold {
+            continue;
+        }
+        // At most one finding (or merge) per agent per recent window.
+        let last: Option<chrono::DateTime<Utc>> = sqlx::query_scalar(
+            "SELECT max(last_at) FROM backstop.findings WHERE kind = 'drift' AND agent = $1 AND status <> 'resolved'",
+        )
+        .bind(&agent)
+        .fetch_one(&mut *tx)
+        .await?;
+        if last.is_some_and(|l| l > recent_start) {
+            continue;
+        }
+        let evidence = json!({
+            "rule": "drift",
+            "score": a.score,
+            "threshold": d.threshold,
+            "required": a.required,
+            "dimension": a.dimension,
+            "per_dimension": a.per_dimension,
+            "top_changes": a.top_changes,
+            "baseline": a.baseline,
+            "recent": a.recent,
+            "baseline_decisions": a.baseline_n,
+            "recent_decisions": a.recent_n,
+        });
+        let severity = if a.score > 3.0 * d.threshold { "high" } else { "medium" };
+        let found = Found {
+            kind: "drift",
+            severity,
+            agent: Some(&agent),
+            action_id: None,
+            evidence: &evidence,
+        };
+        raise_and_act(&mut tx, settings, found, stats).await?;
+        flagged.push((agent, a));
+    }
+    tx.commit().await?;
+    stats.drift_passes += 1;
+    Ok(flagged)
+}
+
+/// Run until `stop` turns true.
+pub async fn run(pool: PgPool, opts: SupervisorOptions, mut stop: watch::Receiver<bool>) -> Result<SupervisorStats> {
+    let mut stats = SupervisorStats::default();
+    let mut last_drift = tokio::time::Instant::now() - opts.drift_every;
+    while !*stop.borrow() {
+        let work = async {
+            let (_, settings) = crate::policy::active_supervisor(&pool).await?;
+            let followed = tail_step(&pool, &settings, opts.tail_batch, &mut stats)
+                .await?
+                .unwrap_or(0);
+            let reviewed = review::review_step(&pool, &settings, &opts.name, opts.review_batch, &mut stats).await?;
+            if last_drift.elapsed() >= opts.drift_every {
+                last_drift = tokio::time::Instant::now();
+                drift_pass(&pool, &settings, &mut stats).await?;
+            }
+            anyhow::Ok(followed > 0 || reviewed > 0)
+        };
+        let busy = match work.await {
+            Ok(b) => b,
+            Err(e) => {
+                eprintln!("backstop supervise {}: {e:#}; retrying", opts.name);
+                false
+            }
+        };
+        if !busy {
+            tokio::select! {
+                _ = tokio::time::sleep(opts.tick) => {}
+                _ = stop.changed() => {}
+            }
+        }
+    }
+    Ok(stats)
+}

@@ -1,0 +1,559 @@
+//! The supervisor: deterministic sampling, delayed review, automatic actions
+//! taken once, drift, complaint spikes, and several supervisors (one killed)
+//! doing the work of one.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use backstop::contract::{self, Proposal, Verdict};
+use backstop::policy::{self, SupervisorSettings};
+use backstop::registry;
+use backstop::supervisor::{self, SupervisorStats, review};
+use common::TestDb;
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+fn assets() -> PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets")
+}
+
+/// The shipped registry and policy, with the supervisor's settings made fast.
+fn test_policy(extra_supervisor: &str) -> String {
+    let shipped = std::fs::read_to_string(assets().join("policy.toml")).unwrap();
+    let cut = shipped.find("[supervisor]").unwrap();
+    let tail = &shipped[cut..];
+    // Keep [supervisor.checks] and [supervisor.actions] and everything after.
+    let keep = tail.find("# After-the-fact checks").map(|i| &tail[i..]).unwrap_or("");
+    format!(
+        "{}[supervisor]\nreview_delay = \"2s\"\nsample_rate = 0.08\nlease = \"2s\"\n{extra_supervisor}\n{keep}",
+        &shipped[..cut]
+    )
+}
+
+async fn setup(policy_text: &str) -> (TestDb, SupervisorSettings) {
+    let t = TestDb::new().await;
+    let reg = registry::read(&assets().join("tools.toml")).unwrap();
+    registry::sync(t.pool(), &reg, "test").await.unwrap();
+    let pol = policy::parse("test-policy.toml", policy_text, Some(&reg)).unwrap_or_else(|e| panic!("{e:?}"));
+    policy::sync(t.pool(), &pol, "test").await.unwrap();
+    sqlx::raw_sql(
+        "INSERT INTO crm.customers (customer_id, name, email) SELECT 'c-' || i, 'x', 'x@y' FROM generate_series(1, 50) i;
+         INSERT INTO payments.orders (order_id, customer_id, total) SELECT 'o-' || i, 'c-' || i, 500 FROM generate_series(1, 50) i;",
+    )
+    .execute(t.pool())
+    .await
+    .unwrap();
+    let (_, s) = policy::active_supervisor(t.pool()).await.unwrap();
+    (t, s)
+}
+
+async fn executed(pool: &PgPool, agent: &str, tool: &str, params: Value, confidence: f32) -> Uuid {
+    let d = contract::propose(
+        pool,
+        &Proposal {
+            agent: agent.into(),
+            tool: tool.into(),
+            params,
+            confidence: Some(confidence),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(d.verdict, Verdict::Allow, "{}", d.reason);
+    contract::record_result(
+        pool,
+        d.action_id,
+        true,
+        Some(&json!({"refund_id": format!("rf-{}", d.action_id), "email_id": 1})),
+        None,
+    )
+    .await
+    .unwrap();
+    d.action_id
+}
+
+async fn follow_all(pool: &PgPool, s: &SupervisorSettings, stats: &mut SupervisorStats) {
+    while supervisor::tail_step(pool, s, 5000, stats).await.unwrap() == Some(5000) {}
+}
+
+/// The supervisor's own connections: its decisions are recorded as `supervisor`.
+async fn sup(t: &TestDb) -> PgPool {
+    t.as_operator("supervisor").await
+}
+
+#[tokio::test]
+async fn sampling_is_deterministic_near_the_rate_and_risky_actions_are_always_reviewed() {
+    let (t, s) = setup(&test_policy("")).await;
+    sqlx::query(
+        "DO $$ DECLARE a uuid; BEGIN FOR i IN 1 .. 3000 LOOP
+           SELECT action_id INTO a FROM backstop.propose('bulk-bot-' || (i % 30), 'issue_credit', jsonb_build_object('customer_id', 'c-1', 'amount', 1), confidence => 0.99);
+           PERFORM backstop.record_result(a, true, jsonb_build_object('credit_id', 'cr-' || i));
+         END LOOP; END $$",
+    )
+    .execute(t.pool())
+    .await
+    .unwrap();
+    let mut risky = Vec::new();
+    for i in 0..20 {
+        risky.push(
+            executed(
+                t.pool(),
+                "mail-bot",
+                "send_email",
+                json!({"customer_id": format!("c-{i}"), "to": "a@b", "subject": "s"}),
+                0.99,
+            )
+            .await,
+        );
+    }
+    let mut stats = SupervisorStats::default();
+    follow_all(&sup(&t).await, &s, &mut stats).await;
+    let sampled = t
+        .count("SELECT count(*) FROM backstop.reviews WHERE reason = 'sampled'")
+        .await;
+    // 8% of 3000 is 240; the binomial standard deviation is about 15.
+    assert!((180..=300).contains(&sampled), "{sampled} sampled of 3000 at 8%");
+    let risky_reviewed = t
+        .count(&format!(
+            "SELECT count(*) FROM backstop.reviews WHERE reason LIKE 'risky%' AND action_id IN ({})",
+            risky.iter().map(|r| format!("'{r}'")).collect::<Vec<_>>().join(",")
+        ))
+        .await;
+    assert_eq!(risky_reviewed, 20, "every irreversible action is reviewed");
+    // Deterministic: the same answer from a fresh evaluation of every action.
+    let disagree = t
+        .count(
+            "SELECT count(*) FROM backstop.actions a LEFT JOIN backstop.reviews r USING (action_id)
+              WHERE a.status = 'executed' AND (r.action_id IS NOT NULL) <> (backstop.review_reason(a, 0.08, ARRAY['irreversible'], 5000, 0.7) IS NOT NULL)",
+        )
+        .await;
+    assert_eq!(disagree, 0);
+    // Following the log again schedules nothing twice.
+    let before = t.count("SELECT count(*) FROM backstop.reviews").await;
+    follow_all(&sup(&t).await, &s, &mut stats).await;
+    assert_eq!(t.count("SELECT count(*) FROM backstop.reviews").await, before);
+}
+
+#[tokio::test]
+async fn a_planted_violation_is_found_after_the_delay_and_acted_on_once() {
+    let (t, s) = setup(&test_policy("")).await;
+    // A refund of $900 on an order worth $500: allowed by the pre-action rules,
+    // caught by the review's check, compensated automatically.
+    let bad = executed(
+        t.pool(),
+        "refund-bot",
+        "issue_refund",
+        json!({"customer_id": "c-7", "amount": 900, "order_id": "o-7"}),
+        0.5,
+    )
+    .await;
+    let fine = executed(
+        t.pool(),
+        "refund-bot",
+        "issue_refund",
+        json!({"customer_id": "c-8", "amount": 90, "order_id": "o-8"}),
+        0.99,
+    )
+    .await;
+    let mut stats = SupervisorStats::default();
+    follow_all(&sup(&t).await, &s, &mut stats).await;
+    assert!(
+        t.count(&format!(
+            "SELECT count(*) FROM backstop.reviews WHERE action_id = '{bad}'"
+        ))
+        .await
+            == 1
+    );
+    // Before the delay: nothing is reviewed.
+    assert_eq!(
+        review::review_step(&sup(&t).await, &s, "sup-1", 50, &mut stats)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(t.count("SELECT count(*) FROM backstop.findings").await, 0);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let reviewed = review::review_step(&sup(&t).await, &s, "sup-1", 50, &mut stats)
+        .await
+        .unwrap();
+    assert!(reviewed >= 1);
+    let (kind, rule, detail): (String, String, Value) = sqlx::query_as(
+        "SELECT kind, rule, detail FROM backstop.findings WHERE action_id = $1 AND kind = 'policy_violation'",
+    )
+    .bind(bad)
+    .fetch_one(t.pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        (kind.as_str(), rule.as_str()),
+        ("policy_violation", "refund_within_order_total")
+    );
+    assert!(
+        detail["violation"]
+            .as_str()
+            .unwrap()
+            .contains("more than order o-7 was worth"),
+        "{detail}"
+    );
+    // The configured action (compensate) happened, once, by the supervisor, naming the finding.
+    let requests: Vec<(String, String)> = sqlx::query_as(
+        "SELECT actor, detail ->> 'reason' FROM backstop.action_log WHERE kind = 'compensation_requested' AND action_id = $1",
+    )
+    .bind(bad)
+    .fetch_all(t.pool())
+    .await
+    .unwrap();
+    assert_eq!(requests.len(), 1);
+    assert_eq!(requests[0].0, "supervisor");
+    assert!(requests[0].1.contains("policy_violation finding"), "{}", requests[0].1);
+    assert_eq!(
+        t.count(&format!(
+            "SELECT count(*) FROM backstop.compensations WHERE action_id = '{fine}'"
+        ))
+        .await,
+        0
+    );
+    // Running again changes nothing.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    review::review_step(&sup(&t).await, &s, "sup-1", 50, &mut stats)
+        .await
+        .unwrap();
+    follow_all(&sup(&t).await, &s, &mut stats).await;
+    assert_eq!(
+        t.count("SELECT count(*) FROM backstop.action_log WHERE kind = 'compensation_requested'")
+            .await,
+        1
+    );
+    assert_eq!(
+        t.count("SELECT count(*) FROM backstop.findings WHERE kind = 'policy_violation'")
+            .await,
+        1
+    );
+    // A review that finds nothing is recorded too.
+    assert!(
+        t.count("SELECT count(*) FROM backstop.action_log WHERE kind = 'reviewed'")
+            .await
+            >= 1
+    );
+}
+
+#[tokio::test]
+async fn a_policy_change_after_the_fact_is_a_violation() {
+    let (t, s) = setup(&test_policy("")).await;
+    let id = executed(
+        t.pool(),
+        "refund-bot",
+        "issue_refund",
+        json!({"customer_id": "c-9", "amount": 10, "order_id": "o-9"}),
+        0.99,
+    )
+    .await;
+    // The customer turns out to be churned: the policy in force now blocks such a refund.
+    sqlx::query("INSERT INTO crm.suppression_list VALUES ('c-9', 'churned')")
+        .execute(t.pool())
+        .await
+        .unwrap();
+    let mut stats = SupervisorStats::default();
+    sqlx::query("INSERT INTO backstop.reviews (action_id, agent, tool, due_at, reason) VALUES ($1, 'refund-bot', 'issue_refund', now(), 'sampled')")
+        .bind(id)
+        .execute(t.pool())
+        .await
+        .unwrap();
+    review::review_step(&sup(&t).await, &s, "sup", 10, &mut stats)
+        .await
+        .unwrap();
+    let rule: String = sqlx::query_scalar("SELECT rule FROM backstop.findings WHERE action_id = $1")
+        .bind(id)
+        .fetch_one(t.pool())
+        .await
+        .unwrap();
+    assert_eq!(rule, "policy:suppressed_customers");
+}
+
+#[tokio::test]
+async fn a_shifted_agent_is_flagged_and_steady_ones_are_not() {
+    let extra =
+        "[supervisor.drift]\nbaseline = \"4s\"\nrecent = \"2s\"\nbucket = \"1s\"\nthreshold = 0.03\nmin_samples = 40\n";
+    let (t, s) = setup(&test_policy(extra)).await;
+    let steady = [
+        ("issue_credit", 0.30),
+        ("send_email", 0.45),
+        ("update_customer_field", 0.25),
+    ];
+    let shifted = [
+        ("issue_credit", 0.05),
+        ("send_email", 0.20),
+        ("update_customer_field", 0.75),
+    ];
+    let mut rng = backstop::supervisor::drift::Rng::new(11);
+    let mut plan: Vec<(String, &str)> = Vec::new();
+    let t0 = Instant::now();
+    let mut stats = SupervisorStats::default();
+    // About 7 seconds of a fleet of five agents, tens of decisions a second
+    // each; agent-4 changes its tool mix for the last 3 seconds.
+    while t0.elapsed() < Duration::from_millis(7000) {
+        let late = t0.elapsed() > Duration::from_millis(4000);
+        plan.clear();
+        for a in 0..5 {
+            let dist: &[(&str, f64)] = if a == 4 && late { &shifted } else { &steady };
+            for _ in 0..8 {
+                plan.push((format!("agent-{a}"), rng.pick(dist)));
+            }
+        }
+        let mut tasks = Vec::new();
+        for (agent, tool) in plan.drain(..) {
+            let pool = t.pool().clone();
+            let params = match tool {
+                "issue_credit" => json!({"customer_id": "c-1", "amount": 1}),
+                "send_email" => json!({"customer_id": "c-1", "to": "a@b", "subject": "s"}),
+                _ => json!({"customer_id": "c-1", "field": "tier", "value": "gold"}),
+            };
+            let tool = tool.to_string();
+            tasks.push(tokio::spawn(async move {
+                contract::propose(
+                    &pool,
+                    &Proposal {
+                        agent,
+                        tool,
+                        params,
+                        confidence: Some(0.97),
+                        ..Default::default()
+                    },
+                )
+                .await
+                .unwrap();
+            }));
+        }
+        for task in tasks {
+            task.await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    follow_all(&sup(&t).await, &s, &mut stats).await;
+    let flagged = supervisor::drift_pass(&sup(&t).await, &s, &mut stats).await.unwrap();
+    let names: Vec<&str> = flagged.iter().map(|(a, _)| a.as_str()).collect();
+    assert_eq!(names, ["agent-4"], "{flagged:#?}");
+    let a = &flagged[0].1;
+    assert_eq!(a.dimension, "tool");
+    assert!(
+        a.top_changes
+            .iter()
+            .any(|c| c.category == "tool:update_customer_field" && c.recent > c.baseline),
+        "{a:?}"
+    );
+    let (evidence,): (Value,) = sqlx::query_as("SELECT detail FROM backstop.findings WHERE kind = 'drift'")
+        .fetch_one(t.pool())
+        .await
+        .unwrap();
+    assert!(
+        evidence["baseline"].is_object() && evidence["recent"].is_object(),
+        "both distributions are in the finding"
+    );
+    // A second pass inside the same window raises nothing new.
+    supervisor::drift_pass(&sup(&t).await, &s, &mut stats).await.unwrap();
+    assert_eq!(
+        t.count("SELECT count(*) FROM backstop.action_log WHERE kind = 'finding' AND detail ->> 'kind' = 'drift'")
+            .await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_complaint_spike_pauses_exactly_that_agent() {
+    let extra = "[supervisor.complaints]\nwindow = \"1m\"\nbaseline = \"1h\"\nmin_count = 5\nfactor = 3.0\n";
+    let (t, s) = setup(&test_policy(extra)).await;
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        ids.push(
+            executed(
+                t.pool(),
+                "refund-bot",
+                "issue_refund",
+                json!({"customer_id": format!("c-{i}"), "amount": 5, "order_id": format!("o-{i}")}),
+                0.99,
+            )
+            .await,
+        );
+    }
+    let other = executed(
+        t.pool(),
+        "credit-bot",
+        "issue_credit",
+        json!({"customer_id": "c-1", "amount": 5}),
+        0.99,
+    )
+    .await;
+    let mut stats = SupervisorStats::default();
+    // Four complaints: under the minimum.
+    for id in &ids[..4] {
+        contract::report_signal(t.pool(), "complaint", None, None, Some(&json!({"action_id": id})))
+            .await
+            .unwrap();
+    }
+    contract::report_signal(t.pool(), "complaint", None, None, Some(&json!({"action_id": other})))
+        .await
+        .unwrap();
+    follow_all(&sup(&t).await, &s, &mut stats).await;
+    assert_eq!(
+        t.count("SELECT count(*) FROM backstop.kill_switches WHERE paused")
+            .await,
+        0
+    );
+    // The fifth makes a spike.
+    contract::report_signal(t.pool(), "complaint", None, None, Some(&json!({"action_id": ids[4]})))
+        .await
+        .unwrap();
+    follow_all(&sup(&t).await, &s, &mut stats).await;
+    let paused: Vec<(String, String, String)> =
+        sqlx::query_as("SELECT target, changed_by, reason FROM backstop.kill_switches WHERE paused")
+            .fetch_all(t.pool())
+            .await
+            .unwrap();
+    assert_eq!(paused.len(), 1);
+    assert_eq!(
+        (paused[0].0.as_str(), paused[0].1.as_str()),
+        ("refund-bot", "supervisor")
+    );
+    assert!(paused[0].2.contains("complaint_spike finding"), "{}", paused[0].2);
+    let f: Value = sqlx::query_scalar("SELECT detail FROM backstop.findings WHERE kind = 'complaint_spike'")
+        .fetch_one(t.pool())
+        .await
+        .unwrap();
+    assert_eq!(f["signals_in_window"], 5);
+    // The rest of the fleet keeps working; the paused agent does not.
+    let d = contract::propose(
+        t.pool(),
+        &Proposal {
+            agent: "credit-bot".into(),
+            tool: "issue_credit".into(),
+            params: json!({"customer_id": "c-2", "amount": 1}),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(d.verdict, Verdict::Allow);
+    let d = contract::propose(
+        t.pool(),
+        &Proposal {
+            agent: "refund-bot".into(),
+            tool: "issue_refund".into(),
+            params: json!({"customer_id": "c-2", "amount": 1}),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(d.verdict, Verdict::Block);
+    // More complaints do not pause again or raise a second finding.
+    contract::report_signal(t.pool(), "complaint", None, None, Some(&json!({"action_id": ids[5]})))
+        .await
+        .unwrap();
+    follow_all(&sup(&t).await, &s, &mut stats).await;
+    assert_eq!(
+        t.count("SELECT count(*) FROM backstop.action_log WHERE kind = 'paused'")
+            .await,
+        1
+    );
+    assert_eq!(
+        t.count("SELECT count(*) FROM backstop.findings WHERE kind = 'complaint_spike'")
+            .await,
+        1
+    );
+}
+
+fn spawn_supervisor(t: &TestDb, dir: &std::path::Path, name: &str) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_backstop"))
+        .args(["supervise", "--name", name])
+        .arg("--tools")
+        .arg(dir.join("tools.toml"))
+        .arg("--policy")
+        .arg(dir.join("policy.toml"))
+        .env("DATABASE_URL", &t.url)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn two_supervisors_one_killed_find_what_one_would_and_nothing_twice() {
+    let text = test_policy("");
+    let (t, _) = setup(&text).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(assets().join("tools.toml"), dir.path().join("tools.toml")).unwrap();
+    std::fs::write(dir.path().join("policy.toml"), &text).unwrap();
+    // 30 planted violations among 600 ordinary actions.
+    let mut bad = Vec::new();
+    for i in 0..30 {
+        bad.push(
+            executed(
+                t.pool(),
+                &format!("refund-{i}"),
+                "issue_refund",
+                json!({"customer_id": format!("c-{i}"), "amount": 900, "order_id": format!("o-{}", i + 1)}),
+                0.6,
+            )
+            .await,
+        );
+    }
+    sqlx::query(
+        "DO $$ DECLARE a uuid; BEGIN FOR i IN 1 .. 600 LOOP
+           SELECT action_id INTO a FROM backstop.propose('ok-bot-' || (i % 7), 'issue_credit', jsonb_build_object('customer_id', 'c-1', 'amount', 1), confidence => 0.99);
+           PERFORM backstop.record_result(a, true, jsonb_build_object('credit_id', 'cr-' || i));
+         END LOOP; END $$",
+    )
+    .execute(t.pool())
+    .await
+    .unwrap();
+    let mut a = spawn_supervisor(&t, dir.path(), "sup-a");
+    let mut b = spawn_supervisor(&t, dir.path(), "sup-b");
+    // Kill one while it works (2 s review delay, 2 s lease).
+    tokio::time::sleep(Duration::from_millis(2600)).await;
+    a.kill().unwrap();
+    a.wait().unwrap();
+    let t0 = Instant::now();
+    loop {
+        let open = t
+            .count("SELECT count(*) FROM backstop.reviews WHERE status <> 'done'")
+            .await;
+        let scheduled = t.count("SELECT count(*) FROM backstop.reviews").await;
+        if open == 0 && scheduled > 30 {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(90), "{open} reviews still open");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    b.kill().unwrap();
+    b.wait().unwrap();
+    // Every planted violation found exactly once, each compensated exactly once.
+    let found = t
+        .count("SELECT count(*) FROM backstop.findings WHERE kind = 'policy_violation'")
+        .await;
+    let merged = t.count("SELECT count(*) FROM backstop.findings WHERE count > 1").await;
+    let requested = t
+        .count("SELECT count(*) FROM backstop.action_log WHERE kind = 'compensation_requested'")
+        .await;
+    let reviews_logged = t
+        .count("SELECT count(*) FROM backstop.action_log WHERE kind = 'reviewed'")
+        .await;
+    let reviews = t.count("SELECT count(*) FROM backstop.reviews").await;
+    assert_eq!(found, 30);
+    assert_eq!(merged, 0, "no finding was raised twice");
+    assert_eq!(requested, 30);
+    assert_eq!(reviews_logged, reviews, "each review recorded once");
+    for id in &bad {
+        assert_eq!(
+            t.count(&format!(
+                "SELECT count(*) FROM backstop.findings WHERE action_id = '{id}' AND kind = 'policy_violation'"
+            ))
+            .await,
+            1
+        );
+    }
+}
