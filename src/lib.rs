@@ -18,3 +18,4 @@ pub mod output;
 pub mod policy;
 pub mod registry;
 pub mod supervisor;
+pub mod tui;

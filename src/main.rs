@@ -22,6 +22,12 @@ use backstop::contract::Scope;
 struct Cli {
     #[command(flatten)]
     global: Global,
+    /// The control room without acting keys (connects with BACKSTOP_READONLY_URL when set).
+    #[arg(long)]
+    readonly: bool,
+    /// The control room without loading and watching tools.toml and policy.toml.
+    #[arg(long)]
+    no_watch: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -175,6 +181,15 @@ enum BenchCommand {
         #[arg(long, default_value_t = 10.0)]
         seconds: f64,
     },
+    /// The control room: commit-to-screen latency, first frame, memory and idle CPU with a large log.
+    Room {
+        #[arg(long, default_value_t = 2000.0)]
+        rate: f64,
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+        #[arg(long, default_value_t = 10_000_000)]
+        log_rows: i64,
+    },
     /// The drift detector's false-positive rate on a steady agent and its delay on a shifted one (simulation).
     Drift {
         /// Decisions per agent per minute.
@@ -233,7 +248,8 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(run(cfg, cli.command));
+    let room = (cli.readonly, !cli.no_watch);
+    let result = runtime.block_on(run(cfg, cli.command, room));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -244,9 +260,10 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(cfg: Config, command: Option<Command>) -> anyhow::Result<()> {
+async fn run(cfg: Config, command: Option<Command>, (readonly, watch): (bool, bool)) -> anyhow::Result<()> {
     match command {
-        None | Some(Command::Demo) => backstop::demo::run_script(&cfg).await,
+        None => backstop::tui::open_and_run(&cfg, readonly, watch).await,
+        Some(Command::Demo) => backstop::demo::run_script(&cfg).await,
         Some(Command::Migrate) => commands::migrate(&cfg).await,
         Some(Command::Check { files }) => {
             let (tools, policy) = match files.as_slice() {
@@ -341,6 +358,31 @@ async fn run(cfg: Config, command: Option<Command>) -> anyhow::Result<()> {
                     commands::print_json(&r)
                 } else {
                     print!("{}", backstop::bench::gateway::render(&r));
+                    Ok(())
+                }
+            }
+            BenchCommand::Room {
+                rate,
+                seconds,
+                log_rows,
+            } => {
+                anyhow::ensure!(
+                    (10.0..=100_000.0).contains(&rate),
+                    "--rate must be between 10 and 100000"
+                );
+                anyhow::ensure!(
+                    (1.0..=3600.0).contains(&seconds),
+                    "--seconds must be between 1 and 3600"
+                );
+                anyhow::ensure!(
+                    (1000..=100_000_000).contains(&log_rows),
+                    "--log-rows must be between 1000 and 100000000"
+                );
+                let r = backstop::bench::room::run(&cfg, rate, seconds, log_rows, !cfg.json).await?;
+                if cfg.json {
+                    commands::print_json(&r)
+                } else {
+                    print!("{}", backstop::bench::room::render(&r));
                     Ok(())
                 }
             }

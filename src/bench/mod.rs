@@ -4,6 +4,7 @@
 
 pub mod compensation;
 pub mod gateway;
+pub mod room;
 pub mod supervisor;
 
 use std::str::FromStr;

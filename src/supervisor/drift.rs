@@ -8,6 +8,9 @@ use serde::{Deserialize, Serialize};
 
 pub const DIMENSIONS: &[&str] = &["tool", "verdict", "outcome", "amount", "conf"];
 
+/// An agent's baseline and recent counts by key.
+pub type Windows = (BTreeMap<String, u64>, BTreeMap<String, u64>);
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Change {
     pub category: String,

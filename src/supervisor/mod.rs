@@ -296,9 +296,6 @@ async fn complaint_check(
     Ok(())
 }
 
-/// An agent's baseline and recent counts.
-type Windows = (BTreeMap<String, u64>, BTreeMap<String, u64>);
-
 /// One drift pass over every agent (one supervisor at a time).
 pub async fn drift_pass(
     pool: &PgPool,
@@ -321,7 +318,7 @@ pub async fn drift_pass(
         .bind(recent_start)
         .fetch_all(&mut *tx)
         .await?;
-    let mut by_agent: HashMap<String, Windows> = HashMap::new();
+    let mut by_agent: HashMap<String, drift::Windows> = HashMap::new();
     for (agent, recent, key, n) in rows {
         let e = by_agent.entry(agent).or_default();
         let m = if recent { &mut e.1 } else { &mut e.0 };

@@ -1,0 +1,528 @@
+//! Everything the control room shows, and nothing it does: `update` changes
+//! it, `view` draws it.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::compensation::Plan;
+use crate::contract::{LogRow, Scope};
+
+/// Rows of the log kept in memory (the room tails; history is in the database).
+pub const LOG_CAP: usize = 5000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum View {
+    Fleet,
+    Log,
+    Approvals,
+    Findings,
+    Compensations,
+}
+
+impl View {
+    pub const ALL: [View; 5] = [
+        View::Fleet,
+        View::Log,
+        View::Approvals,
+        View::Findings,
+        View::Compensations,
+    ];
+    pub fn title(self) -> &'static str {
+        match self {
+            View::Fleet => "Fleet",
+            View::Log => "Log",
+            View::Approvals => "Approvals",
+            View::Findings => "Findings",
+            View::Compensations => "Compensations",
+        }
+    }
+}
+
+/// What the text input is for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Purpose {
+    Reject(Uuid),
+    Compensate(Vec<Uuid>),
+    Acknowledge(Uuid),
+    Resolve(Uuid),
+}
+
+impl Purpose {
+    pub fn prompt(&self) -> String {
+        match self {
+            Purpose::Reject(_) => "reason for rejecting".into(),
+            Purpose::Compensate(ids) => format!("reason for compensating {} action(s)", ids.len()),
+            Purpose::Acknowledge(_) => "note (acknowledge)".into(),
+            Purpose::Resolve(_) => "note (resolve)".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Mode {
+    Normal,
+    Filter {
+        input: String,
+    },
+    Command {
+        input: String,
+    },
+    Input {
+        purpose: Purpose,
+        input: String,
+    },
+    /// Resume asks first; the default (Enter, Esc, anything but y) is No.
+    ConfirmResume {
+        scope: Scope,
+        target: Option<String>,
+    },
+    /// A compensation plan on screen: y requests it (after a reason), n / Esc cancels.
+    Plan,
+    Detail {
+        scroll: u16,
+    },
+    Help,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Conn {
+    Connecting,
+    Live,
+    Reconnecting(String),
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Filter {
+    pub agent: Option<String>,
+    pub tool: Option<String>,
+    pub verdict: Option<String>,
+    pub status: Option<String>,
+    pub amount_above: Option<Decimal>,
+    pub text: Option<String>,
+}
+
+impl Filter {
+    /// `agent:NAME tool:NAME verdict:hold status:executed amount>500 free text`
+    pub fn parse(s: &str) -> Result<Filter, String> {
+        let mut f = Filter::default();
+        let mut text = Vec::new();
+        for tok in s.split_whitespace() {
+            if let Some(v) = tok.strip_prefix("agent:") {
+                f.agent = Some(v.to_string());
+            } else if let Some(v) = tok.strip_prefix("tool:") {
+                f.tool = Some(v.to_string());
+            } else if let Some(v) = tok.strip_prefix("verdict:") {
+                f.verdict = Some(v.to_lowercase());
+            } else if let Some(v) = tok.strip_prefix("status:") {
+                f.status = Some(v.to_lowercase());
+            } else if let Some(v) = tok.strip_prefix("amount>") {
+                let d: Decimal = v
+                    .trim_start_matches('$')
+                    .replace(',', "")
+                    .parse()
+                    .map_err(|_| format!("amount>{v}: not an amount"))?;
+                f.amount_above = Some(d);
+            } else {
+                text.push(tok);
+            }
+        }
+        if !text.is_empty() {
+            f.text = Some(text.join(" ").to_lowercase());
+        }
+        Ok(f)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        *self == Filter::default()
+    }
+
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(a) = &self.agent {
+            parts.push(format!("agent:{a}"));
+        }
+        if let Some(t) = &self.tool {
+            parts.push(format!("tool:{t}"));
+        }
+        if let Some(v) = &self.verdict {
+            parts.push(format!("verdict:{v}"));
+        }
+        if let Some(s) = &self.status {
+            parts.push(format!("status:{s}"));
+        }
+        if let Some(a) = &self.amount_above {
+            parts.push(format!("amount>{a}"));
+        }
+        if let Some(t) = &self.text {
+            parts.push(t.clone());
+        }
+        parts.join(" ")
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentRow {
+    pub agent: String,
+    pub paused: Option<(String, String)>,
+    /// Decisions per bucket, oldest first (the sparkline).
+    pub per_bucket: Vec<u64>,
+    pub per_minute: f64,
+    pub held: i64,
+    pub held_value: Decimal,
+    pub findings: i64,
+    pub drift: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Dists {
+    pub agent: String,
+    /// dimension -> category -> (baseline share, recent share)
+    pub dims: BTreeMap<String, BTreeMap<String, (f64, f64)>>,
+    pub baseline_n: u64,
+    pub recent_n: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeldRow {
+    pub action_id: Uuid,
+    pub agent: String,
+    pub tool: String,
+    pub amount: Option<Decimal>,
+    pub rule: Option<String>,
+    pub reason: String,
+    pub approvals: i32,
+    pub approvals_needed: i32,
+    pub approved_by: Vec<String>,
+    pub held_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct FindingRow {
+    pub finding_id: Uuid,
+    pub kind: String,
+    pub severity: String,
+    pub agent: Option<String>,
+    pub action_id: Option<Uuid>,
+    pub rule: Option<String>,
+    pub status: String,
+    pub count: i32,
+    pub last_at: DateTime<Utc>,
+    pub detail: Value,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CompRow {
+    pub action_id: Uuid,
+    pub agent: String,
+    pub tool: String,
+    pub inverse_tool: String,
+    pub status: String,
+    pub attempts: i32,
+    pub worker: Option<String>,
+    pub reason: String,
+    pub requested_by: String,
+    pub requested_at: DateTime<Utc>,
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Switch {
+    pub scope: Scope,
+    pub target: String,
+    pub by: String,
+    pub reason: String,
+}
+
+/// Everything the periodic refresh brings.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Snapshot {
+    pub fleet: Vec<AgentRow>,
+    pub dists: HashMap<String, Dists>,
+    pub approvals: Vec<HeldRow>,
+    pub findings: Vec<FindingRow>,
+    pub comps: Vec<CompRow>,
+    pub switches: Vec<Switch>,
+    pub policy_version: Option<i64>,
+    pub registry_version: Option<i64>,
+}
+
+/// The whole record behind Enter.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Detail {
+    pub action_id: Uuid,
+    pub lines: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Notice {
+    pub at: DateTime<Utc>,
+    pub text: String,
+    pub error: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct State {
+    pub now: DateTime<Utc>,
+    pub db_label: String,
+    pub operator: String,
+    pub readonly: bool,
+    pub conn: Conn,
+    pub lag_ms: Option<i64>,
+    pub view: View,
+    pub mode: Mode,
+    /// Newest first.
+    pub log: VecDeque<LogRow>,
+    /// The rows on screen while frozen.
+    pub frozen: Option<Vec<LogRow>>,
+    pub following: bool,
+    pub new_rows: usize,
+    /// Current status of each action seen in the tail.
+    pub status_of: HashMap<Uuid, String>,
+    /// The cursor of each view, by identity (seq, action id, finding id or agent), never by index.
+    pub cursor: HashMap<View, String>,
+    pub marks: BTreeSet<Uuid>,
+    pub range_anchor: Option<String>,
+    pub filter: Filter,
+    pub data: Snapshot,
+    pub detail: Option<Detail>,
+    pub plan: Option<Plan>,
+    pub notice: Option<Notice>,
+    pub policy_events: VecDeque<Notice>,
+    pub quit: bool,
+    pub dirty: bool,
+}
+
+impl State {
+    pub fn new(db_label: &str, operator: &str, readonly: bool, now: DateTime<Utc>) -> State {
+        State {
+            now,
+            db_label: db_label.to_string(),
+            operator: operator.to_string(),
+            readonly,
+            conn: Conn::Connecting,
+            lag_ms: None,
+            view: View::Log,
+            mode: Mode::Normal,
+            log: VecDeque::new(),
+            frozen: None,
+            following: true,
+            new_rows: 0,
+            status_of: HashMap::new(),
+            cursor: HashMap::new(),
+            marks: BTreeSet::new(),
+            range_anchor: None,
+            filter: Filter::default(),
+            data: Snapshot::default(),
+            detail: None,
+            plan: None,
+            notice: None,
+            policy_events: VecDeque::new(),
+            quit: false,
+            dirty: true,
+        }
+    }
+
+    pub fn fleet_paused(&self) -> Option<&Switch> {
+        self.data.switches.iter().find(|s| s.scope == Scope::Fleet)
+    }
+
+    pub fn agent_paused(&self, agent: &str) -> Option<&Switch> {
+        self.data
+            .switches
+            .iter()
+            .find(|s| s.scope == Scope::Agent && s.target == agent)
+    }
+
+    pub fn held_total(&self) -> (usize, Decimal) {
+        (
+            self.data.approvals.len(),
+            self.data.approvals.iter().filter_map(|h| h.amount).sum(),
+        )
+    }
+
+    pub fn open_findings(&self) -> usize {
+        self.data.findings.iter().filter(|f| f.status == "open").count()
+    }
+
+    /// The log rows on screen (frozen or live), filtered, newest first.
+    pub fn visible_log(&self) -> Vec<&LogRow> {
+        let rows: Box<dyn Iterator<Item = &LogRow>> = match &self.frozen {
+            Some(f) => Box::new(f.iter()),
+            None => Box::new(self.log.iter()),
+        };
+        rows.filter(|r| self.log_matches(r)).collect()
+    }
+
+    fn log_matches(&self, r: &LogRow) -> bool {
+        let f = &self.filter;
+        if f.agent.as_ref().is_some_and(|a| r.agent.as_deref() != Some(a)) {
+            return false;
+        }
+        if f.tool.as_ref().is_some_and(|t| r.tool.as_deref() != Some(t)) {
+            return false;
+        }
+        if let Some(v) = &f.verdict {
+            let rv = r.detail["verdict"].as_str().unwrap_or(&r.kind);
+            if rv != v && r.kind != *v {
+                return false;
+            }
+        }
+        if let Some(s) = &f.status {
+            let st = r
+                .action_id
+                .and_then(|a| self.status_of.get(&a))
+                .map(String::as_str)
+                .unwrap_or("");
+            if st != s {
+                return false;
+            }
+        }
+        if let Some(min) = f.amount_above
+            && r.amount.is_none_or(|a| a <= min)
+        {
+            return false;
+        }
+        if let Some(t) = &f.text {
+            let hay = format!(
+                "{} {} {} {} {} {}",
+                r.kind,
+                r.actor,
+                r.agent.as_deref().unwrap_or(""),
+                r.tool.as_deref().unwrap_or(""),
+                r.correlation_id.as_deref().unwrap_or(""),
+                r.detail
+            )
+            .to_lowercase();
+            if !hay.contains(t) {
+                return false;
+            }
+        }
+        true
+    }
+
+    pub fn visible_approvals(&self) -> Vec<&HeldRow> {
+        let f = &self.filter;
+        let mut v: Vec<&HeldRow> = self
+            .data
+            .approvals
+            .iter()
+            .filter(|h| f.agent.as_ref().is_none_or(|a| &h.agent == a))
+            .filter(|h| f.tool.as_ref().is_none_or(|t| &h.tool == t))
+            .filter(|h| f.amount_above.is_none_or(|m| h.amount.is_some_and(|a| a > m)))
+            .collect();
+        // Highest value first, then oldest.
+        v.sort_by(|a, b| b.amount.cmp(&a.amount).then(a.held_at.cmp(&b.held_at)));
+        v
+    }
+
+    pub fn visible_findings(&self) -> Vec<&FindingRow> {
+        let f = &self.filter;
+        self.data
+            .findings
+            .iter()
+            .filter(|x| x.status != "resolved")
+            .filter(|x| f.agent.as_ref().is_none_or(|a| x.agent.as_ref() == Some(a)))
+            .collect()
+    }
+
+    /// Identity keys of the rows of the current view, in display order.
+    pub fn keys(&self) -> Vec<String> {
+        match self.view {
+            View::Fleet => self.data.fleet.iter().map(|a| a.agent.clone()).collect(),
+            View::Log => self.visible_log().iter().map(|r| r.seq.to_string()).collect(),
+            View::Approvals => self
+                .visible_approvals()
+                .iter()
+                .map(|h| h.action_id.to_string())
+                .collect(),
+            View::Findings => self
+                .visible_findings()
+                .iter()
+                .map(|f| f.finding_id.to_string())
+                .collect(),
+            View::Compensations => self.data.comps.iter().map(|c| c.action_id.to_string()).collect(),
+        }
+    }
+
+    /// Index of the cursor in the current view (0 when it has no place yet).
+    pub fn cursor_index(&self) -> usize {
+        let keys = self.keys();
+        self.cursor
+            .get(&self.view)
+            .and_then(|k| keys.iter().position(|x| x == k))
+            .unwrap_or(0)
+    }
+
+    pub fn cursor_key(&self) -> Option<String> {
+        let keys = self.keys();
+        keys.get(self.cursor_index()).cloned()
+    }
+
+    /// The action under the cursor, whatever the view.
+    pub fn cursor_action(&self) -> Option<Uuid> {
+        let key = self.cursor_key()?;
+        match self.view {
+            View::Log => {
+                let seq: i64 = key.parse().ok()?;
+                self.visible_log()
+                    .iter()
+                    .find(|r| r.seq == seq)
+                    .and_then(|r| r.action_id)
+            }
+            View::Approvals | View::Compensations => Uuid::parse_str(&key).ok(),
+            View::Findings => self
+                .data
+                .findings
+                .iter()
+                .find(|f| f.finding_id.to_string() == key)
+                .and_then(|f| f.action_id),
+            View::Fleet => None,
+        }
+    }
+
+    /// The agent under the cursor, whatever the view.
+    pub fn cursor_agent(&self) -> Option<String> {
+        let key = self.cursor_key()?;
+        match self.view {
+            View::Fleet => Some(key),
+            View::Log => {
+                let seq: i64 = key.parse().ok()?;
+                self.visible_log()
+                    .iter()
+                    .find(|r| r.seq == seq)
+                    .and_then(|r| r.agent.clone())
+            }
+            View::Approvals => self
+                .data
+                .approvals
+                .iter()
+                .find(|h| h.action_id.to_string() == key)
+                .map(|h| h.agent.clone()),
+            View::Findings => self
+                .data
+                .findings
+                .iter()
+                .find(|f| f.finding_id.to_string() == key)
+                .and_then(|f| f.agent.clone()),
+            View::Compensations => self
+                .data
+                .comps
+                .iter()
+                .find(|c| c.action_id.to_string() == key)
+                .map(|c| c.agent.clone()),
+        }
+    }
+
+    pub fn notify(&mut self, text: impl Into<String>, error: bool) {
+        self.notice = Some(Notice {
+            at: self.now,
+            text: text.into(),
+            error,
+        });
+    }
+}

@@ -1,0 +1,1288 @@
+//! `update(&mut State, Msg) -> Vec<Effect>`: every key and every database
+//! result goes through here, and nothing here waits for anything. Effects are
+//! data; the runtime runs them on tasks and sends their results back as Msgs.
+
+use chrono::{DateTime, Utc};
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use uuid::Uuid;
+
+use super::keys::COMMANDS;
+use super::state::{Conn, Detail, Filter, LOG_CAP, Mode, Purpose, Snapshot, State, View};
+use crate::compensation::Plan;
+use crate::contract::{LogRow, Scope};
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Msg {
+    Key(KeyEvent),
+    Resize(u16, u16),
+    Tick(DateTime<Utc>),
+    Rows {
+        rows: Vec<LogRow>,
+        lag_ms: Option<i64>,
+    },
+    Conn(Conn),
+    Data(Box<Snapshot>),
+    Detail(Detail),
+    Plan(Plan),
+    /// A NOTIFY: channel and payload.
+    Notify(String, String),
+    /// A hot-reload of the registry or policy files: text, and whether it was rejected.
+    Reload(String, bool),
+    /// An effect finished: what, and its outcome or error.
+    Done(String, Result<String, String>),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    Refresh,
+    LoadDetail(Uuid),
+    Plan(Vec<Uuid>),
+    Request {
+        ids: Vec<Uuid>,
+        reason: String,
+    },
+    Approve(Uuid),
+    Reject {
+        id: Uuid,
+        note: String,
+    },
+    Pause {
+        scope: Scope,
+        target: Option<String>,
+        reason: String,
+    },
+    Resume {
+        scope: Scope,
+        target: Option<String>,
+        reason: String,
+    },
+    Acknowledge {
+        id: Uuid,
+        note: String,
+    },
+    Resolve {
+        id: Uuid,
+        note: String,
+    },
+}
+
+fn key(code: KeyCode) -> KeyEvent {
+    KeyEvent::new(code, KeyModifiers::NONE)
+}
+
+/// A key press as a Msg (for tests and scripted drivers).
+pub fn press(c: char) -> Msg {
+    Msg::Key(key(KeyCode::Char(c)))
+}
+
+pub fn press_code(code: KeyCode) -> Msg {
+    Msg::Key(key(code))
+}
+
+pub fn update(s: &mut State, msg: Msg) -> Vec<Effect> {
+    s.dirty = true;
+    match msg {
+        Msg::Key(k) => on_key(s, k),
+        Msg::Resize(..) => Vec::new(),
+        Msg::Tick(now) => {
+            // Redraw once a second at most: the clock and the countdowns.
+            s.dirty = now.timestamp() != s.now.timestamp();
+            s.now = now;
+            Vec::new()
+        }
+        Msg::Rows { rows, lag_ms } => {
+            s.lag_ms = lag_ms;
+            if !matches!(s.conn, Conn::Live) {
+                s.conn = Conn::Live;
+            }
+            on_rows(s, rows)
+        }
+        Msg::Conn(c) => {
+            s.conn = c;
+            Vec::new()
+        }
+        Msg::Data(d) => {
+            s.data = *d;
+            // Agents seen in the tail but not yet in the rollups (no supervisor
+            // running, or too new) still get a row.
+            let mut seen: Vec<String> = s.log.iter().filter_map(|r| r.agent.clone()).collect();
+            seen.sort();
+            seen.dedup();
+            for agent in seen {
+                if !s.data.fleet.iter().any(|a| a.agent == agent) {
+                    let held: Vec<&super::state::HeldRow> =
+                        s.data.approvals.iter().filter(|h| h.agent == agent).collect();
+                    let row = super::state::AgentRow {
+                        paused: s.agent_paused(&agent).map(|sw| (sw.by.clone(), sw.reason.clone())),
+                        per_bucket: Vec::new(),
+                        per_minute: 0.0,
+                        held: held.len() as i64,
+                        held_value: held.iter().filter_map(|h| h.amount).sum(),
+                        findings: 0,
+                        drift: None,
+                        agent,
+                    };
+                    s.data.fleet.push(row);
+                }
+            }
+            s.data.fleet.sort_by(|a, b| a.agent.cmp(&b.agent));
+            Vec::new()
+        }
+        Msg::Detail(d) => {
+            if matches!(s.mode, Mode::Detail { .. }) {
+                s.detail = Some(d);
+            }
+            Vec::new()
+        }
+        Msg::Plan(p) => {
+            s.plan = Some(p);
+            s.mode = Mode::Plan;
+            Vec::new()
+        }
+        Msg::Notify(channel, payload) => {
+            if channel == "backstop_control" {
+                let v: serde_json::Value = serde_json::from_str(&payload).unwrap_or_default();
+                let event = v["event"].as_str().unwrap_or("");
+                match event {
+                    "paused" | "resumed" => {
+                        let what = if v["scope"] == "fleet" {
+                            "the fleet".to_string()
+                        } else {
+                            format!(
+                                "{} {}",
+                                v["scope"].as_str().unwrap_or(""),
+                                v["target"].as_str().unwrap_or("")
+                            )
+                        };
+                        s.notify(format!("{what} {event} by {}", v["by"].as_str().unwrap_or("?")), false);
+                    }
+                    "policy_loaded" | "registry_loaded" => {
+                        push_policy(
+                            s,
+                            format!(
+                                "{} version {} in force",
+                                event.trim_end_matches("_loaded"),
+                                v["version"]
+                            ),
+                            false,
+                        );
+                    }
+                    "policy_rejected" => {
+                        push_policy(
+                            s,
+                            format!(
+                                "{} rejected: the last good version stays in force (log seq {})",
+                                v["file"].as_str().unwrap_or("?"),
+                                v["seq"]
+                            ),
+                            true,
+                        );
+                    }
+                    _ => {}
+                }
+            }
+            vec![Effect::Refresh]
+        }
+        Msg::Reload(text, error) => {
+            push_policy(s, text, error);
+            vec![Effect::Refresh]
+        }
+        Msg::Done(what, result) => {
+            match result {
+                Ok(text) => s.notify(format!("{what}: {text}"), false),
+                Err(e) => s.notify(format!("{what} failed: {e}"), true),
+            }
+            vec![Effect::Refresh]
+        }
+    }
+}
+
+fn push_policy(s: &mut State, text: String, error: bool) {
+    let n = super::state::Notice { at: s.now, text, error };
+    s.notice = Some(n.clone());
+    s.policy_events.push_front(n);
+    s.policy_events.truncate(20);
+}
+
+fn on_rows(s: &mut State, mut rows: Vec<LogRow>) -> Vec<Effect> {
+    if rows.is_empty() {
+        s.dirty = false;
+        return Vec::new();
+    }
+    rows.sort_by_key(|r| r.seq);
+    let mut refresh = false;
+    for r in &rows {
+        if let Some(a) = r.action_id {
+            let st = match r.kind.as_str() {
+                "allowed" | "held" | "blocked" | "rejected" | "expired" | "executed" | "failed" | "compensated" => {
+                    Some(r.kind.clone())
+                }
+                "approved" if r.detail["final"] == true => Some("allowed".to_string()),
+                "compensation_requested" => Some("comp. requested".to_string()),
+                "compensation_started" => Some("compensating".to_string()),
+                "compensation_failed" => Some(format!("comp. {}", r.detail["status"].as_str().unwrap_or("failed"))),
+                _ => None,
+            };
+            if let Some(st) = st {
+                s.status_of.insert(a, st);
+            }
+        }
+        refresh |= !matches!(
+            r.kind.as_str(),
+            "allowed" | "executed" | "failed" | "reviewed" | "compensation_started"
+        );
+    }
+    let n = rows.len();
+    for r in rows {
+        s.log.push_front(r);
+    }
+    while s.log.len() > LOG_CAP {
+        if let Some(old) = s.log.pop_back()
+            && let Some(a) = old.action_id
+            && !s.log.iter().any(|r| r.action_id == Some(a))
+        {
+            s.status_of.remove(&a);
+        }
+    }
+    if s.following && s.frozen.is_none() {
+        if let Some(first) = s.log.front() {
+            s.cursor.insert(View::Log, first.seq.to_string());
+        }
+    } else {
+        s.new_rows += n;
+    }
+    if refresh { vec![Effect::Refresh] } else { Vec::new() }
+}
+
+fn move_cursor(s: &mut State, delta: isize) {
+    let keys = s.keys();
+    if keys.is_empty() {
+        return;
+    }
+    let i = s.cursor_index() as isize + delta;
+    let i = i.clamp(0, keys.len() as isize - 1) as usize;
+    s.cursor.insert(s.view, keys[i].clone());
+    if s.view == View::Log {
+        // Moving the cursor stops following; the top resumes it.
+        s.following = i == 0 && delta < 0 && s.frozen.is_none();
+        if s.following {
+            s.new_rows = 0;
+        }
+    }
+}
+
+fn acting(s: &mut State) -> bool {
+    if s.readonly {
+        s.notify("read-only room: this key does nothing here", true);
+    }
+    !s.readonly
+}
+
+fn on_key(s: &mut State, k: KeyEvent) -> Vec<Effect> {
+    if k.modifiers.contains(KeyModifiers::CONTROL) && matches!(k.code, KeyCode::Char('c') | KeyCode::Char('d')) {
+        s.quit = true;
+        return Vec::new();
+    }
+    match s.mode.clone() {
+        Mode::Normal => normal_key(s, k),
+        Mode::Filter { input } => text_key(s, k, input, |s, input| {
+            match Filter::parse(&input) {
+                Ok(f) => {
+                    s.filter = f;
+                    s.notify(
+                        if s.filter.is_empty() {
+                            "filter cleared".into()
+                        } else {
+                            format!("filter: {}", s.filter.describe())
+                        },
+                        false,
+                    );
+                }
+                Err(e) => s.notify(e, true),
+            }
+            Vec::new()
+        }),
+        Mode::Command { input } => {
+            if k.code == KeyCode::Tab {
+                let completed = complete(s, &input);
+                s.mode = Mode::Command { input: completed };
+                return Vec::new();
+            }
+            text_key(s, k, input, run_command)
+        }
+        Mode::Input { purpose, input } => {
+            let p = purpose.clone();
+            text_key_with(
+                s,
+                k,
+                input,
+                move |input| Mode::Input {
+                    purpose: p.clone(),
+                    input,
+                },
+                move |s, input| {
+                    if input.trim().is_empty() {
+                        s.notify("a reason is required: it is recorded in the log", true);
+                        s.mode = Mode::Input {
+                            purpose: purpose.clone(),
+                            input,
+                        };
+                        return Vec::new();
+                    }
+                    let note = input.trim().to_string();
+                    match &purpose {
+                        Purpose::Reject(id) => vec![Effect::Reject { id: *id, note }],
+                        Purpose::Compensate(ids) => {
+                            s.marks.clear();
+                            vec![Effect::Request {
+                                ids: ids.clone(),
+                                reason: note,
+                            }]
+                        }
+                        Purpose::Acknowledge(id) => vec![Effect::Acknowledge { id: *id, note }],
+                        Purpose::Resolve(id) => vec![Effect::Resolve { id: *id, note }],
+                    }
+                },
+            )
+        }
+        Mode::ConfirmResume { scope, target } => {
+            s.mode = Mode::Normal;
+            if matches!(k.code, KeyCode::Char('y') | KeyCode::Char('Y')) {
+                let reason = format!("resumed from the control room by {}", s.operator);
+                vec![Effect::Resume { scope, target, reason }]
+            } else {
+                s.notify("not resumed", false);
+                Vec::new()
+            }
+        }
+        Mode::Plan => match k.code {
+            KeyCode::Char('y') | KeyCode::Char('Y') if !s.readonly => {
+                let ids: Vec<Uuid> = s
+                    .plan
+                    .as_ref()
+                    .map(|p| p.steps.iter().map(|st| st.action_id).collect())
+                    .unwrap_or_default();
+                let n = s.plan.as_ref().map(|p| p.totals.will_compensate).unwrap_or(0);
+                if n == 0 {
+                    s.mode = Mode::Normal;
+                    s.notify("nothing in this plan can be compensated automatically", true);
+                    return Vec::new();
+                }
+                s.mode = Mode::Input {
+                    purpose: Purpose::Compensate(ids),
+                    input: format!("compensated from the control room by {}", s.operator),
+                };
+                Vec::new()
+            }
+            KeyCode::Char('P') => pause_fleet(s),
+            _ => {
+                s.mode = Mode::Normal;
+                s.plan = None;
+                s.notify("compensation cancelled: nothing requested", false);
+                Vec::new()
+            }
+        },
+        Mode::Detail { scroll } => match k.code {
+            KeyCode::Char('j') | KeyCode::Down => {
+                s.mode = Mode::Detail {
+                    scroll: scroll.saturating_add(1),
+                };
+                Vec::new()
+            }
+            KeyCode::Char('k') | KeyCode::Up => {
+                s.mode = Mode::Detail {
+                    scroll: scroll.saturating_sub(1),
+                };
+                Vec::new()
+            }
+            KeyCode::PageDown => {
+                s.mode = Mode::Detail {
+                    scroll: scroll.saturating_add(10),
+                };
+                Vec::new()
+            }
+            KeyCode::PageUp => {
+                s.mode = Mode::Detail {
+                    scroll: scroll.saturating_sub(10),
+                };
+                Vec::new()
+            }
+            KeyCode::Char('P') => pause_fleet(s),
+            _ => {
+                s.mode = Mode::Normal;
+                s.detail = None;
+                Vec::new()
+            }
+        },
+        Mode::Help => {
+            if k.code == KeyCode::Char('P') {
+                return pause_fleet(s);
+            }
+            s.mode = Mode::Normal;
+            Vec::new()
+        }
+    }
+}
+
+fn text_key<F>(s: &mut State, k: KeyEvent, input: String, done: F) -> Vec<Effect>
+where
+    F: FnOnce(&mut State, String) -> Vec<Effect>,
+{
+    let mode_of = |s: &State| match &s.mode {
+        Mode::Filter { .. } => 0,
+        _ => 1,
+    };
+    let which = mode_of(s);
+    text_key_with(
+        s,
+        k,
+        input,
+        move |input| {
+            if which == 0 {
+                Mode::Filter { input }
+            } else {
+                Mode::Command { input }
+            }
+        },
+        done,
+    )
+}
+
+fn text_key_with<M, F>(s: &mut State, k: KeyEvent, mut input: String, remake: M, done: F) -> Vec<Effect>
+where
+    M: Fn(String) -> Mode,
+    F: FnOnce(&mut State, String) -> Vec<Effect>,
+{
+    match k.code {
+        KeyCode::Esc => {
+            s.mode = Mode::Normal;
+            Vec::new()
+        }
+        KeyCode::Enter => {
+            s.mode = Mode::Normal;
+            done(s, input)
+        }
+        KeyCode::Backspace => {
+            input.pop();
+            s.mode = remake(input);
+            Vec::new()
+        }
+        KeyCode::Char(c) => {
+            if input.chars().count() < 500 {
+                input.push(c);
+            }
+            s.mode = remake(input);
+            Vec::new()
+        }
+        _ => Vec::new(),
+    }
+}
+
+fn pause_fleet(s: &mut State) -> Vec<Effect> {
+    if !acting(s) {
+        return Vec::new();
+    }
+    s.notify("pausing the fleet ...", false);
+    vec![Effect::Pause {
+        scope: Scope::Fleet,
+        target: None,
+        reason: format!("fleet paused from the control room (P) by {}", s.operator),
+    }]
+}
+
+fn normal_key(s: &mut State, k: KeyEvent) -> Vec<Effect> {
+    match k.code {
+        KeyCode::Char('q') => {
+            s.quit = true;
+            Vec::new()
+        }
+        KeyCode::Char('?') => {
+            s.mode = Mode::Help;
+            Vec::new()
+        }
+        KeyCode::Esc => {
+            // Back: drop a half-made range, then the notice. Never destructive.
+            if s.range_anchor.take().is_none() {
+                s.notice = None;
+            }
+            Vec::new()
+        }
+        KeyCode::Char('j') | KeyCode::Down => {
+            move_cursor(s, 1);
+            Vec::new()
+        }
+        KeyCode::Char('k') | KeyCode::Up => {
+            move_cursor(s, -1);
+            Vec::new()
+        }
+        KeyCode::PageDown => {
+            move_cursor(s, 10);
+            Vec::new()
+        }
+        KeyCode::PageUp => {
+            move_cursor(s, -10);
+            Vec::new()
+        }
+        KeyCode::Char('g') | KeyCode::Home => {
+            if let Some(first) = s.keys().first().cloned() {
+                s.cursor.insert(s.view, first);
+            }
+            if s.view == View::Log {
+                s.following = s.frozen.is_none();
+                s.new_rows = 0;
+            }
+            Vec::new()
+        }
+        KeyCode::Char('G') | KeyCode::End => {
+            if let Some(last) = s.keys().last().cloned() {
+                s.cursor.insert(s.view, last);
+            }
+            if s.view == View::Log {
+                s.following = false;
+            }
+            Vec::new()
+        }
+        KeyCode::Char(c @ '1'..='5') => {
+            s.view = View::ALL[(c as u8 - b'1') as usize];
+            Vec::new()
+        }
+        KeyCode::Char('/') => {
+            s.mode = Mode::Filter {
+                input: s.filter.describe(),
+            };
+            Vec::new()
+        }
+        KeyCode::Char(':') => {
+            s.mode = Mode::Command { input: String::new() };
+            Vec::new()
+        }
+        KeyCode::Char('f') => {
+            if s.frozen.take().is_some() {
+                s.notify(format!("unfrozen: {} new rows", s.new_rows), false);
+                s.new_rows = 0;
+                s.following = true;
+                if let Some(first) = s.log.front() {
+                    s.cursor.insert(View::Log, first.seq.to_string());
+                }
+            } else {
+                s.frozen = Some(s.log.iter().cloned().collect());
+                s.following = false;
+                s.new_rows = 0;
+                s.notify("frozen: rows keep arriving in the background (f to unfreeze)", false);
+            }
+            Vec::new()
+        }
+        KeyCode::Enter => match s.view {
+            View::Fleet => {
+                if let Some(a) = s.cursor_agent() {
+                    s.filter = Filter {
+                        agent: Some(a.clone()),
+                        ..Filter::default()
+                    };
+                    s.view = View::Log;
+                    s.notify(format!("filter: agent:{a}"), false);
+                }
+                Vec::new()
+            }
+            _ => match s.cursor_action() {
+                Some(id) => {
+                    s.mode = Mode::Detail { scroll: 0 };
+                    s.detail = None;
+                    vec![Effect::LoadDetail(id)]
+                }
+                None => {
+                    s.notify("this row is not an action", false);
+                    Vec::new()
+                }
+            },
+        },
+        KeyCode::Char('P') => pause_fleet(s),
+        KeyCode::Char(c) if "pR aAxrcVu*".contains(c) => {
+            if !acting(s) {
+                return Vec::new();
+            }
+            acting_key(s, c)
+        }
+        _ => {
+            s.dirty = false;
+            Vec::new()
+        }
+    }
+}
+
+fn acting_key(s: &mut State, c: char) -> Vec<Effect> {
+    match c {
+        'p' => match s.cursor_agent() {
+            Some(agent) => {
+                s.notify(format!("pausing agent {agent} ..."), false);
+                vec![Effect::Pause {
+                    scope: Scope::Agent,
+                    target: Some(agent.clone()),
+                    reason: format!("agent {agent} paused from the control room (p) by {}", s.operator),
+                }]
+            }
+            None => {
+                s.notify("select a row with an agent to pause it", true);
+                Vec::new()
+            }
+        },
+        'R' => {
+            let target = if s.fleet_paused().is_some() {
+                Some((Scope::Fleet, None))
+            } else if let Some(a) = s.cursor_agent().filter(|a| s.agent_paused(a).is_some()) {
+                Some((Scope::Agent, Some(a)))
+            } else {
+                s.data
+                    .switches
+                    .first()
+                    .map(|sw| (sw.scope, Some(sw.target.clone()).filter(|_| sw.scope != Scope::Fleet)))
+            };
+            match target {
+                Some((scope, target)) => s.mode = Mode::ConfirmResume { scope, target },
+                None => s.notify("nothing is paused", false),
+            }
+            Vec::new()
+        }
+        ' ' => {
+            match s.cursor_action() {
+                Some(id) => {
+                    if !s.marks.remove(&id) {
+                        s.marks.insert(id);
+                    }
+                    move_cursor(s, 1);
+                }
+                None => s.notify("this row is not an action", false),
+            }
+            Vec::new()
+        }
+        'V' => {
+            let here = s.cursor_index();
+            match s.range_anchor.take() {
+                None => {
+                    s.range_anchor = s.cursor_key();
+                    s.notify("range started: move and press V again", false);
+                }
+                Some(anchor) => {
+                    let keys = s.keys();
+                    let start = keys.iter().position(|k| *k == anchor).unwrap_or(here);
+                    let (lo, hi) = (start.min(here), start.max(here));
+                    let ids = ids_of(s, &keys[lo..=hi.min(keys.len().saturating_sub(1))]);
+                    let n = ids.len();
+                    s.marks.extend(ids);
+                    s.notify(format!("{n} marked"), false);
+                }
+            }
+            Vec::new()
+        }
+        '*' => {
+            let keys = s.keys();
+            let ids = ids_of(s, &keys);
+            s.marks.extend(ids);
+            s.notify(format!("{} marked", s.marks.len()), false);
+            Vec::new()
+        }
+        'u' => {
+            s.marks.clear();
+            s.notify("marks cleared", false);
+            Vec::new()
+        }
+        'c' => {
+            let ids: Vec<Uuid> = if s.marks.is_empty() {
+                s.cursor_action().into_iter().collect()
+            } else {
+                s.marks.iter().copied().collect()
+            };
+            if ids.is_empty() {
+                s.notify("nothing to compensate: mark actions with space", true);
+                return Vec::new();
+            }
+            s.notify(format!("planning the rollback of {} action(s) ...", ids.len()), false);
+            vec![Effect::Plan(ids)]
+        }
+        'a' => match held_under_cursor(s) {
+            Some(id) => {
+                s.notify("approving ...", false);
+                vec![Effect::Approve(id)]
+            }
+            None => {
+                s.notify("no held action here: approvals are in view 3", true);
+                Vec::new()
+            }
+        },
+        'r' => match held_under_cursor(s) {
+            Some(id) => {
+                s.mode = Mode::Input {
+                    purpose: Purpose::Reject(id),
+                    input: String::new(),
+                };
+                Vec::new()
+            }
+            None => {
+                s.notify("no held action here: approvals are in view 3", true);
+                Vec::new()
+            }
+        },
+        'A' | 'x' => {
+            let f = if s.view == View::Findings {
+                s.cursor_key().and_then(|k| Uuid::parse_str(&k).ok())
+            } else {
+                None
+            };
+            match f {
+                Some(id) => {
+                    s.mode = Mode::Input {
+                        purpose: if c == 'A' {
+                            Purpose::Acknowledge(id)
+                        } else {
+                            Purpose::Resolve(id)
+                        },
+                        input: String::new(),
+                    };
+                }
+                None => s.notify("select a finding (view 4)", true),
+            }
+            Vec::new()
+        }
+        _ => Vec::new(),
+    }
+}
+
+fn held_under_cursor(s: &State) -> Option<Uuid> {
+    let id = s.cursor_action()?;
+    s.data.approvals.iter().any(|h| h.action_id == id).then_some(id)
+}
+
+/// The actions behind a set of row keys of the current view.
+fn ids_of(s: &State, keys: &[String]) -> Vec<Uuid> {
+    match s.view {
+        View::Log => {
+            let rows = s.visible_log();
+            keys.iter()
+                .filter_map(|k| k.parse::<i64>().ok())
+                .filter_map(|seq| rows.iter().find(|r| r.seq == seq).and_then(|r| r.action_id))
+                .collect()
+        }
+        View::Approvals | View::Compensations => keys.iter().filter_map(|k| Uuid::parse_str(k).ok()).collect(),
+        View::Findings => keys
+            .iter()
+            .filter_map(|k| {
+                s.data
+                    .findings
+                    .iter()
+                    .find(|f| f.finding_id.to_string() == *k)
+                    .and_then(|f| f.action_id)
+            })
+            .collect(),
+        View::Fleet => Vec::new(),
+    }
+}
+
+fn names(s: &State) -> Vec<String> {
+    let mut v: Vec<String> = s.data.fleet.iter().map(|a| a.agent.clone()).collect();
+    v.sort();
+    v
+}
+
+fn complete(s: &State, input: &str) -> String {
+    let words: Vec<&str> = input.split_whitespace().collect();
+    let ends_with_space = input.ends_with(' ');
+    // Complete a command first, then an agent or tool name.
+    let matches: Vec<&str> = COMMANDS
+        .iter()
+        .copied()
+        .filter(|c| c.starts_with(input.trim_start()))
+        .collect();
+    if matches.len() == 1 && !matches[0].ends_with("agent") && !matches[0].ends_with("tool") {
+        return matches[0].to_string();
+    }
+    if matches.len() == 1 {
+        return format!("{} ", matches[0]);
+    }
+    if !matches.is_empty() {
+        let first = matches[0];
+        let common = first
+            .char_indices()
+            .map(|(i, _)| &first[..=i])
+            .rev()
+            .find(|p| matches.iter().all(|m| m.starts_with(p)))
+            .unwrap_or(input);
+        if common.len() > input.len() {
+            return common.to_string();
+        }
+    }
+    let wants_name =
+        matches!(words.first(), Some(&"agent")) || words.get(1).is_some_and(|w| *w == "agent" || *w == "tool");
+    if wants_name {
+        let partial = if ends_with_space {
+            ""
+        } else {
+            words.last().copied().unwrap_or("")
+        };
+        let pool: Vec<String> = if words.get(1) == Some(&"tool") {
+            let mut t: Vec<String> = s.log.iter().filter_map(|r| r.tool.clone()).collect();
+            t.sort();
+            t.dedup();
+            t
+        } else {
+            names(s)
+        };
+        let hits: Vec<&String> = pool.iter().filter(|n| n.starts_with(partial)).collect();
+        if hits.len() == 1 {
+            let head = if ends_with_space {
+                input.to_string()
+            } else {
+                input[..input.len() - partial.len()].to_string()
+            };
+            return format!("{head}{}", hits[0]);
+        }
+    }
+    input.to_string()
+}
+
+fn run_command(s: &mut State, input: String) -> Vec<Effect> {
+    let words: Vec<&str> = input.split_whitespace().collect();
+    let op = s.operator.clone();
+    match words.as_slice() {
+        [] => Vec::new(),
+        ["q"] | ["quit"] => {
+            s.quit = true;
+            Vec::new()
+        }
+        ["fleet"] => switch(s, View::Fleet),
+        ["log"] => switch(s, View::Log),
+        ["approvals"] => switch(s, View::Approvals),
+        ["findings"] => switch(s, View::Findings),
+        ["compensations"] => switch(s, View::Compensations),
+        ["clear"] => {
+            s.filter = Filter::default();
+            s.notify("filter cleared", false);
+            Vec::new()
+        }
+        ["agent", name] => {
+            s.filter = Filter {
+                agent: Some(name.to_string()),
+                ..Filter::default()
+            };
+            s.view = View::Log;
+            s.notify(format!("filter: agent:{name}"), false);
+            Vec::new()
+        }
+        ["pause", "fleet"] | ["pause"] => pause_fleet(s),
+        ["pause", scope @ ("agent" | "tool"), name] if !s.readonly => {
+            let scope = if *scope == "agent" { Scope::Agent } else { Scope::Tool };
+            vec![Effect::Pause {
+                scope,
+                target: Some(name.to_string()),
+                reason: format!("{} {name} paused from the control room by {op}", scope.as_str()),
+            }]
+        }
+        ["resume", "fleet"] | ["resume"] if !s.readonly => {
+            s.mode = Mode::ConfirmResume {
+                scope: Scope::Fleet,
+                target: None,
+            };
+            Vec::new()
+        }
+        ["resume", scope @ ("agent" | "tool"), name] if !s.readonly => {
+            s.mode = Mode::ConfirmResume {
+                scope: if *scope == "agent" { Scope::Agent } else { Scope::Tool },
+                target: Some(name.to_string()),
+            };
+            Vec::new()
+        }
+        _ => {
+            s.notify(
+                format!("unknown command :{input} (try :agent NAME, :pause agent NAME, :pause tool NAME, :resume ..., :findings, :quit; Tab completes)"),
+                true,
+            );
+            Vec::new()
+        }
+    }
+}
+
+fn switch(s: &mut State, v: View) -> Vec<Effect> {
+    s.view = v;
+    Vec::new()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tui::state::{AgentRow, FindingRow, HeldRow, Switch};
+    use rust_decimal::Decimal;
+    use serde_json::json;
+
+    fn now() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-11-28T12:04:55Z")
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
+    fn row(seq: i64, kind: &str, agent: &str, action: Option<Uuid>) -> LogRow {
+        LogRow {
+            seq,
+            at: now(),
+            kind: kind.into(),
+            actor: agent.into(),
+            agent: Some(agent.into()),
+            tool: Some("issue_refund".into()),
+            action_id: action,
+            correlation_id: None,
+            parent_action: None,
+            amount: Some(Decimal::from(100)),
+            confidence: Some(0.9),
+            reasoning: None,
+            inputs: None,
+            params: None,
+            result: None,
+            detail: json!({"verdict": "allow", "reason": "ok"}),
+            policy_version: Some(1),
+            registry_version: Some(1),
+            txid: "1".into(),
+        }
+    }
+
+    fn state_with_rows(n: i64) -> (State, Vec<Uuid>) {
+        let mut s = State::new("test", "ana", false, now());
+        let ids: Vec<Uuid> = (0..n).map(|_| Uuid::new_v4()).collect();
+        let rows = ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| row(i as i64 + 1, "allowed", "refund-bot", Some(*id)))
+            .collect();
+        update(&mut s, Msg::Rows { rows, lag_ms: Some(3) });
+        (s, ids)
+    }
+
+    fn keys(s: &mut State, text: &str) -> Vec<Effect> {
+        let mut out = Vec::new();
+        for c in text.chars() {
+            out.extend(update(s, press(c)));
+        }
+        out
+    }
+
+    #[test]
+    fn new_rows_follow_until_the_cursor_moves() {
+        let (mut s, ids) = state_with_rows(3);
+        assert_eq!(s.cursor_action(), Some(ids[2]), "following: the newest row");
+        update(&mut s, press('j'));
+        assert!(!s.following);
+        let before = s.cursor_key();
+        update(
+            &mut s,
+            Msg::Rows {
+                rows: vec![row(4, "allowed", "refund-bot", Some(Uuid::new_v4()))],
+                lag_ms: None,
+            },
+        );
+        assert_eq!(s.cursor_key(), before, "the cursor stays on its row, by identity");
+        assert_eq!(s.new_rows, 1);
+        update(&mut s, press('g'));
+        assert!(s.following && s.new_rows == 0);
+    }
+
+    #[test]
+    fn views_switch_with_digits_and_commands() {
+        let mut s = State::new("t", "ana", false, now());
+        for (c, v) in [
+            ('1', View::Fleet),
+            ('2', View::Log),
+            ('3', View::Approvals),
+            ('4', View::Findings),
+            ('5', View::Compensations),
+        ] {
+            update(&mut s, press(c));
+            assert_eq!(s.view, v);
+        }
+        keys(&mut s, ":findings");
+        update(&mut s, press_code(KeyCode::Enter));
+        assert_eq!(s.view, View::Findings);
+    }
+
+    #[test]
+    fn marks_ranges_and_clearing_are_by_action() {
+        let (mut s, ids) = state_with_rows(5);
+        update(&mut s, press(' '));
+        assert!(s.marks.contains(&ids[4]));
+        update(&mut s, press('V'));
+        update(&mut s, press('j'));
+        update(&mut s, press('j'));
+        update(&mut s, press('V'));
+        assert!(s.marks.contains(&ids[3]) && s.marks.contains(&ids[2]) && s.marks.contains(&ids[1]));
+        update(&mut s, press('u'));
+        assert!(s.marks.is_empty());
+        update(&mut s, press('*'));
+        assert_eq!(s.marks.len(), 5);
+    }
+
+    #[test]
+    fn compensate_plans_then_asks_then_requests() {
+        let (mut s, ids) = state_with_rows(2);
+        update(&mut s, press(' '));
+        let fx = update(&mut s, press('c'));
+        assert_eq!(fx, vec![Effect::Plan(vec![ids[1]])]);
+        let plan = Plan {
+            selection: crate::compensation::Selection::Actions(vec![ids[1]]),
+            steps: vec![],
+            totals: crate::compensation::PlanTotals {
+                steps: 1,
+                will_compensate: 1,
+                value_recovered: Decimal::from(100),
+                value_not_recoverable: Decimal::ZERO,
+                entities_touched: 1,
+                dependents: 0,
+            },
+        };
+        update(&mut s, Msg::Plan(plan.clone()));
+        assert_eq!(s.mode, Mode::Plan);
+        // Anything but y cancels.
+        update(&mut s, press('n'));
+        assert_eq!(s.mode, Mode::Normal);
+        update(&mut s, Msg::Plan(plan));
+        update(&mut s, press('y'));
+        assert!(matches!(
+            s.mode,
+            Mode::Input {
+                purpose: Purpose::Compensate(_),
+                ..
+            }
+        ));
+        let fx = update(&mut s, press_code(KeyCode::Enter));
+        assert!(matches!(&fx[..], [Effect::Request { reason, .. }] if reason.contains("by ana")));
+        assert!(s.marks.is_empty());
+    }
+
+    #[test]
+    fn pause_is_one_key_and_resume_defaults_to_no() {
+        let (mut s, _) = state_with_rows(1);
+        let fx = update(&mut s, press('P'));
+        assert!(matches!(
+            &fx[..],
+            [Effect::Pause {
+                scope: Scope::Fleet,
+                target: None,
+                ..
+            }]
+        ));
+        s.data.switches = vec![Switch {
+            scope: Scope::Fleet,
+            target: "*".into(),
+            by: "ana".into(),
+            reason: "x".into(),
+        }];
+        update(&mut s, press('R'));
+        assert!(matches!(
+            s.mode,
+            Mode::ConfirmResume {
+                scope: Scope::Fleet,
+                ..
+            }
+        ));
+        let fx = update(&mut s, press_code(KeyCode::Enter));
+        assert!(fx.is_empty() && s.mode == Mode::Normal, "Enter is No");
+        update(&mut s, press('R'));
+        let fx = update(&mut s, press('y'));
+        assert!(matches!(
+            &fx[..],
+            [Effect::Resume {
+                scope: Scope::Fleet,
+                ..
+            }]
+        ));
+        // p pauses the agent under the cursor.
+        let fx = update(&mut s, press('p'));
+        assert!(matches!(&fx[..], [Effect::Pause { scope: Scope::Agent, target: Some(a), .. }] if a == "refund-bot"));
+        // P works from help, detail and the plan too.
+        update(&mut s, press('?'));
+        assert!(!update(&mut s, press('P')).is_empty());
+    }
+
+    #[test]
+    fn approve_and_reject_need_a_held_action_and_reject_needs_a_reason() {
+        let mut s = State::new("t", "ana", false, now());
+        let id = Uuid::new_v4();
+        s.data.approvals = vec![HeldRow {
+            action_id: id,
+            agent: "refund-bot".into(),
+            tool: "issue_refund".into(),
+            amount: Some(Decimal::from(47000)),
+            rule: Some("four_eyes".into()),
+            reason: "two approvers".into(),
+            approvals: 0,
+            approvals_needed: 2,
+            approved_by: vec![],
+            held_at: now(),
+            expires_at: now(),
+        }];
+        update(&mut s, press('3'));
+        assert_eq!(update(&mut s, press('a')), vec![Effect::Approve(id)]);
+        update(&mut s, press('r'));
+        assert!(matches!(
+            s.mode,
+            Mode::Input {
+                purpose: Purpose::Reject(_),
+                ..
+            }
+        ));
+        assert!(
+            update(&mut s, press_code(KeyCode::Enter)).is_empty(),
+            "an empty reason is refused"
+        );
+        keys(&mut s, "not entitled");
+        let fx = update(&mut s, press_code(KeyCode::Enter));
+        assert_eq!(
+            fx,
+            vec![Effect::Reject {
+                id,
+                note: "not entitled".into()
+            }]
+        );
+        // Esc backs out of any input without acting.
+        update(&mut s, press('r'));
+        assert!(update(&mut s, press_code(KeyCode::Esc)).is_empty());
+        assert_eq!(s.mode, Mode::Normal);
+    }
+
+    #[test]
+    fn readonly_rooms_have_no_acting_keys() {
+        let (mut s, _) = state_with_rows(3);
+        s.readonly = true;
+        for c in ['P', 'p', 'R', ' ', 'c', 'a', 'r', 'A', 'x', 'V', '*', 'u'] {
+            assert!(update(&mut s, press(c)).is_empty(), "{c}");
+            assert_eq!(s.mode, Mode::Normal);
+        }
+        assert!(s.marks.is_empty());
+        assert!(crate::tui::keys::footer(View::Log, true).iter().all(|k| !k.acting));
+    }
+
+    #[test]
+    fn filters_and_commands_with_completion() {
+        let (mut s, _) = state_with_rows(3);
+        update(
+            &mut s,
+            Msg::Rows {
+                rows: vec![row(10, "held", "other-bot", Some(Uuid::new_v4()))],
+                lag_ms: None,
+            },
+        );
+        keys(&mut s, "/agent:other-bot");
+        update(&mut s, press_code(KeyCode::Enter));
+        assert_eq!(s.visible_log().len(), 1);
+        keys(&mut s, "/");
+        // The input starts from the current filter: clear it.
+        for _ in 0..30 {
+            update(&mut s, press_code(KeyCode::Backspace));
+        }
+        update(&mut s, press_code(KeyCode::Enter));
+        assert_eq!(s.visible_log().len(), 4);
+        keys(&mut s, "/amount>lots");
+        update(&mut s, press_code(KeyCode::Enter));
+        assert!(s.notice.as_ref().unwrap().error);
+        s.data.fleet = vec![AgentRow {
+            agent: "refund-bot".into(),
+            paused: None,
+            per_bucket: vec![],
+            per_minute: 0.0,
+            held: 0,
+            held_value: Decimal::ZERO,
+            findings: 0,
+            drift: None,
+        }];
+        keys(&mut s, ":pau");
+        update(&mut s, press_code(KeyCode::Tab));
+        assert_eq!(s.mode, Mode::Command { input: "pause ".into() });
+        keys(&mut s, "agent ref");
+        update(&mut s, press_code(KeyCode::Tab));
+        assert_eq!(
+            s.mode,
+            Mode::Command {
+                input: "pause agent refund-bot".into()
+            }
+        );
+        let fx = update(&mut s, press_code(KeyCode::Enter));
+        assert!(matches!(
+            &fx[..],
+            [Effect::Pause {
+                scope: Scope::Agent,
+                ..
+            }]
+        ));
+        keys(&mut s, ":nonsense");
+        update(&mut s, press_code(KeyCode::Enter));
+        assert!(s.notice.as_ref().unwrap().text.contains("unknown command"));
+    }
+
+    #[test]
+    fn freeze_keeps_the_screen_while_rows_arrive() {
+        let (mut s, _) = state_with_rows(2);
+        update(&mut s, press('f'));
+        update(
+            &mut s,
+            Msg::Rows {
+                rows: vec![row(9, "allowed", "x", Some(Uuid::new_v4()))],
+                lag_ms: None,
+            },
+        );
+        assert_eq!(s.visible_log().len(), 2);
+        assert_eq!(s.new_rows, 1);
+        assert_eq!(s.log.len(), 3, "kept in the background");
+        update(&mut s, press('f'));
+        assert_eq!(s.visible_log().len(), 3);
+    }
+
+    #[test]
+    fn enter_opens_the_detail_and_findings_can_be_acknowledged() {
+        let (mut s, ids) = state_with_rows(1);
+        assert_eq!(
+            update(&mut s, press_code(KeyCode::Enter)),
+            vec![Effect::LoadDetail(ids[0])]
+        );
+        assert!(matches!(s.mode, Mode::Detail { .. }));
+        update(&mut s, press_code(KeyCode::Esc));
+        assert_eq!(s.mode, Mode::Normal);
+        let fid = Uuid::new_v4();
+        s.data.findings = vec![FindingRow {
+            finding_id: fid,
+            kind: "drift".into(),
+            severity: "high".into(),
+            agent: Some("refund-bot".into()),
+            action_id: None,
+            rule: Some("drift".into()),
+            status: "open".into(),
+            count: 1,
+            last_at: now(),
+            detail: json!({}),
+        }];
+        update(&mut s, press('4'));
+        update(&mut s, press('A'));
+        keys(&mut s, "looking");
+        assert_eq!(
+            update(&mut s, press_code(KeyCode::Enter)),
+            vec![Effect::Acknowledge {
+                id: fid,
+                note: "looking".into()
+            }]
+        );
+        update(&mut s, press('x'));
+        keys(&mut s, "fixed");
+        assert_eq!(
+            update(&mut s, press_code(KeyCode::Enter)),
+            vec![Effect::Resolve {
+                id: fid,
+                note: "fixed".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn quit_and_help() {
+        let mut s = State::new("t", "ana", false, now());
+        update(&mut s, press('?'));
+        assert_eq!(s.mode, Mode::Help);
+        update(&mut s, press_code(KeyCode::Esc));
+        assert_eq!(s.mode, Mode::Normal);
+        update(&mut s, press('q'));
+        assert!(s.quit);
+    }
+}

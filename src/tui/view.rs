@@ -1,0 +1,803 @@
+//! `view(&State, &mut Frame)`: drawing only. Colours come from the terminal's
+//! palette and never carry meaning alone (every state is also a word or a
+//! symbol); NO_COLOR drops them.
+
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Table, Wrap};
+
+use super::keys;
+use super::state::{Conn, Mode, State, View};
+use crate::contract::{LogRow, Scope};
+use crate::output::{cut, money};
+
+/// The smallest terminal the room draws in (below it, a message; P still works).
+pub const MIN_W: u16 = 40;
+pub const MIN_H: u16 = 8;
+/// Below this the layout collapses to the log alone.
+pub const FULL_W: u16 = 80;
+pub const FULL_H: u16 = 24;
+
+#[derive(Debug, Clone, Copy)]
+pub struct Theme {
+    pub color: bool,
+}
+
+impl Theme {
+    pub fn from_env() -> Theme {
+        Theme {
+            color: std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+        }
+    }
+    fn fg(&self, c: Color) -> Style {
+        if self.color {
+            Style::default().fg(c)
+        } else {
+            Style::default()
+        }
+    }
+    fn banner(&self) -> Style {
+        let s = Style::default().add_modifier(Modifier::BOLD);
+        if self.color {
+            s.fg(Color::White).bg(Color::Red)
+        } else {
+            s.add_modifier(Modifier::REVERSED)
+        }
+    }
+    fn selected(&self) -> Style {
+        Style::default().add_modifier(Modifier::REVERSED)
+    }
+    fn dim(&self) -> Style {
+        if self.color {
+            Style::default().fg(Color::DarkGray)
+        } else {
+            Style::default()
+        }
+    }
+    fn bold(&self) -> Style {
+        Style::default().add_modifier(Modifier::BOLD)
+    }
+    fn verdict(&self, v: &str) -> Style {
+        match v {
+            "HOLD" | "held" => self.fg(Color::Yellow).add_modifier(Modifier::BOLD),
+            "BLOCK" | "blocked" | "rejected" | "expired" => self.fg(Color::Red),
+            _ => Style::default(),
+        }
+    }
+}
+
+pub fn view(s: &State, f: &mut Frame, theme: &Theme) {
+    let area = f.area();
+    if area.width < MIN_W || area.height < MIN_H {
+        too_small(s, f, area, theme);
+        return;
+    }
+    let compact = area.width < FULL_W || area.height < FULL_H;
+    let mut rows = vec![Constraint::Length(1), Constraint::Length(1), Constraint::Min(3)];
+    if !compact {
+        rows.push(Constraint::Length(1));
+    }
+    rows.extend([Constraint::Length(1), Constraint::Length(1)]);
+    let parts = Layout::vertical(rows).split(area);
+    header(s, f, parts[0], theme);
+    tabs(s, f, parts[1], theme, compact);
+    let body = parts[2];
+    match &s.mode {
+        Mode::Help => help(s, f, body, theme),
+        Mode::Detail { scroll } => detail(s, f, body, *scroll, theme),
+        Mode::Plan => plan(s, f, body, theme),
+        _ => match (s.view, compact) {
+            (_, true) | (View::Log, false) => log(s, f, body, theme, compact),
+            (View::Fleet, false) => fleet(s, f, body, theme),
+            (View::Approvals, false) => approvals(s, f, body, theme),
+            (View::Findings, false) => findings(s, f, body, theme),
+            (View::Compensations, false) => compensations(s, f, body, theme),
+        },
+    }
+    let mut i = 3;
+    if !compact {
+        agent_summary(s, f, parts[3], theme);
+        i = 4;
+    }
+    status(s, f, parts[i], theme);
+    footer(s, f, parts[i + 1], theme);
+}
+
+fn pause_text(s: &State) -> Option<String> {
+    let sw = s.fleet_paused()?;
+    Some(format!(
+        " ■ PAUSED  fleet paused by {}: {}  (R resumes)",
+        sw.by, sw.reason
+    ))
+}
+
+fn too_small(s: &State, f: &mut Frame, area: Rect, theme: &Theme) {
+    let mut lines = Vec::new();
+    if let Some(p) = pause_text(s) {
+        lines.push(Line::styled(
+            format!("{p:<w$}", w = area.width as usize),
+            theme.banner(),
+        ));
+    }
+    lines.push(Line::from(format!(
+        "Backstop needs at least {MIN_W}x{MIN_H}; this terminal is {}x{}.",
+        area.width, area.height
+    )));
+    lines.push(Line::from("P pauses the fleet. q quits."));
+    f.render_widget(Paragraph::new(lines).wrap(Wrap { trim: true }), area);
+}
+
+fn header(s: &State, f: &mut Frame, area: Rect, theme: &Theme) {
+    if let Some(p) = pause_text(s) {
+        f.render_widget(
+            Paragraph::new(Line::styled(
+                format!("{p:<w$}", w = area.width as usize),
+                theme.banner(),
+            )),
+            area,
+        );
+        return;
+    }
+    let (conn, cs) = match &s.conn {
+        Conn::Live => ("● LIVE".to_string(), theme.fg(Color::Green)),
+        Conn::Connecting => ("… CONNECTING".to_string(), theme.fg(Color::Yellow)),
+        Conn::Reconnecting(e) => (
+            format!("○ RECONNECTING ({})", cut(e, 30)),
+            theme.fg(Color::Yellow).add_modifier(Modifier::BOLD),
+        ),
+    };
+    let lag = s.lag_ms.map(|l| format!("  lag {l}ms")).unwrap_or_default();
+    let (held, value) = s.held_total();
+    let right = format!(
+        "{} agents  {} held {}  {} findings ",
+        s.data.fleet.len(),
+        held,
+        money(Some(value)),
+        s.open_findings()
+    );
+    let wide = area.width >= 110;
+    let where_ = if wide {
+        format!(" {}  operator: {}", s.db_label, s.operator)
+    } else {
+        format!(" {}", s.operator)
+    };
+    let left = vec![
+        Span::styled(" BACKSTOP ", theme.bold()),
+        Span::raw(format!("{where_}{}  ", if s.readonly { " (read-only)" } else { "" })),
+        Span::styled(conn, cs),
+        Span::raw(format!("{lag} ")),
+    ];
+    let used: usize = left.iter().map(|sp| sp.content.chars().count()).sum::<usize>() + right.chars().count();
+    let fill = (area.width as usize).saturating_sub(used);
+    let mut spans = left;
+    spans.push(Span::styled("─".repeat(fill), theme.dim()));
+    spans.push(Span::raw(right));
+    f.render_widget(Paragraph::new(Line::from(spans)), area);
+}
+
+fn tabs(s: &State, f: &mut Frame, area: Rect, theme: &Theme, compact: bool) {
+    let compact = compact || area.width < 100;
+    let mut spans = Vec::new();
+    for (i, v) in View::ALL.iter().enumerate() {
+        let label = if compact {
+            format!(" {} {} ", i + 1, &v.title()[..3])
+        } else {
+            format!(" {} {} ", i + 1, v.title())
+        };
+        let st = if *v == s.view {
+            theme.selected().add_modifier(Modifier::BOLD)
+        } else {
+            Style::default()
+        };
+        spans.push(Span::styled(label, st));
+    }
+    let mut right = String::new();
+    if !s.filter.is_empty() {
+        right.push_str(&format!("filter: {}  ", s.filter.describe()));
+    }
+    let paused: Vec<&crate::tui::state::Switch> =
+        s.data.switches.iter().filter(|sw| sw.scope != Scope::Fleet).collect();
+    match (paused.len(), compact) {
+        (0, _) => {}
+        (1, false) => right.push_str(&format!("{} {} PAUSED  ", paused[0].scope.as_str(), paused[0].target)),
+        (n, _) => right.push_str(&format!("{n} PAUSED  ")),
+    }
+    right.push_str(&format!("{} UTC ", s.now.format("%H:%M:%S")));
+    let used: usize = spans.iter().map(|sp| sp.content.chars().count()).sum::<usize>() + right.chars().count();
+    spans.push(Span::raw(" ".repeat((area.width as usize).saturating_sub(used))));
+    spans.push(Span::raw(right));
+    f.render_widget(Paragraph::new(Line::from(spans)), area);
+}
+
+fn gutter(s: &State, selected: bool, action: Option<uuid::Uuid>) -> String {
+    let cur = if selected { "▶" } else { " " };
+    let mark = if action.is_some_and(|a| s.marks.contains(&a)) {
+        "*"
+    } else {
+        " "
+    };
+    format!("{cur}{mark}")
+}
+
+fn verdict_word(r: &LogRow) -> String {
+    match r.kind.as_str() {
+        "allowed" => "allow".into(),
+        "held" => "HOLD".into(),
+        "blocked" => "BLOCK".into(),
+        "approved" => format!("approved by {}", r.actor),
+        "rejected" => format!("rejected by {}", r.actor),
+        "paused" | "resumed" => format!("{} {}", r.kind, r.detail["scope"].as_str().unwrap_or("")),
+        k => k.to_string(),
+    }
+}
+
+fn window<T>(items: &[T], selected: usize, height: usize) -> (usize, &[T]) {
+    if items.len() <= height || height == 0 {
+        return (0, items);
+    }
+    let start = selected.saturating_sub(height / 2).min(items.len() - height);
+    (start, &items[start..start + height])
+}
+
+fn log(s: &State, f: &mut Frame, area: Rect, theme: &Theme, compact: bool) {
+    let rows = s.visible_log();
+    let sel = s.cursor_index();
+    let inner_h = area.height.saturating_sub(3) as usize;
+    let (start, shown) = window(&rows, sel, inner_h);
+    let body: Vec<Row> = shown
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let is_sel = start + i == sel;
+            let status = r
+                .action_id
+                .and_then(|a| s.status_of.get(&a))
+                .cloned()
+                .unwrap_or_default();
+            let v = verdict_word(r);
+            let mut cells = vec![
+                Cell::from(gutter(s, is_sel, r.action_id)),
+                Cell::from(r.seq.to_string()),
+                Cell::from(r.at.format("%H:%M:%S").to_string()),
+                Cell::from(r.agent.clone().unwrap_or_else(|| r.actor.clone())),
+                Cell::from(r.tool.clone().unwrap_or_default()),
+            ];
+            if !compact {
+                cells.push(Cell::from(money(r.amount)));
+                cells.push(Cell::from(r.confidence.map(|c| format!("{c:.2}")).unwrap_or_default()));
+            }
+            cells.push(Cell::from(Span::styled(v.clone(), theme.verdict(&v))));
+            cells.push(Cell::from(status));
+            let row = Row::new(cells);
+            if is_sel { row.style(theme.selected()) } else { row }
+        })
+        .collect();
+    let mut widths = vec![
+        Constraint::Length(2),
+        Constraint::Length(7),
+        Constraint::Length(8),
+        Constraint::Length(14),
+        Constraint::Length(18),
+    ];
+    let mut head = vec!["", "seq", "time", "agent", "tool"];
+    if !compact {
+        widths.extend([Constraint::Length(10), Constraint::Length(5)]);
+        head.extend(["amount", "conf"]);
+    }
+    widths.extend([Constraint::Length(16), Constraint::Min(10)]);
+    head.extend(["verdict", "status"]);
+    let state_note = if s.frozen.is_some() {
+        format!(" FROZEN · {} new (f to unfreeze) ", s.new_rows)
+    } else if s.following {
+        " following ".to_string()
+    } else {
+        format!(" {} new ↑ (g to follow) ", s.new_rows)
+    };
+    let table = Table::new(body, widths)
+        .header(Row::new(head).style(theme.bold()))
+        .block(
+            Block::default()
+                .borders(Borders::TOP)
+                .title(format!(" log · {} rows ", rows.len()))
+                .title_bottom(Line::from(state_note).right_aligned()),
+        );
+    f.render_widget(table, area);
+}
+
+fn spark(values: &[u64]) -> String {
+    const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
+    let max = values.iter().copied().max().unwrap_or(0).max(1);
+    values.iter().map(|v| BARS[((*v * 7) / max) as usize]).collect()
+}
+
+fn bar(share: f64, width: usize) -> String {
+    let n = (share * width as f64).round() as usize;
+    format!("{:<w$}", "▇".repeat(n.min(width)), w = width)
+}
+
+fn fleet(s: &State, f: &mut Frame, area: Rect, theme: &Theme) {
+    let parts = Layout::vertical([Constraint::Percentage(55), Constraint::Percentage(45)]).split(area);
+    let sel = s.cursor_index();
+    let body: Vec<Row> = s
+        .data
+        .fleet
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            let state = match &a.paused {
+                Some((by, _)) => Span::styled(
+                    format!("PAUSED by {by}"),
+                    theme.fg(Color::Red).add_modifier(Modifier::BOLD),
+                ),
+                None if s.fleet_paused().is_some() => Span::styled("PAUSED (fleet)", theme.fg(Color::Red)),
+                None => Span::raw("running"),
+            };
+            let row = Row::new(vec![
+                Cell::from(if i == sel { "▶" } else { " " }),
+                Cell::from(a.agent.clone()),
+                Cell::from(state),
+                Cell::from(format!("{:.0}", a.per_minute)),
+                Cell::from(spark(&a.per_bucket)),
+                Cell::from(if a.held > 0 {
+                    format!("{} {}", a.held, money(Some(a.held_value)))
+                } else {
+                    String::new()
+                }),
+                Cell::from(if a.findings > 0 {
+                    a.findings.to_string()
+                } else {
+                    String::new()
+                }),
+                Cell::from(a.drift.map(|d| format!("{d:.3}")).unwrap_or_default()),
+            ]);
+            if i == sel { row.style(theme.selected()) } else { row }
+        })
+        .collect();
+    let table = Table::new(
+        body,
+        [
+            Constraint::Length(1),
+            Constraint::Length(16),
+            Constraint::Length(22),
+            Constraint::Length(6),
+            Constraint::Length(16),
+            Constraint::Length(14),
+            Constraint::Length(8),
+            Constraint::Min(6),
+        ],
+    )
+    .header(
+        Row::new(vec![
+            "", "agent", "state", "/min", "activity", "held", "findings", "drift",
+        ])
+        .style(theme.bold()),
+    )
+    .block(Block::default().borders(Borders::TOP).title(" fleet "));
+    f.render_widget(table, parts[0]);
+
+    let agent = s.data.fleet.get(sel).map(|a| a.agent.clone());
+    let mut lines = Vec::new();
+    match agent.as_ref().and_then(|a| s.data.dists.get(a)) {
+        Some(d) => {
+            lines.push(Line::styled(
+                format!(
+                    "{}: baseline {} decisions vs recent {}",
+                    d.agent, d.baseline_n, d.recent_n
+                ),
+                theme.bold(),
+            ));
+            for (dim, cats) in &d.dims {
+                for (cat, (b, r)) in cats.iter().take(6) {
+                    lines.push(Line::from(format!(
+                        "{:<8} {:<24} baseline {} {:>3.0}%   recent {} {:>3.0}%",
+                        dim,
+                        cut(cat, 24),
+                        bar(*b, 12),
+                        b * 100.0,
+                        bar(*r, 12),
+                        r * 100.0
+                    )));
+                }
+            }
+        }
+        None => lines.push(Line::styled("no decisions yet for the selected agent", theme.dim())),
+    }
+    f.render_widget(
+        Paragraph::new(lines).block(
+            Block::default()
+                .borders(Borders::TOP)
+                .title(" distributions: baseline vs recent "),
+        ),
+        parts[1],
+    );
+}
+
+fn countdown(s: &State, until: chrono::DateTime<chrono::Utc>) -> String {
+    let secs = (until - s.now).num_seconds();
+    if secs <= 0 {
+        "EXPIRED".into()
+    } else {
+        format!("{}:{:02}", secs / 60, secs % 60)
+    }
+}
+
+fn approvals(s: &State, f: &mut Frame, area: Rect, theme: &Theme) {
+    let rows = s.visible_approvals();
+    let sel = s.cursor_index();
+    let (start, shown) = window(&rows, sel, area.height.saturating_sub(3) as usize);
+    let body: Vec<Row> = shown
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            let is_sel = start + i == sel;
+            let approvals = if h.approved_by.is_empty() {
+                format!("{}/{}", h.approvals, h.approvals_needed)
+            } else {
+                format!("{}/{} ({})", h.approvals, h.approvals_needed, h.approved_by.join(", "))
+            };
+            let row = Row::new(vec![
+                Cell::from(gutter(s, is_sel, Some(h.action_id))),
+                Cell::from(money(h.amount)),
+                Cell::from(h.agent.clone()),
+                Cell::from(h.tool.clone()),
+                Cell::from(approvals),
+                Cell::from(countdown(s, h.expires_at)),
+                Cell::from(h.rule.clone().unwrap_or_default()),
+                Cell::from(h.reason.clone()),
+            ]);
+            if is_sel { row.style(theme.selected()) } else { row }
+        })
+        .collect();
+    let table = Table::new(
+        body,
+        [
+            Constraint::Length(2),
+            Constraint::Length(10),
+            Constraint::Length(14),
+            Constraint::Length(16),
+            Constraint::Length(14),
+            Constraint::Length(8),
+            Constraint::Length(22),
+            Constraint::Min(10),
+        ],
+    )
+    .header(
+        Row::new(vec![
+            "",
+            "amount",
+            "agent",
+            "tool",
+            "approvals",
+            "expires",
+            "rule",
+            "reason",
+        ])
+        .style(theme.bold()),
+    )
+    .block(
+        Block::default()
+            .borders(Borders::TOP)
+            .title(format!(" approvals · {} held, highest value first ", rows.len())),
+    );
+    f.render_widget(table, area);
+}
+
+fn findings(s: &State, f: &mut Frame, area: Rect, theme: &Theme) {
+    let rows = s.visible_findings();
+    let sel = s.cursor_index();
+    let (start, shown) = window(&rows, sel, area.height.saturating_sub(3) as usize);
+    let body: Vec<Row> = shown
+        .iter()
+        .enumerate()
+        .map(|(i, x)| {
+            let is_sel = start + i == sel;
+            let evidence = x
+                .detail
+                .get("violation")
+                .or_else(|| x.detail.get("top_changes"))
+                .or_else(|| x.detail.get("signals_in_window"));
+            let sev = x.severity.to_uppercase();
+            let row = Row::new(vec![
+                Cell::from(if is_sel { "▶" } else { " " }),
+                Cell::from(Span::styled(
+                    sev.clone(),
+                    if sev == "CRITICAL" || sev == "HIGH" {
+                        theme.fg(Color::Red)
+                    } else {
+                        Style::default()
+                    },
+                )),
+                Cell::from(x.kind.clone()),
+                Cell::from(x.agent.clone().unwrap_or_default()),
+                Cell::from(x.rule.clone().unwrap_or_default()),
+                Cell::from(x.status.clone()),
+                Cell::from(x.count.to_string()),
+                Cell::from(x.last_at.format("%H:%M:%S").to_string()),
+                Cell::from(evidence.map(|e| crate::output::brief(e, 80)).unwrap_or_default()),
+            ]);
+            if is_sel { row.style(theme.selected()) } else { row }
+        })
+        .collect();
+    let table = Table::new(
+        body,
+        [
+            Constraint::Length(1),
+            Constraint::Length(8),
+            Constraint::Length(18),
+            Constraint::Length(14),
+            Constraint::Length(24),
+            Constraint::Length(12),
+            Constraint::Length(4),
+            Constraint::Length(8),
+            Constraint::Min(10),
+        ],
+    )
+    .header(
+        Row::new(vec![
+            "", "severity", "kind", "agent", "rule", "status", "seen", "last", "evidence",
+        ])
+        .style(theme.bold()),
+    )
+    .block(
+        Block::default()
+            .borders(Borders::TOP)
+            .title(format!(" findings · {} open or acknowledged ", rows.len())),
+    );
+    f.render_widget(table, area);
+}
+
+fn compensations(s: &State, f: &mut Frame, area: Rect, theme: &Theme) {
+    let rows = &s.data.comps;
+    let sel = s.cursor_index();
+    let (start, shown) = window(rows, sel, area.height.saturating_sub(3) as usize);
+    let body: Vec<Row> = shown
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let is_sel = start + i == sel;
+            let status = c.status.to_uppercase();
+            let st = match c.status.as_str() {
+                "compensated" => theme.fg(Color::Green),
+                "failed" | "conflict" | "condition_failed" | "expired" => theme.fg(Color::Red),
+                _ => theme.fg(Color::Yellow),
+            };
+            let row = Row::new(vec![
+                Cell::from(gutter(s, is_sel, Some(c.action_id))),
+                Cell::from(Span::styled(status, st)),
+                Cell::from(c.agent.clone()),
+                Cell::from(c.tool.clone()),
+                Cell::from(c.inverse_tool.clone()),
+                Cell::from(c.attempts.to_string()),
+                Cell::from(c.worker.clone().unwrap_or_default()),
+                Cell::from(c.requested_by.clone()),
+                Cell::from(c.last_error.clone().unwrap_or_else(|| c.reason.clone())),
+            ]);
+            if is_sel { row.style(theme.selected()) } else { row }
+        })
+        .collect();
+    let table = Table::new(
+        body,
+        [
+            Constraint::Length(2),
+            Constraint::Length(17),
+            Constraint::Length(14),
+            Constraint::Length(16),
+            Constraint::Length(20),
+            Constraint::Length(3),
+            Constraint::Length(12),
+            Constraint::Length(12),
+            Constraint::Min(10),
+        ],
+    )
+    .header(
+        Row::new(vec![
+            "",
+            "status",
+            "agent",
+            "tool",
+            "inverse",
+            "try",
+            "worker",
+            "requested",
+            "reason / last error",
+        ])
+        .style(theme.bold()),
+    )
+    .block(
+        Block::default()
+            .borders(Borders::TOP)
+            .title(format!(" compensations · {} ", rows.len())),
+    );
+    f.render_widget(table, area);
+}
+
+fn detail(s: &State, f: &mut Frame, area: Rect, scroll: u16, theme: &Theme) {
+    let lines: Vec<Line> = match &s.detail {
+        None => vec![Line::from("loading ...")],
+        Some(d) => d
+            .lines
+            .iter()
+            .flat_map(|(k, v)| {
+                let mut out = vec![Line::from(vec![
+                    Span::styled(format!("{k}: "), theme.bold()),
+                    Span::raw(v.lines().next().unwrap_or("").to_string()),
+                ])];
+                out.extend(v.lines().skip(1).map(|l| Line::from(format!("    {l}"))));
+                out
+            })
+            .collect(),
+    };
+    let title = s
+        .detail
+        .as_ref()
+        .map(|d| format!(" action {} (Esc back, j/k scroll) ", d.action_id))
+        .unwrap_or_default();
+    f.render_widget(
+        Paragraph::new(lines)
+            .wrap(Wrap { trim: false })
+            .scroll((scroll, 0))
+            .block(Block::default().borders(Borders::TOP).title(title)),
+        area,
+    );
+}
+
+fn plan(s: &State, f: &mut Frame, area: Rect, theme: &Theme) {
+    let Some(p) = &s.plan else { return };
+    let mut lines = vec![Line::styled(
+        format!(
+            "Rollback plan: {} step(s), {} to compensate ({} pulled in as dependents), recovering {}, not recoverable {}, {} entities touched",
+            p.totals.steps,
+            p.totals.will_compensate,
+            p.totals.dependents,
+            money(Some(p.totals.value_recovered)),
+            money(Some(p.totals.value_not_recoverable)),
+            p.totals.entities_touched
+        ),
+        theme.bold(),
+    )];
+    for st in p.steps.iter().take(area.height.saturating_sub(4) as usize) {
+        let outcome = crate::compensation::outcome_label(&st.outcome);
+        let via = if st.selected {
+            "selected".to_string()
+        } else {
+            format!(
+                "dependent of {}",
+                st.caused_by.map(|c| c.to_string()[..8].to_string()).unwrap_or_default()
+            )
+        };
+        let style = if st.outcome == "requested" {
+            Style::default()
+        } else {
+            theme.fg(Color::Red)
+        };
+        lines.push(Line::from(vec![
+            Span::raw(format!(
+                "  {}  {:<14} {:<18} {:>10}  ",
+                &st.action_id.to_string()[..8],
+                cut(&st.agent, 14),
+                cut(&st.tool, 18),
+                money(st.amount)
+            )),
+            Span::styled(format!("{outcome:<20}"), style),
+            Span::raw(format!(" {via}  {}", st.detail.clone().unwrap_or_default())),
+        ]));
+    }
+    lines.push(Line::styled(
+        "y: request this plan (then a reason)   n / Esc: cancel, nothing is requested",
+        theme.bold(),
+    ));
+    f.render_widget(
+        Paragraph::new(lines).block(Block::default().borders(Borders::TOP).title(" compensate ")),
+        area,
+    );
+}
+
+fn help(s: &State, f: &mut Frame, area: Rect, theme: &Theme) {
+    let mut lines = vec![Line::styled("Keys (any key closes)", theme.bold())];
+    for k in keys::help(s.readonly) {
+        lines.push(Line::from(format!("  {:<12} {}", k.keys, k.what)));
+    }
+    lines.push(Line::from(""));
+    lines.push(Line::styled("Commands (: then Tab completes)", theme.bold()));
+    lines.push(Line::from(
+        "  :agent NAME  :pause fleet|agent NAME|tool NAME  :resume fleet|agent NAME|tool NAME",
+    ));
+    lines.push(Line::from(
+        "  :fleet :log :approvals :findings :compensations  :clear (filter)  :quit",
+    ));
+    lines.push(Line::styled(
+        "Filter (/): agent:NAME tool:NAME verdict:hold status:executed amount>500 free text",
+        theme.dim(),
+    ));
+    f.render_widget(
+        Paragraph::new(lines).block(Block::default().borders(Borders::TOP).title(" help ")),
+        area,
+    );
+}
+
+fn agent_summary(s: &State, f: &mut Frame, area: Rect, theme: &Theme) {
+    let line = match s.cursor_agent().and_then(|a| s.data.dists.get(&a).map(|d| (a, d))) {
+        Some((a, d)) => {
+            let tools: Vec<u64> = d
+                .dims
+                .get("tool")
+                .map(|m| m.values().map(|(_, r)| (r * 100.0) as u64).collect())
+                .unwrap_or_default();
+            let verdicts: String = d
+                .dims
+                .get("verdict")
+                .map(|m| {
+                    m.iter()
+                        .map(|(k, (_, r))| format!("{k} {:.0}%", r * 100.0))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                })
+                .unwrap_or_default();
+            let drift = s
+                .data
+                .fleet
+                .iter()
+                .find(|x| x.agent == a)
+                .and_then(|x| x.drift)
+                .map(|x| format!("  drift {x:.3}"))
+                .unwrap_or_default();
+            format!(" {a}  tools {}  verdicts {verdicts}{drift}", spark(&tools))
+        }
+        None => match s.policy_events.front() {
+            Some(n) => format!(" {} {}", n.at.format("%H:%M:%S"), n.text),
+            None => String::new(),
+        },
+    };
+    f.render_widget(Paragraph::new(Line::styled(line, theme.dim())), area);
+}
+
+fn status(s: &State, f: &mut Frame, area: Rect, theme: &Theme) {
+    let line = match &s.mode {
+        Mode::Filter { input } => Line::from(format!("/{input}█")),
+        Mode::Command { input } => Line::from(format!(":{input}█")),
+        Mode::Input { purpose, input } => {
+            Line::from(format!("{}> {input}█  (Enter submits, Esc cancels)", purpose.prompt()))
+        }
+        Mode::ConfirmResume { scope, target } => {
+            let what = match scope {
+                Scope::Fleet => "the fleet".to_string(),
+                other => format!("{} {}", other.as_str(), target.clone().unwrap_or_default()),
+            };
+            Line::styled(
+                format!(" Resume {what}? y / N (anything but y keeps it paused) "),
+                theme.banner(),
+            )
+        }
+        _ => {
+            let marks = if s.marks.is_empty() {
+                String::new()
+            } else {
+                format!(" {} marked  ", s.marks.len())
+            };
+            let notice = s.notice.as_ref().map(|n| n.text.clone()).unwrap_or_default();
+            let style = if s.notice.as_ref().is_some_and(|n| n.error) {
+                theme.fg(Color::Red)
+            } else {
+                Style::default()
+            };
+            Line::from(vec![Span::styled(marks, theme.bold()), Span::styled(notice, style)])
+        }
+    };
+    f.render_widget(Paragraph::new(line), area);
+}
+
+fn footer(s: &State, f: &mut Frame, area: Rect, theme: &Theme) {
+    let mut spans = Vec::new();
+    for k in keys::footer(s.view, s.readonly) {
+        let st = if k.keys == "P" {
+            theme.bold().add_modifier(Modifier::REVERSED)
+        } else {
+            theme.bold()
+        };
+        spans.push(Span::styled(k.keys.to_string(), st));
+        spans.push(Span::raw(format!(" {}  ", k.what)));
+    }
+    f.render_widget(Paragraph::new(Line::from(spans)), area);
+}

@@ -1,0 +1,206 @@
+//! The control room in-process against a real Postgres: the real loop, a
+//! TestBackend and scripted keys. Rows committed by agents appear; approve,
+//! reject, compensate, pause and resume change the database and are logged
+//! with the operator.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use backstop::contract::{self, Proposal, Verdict};
+use backstop::tui::{RoomOptions, run_loop};
+use common::TestDb;
+use crossterm::event::{Event, KeyCode, KeyEvent, KeyModifiers};
+use ratatui::Terminal;
+use ratatui::backend::TestBackend;
+use serde_json::json;
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+fn key(c: KeyCode) -> Event {
+    Event::Key(KeyEvent::new(c, KeyModifiers::NONE))
+}
+
+async fn send(tx: &mpsc::UnboundedSender<Event>, text: &str) {
+    for c in text.chars() {
+        tx.send(key(KeyCode::Char(c))).unwrap();
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+}
+
+async fn wait_until<F, Fut>(what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let t0 = Instant::now();
+    while !f().await {
+        assert!(t0.elapsed() < Duration::from_secs(20), "{what}: not within 20 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn propose(
+    t: &TestDb,
+    agent: &str,
+    tool: &str,
+    params: serde_json::Value,
+    amount: Option<i64>,
+) -> (Uuid, Verdict) {
+    let d = contract::propose(
+        t.pool(),
+        &Proposal {
+            agent: agent.into(),
+            tool: tool.into(),
+            params,
+            amount: amount.map(Into::into),
+            confidence: Some(0.95),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    (d.action_id, d.verdict)
+}
+
+#[tokio::test]
+async fn the_room_shows_rows_and_its_actions_change_the_database_under_the_operators_name() {
+    let t = TestDb::with_operator("room-ana").await;
+    t.load_assets().await;
+    // Two held actions (one to approve, one to reject) and one executed refund to compensate.
+    let (big, v) = propose(
+        &t,
+        "mail-bot",
+        "send_email",
+        json!({"customer_id": "c-1", "to": "a@b", "subject": "s"}),
+        Some(900),
+    )
+    .await;
+    assert_eq!(v, Verdict::Hold);
+    let (small, v) = propose(
+        &t,
+        "mail-bot",
+        "send_email",
+        json!({"customer_id": "c-2", "to": "a@b", "subject": "s"}),
+        Some(600),
+    )
+    .await;
+    assert_eq!(v, Verdict::Hold);
+    let (refund, v) = propose(
+        &t,
+        "comp-bot",
+        "issue_refund",
+        json!({"customer_id": "c-3", "amount": 40}),
+        None,
+    )
+    .await;
+    assert_eq!(v, Verdict::Allow);
+    contract::record_result(t.pool(), refund, true, Some(&json!({"refund_id": "rf-1"})), None)
+        .await
+        .unwrap();
+
+    let (ktx, krx) = mpsc::unbounded_channel::<Event>();
+    let events = Box::pin(futures_util::stream::unfold(krx, |mut rx| async move {
+        rx.recv().await.map(|e| (Ok(e), rx))
+    }));
+    let db = t.db.clone();
+    let room = tokio::spawn(async move {
+        let mut term = Terminal::new(TestBackend::new(120, 40)).unwrap();
+        let opts = RoomOptions {
+            history: 200,
+            ..Default::default()
+        };
+        let s = run_loop(&mut term, events, db, "room-ana", opts, false).await.unwrap();
+        (s, term)
+    });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    // A row committed now arrives in the room.
+    let (live, _) = propose(
+        &t,
+        "live-bot",
+        "issue_credit",
+        json!({"customer_id": "c-4", "amount": 5}),
+        None,
+    )
+    .await;
+
+    // Approve the highest held action, reject the other.
+    send(&ktx, "3").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    send(&ktx, "a").await;
+    wait_until("the approval", || async {
+        t.count(&format!("SELECT count(*) FROM backstop.action_log WHERE kind = 'approved' AND action_id = '{big}' AND actor = 'room-ana'")).await == 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    send(&ktx, "r").await;
+    send(&ktx, "not entitled").await;
+    ktx.send(key(KeyCode::Enter)).unwrap();
+    wait_until("the rejection", || async {
+        t.count(&format!(
+            "SELECT count(*) FROM backstop.action_log WHERE kind = 'rejected' AND action_id = '{small}' AND actor = 'room-ana' AND detail ->> 'note' = 'not entitled'"
+        ))
+        .await
+            == 1
+    })
+    .await;
+
+    // Compensate the refund: filter the log to its agent, plan, confirm, give the (prefilled) reason.
+    send(&ktx, "2/agent:comp-bot").await;
+    ktx.send(key(KeyCode::Enter)).unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    send(&ktx, "c").await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    send(&ktx, "y").await;
+    ktx.send(key(KeyCode::Enter)).unwrap();
+    wait_until("the compensation request", || async {
+        t.count(&format!(
+            "SELECT count(*) FROM backstop.action_log WHERE kind = 'compensation_requested' AND action_id = '{refund}' AND actor = 'room-ana'"
+        ))
+        .await
+            == 1
+    })
+    .await;
+
+    // Pause (one key), then resume (asks; y).
+    send(&ktx, "P").await;
+    wait_until("the pause", || async {
+        t.count(
+            "SELECT count(*) FROM backstop.kill_switches WHERE scope = 'fleet' AND paused AND changed_by = 'room-ana'",
+        )
+        .await
+            == 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    send(&ktx, "R").await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    send(&ktx, "y").await;
+    wait_until("the resume", || async {
+        t.count("SELECT count(*) FROM backstop.action_log WHERE kind = 'resumed' AND actor = 'room-ana'")
+            .await
+            == 1
+    })
+    .await;
+
+    send(&ktx, "q").await;
+    let (state, term) = tokio::time::timeout(Duration::from_secs(10), room)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        state.log.iter().any(|r| r.action_id == Some(live)),
+        "the live row reached the room"
+    );
+    let screen = format!("{}", term.backend());
+    assert!(
+        screen.contains("comp-bot") && screen.contains("filter: agent:comp-bot"),
+        "{screen}"
+    );
+    // Every state change the room made is in the log with the operator.
+    let by_room = t
+        .count("SELECT count(*) FROM backstop.action_log WHERE actor = 'room-ana'")
+        .await;
+    assert!(by_room >= 5, "{by_room}");
+}

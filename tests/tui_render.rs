@@ -1,0 +1,404 @@
+//! Render snapshots of every view at 120x40 and 80x24, the too-small message,
+//! the PAUSED banner, help, detail and a compensation plan, with a fixed clock
+//! and fixed data. Colourless (the text is what is compared; NO_COLOR output).
+
+use std::collections::BTreeMap;
+
+use backstop::compensation::{Plan, PlanStep, PlanTotals, Selection};
+use backstop::contract::{LogRow, Scope};
+use backstop::tui::state::{AgentRow, CompRow, Conn, Detail, Dists, FindingRow, HeldRow, Mode, State, Switch, View};
+use backstop::tui::update::{Msg, update};
+use backstop::tui::view::{Theme, view};
+use chrono::{DateTime, Duration, Utc};
+use ratatui::Terminal;
+use ratatui::backend::TestBackend;
+use rust_decimal::Decimal;
+use serde_json::json;
+use uuid::Uuid;
+
+fn now() -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339("2026-11-28T12:04:55Z")
+        .unwrap()
+        .with_timezone(&Utc)
+}
+
+fn id(n: u128) -> Uuid {
+    Uuid::from_u128(0x0b4f5c1e_8d2a_4c8e_9f3a_000000000000 + n)
+}
+
+fn row(
+    seq: i64,
+    kind: &str,
+    agent: &str,
+    tool: &str,
+    amount: Option<i64>,
+    conf: Option<f32>,
+    action: Option<Uuid>,
+) -> LogRow {
+    LogRow {
+        seq,
+        at: now() - Duration::seconds(60 - seq % 60),
+        kind: kind.into(),
+        actor: agent.into(),
+        agent: Some(agent.into()),
+        tool: Some(tool.into()),
+        action_id: action,
+        correlation_id: Some(format!("ticket-{seq}")),
+        parent_action: None,
+        amount: amount.map(Decimal::from),
+        confidence: conf,
+        reasoning: None,
+        inputs: None,
+        params: None,
+        result: None,
+        detail: json!({"verdict": match kind { "held" => "hold", "blocked" => "block", _ => "allow" }, "reason": "allowed by policy"}),
+        policy_version: Some(2),
+        registry_version: Some(1),
+        txid: seq.to_string(),
+    }
+}
+
+fn fixture() -> State {
+    let mut s = State::new("pg://ops-db/backstop", "ana", false, now());
+    let rows = vec![
+        row(
+            48201,
+            "allowed",
+            "procure-bot",
+            "cancel_contract",
+            Some(8200),
+            Some(0.91),
+            Some(id(1)),
+        ),
+        row(
+            48202,
+            "executed",
+            "procure-bot",
+            "cancel_contract",
+            Some(8200),
+            None,
+            Some(id(1)),
+        ),
+        row(
+            48203,
+            "allowed",
+            "crm-bot",
+            "update_customer_field",
+            None,
+            Some(0.97),
+            Some(id(2)),
+        ),
+        row(
+            48204,
+            "executed",
+            "crm-bot",
+            "update_customer_field",
+            None,
+            None,
+            Some(id(2)),
+        ),
+        row(
+            48205,
+            "blocked",
+            "outreach-bot",
+            "send_campaign",
+            None,
+            Some(0.88),
+            Some(id(3)),
+        ),
+        row(
+            48206,
+            "allowed",
+            "refund-bot",
+            "issue_refund",
+            Some(120),
+            Some(0.93),
+            Some(id(4)),
+        ),
+        row(
+            48207,
+            "executed",
+            "refund-bot",
+            "issue_refund",
+            Some(120),
+            None,
+            Some(id(4)),
+        ),
+        row(
+            48208,
+            "held",
+            "refund-bot",
+            "issue_refund",
+            Some(47000),
+            Some(0.62),
+            Some(id(5)),
+        ),
+    ];
+    update(&mut s, Msg::Rows { rows, lag_ms: Some(12) });
+    s.conn = Conn::Live;
+    s.lag_ms = Some(12);
+    let mut dims = BTreeMap::new();
+    dims.insert(
+        "tool".to_string(),
+        BTreeMap::from([
+            ("issue_refund".to_string(), (0.05, 0.30)),
+            ("issue_credit".to_string(), (0.55, 0.40)),
+            ("send_email".to_string(), (0.40, 0.30)),
+        ]),
+    );
+    dims.insert(
+        "verdict".to_string(),
+        BTreeMap::from([
+            ("allow".to_string(), (0.95, 0.81)),
+            ("hold".to_string(), (0.05, 0.17)),
+            ("block".to_string(), (0.0, 0.02)),
+        ]),
+    );
+    s.data.dists.insert(
+        "refund-bot".into(),
+        Dists {
+            agent: "refund-bot".into(),
+            dims,
+            baseline_n: 600,
+            recent_n: 120,
+        },
+    );
+    let agent = |name: &str, per: f64, held: i64, value: i64, findings: i64, drift: Option<f64>| AgentRow {
+        agent: name.into(),
+        paused: None,
+        per_bucket: vec![3, 5, 4, 6, 8, 7, 9, 12, 10, 11, 9, 8, 10, 13, 12],
+        per_minute: per,
+        held,
+        held_value: Decimal::from(value),
+        findings,
+        drift,
+    };
+    s.data.fleet = vec![
+        agent("crm-bot", 12.0, 0, 0, 0, Some(0.004)),
+        agent("outreach-bot", 4.0, 0, 0, 1, Some(0.011)),
+        agent("procure-bot", 2.0, 1, 8200, 0, Some(0.002)),
+        agent("refund-bot", 30.0, 2, 47350, 1, Some(0.062)),
+    ];
+    s.data.fleet[1].paused = Some(("supervisor".into(), "complaint spike".into()));
+    s.data.approvals = vec![
+        HeldRow {
+            action_id: id(5),
+            agent: "refund-bot".into(),
+            tool: "issue_refund".into(),
+            amount: Some(Decimal::from(47000)),
+            rule: Some("four_eyes".into()),
+            reason: "$47,000 is above $10,000: two approvers".into(),
+            approvals: 1,
+            approvals_needed: 2,
+            approved_by: vec!["bob".into()],
+            held_at: now() - Duration::seconds(95),
+            expires_at: now() + Duration::seconds(3505),
+        },
+        HeldRow {
+            action_id: id(6),
+            agent: "procure-bot".into(),
+            tool: "pay_supplier".into(),
+            amount: Some(Decimal::from(8200)),
+            rule: Some("new_payee".into()),
+            reason: "first payment by this agent to acme".into(),
+            approvals: 0,
+            approvals_needed: 1,
+            approved_by: vec![],
+            held_at: now() - Duration::seconds(30),
+            expires_at: now() + Duration::seconds(3570),
+        },
+    ];
+    s.data.findings = vec![
+        FindingRow {
+            finding_id: id(100),
+            kind: "drift".into(),
+            severity: "high".into(),
+            agent: Some("refund-bot".into()),
+            action_id: None,
+            rule: Some("drift".into()),
+            status: "open".into(),
+            count: 1,
+            last_at: now() - Duration::seconds(40),
+            detail: json!({"top_changes": [{"category": "tool:issue_refund", "baseline": 0.05, "recent": 0.3}]}),
+        },
+        FindingRow {
+            finding_id: id(101),
+            kind: "complaint_spike".into(),
+            severity: "critical".into(),
+            agent: Some("outreach-bot".into()),
+            action_id: None,
+            rule: Some("complaint_spike".into()),
+            status: "acknowledged".into(),
+            count: 1,
+            last_at: now() - Duration::seconds(200),
+            detail: json!({"signals_in_window": 9}),
+        },
+    ];
+    s.data.comps = vec![
+        CompRow {
+            action_id: id(1),
+            agent: "procure-bot".into(),
+            tool: "cancel_contract".into(),
+            inverse_tool: "reinstate_contract".into(),
+            status: "compensated".into(),
+            attempts: 1,
+            worker: Some("worker-1".into()),
+            reason: "wrong supplier".into(),
+            requested_by: "ana".into(),
+            requested_at: now() - Duration::seconds(20),
+            last_error: None,
+        },
+        CompRow {
+            action_id: id(2),
+            agent: "crm-bot".into(),
+            tool: "update_customer_field".into(),
+            inverse_tool: "restore_customer_field".into(),
+            status: "conflict".into(),
+            attempts: 1,
+            worker: Some("worker-1".into()),
+            reason: "bad import".into(),
+            requested_by: "ana".into(),
+            requested_at: now() - Duration::seconds(15),
+            last_error: Some("email of c-1044 was written since (now x@y, by dana): not clobbered".into()),
+        },
+    ];
+    s.data.switches = vec![Switch {
+        scope: Scope::Agent,
+        target: "outreach-bot".into(),
+        by: "supervisor".into(),
+        reason: "complaint spike".into(),
+    }];
+    s.marks.insert(id(1));
+    s
+}
+
+fn render(s: &State, w: u16, h: u16) -> String {
+    let mut t = Terminal::new(TestBackend::new(w, h)).unwrap();
+    t.draw(|f| view(s, f, &Theme { color: false })).unwrap();
+    format!("{}", t.backend())
+}
+
+#[test]
+fn every_view_at_both_sizes() {
+    for (w, h) in [(120, 40), (80, 24)] {
+        for v in View::ALL {
+            let mut s = fixture();
+            s.view = v;
+            insta::assert_snapshot!(format!("{}_{w}x{h}", v.title().to_lowercase()), render(&s, w, h));
+        }
+    }
+}
+
+#[test]
+fn compact_and_too_small() {
+    let s = fixture();
+    insta::assert_snapshot!("log_79x24_collapsed", render(&s, 79, 24));
+    insta::assert_snapshot!("too_small_30x6", render(&s, 30, 6));
+}
+
+#[test]
+fn paused_banner_at_every_size() {
+    let mut s = fixture();
+    s.data.switches.push(Switch {
+        scope: Scope::Fleet,
+        target: "*".into(),
+        by: "ana".into(),
+        reason: "fleet paused from the control room (P) by ana".into(),
+    });
+    insta::assert_snapshot!("paused_120x40", render(&s, 120, 40));
+    insta::assert_snapshot!("paused_80x24", render(&s, 80, 24));
+    let small = render(&s, 30, 6);
+    assert!(small.contains("PAUSED"), "{small}");
+    insta::assert_snapshot!("paused_30x6", small);
+}
+
+#[test]
+fn overlays() {
+    let mut s = fixture();
+    s.mode = Mode::Help;
+    insta::assert_snapshot!("help_120x40", render(&s, 120, 40));
+    s.readonly = true;
+    let ro = render(&s, 120, 40);
+    assert!(
+        !ro.contains("  c            compensate") && !ro.contains("  P            PAUSE"),
+        "{ro}"
+    );
+    assert!(!ro.contains("space mark"), "{ro}");
+    s.readonly = false;
+    s.mode = Mode::Detail { scroll: 0 };
+    s.detail = Some(Detail {
+        action_id: id(5),
+        lines: vec![
+            ("action".into(), id(5).to_string()),
+            ("agent / tool".into(), "refund-bot / issue_refund (conditional)".into()),
+            (
+                "reasoning".into(),
+                "Customer threatened to churn; matching their claimed lifetime spend.".into(),
+            ),
+            (
+                "params".into(),
+                "{\n  \"amount\": 47000,\n  \"customer_id\": \"c-1002\"\n}".into(),
+            ),
+            (
+                "history".into(),
+                "48208 12:04:51 held by refund-bot sealed in seal 12".into(),
+            ),
+        ],
+    });
+    insta::assert_snapshot!("detail_120x40", render(&s, 120, 40));
+    s.mode = Mode::Plan;
+    s.plan = Some(Plan {
+        selection: Selection::Actions(vec![id(1)]),
+        steps: vec![
+            PlanStep {
+                action_id: id(7),
+                selected: false,
+                caused_by: Some(id(1)),
+                agent: "procure-bot".into(),
+                tool: "renew_contract".into(),
+                class: Some("reversible".into()),
+                amount: Some(Decimal::from(900)),
+                entity: Some("k-1".into()),
+                correlation_id: None,
+                status: "executed".into(),
+                executed_seq: Some(48209),
+                outcome: "requested".into(),
+                detail: Some("revert_renewal".into()),
+                inverse_tool: Some("revert_renewal".into()),
+                inverse_params: Some(json!({"contract_id": "k-1"})),
+            },
+            PlanStep {
+                action_id: id(3),
+                selected: true,
+                caused_by: None,
+                agent: "outreach-bot".into(),
+                tool: "send_campaign".into(),
+                class: Some("irreversible".into()),
+                amount: None,
+                entity: Some("camp-9".into()),
+                correlation_id: None,
+                status: "executed".into(),
+                executed_seq: Some(48205),
+                outcome: "irreversible".into(),
+                detail: Some("send_campaign is irreversible: remediate by hand (log seq 48205)".into()),
+                inverse_tool: None,
+                inverse_params: None,
+            },
+        ],
+        totals: PlanTotals {
+            steps: 2,
+            will_compensate: 1,
+            value_recovered: Decimal::from(900),
+            value_not_recoverable: Decimal::ZERO,
+            entities_touched: 2,
+            dependents: 1,
+        },
+    });
+    insta::assert_snapshot!("plan_120x40", render(&s, 120, 40));
+    s.mode = Mode::ConfirmResume {
+        scope: Scope::Fleet,
+        target: None,
+    };
+    let confirm = render(&s, 120, 40);
+    assert!(confirm.contains("Resume the fleet? y / N"), "{confirm}");
+}
