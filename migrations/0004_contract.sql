@@ -947,9 +947,18 @@ BEGIN
         condition := r.condition;
         attempt := r.attempts;
         lease_until := r.lease_until;
-        -- A dependent that could not be undone: undoing this one would be wrong.
+        -- A dependent (child, or later on the same correlation chain) that
+        -- could not be undone: undoing this one would orphan it. Same-entity
+        -- edges only order the work: each inverse checks its own conflicts
+        -- (a field overwritten since is refused by its write id), so a
+        -- failed email restore must not stop a refund reversal.
         blocked_by := (SELECT w.action_id FROM backstop.compensations w
-                        WHERE w.action_id = ANY (r.wait_for) AND w.status <> 'compensated' LIMIT 1);
+                         JOIN backstop.actions d ON d.action_id = w.action_id
+                         JOIN backstop.actions me ON me.action_id = r.action_id
+                        WHERE w.action_id = ANY (r.wait_for) AND w.status <> 'compensated'
+                          AND (d.parent_action = me.action_id
+                               OR (d.correlation_id IS NOT NULL AND d.correlation_id = me.correlation_id))
+                        LIMIT 1);
         RETURN NEXT;
     END LOOP;
 END
