@@ -35,6 +35,7 @@ CREATE TABLE backstop.tools (
     cost_share      numeric NOT NULL DEFAULT 0 CHECK (cost_share >= 0),
     executor        jsonb,
     description     text    NOT NULL DEFAULT '',
+    remediation     text,
     PRIMARY KEY (version, name),
     CHECK (class NOT IN ('reversible', 'conditional') OR inverse IS NOT NULL)
 );
@@ -158,7 +159,7 @@ LANGUAGE sql IMMUTABLE AS $$
            make_interval(secs => (t ->> 'window_seconds')::double precision), t ->> 'condition',
            t ->> 'value_param', t ->> 'entity_param',
            coalesce((t ->> 'cost_fixed')::numeric, 0), coalesce((t ->> 'cost_share')::numeric, 0),
-           t -> 'executor', coalesce(t ->> 'description', '')
+           t -> 'executor', coalesce(t ->> 'description', ''), t ->> 'remediation'
       FROM jsonb_array_elements(doc -> 'tools') t
 $$;
 

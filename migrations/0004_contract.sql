@@ -417,9 +417,12 @@ BEGIN
         (seq, at, txid, kind, actor, agent, tool, action_id, detail, correlation_id, parent_action, amount, confidence,
          reasoning, inputs, params, result, policy_version, registry_version)
     VALUES (nextval('backstop.action_log_seq'), clock_timestamp(), pg_current_xact_id(), v_kind, a.agent, a.agent, a.tool, p_id,
+            -- inverse_params joins after the strip: a parameter bound to a
+            -- JSON null is part of the inverse and must survive in the log.
             CASE WHEN v_comp = 'none' THEN '{}'::jsonb ELSE jsonb_build_object('compensation', jsonb_strip_nulls(jsonb_build_object(
-                'inverse_tool', a.t_inverse, 'inverse_params', v_inv, 'missing', to_jsonb(v_missing),
-                'deadline', v_deadline, 'condition', a.t_condition))) END,
+                'inverse_tool', a.t_inverse, 'missing', to_jsonb(v_missing),
+                'deadline', v_deadline, 'condition', a.t_condition))
+                || CASE WHEN v_inv IS NULL THEN '{}'::jsonb ELSE jsonb_build_object('inverse_params', v_inv) END) END,
             a.correlation_id, a.parent_action, a.amount, NULL, NULL, NULL, NULL, p_result, a.policy_version, a.registry_version)
     RETURNING l.seq, l.at INTO v_seq, v_at;
 
@@ -709,7 +712,10 @@ BEGIN
         o.detail := a.status;
     ELSIF a.inverse_tool IS NULL THEN
         o.outcome := 'irreversible';
-        o.detail := format('%s is %s: remediate by hand (log seq %s)', a.tool, coalesce(a.class, 'unknown'), a.executed_seq);
+        o.detail := format('%s is %s: %s (log seq %s)', a.tool, coalesce(a.class, 'unknown'),
+                           coalesce((SELECT t.remediation FROM backstop.tools t
+                                      WHERE t.version = a.registry_version AND t.name = a.tool), 'remediate by hand'),
+                           a.executed_seq);
     ELSIF a.inverse_missing IS NOT NULL THEN
         o.outcome := 'irreversible';
         o.detail := format('the inverse %s lacks %s: remediate by hand (log seq %s)', a.inverse_tool,
@@ -851,8 +857,9 @@ BEGIN
             v_wait := coalesce((SELECT array_agg(j::uuid) FROM jsonb_array_elements_text(v_waits -> v_ids[i]::text) j), '{}');
             SELECT l.seq, l.at INTO v_seq, v_at FROM backstop._append('compensation_requested', v_actor, a.agent, a.tool, a.action_id,
                 jsonb_strip_nulls(jsonb_build_object('reason', request_compensation.reason, 'plan_id', v_plan,
-                    'inverse_tool', a.inverse_tool, 'inverse_params', a.inverse_params,
+                    'inverse_tool', a.inverse_tool,
                     'deadline', a.comp_deadline, 'condition', a.comp_condition))
+                || CASE WHEN a.inverse_params IS NULL THEN '{}'::jsonb ELSE jsonb_build_object('inverse_params', a.inverse_params) END
                 || jsonb_build_object('wait_for', to_jsonb(v_wait)),
                 a.correlation_id, a.parent_action, a.amount, NULL, NULL, NULL, NULL, NULL, a.policy_version, a.registry_version) l;
             INSERT INTO backstop.compensations AS x (action_id, agent, tool, inverse_tool, inverse_params, deadline, condition,

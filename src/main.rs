@@ -56,8 +56,50 @@ struct Global {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Start a database, load the registry and policy, and run a short scripted story through the contract.
-    Demo,
+    /// A fleet of twelve agents at work, five scripted incidents, the supervisor and a
+    /// compensation worker in-process, and the control room in front.
+    Demo {
+        /// Makes a run reproducible: the same seed, the same incidents and outcome.
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+        /// Demo seconds per real second (0.1 to 20): 4 plays the story four times faster.
+        #[arg(long, default_value_t = 1.0)]
+        speed: f64,
+        /// No room: run the story, print the incident timeline and the outcome (exit 1 if it did not play out).
+        #[arg(long)]
+        headless: bool,
+        /// Instead: the short walkthrough of the contract (allow, hold and approve, pause, compensate).
+        #[arg(long, conflicts_with_all = ["headless"])]
+        script: bool,
+    },
+    /// A tabletop exercise against a live fleet: a drill agent misbehaves; the response is scored from the log.
+    Drill {
+        /// The drill agent's name (default: drill-refund-bot-XXXX, new each time).
+        #[arg(long)]
+        agent: Option<String>,
+        /// Refunds per minute the drill agent attempts.
+        #[arg(long, default_value_t = 20.0)]
+        rate: f64,
+        /// Stop after this long even if the response is not complete (e.g. 3m).
+        #[arg(long, default_value = "3m")]
+        timeout: String,
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+    },
+    /// Drive agents through the SQL contract at a target rate, with realistic payloads.
+    Simulate {
+        /// Number of agents.
+        #[arg(long, default_value_t = 12)]
+        agents: usize,
+        /// Target proposals per second, across all agents.
+        #[arg(long, default_value_t = 20.0)]
+        rate: f64,
+        /// How long (e.g. 60s, 10m); Ctrl-C stops earlier.
+        #[arg(long, default_value = "60s")]
+        duration: String,
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+    },
     /// Apply the database migrations (idempotent).
     Migrate,
     /// Check tools.toml and policy.toml; change nothing.
@@ -227,6 +269,14 @@ struct ScopeArgs {
     reason: Option<String>,
 }
 
+fn parse_secs(flag: &str, s: &str) -> anyhow::Result<std::time::Duration> {
+    let secs = backstop::filecheck::parse_duration(s).map_err(|e| anyhow::anyhow!("{flag}: {e}"))?;
+    if secs <= 0.0 {
+        anyhow::bail!("{flag} must be longer than 0s");
+    }
+    Ok(std::time::Duration::from_secs_f64(secs))
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let g = cli.global;
@@ -263,7 +313,60 @@ fn main() -> ExitCode {
 async fn run(cfg: Config, command: Option<Command>, (readonly, watch): (bool, bool)) -> anyhow::Result<()> {
     match command {
         None => backstop::tui::open_and_run(&cfg, readonly, watch).await,
-        Some(Command::Demo) => backstop::demo::run_script(&cfg).await,
+        Some(Command::Demo {
+            seed,
+            speed,
+            headless,
+            script,
+        }) => {
+            if script {
+                backstop::demo::run_script(&cfg).await
+            } else {
+                let opts = backstop::demo::scenario::DemoOptions {
+                    seed,
+                    speed,
+                    headless,
+                    ..Default::default()
+                };
+                backstop::demo::scenario::run(&cfg, opts).await
+            }
+        }
+        Some(Command::Drill {
+            agent,
+            rate,
+            timeout,
+            seed,
+        }) => {
+            let timeout = parse_secs("--timeout", &timeout)?;
+            if !(rate > 0.0 && rate <= 6000.0) {
+                anyhow::bail!("--rate must be between 0 and 6000 refunds per minute; got {rate}");
+            }
+            commands::drill(
+                &cfg,
+                backstop::demo::drill::DrillOptions {
+                    agent,
+                    per_minute: rate,
+                    timeout,
+                    seed,
+                },
+            )
+            .await
+        }
+        Some(Command::Simulate {
+            agents,
+            rate,
+            duration,
+            seed,
+        }) => {
+            let duration = parse_secs("--duration", &duration)?;
+            if agents == 0 || agents > 10_000 {
+                anyhow::bail!("--agents must be between 1 and 10000; got {agents}");
+            }
+            if !(rate > 0.0 && rate <= 100_000.0) {
+                anyhow::bail!("--rate must be between 0 and 100000 proposals per second; got {rate}");
+            }
+            commands::simulate(&cfg, agents, rate, duration, seed).await
+        }
         Some(Command::Migrate) => commands::migrate(&cfg).await,
         Some(Command::Check { files }) => {
             let (tools, policy) = match files.as_slice() {

@@ -77,6 +77,8 @@ pub struct Tool {
     pub executor: Option<Executor>,
     pub params: Option<Vec<String>>,
     pub result: Option<Vec<String>>,
+    /// What a person does when this action cannot be undone automatically.
+    pub remediation: Option<String>,
 }
 
 /// A target system for the SQL executor. `url` may be `env:NAME` so that no
@@ -131,6 +133,7 @@ struct ToolDef {
     executor: Option<Spanned<ExecutorDef>>,
     params: Option<Vec<String>>,
     result: Option<Vec<String>>,
+    remediation: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -509,6 +512,7 @@ pub fn parse(file: &str, text: &str) -> Result<Registry, Vec<Issue>> {
                 executor,
                 params: d.params.clone(),
                 result: d.result.clone(),
+                remediation: d.remediation.clone(),
             },
         );
     }
@@ -557,6 +561,7 @@ impl Registry {
                     "executor": t.executor,
                     "params": t.params,
                     "result": t.result,
+                    "remediation": t.remediation,
                 })
             })
             .collect();

@@ -568,3 +568,31 @@ pub async fn finding_status(cfg: &Config, id: &str, note: &str, resolve: bool) -
     }
     Ok(())
 }
+
+/// `backstop drill`: run the exercise against the live fleet and score it.
+pub async fn drill(cfg: &Config, opts: crate::demo::drill::DrillOptions) -> Result<()> {
+    let db = Db::open(&cfg.db("backstop drill", 4)).await?;
+    let (report, previous) = crate::demo::drill::run(&db, &opts).await?;
+    if cfg.json {
+        print_json(&serde_json::json!({"drill": report, "previous": previous}))
+    } else {
+        print!("{}", crate::demo::drill::render(&report, &previous));
+        Ok(())
+    }
+}
+
+/// `backstop simulate`: the demo's agents, many of them, at a target rate.
+pub async fn simulate(cfg: &Config, agents: usize, rate: f64, duration: std::time::Duration, seed: u64) -> Result<()> {
+    let db = Db::open(&cfg.db("backstop simulate", 4)).await?;
+    eprintln!("backstop simulate: database {}", db.label);
+    crate::demo::install_systems(&db.pool).await?;
+    let world = crate::demo::fleet::seed_world(&db.pool, seed, 200).await?;
+    let fleet = crate::demo::fleet::generic_fleet(agents, rate * 60.0 / agents as f64);
+    let summary = crate::demo::scenario::simulate(&db, fleet, world, seed, duration).await?;
+    if cfg.json {
+        print_json(&summary)
+    } else {
+        println!("{summary}");
+        Ok(())
+    }
+}

@@ -1,7 +1,10 @@
 //! The demo: simulated business systems, a fleet of agents, scripted
-//! incidents. This first part installs the systems and drives a short script
-//! through the contract.
+//! incidents (`scenario`), the drill (`drill`), the load generator
+//! (`fleet`, via `simulate`), and the short contract walkthrough (`script`).
 
+pub mod drill;
+pub mod fleet;
+pub mod scenario;
 pub mod script;
 
 use anyhow::{Context, Result};
@@ -24,7 +27,7 @@ pub async fn install_systems(pool: &PgPool) -> Result<()> {
     Ok(())
 }
 
-/// `backstop demo`: the scripted story, the log it produced, and its verification.
+/// `backstop demo --script`: the short scripted walkthrough, the log it produced, and its verification.
 pub async fn run_script(cfg: &crate::config::Config) -> Result<()> {
     let db = crate::db::Db::open(&cfg.db("backstop demo", 4)).await?;
     eprintln!("backstop: database {}", db.label);

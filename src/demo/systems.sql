@@ -77,6 +77,8 @@ CREATE TABLE IF NOT EXISTS contracts.contracts (
     status        text NOT NULL DEFAULT 'active',  -- active | cancelled
     renewed_until date,
     cancellation  text,
+    -- Operations depend on it: cancelling it is never what anyone meant.
+    critical      boolean NOT NULL DEFAULT false,
     updated_by    text NOT NULL DEFAULT 'setup',
     updated_at    timestamptz NOT NULL DEFAULT clock_timestamp()
 );

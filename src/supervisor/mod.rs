@@ -103,19 +103,34 @@ pub async fn raise_and_act(
             Some("compensate") => {
                 if let Some(id) = action_id {
                     // The action and its dependents, while still reversible.
-                    let ids: Vec<Uuid> = sqlx::query_scalar(
-                        "SELECT action_id FROM backstop.compensation_plan(ARRAY[$1]::uuid[]) WHERE outcome = 'requested'",
+                    let plan: Vec<(Uuid, String, Option<String>)> = sqlx::query_as(
+                        "SELECT action_id, outcome, detail FROM backstop.compensation_plan(ARRAY[$1]::uuid[])",
                     )
                     .bind(id)
                     .fetch_all(&mut *conn)
                     .await?;
+                    let ids: Vec<Uuid> = plan.iter().filter(|p| p.1 == "requested").map(|p| p.0).collect();
+                    // What cannot be undone is said with its remediation, so the
+                    // finding tells a person what is left for them to do.
+                    let left: Vec<String> = plan
+                        .iter()
+                        .filter(|p| p.1 != "requested")
+                        .map(|p| format!("{}: {}", p.1, p.2.as_deref().unwrap_or("")))
+                        .collect();
+                    let mut said = Vec::new();
                     if !ids.is_empty() {
                         contract::request_compensation(&mut *conn, &ids, &reason, None).await?;
                         stats.compensations_requested += ids.len() as u64;
-                        done = Some(format!("compensation requested for {} action(s)", ids.len()));
-                    } else {
-                        done = Some("nothing left to compensate automatically".into());
+                        said.push(format!("compensation requested for {} action(s)", ids.len()));
                     }
+                    if !left.is_empty() {
+                        said.push(format!("not undone automatically: {}", left.join("; ")));
+                    }
+                    done = Some(if said.is_empty() {
+                        "nothing left to compensate automatically".into()
+                    } else {
+                        said.join("; ")
+                    });
                 }
             }
             Some("pause") => {
