@@ -587,6 +587,8 @@ pub async fn simulate(cfg: &Config, agents: usize, rate: f64, duration: std::tim
     eprintln!("backstop simulate: database {}", db.label);
     crate::demo::install_systems(&db.pool).await?;
     let world = crate::demo::fleet::seed_world(&db.pool, seed, 200).await?;
+    // The files in force (a no-op when these versions are already active).
+    crate::demo::script::load_config(&db.pool, &cfg.tools, &cfg.policy).await?;
     let fleet = crate::demo::fleet::generic_fleet(agents, rate * 60.0 / agents as f64);
     let summary = crate::demo::scenario::simulate(&db, fleet, world, seed, duration).await?;
     if cfg.json {
