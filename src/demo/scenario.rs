@@ -134,11 +134,12 @@ pub struct Moment {
 type Timeline = Arc<std::sync::Mutex<Vec<Moment>>>;
 
 fn say(tl: &Timeline, clock: Clock, text: String) {
+    say_at(tl, clock.start.elapsed().as_secs_f64(), text)
+}
+
+fn say_at(tl: &Timeline, t: f64, text: String) {
     if let Ok(mut v) = tl.lock() {
-        v.push(Moment {
-            t: clock.start.elapsed().as_secs_f64(),
-            text,
-        });
+        v.push(Moment { t, text });
     }
 }
 
@@ -201,11 +202,12 @@ async fn run_incidents(
         ),
         "payments.issue_refund",
     );
+    let t = clock.start.elapsed().as_secs_f64();
     let (id, v) = fleet::act(&pool, &p, clock, &stats).await?;
     set(&|i| i.refund = Some(id));
-    say(
+    say_at(
         &tl,
-        clock,
+        t,
         format!(
             "INCIDENT refund-bot-2 proposes a $47,000 refund to {} for order {} (worth ${}) -> {v}",
             o.customer_id, o.order_id, o.total
@@ -229,11 +231,12 @@ async fn run_incidents(
         ),
         "contracts.cancel_contract",
     );
+    let t = clock.start.elapsed().as_secs_f64();
     let (id, v) = fleet::act(&pool, &p, clock, &stats).await?;
     set(&|i| i.contract = Some(id));
-    say(
+    say_at(
         &tl,
-        clock,
+        t,
         format!(
             "INCIDENT procure-bot proposes cancelling {} ({}, critical) -> {v}",
             c.contract_id, c.supplier
@@ -252,11 +255,12 @@ async fn run_incidents(
         "Win-back season: sending the 20% offer to lapsed customers (segment 'churned').",
         "outreach.send_campaign",
     );
+    let t = clock.start.elapsed().as_secs_f64();
     let (id, v) = fleet::act(&pool, &p, clock, &stats).await?;
     set(&|i| i.campaign = Some(id));
-    say(
+    say_at(
         &tl,
-        clock,
+        t,
         format!("INCIDENT outreach-bot-1 sends a campaign to the churned segment -> {v}"),
     );
 
@@ -858,7 +862,14 @@ pub async fn run(cfg: &crate::config::Config, opts: DemoOptions) -> Result<()> {
         anyhow::bail!("--speed must be between 0.1 and 20; got {}", opts.speed);
     }
     let db = Db::open(&cfg.db("backstop demo", 24)).await?;
-    eprintln!("backstop demo: database {}", db.label);
+    match &db.embedded {
+        // Other commands (drill, simulate, the room) can join while it runs.
+        Some(e) => eprintln!(
+            "backstop demo: embedded database; join it with DATABASE_URL={}",
+            e.tcp_url(db.options.get_database().unwrap_or("backstop"))
+        ),
+        None => eprintln!("backstop demo: database {}", db.label),
+    }
     if opts.headless {
         let r = run_headless(&db, cfg, &opts).await?;
         if cfg.json {
