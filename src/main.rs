@@ -169,6 +169,12 @@ enum Command {
         /// Check only what is already sealed (do not seal new rows first).
         #[arg(long)]
         no_seal: bool,
+        /// After verifying, write the chain head to FILE, to keep outside the database.
+        #[arg(long, value_name = "FILE")]
+        export_anchor: Option<PathBuf>,
+        /// Also prove the chain still passes through the head saved in FILE (catches a wholesale rewrite).
+        #[arg(long, value_name = "FILE")]
+        anchor: Option<PathBuf>,
     },
     /// Seal the rows committed since the last seal.
     Seal,
@@ -434,7 +440,11 @@ async fn run(cfg: Config, command: Option<Command>, (readonly, watch): (bool, bo
             opts.tools = tools;
             commands::worker(&cfg, opts).await
         }
-        Some(Command::Verify { no_seal }) => commands::verify(&cfg, no_seal).await,
+        Some(Command::Verify {
+            no_seal,
+            export_anchor,
+            anchor,
+        }) => commands::verify(&cfg, no_seal, export_anchor.as_deref(), anchor.as_deref()).await,
         Some(Command::Seal) => commands::seal(&cfg).await,
         Some(Command::Log { limit, follow }) => commands::log(&cfg, limit, follow).await,
         Some(Command::Supervise { name, no_watch }) => {

@@ -1052,3 +1052,45 @@ async fn projections_equal_a_rebuild_from_the_log_after_a_mixed_workload() {
     let report = contract::verify::verify(t.pool(), true, true).await.unwrap();
     assert!(report.ok, "{:?}", report.problems);
 }
+
+#[tokio::test]
+async fn a_wholesale_rewrite_passes_the_chain_but_not_the_anchor() {
+    let t = setup().await;
+    let seqs = sealed_workload(&t).await;
+    let anchor = contract::verify::export_anchor(t.pool(), "test")
+        .await
+        .unwrap()
+        .expect("a sealed log has a head");
+    let clean = contract::verify::verify_anchored(t.pool(), false, true, Some(&anchor))
+        .await
+        .unwrap();
+    assert!(
+        clean.ok,
+        "the untouched log passes through its anchor: {:?}",
+        clean.problems
+    );
+
+    // A superuser rewrites history and then every seal, consistently.
+    tamper(
+        &t,
+        &format!(
+            "UPDATE backstop.action_log SET reasoning = 'nothing to see here' WHERE seq = {}",
+            seqs[1]
+        ),
+    )
+    .await;
+    tamper(&t, "DELETE FROM backstop.seals").await;
+    contract::seal_all(t.pool()).await.unwrap();
+    let chain_only = contract::verify::verify(t.pool(), false, true).await.unwrap();
+    assert!(chain_only.ok, "a consistent rewrite passes the chain alone");
+
+    let anchored = contract::verify::verify_anchored(t.pool(), false, true, Some(&anchor))
+        .await
+        .unwrap();
+    assert!(!anchored.ok, "the anchor catches the rewrite");
+    assert!(
+        anchored.problems.iter().all(|p| p.kind == "anchor"),
+        "{:?}",
+        anchored.problems
+    );
+}

@@ -206,15 +206,59 @@ pub async fn seal(cfg: &Config) -> Result<()> {
     Ok(())
 }
 
-pub async fn verify(cfg: &Config, no_seal: bool) -> Result<()> {
+pub async fn verify(
+    cfg: &Config,
+    no_seal: bool,
+    export_anchor: Option<&std::path::Path>,
+    anchor: Option<&std::path::Path>,
+) -> Result<()> {
+    // Read the anchor before touching the database: a bad file changes nothing.
+    let anchor: Option<contract::verify::Anchor> = match anchor {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).with_context(|| format!("reading the anchor {}", p.display()))?;
+            Some(serde_json::from_str(&text).with_context(|| {
+                format!(
+                    "{} is not an anchor written by `backstop verify --export-anchor`",
+                    p.display()
+                )
+            })?)
+        }
+        None => None,
+    };
     let db = open(cfg, "backstop verify", 2).await?;
-    let report = contract::verify::verify(&db.pool, !no_seal, true).await?;
+    let report = contract::verify::verify_anchored(&db.pool, !no_seal, true, anchor.as_ref()).await?;
     if cfg.json {
         print_json(&report)?;
     } else {
         print!("{}", render_verify(&report));
+        if let Some(a) = &anchor
+            && report.ok
+        {
+            println!(
+                "verify: the chain still passes through seal {} anchored on {}",
+                a.seal_no,
+                a.exported_at.format("%Y-%m-%d %H:%M:%S UTC")
+            );
+        }
     }
     if report.ok {
+        if let Some(path) = export_anchor {
+            match contract::verify::export_anchor(&db.pool, &db.label).await? {
+                Some(a) => {
+                    let tmp = path.with_extension("tmp");
+                    std::fs::write(&tmp, serde_json::to_string_pretty(&a)? + "\n")
+                        .with_context(|| format!("writing {}", tmp.display()))?;
+                    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+                    eprintln!(
+                        "verify: anchor written to {} (seal {}, log up to seq {}); keep it outside the database",
+                        path.display(),
+                        a.seal_no,
+                        a.to_seq
+                    );
+                }
+                None => bail!("the log is empty: there is no chain head to anchor yet"),
+            }
+        }
         Ok(())
     } else {
         bail!(

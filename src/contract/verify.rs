@@ -16,7 +16,7 @@ use super::{Result, refine};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Problem {
-    /// altered, deleted, inserted, out_of_place, seal_chain, projection
+    /// altered, deleted, inserted, out_of_place, seal_chain, projection, anchor
     pub kind: String,
     pub seq: Option<i64>,
     pub seal_no: Option<i64>,
@@ -83,9 +83,50 @@ fn genesis() -> Vec<u8> {
     Sha256::digest(b"backstop seals").to_vec()
 }
 
+/// A chain head kept outside the database. A superuser who rewrites the log
+/// and every seal consistently passes the chain check; the rewrite cannot
+/// reproduce this hash at this seal.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Anchor {
+    pub seal_no: i64,
+    /// sha256 chain hash of that seal, hex.
+    pub hash: String,
+    /// The last log seq that seal covers.
+    pub to_seq: i64,
+    pub exported_at: chrono::DateTime<chrono::Utc>,
+    pub database: String,
+}
+
+/// Seal what is pending and return the newest seal as an anchor (None: an empty log).
+pub async fn export_anchor(pool: &PgPool, database: &str) -> Result<Option<Anchor>> {
+    super::seal_all(pool).await?;
+    let row: Option<(i64, Vec<u8>, i64)> =
+        sqlx::query_as("SELECT seal_no, hash, to_seq FROM backstop.seals ORDER BY seal_no DESC LIMIT 1")
+            .fetch_optional(pool)
+            .await
+            .map_err(refine)?;
+    Ok(row.map(|(seal_no, hash, to_seq)| Anchor {
+        seal_no,
+        hash: hex::encode(hash),
+        to_seq,
+        exported_at: chrono::Utc::now(),
+        database: database.to_string(),
+    }))
+}
+
 /// Verify the whole log. With `seal_first`, seal what committed since the
 /// last seal before checking (so the report covers every row).
 pub async fn verify(pool: &PgPool, seal_first: bool, check_projections: bool) -> Result<VerifyReport> {
+    verify_anchored(pool, seal_first, check_projections, None).await
+}
+
+/// `verify`, and that the chain still passes through `anchor`.
+pub async fn verify_anchored(
+    pool: &PgPool,
+    seal_first: bool,
+    check_projections: bool,
+    anchor: Option<&Anchor>,
+) -> Result<VerifyReport> {
     if seal_first {
         super::seal_all(pool).await?;
     }
@@ -167,6 +208,24 @@ pub async fn verify(pool: &PgPool, seal_first: bool, check_projections: bool) ->
         }
         prev_hash = s.hash.clone();
         head = Some((s.seal_no, hex::encode(&s.hash)));
+        if let Some(a) = anchor.filter(|a| a.seal_no == s.seal_no)
+            && !a.hash.eq_ignore_ascii_case(&hex::encode(&s.hash))
+        {
+            push(
+                Problem {
+                    kind: "anchor".into(),
+                    seq: None,
+                    seal_no: Some(s.seal_no),
+                    detail: format!(
+                        "seal {} no longer has the hash anchored on {} ({}...): the log and its seals were rewritten",
+                        s.seal_no,
+                        a.exported_at.format("%Y-%m-%d %H:%M:%S UTC"),
+                        &a.hash[..a.hash.len().min(12)]
+                    ),
+                },
+                &mut problems,
+            );
+        }
 
         // Recompute the window from the log.
         let actual = sqlx::query(
@@ -272,6 +331,25 @@ pub async fn verify(pool: &PgPool, seal_first: bool, check_projections: bool) ->
     }
     for (seq, txid) in &unsealed {
         check_place(&mut problems, &floors, *seq, txid, None);
+    }
+    if let Some(a) = anchor
+        && head.as_ref().is_none_or(|(n, _)| *n < a.seal_no)
+    {
+        push(
+            Problem {
+                kind: "anchor".into(),
+                seq: None,
+                seal_no: Some(a.seal_no),
+                detail: format!(
+                    "the anchor names seal {} but the chain ends at {}: the log was truncated or rewritten",
+                    a.seal_no,
+                    head.as_ref()
+                        .map(|h| h.0.to_string())
+                        .unwrap_or_else(|| "no seal".into())
+                ),
+            },
+            &mut problems,
+        );
     }
 
     let mut projections_checked = false;
