@@ -208,7 +208,7 @@ DECLARE
     v_xid xid8;
 BEGIN
     IF max_rows IS NULL OR max_rows < 1 OR max_rows > 1000000 THEN
-        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = format('seal: max_rows must be between 1 and 1000000; got %s', max_rows);
+        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = format('seal: max_rows must be between 1 and 1000000; got %s', coalesce(max_rows::text, 'null'));
     END IF;
     IF NOT pg_try_advisory_xact_lock(1112757332, 0) THEN
         RETURN;

@@ -196,6 +196,12 @@ BEGIN
         RAISE EXCEPTION USING ERRCODE = '22023',
             MESSAGE = 'load_registry: the document must be an object with a "tools" array';
     END IF;
+    IF load_registry.sha256 IS NULL OR load_registry.sha256 !~ '^[0-9a-f]{64}$' THEN
+        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = 'load_registry: ' || 'sha256 must be 64 lowercase hex digits';
+    END IF;
+    IF load_registry.source IS NULL OR btrim(load_registry.source) = '' OR length(load_registry.source) > 4096 THEN
+        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = 'load_registry: ' || 'source must name where the document came from (1 to 4096 characters)';
+    END IF;
     LOCK TABLE backstop.registry_versions IN EXCLUSIVE MODE;
     SELECT a.registry_version INTO v_cur FROM backstop.active a;
     IF v_cur IS NOT NULL AND (SELECT r.sha256 FROM backstop.registry_versions r WHERE r.version = v_cur) = load_registry.sha256 THEN
@@ -231,6 +237,12 @@ BEGIN
     UPDATE backstop.active SET registry_version = v_new;
     PERFORM pg_notify('backstop_control', jsonb_build_object('event', 'registry_loaded', 'version', v_new, 'seq', v_seq)::text);
     RETURN QUERY SELECT v_new, true, v_summary;
+-- The binary validates documents before loading them (backstop check); a
+-- client calling this directly with a malformed one gets a clear refusal,
+-- not a constraint violation from deep inside.
+EXCEPTION
+    WHEN not_null_violation OR check_violation OR unique_violation OR foreign_key_violation THEN
+        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = 'load_registry: ' || format('the document is not a valid registry (%s); check it with backstop check', SQLERRM);
 END
 $$;
 
@@ -251,6 +263,12 @@ BEGIN
     IF doc IS NULL OR jsonb_typeof(doc -> 'rules') IS DISTINCT FROM 'array' THEN
         RAISE EXCEPTION USING ERRCODE = '22023',
             MESSAGE = 'load_policy: the document must be an object with a "rules" array';
+    END IF;
+    IF load_policy.sha256 IS NULL OR load_policy.sha256 !~ '^[0-9a-f]{64}$' THEN
+        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = 'load_policy: ' || 'sha256 must be 64 lowercase hex digits';
+    END IF;
+    IF load_policy.source IS NULL OR btrim(load_policy.source) = '' OR length(load_policy.source) > 4096 THEN
+        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = 'load_policy: ' || 'source must name where the document came from (1 to 4096 characters)';
     END IF;
     LOCK TABLE backstop.policy_versions IN EXCLUSIVE MODE;
     SELECT a.policy_version INTO v_cur FROM backstop.active a;
@@ -313,6 +331,12 @@ BEGIN
     UPDATE backstop.active SET policy_version = v_new;
     PERFORM pg_notify('backstop_control', jsonb_build_object('event', 'policy_loaded', 'version', v_new, 'seq', v_seq)::text);
     RETURN QUERY SELECT v_new, true, v_summary;
+-- The binary validates documents before loading them (backstop check); a
+-- client calling this directly with a malformed one gets a clear refusal,
+-- not a constraint violation from deep inside.
+EXCEPTION
+    WHEN not_null_violation OR check_violation OR unique_violation OR foreign_key_violation THEN
+        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = 'load_policy: ' || format('the document is not a valid policy (%s); check it with backstop check', SQLERRM);
 END
 $$;
 
@@ -332,6 +356,15 @@ RETURNS bigint LANGUAGE plpgsql AS $$
 DECLARE
     v_seq bigint;
 BEGIN
+    -- (The _check helpers are defined by a later migration; plpgsql binds late.)
+    IF report_config_rejected.file IS NULL OR btrim(report_config_rejected.file) = '' OR length(report_config_rejected.file) > 4096 THEN
+        PERFORM backstop._bad('report_config_rejected', 'file must name the rejected file (1 to 4096 characters)');
+    END IF;
+    IF report_config_rejected.sha256 IS NULL OR report_config_rejected.sha256 !~ '^[0-9a-f]{64}$' THEN
+        PERFORM backstop._bad('report_config_rejected', format('sha256 must be 64 lowercase hex digits; got %s',
+                                                               coalesce(quote_literal(left(report_config_rejected.sha256, 70)), 'null')));
+    END IF;
+    PERFORM backstop._check_json('report_config_rejected', 'errors', report_config_rejected.errors, 65536, false);
     PERFORM pg_advisory_xact_lock(1112757333, hashtext(report_config_rejected.file || report_config_rejected.sha256));
     SELECT r.seq INTO v_seq FROM backstop.config_rejections r
      WHERE r.file = report_config_rejected.file AND r.sha256 = report_config_rejected.sha256;
@@ -510,4 +543,5 @@ SELECT backstop.load_policy(
         {"name": "four_eyes", "kind": "amount_over", "effect": "hold", "threshold": 10000, "approvals": 2,
          "reason": "{amount} is above {threshold}: two approvers"}],
       "lists": {}, "compensation": {"max_attempts": 5, "backoff_seconds": 2}}'::jsonb,
-    'builtin-default-1', 'migration');
+    -- sha256 of the text 'builtin-default-1': a fixed stand-in, as no file backs it.
+    encode(sha256('builtin-default-1'), 'hex'), 'migration');

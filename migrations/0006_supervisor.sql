@@ -65,6 +65,18 @@ RETURNS integer LANGUAGE plpgsql AS $$
 DECLARE
     n integer;
 BEGIN
+    IF action_ids IS NULL OR cardinality(action_ids) > 100000 THEN
+        PERFORM backstop._bad('schedule_reviews', 'action_ids must be an array of at most 100000 ids');
+    END IF;
+    IF delay IS NULL OR delay < interval '0' OR delay > interval '30 days' THEN
+        PERFORM backstop._bad('schedule_reviews', format('delay must be between 0 and 30 days; got %s', coalesce(delay::text, 'null')));
+    END IF;
+    IF sample_rate IS NULL OR sample_rate::numeric NOT BETWEEN 0 AND 1 THEN
+        PERFORM backstop._bad('schedule_reviews', format('sample_rate must be between 0 and 1; got %s', coalesce(sample_rate::text, 'null')));
+    END IF;
+    IF confidence_below IS NOT NULL AND confidence_below::numeric NOT BETWEEN 0 AND 1 THEN
+        PERFORM backstop._bad('schedule_reviews', format('confidence_below must be between 0 and 1; got %s', confidence_below));
+    END IF;
     INSERT INTO backstop.reviews (action_id, agent, tool, due_at, reason)
     SELECT a.action_id, a.agent, a.tool, a.executed_at + delay,
            backstop.review_reason(a, sample_rate, risky_classes, amount_over, confidence_below)
@@ -84,6 +96,13 @@ LANGUAGE plpgsql AS $$
 DECLARE
     v_now timestamptz := clock_timestamp();
 BEGIN
+    PERFORM backstop._check_name('claim_reviews', 'supervisor', claim_reviews.supervisor);
+    IF claim_reviews.max IS NULL OR claim_reviews.max NOT BETWEEN 1 AND 10000 THEN
+        PERFORM backstop._bad('claim_reviews', format('max must be between 1 and 10000; got %s', coalesce(claim_reviews.max::text, 'null')));
+    END IF;
+    IF claim_reviews.lease IS NULL OR claim_reviews.lease < interval '1 second' OR claim_reviews.lease > interval '1 hour' THEN
+        PERFORM backstop._bad('claim_reviews', format('lease must be between 1 second and 1 hour; got %s', coalesce(claim_reviews.lease::text, 'null')));
+    END IF;
     RETURN QUERY
     UPDATE backstop.reviews r
        SET status = 'running', claimed_by = claim_reviews.supervisor, lease_until = v_now + claim_reviews.lease,
@@ -106,6 +125,10 @@ RETURNS boolean LANGUAGE plpgsql AS $$
 DECLARE
     r backstop.reviews%ROWTYPE;
 BEGIN
+    PERFORM backstop._check_name('complete_review', 'supervisor', complete_review.supervisor);
+    IF complete_review.findings IS NOT NULL THEN
+        PERFORM backstop._check_json('complete_review', 'findings', complete_review.findings, 65536, false);
+    END IF;
     SELECT * INTO r FROM backstop.reviews x WHERE x.action_id = complete_review.action_id FOR UPDATE;
     IF NOT FOUND OR r.status <> 'running' OR r.claimed_by IS DISTINCT FROM complete_review.supervisor THEN
         RETURN false;
