@@ -173,6 +173,14 @@ BEGIN
         PERFORM backstop._check_amount('propose', p_amount);
         PERFORM backstop._check_confidence('propose', p_conf);
     END IF;
+    -- An agent's own login acts only as itself or the agents mapped to it;
+    -- Backstop's trusted sessions (the schema's owner, superusers) may name
+    -- any agent. (Both defined by a later migration: plpgsql binds late.)
+    IF p_agent <> session_user AND NOT backstop._trusted()
+       AND NOT EXISTS (SELECT 1 FROM backstop.agent_logins m WHERE m.login = session_user AND m.agent = p_agent) THEN
+        PERFORM backstop._bad('propose', format('login %s may not act as agent %s (map it in backstop.agent_logins)',
+                                                session_user, p_agent), '42501');
+    END IF;
     IF p_parent IS NOT NULL AND NOT EXISTS (SELECT 1 FROM backstop.actions x WHERE x.action_id = p_parent) THEN
         PERFORM backstop._bad('propose', format('parent_action %s is not a known action', p_parent), 'P0002');
     END IF;

@@ -33,6 +33,7 @@ missing=()
 have tmux || missing+=(tmux)
 have rsvg-convert || missing+=(librsvg2-bin)
 have gifsicle || missing+=(gifsicle)
+have pngquant || missing+=(pngquant)
 have asciinema || missing+=(asciinema)
 have python3 || missing+=(python3 python3-pip)
 { have fc-list && fc-list | grep -qi "DejaVu Sans Mono"; } || missing+=(fonts-dejavu-core fontconfig)
@@ -85,6 +86,11 @@ stop_room() {
         for _ in $(seq 1 30); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
         kill -KILL "$pid" 2>/dev/null || true
     fi
+    # let asciinema write the end of the recording
+    for _ in $(seq 1 50); do
+        [ "$(tm display-message -p -t "$SESSION" '#{pane_dead}' 2>/dev/null || echo 1)" = 1 ] && break
+        sleep 0.1
+    done
     rm -f "$WORK/demo.pid"
     tm kill-server 2>/dev/null || true
 }
@@ -147,53 +153,164 @@ shot() {
     tm capture-pane -p -e -N -t "$SESSION" >"$WORK/$name.ans"
     python3 scripts/ansi2svg.py --cols "$COLS" --rows "$ROWS" --title "$title" \
         "$WORK/$name.ans" -o "$WORK/$name.svg"
-    rsvg-convert "$WORK/$name.svg" -o "$OUT/$name.png"
+    rsvg-convert "$WORK/$name.svg" -o "$WORK/$name.png"
+    # pngquant: a palette PNG, a third of the size, same look
+    pngquant --quality 80-98 --speed 1 --strip --force --output "$OUT/$name.png" "$WORK/$name.png" ||
+        cp "$WORK/$name.png" "$OUT/$name.png"
     log "$OUT/$name.png"
 }
 
 mkdir -p "$OUT"
 
+# type TEXT: literal text into the room's input line.
+type_text() { tm send-keys -t "$SESSION" -l "$1"; }
+
+# A key that must not be read together with the next one (Esc then 4 would
+# arrive as Alt-4).
+esc() {
+    keys Escape
+    sleep 0.3
+}
+
 # ---------------------------------------------------------------- 1. the GIF
-# The story as an operator sees it: the log while the incidents arrive, the
-# supervisor's findings, the compensations, then P pauses the whole fleet.
+# The incidents as an operator sees them (demo speed 2, seconds of real time):
+# the $47,000 refund held for two approvers (t+3) in the approvals queue, the
+# supervisor's findings and compensations (t+7..13), refund-bot-3 drifting in
+# the fleet and outreach-bot-2 paused by the supervisor (t+13..21), then the
+# operator pauses the whole fleet with P.
 log "recording the incident (asciinema)"
 start_room "$WORK/incident.cast"
-wait_for '47,000' 40
-sleep 6
+sleep 1
+keys 3
+wait_for '\$47,000' 20
+sleep 2.5 # two approvers approve it; it executes
+keys 2
+sleep 2
 keys 4
-wait_for 'findings · [3-9]' 40
-sleep 4
+wait_for 'critical_contract' 20
+sleep 2
 keys 5
-sleep 4
+wait_for 'COMPENSATED.*procure-bot|procure-bot.*COMPENSATED' 20
+sleep 2
+keys 4
+wait_for 'campaign_reached' 20
+sleep 2
+keys 1
+sleep 0.3
+keys G
+sleep 0.3
+keys k # refund-bot-3: its distribution drifts
+wait_for 'PAUSED by supervisor' 30
+sleep 3
+keys 4
+sleep 3
+keys 2
+sleep 1
+keys P
+wait_for 'PAUSED  fleet paused' 15
+sleep 3
 keys 1
 sleep 3
-keys 4
-sleep 3
-keys P
-wait_for 'PAUSED' 15
-sleep 4
 stop_room
 
 log "rendering incident.gif (agg + gifsicle)"
-# agg with the same palette as the PNGs (bg, fg, then colours 0-15)
-THEME=$(python3 -c 'import sys; sys.path.insert(0, "scripts"); import ansi2svg as a; print(",".join("%02x%02x%02x" % c for c in [a.DEFAULT_BG, a.DEFAULT_FG] + a.PALETTE16))')
-agg --quiet --theme "$THEME" --font-family "DejaVu Sans Mono" --font-size 13 --line-height 1.3 \
-    --fps-cap 6 --idle-time-limit 2 --last-frame-duration 4 \
-    "$WORK/incident.cast" "$WORK/incident.gif" 2>/dev/null ||
-    agg --theme "$THEME" --font-family "DejaVu Sans Mono" --font-size 13 --line-height 1.3 \
-        --fps-cap 6 --idle-time-limit 2 --last-frame-duration 4 \
-        "$WORK/incident.cast" "$WORK/incident.gif"
-gifsicle -O3 --lossy=40 --colors 64 "$WORK/incident.gif" -o "$OUT/incident.gif"
+# agg with the same palette as the PNGs (background, foreground, colours 0-15)
+THEME=$(python3 -c 'import sys; sys.path.insert(0, "scripts"); import ansi2svg as a
+print(",".join("%02x%02x%02x" % c for c in [a.DEFAULT_BG, a.DEFAULT_FG] + a.PALETTE16))')
+agg --theme "$THEME" --font-family "DejaVu Sans Mono" --font-size 13 --line-height 1.3 \
+    --fps-cap "${GIF_FPS:-4}" --idle-time-limit 2 --last-frame-duration 4 \
+    "$WORK/incident.cast" "$WORK/incident.gif" >/dev/null 2>&1
+gifsicle -O3 --lossy="${GIF_LOSSY:-30}" --colors "${GIF_COLORS:-32}" \
+    "$WORK/incident.gif" -o "$OUT/incident.gif"
 log "$OUT/incident.gif"
 
 # ---------------------------------------------------------------- 2. the PNGs
 log "taking the screenshots"
 start_room
-# The log (view 2, where the room opens) with the $47,000 refund held.
-wait_for '47,000' 40
-shot log "backstop demo — the live log"
+sleep 1
 
-# ...
+# The approvals queue the moment the $47,000 refund is held (two approvers
+# needed); f freezes the log at the same moment for the next shot.
+keys 3
+wait_for '\$47,000' 20
+keys f
+shot approvals "backstop demo — 3 Approvals: the \$47,000 refund held for two approvers"
+
+# The log, frozen (f) with the held refund in it.
+keys 2
+shot log "backstop demo — 2 Log: the live action log (frozen with f)"
+keys f
+
+# One action's detail (Enter): the refund's history once the supervisor has
+# caught it and the worker has compensated it.
+keys /
+sleep 0.3
+type_text 'amount>10000'
+keys Enter
+wait_for 'issue_refund +\$47,000 +compensation_req' 20
+keys Enter
+wait_for 'compensated +by demo-worker' 10
+shot detail "backstop demo — Enter: one action, from proposal to compensation"
+esc
+keys :
+sleep 0.3
+type_text clear
+keys Enter
+
+# Findings, once the supervisor has caught all five incidents.
+keys 4
+wait_for 'complaint_spike' 40
+shot findings "backstop demo — 4 Findings: the supervisor caught all five incidents"
+
+# The fleet with refund-bot-3 (drifting) selected: its distributions.
+keys 1
+sleep 0.3
+keys G
+sleep 0.3
+keys k
+wait_for 'PAUSED by supervisor' 10
+sleep 1
+shot fleet "backstop demo — 1 Fleet: refund-bot-3 drifting, outreach-bot-2 paused by the supervisor"
+
+keys '?'
+shot help "backstop demo — ? help"
+esc
+
+# Compensate refund-bot-3's larger refunds: Enter on the fleet row filters the
+# log to the agent, * marks what is shown, c plans the rollback.
+keys Enter
+sleep 0.5
+keys /
+sleep 0.3
+type_text ' amount>200'
+keys Enter
+sleep 0.5
+keys '*'
+sleep 0.3
+keys c
+wait_for 'Rollback plan' 15
+shot compensate "backstop demo — c: the rollback plan for refund-bot-3's refunds"
+# Request it (y, then the prefilled reason) and watch the worker.
+keys y
+sleep 0.5
+keys Enter
+sleep 0.5
+keys :
+sleep 0.3
+type_text clear
+keys Enter
+keys 5
+wait_for 'COMPENSATED +refund-bot-3' 20
+sleep 3
+shot compensations "backstop demo — 5 Compensations: the worker undoing refund-bot-3's refunds"
+
+# P: the whole fleet stops; every agent shows it.
+keys 1
+sleep 0.3
+keys P
+wait_for 'PAUSED  fleet paused' 15
+sleep 2
+shot paused "backstop demo — P: the fleet paused; nothing runs until R"
 
 stop_room
 

@@ -102,6 +102,10 @@ enum Command {
     },
     /// Apply the database migrations (idempotent).
     Migrate,
+    /// Print which duty (role) may call which contract function.
+    Roles,
+    /// Give a login a duty: agent, viewer, approver, operator, commander, supervisor or worker.
+    Grant { duty: String, login: String },
     /// Check tools.toml and policy.toml; change nothing.
     Check {
         /// The files to check (default: the registry and policy in use).
@@ -374,6 +378,8 @@ async fn run(cfg: Config, command: Option<Command>, (readonly, watch): (bool, bo
             commands::simulate(&cfg, agents, rate, duration, seed).await
         }
         Some(Command::Migrate) => commands::migrate(&cfg).await,
+        Some(Command::Roles) => commands::roles(&cfg).await,
+        Some(Command::Grant { duty, login }) => commands::grant(&cfg, &duty, &login).await,
         Some(Command::Check { files }) => {
             let (tools, policy) = match files.as_slice() {
                 [] => (cfg.tools.clone(), cfg.policy.clone()),

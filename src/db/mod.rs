@@ -131,7 +131,14 @@ impl Db {
 /// role named like a schema (`$user` comes first in the default search_path)
 /// would otherwise make it look in, or create it in, that schema.
 pub async fn run_migrations(options: &PgConnectOptions) -> Result<()> {
-    let mut conn = PgConnection::connect_with(&options.clone().options([("search_path", "public")])).await?;
+    // The duty roles' prefix (migrations/0008_roles.sql checks it).
+    let prefix = std::env::var("BACKSTOP_ROLE_PREFIX").unwrap_or_else(|_| "backstop".into());
+    let mut conn = PgConnection::connect_with(
+        &options
+            .clone()
+            .options([("search_path", "public"), ("backstop.role_prefix", prefix.as_str())]),
+    )
+    .await?;
     MIGRATOR.run(&mut conn).await?;
     conn.close().await?;
     Ok(())

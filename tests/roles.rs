@@ -1,0 +1,288 @@
+//! Least privilege, as real logins: every cell of the duty × function matrix
+//! allowed or denied by the database; no duty writes a table directly; the
+//! identity in the log is the login's; four-eyes cannot be faked.
+
+mod common;
+
+use std::str::FromStr;
+
+use backstop::commands::CONTRACT_FUNCTIONS;
+use common::TestDb;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Executor, PgPool, Row};
+
+const DUTIES: &[&str] = &[
+    "agent",
+    "viewer",
+    "approver",
+    "operator",
+    "commander",
+    "supervisor",
+    "worker",
+];
+
+/// The specification: what each duty may call.
+fn allowed(duty: &str, f: &str) -> bool {
+    let house = ["expire_held", "seal"];
+    let read = ["tail", "compensation_plan"];
+    match duty {
+        "agent" => ["propose", "decision", "record_result", "report_signal"].contains(&f),
+        "viewer" => read.contains(&f),
+        "approver" => ["approve", "reject"].contains(&f) || house.contains(&f) || read.contains(&f),
+        "operator" => {
+            [
+                "request_compensation",
+                "acknowledge_finding",
+                "resolve_finding",
+                "report_signal",
+                "load_registry",
+                "load_policy",
+                "report_config_rejected",
+                "record_drill",
+            ]
+            .contains(&f)
+                || house.contains(&f)
+                || read.contains(&f)
+        }
+        "commander" => ["pause", "resume"].contains(&f) || house.contains(&f) || read.contains(&f),
+        "supervisor" => {
+            [
+                "schedule_reviews",
+                "claim_reviews",
+                "complete_review",
+                "raise_finding",
+                "add_rollups",
+                "pause",
+                "request_compensation",
+                "report_signal",
+                "load_registry",
+                "load_policy",
+                "report_config_rejected",
+            ]
+            .contains(&f)
+                || house.contains(&f)
+                || read.contains(&f)
+        }
+        "worker" => {
+            ["claim_compensations", "finish_compensation", "finish_compensations"].contains(&f)
+                || house.contains(&f)
+                || read.contains(&f)
+        }
+        _ => false,
+    }
+}
+
+struct Logins {
+    admin: PgPool,
+    names: Vec<String>,
+}
+
+impl Logins {
+    fn new(t: &TestDb) -> Logins {
+        Logins {
+            admin: t.pool().clone(),
+            names: vec![],
+        }
+    }
+    /// A login with `duty`, connected to the test database.
+    async fn login(&mut self, t: &TestDb, name: &str, duty: Option<&str>) -> PgPool {
+        let login = format!("{name}_{}", std::process::id());
+        self.admin
+            .execute(sqlx::AssertSqlSafe(format!("DROP ROLE IF EXISTS \"{login}\"")))
+            .await
+            .unwrap();
+        self.admin
+            .execute(sqlx::AssertSqlSafe(format!("CREATE ROLE \"{login}\" LOGIN")))
+            .await
+            .unwrap();
+        if let Some(d) = duty {
+            self.admin
+                .execute(sqlx::AssertSqlSafe(format!("GRANT backstop_{d} TO \"{login}\"")))
+                .await
+                .unwrap();
+        }
+        self.names.push(login.clone());
+        let opts = PgConnectOptions::from_str(&t.url).unwrap().username(&login);
+        PgPoolOptions::new()
+            .max_connections(2)
+            .connect_with(opts)
+            .await
+            .unwrap()
+    }
+    async fn drop_all(&self, pools: Vec<PgPool>) {
+        for p in pools {
+            p.close().await;
+        }
+        for n in &self.names {
+            let _ = self
+                .admin
+                .execute(sqlx::AssertSqlSafe(format!("DROP OWNED BY \"{n}\"")))
+                .await;
+            let _ = self
+                .admin
+                .execute(sqlx::AssertSqlSafe(format!("DROP ROLE IF EXISTS \"{n}\"")))
+                .await;
+        }
+    }
+}
+
+fn code(e: &sqlx::Error) -> String {
+    match e {
+        sqlx::Error::Database(d) => d.code().map(|c| c.to_string()).unwrap_or_default(),
+        _ => String::new(),
+    }
+}
+
+#[tokio::test]
+async fn every_cell_of_the_role_matrix_as_real_logins() {
+    let t = TestDb::new().await;
+    t.load_assets().await;
+    let mut logins = Logins::new(&t);
+    let sigs: Vec<(String, Vec<String>)> = sqlx::query(
+        "SELECT p.proname, array(SELECT format_type(x, NULL) FROM unnest(p.proargtypes) x)
+           FROM pg_proc p WHERE p.pronamespace = 'backstop'::regnamespace AND p.proname = ANY ($1)",
+    )
+    .bind(CONTRACT_FUNCTIONS.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+    .fetch_all(t.pool())
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| (r.get(0), r.get(1)))
+    .collect();
+    let mut pools = Vec::new();
+    let mut cells = 0;
+    for duty in DUTIES {
+        let pool = logins.login(&t, &format!("t_{duty}"), Some(duty)).await;
+        for (f, types) in &sigs {
+            // NULL arguments: an allowed call is refused by validation (or
+            // succeeds), never by privilege; a denied one only by privilege.
+            let args: Vec<String> = types.iter().map(|ty| format!("NULL::{ty}")).collect();
+            let sql = format!("SELECT * FROM backstop.{f}({})", args.join(", "));
+            let r = sqlx::query(sqlx::AssertSqlSafe(sql.clone())).fetch_all(&pool).await;
+            let denied = matches!(&r, Err(e) if code(e) == "42501" && e.to_string().contains("permission denied"));
+            assert_eq!(
+                !denied,
+                allowed(duty, f),
+                "{duty} calling {f}: {:?}",
+                r.as_ref().err().map(|e| e.to_string())
+            );
+            cells += 1;
+        }
+        // No duty writes a table directly, not even the log.
+        for stmt in [
+            "INSERT INTO backstop.action_log (seq, at, txid, kind, actor) VALUES (-1, now(), pg_current_xact_id(), 'x', 'x')",
+            "UPDATE backstop.kill_switches SET paused = false",
+            "DELETE FROM backstop.approval_queue",
+        ] {
+            let e = sqlx::query(stmt).execute(&pool).await.expect_err(stmt);
+            assert_eq!(code(&e), "42501", "{duty}: {stmt}: {e}");
+        }
+        // Everyone but an agent reads the log.
+        let read = sqlx::query("SELECT count(*) FROM backstop.action_log")
+            .fetch_one(&pool)
+            .await;
+        assert_eq!(read.is_ok(), *duty != "agent", "{duty} reading the log: {read:?}");
+        pools.push(pool);
+    }
+    assert_eq!(cells, DUTIES.len() * CONTRACT_FUNCTIONS.len());
+    // A login with no duty calls nothing.
+    let nobody = logins.login(&t, "t_nobody", None).await;
+    let e = sqlx::query("SELECT * FROM backstop.decision(NULL)")
+        .fetch_all(&nobody)
+        .await
+        .expect_err("no duty, no call");
+    assert_eq!(code(&e), "42501");
+    pools.push(nobody);
+    logins.drop_all(pools).await;
+}
+
+#[tokio::test]
+async fn identity_comes_from_the_login_and_four_eyes_cannot_be_faked() {
+    let t = TestDb::new().await;
+    t.load_assets().await;
+    let mut logins = Logins::new(&t);
+    let agent = logins.login(&t, "refunds", Some("agent")).await;
+    let agent_name: String = sqlx::query_scalar("SELECT session_user::text")
+        .fetch_one(&agent)
+        .await
+        .unwrap();
+    let ana = logins.login(&t, "ana", Some("approver")).await;
+    let ana_name: String = sqlx::query_scalar("SELECT session_user::text")
+        .fetch_one(&ana)
+        .await
+        .unwrap();
+    let bob = logins.login(&t, "bob", Some("approver")).await;
+
+    // An agent login acts only as itself.
+    let e = sqlx::query("SELECT * FROM backstop.propose('someone-else', 'issue_refund', '{\"customer_id\": \"c-1\", \"amount\": 20000}')")
+        .fetch_all(&agent)
+        .await
+        .expect_err("impersonation");
+    assert_eq!(code(&e), "42501", "{e}");
+    let id: uuid::Uuid = sqlx::query_scalar(
+        "SELECT action_id FROM backstop.propose($1, 'issue_refund', '{\"customer_id\": \"c-1\", \"amount\": 20000}')",
+    )
+    .bind(&agent_name)
+    .fetch_one(&agent)
+    .await
+    .unwrap();
+    // Mapped, it may act as a named agent too.
+    sqlx::query("INSERT INTO backstop.agent_logins VALUES ($1, 'refund-bot')")
+        .bind(&agent_name)
+        .execute(t.pool())
+        .await
+        .unwrap();
+    sqlx::query(
+        "SELECT * FROM backstop.propose('refund-bot', 'issue_refund', '{\"customer_id\": \"c-2\", \"amount\": 5}')",
+    )
+    .fetch_all(&agent)
+    .await
+    .unwrap();
+
+    // ana names herself "bob" in the session: the log still says ana, and
+    // her second approval is refused; the agent cannot approve at all.
+    let mut c = ana.acquire().await.unwrap();
+    c.execute("SET backstop.operator = 'bob'").await.unwrap();
+    sqlx::query("SELECT * FROM backstop.approve($1, 'ok')")
+        .bind(id)
+        .fetch_all(&mut *c)
+        .await
+        .unwrap();
+    let e = sqlx::query("SELECT * FROM backstop.approve($1, 'ok again')")
+        .bind(id)
+        .fetch_all(&mut *c)
+        .await
+        .expect_err("one person, one approval");
+    assert_eq!(code(&e), "55000", "{e}");
+    drop(c);
+    let e = sqlx::query("SELECT * FROM backstop.approve($1, 'mine')")
+        .bind(id)
+        .fetch_all(&agent)
+        .await
+        .expect_err("agents do not approve");
+    assert_eq!(code(&e), "42501");
+    let r = sqlx::query("SELECT verdict FROM backstop.approve($1, 'second pair of eyes')")
+        .bind(id)
+        .fetch_one(&bob)
+        .await
+        .unwrap();
+    assert_eq!(r.get::<String, _>(0), "allow");
+    let approvers: Vec<String> = sqlx::query_scalar(
+        "SELECT actor FROM backstop.action_log WHERE action_id = $1 AND kind = 'approved' ORDER BY seq",
+    )
+    .bind(id)
+    .fetch_all(t.pool())
+    .await
+    .unwrap();
+    assert_eq!(approvers[0], ana_name, "the login, not the name ana gave herself");
+    assert_ne!(approvers[0], approvers[1]);
+
+    // Trusted sessions (Backstop's own tooling, here the superuser) still name operators.
+    let ops = t.as_operator("dana").await;
+    let actor: String = sqlx::query_scalar("SELECT backstop.actor()")
+        .fetch_one(&ops)
+        .await
+        .unwrap();
+    assert_eq!(actor, "dana");
+    logins.drop_all(vec![agent, ana, bob, ops]).await;
+}
