@@ -214,12 +214,27 @@ sleep 3
 stop_room
 
 log "rendering incident.gif (agg + gifsicle)"
+# Keep the room only: from entering the alternate screen to leaving it
+# (drops the embedded database's start-up and the shell after q).
+python3 - "$WORK/incident.cast" "$WORK/room.cast" <<'PY'
+import json, sys
+src, dst = sys.argv[1], sys.argv[2]
+lines = open(src, encoding="utf-8").read().splitlines()
+header, events = lines[0], [json.loads(l) for l in lines[1:] if l.strip()]
+start = next((i for i, e in enumerate(events) if "\x1b[?1049h" in e[2]), 0)
+end = next((i for i, e in enumerate(events) if i > start and "\x1b[?1049l" in e[2]), len(events))
+t0 = events[start][0] if events else 0
+with open(dst, "w", encoding="utf-8") as f:
+    f.write(header + "\n")
+    for t, kind, data in events[start:end]:
+        f.write(json.dumps([round(t - t0, 6), kind, data]) + "\n")
+PY
 # agg with the same palette as the PNGs (background, foreground, colours 0-15)
 THEME=$(python3 -c 'import sys; sys.path.insert(0, "scripts"); import ansi2svg as a
 print(",".join("%02x%02x%02x" % c for c in [a.DEFAULT_BG, a.DEFAULT_FG] + a.PALETTE16))')
 agg --theme "$THEME" --font-family "DejaVu Sans Mono" --font-size 13 --line-height 1.3 \
     --fps-cap "${GIF_FPS:-4}" --idle-time-limit 2 --last-frame-duration 4 \
-    "$WORK/incident.cast" "$WORK/incident.gif" >/dev/null 2>&1
+    "$WORK/room.cast" "$WORK/incident.gif" >/dev/null 2>&1
 gifsicle -O3 --lossy="${GIF_LOSSY:-30}" --colors "${GIF_COLORS:-32}" \
     "$WORK/incident.gif" -o "$OUT/incident.gif"
 log "$OUT/incident.gif"
@@ -234,10 +249,15 @@ sleep 1
 keys 3
 wait_for '\$47,000' 20
 keys f
+esc # drop the "frozen" notice from this shot
 shot approvals "backstop demo — 3 Approvals: the \$47,000 refund held for two approvers"
 
 # The log, frozen (f) with the held refund in it.
 keys 2
+sleep 0.5
+# put the cursor on the held refund
+row=$(screen | grep -nE '\$47,000 .*HOLD' | head -1 | cut -d: -f1 || true)
+for ((i = 5; i < ${row:-5}; i++)); do keys j; done
 shot log "backstop demo — 2 Log: the live action log (frozen with f)"
 keys f
 
@@ -289,7 +309,7 @@ keys '*'
 sleep 0.3
 keys c
 wait_for 'Rollback plan' 15
-shot compensate "backstop demo — c: the rollback plan for refund-bot-3's refunds"
+shot compensate "backstop demo — c: the rollback plan for refund-bot-3's refunds over \$200"
 # Request it (y, then the prefilled reason) and watch the worker.
 keys y
 sleep 0.5
