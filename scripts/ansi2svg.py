@@ -7,9 +7,9 @@
 
 Understands SGR colours (the 16 palette colours, the 256-colour cube and
 greys, and 24-bit truecolor), bold, dim, italic, underline, strikethrough,
-hidden and reverse video. Reverse video swaps the *resolved* colours: a
-cell with the terminal's default foreground and background becomes light
-text on... the light default foreground, so a selected row stays visible.
+hidden and reverse video. Reverse video swaps the *resolved* colours, so a
+cell with the default foreground and background (ratatui's selected row)
+becomes dark text on a light bar instead of vanishing.
 
 Every character is placed in its own cell (explicit x positions), wide
 characters (East Asian Wide/Fullwidth) take two cells, and box-drawing lines
@@ -374,8 +374,7 @@ def render(grid, cols, rows, font_size, line_height, pad, title):
     for r in range(rows):
         c = 0
         while c < cols:
-            chr_, st = grid[r][c]
-            _, bg = resolve(st, DEFAULT_BG)
+            _, bg = resolve(grid[r][c][1], DEFAULT_BG)
             start = c
             c += 1
             while c < cols and resolve(grid[r][c][1], DEFAULT_BG)[1] == bg:

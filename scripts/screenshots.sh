@@ -35,8 +35,9 @@ have rsvg-convert || missing+=(librsvg2-bin)
 have gifsicle || missing+=(gifsicle)
 have pngquant || missing+=(pngquant)
 have asciinema || missing+=(asciinema)
-have python3 || missing+=(python3 python3-pip)
-{ have fc-list && fc-list | grep -qi "DejaVu Sans Mono"; } || missing+=(fonts-dejavu-core fontconfig)
+{ have python3 && python3 -m pip --version >/dev/null 2>&1; } || missing+=(python3 python3-pip)
+# (grep without -q: with pipefail, an early exit would fail the pipe)
+{ have fc-list && fc-list | grep -i "DejaVu Sans Mono" >/dev/null; } || missing+=(fonts-dejavu-core fontconfig)
 if ((${#missing[@]})); then
     log "installing ${missing[*]}"
     sudo=""
@@ -131,7 +132,7 @@ keys() { tm send-keys -t "$SESSION" "$@"; }
 # wait_for REGEX [SECONDS]: until the screen shows it.
 wait_for() {
     local pat=$1 limit=${2:-30} end=$((SECONDS + ${2:-30}))
-    until screen | grep -qE -- "$pat"; do
+    until screen | grep -E -- "$pat" >/dev/null; do
         if ((SECONDS >= end)); then
             echo "timed out after ${limit}s waiting for /$pat/; the screen:" >&2
             screen >&2 || true

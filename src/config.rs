@@ -8,6 +8,8 @@ use crate::db::{DbConfig, os_user};
 #[derive(Debug, Clone)]
 pub struct Config {
     pub database_url: Option<String>,
+    /// A read replica for the room's and the supervisor's reads.
+    pub read_url: Option<String>,
     pub operator: String,
     pub keep_db: Option<PathBuf>,
     pub tools: PathBuf,

@@ -37,6 +37,9 @@ struct Global {
     /// PostgreSQL server to use; without it an embedded private cluster is started.
     #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
     database_url: Option<String>,
+    /// A read replica of that server: the room and the supervisor read from it (writes still go to DATABASE_URL).
+    #[arg(long, env = "BACKSTOP_READ_URL", global = true, hide_env_values = true)]
+    read_url: Option<String>,
     /// Your name in the action log (default: the OS user).
     #[arg(long, env = "BACKSTOP_OPERATOR", global = true)]
     operator: Option<String>,
@@ -179,6 +182,9 @@ enum Command {
         /// Also prove the chain still passes through the head saved in FILE (catches a wholesale rewrite).
         #[arg(long, value_name = "FILE")]
         anchor: Option<PathBuf>,
+        /// Also verify this replica on its own and that its chain head is the primary's.
+        #[arg(long, value_name = "URL")]
+        against: Option<String>,
     },
     /// Seal the rows committed since the last seal.
     Seal,
@@ -292,6 +298,7 @@ fn main() -> ExitCode {
     let g = cli.global;
     let cfg = Config {
         database_url: g.database_url.filter(|u| !u.is_empty()),
+        read_url: g.read_url.filter(|u| !u.is_empty()),
         operator: g
             .operator
             .filter(|o| !o.is_empty())
@@ -450,7 +457,14 @@ async fn run(cfg: Config, command: Option<Command>, (readonly, watch): (bool, bo
             no_seal,
             export_anchor,
             anchor,
-        }) => commands::verify(&cfg, no_seal, export_anchor.as_deref(), anchor.as_deref()).await,
+            against,
+        }) => {
+            commands::verify(&cfg, no_seal, export_anchor.as_deref(), anchor.as_deref()).await?;
+            match against {
+                Some(url) => commands::verify_replica(&cfg, &url).await,
+                None => Ok(()),
+            }
+        }
         Some(Command::Seal) => commands::seal(&cfg).await,
         Some(Command::Log { limit, follow }) => commands::log(&cfg, limit, follow).await,
         Some(Command::Supervise { name, no_watch }) => {

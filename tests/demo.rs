@@ -14,6 +14,7 @@ fn config() -> Config {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets");
     Config {
         database_url: None,
+        read_url: None,
         operator: "tester".into(),
         keep_db: None,
         tools: root.join("tools.toml"),

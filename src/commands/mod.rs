@@ -496,11 +496,14 @@ pub async fn worker(cfg: &Config, opts: crate::compensation::worker::WorkerOptio
     Ok(())
 }
 
-pub async fn supervise(cfg: &Config, opts: crate::supervisor::SupervisorOptions, watch_files: bool) -> Result<()> {
+pub async fn supervise(cfg: &Config, mut opts: crate::supervisor::SupervisorOptions, watch_files: bool) -> Result<()> {
     // Decisions are recorded as the supervisor, whoever started it.
     let mut c = cfg.clone();
     c.operator = crate::supervisor::ACTOR.to_string();
     let db = open(&c, "backstop supervise", 8).await?;
+    if let Some(u) = &cfg.read_url {
+        opts.read = Some(connect_replica(u, 2).await?);
+    }
     let mut reload = None;
     if watch_files {
         let files = crate::policy::watch::ConfigFiles {
@@ -765,4 +768,58 @@ pub async fn grant(cfg: &Config, duty: &str, login: &str) -> Result<()> {
         .with_context(|| format!("granting {role} to {login}"))?;
     println!("{login} now has the {duty} duty ({role})");
     Ok(())
+}
+
+/// Connect to a replica: no migrations (it is read-only), the same session settings.
+pub async fn connect_replica(url: &str, max: u32) -> Result<sqlx::PgPool> {
+    let opts: sqlx::postgres::PgConnectOptions = url
+        .parse()
+        .with_context(|| "the replica URL is not a valid postgres:// URL".to_string())?;
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(max)
+        .connect_with(opts.options([("jit", "off")]))
+        .await
+        .context("connecting to the replica")?;
+    let migrated: bool = sqlx::query_scalar("SELECT to_regclass('backstop.seals') IS NOT NULL")
+        .fetch_one(&pool)
+        .await?;
+    if !migrated {
+        bail!("the replica has no backstop schema: is it a replica of this database?");
+    }
+    Ok(pool)
+}
+
+/// `backstop verify --against URL`.
+pub async fn verify_replica(cfg: &Config, url: &str) -> Result<()> {
+    let db = open(cfg, "backstop verify", 2).await?;
+    let replica = connect_replica(url, 2).await?;
+    let r = contract::verify::check_replica(&db.pool, &replica).await?;
+    if cfg.json {
+        print_json(&r)?;
+    } else {
+        let head = |h: &Option<(i64, String)>| {
+            h.as_ref()
+                .map(|(n, x)| format!("seal {n} {}", &x[..x.len().min(16)]))
+                .unwrap_or_else(|| "no seal".into())
+        };
+        println!("replica: {}", render_verify(&r.replica).trim_end());
+        println!(
+            "replica: head {} vs primary {}; {}; {} seal(s) behind",
+            head(&r.replica_head),
+            head(&r.primary_head),
+            if r.same_chain {
+                "the same chain"
+            } else {
+                "A DIFFERENT CHAIN"
+            },
+            r.seals_behind
+        );
+    }
+    if r.ok() {
+        Ok(())
+    } else if !r.same_chain {
+        bail!("the replica's chain head is not the primary's: one of them was rewritten")
+    } else {
+        bail!("the replica does not verify")
+    }
 }

@@ -419,3 +419,62 @@ fn check_place(problems: &mut Vec<Problem>, floors: &[(u64, i64)], seq: i64, txi
         });
     }
 }
+
+/// A primary and a replica of the same log, compared.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ReplicaCheck {
+    pub primary_head: Option<(i64, String)>,
+    pub replica_head: Option<(i64, String)>,
+    /// The replica's own verification (read-only: nothing is sealed there).
+    pub replica: VerifyReport,
+    /// The replica's head is a seal of the primary's chain, hash for hash.
+    pub same_chain: bool,
+    /// Seals the replica has not replayed yet.
+    pub seals_behind: i64,
+}
+
+impl ReplicaCheck {
+    pub fn ok(&self) -> bool {
+        self.replica.ok && self.same_chain
+    }
+}
+
+/// Compare a replica with its primary: the replica must verify on its own,
+/// and its chain head must be the primary's seal of the same number.
+pub async fn check_replica(primary: &PgPool, replica: &PgPool) -> Result<ReplicaCheck> {
+    let head = |pool: &PgPool| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_as::<_, (i64, Vec<u8>)>(
+                "SELECT seal_no, hash FROM backstop.seals ORDER BY seal_no DESC LIMIT 1",
+            )
+            .fetch_optional(&pool)
+            .await
+            .map_err(refine)
+            .map(|r| r.map(|(n, h)| (n, hex::encode(h))))
+        }
+    };
+    let primary_head = head(primary).await?;
+    let replica_head = head(replica).await?;
+    let report = verify(replica, false, true).await?;
+    let same_chain = match &replica_head {
+        None => true,
+        Some((n, h)) => {
+            let p: Option<Vec<u8>> = sqlx::query_scalar("SELECT hash FROM backstop.seals WHERE seal_no = $1")
+                .bind(n)
+                .fetch_optional(primary)
+                .await
+                .map_err(refine)?;
+            p.map(hex::encode).as_deref() == Some(h.as_str())
+        }
+    };
+    let seals_behind =
+        primary_head.as_ref().map(|p| p.0).unwrap_or(0) - replica_head.as_ref().map(|r| r.0).unwrap_or(0);
+    Ok(ReplicaCheck {
+        primary_head,
+        replica_head,
+        replica: report,
+        same_chain,
+        seals_behind,
+    })
+}

@@ -186,6 +186,34 @@ impl EmbeddedPg {
         self.port
     }
 
+    /// Take a base backup of this cluster into `dest/data`, configured as a
+    /// streaming standby of it (pg_basebackup -R). Start it with
+    /// `EmbeddedPg::start` and `keep_dir: Some(dest)`.
+    pub fn base_backup(&self, dest: &Path) -> Result<()> {
+        let run_as = run_as_user()?;
+        fs::create_dir_all(dest).with_context(|| format!("creating {}", dest.display()))?;
+        fs::set_permissions(dest, fs::Permissions::from_mode(0o700))?;
+        if let Some(u) = &run_as {
+            chown_tree(dest, u)?;
+        }
+        let out = pg_command(&self.bin_dir.join("pg_basebackup"), run_as.as_ref())
+            .arg("-D")
+            .arg(dest.join("data"))
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", &self.superuser])
+            .args(["-R", "-X", "stream", "--no-sync", "-c", "fast"])
+            .stdin(Stdio::null())
+            .output()
+            .context("running pg_basebackup")?;
+        if !out.status.success() {
+            bail!(
+                "pg_basebackup into {} failed: {}",
+                dest.display(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(())
+    }
+
     pub fn dir(&self) -> &Path {
         &self.dir
     }

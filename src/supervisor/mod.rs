@@ -35,6 +35,8 @@ pub struct SupervisorOptions {
     pub tail_batch: i64,
     pub review_batch: i32,
     pub drift_every: Duration,
+    /// A read replica for the drift pass's counts.
+    pub read: Option<PgPool>,
 }
 
 impl SupervisorOptions {
@@ -45,6 +47,7 @@ impl SupervisorOptions {
             tail_batch: 5000,
             review_batch: 50,
             drift_every: Duration::from_secs(10),
+            read: None,
         }
     }
 }
@@ -317,6 +320,17 @@ pub async fn drift_pass(
     settings: &SupervisorSettings,
     stats: &mut SupervisorStats,
 ) -> Result<Vec<(String, drift::Assessment)>> {
+    drift_pass_reading(pool, None, settings, stats).await
+}
+
+/// `drift_pass`, counting on `read` (a replica) when given: the pass's one
+/// heavy read leaves the primary; findings and pauses still go to it.
+pub async fn drift_pass_reading(
+    pool: &PgPool,
+    read: Option<&PgPool>,
+    settings: &SupervisorSettings,
+    stats: &mut SupervisorStats,
+) -> Result<Vec<(String, drift::Assessment)>> {
     let mut tx = pool.begin().await?;
     let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(1112757350, 0)")
         .fetch_one(&mut *tx)
@@ -328,11 +342,13 @@ pub async fn drift_pass(
     let now = Utc::now();
     let recent_start = now - chrono::Duration::milliseconds((d.recent_seconds * 1000.0) as i64);
     let baseline_start = recent_start - chrono::Duration::milliseconds((d.baseline_seconds * 1000.0) as i64);
-    let rows: Vec<(String, bool, String, i64)> = sqlx::query_as("SELECT * FROM backstop.drift_counts($1, $2)")
+    let q = sqlx::query_as("SELECT * FROM backstop.drift_counts($1, $2)")
         .bind(baseline_start)
-        .bind(recent_start)
-        .fetch_all(&mut *tx)
-        .await?;
+        .bind(recent_start);
+    let rows: Vec<(String, bool, String, i64)> = match read {
+        Some(r) => q.fetch_all(r).await?,
+        None => q.fetch_all(&mut *tx).await?,
+    };
     let mut by_agent: HashMap<String, drift::Windows> = HashMap::new();
     for (agent, recent, key, n) in rows {
         let e = by_agent.entry(agent).or_default();
@@ -401,7 +417,7 @@ pub async fn run(pool: PgPool, opts: SupervisorOptions, mut stop: watch::Receive
             let reviewed = review::review_step(&pool, &settings, &opts.name, opts.review_batch, &mut stats).await?;
             if last_drift.elapsed() >= opts.drift_every {
                 last_drift = tokio::time::Instant::now();
-                drift_pass(&pool, &settings, &mut stats).await?;
+                drift_pass_reading(&pool, opts.read.as_ref(), &settings, &mut stats).await?;
             }
             anyhow::Ok(followed > 0 || reviewed > 0)
         };

@@ -43,6 +43,8 @@ pub struct RoomOptions {
     pub trace: Option<PathBuf>,
     /// Rows of history shown at start.
     pub history: i64,
+    /// Read the log and the projections here (a replica); act on the primary.
+    pub read: Option<sqlx::PgPool>,
     /// When set, each drawn row's commit-to-screen latency (ms) is recorded here (benchmarks).
     pub latencies: Option<Arc<std::sync::Mutex<Vec<i64>>>>,
     /// When set, the time of the first frame that shows data is recorded here.
@@ -53,6 +55,8 @@ pub struct RoomOptions {
 #[derive(Clone)]
 pub struct Ctx {
     pub db: Db,
+    /// Where the room reads: a replica when one is given, else the primary.
+    pub read: sqlx::PgPool,
     pub tx: mpsc::UnboundedSender<Msg>,
     pub refresh: Arc<Notify>,
     /// The pause key's own connection, so a busy pool cannot delay it.
@@ -113,6 +117,7 @@ where
     let theme = Theme::from_env();
     let (tx, mut rx) = mpsc::unbounded_channel::<Msg>();
     let ctx = Ctx {
+        read: opts.read.clone().unwrap_or_else(|| db.pool.clone()),
         db: db.clone(),
         tx: tx.clone(),
         refresh: Arc::new(Notify::new()),
@@ -251,7 +256,7 @@ fn reload_msg(e: crate::policy::watch::ReloadEvent) -> Msg {
 async fn tail_task(ctx: Ctx, history: i64, trace: Option<PathBuf>) {
     let mut trace = trace.and_then(|p| std::fs::OpenOptions::new().create(true).append(true).open(p).ok());
     let mut tail = loop {
-        match Tail::with_history(&ctx.db.pool, history, 2000).await {
+        match Tail::with_history(&ctx.read, history, 2000).await {
             Ok((rows, tail)) => {
                 if let Some(f) = trace.as_mut() {
                     // History is shown but not traced: the trace is what the tail delivered.
@@ -269,7 +274,7 @@ async fn tail_task(ctx: Ctx, history: i64, trace: Option<PathBuf>) {
     // Poll fast while rows flow; back off to a quarter second when idle.
     let mut idle_wait = Duration::from_millis(40);
     loop {
-        match tail.poll(&ctx.db.pool).await {
+        match tail.poll(&ctx.read).await {
             Ok(rows) => {
                 let full = tail.behind();
                 idle_wait = if rows.is_empty() {
@@ -308,7 +313,7 @@ async fn tail_task(ctx: Ctx, history: i64, trace: Option<PathBuf>) {
 /// NOTIFY, an effect finishing, a row that changes what the views show).
 async fn poll_task(ctx: Ctx) {
     loop {
-        match data::snapshot(&ctx.db.pool).await {
+        match data::snapshot(&ctx.read).await {
             Ok(s) => {
                 if ctx.tx.send(Msg::Data(Box::new(s))).is_err() {
                     return;
@@ -391,7 +396,7 @@ pub fn run_effect(ctx: Ctx, e: Effect) {
         let pool = &ctx.db.pool;
         let msg = match e {
             Effect::Refresh => return,
-            Effect::LoadDetail(id) => match data::detail(pool, id).await {
+            Effect::LoadDetail(id) => match data::detail(&ctx.read, id).await {
                 Ok(d) => Msg::Detail(d),
                 Err(e) => Msg::Done("detail".into(), Err(e.to_string())),
             },
@@ -473,7 +478,12 @@ pub async fn open_and_run(cfg: &crate::config::Config, readonly: bool, watch: bo
     let mut c = cfg.clone();
     c.database_url = url;
     let db = Db::open(&c.db("backstop room", 8)).await?;
+    let read = match &cfg.read_url {
+        Some(u) => Some(crate::commands::connect_replica(u, 4).await?),
+        None => None,
+    };
     let opts = RoomOptions {
+        read,
         readonly,
         watch: watch.then(|| crate::policy::watch::ConfigFiles {
             tools: cfg.tools.clone(),
