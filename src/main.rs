@@ -230,6 +230,16 @@ enum Command {
 
 #[derive(Subcommand)]
 enum BenchCommand {
+    /// Every benchmark, one table, each figure beside its baseline (--quick: a couple of minutes, for CI).
+    All {
+        #[arg(long)]
+        quick: bool,
+    },
+    /// How long until 1,000 agents all see a fleet pause, and how many actions slip through (must be 0).
+    Pause {
+        #[arg(long, default_value_t = 1000)]
+        agents: usize,
+    },
     /// propose + record_result throughput vs a raw INSERT of the same payload.
     Gateway {
         /// Agent counts to measure, comma-separated.
@@ -477,6 +487,25 @@ async fn run(cfg: Config, command: Option<Command>, (readonly, watch): (bool, bo
         Some(Command::Ack { finding_id, note }) => commands::finding_status(&cfg, &finding_id, &note, false).await,
         Some(Command::Resolve { finding_id, note }) => commands::finding_status(&cfg, &finding_id, &note, true).await,
         Some(Command::Bench { which }) => match which {
+            BenchCommand::All { quick } => {
+                let r = backstop::bench::suite::run(&cfg, quick, !cfg.json).await?;
+                if cfg.json {
+                    commands::print_json(&r)
+                } else {
+                    print!("{}", backstop::bench::suite::render(&r));
+                    Ok(())
+                }
+            }
+            BenchCommand::Pause { agents } => {
+                anyhow::ensure!((1..=20_000).contains(&agents), "--agents must be between 1 and 20000");
+                let r = backstop::bench::pause::run(&cfg, agents, 5.0, !cfg.json).await?;
+                if cfg.json {
+                    commands::print_json(&r)
+                } else {
+                    print!("{}", backstop::bench::pause::render(&r));
+                    Ok(())
+                }
+            }
             BenchCommand::Gateway { agents, seconds } => {
                 anyhow::ensure!(
                     !agents.is_empty() && agents.iter().all(|a| (1..=256).contains(a)),

@@ -557,3 +557,80 @@ async fn two_supervisors_one_killed_find_what_one_would_and_nothing_twice() {
         );
     }
 }
+
+/// The rollups the supervisor folds in as it follows the log equal the same
+/// aggregate computed from the raw log, bucket by bucket and key by key.
+#[tokio::test]
+async fn rollups_equal_the_aggregate_of_the_raw_log() {
+    let (t, s) = setup(&test_policy("")).await;
+    let p = t.pool();
+    for i in 0..120 {
+        let agent = ["refund-bot", "crm-bot", "mail-bot"][i % 3];
+        match i % 4 {
+            0 => {
+                executed(
+                    p,
+                    agent,
+                    "issue_refund",
+                    json!({"customer_id": format!("c-{}", i % 50 + 1), "amount": 10 + i, "order_id": "o-1"}),
+                    0.9,
+                )
+                .await;
+            }
+            1 => {
+                executed(p, agent, "lookup_customer", json!({"customer_id": "c-1"}), 0.99).await;
+            }
+            2 => {
+                // Held (cost to reverse with low confidence), never executed.
+                let _ = contract::propose(
+                    p,
+                    &Proposal {
+                        agent: agent.into(),
+                        tool: "issue_refund".into(),
+                        params: json!({"customer_id": "c-2", "amount": 4000 + i}),
+                        confidence: Some(0.5),
+                        ..Default::default()
+                    },
+                )
+                .await
+                .unwrap();
+            }
+            _ => {
+                executed(
+                    p,
+                    agent,
+                    "update_customer_field",
+                    json!({"customer_id": "c-3", "field": "tier", "value": "gold"}),
+                    0.8,
+                )
+                .await;
+            }
+        }
+    }
+    let mut stats = SupervisorStats::default();
+    while supervisor::tail_step(&sup(&t).await, &s, 50, &mut stats)
+        .await
+        .unwrap()
+        .unwrap_or(0)
+        > 0
+    {}
+    let diff: i64 = sqlx::query_scalar(
+        "WITH r AS (SELECT agent, bucket, counts FROM backstop.rollups),
+              l AS (SELECT * FROM backstop.rollups_from_log('-infinity', 'infinity', $1))
+         SELECT (SELECT count(*) FROM (SELECT * FROM r EXCEPT SELECT * FROM l) a)
+              + (SELECT count(*) FROM (SELECT * FROM l EXCEPT SELECT * FROM r) b)",
+    )
+    .bind(s.drift.bucket_seconds)
+    .fetch_one(p)
+    .await
+    .unwrap();
+    assert_eq!(diff, 0, "rollups differ from the log's aggregate");
+    let keys: i64 = sqlx::query_scalar("SELECT count(DISTINCT k) FROM backstop.rollups, jsonb_object_keys(counts) k")
+        .fetch_one(p)
+        .await
+        .unwrap();
+    assert!(
+        keys >= 8,
+        "tools, verdicts, outcomes, amount and confidence buckets are all counted: {keys}"
+    );
+}

@@ -157,25 +157,7 @@ async fn run_all(
     secs: f64,
     progress: bool,
 ) -> Result<GatewayReport> {
-    let pool = bench.db.pool.clone();
-    crate::demo::install_systems(&pool).await?;
-    crate::demo::script::load_config(&pool, &cfg.tools, &cfg.policy).await?;
-    // The shipped rules, evaluated in full; only the hourly cap is lifted so
-    // that a benchmark agent's thousands of refunds stay allowed.
-    let reg = crate::registry::read(&cfg.tools).map_err(|e| anyhow::anyhow!("{}", e[0]))?;
-    let mut pol = crate::policy::read(&cfg.policy, Some(&reg)).map_err(|e| anyhow::anyhow!("{}", e[0]))?;
-    for r in pol.rules.iter_mut().filter(|r| r.kind == "cumulative") {
-        r.threshold = Some(1e12);
-    }
-    pol.sha256 = format!("{}-bench", pol.sha256);
-    crate::policy::sync(&pool, &pol, "bench").await?;
-    sqlx::query(
-        "CREATE TABLE bench_raw (id bigserial PRIMARY KEY, at timestamptz NOT NULL DEFAULT now(), agent text, tool text, \
-         params jsonb, result jsonb, reasoning text, amount numeric, confidence real)",
-    )
-    .execute(&pool)
-    .await?;
-    let server = super::server_facts(&pool).await?;
+    let (pool, server) = prepare(cfg, bench).await?;
     let opts = bench.db.options.clone();
 
     // The sealer runs as it would in production.
@@ -220,6 +202,56 @@ async fn run_all(
         seconds: secs,
         rows,
     })
+}
+
+/// The benchmark database: demo systems, the shipped registry and policy
+/// (the hourly cap lifted), the raw table.
+async fn prepare(cfg: &Config, bench: &BenchDb) -> Result<(sqlx::PgPool, String)> {
+    let pool = bench.db.pool.clone();
+    crate::demo::install_systems(&pool).await?;
+    crate::demo::script::load_config(&pool, &cfg.tools, &cfg.policy).await?;
+    // The shipped rules, evaluated in full; only the hourly cap is lifted so
+    // that a benchmark agent's thousands of refunds stay allowed.
+    let reg = crate::registry::read(&cfg.tools).map_err(|e| anyhow::anyhow!("{}", e[0]))?;
+    let mut pol = crate::policy::read(&cfg.policy, Some(&reg)).map_err(|e| anyhow::anyhow!("{}", e[0]))?;
+    for r in pol.rules.iter_mut().filter(|r| r.kind == "cumulative") {
+        r.threshold = Some(1e12);
+    }
+    // A version of its own (the contract takes a sha256: hash the marked one).
+    pol.sha256 = crate::filecheck::sha256_hex(&format!("{}-bench", pol.sha256));
+    crate::policy::sync(&pool, &pol, "bench").await?;
+    sqlx::query(
+        "CREATE TABLE bench_raw (id bigserial PRIMARY KEY, at timestamptz NOT NULL DEFAULT now(), agent text, tool text, \
+         params jsonb, result jsonb, reasoning text, amount numeric, confidence real)",
+    )
+    .execute(&pool)
+    .await?;
+    let server = super::server_facts(&pool).await?;
+    Ok((pool, server))
+}
+
+/// Gateway throughput on an empty log, then on the same database after
+/// `prefill` rows were appended: what a large log costs each action.
+pub async fn run_prefilled(cfg: &Config, agents: usize, secs: f64, prefill: i64, progress: bool) -> Result<(f64, f64)> {
+    let bench = BenchDb::create(cfg, 4).await?;
+    let r = async {
+        let (pool, _) = prepare(cfg, &bench).await?;
+        let opts = bench.db.options.clone();
+        if progress {
+            eprintln!("bench gateway: {agents} agent(s) on an empty log for {secs}s ...");
+        }
+        let empty = run_gateway(&opts, agents, secs, 0).await?;
+        crate::bench::supervisor::fill_log(&pool, prefill, 100, 24.0, progress).await?;
+        sqlx::query("ANALYZE backstop.action_log").execute(&pool).await?;
+        if progress {
+            eprintln!("bench gateway: {agents} agent(s) on a {prefill}-row log for {secs}s ...");
+        }
+        let full = run_gateway(&opts, agents, secs, 1).await?;
+        anyhow::Ok((empty, full))
+    }
+    .await;
+    bench.drop_now().await?;
+    r
 }
 
 pub fn render(r: &GatewayReport) -> String {

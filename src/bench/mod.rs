@@ -4,7 +4,9 @@
 
 pub mod compensation;
 pub mod gateway;
+pub mod pause;
 pub mod room;
+pub mod suite;
 pub mod supervisor;
 
 use std::str::FromStr;
