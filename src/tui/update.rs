@@ -135,6 +135,14 @@ pub fn update(s: &mut State, msg: Msg) -> Vec<Effect> {
             Vec::new()
         }
         Msg::Plan(p) => {
+            // The plan is on screen: "planning ..." is no longer news.
+            s.notify(
+                format!(
+                    "plan ready: {} step(s); y requests it, Esc changes nothing",
+                    p.steps.len()
+                ),
+                false,
+            );
             s.plan = Some(p);
             s.mode = Mode::Plan;
             Vec::new()

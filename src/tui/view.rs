@@ -151,7 +151,7 @@ fn header(s: &State, f: &mut Frame, area: Rect, theme: &Theme) {
     let lag = s.lag_ms.map(|l| format!("  lag {l}ms")).unwrap_or_default();
     let (held, value) = s.held_total();
     let right = format!(
-        "{} agents  {} held {}  {} findings ",
+        " {} agents  {} held {}  {} findings ",
         s.data.fleet.len(),
         held,
         money(Some(value)),
@@ -484,6 +484,49 @@ fn approvals(s: &State, f: &mut Frame, area: Rect, theme: &Theme) {
     f.render_widget(table, area);
 }
 
+/// One line a person reads: what the supervisor saw, in words.
+pub fn evidence_text(d: &serde_json::Value) -> String {
+    let pct = |v: &serde_json::Value| v.as_f64().map(|x| format!("{:.0}%", x * 100.0)).unwrap_or_default();
+    if let Some(v) = d["violation"].as_str() {
+        return v.to_string();
+    }
+    if let Some(a) = d["top_changes"].as_array() {
+        let changes: Vec<String> = a
+            .iter()
+            .take(2)
+            .map(|c| {
+                format!(
+                    "{} {} -> {}",
+                    c["category"].as_str().unwrap_or("?"),
+                    pct(&c["baseline"]),
+                    pct(&c["recent"])
+                )
+            })
+            .collect();
+        return match d["score"].as_f64() {
+            Some(score) => format!("divergence {score:.2}: {}", changes.join(", ")),
+            None => changes.join(", "),
+        };
+    }
+    if let Some(n) = d["signals_in_window"].as_i64() {
+        return format!(
+            "{n} complaints in {:.0}s (baseline predicts {:.1})",
+            d["window_seconds"].as_f64().unwrap_or(0.0),
+            d["expected_from_baseline"].as_f64().unwrap_or(0.0)
+        );
+    }
+    if let Some(limit) = d["limit"].as_f64() {
+        return format!(
+            "confidence {:.2} below {limit}",
+            d["confidence"].as_f64().unwrap_or(0.0)
+        );
+    }
+    if let Some(r) = d["reason"].as_str() {
+        return r.to_string();
+    }
+    crate::output::brief(d, 80)
+}
+
 fn findings(s: &State, f: &mut Frame, area: Rect, theme: &Theme) {
     let rows = s.visible_findings();
     let sel = s.cursor_index();
@@ -493,11 +536,7 @@ fn findings(s: &State, f: &mut Frame, area: Rect, theme: &Theme) {
         .enumerate()
         .map(|(i, x)| {
             let is_sel = start + i == sel;
-            let evidence = x
-                .detail
-                .get("violation")
-                .or_else(|| x.detail.get("top_changes"))
-                .or_else(|| x.detail.get("signals_in_window"));
+            let evidence = evidence_text(&x.detail);
             let sev = x.severity.to_uppercase();
             let row = Row::new(vec![
                 Cell::from(if is_sel { "▶" } else { " " }),
@@ -515,7 +554,7 @@ fn findings(s: &State, f: &mut Frame, area: Rect, theme: &Theme) {
                 Cell::from(x.status.clone()),
                 Cell::from(x.count.to_string()),
                 Cell::from(x.last_at.format("%H:%M:%S").to_string()),
-                Cell::from(evidence.map(|e| crate::output::brief(e, 80)).unwrap_or_default()),
+                Cell::from(evidence),
             ]);
             if is_sel { row.style(theme.selected()) } else { row }
         })
@@ -527,7 +566,7 @@ fn findings(s: &State, f: &mut Frame, area: Rect, theme: &Theme) {
             Constraint::Length(8),
             Constraint::Length(18),
             Constraint::Length(14),
-            Constraint::Length(24),
+            Constraint::Length(28),
             Constraint::Length(12),
             Constraint::Length(4),
             Constraint::Length(8),
