@@ -40,8 +40,9 @@ CREATE TABLE backstop.action_log (
     detail           jsonb       NOT NULL DEFAULT '{}',
     policy_version   bigint,
     registry_version bigint,
-    CONSTRAINT action_log_pkey PRIMARY KEY (seq)
-);
+    -- Partitioned by time: the key must include the partition column.
+    CONSTRAINT action_log_pkey PRIMARY KEY (seq, at)
+) PARTITION BY RANGE (at);
 ALTER SEQUENCE backstop.action_log_seq OWNED BY backstop.action_log.seq;
 -- Readers (the tail, the sealer) find rows by the transaction that wrote them.
 CREATE INDEX action_log_txid ON backstop.action_log (txid, seq);
@@ -80,6 +81,89 @@ CREATE TRIGGER action_log_no_update BEFORE UPDATE OR DELETE ON backstop.action_l
     FOR EACH STATEMENT EXECUTE FUNCTION backstop.tg_append_only();
 CREATE TRIGGER action_log_no_truncate BEFORE TRUNCATE ON backstop.action_log
     FOR EACH STATEMENT EXECUTE FUNCTION backstop.tg_append_only();
+
+-- Partitions: contiguous time ranges created ahead of need (by every
+-- long-running Backstop process, through housekeeping), and a DEFAULT
+-- partition, so that no write ever fails for want of one. Statement
+-- triggers are not inherited by partitions: each gets its own, so a
+-- statement aimed at a partition directly is refused too.
+CREATE TABLE backstop.log_partitions (
+    name    text PRIMARY KEY,
+    from_at timestamptz NOT NULL UNIQUE,
+    to_at   timestamptz NOT NULL,
+    CHECK (to_at > from_at)
+);
+CREATE TABLE backstop.log_partitioning (
+    one   boolean  PRIMARY KEY DEFAULT true CHECK (one),
+    width interval NOT NULL CHECK (width >= interval '1 second'),
+    ahead integer  NOT NULL CHECK (ahead BETWEEN 1 AND 100)
+);
+-- The width is the session setting backstop.log_partition_width at
+-- migration time (BACKSTOP_LOG_PARTITION_WIDTH), default one month.
+INSERT INTO backstop.log_partitioning (width, ahead)
+VALUES (coalesce(nullif(current_setting('backstop.log_partition_width', true), '')::interval, interval '1 month'), 2);
+
+CREATE FUNCTION backstop._protect_partition(p text) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    EXECUTE format('CREATE TRIGGER no_update BEFORE UPDATE OR DELETE ON backstop.%I
+                    FOR EACH STATEMENT EXECUTE FUNCTION backstop.tg_append_only()', p);
+    EXECUTE format('CREATE TRIGGER no_truncate BEFORE TRUNCATE ON backstop.%I
+                    FOR EACH STATEMENT EXECUTE FUNCTION backstop.tg_append_only()', p);
+END
+$$;
+
+CREATE TABLE backstop.action_log_default PARTITION OF backstop.action_log DEFAULT;
+SELECT backstop._protect_partition('action_log_default');
+
+-- Create the partitions that now + ahead x width needs. Cheap when there is
+-- nothing to do (one lookup); one creator at a time.
+CREATE FUNCTION backstop.ensure_log_partitions() RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+    cfg backstop.log_partitioning%ROWTYPE;
+    v_from timestamptz;
+    v_to timestamptz;
+    v_until timestamptz;
+    v_name text;
+    v_secs double precision;
+    n integer := 0;
+BEGIN
+    SELECT * INTO cfg FROM backstop.log_partitioning;
+    v_until := clock_timestamp() + cfg.width * cfg.ahead;
+    SELECT max(p.to_at) INTO v_from FROM backstop.log_partitions p;
+    IF v_from IS NOT NULL AND v_from >= v_until THEN
+        RETURN 0;
+    END IF;
+    IF NOT pg_try_advisory_xact_lock(1112757360, 0) THEN
+        RETURN 0;
+    END IF;
+    SELECT max(p.to_at) INTO v_from FROM backstop.log_partitions p;
+    IF v_from IS NULL THEN
+        v_secs := extract(epoch FROM cfg.width);
+        v_from := CASE WHEN cfg.width >= interval '28 days' THEN date_trunc('month', clock_timestamp(), 'UTC')
+                       ELSE to_timestamp(floor(extract(epoch FROM clock_timestamp()) / v_secs) * v_secs) END;
+    END IF;
+    WHILE v_from < v_until LOOP
+        v_to := v_from + cfg.width;
+        -- Rows for this range already in the default partition (nothing ran
+        -- ensure for a long while): leave them; writes go on regardless.
+        IF EXISTS (SELECT 1 FROM backstop.action_log_default d WHERE d.at >= v_from AND d.at < v_to) THEN
+            RAISE WARNING 'backstop: log rows for % to % are in the default partition; no partition made for that range', v_from, v_to;
+            RETURN n;
+        END IF;
+        v_name := 'action_log_' || to_char(v_from AT TIME ZONE 'UTC', 'YYYYMMDD"_"HH24MISS');
+        EXECUTE format('CREATE TABLE backstop.%I PARTITION OF backstop.action_log FOR VALUES FROM (%L) TO (%L)',
+                       v_name, v_from, v_to);
+        PERFORM backstop._protect_partition(v_name);
+        INSERT INTO backstop.log_partitions (name, from_at, to_at) VALUES (v_name, v_from, v_to);
+        n := n + 1;
+        v_from := v_to;
+    END LOOP;
+    RETURN n;
+END
+$$;
+SELECT backstop.ensure_log_partitions();
 
 -- Every append goes through here so that the contract functions share one
 -- column list.

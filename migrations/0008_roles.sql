@@ -48,20 +48,20 @@ DECLARE
                        "drift_counts", "signal_counts", "rollup_bucket", "rollup_keys", "money", "path_get",
                        "actor", "seal_hash", "seal_genesis", "cost_to_reverse", "sample_bucket", "review_reason"],
         "agent":      ["propose", "decision", "record_result", "report_signal"],
-        "approver":   ["approve", "reject", "expire_held", "seal"],
+        "approver":   ["approve", "reject", "expire_held", "seal", "ensure_log_partitions"],
         "operator":   ["request_compensation", "acknowledge_finding", "resolve_finding", "report_signal",
-                       "load_registry", "load_policy", "report_config_rejected", "record_drill", "expire_held", "seal"],
-        "commander":  ["pause", "resume", "expire_held", "seal"],
+                       "load_registry", "load_policy", "report_config_rejected", "record_drill", "expire_held", "seal", "ensure_log_partitions"],
+        "commander":  ["pause", "resume", "expire_held", "seal", "ensure_log_partitions"],
         "supervisor": ["schedule_reviews", "claim_reviews", "complete_review", "raise_finding", "add_rollups",
                        "add_rollup", "rollups_from_log", "pause", "request_compensation", "report_signal",
-                       "load_registry", "load_policy", "report_config_rejected", "expire_held", "seal"],
-        "worker":     ["claim_compensations", "finish_compensation", "finish_compensations", "expire_held", "seal"]
+                       "load_registry", "load_policy", "report_config_rejected", "expire_held", "seal", "ensure_log_partitions"],
+        "worker":     ["claim_compensations", "finish_compensation", "finish_compensations", "expire_held", "seal", "ensure_log_partitions"]
     }';
     definer text[] := ARRAY['propose', 'decision', 'record_result', 'report_signal', 'approve', 'reject', 'pause',
         'resume', 'request_compensation', 'acknowledge_finding', 'resolve_finding', 'load_registry', 'load_policy',
         'report_config_rejected', 'record_drill', 'schedule_reviews', 'claim_reviews', 'complete_review',
         'raise_finding', 'add_rollups', 'add_rollup', 'rollups_from_log', 'claim_compensations',
-        'finish_compensation', 'finish_compensations', 'expire_held', 'seal'];
+        'finish_compensation', 'finish_compensations', 'expire_held', 'seal', 'ensure_log_partitions'];
 BEGIN
     IF prefix !~ '^[a-z][a-z0-9_]{0,40}$' THEN
         RAISE EXCEPTION USING ERRCODE = '22023',

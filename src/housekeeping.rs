@@ -1,6 +1,7 @@
 //! What every long-running Backstop process does in the background: seal the
-//! rows committed since the last seal (about every second), and apply the
-//! expiry of held actions. Both are safe to run from many processes at once.
+//! rows committed since the last seal (about every second), apply the expiry
+//! of held actions, and create log partitions ahead of need. All are safe to
+//! run from many processes at once.
 
 use std::time::Duration;
 
@@ -17,7 +18,11 @@ pub fn spawn(pool: PgPool) -> JoinHandle<()> {
         loop {
             tokio::select! {
                 _ = seal.tick() => { let _ = crate::contract::seal_all(&pool).await; }
-                _ = expire.tick() => { let _ = crate::contract::expire_held(&pool).await; }
+                _ = expire.tick() => {
+                    let _ = crate::contract::expire_held(&pool).await;
+                    // Log partitions ahead of need (a lookup when there is nothing to do).
+                    let _ = sqlx::query("SELECT backstop.ensure_log_partitions()").execute(&pool).await;
+                }
             }
         }
     })

@@ -46,6 +46,7 @@ const CONTRACT: &[&str] = &[
     "claim_reviews",
     "complete_review",
     "schedule_reviews",
+    "ensure_log_partitions",
 ];
 
 /// SQLSTATEs that are clear refusals of bad input: data exceptions (22),

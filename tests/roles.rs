@@ -23,7 +23,7 @@ const DUTIES: &[&str] = &[
 
 /// The specification: what each duty may call.
 fn allowed(duty: &str, f: &str) -> bool {
-    let house = ["expire_held", "seal"];
+    let house = ["expire_held", "seal", "ensure_log_partitions"];
     let read = ["tail", "compensation_plan"];
     match duty {
         "agent" => ["propose", "decision", "record_result", "report_signal"].contains(&f),

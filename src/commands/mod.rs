@@ -674,6 +674,7 @@ pub const CONTRACT_FUNCTIONS: &[&str] = &[
     "add_rollups",
     "expire_held",
     "seal",
+    "ensure_log_partitions",
     "tail",
 ];
 

@@ -131,14 +131,25 @@ impl Db {
 /// role named like a schema (`$user` comes first in the default search_path)
 /// would otherwise make it look in, or create it in, that schema.
 pub async fn run_migrations(options: &PgConnectOptions) -> Result<()> {
-    // The duty roles' prefix (migrations/0008_roles.sql checks it).
+    // The duty roles' prefix (migrations/0008_roles.sql checks it) and the
+    // log's partition width (0001_log.sql).
     let prefix = std::env::var("BACKSTOP_ROLE_PREFIX").unwrap_or_else(|_| "backstop".into());
-    let mut conn = PgConnection::connect_with(
-        &options
-            .clone()
-            .options([("search_path", "public"), ("backstop.role_prefix", prefix.as_str())]),
+    let width = std::env::var("BACKSTOP_LOG_PARTITION_WIDTH").unwrap_or_default();
+    run_migrations_with(
+        options,
+        &[
+            ("backstop.role_prefix", &prefix),
+            ("backstop.log_partition_width", &width),
+        ],
     )
-    .await?;
+    .await
+}
+
+/// `run_migrations` with the migration-time settings given.
+pub async fn run_migrations_with(options: &PgConnectOptions, settings: &[(&str, &str)]) -> Result<()> {
+    let mut all = vec![("search_path", "public")];
+    all.extend(settings.iter().filter(|(_, v)| !v.is_empty()).copied());
+    let mut conn = PgConnection::connect_with(&options.clone().options(all)).await?;
     MIGRATOR.run(&mut conn).await?;
     conn.close().await?;
     Ok(())
