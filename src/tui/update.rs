@@ -475,6 +475,24 @@ where
             s.mode = remake(input);
             Vec::new()
         }
+        // Readline's keys: Ctrl-U clears, Ctrl-W drops the last word.
+        KeyCode::Char('u') if k.modifiers.contains(KeyModifiers::CONTROL) => {
+            s.mode = remake(String::new());
+            Vec::new()
+        }
+        KeyCode::Char('w') if k.modifiers.contains(KeyModifiers::CONTROL) => {
+            let kept = input
+                .trim_end()
+                .rfind(' ')
+                .map(|i| input[..=i].to_string())
+                .unwrap_or_default();
+            s.mode = remake(kept);
+            Vec::new()
+        }
+        KeyCode::Char(_) if k.modifiers.contains(KeyModifiers::CONTROL) || k.modifiers.contains(KeyModifiers::ALT) => {
+            // Never type a control chord as text.
+            Vec::new()
+        }
         KeyCode::Char(c) => {
             if input.chars().count() < 500 {
                 input.push(c);
@@ -1178,10 +1196,13 @@ mod tests {
         update(&mut s, press_code(KeyCode::Enter));
         assert_eq!(s.visible_log().len(), 1);
         keys(&mut s, "/");
-        // The input starts from the current filter: clear it.
-        for _ in 0..30 {
-            update(&mut s, press_code(KeyCode::Backspace));
-        }
+        // The input starts from the current filter: Ctrl-U clears it, and a
+        // control chord is never typed as text.
+        update(
+            &mut s,
+            Msg::Key(KeyEvent::new(KeyCode::Char('u'), KeyModifiers::CONTROL)),
+        );
+        update(&mut s, Msg::Key(KeyEvent::new(KeyCode::Char('x'), KeyModifiers::ALT)));
         update(&mut s, press_code(KeyCode::Enter));
         assert_eq!(s.visible_log().len(), 4);
         keys(&mut s, "/amount>lots");
