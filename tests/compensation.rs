@@ -9,7 +9,6 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use backstop::compensation::worker::{self, WorkerOptions};
 use backstop::compensation::{self, Selection};
 use backstop::contract::{self, Proposal, Verdict};
 use backstop::registry;
@@ -93,32 +92,6 @@ async fn refund(
     .await
 }
 
-/// Run one in-process worker until every compensation of the plan is terminal.
-async fn drain(pool: &PgPool, name: &str) -> worker::WorkerStats {
-    let (tx, rx) = tokio::sync::watch::channel(false);
-    let mut opts = WorkerOptions::named(name);
-    opts.poll = Duration::from_millis(50);
-    let h = tokio::spawn(worker::run(pool.clone(), opts, rx));
-    let t0 = Instant::now();
-    loop {
-        let open: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM backstop.compensations WHERE status IN ('requested', 'running')")
-                .fetch_one(pool)
-                .await
-                .unwrap();
-        if open == 0 {
-            break;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(60),
-            "compensations still open: {open}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    tx.send(true).unwrap();
-    h.await.unwrap().unwrap()
-}
-
 async fn comp_status(pool: &PgPool, id: Uuid) -> String {
     sqlx::query_scalar("SELECT status FROM backstop.compensations WHERE action_id = $1")
         .bind(id)
@@ -177,7 +150,7 @@ async fn plans_pull_in_dependents_and_order_them_in_reverse() {
             .await
             .unwrap();
     assert!(wait.contains(&child) && wait.contains(&same_ticket), "{wait:?}");
-    drain(p, "w1").await;
+    common::drain(p, "w1").await;
     let finished: Vec<Uuid> =
         sqlx::query_scalar("SELECT action_id FROM backstop.action_log WHERE kind = 'compensated' ORDER BY seq")
             .fetch_all(p)
@@ -255,7 +228,7 @@ async fn every_outcome_appears_in_the_plan_and_in_the_log() {
     )
     .await
     .unwrap();
-    drain(p, "w0").await;
+    common::drain(p, "w0").await;
 
     // The world moves on: the customer withdraws one refund; a person edits an email.
     let refund_id: String =
@@ -294,7 +267,7 @@ async fn every_outcome_appears_in_the_plan_and_in_the_log() {
     );
 
     compensation::request(&ops, &plan, "incident 42").await.unwrap();
-    drain(p, "w1").await;
+    common::drain(p, "w1").await;
     assert_eq!(comp_status(p, ok).await, "compensated");
     assert_eq!(comp_status(p, withdrawn).await, "condition_failed");
     assert_eq!(comp_status(p, overwritten).await, "conflict");
@@ -354,7 +327,7 @@ async fn an_expired_window_found_by_the_worker_executes_nothing() {
         .execute(p)
         .await
         .unwrap();
-    drain(p, "w").await;
+    common::drain(p, "w").await;
     assert_eq!(comp_status(p, id).await, "expired");
     let bal: rust_decimal::Decimal =
         sqlx::query_scalar("SELECT balance FROM payments.accounts WHERE customer_id = 'c-1'")
@@ -633,7 +606,7 @@ executor = {{ kind = "webhook", url = "{url}", timeout = "1s" }}
     contract::request_compensation(t.pool(), &all, "webhook test", None)
         .await
         .unwrap();
-    drain(t.pool(), "hook-worker").await;
+    common::drain(t.pool(), "hook-worker").await;
     assert_eq!(comp_status(t.pool(), ids["ok"]).await, "compensated");
     assert_eq!(
         comp_status(t.pool(), ids["flaky"]).await,
@@ -820,7 +793,7 @@ async fn run_case(case: u64, ops: &[(Actor, Op)], undo: &[bool]) -> Result<(), S
             .await
             .unwrap();
         compensation::request(p, &plan, "property test").await.unwrap();
-        drain(p, &format!("prop-{case}")).await;
+        common::drain(p, &format!("prop-{case}")).await;
     }
     let skipped: Vec<usize> = chosen.iter().map(|(i, _)| *i).collect();
     let mut expected = World::default();

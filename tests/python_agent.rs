@@ -15,7 +15,6 @@ use std::process::{Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use backstop::compensation::worker::{self, WorkerOptions};
 use backstop::compensation::{self, Selection};
 use backstop::contract::{self, Verdict};
 use common::TestDb;
@@ -194,32 +193,6 @@ async fn balance(pool: &PgPool, customer: &str) -> Decimal {
         .fetch_one(pool)
         .await
         .unwrap()
-}
-
-/// Run one in-process worker until no compensation is left to run.
-async fn drain(pool: &PgPool, name: &str) {
-    let (tx, rx) = tokio::sync::watch::channel(false);
-    let mut opts = WorkerOptions::named(name);
-    opts.poll = Duration::from_millis(50);
-    let h = tokio::spawn(worker::run(pool.clone(), opts, rx));
-    let t0 = Instant::now();
-    loop {
-        let open: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM backstop.compensations WHERE status IN ('requested', 'running')")
-                .fetch_one(pool)
-                .await
-                .unwrap();
-        if open == 0 {
-            break;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(60),
-            "compensations still open: {open}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    tx.send(true).unwrap();
-    h.await.unwrap().unwrap();
 }
 
 #[tokio::test]
@@ -409,7 +382,7 @@ async fn actions_the_agent_took_are_compensated_by_a_worker() {
     compensation::request(&ops, &plan, "the ticket was misread")
         .await
         .unwrap();
-    drain(p, "py-test-worker").await;
+    common::drain(p, "py-test-worker").await;
 
     for id in [refund_id, edit_id] {
         let status: String = sqlx::query_scalar("SELECT status FROM backstop.compensations WHERE action_id = $1")

@@ -78,11 +78,18 @@ impl EmbeddedPg {
                 .output()
                 .context("running initdb")?;
             if !out.status.success() {
-                bail!(
-                    "initdb failed in {}: {}",
-                    data.display(),
-                    String::from_utf8_lossy(&out.stderr).trim()
-                );
+                let err = String::from_utf8_lossy(&out.stderr);
+                // As root the cluster runs as another user, who must be able to
+                // reach the directory: say so rather than leave a bare EACCES.
+                let hint = match &run_as {
+                    Some(u) if err.contains("Permission denied") => format!(
+                        " (the cluster runs as user {}, who cannot reach {}: make its parent directories searchable, e.g. chmod o+x, or keep it under /tmp)",
+                        u.name,
+                        dir.display()
+                    ),
+                    _ => String::new(),
+                };
+                bail!("initdb failed in {}: {}{hint}", data.display(), err.trim());
             }
         }
         // A previous run with --keep-db may have left a stale pid file.

@@ -85,7 +85,7 @@ pub const KEYS: &[KeyHelp] = &[
     },
     KeyHelp {
         keys: "P",
-        what: "PAUSE",
+        what: "PAUSE fleet",
         acting: true,
         footer: ALL,
     },

@@ -286,8 +286,9 @@ fn log(s: &State, f: &mut Frame, area: Rect, theme: &Theme, compact: bool) {
         widths.extend([Constraint::Length(10), Constraint::Length(5)]);
         head.extend(["amount", "conf"]);
     }
-    widths.extend([Constraint::Length(16), Constraint::Min(10)]);
-    head.extend(["verdict", "status"]);
+    // The row's event (a verdict, a decision, a step) and its action's state now.
+    widths.extend([Constraint::Length(if compact { 16 } else { 24 }), Constraint::Min(10)]);
+    head.extend(["event", "action now"]);
     let state_note = if s.frozen.is_some() {
         format!(" FROZEN · {} new (f to unfreeze) ", s.new_rows)
     } else if s.following {
@@ -829,7 +830,14 @@ fn status(s: &State, f: &mut Frame, area: Rect, theme: &Theme) {
 
 fn footer(s: &State, f: &mut Frame, area: Rect, theme: &Theme) {
     let mut spans = Vec::new();
+    let fleet_paused = s.fleet_paused().is_some();
     for k in keys::footer(s.view, s.readonly) {
+        // Paused already: say how to undo it rather than offer it again.
+        if k.keys == "P" && fleet_paused {
+            spans.push(Span::styled(":resume fleet", theme.bold()));
+            spans.push(Span::raw("  "));
+            continue;
+        }
         let st = if k.keys == "P" {
             theme.bold().add_modifier(Modifier::REVERSED)
         } else {

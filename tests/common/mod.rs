@@ -232,3 +232,32 @@ impl Drop for TestDb {
         .join();
     }
 }
+
+/// Run one in-process compensation worker until nothing is left to run; its
+/// counts.
+pub async fn drain(pool: &PgPool, name: &str) -> backstop::compensation::worker::WorkerStats {
+    use backstop::compensation::worker::{self, WorkerOptions};
+    use std::time::{Duration, Instant};
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let mut opts = WorkerOptions::named(name);
+    opts.poll = Duration::from_millis(50);
+    let h = tokio::spawn(worker::run(pool.clone(), opts, rx));
+    let t0 = Instant::now();
+    loop {
+        let open: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM backstop.compensations WHERE status IN ('requested', 'running')")
+                .fetch_one(pool)
+                .await
+                .unwrap();
+        if open == 0 {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "compensations still open: {open}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tx.send(true).unwrap();
+    h.await.unwrap().unwrap()
+}
