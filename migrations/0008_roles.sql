@@ -80,6 +80,38 @@ BEGIN
         INSERT INTO backstop.duties VALUES (d.duty, r);
     END LOOP;
 
+    -- The owner: every object in the schema belongs to this NOLOGIN role, so
+    -- the definer functions run as it, not as whoever migrated (often a
+    -- superuser). Its members (the login that migrates) alone can migrate.
+    r := prefix || '_owner';
+    BEGIN
+        IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = r) THEN
+            EXECUTE format('CREATE ROLE %I NOLOGIN', r);
+        END IF;
+    EXCEPTION WHEN duplicate_object OR unique_violation THEN
+        NULL;
+    END;
+    INSERT INTO backstop.duties VALUES ('owner', r);
+    IF NOT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN
+        EXECUTE format('GRANT %I TO %I', r, current_user);
+    END IF;
+    EXECUTE format('ALTER SCHEMA backstop OWNER TO %I', r);
+    FOR f IN SELECT c.oid::regclass AS rel, c.relkind FROM pg_class c
+              WHERE c.relnamespace = 'backstop'::regnamespace AND c.relkind IN ('r', 'p', 'v', 'm', 'S')
+                -- A sequence owned by a column follows its table.
+                AND NOT EXISTS (SELECT 1 FROM pg_depend dep WHERE dep.objid = c.oid AND dep.deptype = 'a' AND c.relkind = 'S') LOOP
+        EXECUTE format('ALTER %s %s OWNER TO %I',
+                       CASE f.relkind WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW' WHEN 'S' THEN 'SEQUENCE' ELSE 'TABLE' END,
+                       f.rel, r);
+    END LOOP;
+    FOR f IN SELECT p.oid::regprocedure AS sig FROM pg_proc p WHERE p.pronamespace = 'backstop'::regnamespace LOOP
+        EXECUTE format('ALTER FUNCTION %s OWNER TO %I', f.sig, r);
+    END LOOP;
+    FOR f IN SELECT t.oid::regtype AS typ FROM pg_type t JOIN pg_class c ON c.oid = t.typrelid
+              WHERE t.typnamespace = 'backstop'::regnamespace AND c.relkind = 'c' LOOP
+        EXECUTE format('ALTER TYPE %s OWNER TO %I', f.typ, r);
+    END LOOP;
+
     -- Nothing for PUBLIC: functions are executable by everyone by default.
     EXECUTE 'REVOKE ALL ON SCHEMA backstop FROM PUBLIC';
     FOR f IN SELECT p.oid::regprocedure AS sig, p.proname FROM pg_proc p
@@ -114,6 +146,10 @@ $roles$;
 -- Tables a later migration adds are readable by the viewers too.
 DO $defaults$
 BEGIN
+    -- For tables the owner role creates (log partitions) and a migrating login creates.
+    EXECUTE format('ALTER DEFAULT PRIVILEGES FOR ROLE %I IN SCHEMA backstop GRANT SELECT ON TABLES TO %I',
+                   coalesce(nullif(current_setting('backstop.role_prefix', true), ''), 'backstop') || '_owner',
+                   coalesce(nullif(current_setting('backstop.role_prefix', true), ''), 'backstop') || '_viewer');
     EXECUTE format('ALTER DEFAULT PRIVILEGES IN SCHEMA backstop GRANT SELECT ON TABLES TO %I',
                    coalesce(nullif(current_setting('backstop.role_prefix', true), ''), 'backstop') || '_viewer');
 END

@@ -185,6 +185,26 @@ async fn every_cell_of_the_role_matrix_as_real_logins() {
         pools.push(pool);
     }
     assert_eq!(cells, DUTIES.len() * CONTRACT_FUNCTIONS.len());
+    // Everything belongs to the owner role, so the contract runs as it (not
+    // as whoever migrated); no duty can change the schema.
+    let owners: Vec<String> = sqlx::query_scalar(
+        "SELECT DISTINCT owner FROM (
+             SELECT nspowner::regrole::text AS owner FROM pg_namespace WHERE nspname = 'backstop'
+             UNION ALL SELECT relowner::regrole::text FROM pg_class
+              WHERE relnamespace = 'backstop'::regnamespace AND relkind IN ('r', 'p', 'v')
+             UNION ALL SELECT proowner::regrole::text FROM pg_proc WHERE pronamespace = 'backstop'::regnamespace) o",
+    )
+    .fetch_all(t.pool())
+    .await
+    .unwrap();
+    assert_eq!(owners, ["backstop_owner"]);
+    for pool in &pools {
+        let e = sqlx::query("CREATE TABLE backstop.sneaky (x int)")
+            .execute(pool)
+            .await
+            .expect_err("no duty changes the schema");
+        assert_eq!(code(&e), "42501", "{e}");
+    }
     // A login with no duty calls nothing.
     let nobody = logins.login(&t, "t_nobody", None).await;
     let e = sqlx::query("SELECT * FROM backstop.decision(NULL)")

@@ -294,10 +294,13 @@ async fn a_shifted_agent_is_flagged_and_steady_ones_are_not() {
     let mut plan: Vec<(String, &str)> = Vec::new();
     let t0 = Instant::now();
     let mut stats = SupervisorStats::default();
-    // About 7 seconds of a fleet of five agents, tens of decisions a second
-    // each; agent-4 changes its tool mix for the last 3 seconds.
-    while t0.elapsed() < Duration::from_millis(7000) {
-        let late = t0.elapsed() > Duration::from_millis(4000);
+    // A fleet of five agents, tens of decisions a second each; agent-4
+    // changes its tool mix for the last phase. The phases end on counts as
+    // well as time, so a slow machine gets as many decisions, only later.
+    let (mut rounds, mut late_rounds) = (0u32, 0u32);
+    let mut switched: Option<Instant> = None;
+    loop {
+        let late = switched.is_some();
         plan.clear();
         for a in 0..5 {
             let dist: &[(&str, f64)] = if a == 4 && late { &shifted } else { &steady };
@@ -333,7 +336,24 @@ async fn a_shifted_agent_is_flagged_and_steady_ones_are_not() {
             task.await.unwrap();
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
+        rounds += 1;
+        match switched {
+            None if rounds >= 12 && t0.elapsed() >= Duration::from_secs(4) => switched = Some(Instant::now()),
+            None => {}
+            Some(at) => {
+                late_rounds += 1;
+                if late_rounds >= 10 && at.elapsed() >= Duration::from_millis(2500) {
+                    break;
+                }
+            }
+        }
     }
+    // The windows are the phases as they ran: whole seconds (the buckets'
+    // width) of the late phase as recent, the early phase as baseline.
+    let switched = switched.expect("the loop switches");
+    let mut s = s.clone();
+    s.drift.recent_seconds = switched.elapsed().as_secs_f64().floor().max(1.0);
+    s.drift.baseline_seconds = (switched - t0).as_secs_f64().floor().max(1.0);
     follow_all(&sup(&t).await, &s, &mut stats).await;
     let flagged = supervisor::drift_pass(&sup(&t).await, &s, &mut stats).await.unwrap();
     let names: Vec<&str> = flagged.iter().map(|(a, _)| a.as_str()).collect();

@@ -686,6 +686,7 @@ pub async fn role_matrix(pool: &sqlx::PgPool) -> Result<Vec<(String, String, Str
            FROM backstop.duties d
           CROSS JOIN unnest($1::text[]) WITH ORDINALITY f(name, ord)
            JOIN pg_proc p ON p.proname = f.name AND p.pronamespace = 'backstop'::regnamespace
+          WHERE d.duty <> 'owner'
           GROUP BY d.duty, d.role_name, f.name, f.ord
           ORDER BY array_position(ARRAY['agent','viewer','approver','operator','commander','supervisor','worker'], d.duty), f.ord",
     )

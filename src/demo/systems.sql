@@ -496,3 +496,19 @@ BEGIN
     RETURN jsonb_build_object('campaign_id', p ->> 'campaign_id', 'status', 'cancelled');
 END
 $$;
+
+-- The policy's "churned" list reads crm.suppression_list from inside the
+-- contract, which runs as Backstop's owner role: let it read the list.
+DO $grant$
+DECLARE
+    r text;
+BEGIN
+    IF to_regclass('backstop.duties') IS NOT NULL THEN
+        SELECT role_name INTO r FROM backstop.duties WHERE duty = 'owner';
+        IF r IS NOT NULL THEN
+            EXECUTE format('GRANT USAGE ON SCHEMA crm TO %I', r);
+            EXECUTE format('GRANT SELECT ON crm.suppression_list TO %I', r);
+        END IF;
+    END IF;
+END
+$grant$;
