@@ -5,6 +5,7 @@
 //! its contract, checks and loads the registry and policy, and runs the
 //! long-lived processes around it.
 
+pub mod archive;
 pub mod bench;
 pub mod commands;
 pub mod compensation;

@@ -185,6 +185,18 @@ enum Command {
         /// Also verify this replica on its own and that its chain head is the primary's.
         #[arg(long, value_name = "URL")]
         against: Option<String>,
+        /// Instead: check an archive written by `backstop archive` on its own, and its link to this log.
+        #[arg(long, value_name = "DIR", conflicts_with_all = ["against", "anchor", "export_anchor"])]
+        archive: Option<PathBuf>,
+    },
+    /// Export the log's history before DATE as whole seals, compressed and verifiable on its own.
+    Archive {
+        /// An RFC 3339 time or a date (YYYY-MM-DD, midnight UTC).
+        #[arg(long)]
+        before: String,
+        /// Where the archive's directory is created.
+        #[arg(long, value_name = "DIR")]
+        to: PathBuf,
     },
     /// Seal the rows committed since the last seal.
     Seal,
@@ -303,6 +315,17 @@ fn parse_secs(flag: &str, s: &str) -> anyhow::Result<std::time::Duration> {
     Ok(std::time::Duration::from_secs_f64(secs))
 }
 
+fn parse_time(flag: &str, s: &str) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&chrono::Utc));
+    }
+    chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|t| t.and_utc())
+        .ok_or_else(|| anyhow::anyhow!("{flag}: {s:?} is neither a date (2026-01-31) nor an RFC 3339 time"))
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let g = cli.global;
@@ -396,6 +419,10 @@ async fn run(cfg: Config, command: Option<Command>, (readonly, watch): (bool, bo
         }
         Some(Command::Migrate) => commands::migrate(&cfg).await,
         Some(Command::Roles) => commands::roles(&cfg).await,
+        Some(Command::Archive { before, to }) => {
+            let before = parse_time("--before", &before)?;
+            commands::archive(&cfg, before, &to).await
+        }
         Some(Command::Grant { duty, login }) => commands::grant(&cfg, &duty, &login).await,
         Some(Command::Check { files }) => {
             let (tools, policy) = match files.as_slice() {
@@ -468,7 +495,11 @@ async fn run(cfg: Config, command: Option<Command>, (readonly, watch): (bool, bo
             export_anchor,
             anchor,
             against,
+            archive,
         }) => {
+            if let Some(dir) = archive {
+                return commands::verify_archive(&cfg, &dir).await;
+            }
             commands::verify(&cfg, no_seal, export_anchor.as_deref(), anchor.as_deref()).await?;
             match against {
                 Some(url) => commands::verify_replica(&cfg, &url).await,

@@ -38,24 +38,27 @@ pub struct VerifyReport {
 
 const MAX_PROBLEMS: usize = 200;
 
-struct SealRow {
-    seal_no: i64,
-    after: String,
-    upto: String,
-    from_txid: String,
-    from_seq: i64,
-    to_txid: String,
-    to_seq: i64,
-    complete: bool,
-    seal_xid: String,
-    seq_floor: i64,
-    seqs: Vec<i64>,
-    digests: Vec<u8>,
-    prev_hash: Vec<u8>,
-    hash: Vec<u8>,
+/// One seal as stored (archives carry the same fields).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SealRow {
+    pub seal_no: i64,
+    pub after: String,
+    pub upto: String,
+    pub from_txid: String,
+    pub from_seq: i64,
+    pub to_txid: String,
+    pub to_seq: i64,
+    pub complete: bool,
+    pub seal_xid: String,
+    pub seq_floor: i64,
+    pub seqs: Vec<i64>,
+    pub digests: Vec<u8>,
+    pub prev_hash: Vec<u8>,
+    pub hash: Vec<u8>,
 }
 
-fn seal_hash(prev: &[u8], s: &SealRow) -> Vec<u8> {
+/// The chain hash of a seal, as `backstop.seal_hash` computes it.
+pub fn seal_hash(prev: &[u8], s: &SealRow) -> Vec<u8> {
     let mut h = Sha256::new();
     h.update(prev);
     h.update(s.seal_no.to_be_bytes());
@@ -79,7 +82,8 @@ fn seal_hash(prev: &[u8], s: &SealRow) -> Vec<u8> {
     h.finalize().to_vec()
 }
 
-fn genesis() -> Vec<u8> {
+/// The hash the first seal links to.
+pub fn genesis() -> Vec<u8> {
     Sha256::digest(b"backstop seals").to_vec()
 }
 
