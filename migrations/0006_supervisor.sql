@@ -197,17 +197,26 @@ RETURNS timestamptz LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
 $$;
 
 -- Fold log rows (by seq) into the rollups.
-CREATE FUNCTION backstop.add_rollups(seqs bigint[], bucket_seconds double precision)
+-- `ats` (each row's time, as the tail delivered it) lets every lookup go to
+-- one partition of the log instead of all of them.
+CREATE FUNCTION backstop.add_rollups(seqs bigint[], bucket_seconds double precision, ats timestamptz[] DEFAULT NULL)
 RETURNS integer LANGUAGE plpgsql AS $$
 DECLARE
     g record;
     n integer := 0;
 BEGIN
+    IF ats IS NULL THEN
+        -- (The slow way: every partition is asked for each seq.)
+        SELECT array_agg(l.seq), array_agg(l.at) INTO seqs, ats
+          FROM unnest(add_rollups.seqs) q(seq) JOIN backstop.action_log l ON l.seq = q.seq;
+    ELSIF cardinality(ats) <> cardinality(seqs) THEN
+        PERFORM backstop._bad('add_rollups', 'ats must give one time per seq');
+    END IF;
     FOR g IN
         SELECT c.agent, c.bucket, jsonb_object_agg(c.key, c.n) AS counts
           FROM (SELECT l.agent, backstop.rollup_bucket(l.at, bucket_seconds) AS bucket, k.key, count(*) AS n
-                  FROM unnest(seqs) s(seq)
-                  JOIN backstop.action_log l ON l.seq = s.seq
+                  FROM unnest(seqs, ats) s(seq, at)
+                 CROSS JOIN LATERAL (SELECT x.* FROM backstop.action_log x WHERE x.seq = s.seq AND x.at = s.at) l
                  CROSS JOIN LATERAL unnest(backstop.rollup_keys(l.kind, l.tool, l.amount, l.confidence, l.detail)) k(key)
                  WHERE l.agent IS NOT NULL
                  GROUP BY 1, 2, 3) c

@@ -241,6 +241,15 @@ fn for_type(t: &str, known: &[String]) -> BoxedStrategy<Option<String>> {
         "uuid[]" => array_of(uuid_value(known.to_vec())),
         "text[]" => array_of(text_value().boxed()),
         "bigint[]" => array_of(int_value().boxed()),
+        "timestamp with time zone[]" => array_of(
+            prop_oneof![
+                Just(None),
+                Just(Some("2026-11-28 10:00:00+00".to_string())),
+                Just(Some("infinity".to_string())),
+                Just(Some("yesterday-ish".to_string())),
+            ]
+            .boxed(),
+        ),
         other => panic!("no generator for argument type {other}"),
     }
 }

@@ -188,9 +188,11 @@ pub async fn tail_step(
     let rows = tail.poll_with(&mut tx).await?;
     if !rows.is_empty() {
         let seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
-        sqlx::query("SELECT backstop.add_rollups($1, $2)")
+        let ats: Vec<chrono::DateTime<Utc>> = rows.iter().map(|r| r.at).collect();
+        sqlx::query("SELECT backstop.add_rollups($1, $2, $3)")
             .bind(&seqs)
             .bind(settings.drift.bucket_seconds)
+            .bind(&ats)
             .execute(&mut *tx)
             .await?;
         let executed: Vec<Uuid> = rows

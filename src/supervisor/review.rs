@@ -73,8 +73,9 @@ pub async fn review_one(
                 a.policy_version, (SELECT policy_version FROM backstop.active) AS active_version,
                 p.params, x.result
            FROM backstop.actions a
-           JOIN backstop.action_log p ON p.seq = a.proposed_seq
-           LEFT JOIN backstop.action_log x ON x.seq = a.executed_seq
+           -- With the times, each lookup goes to one partition of the log.
+           JOIN backstop.action_log p ON p.seq = a.proposed_seq AND p.at = a.proposed_at
+           LEFT JOIN backstop.action_log x ON x.seq = a.executed_seq AND x.at = a.executed_at
           WHERE a.action_id = $1",
     )
     .bind(action_id)
