@@ -386,7 +386,7 @@ BEGIN
         PERFORM backstop._bad('record_result', format('unknown action_id %s', p_id), 'P0002');
     END IF;
     IF a.status IN ('executed', 'failed') THEN
-        SELECT l.kind, l.result INTO prev FROM backstop.action_log l WHERE l.seq = a.executed_seq;
+        SELECT l.kind, l.result INTO prev FROM backstop.action_log l WHERE l.seq = a.executed_seq AND l.at = a.executed_at;
         IF (prev.kind = 'executed') = p_ok AND prev.result IS NOT DISTINCT FROM p_result THEN
             -- A retry of the same report: answer as before, append nothing.
             status := a.status;
@@ -413,7 +413,8 @@ BEGIN
                        CASE WHEN j.value #>> '{}' LIKE 'params.%' THEN backstop.path_get(l.params, substr(j.value #>> '{}', 8))
                             WHEN j.value #>> '{}' LIKE 'result.%' THEN backstop.path_get(p_result, substr(j.value #>> '{}', 8)) END AS val
                   FROM backstop.action_log l, jsonb_each(a.t_bindings) j
-                 WHERE l.seq = a.proposed_seq) b;
+                 -- With the time, the lookup goes to one partition of the log.
+                 WHERE l.seq = a.proposed_seq AND l.at = a.proposed_at) b;
         SELECT array_agg(k ORDER BY k) INTO v_missing FROM jsonb_object_keys(a.t_bindings) k WHERE NOT v_inv ? k;
         v_comp := CASE WHEN v_missing IS NULL THEN 'staged' ELSE 'unbound: ' || array_to_string(v_missing, ', ') END;
         IF a.t_window IS NOT NULL THEN
@@ -495,7 +496,7 @@ BEGIN
         UPDATE backstop.actions x SET status = 'allowed', approvals = v_n, decided_seq = v_seq, updated_seq = v_seq
          WHERE x.action_id = p_id;
         DELETE FROM backstop.approval_queue q WHERE q.action_id = p_id;
-        SELECT l.params INTO v_params FROM backstop.action_log l WHERE l.seq = a.proposed_seq;
+        SELECT l.params INTO v_params FROM backstop.action_log l WHERE l.seq = a.proposed_seq AND l.at = a.proposed_at;
         PERFORM backstop._remember(a.policy_version,
             (SELECT p.param_memory FROM backstop.policy_versions p WHERE p.version = a.policy_version),
             a.agent, v_params, a.amount, v_seq);
