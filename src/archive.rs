@@ -61,6 +61,27 @@ struct SealLine {
     hash: String,
 }
 
+impl From<&SealRow> for SealLine {
+    fn from(r: &SealRow) -> SealLine {
+        SealLine {
+            seal_no: r.seal_no,
+            after: r.after.clone(),
+            upto: r.upto.clone(),
+            from_txid: r.from_txid.clone(),
+            from_seq: r.from_seq,
+            to_txid: r.to_txid.clone(),
+            to_seq: r.to_seq,
+            complete: r.complete,
+            seal_xid: r.seal_xid.clone(),
+            seq_floor: r.seq_floor,
+            seqs: r.seqs.clone(),
+            digests: hex::encode(&r.digests),
+            prev_hash: hex::encode(&r.prev_hash),
+            hash: hex::encode(&r.hash),
+        }
+    }
+}
+
 impl SealLine {
     fn to_row(&self) -> Result<SealRow> {
         Ok(SealRow {
@@ -145,32 +166,9 @@ pub async fn export(
     let mut from = 1i64;
     while from <= last {
         let to = (from + chunk - 1).min(last);
-        let srows = sqlx::query(
-            "SELECT seal_no, after_snap::text, upto_snap::text, from_txid::text, from_seq, to_txid::text, to_seq,
-                    complete, seal_xid::text, seq_floor, seqs, digests, prev_hash, hash
-               FROM backstop.seals WHERE seal_no BETWEEN $1 AND $2 ORDER BY seal_no",
-        )
-        .bind(from)
-        .bind(to)
-        .fetch_all(pool)
-        .await?;
+        let srows = crate::contract::verify::seals_between(pool, from, to).await?;
         for r in &srows {
-            let line = SealLine {
-                seal_no: r.get(0),
-                after: r.get(1),
-                upto: r.get(2),
-                from_txid: r.get(3),
-                from_seq: r.get(4),
-                to_txid: r.get(5),
-                to_seq: r.get(6),
-                complete: r.get(7),
-                seal_xid: r.get(8),
-                seq_floor: r.get(9),
-                seqs: r.get(10),
-                digests: hex::encode(r.get::<Vec<u8>, _>(11)),
-                prev_hash: hex::encode(r.get::<Vec<u8>, _>(12)),
-                hash: hex::encode(r.get::<Vec<u8>, _>(13)),
-            };
+            let line = SealLine::from(r);
             if line.seal_no == 1 || prev_hash.is_empty() {
                 prev_hash = line.prev_hash.clone();
             }

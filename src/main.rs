@@ -326,6 +326,33 @@ fn parse_time(flag: &str, s: &str) -> anyhow::Result<chrono::DateTime<chrono::Ut
         .ok_or_else(|| anyhow::anyhow!("{flag}: {s:?} is neither a date (2026-01-31) nor an RFC 3339 time"))
 }
 
+/// A benchmark's report: JSON with --json, else its table.
+fn report<T: serde::Serialize>(cfg: &Config, r: &T, render: fn(&T) -> String) -> anyhow::Result<()> {
+    if cfg.json {
+        commands::print_json(r)
+    } else {
+        print!("{}", render(r));
+        Ok(())
+    }
+}
+
+/// The load the room and supervisor benchmarks share.
+fn check_load(rate: f64, seconds: f64, log_rows: i64) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        (10.0..=100_000.0).contains(&rate),
+        "--rate must be between 10 and 100000"
+    );
+    anyhow::ensure!(
+        (1.0..=3600.0).contains(&seconds),
+        "--seconds must be between 1 and 3600"
+    );
+    anyhow::ensure!(
+        (1000..=100_000_000).contains(&log_rows),
+        "--log-rows must be between 1000 and 100000000"
+    );
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let g = cli.global;
@@ -520,22 +547,12 @@ async fn run(cfg: Config, command: Option<Command>, (readonly, watch): (bool, bo
         Some(Command::Bench { which }) => match which {
             BenchCommand::All { quick } => {
                 let r = backstop::bench::suite::run(&cfg, quick, !cfg.json).await?;
-                if cfg.json {
-                    commands::print_json(&r)
-                } else {
-                    print!("{}", backstop::bench::suite::render(&r));
-                    Ok(())
-                }
+                report(&cfg, &r, backstop::bench::suite::render)
             }
             BenchCommand::Pause { agents } => {
                 anyhow::ensure!((1..=20_000).contains(&agents), "--agents must be between 1 and 20000");
                 let r = backstop::bench::pause::run(&cfg, agents, 5.0, !cfg.json).await?;
-                if cfg.json {
-                    commands::print_json(&r)
-                } else {
-                    print!("{}", backstop::bench::pause::render(&r));
-                    Ok(())
-                }
+                report(&cfg, &r, backstop::bench::pause::render)
             }
             BenchCommand::Gateway { agents, seconds } => {
                 anyhow::ensure!(
@@ -547,37 +564,16 @@ async fn run(cfg: Config, command: Option<Command>, (readonly, watch): (bool, bo
                     "--seconds must be between 0.5 and 3600"
                 );
                 let r = backstop::bench::gateway::run(&cfg, &agents, seconds, !cfg.json).await?;
-                if cfg.json {
-                    commands::print_json(&r)
-                } else {
-                    print!("{}", backstop::bench::gateway::render(&r));
-                    Ok(())
-                }
+                report(&cfg, &r, backstop::bench::gateway::render)
             }
             BenchCommand::Room {
                 rate,
                 seconds,
                 log_rows,
             } => {
-                anyhow::ensure!(
-                    (10.0..=100_000.0).contains(&rate),
-                    "--rate must be between 10 and 100000"
-                );
-                anyhow::ensure!(
-                    (1.0..=3600.0).contains(&seconds),
-                    "--seconds must be between 1 and 3600"
-                );
-                anyhow::ensure!(
-                    (1000..=100_000_000).contains(&log_rows),
-                    "--log-rows must be between 1000 and 100000000"
-                );
+                check_load(rate, seconds, log_rows)?;
                 let r = backstop::bench::room::run(&cfg, rate, seconds, log_rows, !cfg.json).await?;
-                if cfg.json {
-                    commands::print_json(&r)
-                } else {
-                    print!("{}", backstop::bench::room::render(&r));
-                    Ok(())
-                }
+                report(&cfg, &r, backstop::bench::room::render)
             }
             BenchCommand::Drift { per_minute } => {
                 anyhow::ensure!(
@@ -621,25 +617,9 @@ async fn run(cfg: Config, command: Option<Command>, (readonly, watch): (bool, bo
                 seconds,
                 log_rows,
             } => {
-                anyhow::ensure!(
-                    (10.0..=100_000.0).contains(&rate),
-                    "--rate must be between 10 and 100000"
-                );
-                anyhow::ensure!(
-                    (1.0..=3600.0).contains(&seconds),
-                    "--seconds must be between 1 and 3600"
-                );
-                anyhow::ensure!(
-                    (1000..=100_000_000).contains(&log_rows),
-                    "--log-rows must be between 1000 and 100000000"
-                );
+                check_load(rate, seconds, log_rows)?;
                 let r = backstop::bench::supervisor::run(&cfg, rate, seconds, log_rows, !cfg.json).await?;
-                if cfg.json {
-                    commands::print_json(&r)
-                } else {
-                    print!("{}", backstop::bench::supervisor::render(&r));
-                    Ok(())
-                }
+                report(&cfg, &r, backstop::bench::supervisor::render)
             }
             BenchCommand::Compensation { count } => {
                 anyhow::ensure!(
@@ -647,12 +627,7 @@ async fn run(cfg: Config, command: Option<Command>, (readonly, watch): (bool, bo
                     "--count must be between 100 and 1000000"
                 );
                 let r = backstop::bench::compensation::run(&cfg, count, !cfg.json).await?;
-                if cfg.json {
-                    commands::print_json(&r)
-                } else {
-                    print!("{}", backstop::bench::compensation::render(&r));
-                    Ok(())
-                }
+                report(&cfg, &r, backstop::bench::compensation::render)
             }
         },
     }

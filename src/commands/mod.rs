@@ -551,19 +551,7 @@ pub async fn supervise(cfg: &Config, mut opts: crate::supervisor::SupervisorOpti
     Ok(())
 }
 
-#[derive(Debug, serde::Serialize, sqlx::FromRow)]
-pub struct FindingRow {
-    pub finding_id: Uuid,
-    pub kind: String,
-    pub severity: String,
-    pub agent: Option<String>,
-    pub action_id: Option<Uuid>,
-    pub rule: Option<String>,
-    pub status: String,
-    pub count: i32,
-    pub last_at: chrono::DateTime<chrono::Utc>,
-    pub detail: serde_json::Value,
-}
+pub use crate::tui::state::FindingRow;
 
 pub async fn findings(cfg: &Config, all: bool) -> Result<()> {
     let db = open(cfg, "backstop findings", 1).await?;

@@ -57,6 +57,39 @@ pub struct SealRow {
     pub hash: Vec<u8>,
 }
 
+/// Seals `from` to `to` (inclusive), in order, as stored.
+pub async fn seals_between(pool: &PgPool, from: i64, to: i64) -> Result<Vec<SealRow>> {
+    let rows = sqlx::query(
+        "SELECT seal_no, after_snap::text, upto_snap::text, from_txid::text, from_seq, to_txid::text, to_seq, \
+                complete, seal_xid::text, seq_floor, seqs, digests, prev_hash, hash \
+           FROM backstop.seals WHERE seal_no BETWEEN $1 AND $2 ORDER BY seal_no",
+    )
+    .bind(from)
+    .bind(to)
+    .fetch_all(pool)
+    .await
+    .map_err(refine)?;
+    Ok(rows
+        .iter()
+        .map(|r| SealRow {
+            seal_no: r.get(0),
+            after: r.get(1),
+            upto: r.get(2),
+            from_txid: r.get(3),
+            from_seq: r.get(4),
+            to_txid: r.get(5),
+            to_seq: r.get(6),
+            complete: r.get(7),
+            seal_xid: r.get(8),
+            seq_floor: r.get(9),
+            seqs: r.get(10),
+            digests: r.get(11),
+            prev_hash: r.get(12),
+            hash: r.get(13),
+        })
+        .collect())
+}
+
 /// The chain hash of a seal, as `backstop.seal_hash` computes it.
 pub fn seal_hash(prev: &[u8], s: &SealRow) -> Vec<u8> {
     let mut h = Sha256::new();
@@ -141,34 +174,7 @@ pub async fn verify_anchored(
         }
     };
 
-    let seal_rows = sqlx::query(
-        "SELECT seal_no, after_snap::text, upto_snap::text, from_txid::text, from_seq, to_txid::text, to_seq, \
-                complete, seal_xid::text, seq_floor, seqs, digests, prev_hash, hash \
-           FROM backstop.seals ORDER BY seal_no",
-    )
-    .fetch_all(pool)
-    .await
-    .map_err(refine)?;
-
-    let seals: Vec<SealRow> = seal_rows
-        .iter()
-        .map(|r| SealRow {
-            seal_no: r.get(0),
-            after: r.get(1),
-            upto: r.get(2),
-            from_txid: r.get(3),
-            from_seq: r.get(4),
-            to_txid: r.get(5),
-            to_seq: r.get(6),
-            complete: r.get(7),
-            seal_xid: r.get(8),
-            seq_floor: r.get(9),
-            seqs: r.get(10),
-            digests: r.get(11),
-            prev_hash: r.get(12),
-            hash: r.get(13),
-        })
-        .collect();
+    let seals = seals_between(pool, 1, i64::MAX).await?;
     // (seal_xid, seq_floor) in seal order; both only grow.
     let floors: Vec<(u64, i64)> = seals
         .iter()

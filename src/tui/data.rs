@@ -66,26 +66,12 @@ pub async fn snapshot(pool: &PgPool) -> Result<Snapshot> {
         expires_at: r.get("expires_at"),
     })
     .collect();
-    let findings: Vec<FindingRow> = sqlx::query(
+    let findings: Vec<FindingRow> = sqlx::query_as(
         "SELECT finding_id, kind, severity, agent, action_id, rule, status, count, last_at, detail
            FROM backstop.findings WHERE status <> 'resolved' ORDER BY last_at DESC LIMIT 500",
     )
     .fetch_all(pool)
-    .await?
-    .into_iter()
-    .map(|r| FindingRow {
-        finding_id: r.get("finding_id"),
-        kind: r.get("kind"),
-        severity: r.get("severity"),
-        agent: r.get("agent"),
-        action_id: r.get("action_id"),
-        rule: r.get("rule"),
-        status: r.get("status"),
-        count: r.get("count"),
-        last_at: r.get("last_at"),
-        detail: r.get("detail"),
-    })
-    .collect();
+    .await?;
     let comps: Vec<CompRow> = sqlx::query(
         "SELECT action_id, agent, tool, inverse_tool, status, attempts, worker, reason, requested_by, requested_at,
                 last_detail ->> 'error' AS last_error

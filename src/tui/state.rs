@@ -201,7 +201,8 @@ pub struct HeldRow {
     pub expires_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+/// One finding, as the room and `backstop findings` show it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, sqlx::FromRow)]
 pub struct FindingRow {
     pub finding_id: Uuid,
     pub kind: String,
