@@ -1,11 +1,14 @@
-//! `backstop archive`: export the log's old history as whole seals, each row
-//! with the canonical text its seal hashed, so the archive verifies on its
-//! own (`backstop verify --archive DIR`) and links to the live chain.
+//! `backstop archive`: retention. The log's partitions older than a
+//! partition boundary (the cut) are exported as whole seals, each row with
+//! the canonical text its seal hashed, so the archive verifies on its own
+//! (`backstop verify --archive DIR`) and links to the live chain. Only after
+//! the export reads back and verifies from the disk are the partitions
+//! dropped, by `backstop.drop_archived_partitions`, which checks again in the
+//! database that every row in them is sealed within the archived range and
+//! carries forward what current state still needs (see migration 0009).
 //!
-//! This is the export half of retention. Dropping the exported partitions is
-//! not done yet: the projections are checked against their rebuild from the
-//! whole log, so dropping old rows first needs a verified checkpoint of the
-//! projections at the cut.
+//! Each archive continues the one before it: it starts at the seal after the
+//! last one archived, and its manifest names the hash it links to.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -22,7 +25,8 @@ use sqlx::{PgPool, Row};
 
 use crate::contract::verify::{SealRow, genesis, seal_hash};
 
-pub const FORMAT: u32 = 1;
+/// Format 2 added the cut and its partitions; format 1 archives still read.
+pub const FORMAT: u32 = 2;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Manifest {
@@ -41,6 +45,15 @@ pub struct Manifest {
     pub max_at: Option<DateTime<Utc>>,
     /// sha256 (hex) of each file.
     pub files: std::collections::BTreeMap<String, String>,
+    /// The partition boundary the log was cut at (every partition ending by
+    /// it is in this archive or an earlier one), and those partitions.
+    #[serde(default)]
+    pub cut: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub partitions: Vec<String>,
+    /// Rows of those partitions, in this archive or an earlier one.
+    #[serde(default)]
+    pub partition_rows: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -119,39 +132,204 @@ fn sha256_file(path: &Path) -> Result<String> {
     Ok(hex::encode(h.finalize()))
 }
 
-/// Export every seal before the first one holding a row written at or after
-/// `before`, into a new directory under `dir`; read it back and verify it.
-/// Returns the archive's directory.
-pub async fn export(
-    pool: &PgPool,
-    database: &str,
-    before: DateTime<Utc>,
-    dir: &Path,
-    progress: bool,
-) -> Result<PathBuf> {
-    crate::contract::seal_all(pool).await?;
-    // The newest seal all of whose rows are older than the cut; whole seals
-    // only, so every seal in the archive verifies on its own.
-    // The first seal holding a row from the cut on; the archive is every seal before it.
-    let (first_new, newest): (Option<i64>, Option<i64>) = sqlx::query_as(
-        "SELECT (SELECT min(s.seal_no) FROM backstop.seals s CROSS JOIN LATERAL unnest(s.seqs) q(seq)
-                   JOIN backstop.action_log l ON l.seq = q.seq WHERE l.at >= $1),
-                (SELECT max(seal_no) FROM backstop.seals)",
+/// What dropping the partitions older than a time takes (`backstop.retention_plan`).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Plan {
+    pub cut: Option<DateTime<Utc>>,
+    pub partitions: Vec<String>,
+    pub rows: i64,
+    pub first_seal: i64,
+    pub last_seal: i64,
+    pub unsealed: i64,
+    pub in_default: i64,
+}
+
+pub async fn plan(pool: &PgPool, before: DateTime<Utc>) -> Result<Plan> {
+    let r = sqlx::query(
+        "SELECT cut, coalesce(partitions, '{}'), coalesce(rows_before, 0), first_seal,
+                coalesce(last_seal, first_seal - 1), coalesce(unsealed, 0), coalesce(in_default, 0)
+           FROM backstop.retention_plan($1)",
     )
     .bind(before)
     .fetch_one(pool)
     .await?;
-    let last = match first_new {
-        Some(f) => Some(f - 1).filter(|l| *l >= 1),
-        None => newest,
-    };
-    let Some(last) = last else {
+    Ok(Plan {
+        cut: r.get(0),
+        partitions: r.get(1),
+        rows: r.get(2),
+        first_seal: r.get(3),
+        last_seal: r.get(4),
+        unsealed: r.get(5),
+        in_default: r.get(6),
+    })
+}
+
+/// What `backstop archive` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct Outcome {
+    pub plan: Plan,
+    /// The archive's directory (None: every row before the cut was in an earlier archive already).
+    pub dir: Option<PathBuf>,
+    pub check: Option<ArchiveCheck>,
+    pub dropped: Option<Dropped>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Dropped {
+    pub partitions: Vec<String>,
+    pub rows: i64,
+    /// Rows appended again because current state still needs them.
+    pub carried: i32,
+    /// The log row recording the drop.
+    pub seq: i64,
+    /// How long the drop held the log (the transaction), in milliseconds.
+    pub millis: f64,
+}
+
+/// Archive the partitions of the log that end at or before `before`: export
+/// the seals that hold their rows into a new directory under `dir`, read it
+/// back and verify it, and (with `drop`) then drop the partitions.
+pub async fn archive(
+    pool: &PgPool,
+    database: &str,
+    before: DateTime<Utc>,
+    dir: &Path,
+    drop: bool,
+    progress: bool,
+) -> Result<Outcome> {
+    crate::contract::seal_all(pool).await?;
+    let mut p = plan(pool, before).await?;
+    if p.unsealed > 0 {
+        // Rows that committed while sealing: one more round.
+        crate::contract::seal_all(pool).await?;
+        p = plan(pool, before).await?;
+    }
+    let Some(cut) = p.cut else {
+        let oldest: Option<DateTime<Utc>> = sqlx::query_scalar("SELECT min(to_at) FROM backstop.log_partitions")
+            .fetch_one(pool)
+            .await?;
         bail!(
-            "nothing to archive: no sealed history older than {}",
-            before.format("%Y-%m-%d %H:%M:%S UTC")
+            "nothing to archive: no partition of the log ends by {}{}",
+            before.format("%Y-%m-%d %H:%M:%S UTC"),
+            oldest
+                .map(|o| format!(" (the oldest ends at {})", o.format("%Y-%m-%d %H:%M:%S UTC")))
+                .unwrap_or_default()
         );
     };
-    let out = dir.join(format!("backstop-archive-1-{last}"));
+    if p.in_default > 0 {
+        bail!(
+            "{} row(s) from before {} are in the log's default partition (no partition existed for them): \
+             they cannot be archived by partition; nothing was written",
+            p.in_default,
+            cut.format("%Y-%m-%d %H:%M:%S UTC")
+        );
+    }
+    if p.unsealed > 0 {
+        bail!(
+            "{} row(s) from before {} are not sealed yet: a transaction is still writing there; nothing was written",
+            p.unsealed,
+            cut.format("%Y-%m-%d %H:%M:%S UTC")
+        );
+    }
+    let (dir, check, head) = if p.last_seal >= p.first_seal {
+        let out = export(pool, database, &p, dir, progress).await?;
+        let check = verify_against(pool, &out).await?;
+        if !check.problems.is_empty() {
+            bail!(
+                "the archive written to {} does not verify: {}; nothing was dropped",
+                out.display(),
+                check.problems.join("; ")
+            );
+        }
+        let head = hex::decode(&check.manifest.head_hash)?;
+        (Some(out), Some(check), head)
+    } else {
+        // Every row before the cut is in an earlier archive (or there are none).
+        let head: Vec<u8> = if p.last_seal == 0 {
+            genesis()
+        } else {
+            sqlx::query_scalar("SELECT hash FROM backstop.seals WHERE seal_no = $1")
+                .bind(p.last_seal)
+                .fetch_one(pool)
+                .await?
+        };
+        (None, None, head)
+    };
+    let mut out = Outcome {
+        plan: p.clone(),
+        dir: dir.clone(),
+        check,
+        dropped: None,
+    };
+    if !drop {
+        return Ok(out);
+    }
+    let (manifest_sha, location) = match &dir {
+        Some(d) => (
+            sha256_file(&d.join("manifest.json"))?,
+            std::fs::canonicalize(d)
+                .unwrap_or_else(|_| d.clone())
+                .display()
+                .to_string(),
+        ),
+        None => (hex::encode(Sha256::digest(b"")), "(in earlier archives)".to_string()),
+    };
+    if progress {
+        eprintln!(
+            "backstop archive: dropping {} partition(s) with {} rows",
+            p.partitions.len(),
+            p.rows
+        );
+    }
+    // The drop waits at most 5 s for the log's lock; a busy moment is tried again.
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let t0 = std::time::Instant::now();
+        let r = sqlx::query_as::<_, (Vec<String>, i64, i32, i64)>(
+            "SELECT partitions, rows_dropped, carried, seq FROM backstop.drop_archived_partitions($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(cut)
+        .bind(p.first_seal)
+        .bind(p.last_seal)
+        .bind(&head)
+        .bind(&manifest_sha)
+        .bind(&location)
+        .bind(format!("retention: the log before {} archived", cut.to_rfc3339()))
+        .fetch_one(pool)
+        .await;
+        match r {
+            Ok((partitions, rows, carried, seq)) => {
+                out.dropped = Some(Dropped {
+                    partitions,
+                    rows,
+                    carried,
+                    seq,
+                    millis: t0.elapsed().as_secs_f64() * 1000.0,
+                });
+                return Ok(out);
+            }
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("55P03") && attempt < 3 => {
+                if progress {
+                    eprintln!("backstop archive: the log was busy ({}); trying again", e.message());
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+            Err(e) => {
+                return Err(anyhow::Error::new(e).context(format!(
+                    "the archive{} verified, but the partitions were not dropped",
+                    dir.as_ref().map(|d| format!(" in {}", d.display())).unwrap_or_default()
+                )));
+            }
+        }
+    }
+}
+
+/// Export seals `plan.first_seal` to `plan.last_seal` into a new directory
+/// under `dir`; read it back and verify it. Returns the archive's directory.
+async fn export(pool: &PgPool, database: &str, plan: &Plan, dir: &Path, progress: bool) -> Result<PathBuf> {
+    let (first, last) = (plan.first_seal, plan.last_seal);
+    let out = dir.join(format!("backstop-archive-{first}-{last}"));
     if out.exists() {
         bail!("{} exists already: nothing was written", out.display());
     }
@@ -161,17 +339,23 @@ pub async fn export(
     let mut seals = GzEncoder::new(std::fs::File::create(&seals_path)?, Compression::default());
     let mut rows = GzEncoder::new(std::fs::File::create(&rows_path)?, Compression::default());
     let (mut n_rows, mut min_at, mut max_at) = (0u64, None::<DateTime<Utc>>, None::<DateTime<Utc>>);
-    let (mut prev_hash, mut head_hash) = (String::new(), String::new());
+    let prev_hash = if first == 1 {
+        hex::encode(genesis())
+    } else {
+        let h: Vec<u8> = sqlx::query_scalar("SELECT hash FROM backstop.seals WHERE seal_no = $1")
+            .bind(first - 1)
+            .fetch_one(pool)
+            .await?;
+        hex::encode(h)
+    };
+    let mut head_hash = prev_hash.clone();
     let chunk = 500i64;
-    let mut from = 1i64;
+    let mut from = first;
     while from <= last {
         let to = (from + chunk - 1).min(last);
         let srows = crate::contract::verify::seals_between(pool, from, to).await?;
         for r in &srows {
             let line = SealLine::from(r);
-            if line.seal_no == 1 || prev_hash.is_empty() {
-                prev_hash = line.prev_hash.clone();
-            }
             head_hash = line.hash.clone();
             serde_json::to_writer(&mut seals, &line)?;
             seals.write_all(b"\n")?;
@@ -201,7 +385,7 @@ pub async fn export(
             n_rows += 1;
         }
         if progress {
-            eprintln!("backstop archive: seals {from} to {to} of {last}, {n_rows} rows");
+            eprintln!("backstop archive: seals {from} to {to} of {first} to {last}, {n_rows} rows");
         }
         from = to + 1;
     }
@@ -214,8 +398,8 @@ pub async fn export(
         format: FORMAT,
         database: database.to_string(),
         created_at: Utc::now(),
-        before,
-        first_seal: 1,
+        before: plan.cut.unwrap_or_else(Utc::now),
+        first_seal: first,
         last_seal: last,
         prev_hash,
         head_hash,
@@ -223,6 +407,9 @@ pub async fn export(
         min_at,
         max_at,
         files,
+        cut: plan.cut,
+        partitions: plan.partitions.clone(),
+        partition_rows: plan.rows.max(0) as u64,
     };
     std::fs::write(out.join("manifest.json"), serde_json::to_string_pretty(&m)? + "\n")?;
     // Nothing is trusted until it reads back and verifies from the disk.
@@ -265,9 +452,9 @@ pub fn verify_dir(dir: &Path) -> Result<ArchiveCheck> {
     let manifest: Manifest =
         serde_json::from_str(&mtext).context("manifest.json is not a backstop archive manifest")?;
     let mut problems = Vec::new();
-    if manifest.format != FORMAT {
+    if !(1..=FORMAT).contains(&manifest.format) {
         bail!(
-            "archive format {} is not one this backstop reads ({FORMAT})",
+            "archive format {} is not one this backstop reads (1 to {FORMAT})",
             manifest.format
         );
     }
@@ -344,19 +531,33 @@ pub fn verify_dir(dir: &Path) -> Result<ArchiveCheck> {
     })
 }
 
-/// `verify_dir`, and that the live chain still holds the archive's head.
+/// `verify_dir`, and that the live chain still holds the archive's head and
+/// the seal it links to.
 pub async fn verify_against(pool: &PgPool, dir: &Path) -> Result<ArchiveCheck> {
     let mut c = verify_dir(dir)?;
-    let live: Option<Vec<u8>> = sqlx::query_scalar("SELECT hash FROM backstop.seals WHERE seal_no = $1")
-        .bind(c.manifest.last_seal)
-        .fetch_optional(pool)
-        .await?;
-    let linked = live.map(hex::encode).as_deref() == Some(c.manifest.head_hash.as_str());
+    let hash_of = |n: i64| {
+        sqlx::query_scalar::<_, Vec<u8>>("SELECT hash FROM backstop.seals WHERE seal_no = $1")
+            .bind(n)
+            .fetch_optional(pool)
+    };
+    let live = hash_of(c.manifest.last_seal).await?;
+    let mut linked = live.map(hex::encode).as_deref() == Some(c.manifest.head_hash.as_str());
     if !linked {
         c.problems.push(format!(
             "the live log's seal {} is not the archive's head: the archive and the live chain have diverged",
             c.manifest.last_seal
         ));
+    }
+    if c.manifest.first_seal > 1 {
+        let before = hash_of(c.manifest.first_seal - 1).await?;
+        if before.map(hex::encode).as_deref() != Some(c.manifest.prev_hash.as_str()) {
+            linked = false;
+            c.problems.push(format!(
+                "the archive starts after seal {}, but the live log's seal {} has another hash",
+                c.manifest.first_seal - 1,
+                c.manifest.first_seal - 1
+            ));
+        }
     }
     c.linked = Some(linked);
     Ok(c)

@@ -189,14 +189,18 @@ enum Command {
         #[arg(long, value_name = "DIR", conflicts_with_all = ["against", "anchor", "export_anchor"])]
         archive: Option<PathBuf>,
     },
-    /// Export the log's history before DATE as whole seals, compressed and verifiable on its own.
+    /// Retention: export the log's partitions that end by DATE (whole seals, compressed, verifiable on
+    /// their own), verify the export, then drop those partitions.
     Archive {
-        /// An RFC 3339 time or a date (YYYY-MM-DD, midnight UTC).
+        /// An RFC 3339 time or a date (YYYY-MM-DD, midnight UTC); the cut is the last partition end at or before it.
         #[arg(long)]
         before: String,
         /// Where the archive's directory is created.
         #[arg(long, value_name = "DIR")]
         to: PathBuf,
+        /// Export and verify only; keep the partitions in the log.
+        #[arg(long)]
+        no_drop: bool,
     },
     /// Seal the rows committed since the last seal.
     Seal,
@@ -446,9 +450,9 @@ async fn run(cfg: Config, command: Option<Command>, (readonly, watch): (bool, bo
         }
         Some(Command::Migrate) => commands::migrate(&cfg).await,
         Some(Command::Roles) => commands::roles(&cfg).await,
-        Some(Command::Archive { before, to }) => {
+        Some(Command::Archive { before, to, no_drop }) => {
             let before = parse_time("--before", &before)?;
-            commands::archive(&cfg, before, &to).await
+            commands::archive(&cfg, before, &to, !no_drop).await
         }
         Some(Command::Grant { duty, login }) => commands::grant(&cfg, &duty, &login).await,
         Some(Command::Check { files }) => {

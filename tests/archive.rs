@@ -45,21 +45,33 @@ async fn workload(t: &TestDb, from: usize, n: usize) {
 
 #[tokio::test]
 async fn an_archive_verifies_on_its_own_and_a_tampered_one_does_not() {
-    let t = TestDb::new().await;
+    let t = TestDb::migrated_with(&[("backstop.log_partition_width", "2 seconds")]).await;
+    tick(&t).await;
     t.load_assets().await;
     workload(&t, 0, 40).await;
-    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    let cut = chrono::Utc::now();
-    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let cut = past_the_newest_partition(&t).await;
     workload(&t, 40, 10).await;
 
     let dir = tempfile::tempdir().unwrap();
-    let out = archive::export(t.pool(), "test", cut, dir.path(), false).await.unwrap();
+    // --no-drop: export and verify only.
+    let got = archive::archive(t.pool(), "test", cut, dir.path(), false, false)
+        .await
+        .unwrap();
+    assert!(got.dropped.is_none());
+    let out = got.dir.expect("an archive");
     let c = archive::verify_against(t.pool(), &out).await.unwrap();
     assert!(c.problems.is_empty(), "{:?}", c.problems);
     assert_eq!(c.linked, Some(true));
     assert!(c.rows > 80, "the old history is in it: {} rows", c.rows);
-    assert!(c.manifest.max_at.unwrap() < cut, "nothing from after the cut");
+    assert_eq!(
+        t.count(&format!(
+            "SELECT count(*) FROM backstop.action_log WHERE at < '{}'",
+            cut.to_rfc3339()
+        ))
+        .await as u64,
+        c.manifest.partition_rows,
+        "nothing was dropped"
+    );
     // Whole seals: the archive ends where the live chain's next seal begins.
     let next_prev: Vec<u8> = sqlx::query_scalar("SELECT prev_hash FROM backstop.seals WHERE seal_no = $1")
         .bind(c.manifest.last_seal + 1)
@@ -68,7 +80,11 @@ async fn an_archive_verifies_on_its_own_and_a_tampered_one_does_not() {
         .unwrap();
     assert_eq!(hex::encode(next_prev), c.manifest.head_hash);
     // Exporting the same range again is refused: nothing is overwritten.
-    assert!(archive::export(t.pool(), "test", cut, dir.path(), false).await.is_err());
+    assert!(
+        archive::archive(t.pool(), "test", cut, dir.path(), false, false)
+            .await
+            .is_err()
+    );
 
     // Tamper with one row and fix the manifest's file hash to match: the
     // row's digest no longer matches its seal.
@@ -107,4 +123,323 @@ async fn an_archive_verifies_on_its_own_and_a_tampered_one_does_not() {
         "{:?}",
         bad.problems
     );
+}
+
+/// Keep partitions ahead of the clock (housekeeping does this in a running Backstop).
+async fn tick(t: &TestDb) {
+    sqlx::query("SELECT backstop.ensure_log_partitions()")
+        .execute(t.pool())
+        .await
+        .unwrap();
+}
+
+/// Sleep until the partition holding the newest row has ended; its end.
+async fn past_the_newest_partition(t: &TestDb) -> chrono::DateTime<chrono::Utc> {
+    let end: chrono::DateTime<chrono::Utc> = sqlx::query_scalar(
+        "SELECT p.to_at FROM backstop.log_partitions p
+          WHERE p.from_at <= (SELECT max(at) FROM backstop.action_log) ORDER BY p.from_at DESC LIMIT 1",
+    )
+    .fetch_one(t.pool())
+    .await
+    .unwrap();
+    while chrono::Utc::now() < end + chrono::Duration::milliseconds(100) {
+        tick(t).await;
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    tick(t).await;
+    end
+}
+
+/// Run the refund in the demo payments system and record its result.
+async fn execute_refund(t: &TestDb, action_id: uuid::Uuid, params: &serde_json::Value) {
+    let result: serde_json::Value = sqlx::query_scalar("SELECT payments.issue_refund($1, 'refund-bot')")
+        .bind(params)
+        .fetch_one(t.pool())
+        .await
+        .unwrap();
+    contract::record_result(t.pool(), action_id, true, Some(&result), None)
+        .await
+        .unwrap();
+}
+
+fn refund(agent: &str, customer: &str, amount: i64) -> Proposal {
+    Proposal {
+        agent: agent.into(),
+        tool: "issue_refund".into(),
+        params: json!({"customer_id": customer, "amount": amount, "order_id": format!("o-{customer}")}),
+        confidence: Some(0.9173),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn retention_drops_archived_partitions_and_the_log_still_verifies() {
+    // Two-second partitions, so the test can age a few of them.
+    let t = TestDb::migrated_with(&[("backstop.log_partition_width", "2 seconds")]).await;
+    tick(&t).await;
+    t.load_assets().await;
+
+    // Old history: settled refunds, and state still open when the log is cut.
+    workload(&t, 0, 20).await;
+    let open = contract::propose(t.pool(), &refund("refund-bot", "c-open", 120))
+        .await
+        .unwrap();
+    assert_eq!(open.verdict, contract::Verdict::Allow);
+    let held = contract::propose(t.pool(), &refund("refund-bot-2", "c-held", 20_000))
+        .await
+        .unwrap();
+    assert_eq!(held.verdict, contract::Verdict::Hold);
+    contract::pause(
+        t.pool(),
+        contract::Scope::Agent,
+        Some("rogue-bot"),
+        "paused before the cut",
+    )
+    .await
+    .unwrap();
+    let finding = contract::raise_finding(
+        t.pool(),
+        "drift",
+        "medium",
+        Some("refund-bot"),
+        None,
+        &json!({"why": "old"}),
+    )
+    .await
+    .unwrap();
+    let done = contract::propose(t.pool(), &refund("refund-bot", "c-done", 40))
+        .await
+        .unwrap();
+    execute_refund(&t, done.action_id, &refund("refund-bot", "c-done", 40).params).await;
+    contract::request_compensation(t.pool(), &[done.action_id], "compensated before the cut", None)
+        .await
+        .unwrap();
+    common::drain(t.pool(), "worker-old").await;
+    let pending = contract::propose(t.pool(), &refund("refund-bot", "c-pending", 50))
+        .await
+        .unwrap();
+    execute_refund(&t, pending.action_id, &refund("refund-bot", "c-pending", 50).params).await;
+    contract::request_compensation(
+        t.pool(),
+        &[pending.action_id],
+        "requested before the cut, run after",
+        None,
+    )
+    .await
+    .unwrap();
+    contract::report_signal(t.pool(), "complaint", Some("refund-bot"), None, Some(&json!({"n": 1})))
+        .await
+        .unwrap();
+    contract::seal_all(t.pool()).await.unwrap();
+    let cut = past_the_newest_partition(&t).await;
+    workload(&t, 100, 5).await;
+
+    let rows_before_cut = t
+        .count(&format!(
+            "SELECT count(*) FROM backstop.action_log WHERE at < '{}'",
+            cut.to_rfc3339()
+        ))
+        .await;
+    let partitions_before = t.count("SELECT count(*) FROM backstop.log_partitions").await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = archive::archive(t.pool(), "test", cut, dir.path(), true, false)
+        .await
+        .expect("archive and drop");
+    assert_eq!(out.plan.cut, Some(cut), "the cut is the partition boundary asked for");
+    let dropped = out.dropped.clone().expect("dropped");
+    assert_eq!(dropped.rows, rows_before_cut);
+    assert!(!dropped.partitions.is_empty());
+    assert_eq!(
+        t.count("SELECT count(*) FROM backstop.log_partitions").await,
+        partitions_before - dropped.partitions.len() as i64
+    );
+    let gone = t
+        .count(&format!(
+            "SELECT count(*) FROM pg_class WHERE relnamespace = 'backstop'::regnamespace AND relname IN ({})",
+            dropped
+                .partitions
+                .iter()
+                .map(|p| format!("'{p}'"))
+                .collect::<Vec<_>>()
+                .join(",")
+        ))
+        .await;
+    assert_eq!(gone, 0, "the partitions are dropped");
+    assert_eq!(
+        t.count(&format!(
+            "SELECT count(*) FROM backstop.action_log WHERE at < '{}'",
+            cut.to_rfc3339()
+        ))
+        .await,
+        0
+    );
+    // Registry and policy loads, the pause, the open action, the held one,
+    // the open finding and the pending compensation were carried forward.
+    let kinds: Vec<String> = sqlx::query_scalar("SELECT kind FROM backstop.carried_log ORDER BY seq")
+        .fetch_all(t.pool())
+        .await
+        .unwrap();
+    assert_eq!(dropped.carried as usize, kinds.len());
+    let mut open_kinds: Vec<&str> = kinds
+        .iter()
+        .map(|k| k.as_str())
+        .filter(|k| !k.ends_with("_loaded"))
+        .collect();
+    open_kinds.sort();
+    assert_eq!(
+        open_kinds,
+        ["allowed", "compensation_requested", "finding", "held", "paused"],
+        "every registry and policy load, and what is still open: {kinds:?}"
+    );
+    let carried_ok = t
+        .count(
+            "SELECT count(*) FROM backstop.carried_log c
+               JOIN backstop.seals s ON c.seq = ANY (s.seqs)
+              WHERE substring(s.digests FROM (array_position(s.seqs, c.seq) - 1) * 32 + 1 FOR 32)
+                    = backstop.row_digest(ROW(c.*)::backstop.action_log)",
+        )
+        .await;
+    assert_eq!(
+        carried_ok,
+        t.count("SELECT count(*) FROM backstop.carried_log").await,
+        "every carried row is exactly the row its seal hashed"
+    );
+
+    // The archive verifies on its own and links to the live chain; the log verifies.
+    let archived = out.dir.clone().expect("an archive");
+    let c = archive::verify_against(t.pool(), &archived).await.unwrap();
+    assert!(c.problems.is_empty(), "{:?}", c.problems);
+    assert_eq!(c.linked, Some(true));
+    assert_eq!(c.manifest.cut, Some(cut));
+    let v = contract::verify::verify(t.pool(), true, true).await.unwrap();
+    assert!(v.ok, "{:?}", v.problems);
+    assert_eq!(v.archived_rows, rows_before_cut);
+    assert_eq!(v.cut, Some(cut));
+
+    // Current state from before the cut still works.
+    let refused = contract::propose(t.pool(), &refund("rogue-bot", "c-x", 10))
+        .await
+        .unwrap();
+    assert_eq!(
+        refused.verdict,
+        contract::Verdict::Block,
+        "still paused: {}",
+        refused.reason
+    );
+    let rec = contract::record_result(
+        t.pool(),
+        open.action_id,
+        true,
+        Some(&json!({"refund_id": "rf-open"})),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(rec.compensation, "staged");
+    let inv: serde_json::Value = sqlx::query_scalar("SELECT inverse_params FROM backstop.actions WHERE action_id = $1")
+        .bind(open.action_id)
+        .fetch_one(t.pool())
+        .await
+        .unwrap();
+    assert_eq!(
+        inv,
+        json!({"refund_id": "rf-open", "customer_id": "c-open", "amount": 120})
+    );
+    contract::approve(&t.as_operator("approver-a").await, held.action_id, "ok")
+        .await
+        .unwrap();
+    contract::approve(&t.as_operator("approver-b").await, held.action_id, "ok")
+        .await
+        .unwrap();
+    contract::acknowledge_finding(t.pool(), finding.finding_id, "seen after the cut")
+        .await
+        .unwrap();
+    common::drain(t.pool(), "worker-new").await;
+    for id in [done.action_id, pending.action_id] {
+        let status: String = sqlx::query_scalar("SELECT status FROM backstop.compensations WHERE action_id = $1")
+            .bind(id)
+            .fetch_one(t.pool())
+            .await
+            .unwrap();
+        assert_eq!(status, "compensated");
+    }
+    let v = contract::verify::verify(t.pool(), true, true).await.unwrap();
+    assert!(v.ok, "after writes on carried state: {:?}", v.problems);
+
+    // A second cut continues the first archive.
+    let cut2 = past_the_newest_partition(&t).await;
+    workload(&t, 200, 3).await;
+    let out2 = archive::archive(t.pool(), "test", cut2, dir.path(), true, false)
+        .await
+        .expect("second archive");
+    let c2 = archive::verify_against(t.pool(), out2.dir.as_ref().expect("second archive dir"))
+        .await
+        .unwrap();
+    assert!(c2.problems.is_empty(), "{:?}", c2.problems);
+    assert_eq!(c2.manifest.first_seal, c.manifest.last_seal + 1);
+    assert_eq!(c2.manifest.prev_hash, c.manifest.head_hash);
+    let v = contract::verify::verify(t.pool(), true, true).await.unwrap();
+    assert!(v.ok, "after two cuts: {:?}", v.problems);
+    let refused = contract::propose(t.pool(), &refund("rogue-bot", "c-y", 10))
+        .await
+        .unwrap();
+    assert_eq!(refused.verdict, contract::Verdict::Block, "the pause was carried twice");
+
+    // Nothing is dropped without a matching archive: a wrong head hash is
+    // refused and changes nothing.
+    let cut3 = past_the_newest_partition(&t).await;
+    contract::seal_all(t.pool()).await.unwrap();
+    let p3 = archive::plan(t.pool(), cut3).await.unwrap();
+    let n_parts = t.count("SELECT count(*) FROM backstop.log_partitions").await;
+    let log_len = t.log_len().await;
+    let err = sqlx::query("SELECT * FROM backstop.drop_archived_partitions($1, $2, $3, $4, $5, $6, $7)")
+        .bind(cut3)
+        .bind(p3.first_seal)
+        .bind(p3.last_seal)
+        .bind(vec![0u8; 32])
+        .bind("0".repeat(64))
+        .bind("/nowhere")
+        .bind("test")
+        .execute(t.pool())
+        .await
+        .expect_err("a wrong head is refused");
+    assert!(err.to_string().contains("head hash"), "{err}");
+    let err = sqlx::query("SELECT * FROM backstop.drop_archived_partitions($1, 1, 1, $2, $3, 'x', 'test')")
+        .bind(cut3 - chrono::Duration::milliseconds(500))
+        .bind(vec![0u8; 32])
+        .bind("0".repeat(64))
+        .execute(t.pool())
+        .await
+        .expect_err("a cut inside a partition is refused");
+    assert!(err.to_string().contains("not the end of a partition"), "{err}");
+    assert_eq!(t.count("SELECT count(*) FROM backstop.log_partitions").await, n_parts);
+    assert_eq!(t.log_len().await, log_len);
+
+    // Tampering after a cut: a row dated before it, and a live row deleted.
+    let mut su = t.superuser().await;
+    sqlx::query("SET session_replication_role = replica")
+        .execute(&mut su)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO backstop.action_log (kind, actor, at, detail) VALUES ('signal', 'mallory', $1, '{}')")
+        .bind(cut2 - chrono::Duration::seconds(1))
+        .execute(&mut su)
+        .await
+        .unwrap();
+    sqlx::query(
+        "DELETE FROM backstop.action_log WHERE seq = (SELECT min(seq) FROM backstop.action_log WHERE kind = 'executed')",
+    )
+    .execute(&mut su)
+    .await
+    .unwrap();
+    let v = contract::verify::verify(t.pool(), false, false).await.unwrap();
+    assert!(!v.ok);
+    assert!(
+        v.problems
+            .iter()
+            .any(|p| p.kind == "inserted" && p.detail.contains("dated before the cut")),
+        "{:?}",
+        v.problems
+    );
+    assert!(v.problems.iter().any(|p| p.kind == "deleted"), "{:?}", v.problems);
 }

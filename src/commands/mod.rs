@@ -279,6 +279,14 @@ pub fn render_verify(r: &contract::verify::VerifyReport) -> String {
             "verify: OK: {} rows in {} seals match the log; {} rows not yet sealed; projections equal their rebuild from the log\n",
             r.rows_checked, r.seals_checked, r.unsealed_rows
         ));
+        if let Some(cut) = r.cut {
+            out.push_str(&format!(
+                "  retention: {} sealed rows from before {} were archived and dropped, as the retention records say; \
+                 projection rows from then were checked when archived (backstop verify --archive DIR checks an archive)\n",
+                r.archived_rows,
+                cut.format("%Y-%m-%d %H:%M:%S UTC")
+            ));
+        }
     } else {
         out.push_str(&format!(
             "verify: FAILED: {} problem(s){}\n",
@@ -814,23 +822,48 @@ pub async fn verify_replica(cfg: &Config, url: &str) -> Result<()> {
     }
 }
 
-/// `backstop archive --before DATE --to DIR`.
-pub async fn archive(cfg: &Config, before: chrono::DateTime<chrono::Utc>, to: &std::path::Path) -> Result<()> {
+/// `backstop archive --before DATE --to DIR [--no-drop]`.
+pub async fn archive(
+    cfg: &Config,
+    before: chrono::DateTime<chrono::Utc>,
+    to: &std::path::Path,
+    drop: bool,
+) -> Result<()> {
     let db = open(cfg, "backstop archive", 2).await?;
-    let dir = crate::archive::export(&db.pool, &db.label, before, to, !cfg.json).await?;
-    let check = crate::archive::verify_dir(&dir)?;
+    let out = crate::archive::archive(&db.pool, &db.label, before, to, drop, !cfg.json).await?;
     if cfg.json {
-        return print_json(&serde_json::json!({"archive": dir, "check": check}));
+        return print_json(&out);
     }
-    println!(
-        "archive: {} ({} seals, {} rows, {} to {}), read back and verified",
-        dir.display(),
-        check.seals,
-        check.rows,
-        check.manifest.min_at.map(|t| t.to_rfc3339()).unwrap_or_default(),
-        check.manifest.max_at.map(|t| t.to_rfc3339()).unwrap_or_default()
-    );
-    println!("archive: nothing was dropped from the log (retention is not built yet)");
+    let cut = out.plan.cut.map(|c| c.to_rfc3339()).unwrap_or_default();
+    match (&out.dir, &out.check) {
+        (Some(dir), Some(check)) => println!(
+            "archive: {} ({} seals from {} to {}, {} rows), read back and verified",
+            dir.display(),
+            check.seals,
+            check.manifest.first_seal,
+            check.manifest.last_seal,
+            check.rows
+        ),
+        _ => println!("archive: every row before {cut} is in an earlier archive already: nothing new was written"),
+    }
+    match &out.dropped {
+        Some(d) => {
+            println!(
+                "archive: dropped {} partition(s) before {cut} ({} rows): {}",
+                d.partitions.len(),
+                d.rows,
+                d.partitions.join(", ")
+            );
+            println!(
+                "archive: {} row(s) that current state still needs were carried forward; the drop is log row {} ({:.0} ms)",
+                d.carried, d.seq, d.millis
+            );
+        }
+        None => println!(
+            "archive: --no-drop: the {} partition(s) before {cut} stay in the log",
+            out.plan.partitions.len()
+        ),
+    }
     Ok(())
 }
 

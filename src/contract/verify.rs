@@ -33,6 +33,12 @@ pub struct VerifyReport {
     /// The newest seal: `seal_no` and hash (hex), the value to anchor outside the database.
     pub head: Option<(i64, String)>,
     pub projections_checked: bool,
+    /// Sealed rows no longer in the log because retention archived and
+    /// dropped them (accounted for by the retention records), and the cut.
+    #[serde(default)]
+    pub archived_rows: i64,
+    #[serde(default)]
+    pub cut: Option<chrono::DateTime<chrono::Utc>>,
     pub problems: Vec<Problem>,
 }
 
@@ -174,6 +180,17 @@ pub async fn verify_anchored(
         }
     };
 
+    // Retention: every row dated before the cut was archived and dropped; the
+    // records say how many, and up to which seal.
+    let retention: Option<(chrono::DateTime<chrono::Utc>, i64, i64)> = sqlx::query_as(
+        "SELECT max(cut), sum(rows)::bigint, max(last_seal) FROM backstop.log_retention HAVING count(*) > 0",
+    )
+    .fetch_optional(pool)
+    .await
+    .map_err(refine)?;
+    let mut archived_missing: i64 = 0;
+    let mut first_archived_missing: Option<(i64, i64)> = None;
+
     let seals = seals_between(pool, 1, i64::MAX).await?;
     // (seal_xid, seq_floor) in seal order; both only grow.
     let floors: Vec<(u64, i64)> = seals
@@ -294,7 +311,14 @@ pub async fn verify_anchored(
             check_place(&mut problems, &floors, seq, &txid, Some(s.seal_no));
         }
         for seq in &s.seqs {
-            if !seen.contains_key(seq) {
+            if seen.contains_key(seq) {
+                continue;
+            }
+            if retention.is_some_and(|(_, _, last)| s.seal_no <= last) {
+                // Counted here, judged against the retention records below.
+                archived_missing += 1;
+                first_archived_missing.get_or_insert((*seq, s.seal_no));
+            } else {
                 push(
                     Problem {
                         kind: "deleted".into(),
@@ -362,6 +386,44 @@ pub async fn verify_anchored(
         );
     }
 
+    if let Some((cut, dropped, last)) = retention {
+        let (early, first_early): (i64, Option<i64>) =
+            sqlx::query_as("SELECT count(*), min(seq) FROM backstop.action_log WHERE at < $1")
+                .bind(cut)
+                .fetch_one(pool)
+                .await
+                .map_err(refine)?;
+        if early > 0 {
+            push(
+                Problem {
+                    kind: "inserted".into(),
+                    seq: first_early,
+                    seal_no: None,
+                    detail: format!(
+                        "{early} row(s) in the log are dated before the cut at {}: rows from before it were archived and dropped, so these were written afterwards",
+                        cut.format("%Y-%m-%d %H:%M:%S UTC")
+                    ),
+                },
+                &mut problems,
+            );
+        }
+        if archived_missing != dropped {
+            let (seq, seal_no) = first_archived_missing.unzip();
+            push(
+                Problem {
+                    kind: "deleted".into(),
+                    seq,
+                    seal_no,
+                    detail: format!(
+                        "{archived_missing} row(s) sealed by seals 1 to {last} are missing from the log, but retention dropped {dropped}: \
+                         rows were deleted outside retention"
+                    ),
+                },
+                &mut problems,
+            );
+        }
+    }
+
     let mut projections_checked = false;
     if check_projections {
         projections_checked = true;
@@ -401,6 +463,8 @@ pub async fn verify_anchored(
         first_bad_seq,
         head,
         projections_checked,
+        archived_rows: if retention.is_some() { archived_missing } else { 0 },
+        cut: retention.map(|r| r.0),
         problems,
     })
 }

@@ -175,6 +175,38 @@ impl TestDb {
         TestDb { name, url, db }
     }
 
+    /// A database migrated on its own (not from the template) with these
+    /// migration settings, e.g. a short log partition width.
+    #[allow(dead_code)]
+    pub async fn migrated_with(settings: &[(&str, &str)]) -> TestDb {
+        let server = server();
+        let mut admin = PgConnection::connect(&server.admin_url)
+            .await
+            .expect("admin connection");
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let name = format!("backstop_t_{}_{}", std::process::id(), n);
+        admin
+            .execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .await
+            .expect("create test database");
+        admin.close().await.ok();
+        let url = url_for(&name);
+        let opts = PgConnectOptions::from_str(&url).expect("url");
+        backstop::db::run_migrations_with(&opts, settings)
+            .await
+            .expect("migrate");
+        let cfg = DbConfig {
+            url: Some(url.clone()),
+            operator: "tester".to_string(),
+            application: "backstop test".into(),
+            max_connections: 10,
+            ..Default::default()
+        };
+        let db = Db::connect_with(opts, &cfg, None).await.expect("connect test database");
+        backstop::demo::install_systems(&db.pool).await.expect("demo systems");
+        TestDb { name, url, db }
+    }
+
     pub fn pool(&self) -> &PgPool {
         &self.db.pool
     }
