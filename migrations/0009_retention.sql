@@ -1,8 +1,9 @@
 -- Retention. `backstop archive` exports whole seals to a directory, verifies
--- the export, and then calls drop_archived_partitions(), which drops the
--- log's partitions older than a partition boundary (the cut) in one
--- transaction, after checking in the database that every row in them is
--- sealed in the archived range and that the projections agree with the log.
+-- the export, and then cuts the log at a partition boundary: prepare_cut()
+-- checks in the database that every row before the cut is sealed in the
+-- archived range and that the projections agree with the log, and carries
+-- forward what is still needed; drop_archived_partitions() then drops the
+-- partitions under a short exclusive lock.
 --
 -- What current state still needs from the dropped rows is carried forward
 -- first: each such row is appended again as a `carried` event holding the
@@ -51,14 +52,33 @@ CREATE TABLE backstop.log_retention (
 );
 
 -- The log as the rebuild sees it: live events and carried originals.
+-- Carriers by the row they carry.
+CREATE INDEX action_log_carried ON backstop.action_log (((detail -> 'row' ->> 'seq')::bigint)) WHERE kind = 'carried';
+
+-- A cut prepared (rows checked, needs carried) and not yet dropped.
+CREATE TABLE backstop.cut_prepared (
+    cut         timestamptz PRIMARY KEY,
+    rows        bigint      NOT NULL,
+    first_seal  bigint      NOT NULL,
+    last_seal   bigint      NOT NULL,
+    carried     integer     NOT NULL,
+    prepared_by text        NOT NULL,
+    prepared_at timestamptz NOT NULL
+);
+
+-- The log as the rebuild sees it: live events and carried originals (a row
+-- carried by a cut not dropped yet is still live, and counted once).
 CREATE VIEW backstop.rebuild_log AS
 SELECT l.* FROM backstop.action_log l WHERE l.kind <> 'carried'
 UNION ALL
-SELECT c.* FROM backstop.carried_log c;
+SELECT c.* FROM backstop.carried_log c
+ WHERE NOT EXISTS (SELECT 1 FROM backstop.action_log o WHERE o.seq = c.seq AND o.at = c.at AND o.kind <> 'carried');
 
 CREATE VIEW backstop.rebuilt_carried_log AS
-SELECT r.* FROM backstop.action_log l, jsonb_populate_record(NULL::backstop.action_log, l.detail -> 'row') r
- WHERE l.kind = 'carried';
+SELECT DISTINCT ON (r.seq) r.*
+  FROM backstop.action_log l, jsonb_populate_record(NULL::backstop.action_log, l.detail -> 'row') r
+ WHERE l.kind = 'carried'
+ ORDER BY r.seq;
 
 CREATE VIEW backstop.rebuilt_log_retention AS
 SELECT (l.detail ->> 'cut')::timestamptz AS cut,
@@ -249,6 +269,88 @@ BEGIN
              (SELECT %1$L, ''rebuild only'', to_jsonb(d) FROM (SELECT * FROM r EXCEPT SELECT * FROM p) d LIMIT 20)',
             pair[1], pair[2], v_keep) USING v_cut;
     END LOOP;
+END
+$$;
+
+-- The tail (0001), with the window's upper bound on the transaction id
+-- spelled out: a row visible in `upto` has a transaction id below its xmax,
+-- and saying so turns the txid index scan into a bounded range instead of a
+-- scan to the end of the log (the archive reads one seal's window at a time,
+-- far behind the head).
+CREATE OR REPLACE FUNCTION backstop.tail(after pg_snapshot, upto pg_snapshot, after_txid xid8, after_seq bigint, max_rows integer)
+RETURNS SETOF backstop.action_log
+LANGUAGE sql STABLE AS $$
+    (SELECT l.* FROM backstop.action_log l
+      WHERE l.txid >= pg_snapshot_xmax(after)
+        AND l.txid < pg_snapshot_xmax(upto)
+        AND (l.txid, l.seq) > (after_txid, after_seq)
+        AND pg_visible_in_snapshot(l.txid, upto)
+      ORDER BY l.txid, l.seq
+      LIMIT max_rows)
+    UNION ALL
+    (SELECT l.* FROM backstop.action_log l
+      WHERE l.txid = ANY (ARRAY(SELECT pg_snapshot_xip(after)))
+        AND (l.txid, l.seq) > (after_txid, after_seq)
+        AND pg_visible_in_snapshot(l.txid, upto)
+      ORDER BY l.txid, l.seq
+      LIMIT max_rows)
+    ORDER BY txid, seq
+    LIMIT max_rows
+$$;
+
+-- ensure_log_partitions (0001), unchanged but for the lock timeout.
+CREATE OR REPLACE FUNCTION backstop.ensure_log_partitions() RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, backstop, pg_temp
+-- Never make the agents queue: creating a partition locks the default one,
+-- and behind a long reader (verify, a cut being prepared) that lock would
+-- hold every writer up. Give up after 100 ms; housekeeping calls again.
+SET lock_timeout = '100ms'
+AS $$
+DECLARE
+    cfg backstop.log_partitioning%ROWTYPE;
+    v_from timestamptz;
+    v_to timestamptz;
+    v_until timestamptz;
+    v_name text;
+    v_secs double precision;
+    n integer := 0;
+BEGIN
+    SELECT * INTO cfg FROM backstop.log_partitioning;
+    v_until := clock_timestamp() + cfg.width * cfg.ahead;
+    SELECT max(p.to_at) INTO v_from FROM backstop.log_partitions p;
+    IF v_from IS NOT NULL AND v_from >= v_until THEN
+        RETURN 0;
+    END IF;
+    IF NOT pg_try_advisory_xact_lock(1112757360, 0) THEN
+        RETURN 0;
+    END IF;
+    SELECT max(p.to_at) INTO v_from FROM backstop.log_partitions p;
+    IF v_from IS NULL THEN
+        v_secs := extract(epoch FROM cfg.width);
+        v_from := CASE WHEN cfg.width >= interval '28 days' THEN date_trunc('month', clock_timestamp(), 'UTC')
+                       ELSE to_timestamp(floor(extract(epoch FROM clock_timestamp()) / v_secs) * v_secs) END;
+    END IF;
+    BEGIN
+        WHILE v_from < v_until LOOP
+            v_to := v_from + cfg.width;
+            -- Rows for this range already in the default partition (nothing ran
+            -- ensure for a long while): leave them; writes go on regardless.
+            IF EXISTS (SELECT 1 FROM backstop.action_log_default d WHERE d.at >= v_from AND d.at < v_to) THEN
+                RAISE WARNING 'backstop: log rows for % to % are in the default partition; no partition made for that range', v_from, v_to;
+                RETURN n;
+            END IF;
+            v_name := 'action_log_' || to_char(v_from AT TIME ZONE 'UTC', 'YYYYMMDD"_"HH24MISS');
+            EXECUTE format('CREATE TABLE backstop.%I PARTITION OF backstop.action_log FOR VALUES FROM (%L) TO (%L)',
+                           v_name, v_from, v_to);
+            PERFORM backstop._protect_partition(v_name);
+            INSERT INTO backstop.log_partitions (name, from_at, to_at) VALUES (v_name, v_from, v_to);
+            n := n + 1;
+            v_from := v_to;
+        END LOOP;
+    EXCEPTION WHEN lock_not_available THEN
+        RETURN 0;
+    END;
+    RETURN n;
 END
 $$;
 
@@ -456,58 +558,52 @@ BEGIN
 END
 $$;
 
--- Drop the partitions that end at or before `cut`, once archived: seals
--- first_seal to last_seal, whose last has hash head_hash, exported and
--- verified by `backstop archive`. Refused, with nothing changed, unless
--- every row of those partitions is sealed within that range (or in an
--- earlier archive), the live chain has that head, and every projection
--- agrees with its rebuild. The drop and what it carried forward are
--- appended to the log.
-CREATE FUNCTION backstop.drop_archived_partitions(cut timestamptz, first_seal bigint, last_seal bigint,
-    head_hash bytea, manifest_sha256 text, location text, reason text)
-RETURNS TABLE (partitions text[], rows_dropped bigint, carried integer, seq bigint)
+-- A cut is made in two transactions, so that the log is locked only for
+-- the drop itself.
+--
+-- prepare_cut (runs beside the agents): with the partitions ending by `cut`
+-- locked against writes, check that every row in them is sealed within
+-- seals first_seal..last_seal (the archive's range) or an earlier archive,
+-- that seal last_seal has the archive's head hash, that no row from before
+-- the cut is in the default partition, and that every projection equals
+-- its rebuild; then carry forward what current state still needs. Rows
+-- from before the cut cannot appear afterwards: `at` is the server's clock
+-- at insert, and only the owner can write the log directly.
+CREATE FUNCTION backstop.prepare_cut(cut timestamptz, first_seal bigint, last_seal bigint, head_hash bytea)
+RETURNS TABLE (rows_before bigint, carried integer)
 LANGUAGE plpgsql
 -- Carried rows keep their real confidence exactly through JSON.
 SET extra_float_digits = 3
 AS $$
 #variable_conflict use_column
 DECLARE
-    fn text := 'drop_archived_partitions';
-    p_cut timestamptz := drop_archived_partitions.cut;
+    fn text := 'prepare_cut';
+    p_cut timestamptz := prepare_cut.cut;
     v_parts text[];
     v_part text;
     pl record;
     v_prev timestamptz;
     v_hash bytea;
     v_actor text := backstop.actor();
-    v_recarried bigint[] := '{}';
     r record;
     e backstop.action_log;
-    v_seq bigint;
-    v_at timestamptz;
     n integer := 0;
 BEGIN
     IF NOT backstop._trusted() THEN
-        PERFORM backstop._bad(fn, 'only the schema''s owner may drop log partitions (through backstop archive)', '42501');
+        PERFORM backstop._bad(fn, 'only the schema''s owner may cut the log (through backstop archive)', '42501');
     END IF;
     IF p_cut IS NULL OR NOT isfinite(p_cut) OR p_cut > clock_timestamp() THEN
         PERFORM backstop._bad(fn, format('cut must be a past time; got %s', coalesce(p_cut::text, 'null')));
     END IF;
-    IF drop_archived_partitions.first_seal IS NULL OR drop_archived_partitions.last_seal IS NULL
-       OR drop_archived_partitions.first_seal < 1
-       OR drop_archived_partitions.last_seal < drop_archived_partitions.first_seal - 1 THEN
+    IF prepare_cut.first_seal IS NULL OR prepare_cut.last_seal IS NULL OR prepare_cut.first_seal < 1
+       OR prepare_cut.last_seal < prepare_cut.first_seal - 1 THEN
         PERFORM backstop._bad(fn, 'first_seal and last_seal must give the archived range of seals');
     END IF;
-    IF drop_archived_partitions.head_hash IS NULL OR length(drop_archived_partitions.head_hash) <> 32 THEN
+    IF prepare_cut.head_hash IS NULL OR length(prepare_cut.head_hash) <> 32 THEN
         PERFORM backstop._bad(fn, 'head_hash must be the 32-byte hash of the archive''s last seal');
     END IF;
-    IF drop_archived_partitions.manifest_sha256 IS NULL OR drop_archived_partitions.manifest_sha256 !~ '^[0-9a-f]{64}$' THEN
-        PERFORM backstop._bad(fn, 'manifest_sha256 must be 64 lowercase hex digits');
-    END IF;
-    PERFORM backstop._check_reason(fn, 'location', drop_archived_partitions.location);
-    PERFORM backstop._check_reason(fn, 'reason', drop_archived_partitions.reason);
     IF NOT pg_try_advisory_xact_lock(1112757362, 0) THEN
-        PERFORM backstop._bad(fn, 'another drop of log partitions is running', '55P03');
+        PERFORM backstop._bad(fn, 'another cut of the log is running', '55P03');
     END IF;
     SELECT max(x.cut) INTO v_prev FROM backstop.log_retention x;
     IF v_prev IS NOT NULL AND p_cut <= v_prev THEN
@@ -517,8 +613,7 @@ BEGIN
     IF v_parts IS NULL OR NOT EXISTS (SELECT 1 FROM backstop.log_partitions p WHERE p.to_at = p_cut) THEN
         PERFORM backstop._bad(fn, format('%s is not the end of a partition of the log', p_cut));
     END IF;
-    -- From here nothing is written into those partitions; a writer still
-    -- in flight there finishes first (and its row is then found unsealed).
+    -- A writer still in flight there finishes first (its row is then found unsealed).
     FOREACH v_part IN ARRAY v_parts LOOP
         EXECUTE format('LOCK TABLE backstop.%I IN SHARE MODE', v_part);
     END LOOP;
@@ -529,24 +624,24 @@ BEGIN
     IF pl.unsealed > 0 THEN
         PERFORM backstop._bad(fn, format('%s row(s) from before the cut are not sealed yet: seal and archive again', pl.unsealed), '55000');
     END IF;
-    IF pl.first_seal <> drop_archived_partitions.first_seal OR pl.last_seal <> drop_archived_partitions.last_seal THEN
+    IF pl.first_seal <> prepare_cut.first_seal OR pl.last_seal <> prepare_cut.last_seal THEN
         PERFORM backstop._bad(fn, format('the rows before the cut need seals %s to %s archived, but the archive holds %s to %s: export again',
-                                         pl.first_seal, pl.last_seal, drop_archived_partitions.first_seal, drop_archived_partitions.last_seal), '55000');
+                                         pl.first_seal, pl.last_seal, prepare_cut.first_seal, prepare_cut.last_seal), '55000');
     END IF;
-    IF drop_archived_partitions.last_seal = 0 THEN
-        v_hash := backstop.seal_genesis();
-    ELSE
-        SELECT s.hash INTO v_hash FROM backstop.seals s WHERE s.seal_no = drop_archived_partitions.last_seal;
-    END IF;
-    IF v_hash IS DISTINCT FROM drop_archived_partitions.head_hash THEN
+    v_hash := CASE WHEN prepare_cut.last_seal = 0 THEN backstop.seal_genesis()
+                   ELSE (SELECT s.hash FROM backstop.seals s WHERE s.seal_no = prepare_cut.last_seal) END;
+    IF v_hash IS DISTINCT FROM prepare_cut.head_hash THEN
         PERFORM backstop._bad(fn, format('seal %s does not have the archive''s head hash: the archive and the live chain differ',
-                                         drop_archived_partitions.last_seal), '55000');
+                                         prepare_cut.last_seal), '55000');
     END IF;
     IF EXISTS (SELECT 1 FROM backstop.projection_diffs()) THEN
         PERFORM backstop._bad(fn, 'the projections disagree with the log (see backstop verify); nothing is dropped until they agree', '55000');
     END IF;
 
-    -- Carry forward what current state still needs (see the top of this file).
+    -- Carry forward what current state still needs (see the top of this
+    -- file), unless a carrier after the cut holds it already (a prepare
+    -- tried before). Carrying more than needed is harmless: a need never
+    -- arises later from a row before the cut.
     FOR r IN
         SELECT z.e FROM backstop.action_log l
          CROSS JOIN LATERAL (SELECT CASE WHEN l.kind = 'carried'
@@ -565,6 +660,8 @@ BEGIN
              OR ((z.e).kind IN ('finding', 'finding_acknowledged', 'finding_resolved')
                  AND EXISTS (SELECT 1 FROM backstop.findings f
                               WHERE f.finding_id = ((z.e).detail ->> 'finding_id')::uuid AND f.status <> 'resolved')))
+           AND NOT EXISTS (SELECT 1 FROM backstop.action_log k
+                            WHERE k.kind = 'carried' AND (k.detail -> 'row' ->> 'seq')::bigint = (z.e).seq AND k.at >= p_cut)
          ORDER BY (z.e).seq
     LOOP
         e := r.e;
@@ -573,44 +670,102 @@ BEGIN
                                'digest', encode(backstop.row_digest(e), 'hex'), 'cut', p_cut),
             e.correlation_id);
         INSERT INTO backstop.carried_log SELECT e.* ON CONFLICT ON CONSTRAINT carried_log_pkey DO NOTHING;
-        v_recarried := v_recarried || e.seq;
         n := n + 1;
     END LOOP;
-    -- Carried rows whose carrier goes now and that are no longer needed.
-    DELETE FROM backstop.carried_log c
-     WHERE c.seq IN (SELECT (l.detail -> 'row' ->> 'seq')::bigint FROM backstop.action_log l
-                      WHERE l.at < p_cut AND l.kind = 'carried')
-       AND c.seq <> ALL (v_recarried);
+    INSERT INTO backstop.cut_prepared (cut, rows, first_seal, last_seal, carried, prepared_by, prepared_at)
+    VALUES (p_cut, pl.rows_before, prepare_cut.first_seal, prepare_cut.last_seal, n, v_actor, clock_timestamp())
+    ON CONFLICT ON CONSTRAINT cut_prepared_pkey DO UPDATE
+       SET rows = EXCLUDED.rows, first_seal = EXCLUDED.first_seal, last_seal = EXCLUDED.last_seal,
+           carried = backstop.cut_prepared.carried + EXCLUDED.carried, prepared_by = EXCLUDED.prepared_by,
+           prepared_at = EXCLUDED.prepared_at;
+    rows_before := pl.rows_before;
+    carried := n;
+    RETURN NEXT;
+END
+$$;
+
+-- drop_archived_partitions: the second transaction. It takes the log's
+-- exclusive lock first (waiting at most 250 ms for transactions in flight,
+-- while new writers queue behind it; backstop archive tries again), so it
+-- never holds a weaker lock on the
+-- log it would have to upgrade, and does only short work under it: record
+-- the drop in the log, drop the partitions, forget the carried rows no
+-- carrier holds any more.
+CREATE FUNCTION backstop.drop_archived_partitions(cut timestamptz, first_seal bigint, last_seal bigint,
+    head_hash bytea, manifest_sha256 text, location text, reason text)
+RETURNS TABLE (partitions text[], rows_dropped bigint, carried integer, seq bigint)
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    fn text := 'drop_archived_partitions';
+    p_cut timestamptz := drop_archived_partitions.cut;
+    v_parts text[];
+    v_part text;
+    prep backstop.cut_prepared%ROWTYPE;
+    v_hash bytea;
+    v_actor text := backstop.actor();
+    v_seq bigint;
+    v_at timestamptz;
+BEGIN
+    IF NOT backstop._trusted() THEN
+        PERFORM backstop._bad(fn, 'only the schema''s owner may drop log partitions (through backstop archive)', '42501');
+    END IF;
+    IF p_cut IS NULL OR NOT isfinite(p_cut) THEN
+        PERFORM backstop._bad(fn, format('cut must be a past time; got %s', coalesce(p_cut::text, 'null')));
+    END IF;
+    IF drop_archived_partitions.manifest_sha256 IS NULL OR drop_archived_partitions.manifest_sha256 !~ '^[0-9a-f]{64}$' THEN
+        PERFORM backstop._bad(fn, 'manifest_sha256 must be 64 lowercase hex digits');
+    END IF;
+    PERFORM backstop._check_reason(fn, 'location', drop_archived_partitions.location);
+    PERFORM backstop._check_reason(fn, 'reason', drop_archived_partitions.reason);
+    IF NOT pg_try_advisory_xact_lock(1112757362, 0) THEN
+        PERFORM backstop._bad(fn, 'another cut of the log is running', '55P03');
+    END IF;
+    SELECT * INTO prep FROM backstop.cut_prepared x WHERE x.cut = p_cut;
+    IF NOT FOUND OR prep.first_seal IS DISTINCT FROM drop_archived_partitions.first_seal
+       OR prep.last_seal IS DISTINCT FROM drop_archived_partitions.last_seal THEN
+        PERFORM backstop._bad(fn, 'this cut was not prepared for this archive (prepare_cut first)', '55000');
+    END IF;
+    v_hash := CASE WHEN prep.last_seal = 0 THEN backstop.seal_genesis()
+                   ELSE (SELECT s.hash FROM backstop.seals s WHERE s.seal_no = prep.last_seal) END;
+    IF v_hash IS DISTINCT FROM drop_archived_partitions.head_hash THEN
+        PERFORM backstop._bad(fn, format('seal %s does not have the archive''s head hash: the archive and the live chain differ',
+                                         prep.last_seal), '55000');
+    END IF;
+    PERFORM set_config('lock_timeout', '250ms', true);
+    LOCK TABLE backstop.action_log IN ACCESS EXCLUSIVE MODE;
+    SELECT array_agg(p.name ORDER BY p.from_at) INTO v_parts FROM backstop.log_partitions p WHERE p.to_at <= p_cut;
 
     SELECT l.seq, l.at INTO v_seq, v_at FROM backstop._append('log_archived', v_actor, NULL, NULL, NULL,
-        jsonb_build_object('cut', p_cut, 'partitions', to_jsonb(v_parts), 'rows', pl.rows_before,
-                           'first_seal', drop_archived_partitions.first_seal, 'last_seal', drop_archived_partitions.last_seal,
+        jsonb_build_object('cut', p_cut, 'partitions', to_jsonb(v_parts), 'rows', prep.rows,
+                           'first_seal', prep.first_seal, 'last_seal', prep.last_seal,
                            'head_hash', encode(drop_archived_partitions.head_hash, 'hex'),
                            'manifest_sha256', drop_archived_partitions.manifest_sha256,
-                           'location', drop_archived_partitions.location, 'carried', n,
+                           'location', drop_archived_partitions.location, 'carried', prep.carried,
                            'reason', drop_archived_partitions.reason)) l;
     INSERT INTO backstop.log_retention (cut, partitions, rows, first_seal, last_seal, head_hash, manifest_sha256,
                                         location, carried, reason, archived_by, seq, at)
-    VALUES (p_cut, v_parts, pl.rows_before, drop_archived_partitions.first_seal, drop_archived_partitions.last_seal,
-            drop_archived_partitions.head_hash, drop_archived_partitions.manifest_sha256, drop_archived_partitions.location,
-            n, drop_archived_partitions.reason, v_actor, v_seq, v_at);
-
-    -- Dropping a partition locks the whole log for a moment: writers wait
-    -- for it, and it waits for them. Never longer than this.
-    PERFORM set_config('lock_timeout', '5s', true);
+    VALUES (p_cut, v_parts, prep.rows, prep.first_seal, prep.last_seal, drop_archived_partitions.head_hash,
+            drop_archived_partitions.manifest_sha256, drop_archived_partitions.location, prep.carried,
+            drop_archived_partitions.reason, v_actor, v_seq, v_at);
     FOREACH v_part IN ARRAY v_parts LOOP
         EXECUTE format('DROP TABLE backstop.%I', v_part);
     END LOOP;
     DELETE FROM backstop.log_partitions p WHERE p.name = ANY (v_parts);
+    DELETE FROM backstop.carried_log c
+     WHERE NOT EXISTS (SELECT 1 FROM backstop.action_log k
+                        WHERE k.kind = 'carried' AND (k.detail -> 'row' ->> 'seq')::bigint = c.seq);
+    DELETE FROM backstop.cut_prepared x WHERE x.cut <= p_cut;
     partitions := v_parts;
-    rows_dropped := pl.rows_before;
-    carried := n;
+    rows_dropped := prep.rows;
+    carried := prep.carried;
     seq := v_seq;
     RETURN NEXT;
 END
 $$;
 
 REVOKE ALL ON FUNCTION backstop.retention_plan(timestamptz) FROM PUBLIC;
+REVOKE ALL ON FUNCTION backstop.prepare_cut(timestamptz, bigint, bigint, bytea) FROM PUBLIC;
 REVOKE ALL ON FUNCTION backstop.drop_archived_partitions(timestamptz, bigint, bigint, bytea, text, text, text) FROM PUBLIC;
 DO $grant$
 BEGIN

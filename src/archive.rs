@@ -2,10 +2,11 @@
 //! partition boundary (the cut) are exported as whole seals, each row with
 //! the canonical text its seal hashed, so the archive verifies on its own
 //! (`backstop verify --archive DIR`) and links to the live chain. Only after
-//! the export reads back and verifies from the disk are the partitions
-//! dropped, by `backstop.drop_archived_partitions`, which checks again in the
-//! database that every row in them is sealed within the archived range and
-//! carries forward what current state still needs (see migration 0009).
+//! the export reads back and verifies from the disk is the log cut:
+//! `backstop.prepare_cut` checks again in the database that every row before
+//! the cut is sealed within the archived range and carries forward what
+//! current state still needs, and `backstop.drop_archived_partitions` drops
+//! the partitions under a short exclusive lock (see migration 0009).
 //!
 //! Each archive continues the one before it: it starts at the seal after the
 //! last one archived, and its manifest names the hash it links to.
@@ -54,6 +55,9 @@ pub struct Manifest {
     /// Rows of those partitions, in this archive or an earlier one.
     #[serde(default)]
     pub partition_rows: u64,
+    /// What each element of a row's canonical text is.
+    #[serde(default)]
+    pub canon_fields: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -120,10 +124,36 @@ impl SealLine {
 struct RowLine {
     seq: i64,
     seal_no: i64,
-    /// Exactly the text the seal's digest is the sha256 of.
+    /// Exactly the text the seal's digest is the sha256 of: a JSON array of
+    /// every field, in the order the manifest's `canon_fields` names.
     canon: String,
-    row: Value,
+    /// The row as JSON object (format 1 archives only; the canon holds every field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    row: Option<Value>,
 }
+
+/// The fields of `backstop.canon`, in order (`at` in microseconds since the epoch).
+pub const CANON_FIELDS: &[&str] = &[
+    "seq",
+    "at_us",
+    "txid",
+    "kind",
+    "actor",
+    "agent",
+    "tool",
+    "action_id",
+    "correlation_id",
+    "parent_action",
+    "amount",
+    "confidence",
+    "reasoning",
+    "inputs",
+    "params",
+    "result",
+    "detail",
+    "policy_version",
+    "registry_version",
+];
 
 fn sha256_file(path: &Path) -> Result<String> {
     let mut f = std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
@@ -198,7 +228,14 @@ pub async fn archive(
     progress: bool,
 ) -> Result<Outcome> {
     crate::contract::seal_all(pool).await?;
+    let t_start = std::time::Instant::now();
+    let step = |what: &str| {
+        if progress {
+            eprintln!("backstop archive: {what} ({:.1} s)", t_start.elapsed().as_secs_f64());
+        }
+    };
     let mut p = plan(pool, before).await?;
+    step("planned");
     if p.unsealed > 0 {
         // Rows that committed while sealing: one more round.
         crate::contract::seal_all(pool).await?;
@@ -233,7 +270,9 @@ pub async fn archive(
     }
     let (dir, check, head) = if p.last_seal >= p.first_seal {
         let out = export(pool, database, &p, dir, progress).await?;
+        step("exported");
         let check = verify_against(pool, &out).await?;
+        step("verified against the live chain");
         if !check.problems.is_empty() {
             bail!(
                 "the archive written to {} does not verify: {}; nothing was dropped",
@@ -281,7 +320,23 @@ pub async fn archive(
             p.rows
         );
     }
-    // The drop waits at most 5 s for the log's lock; a busy moment is tried again.
+    // First the checks and the carrying, beside the agents.
+    sqlx::query("SELECT * FROM backstop.prepare_cut($1, $2, $3, $4)")
+        .bind(cut)
+        .bind(p.first_seal)
+        .bind(p.last_seal)
+        .bind(&head)
+        .execute(pool)
+        .await
+        .map_err(|e| {
+            anyhow::Error::new(e).context(format!(
+                "the archive{} verified, but the log could not be cut; nothing was dropped",
+                dir.as_ref().map(|d| format!(" in {}", d.display())).unwrap_or_default()
+            ))
+        })?;
+    step("checked in the database and carried forward what is still needed");
+    // Then the drop, which waits at most 250 ms for the log's lock (writers
+    // queue behind it meanwhile); a busy moment is tried again.
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -309,11 +364,11 @@ pub async fn archive(
                 });
                 return Ok(out);
             }
-            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("55P03") && attempt < 3 => {
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("55P03") && attempt < 40 => {
                 if progress {
                     eprintln!("backstop archive: the log was busy ({}); trying again", e.message());
                 }
-                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
             }
             Err(e) => {
                 return Err(anyhow::Error::new(e).context(format!(
@@ -336,8 +391,15 @@ async fn export(pool: &PgPool, database: &str, plan: &Plan, dir: &Path, progress
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let seals_path = out.join("seals.jsonl.gz");
     let rows_path = out.join("rows.jsonl.gz");
-    let mut seals = GzEncoder::new(std::fs::File::create(&seals_path)?, Compression::default());
-    let mut rows = GzEncoder::new(std::fs::File::create(&rows_path)?, Compression::default());
+    // Fast compression: the export is bound by it, and level 6 saves little more on this text.
+    let mut seals = GzEncoder::new(
+        std::io::BufWriter::new(std::fs::File::create(&seals_path)?),
+        Compression::fast(),
+    );
+    let mut rows = GzEncoder::new(
+        std::io::BufWriter::new(std::fs::File::create(&rows_path)?),
+        Compression::fast(),
+    );
     let (mut n_rows, mut min_at, mut max_at) = (0u64, None::<DateTime<Utc>>, None::<DateTime<Utc>>);
     let prev_hash = if first == 1 {
         hex::encode(genesis())
@@ -360,37 +422,54 @@ async fn export(pool: &PgPool, database: &str, plan: &Plan, dir: &Path, progress
             serde_json::to_writer(&mut seals, &line)?;
             seals.write_all(b"\n")?;
         }
-        let lrows = sqlx::query(
-            "SELECT s.seal_no, l.seq, l.at, backstop.canon(l), to_jsonb(l)
-               FROM backstop.seals s CROSS JOIN LATERAL unnest(s.seqs) q(seq)
-               JOIN backstop.action_log l ON l.seq = q.seq
-              WHERE s.seal_no BETWEEN $1 AND $2 ORDER BY s.seal_no, l.seq",
-        )
-        .bind(from)
-        .bind(to)
-        .fetch_all(pool)
-        .await?;
-        for r in &lrows {
-            let at: DateTime<Utc> = r.get(2);
-            min_at = Some(min_at.map_or(at, |m| m.min(at)));
-            max_at = Some(max_at.map_or(at, |m| m.max(at)));
-            let line = RowLine {
-                seal_no: r.get(0),
-                seq: r.get(1),
-                canon: r.get(3),
-                row: r.get(4),
-            };
-            serde_json::to_writer(&mut rows, &line)?;
-            rows.write_all(b"\n")?;
-            n_rows += 1;
+        // Each seal's rows by its snapshot window, as `verify` reads them:
+        // range scans of the txid index, not a probe of every partition per row.
+        for seal in &srows {
+            let listed: std::collections::HashSet<i64> = seal.seqs.iter().copied().collect();
+            let lrows = sqlx::query(
+                "SELECT t.seq, t.at, backstop.canon(t)
+                   FROM backstop.tail($1::pg_snapshot, $2::pg_snapshot, $3::xid8, $4, 2147483647) t
+                  WHERE $5 OR (t.txid, t.seq) <= ($6::xid8, $7)
+                  ORDER BY t.seq",
+            )
+            .bind(&seal.after)
+            .bind(&seal.upto)
+            .bind(&seal.from_txid)
+            .bind(seal.from_seq)
+            .bind(seal.complete)
+            .bind(&seal.to_txid)
+            .bind(seal.to_seq)
+            .fetch_all(pool)
+            .await?;
+            // A row in the window the seal does not list was not sealed: not
+            // archived (verify reports it); a listed row missing fails the
+            // archive's own check.
+            for r in lrows.iter().filter(|r| listed.contains(&r.get::<i64, _>(0))) {
+                let at: DateTime<Utc> = r.get(1);
+                min_at = Some(min_at.map_or(at, |m| m.min(at)));
+                max_at = Some(max_at.map_or(at, |m| m.max(at)));
+                let line = RowLine {
+                    seal_no: seal.seal_no,
+                    seq: r.get(0),
+                    canon: r.get(2),
+                    row: None,
+                };
+                serde_json::to_writer(&mut rows, &line)?;
+                rows.write_all(b"\n")?;
+                n_rows += 1;
+            }
         }
         if progress {
             eprintln!("backstop archive: seals {from} to {to} of {first} to {last}, {n_rows} rows");
         }
         from = to + 1;
     }
-    seals.finish()?.sync_all()?;
-    rows.finish()?.sync_all()?;
+    for w in [seals, rows] {
+        w.finish()?
+            .into_inner()
+            .map_err(|e| anyhow::anyhow!("writing the archive: {}", e.error()))?
+            .sync_all()?;
+    }
     let mut files = std::collections::BTreeMap::new();
     files.insert("seals.jsonl.gz".to_string(), sha256_file(&seals_path)?);
     files.insert("rows.jsonl.gz".to_string(), sha256_file(&rows_path)?);
@@ -410,6 +489,7 @@ async fn export(pool: &PgPool, database: &str, plan: &Plan, dir: &Path, progress
         cut: plan.cut,
         partitions: plan.partitions.clone(),
         partition_rows: plan.rows.max(0) as u64,
+        canon_fields: CANON_FIELDS.iter().map(|f| f.to_string()).collect(),
     };
     std::fs::write(out.join("manifest.json"), serde_json::to_string_pretty(&m)? + "\n")?;
     // Nothing is trusted until it reads back and verifies from the disk.
@@ -434,14 +514,18 @@ pub struct ArchiveCheck {
     pub linked: Option<bool>,
 }
 
-fn read_lines<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Vec<T>> {
+/// The lines of a gzip'd JSON-lines file, one at a time (an archive can be
+/// far larger than memory).
+fn read_lines<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<impl Iterator<Item = Result<T>> + use<T>> {
     let f = std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
-    let mut out = Vec::new();
-    for (i, line) in BufReader::new(GzDecoder::new(f)).lines().enumerate() {
-        let line = line.with_context(|| format!("{} line {}", path.display(), i + 1))?;
-        out.push(serde_json::from_str(&line).with_context(|| format!("{} line {}", path.display(), i + 1))?);
-    }
-    Ok(out)
+    let name = path.display().to_string();
+    Ok(BufReader::new(GzDecoder::new(f))
+        .lines()
+        .enumerate()
+        .map(move |(i, line)| {
+            let line = line.with_context(|| format!("{name} line {}", i + 1))?;
+            serde_json::from_str(&line).with_context(|| format!("{name} line {}", i + 1))
+        }))
 }
 
 /// Check an archive on its own: file hashes, every row's digest against its
@@ -464,23 +548,19 @@ pub fn verify_dir(dir: &Path) -> Result<ArchiveCheck> {
             problems.push(format!("{name} has sha256 {got}, the manifest says {want}"));
         }
     }
-    let seals: Vec<SealLine> = read_lines(&dir.join("seals.jsonl.gz"))?;
-    let rows: Vec<RowLine> = read_lines(&dir.join("rows.jsonl.gz"))?;
-    let mut by_seq: std::collections::HashMap<i64, &RowLine> = std::collections::HashMap::with_capacity(rows.len());
-    for r in &rows {
-        if by_seq.insert(r.seq, r).is_some() {
-            problems.push(format!("row {} appears twice", r.seq));
-        }
-    }
+    // Seals and rows are written in the same order (rows grouped by seal),
+    // so both files are read in step, one seal's rows in memory at a time.
+    let mut rows = read_lines::<RowLine>(&dir.join("rows.jsonl.gz"))?.peekable();
     let mut prev = if manifest.first_seal == 1 {
         genesis()
     } else {
         hex::decode(&manifest.prev_hash).context("manifest prev_hash is not hex")?
     };
     let mut expected = manifest.first_seal;
-    let mut used = 0u64;
-    for line in &seals {
-        let s = line.to_row()?;
+    let (mut n_seals, mut n_rows, mut stray) = (0u64, 0u64, 0u64);
+    for line in read_lines::<SealLine>(&dir.join("seals.jsonl.gz"))? {
+        let s = line?.to_row()?;
+        n_seals += 1;
         if s.seal_no != expected {
             problems.push(format!(
                 "seal {} follows seal {}: a seal is missing",
@@ -493,24 +573,37 @@ pub fn verify_dir(dir: &Path) -> Result<ArchiveCheck> {
             problems.push(format!("seal {} does not match its hash or its predecessor", s.seal_no));
         }
         prev = s.hash.clone();
+        // This seal's rows (rows of an earlier seal number here are strays).
+        let mut mine: std::collections::HashMap<i64, RowLine> = std::collections::HashMap::new();
+        while let Some(r) = rows.next_if(|r| r.as_ref().map_or(true, |r| r.seal_no <= s.seal_no)) {
+            let r = r?;
+            n_rows += 1;
+            if r.seal_no < s.seal_no {
+                stray += 1;
+            } else if let Some(dup) = mine.insert(r.seq, r) {
+                problems.push(format!("row {} appears twice", dup.seq));
+            }
+        }
         for (i, seq) in s.seqs.iter().enumerate() {
             let want = s.digests.get(i * 32..i * 32 + 32).unwrap_or(&[]);
-            match by_seq.get(seq) {
-                Some(r) if r.seal_no == s.seal_no => {
-                    used += 1;
+            match mine.remove(seq) {
+                Some(r) => {
                     if Sha256::digest(r.canon.as_bytes())[..] != *want {
                         problems.push(format!("row {seq} differs from what seal {} recorded", s.seal_no));
                     }
                 }
-                _ => problems.push(format!("row {seq} of seal {} is missing from the archive", s.seal_no)),
+                None => problems.push(format!("row {seq} of seal {} is missing from the archive", s.seal_no)),
             }
         }
+        stray += mine.len() as u64;
     }
-    if used != rows.len() as u64 {
-        problems.push(format!(
-            "{} row(s) belong to no seal of the archive",
-            rows.len() as u64 - used
-        ));
+    for r in rows {
+        r?;
+        n_rows += 1;
+        stray += 1;
+    }
+    if stray > 0 {
+        problems.push(format!("{stray} row(s) belong to no seal of the archive"));
     }
     if hex::encode(&prev) != manifest.head_hash {
         problems.push("the last seal is not the manifest's head".into());
@@ -523,8 +616,8 @@ pub fn verify_dir(dir: &Path) -> Result<ArchiveCheck> {
         ));
     }
     Ok(ArchiveCheck {
-        seals: seals.len() as u64,
-        rows: rows.len() as u64,
+        seals: n_seals,
+        rows: n_rows,
         manifest,
         problems,
         linked: None,

@@ -292,6 +292,12 @@ enum BenchCommand {
         #[arg(long, default_value_t = 10_000_000)]
         log_rows: i64,
     },
+    /// What a retention cut costs: archive export rate, and agents' latency while partitions are dropped.
+    Retention {
+        /// Rows in the partitions to cut.
+        #[arg(long, default_value_t = 1_000_000)]
+        rows: i64,
+    },
     /// Compensations per second (1 and 4 workers, SQL executor) and the time to plan a 10,000-action rollback.
     Compensation {
         /// Compensations per measurement.
@@ -552,6 +558,14 @@ async fn run(cfg: Config, command: Option<Command>, (readonly, watch): (bool, bo
             BenchCommand::All { quick } => {
                 let r = backstop::bench::suite::run(&cfg, quick, !cfg.json).await?;
                 report(&cfg, &r, backstop::bench::suite::render)
+            }
+            BenchCommand::Retention { rows } => {
+                anyhow::ensure!(
+                    (1_000..=100_000_000).contains(&rows),
+                    "--rows must be between 1000 and 100000000"
+                );
+                let r = backstop::bench::retention::run(&cfg, rows, !cfg.json).await?;
+                report(&cfg, &r, backstop::bench::retention::render)
             }
             BenchCommand::Pause { agents } => {
                 anyhow::ensure!((1..=20_000).contains(&agents), "--agents must be between 1 and 20000");

@@ -392,26 +392,41 @@ async fn retention_drops_archived_partitions_and_the_log_still_verifies() {
     let p3 = archive::plan(t.pool(), cut3).await.unwrap();
     let n_parts = t.count("SELECT count(*) FROM backstop.log_partitions").await;
     let log_len = t.log_len().await;
-    let err = sqlx::query("SELECT * FROM backstop.drop_archived_partitions($1, $2, $3, $4, $5, $6, $7)")
+    let err = sqlx::query("SELECT * FROM backstop.prepare_cut($1, $2, $3, $4)")
+        .bind(cut3)
+        .bind(p3.first_seal)
+        .bind(p3.last_seal)
+        .bind(vec![0u8; 32])
+        .execute(t.pool())
+        .await
+        .expect_err("a wrong head is refused");
+    assert!(err.to_string().contains("head hash"), "{err}");
+    let err = sqlx::query("SELECT * FROM backstop.prepare_cut($1, $2, $3, $4)")
+        .bind(cut3)
+        .bind(p3.first_seal)
+        .bind(p3.last_seal - 1)
+        .bind(vec![0u8; 32])
+        .execute(t.pool())
+        .await
+        .expect_err("an archive short of the cut is refused");
+    assert!(err.to_string().contains("export again"), "{err}");
+    let err = sqlx::query("SELECT * FROM backstop.prepare_cut($1, 1, 1, $2)")
+        .bind(cut3 - chrono::Duration::milliseconds(500))
+        .bind(vec![0u8; 32])
+        .execute(t.pool())
+        .await
+        .expect_err("a cut inside a partition is refused");
+    assert!(err.to_string().contains("not the end of a partition"), "{err}");
+    let err = sqlx::query("SELECT * FROM backstop.drop_archived_partitions($1, $2, $3, $4, $5, '/x', 'test')")
         .bind(cut3)
         .bind(p3.first_seal)
         .bind(p3.last_seal)
         .bind(vec![0u8; 32])
         .bind("0".repeat(64))
-        .bind("/nowhere")
-        .bind("test")
         .execute(t.pool())
         .await
-        .expect_err("a wrong head is refused");
-    assert!(err.to_string().contains("head hash"), "{err}");
-    let err = sqlx::query("SELECT * FROM backstop.drop_archived_partitions($1, 1, 1, $2, $3, 'x', 'test')")
-        .bind(cut3 - chrono::Duration::milliseconds(500))
-        .bind(vec![0u8; 32])
-        .bind("0".repeat(64))
-        .execute(t.pool())
-        .await
-        .expect_err("a cut inside a partition is refused");
-    assert!(err.to_string().contains("not the end of a partition"), "{err}");
+        .expect_err("a drop that was not prepared is refused");
+    assert!(err.to_string().contains("not prepared"), "{err}");
     assert_eq!(t.count("SELECT count(*) FROM backstop.log_partitions").await, n_parts);
     assert_eq!(t.log_len().await, log_len);
 

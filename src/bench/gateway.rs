@@ -206,7 +206,7 @@ async fn run_all(
 
 /// The benchmark database: demo systems, the shipped registry and policy
 /// (the hourly cap lifted), the raw table.
-async fn prepare(cfg: &Config, bench: &BenchDb) -> Result<(sqlx::PgPool, String)> {
+pub(crate) async fn prepare(cfg: &Config, bench: &BenchDb) -> Result<(sqlx::PgPool, String)> {
     let pool = bench.db.pool.clone();
     crate::demo::install_systems(&pool).await?;
     crate::demo::script::load_config(&pool, &cfg.tools, &cfg.policy).await?;

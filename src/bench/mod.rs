@@ -5,6 +5,7 @@
 pub mod compensation;
 pub mod gateway;
 pub mod pause;
+pub mod retention;
 pub mod room;
 pub mod suite;
 pub mod supervisor;
@@ -28,6 +29,11 @@ pub struct BenchDb {
 
 impl BenchDb {
     pub async fn create(cfg: &Config, max_connections: u32) -> Result<BenchDb> {
+        Self::create_with(cfg, max_connections, &[]).await
+    }
+
+    /// `create`, migrating with these session settings (e.g. the log's partition width).
+    pub async fn create_with(cfg: &Config, max_connections: u32, settings: &[(&str, &str)]) -> Result<BenchDb> {
         let (admin, embedded) = match &cfg.database_url {
             Some(url) => (PgConnectOptions::from_str(url).context("DATABASE_URL")?, None),
             None => {
@@ -56,7 +62,9 @@ impl BenchDb {
             max_connections,
         };
         let db = Db::connect_with(admin.clone().database(&name), &dbcfg, embedded.clone()).await?;
-        db.migrate().await?;
+        crate::db::run_migrations_with(&db.options, settings)
+            .await
+            .with_context(|| format!("applying migrations to {}", db.label))?;
         Ok(BenchDb {
             db,
             admin: Some(admin),

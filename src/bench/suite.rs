@@ -155,6 +155,32 @@ pub async fn run(cfg: &Config, quick: bool, progress: bool) -> Result<SuiteRepor
         true,
     ));
 
+    let ret = super::retention::run(cfg, if quick { 100_000 } else { 1_000_000 }, progress).await?;
+    figures.push(fig(
+        &format!("archive and drop {} rows: rows/s", ret.rows),
+        ret.export_rows_per_s,
+        "/s",
+        "reading the same rows",
+        ret.read_rows_per_s,
+        true,
+    ));
+    figures.push(fig(
+        "agents' p99 while the log is cut",
+        ret.during_p99_ms,
+        "ms",
+        "p99 just before",
+        ret.before_p99_ms,
+        true,
+    ));
+    figures.push(fig(
+        "agent calls that failed during the cut",
+        ret.agent_failures as f64,
+        "",
+        "required",
+        0.0,
+        false,
+    ));
+
     Ok(SuiteReport {
         quick,
         server: g.server.clone(),
