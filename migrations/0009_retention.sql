@@ -51,7 +51,6 @@ CREATE TABLE backstop.log_retention (
     at              timestamptz NOT NULL
 );
 
--- The log as the rebuild sees it: live events and carried originals.
 -- Carriers by the row they carry.
 CREATE INDEX action_log_carried ON backstop.action_log (((detail -> 'row' ->> 'seq')::bigint)) WHERE kind = 'carried';
 
@@ -648,6 +647,12 @@ BEGIN
                                          THEN jsonb_populate_record(NULL::backstop.action_log, l.detail -> 'row')
                                          ELSE l END AS e) z
          WHERE l.at < p_cut
+           -- The kinds that can be needed (a carrier's row is one of them):
+           -- the bulk of the log is ruled out before any row is rebuilt.
+           AND l.kind IN ('carried', 'registry_loaded', 'policy_loaded', 'log_archived', 'paused', 'resumed',
+                          'policy_rejected', 'allowed', 'held', 'blocked', 'approved', 'rejected', 'expired',
+                          'compensation_requested', 'compensation_started', 'compensation_retry', 'compensated',
+                          'compensation_failed', 'finding', 'finding_acknowledged', 'finding_resolved')
            AND ((z.e).kind IN ('registry_loaded', 'policy_loaded', 'log_archived')
              OR ((z.e).kind IN ('paused', 'resumed')
                  AND EXISTS (SELECT 1 FROM backstop.kill_switches k WHERE k.changed_seq = (z.e).seq))
