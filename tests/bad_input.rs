@@ -47,6 +47,10 @@ const CONTRACT: &[&str] = &[
     "complete_review",
     "schedule_reviews",
     "ensure_log_partitions",
+    // Retention (the owner's, through backstop archive).
+    "retention_plan",
+    "prepare_cut",
+    "drop_archived_partitions",
 ];
 
 /// SQLSTATEs that are clear refusals of bad input: data exceptions (22),
@@ -227,6 +231,18 @@ fn array_of(inner: BoxedStrategy<Option<String>>) -> BoxedStrategy<Option<String
     .boxed()
 }
 
+fn time_value() -> BoxedStrategy<Option<String>> {
+    prop_oneof![
+        Just(None),
+        Just(Some("2026-11-28 10:00:00+00".to_string())),
+        Just(Some("2026-12-01 00:00:00+00".to_string())),
+        Just(Some("1970-01-01 00:00:00+00".to_string())),
+        Just(Some("infinity".to_string())),
+        Just(Some("yesterday-ish".to_string())),
+    ]
+    .boxed()
+}
+
 fn for_type(t: &str, known: &[String]) -> BoxedStrategy<Option<String>> {
     match t {
         "text" => text_value().boxed(),
@@ -241,15 +257,15 @@ fn for_type(t: &str, known: &[String]) -> BoxedStrategy<Option<String>> {
         "uuid[]" => array_of(uuid_value(known.to_vec())),
         "text[]" => array_of(text_value().boxed()),
         "bigint[]" => array_of(int_value().boxed()),
-        "timestamp with time zone[]" => array_of(
-            prop_oneof![
-                Just(None),
-                Just(Some("2026-11-28 10:00:00+00".to_string())),
-                Just(Some("infinity".to_string())),
-                Just(Some("yesterday-ish".to_string())),
-            ]
-            .boxed(),
-        ),
+        "timestamp with time zone" => time_value(),
+        "timestamp with time zone[]" => array_of(time_value()),
+        "bytea" => prop_oneof![
+            Just(None),
+            Just(Some("\\x".to_string())),
+            Just(Some(format!("\\x{}", "00".repeat(32)))),
+            Just(Some("\\xzz".to_string())),
+        ]
+        .boxed(),
         other => panic!("no generator for argument type {other}"),
     }
 }
