@@ -557,6 +557,13 @@ BEGIN
 END
 $$;
 
+-- The chain hash after seal n (the genesis hash for 0).
+CREATE FUNCTION backstop._chain_hash_at(n bigint) RETURNS bytea
+LANGUAGE sql STABLE AS $$
+    SELECT CASE WHEN n = 0 THEN backstop.seal_genesis()
+                ELSE (SELECT s.hash FROM backstop.seals s WHERE s.seal_no = n) END
+$$;
+
 -- A cut is made in two transactions, so that the log is locked only for
 -- the drop itself.
 --
@@ -627,8 +634,7 @@ BEGIN
         PERFORM backstop._bad(fn, format('the rows before the cut need seals %s to %s archived, but the archive holds %s to %s: export again',
                                          pl.first_seal, pl.last_seal, prepare_cut.first_seal, prepare_cut.last_seal), '55000');
     END IF;
-    v_hash := CASE WHEN prepare_cut.last_seal = 0 THEN backstop.seal_genesis()
-                   ELSE (SELECT s.hash FROM backstop.seals s WHERE s.seal_no = prepare_cut.last_seal) END;
+    v_hash := backstop._chain_hash_at(prepare_cut.last_seal);
     IF v_hash IS DISTINCT FROM prepare_cut.head_hash THEN
         PERFORM backstop._bad(fn, format('seal %s does not have the archive''s head hash: the archive and the live chain differ',
                                          prepare_cut.last_seal), '55000');
@@ -731,8 +737,7 @@ BEGIN
        OR prep.last_seal IS DISTINCT FROM drop_archived_partitions.last_seal THEN
         PERFORM backstop._bad(fn, 'this cut was not prepared for this archive (prepare_cut first)', '55000');
     END IF;
-    v_hash := CASE WHEN prep.last_seal = 0 THEN backstop.seal_genesis()
-                   ELSE (SELECT s.hash FROM backstop.seals s WHERE s.seal_no = prep.last_seal) END;
+    v_hash := backstop._chain_hash_at(prep.last_seal);
     IF v_hash IS DISTINCT FROM drop_archived_partitions.head_hash THEN
         PERFORM backstop._bad(fn, format('seal %s does not have the archive''s head hash: the archive and the live chain differ',
                                          prep.last_seal), '55000');
@@ -770,6 +775,7 @@ END
 $$;
 
 REVOKE ALL ON FUNCTION backstop.retention_plan(timestamptz) FROM PUBLIC;
+REVOKE ALL ON FUNCTION backstop._chain_hash_at(bigint) FROM PUBLIC;
 REVOKE ALL ON FUNCTION backstop.prepare_cut(timestamptz, bigint, bigint, bytea) FROM PUBLIC;
 REVOKE ALL ON FUNCTION backstop.drop_archived_partitions(timestamptz, bigint, bigint, bytea, text, text, text) FROM PUBLIC;
 DO $grant$

@@ -24,7 +24,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use sqlx::{PgPool, Row};
 
-use crate::contract::verify::{SealRow, genesis, seal_hash};
+use crate::contract::verify::{SealRow, bind_window, chain_hash_at, genesis, seal_hash};
 
 /// Format 2 added the cut and its partitions; format 1 archives still read.
 pub const FORMAT: u32 = 2;
@@ -194,6 +194,25 @@ pub async fn plan(pool: &PgPool, before: DateTime<Utc>) -> Result<Plan> {
     })
 }
 
+/// Wait until the partition holding the newest log row has ended, keeping
+/// partitions ahead of the clock meanwhile (as housekeeping would); returns
+/// that partition's end, a cut that holds every row written so far.
+pub async fn wait_past_newest_partition(pool: &PgPool) -> Result<DateTime<Utc>> {
+    let ensure = || sqlx::query("SELECT backstop.ensure_log_partitions()").execute(pool);
+    let end: DateTime<Utc> = sqlx::query_scalar(
+        "SELECT p.to_at FROM backstop.log_partitions p
+          WHERE p.from_at <= (SELECT max(at) FROM backstop.action_log) ORDER BY p.from_at DESC LIMIT 1",
+    )
+    .fetch_one(pool)
+    .await?;
+    while Utc::now() < end + chrono::Duration::milliseconds(150) {
+        ensure().await?;
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    ensure().await?;
+    Ok(end)
+}
+
 /// What `backstop archive` did.
 #[derive(Debug, Clone, Serialize)]
 pub struct Outcome {
@@ -284,14 +303,9 @@ pub async fn archive(
         (Some(out), Some(check), head)
     } else {
         // Every row before the cut is in an earlier archive (or there are none).
-        let head: Vec<u8> = if p.last_seal == 0 {
-            genesis()
-        } else {
-            sqlx::query_scalar("SELECT hash FROM backstop.seals WHERE seal_no = $1")
-                .bind(p.last_seal)
-                .fetch_one(pool)
-                .await?
-        };
+        let head = chain_hash_at(pool, p.last_seal)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("seal {} is missing from the live log", p.last_seal))?;
         (None, None, head)
     };
     let mut out = Outcome {
@@ -401,15 +415,11 @@ async fn export(pool: &PgPool, database: &str, plan: &Plan, dir: &Path, progress
         Compression::fast(),
     );
     let (mut n_rows, mut min_at, mut max_at) = (0u64, None::<DateTime<Utc>>, None::<DateTime<Utc>>);
-    let prev_hash = if first == 1 {
-        hex::encode(genesis())
-    } else {
-        let h: Vec<u8> = sqlx::query_scalar("SELECT hash FROM backstop.seals WHERE seal_no = $1")
-            .bind(first - 1)
-            .fetch_one(pool)
-            .await?;
-        hex::encode(h)
-    };
+    let prev_hash = hex::encode(
+        chain_hash_at(pool, first - 1)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("seal {} is missing from the live log", first - 1))?,
+    );
     let mut head_hash = prev_hash.clone();
     let chunk = 500i64;
     let mut from = first;
@@ -426,19 +436,15 @@ async fn export(pool: &PgPool, database: &str, plan: &Plan, dir: &Path, progress
         // range scans of the txid index, not a probe of every partition per row.
         for seal in &srows {
             let listed: std::collections::HashSet<i64> = seal.seqs.iter().copied().collect();
-            let lrows = sqlx::query(
-                "SELECT t.seq, t.at, backstop.canon(t)
-                   FROM backstop.tail($1::pg_snapshot, $2::pg_snapshot, $3::xid8, $4, 2147483647) t
-                  WHERE $5 OR (t.txid, t.seq) <= ($6::xid8, $7)
-                  ORDER BY t.seq",
+            let lrows = bind_window(
+                sqlx::query(
+                    "SELECT t.seq, t.at, backstop.canon(t)
+                       FROM backstop.tail($1::pg_snapshot, $2::pg_snapshot, $3::xid8, $4, 2147483647) t
+                      WHERE $5 OR (t.txid, t.seq) <= ($6::xid8, $7)
+                      ORDER BY t.seq",
+                ),
+                seal,
             )
-            .bind(&seal.after)
-            .bind(&seal.upto)
-            .bind(&seal.from_txid)
-            .bind(seal.from_seq)
-            .bind(seal.complete)
-            .bind(&seal.to_txid)
-            .bind(seal.to_seq)
             .fetch_all(pool)
             .await?;
             // A row in the window the seal does not list was not sealed: not
@@ -628,12 +634,7 @@ pub fn verify_dir(dir: &Path) -> Result<ArchiveCheck> {
 /// the seal it links to.
 pub async fn verify_against(pool: &PgPool, dir: &Path) -> Result<ArchiveCheck> {
     let mut c = verify_dir(dir)?;
-    let hash_of = |n: i64| {
-        sqlx::query_scalar::<_, Vec<u8>>("SELECT hash FROM backstop.seals WHERE seal_no = $1")
-            .bind(n)
-            .fetch_optional(pool)
-    };
-    let live = hash_of(c.manifest.last_seal).await?;
+    let live = chain_hash_at(pool, c.manifest.last_seal).await?;
     let mut linked = live.map(hex::encode).as_deref() == Some(c.manifest.head_hash.as_str());
     if !linked {
         c.problems.push(format!(
@@ -642,7 +643,7 @@ pub async fn verify_against(pool: &PgPool, dir: &Path) -> Result<ArchiveCheck> {
         ));
     }
     if c.manifest.first_seal > 1 {
-        let before = hash_of(c.manifest.first_seal - 1).await?;
+        let before = chain_hash_at(pool, c.manifest.first_seal - 1).await?;
         if before.map(hex::encode).as_deref() != Some(c.manifest.prev_hash.as_str()) {
             linked = false;
             c.problems.push(format!(

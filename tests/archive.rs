@@ -135,19 +135,7 @@ async fn tick(t: &TestDb) {
 
 /// Sleep until the partition holding the newest row has ended; its end.
 async fn past_the_newest_partition(t: &TestDb) -> chrono::DateTime<chrono::Utc> {
-    let end: chrono::DateTime<chrono::Utc> = sqlx::query_scalar(
-        "SELECT p.to_at FROM backstop.log_partitions p
-          WHERE p.from_at <= (SELECT max(at) FROM backstop.action_log) ORDER BY p.from_at DESC LIMIT 1",
-    )
-    .fetch_one(t.pool())
-    .await
-    .unwrap();
-    while chrono::Utc::now() < end + chrono::Duration::milliseconds(100) {
-        tick(t).await;
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
-    tick(t).await;
-    end
+    archive::wait_past_newest_partition(t.pool()).await.unwrap()
 }
 
 /// Run the refund in the demo payments system and record its result.

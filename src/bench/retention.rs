@@ -93,21 +93,10 @@ async fn measure(cfg: &Config, bench: &BenchDb, rows: i64, width: i64, progress:
         }
     }
     // Wait for the partition holding the last row to end, then seal it all.
-    let end: chrono::DateTime<chrono::Utc> = sqlx::query_scalar(
-        "SELECT p.to_at FROM backstop.log_partitions p
-          WHERE p.from_at <= (SELECT max(at) FROM backstop.action_log) ORDER BY p.from_at DESC LIMIT 1",
-    )
-    .fetch_one(&pool)
-    .await?;
     if progress {
-        eprintln!("bench retention: sealing, and waiting for the partition to end ({width}s partitions) ...");
+        eprintln!("bench retention: waiting for the partition to end ({width}s partitions), then sealing ...");
     }
-    contract::seal_all(&pool).await?;
-    while chrono::Utc::now() < end + chrono::Duration::milliseconds(200) {
-        ensure().await?;
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    ensure().await?;
+    let end = crate::archive::wait_past_newest_partition(&pool).await?;
     contract::seal_all(&pool).await?;
 
     // Agents through the contract the whole time; the sealer as in production.

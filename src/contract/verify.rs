@@ -126,6 +126,35 @@ pub fn genesis() -> Vec<u8> {
     Sha256::digest(b"backstop seals").to_vec()
 }
 
+/// The chain hash after seal `n` (the genesis hash for 0), None when the
+/// live log has no such seal.
+pub async fn chain_hash_at(pool: &PgPool, n: i64) -> Result<Option<Vec<u8>>> {
+    if n == 0 {
+        return Ok(Some(genesis()));
+    }
+    sqlx::query_scalar("SELECT hash FROM backstop.seals WHERE seal_no = $1")
+        .bind(n)
+        .fetch_optional(pool)
+        .await
+        .map_err(refine)
+}
+
+/// Bind a seal's snapshot window to a query over
+/// `backstop.tail($1, $2, $3, $4, ...) t WHERE $5 OR (t.txid, t.seq) <= ($6, $7)`:
+/// the rows the seal covers, read as the sealer read them.
+pub fn bind_window<'q>(
+    q: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    s: &'q SealRow,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    q.bind(&s.after)
+        .bind(&s.upto)
+        .bind(&s.from_txid)
+        .bind(s.from_seq)
+        .bind(s.complete)
+        .bind(&s.to_txid)
+        .bind(s.to_seq)
+}
+
 /// A chain head kept outside the database. A superuser who rewrites the log
 /// and every seal consistently passes the chain check; the rewrite cannot
 /// reproduce this hash at this seal.
@@ -255,18 +284,14 @@ pub async fn verify_anchored(
         }
 
         // Recompute the window from the log.
-        let actual = sqlx::query(
-            "SELECT t.seq, t.txid::text, backstop.row_digest(t) \
-               FROM backstop.tail($1::pg_snapshot, $2::pg_snapshot, $3::xid8, $4, 2147483647) t \
-              WHERE $5 OR (t.txid, t.seq) <= ($6::xid8, $7)",
+        let actual = bind_window(
+            sqlx::query(
+                "SELECT t.seq, t.txid::text, backstop.row_digest(t) \
+                   FROM backstop.tail($1::pg_snapshot, $2::pg_snapshot, $3::xid8, $4, 2147483647) t \
+                  WHERE $5 OR (t.txid, t.seq) <= ($6::xid8, $7)",
+            ),
+            &s,
         )
-        .bind(&s.after)
-        .bind(&s.upto)
-        .bind(&s.from_txid)
-        .bind(s.from_seq)
-        .bind(s.complete)
-        .bind(&s.to_txid)
-        .bind(s.to_seq)
         .fetch_all(pool)
         .await
         .map_err(refine)?;
@@ -533,14 +558,7 @@ pub async fn check_replica(primary: &PgPool, replica: &PgPool) -> Result<Replica
     let report = verify(replica, false, true).await?;
     let same_chain = match &replica_head {
         None => true,
-        Some((n, h)) => {
-            let p: Option<Vec<u8>> = sqlx::query_scalar("SELECT hash FROM backstop.seals WHERE seal_no = $1")
-                .bind(n)
-                .fetch_optional(primary)
-                .await
-                .map_err(refine)?;
-            p.map(hex::encode).as_deref() == Some(h.as_str())
-        }
+        Some((n, h)) => chain_hash_at(primary, *n).await?.map(hex::encode).as_deref() == Some(h.as_str()),
     };
     let seals_behind =
         primary_head.as_ref().map(|p| p.0).unwrap_or(0) - replica_head.as_ref().map(|r| r.0).unwrap_or(0);
