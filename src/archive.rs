@@ -6,7 +6,7 @@
 //! `backstop.prepare_cut` checks again in the database that every row before
 //! the cut is sealed within the archived range and carries forward what
 //! current state still needs, and `backstop.drop_archived_partitions` drops
-//! the partitions under a short exclusive lock (see migration 0009).
+//! the partitions under a short exclusive lock (see sql/14_retention.sql).
 //!
 //! Each archive continues the one before it: it starts at the seal after the
 //! last one archived, and its manifest names the hash it links to.

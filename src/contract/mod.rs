@@ -1,5 +1,5 @@
 //! Typed Rust calls of the SQL contract (schema `backstop`). The SQL lives in
-//! `migrations/`; this module only calls it, so a client in any language has
+//! `sql/` (one file per concept); this module only calls it, so a client in any language has
 //! exactly the same guarantees.
 
 pub mod tail;

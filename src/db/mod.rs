@@ -3,6 +3,7 @@
 //! setting `backstop.operator`, which the contract records as the actor.
 
 pub mod embedded;
+pub mod schema;
 
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -131,8 +132,8 @@ impl Db {
 /// role named like a schema (`$user` comes first in the default search_path)
 /// would otherwise make it look in, or create it in, that schema.
 pub async fn run_migrations(options: &PgConnectOptions) -> Result<()> {
-    // The duty roles' prefix (migrations/0008_roles.sql checks it) and the
-    // log's partition width (0001_log.sql).
+    // The duty roles' prefix (sql/00_roles.sql checks it) and the log's
+    // partition width (migrations/0001_schema.sql).
     let prefix = std::env::var("BACKSTOP_ROLE_PREFIX").unwrap_or_else(|_| "backstop".into());
     let width = std::env::var("BACKSTOP_LOG_PARTITION_WIDTH").unwrap_or_default();
     run_migrations_with(
@@ -150,7 +151,15 @@ pub async fn run_migrations_with(options: &PgConnectOptions, settings: &[(&str, 
     let mut all = vec![("search_path", "public")];
     all.extend(settings.iter().filter(|(_, v)| !v.is_empty()).copied());
     let mut conn = PgConnection::connect_with(&options.clone().options(all)).await?;
-    MIGRATOR.run(&mut conn).await?;
+    match MIGRATOR.run(&mut conn).await {
+        Err(sqlx::migrate::MigrateError::VersionMissing(v)) => anyhow::bail!(
+            "this database holds migration {v}, which this Backstop does not have: it was made by an \
+             older Backstop whose migrations were squashed into one, or by a newer one. Migrate a new \
+             database (or drop schema backstop) and load the registry and policy again"
+        ),
+        r => r?,
+    }
+    schema::apply_contract(&mut conn).await?;
     conn.close().await?;
     Ok(())
 }

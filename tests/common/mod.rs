@@ -8,7 +8,7 @@ use std::str::FromStr;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use backstop::db::{Db, DbConfig, EmbeddedOptions, EmbeddedPg, MIGRATOR};
+use backstop::db::{Db, DbConfig, EmbeddedOptions, EmbeddedPg};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, Executor, PgConnection, PgPool};
 
@@ -73,9 +73,7 @@ fn replace_db(url: &str, db: &str) -> String {
 fn template_name() -> String {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
-    for m in MIGRATOR.iter() {
-        h.update(&m.checksum);
-    }
+    h.update(backstop::db::schema::fingerprint());
     h.update(include_str!("../../src/demo/systems.sql"));
     format!("backstop_tmpl_{}", &hex::encode(h.finalize())[..16])
 }

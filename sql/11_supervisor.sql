@@ -1,50 +1,12 @@
--- The supervisor's working state. Its decisions (findings, automatic pauses
--- and compensations, completed reviews) are in the log; these tables are how
--- several supervisors share the work without doing any of it twice.
-
--- Where the supervisors are in the log (a tail cursor). Only the supervisor
--- holding this row's lock advances it, in the same transaction as the work
--- the rows cause, so the work is neither lost nor repeated.
-CREATE TABLE backstop.supervisor_cursor (
-    name       text PRIMARY KEY,
-    cursor     jsonb       NOT NULL,
-    updated_at timestamptz NOT NULL,
-    updated_by text        NOT NULL
-);
-
--- Executed actions due for a delayed review.
-CREATE TABLE backstop.reviews (
-    action_id   uuid PRIMARY KEY,
-    agent       text        NOT NULL,
-    tool        text        NOT NULL,
-    due_at      timestamptz NOT NULL,
-    reason      text        NOT NULL,
-    status      text        NOT NULL DEFAULT 'pending',  -- pending | running | done
-    claimed_by  text,
-    lease_until timestamptz,
-    attempts    integer     NOT NULL DEFAULT 0,
-    done_at     timestamptz,
-    findings    integer     NOT NULL DEFAULT 0
-);
-CREATE INDEX reviews_ready ON backstop.reviews (due_at) WHERE status <> 'done';
-
--- Decision counts per agent and time bucket, for drift: keys like
--- "tool:issue_refund", "verdict:allow", "outcome:executed", "amount:100-1k",
--- "conf:0.85-0.95". Small and append-mostly, so a drift pass over a day of a
--- busy fleet reads thousands of rows, not millions.
-CREATE TABLE backstop.rollups (
-    agent  text        NOT NULL,
-    bucket timestamptz NOT NULL,
-    counts jsonb       NOT NULL,
-    PRIMARY KEY (agent, bucket)
-);
-CREATE INDEX rollups_bucket ON backstop.rollups (bucket);
+-- The supervisor: delayed reviews, sampling, rollups for drift, drills.
 
 -- Deterministic sampling: every supervisor agrees on which actions are sampled.
 CREATE FUNCTION backstop.sample_bucket(id uuid) RETURNS integer
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT (abs(hashtextextended(id::text, 0)) % 10000)::integer
 $$;
+SELECT backstop._grant('sample_bucket', 'viewer');
+COMMENT ON FUNCTION backstop.sample_bucket IS 'The deterministic sampling bucket (0-9999) of an action id, so every supervisor samples the same actions. Callers: viewer. Returns integer.';
 
 -- Why an executed action is reviewed, or NULL when it is not.
 CREATE FUNCTION backstop.review_reason(a backstop.actions, sample_rate double precision, risky_classes text[],
@@ -57,11 +19,13 @@ RETURNS text LANGUAGE sql IMMUTABLE AS $$
         WHEN backstop.sample_bucket(a.action_id) < (sample_rate * 10000)::integer THEN 'sampled'
     END
 $$;
+SELECT backstop._grant('review_reason', 'viewer');
+COMMENT ON FUNCTION backstop.review_reason IS 'Why an executed action is due for review (risky class, amount, confidence, sampled), or NULL. Callers: viewer. Returns text.';
 
 -- Schedule the reviews of executed actions (idempotent).
 CREATE FUNCTION backstop.schedule_reviews(action_ids uuid[], delay interval, sample_rate double precision,
                                           risky_classes text[], amount_over numeric, confidence_below real)
-RETURNS integer LANGUAGE plpgsql AS $$
+RETURNS integer LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, backstop, pg_temp AS $$
 DECLARE
     n integer;
 BEGIN
@@ -89,10 +53,12 @@ BEGIN
     RETURN n;
 END
 $$;
+SELECT backstop._grant('schedule_reviews', 'supervisor');
+COMMENT ON FUNCTION backstop.schedule_reviews IS 'Schedules delayed reviews of executed actions that review_reason selects. Callers: supervisor. Returns the number scheduled.';
 
 CREATE FUNCTION backstop.claim_reviews(supervisor text, max integer, lease interval)
 RETURNS SETOF backstop.reviews
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, backstop, pg_temp AS $$
 DECLARE
     v_now timestamptz := clock_timestamp();
 BEGIN
@@ -116,11 +82,13 @@ BEGIN
     RETURNING r.*;
 END
 $$;
+SELECT backstop._grant('claim_reviews', 'supervisor');
+COMMENT ON FUNCTION backstop.claim_reviews IS 'Claims up to max due reviews for a supervisor, with a lease. Callers: supervisor. Returns the claimed rows of backstop.reviews.';
 
 -- Close a review (in the same transaction as the findings it raised), and
 -- record that it happened.
 CREATE FUNCTION backstop.complete_review(action_id uuid, supervisor text, findings jsonb)
-RETURNS boolean LANGUAGE plpgsql AS $$
+RETURNS boolean LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, backstop, pg_temp AS $$
 #variable_conflict use_column
 DECLARE
     r backstop.reviews%ROWTYPE;
@@ -141,10 +109,12 @@ BEGIN
     RETURN true;
 END
 $$;
+SELECT backstop._grant('complete_review', 'supervisor');
+COMMENT ON FUNCTION backstop.complete_review IS 'Completes a claimed review, raising its findings (a JSON array). Callers: supervisor. Returns whether the review was still held by this supervisor.';
 
 -- Add decision counts to an agent's bucket.
 CREATE FUNCTION backstop.add_rollup(agent text, bucket timestamptz, counts jsonb)
-RETURNS void LANGUAGE sql AS $$
+RETURNS void LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, backstop, pg_temp AS $$
     INSERT INTO backstop.rollups AS r (agent, bucket, counts) VALUES (agent, bucket, counts)
     ON CONFLICT (agent, bucket) DO UPDATE
        SET counts = (SELECT jsonb_object_agg(k, v) FROM (
@@ -154,6 +124,8 @@ RETURNS void LANGUAGE sql AS $$
                            SELECT key, value::bigint FROM jsonb_each_text(excluded.counts)) u
                        GROUP BY k) s)
 $$;
+SELECT backstop._grant('add_rollup', 'supervisor');
+COMMENT ON FUNCTION backstop.add_rollup IS 'Adds decision counts to an agent''s rollup bucket (for drift). Callers: supervisor. Returns nothing.';
 
 -- Baseline and recent counts per agent and key, for a drift pass.
 CREATE FUNCTION backstop.drift_counts(baseline_start timestamptz, recent_start timestamptz)
@@ -164,6 +136,8 @@ LANGUAGE sql STABLE AS $$
      WHERE r.bucket >= baseline_start
      GROUP BY 1, 2, 3
 $$;
+SELECT backstop._grant('drift_counts', 'viewer');
+COMMENT ON FUNCTION backstop.drift_counts IS 'Decision counts per agent and key in the baseline window and the recent window, for drift. Callers: viewer. Returns (agent, recent, key, n).';
 
 -- Signals for an agent in the spike window and in the baseline before it.
 CREATE FUNCTION backstop.signal_counts(agent text, window_start timestamptz, baseline_start timestamptz)
@@ -173,6 +147,8 @@ LANGUAGE sql STABLE AS $$
       FROM backstop.signals s
      WHERE s.agent = signal_counts.agent AND s.at >= baseline_start
 $$;
+SELECT backstop._grant('signal_counts', 'viewer');
+COMMENT ON FUNCTION backstop.signal_counts IS 'Signals about an agent in the recent window and in the baseline window, for complaint spikes. Callers: viewer. Returns (recent, baseline).';
 
 -- The rollup keys of one log row: one definition for the supervisor's
 -- incremental rollups and for the same aggregate computed from the raw log.
@@ -190,17 +166,21 @@ RETURNS text[] LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
         ELSE '{}'::text[]
     END
 $$;
+SELECT backstop._grant('rollup_keys', 'viewer');
+COMMENT ON FUNCTION backstop.rollup_keys IS 'The rollup keys one log row counts under (tool, verdict, outcome, amount and confidence buckets). Callers: viewer. Returns text[].';
 
 CREATE FUNCTION backstop.rollup_bucket(at timestamptz, bucket_seconds double precision)
 RETURNS timestamptz LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT to_timestamp(floor(extract(epoch FROM at) / bucket_seconds) * bucket_seconds)
 $$;
+SELECT backstop._grant('rollup_bucket', 'viewer');
+COMMENT ON FUNCTION backstop.rollup_bucket IS 'The start of the rollup bucket holding a time. Callers: viewer. Returns timestamptz.';
 
 -- Fold log rows (by seq) into the rollups.
 -- `ats` (each row's time, as the tail delivered it) lets every lookup go to
 -- one partition of the log instead of all of them.
 CREATE FUNCTION backstop.add_rollups(seqs bigint[], bucket_seconds double precision, ats timestamptz[] DEFAULT NULL)
-RETURNS integer LANGUAGE plpgsql AS $$
+RETURNS integer LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, backstop, pg_temp AS $$
 DECLARE
     g record;
     n integer := 0;
@@ -228,11 +208,13 @@ BEGIN
     RETURN n;
 END
 $$;
+SELECT backstop._grant('add_rollups', 'supervisor');
+COMMENT ON FUNCTION backstop.add_rollups IS 'Adds the log rows with the given seqs to the rollups (for drift). Callers: supervisor. Returns the number of rows counted.';
 
 -- The same aggregate, straight from the log (for checks and benchmarks).
 CREATE FUNCTION backstop.rollups_from_log(since timestamptz, until timestamptz, bucket_seconds double precision)
 RETURNS TABLE (agent text, bucket timestamptz, counts jsonb)
-LANGUAGE sql STABLE AS $$
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, backstop, pg_temp STABLE AS $$
     SELECT c.agent, c.bucket, jsonb_object_agg(c.key, c.n)
       FROM (SELECT l.agent, backstop.rollup_bucket(l.at, bucket_seconds) AS bucket, k.key, count(*) AS n
               FROM backstop.action_log l
@@ -241,3 +223,28 @@ LANGUAGE sql STABLE AS $$
              GROUP BY 1, 2, 3) c
      GROUP BY 1, 2
 $$;
+SELECT backstop._grant('rollups_from_log', 'supervisor');
+COMMENT ON FUNCTION backstop.rollups_from_log IS 'Rollups recomputed from the raw log for a time range, to check the stored ones. Callers: supervisor. Returns (agent, bucket, counts).';
+
+-- Drills: the tabletop exercise's score, kept in the log so runs compare.
+CREATE FUNCTION backstop.record_drill(report jsonb)
+RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, backstop, pg_temp AS $$
+DECLARE
+    v_seq bigint;
+BEGIN
+    PERFORM backstop._check_json('record_drill', 'report', report, 65536, true);
+    IF jsonb_typeof(report -> 'drill_id') IS DISTINCT FROM 'string' THEN
+        PERFORM backstop._bad('record_drill', 'report.drill_id is required');
+    END IF;
+    SELECT l.seq INTO v_seq FROM backstop._append('drill', backstop.actor(), report ->> 'agent', NULL, NULL, report) l;
+    RETURN v_seq;
+END
+$$;
+SELECT backstop._grant('record_drill', 'operator');
+COMMENT ON FUNCTION backstop.record_drill IS 'Records an incident drill''s report in the log. Callers: operator. Returns the log seq.';
+
+-- What the tables this file writes hold, for clients reading them.
+COMMENT ON TABLE backstop.supervisor_cursor IS 'Where the supervisors are in the log. Readers: every duty but agent; written by supervisors.';
+COMMENT ON TABLE backstop.reviews IS 'Executed actions due for a delayed review. Readers: every duty but agent.';
+COMMENT ON TABLE backstop.rollups IS 'Decision counts per agent and time bucket, for drift. Readers: every duty but agent.';

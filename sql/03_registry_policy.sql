@@ -1,134 +1,7 @@
--- The tool registry and the policy, versioned. Files in assets/ are parsed and
+-- The tool registry and the policy, versioned. Files are parsed and
 -- validated by the binary, then loaded through load_registry / load_policy,
 -- which write a new version atomically and append the whole normalized
 -- document to the log, so both tables can be rebuilt from the log.
-
-CREATE TABLE backstop.active (
-    id               boolean PRIMARY KEY DEFAULT true CHECK (id),
-    registry_version bigint,
-    policy_version   bigint
-);
-INSERT INTO backstop.active (id) VALUES (true);
-
-CREATE TABLE backstop.registry_versions (
-    version    bigint PRIMARY KEY,
-    sha256     text        NOT NULL,
-    source     text        NOT NULL,
-    loaded_by  text        NOT NULL,
-    loaded_at  timestamptz NOT NULL,
-    loaded_seq bigint      NOT NULL,
-    doc        jsonb       NOT NULL,
-    summary    jsonb       NOT NULL
-);
-
-CREATE TABLE backstop.tools (
-    version         bigint  NOT NULL REFERENCES backstop.registry_versions,
-    name            text    NOT NULL,
-    class           text    NOT NULL CHECK (class IN ('read', 'reversible', 'conditional', 'irreversible')),
-    inverse         text,
-    bindings        jsonb   NOT NULL DEFAULT '{}',
-    reversal_window interval,
-    condition       text,
-    value_param     text,
-    entity_param    text,
-    cost_fixed      numeric NOT NULL DEFAULT 0 CHECK (cost_fixed >= 0),
-    cost_share      numeric NOT NULL DEFAULT 0 CHECK (cost_share >= 0),
-    executor        jsonb,
-    description     text    NOT NULL DEFAULT '',
-    remediation     text,
-    PRIMARY KEY (version, name),
-    CHECK (class NOT IN ('reversible', 'conditional') OR inverse IS NOT NULL)
-);
-
-CREATE TABLE backstop.policy_versions (
-    version         bigint PRIMARY KEY,
-    sha256          text        NOT NULL,
-    source          text        NOT NULL,
-    loaded_by       text        NOT NULL,
-    loaded_at       timestamptz NOT NULL,
-    loaded_seq      bigint      NOT NULL,
-    doc             jsonb       NOT NULL,
-    summary         jsonb       NOT NULL,
-    hold_expiry     interval    NOT NULL,
-    expiry_effect   text        NOT NULL CHECK (expiry_effect IN ('block', 'allow')),
-    four_eyes_above numeric,
-    -- Whether any rule needs to remember values agents used (parameter rules).
-    param_memory    boolean     NOT NULL DEFAULT false,
-    -- Whether a cumulative rule is in force: only then is allowed value
-    -- counted per agent and minute.
-    has_cumulative  boolean     NOT NULL DEFAULT false
-);
-
-CREATE TABLE backstop.policy_rules (
-    version          bigint  NOT NULL REFERENCES backstop.policy_versions,
-    ord              integer NOT NULL,
-    name             text    NOT NULL,
-    kind             text    NOT NULL CHECK (kind IN ('amount_over', 'cost_to_reverse', 'confidence_below',
-                                                      'cumulative', 'in_list', 'new_counterparty',
-                                                      'changed_value', 'always')),
-    effect           text    NOT NULL CHECK (effect IN ('hold', 'block')),
-    reason           text    NOT NULL,
-    threshold        numeric,
-    confidence_below real,
-    approvals        integer NOT NULL DEFAULT 1 CHECK (approvals BETWEEN 1 AND 5),
-    rule_window      interval,
-    param            text,
-    key_param        text,
-    list             text,
-    classes          text[],
-    agents           text[],
-    tools            text[],
-    overrides        jsonb   NOT NULL DEFAULT '{}',
-    PRIMARY KEY (version, ord),
-    UNIQUE (version, name),
-    CHECK (kind NOT IN ('amount_over', 'cost_to_reverse', 'cumulative') OR threshold IS NOT NULL),
-    CHECK (kind NOT IN ('cost_to_reverse', 'confidence_below') OR confidence_below IS NOT NULL),
-    CHECK (kind <> 'cumulative' OR rule_window IS NOT NULL),
-    CHECK (kind NOT IN ('in_list', 'new_counterparty', 'changed_value') OR param IS NOT NULL),
-    CHECK (kind <> 'in_list' OR list IS NOT NULL),
-    CHECK (kind <> 'changed_value' OR key_param IS NOT NULL)
-);
-
-CREATE TABLE backstop.policy_lists (
-    version bigint NOT NULL REFERENCES backstop.policy_versions,
-    list    text   NOT NULL,
-    value   text   NOT NULL,
-    PRIMARY KEY (version, list, value)
-);
-
-CREATE TABLE backstop.policy_list_tables (
-    version     bigint NOT NULL REFERENCES backstop.policy_versions,
-    list        text   NOT NULL,
-    table_name  text   NOT NULL,
-    column_name text   NOT NULL,
-    PRIMARY KEY (version, list)
-);
-
--- Memory the parameter rules need: values each agent has used before.
--- Written when an action is allowed (at propose or on final approval).
-CREATE TABLE backstop.counterparties (
-    agent text NOT NULL,
-    param text NOT NULL,
-    value text NOT NULL,
-    first_seq bigint NOT NULL,
-    PRIMARY KEY (agent, param, value)
-);
-CREATE TABLE backstop.param_values (
-    agent     text NOT NULL,
-    key_param text NOT NULL,
-    key       text NOT NULL,
-    param     text NOT NULL,
-    value     text,
-    last_seq  bigint NOT NULL,
-    PRIMARY KEY (agent, key_param, key, param)
-);
--- Allowed value per agent per minute, for the cumulative rule's sliding window.
-CREATE TABLE backstop.agent_value_minutes (
-    agent  text        NOT NULL,
-    minute timestamptz NOT NULL,
-    total  numeric     NOT NULL,
-    PRIMARY KEY (agent, minute)
-) WITH (fillfactor = 50);
 
 CREATE FUNCTION backstop.money(v numeric) RETURNS text
 LANGUAGE sql IMMUTABLE AS $$
@@ -136,11 +9,15 @@ LANGUAGE sql IMMUTABLE AS $$
                 WHEN v = trunc(v) THEN '$' || to_char(v, 'FM999,999,999,999,990')
                 ELSE '$' || to_char(v, 'FM999,999,999,999,990.00') END
 $$;
+SELECT backstop._grant('money', 'viewer');
+COMMENT ON FUNCTION backstop.money IS 'Formats an amount as dollars for messages (''no amount'' for NULL). Callers: viewer. Returns text.';
 
 CREATE FUNCTION backstop.path_get(doc jsonb, path text) RETURNS jsonb
 LANGUAGE sql IMMUTABLE AS $$
     SELECT doc #> string_to_array(path, '.')
 $$;
+SELECT backstop._grant('path_get', 'viewer');
+COMMENT ON FUNCTION backstop.path_get IS 'The value at a dotted path in a JSON document (NULL when absent). Callers: viewer. Returns jsonb.';
 
 CREATE FUNCTION backstop.cost_to_reverse(class text, cost_fixed numeric, cost_share numeric, amount numeric)
 RETURNS numeric LANGUAGE sql IMMUTABLE AS $$
@@ -150,6 +27,8 @@ RETURNS numeric LANGUAGE sql IMMUTABLE AS $$
         ELSE coalesce(cost_fixed, 0) + coalesce(cost_share, 0) * coalesce(amount, 0)
     END
 $$;
+SELECT backstop._grant('cost_to_reverse', 'viewer');
+COMMENT ON FUNCTION backstop.cost_to_reverse IS 'What undoing an action of this class and amount costs: fixed + share x amount; the whole amount for an irreversible tool. Callers: viewer. Returns numeric.';
 
 -- The rows a registry or policy document becomes. Used by the loaders and by
 -- the rebuild from the log, so both read documents the same way.
@@ -162,6 +41,7 @@ LANGUAGE sql IMMUTABLE AS $$
            t -> 'executor', coalesce(t ->> 'description', ''), t ->> 'remediation'
       FROM jsonb_array_elements(doc -> 'tools') t
 $$;
+COMMENT ON FUNCTION backstop.tools_of IS 'The tools rows of a registry document (used by load_registry and the rebuild). Callers: the owner only. Returns SETOF backstop.tools.';
 
 CREATE FUNCTION backstop.rules_of(p_version bigint, doc jsonb) RETURNS SETOF backstop.policy_rules
 LANGUAGE sql IMMUTABLE AS $$
@@ -177,12 +57,13 @@ LANGUAGE sql IMMUTABLE AS $$
            coalesce(r.doc -> 'overrides', '{}')
       FROM jsonb_array_elements(doc -> 'rules') WITH ORDINALITY AS r(doc, ord)
 $$;
+COMMENT ON FUNCTION backstop.rules_of IS 'The policy_rules rows of a policy document (used by load_policy and the rebuild). Callers: the owner only. Returns SETOF backstop.policy_rules.';
 
 -- Load a registry document (normalized JSON written by `backstop check`'s
 -- parser). A document identical to the active one changes nothing.
 CREATE FUNCTION backstop.load_registry(doc jsonb, sha256 text, source text)
 RETURNS TABLE (version bigint, changed boolean, summary jsonb)
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, backstop, pg_temp AS $$
 #variable_conflict use_column
 DECLARE
     v_cur bigint;
@@ -245,10 +126,12 @@ EXCEPTION
         RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = 'load_registry: ' || format('the document is not a valid registry (%s); check it with backstop check', SQLERRM);
 END
 $$;
+SELECT backstop._grant('load_registry', 'operator', 'supervisor');
+COMMENT ON FUNCTION backstop.load_registry IS 'Loads a validated tool registry document (from `backstop load`) as a new version and appends registry_loaded; an identical document changes nothing. Callers: operator, supervisor. Returns (version, changed, summary of what changed).';
 
 CREATE FUNCTION backstop.load_policy(doc jsonb, sha256 text, source text)
 RETURNS TABLE (version bigint, changed boolean, summary jsonb)
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, backstop, pg_temp AS $$
 #variable_conflict use_column
 DECLARE
     v_cur bigint;
@@ -339,24 +222,15 @@ EXCEPTION
         RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = 'load_policy: ' || format('the document is not a valid policy (%s); check it with backstop check', SQLERRM);
 END
 $$;
-
--- A rejected edit of a policy or registry file is an event too: operators see
--- it, and the last good version stays in force. Each distinct content is
--- recorded once, however many processes watch the file.
-CREATE TABLE backstop.config_rejections (
-    file   text   NOT NULL,
-    sha256 text   NOT NULL,
-    seq    bigint NOT NULL,
-    PRIMARY KEY (file, sha256)
-);
+SELECT backstop._grant('load_policy', 'operator', 'supervisor');
+COMMENT ON FUNCTION backstop.load_policy IS 'Loads a validated policy document (from `backstop load`) as a new version and appends policy_loaded; an identical document changes nothing. Callers: operator, supervisor. Returns (version, changed, summary of what changed).';
 
 CREATE FUNCTION backstop.report_config_rejected(file text, sha256 text, errors jsonb)
-RETURNS bigint LANGUAGE plpgsql AS $$
+RETURNS bigint LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, backstop, pg_temp AS $$
 #variable_conflict use_column
 DECLARE
     v_seq bigint;
 BEGIN
-    -- (The _check helpers are defined by a later migration; plpgsql binds late.)
     IF report_config_rejected.file IS NULL OR btrim(report_config_rejected.file) = '' OR length(report_config_rejected.file) > 4096 THEN
         PERFORM backstop._bad('report_config_rejected', 'file must name the rejected file (1 to 4096 characters)');
     END IF;
@@ -381,167 +255,15 @@ BEGIN
     RETURN v_seq;
 END
 $$;
+SELECT backstop._grant('report_config_rejected', 'operator', 'supervisor');
+COMMENT ON FUNCTION backstop.report_config_rejected IS 'Records that a registry or policy file was rejected (once per file content), so operators see it; the last good version stays in force. Callers: operator, supervisor. Returns the log seq.';
 
--- Evaluate the pre-action rules of one policy version. First match wins.
--- Returns the verdict, the reason shown to the approver, the rule's name and
--- the number of approvals a hold needs.
-CREATE TYPE backstop.verdict AS (verdict text, reason text, rule text, approvals integer);
-
--- Returns a composite rather than OUT parameters so that callers can assign
--- it as a simple expression (no executor start per call).
--- With p_stateless, rules that depend on what else was allowed (cumulative,
--- new_counterparty, changed_value) are skipped: the supervisor's after-the-
--- fact review would otherwise count the action against itself.
-CREATE FUNCTION backstop.evaluate(
-    p_version bigint, p_agent text, p_tool text, p_class text,
-    p_amount numeric, p_cost numeric, p_confidence real, p_params jsonb,
-    p_stateless boolean DEFAULT false)
-RETURNS backstop.verdict
-LANGUAGE plpgsql STABLE AS $$
-DECLARE
-    res backstop.verdict;
-    r backstop.policy_rules%ROWTYPE;
-    o jsonb;
-    thr numeric;
-    cb real;
-    hit boolean;
-    v text;
-    k text;
-    total numeric;
-    lt backstop.policy_list_tables%ROWTYPE;
-    pv backstop.policy_versions%ROWTYPE;
-BEGIN
-    res.verdict := 'allow';
-    res.reason := 'allowed by policy';
-    res.approvals := 0;
-    IF p_version IS NULL THEN
-        RETURN res;
-    END IF;
-    FOR r IN SELECT * FROM backstop.policy_rules WHERE version = p_version ORDER BY ord LOOP
-        CONTINUE WHEN p_stateless AND r.kind IN ('cumulative', 'new_counterparty', 'changed_value');
-        CONTINUE WHEN r.agents IS NOT NULL AND NOT (p_agent = ANY (r.agents));
-        CONTINUE WHEN r.tools IS NOT NULL AND NOT (p_tool = ANY (r.tools));
-        CONTINUE WHEN r.classes IS NOT NULL AND NOT (coalesce(p_class, 'unknown') = ANY (r.classes));
-        -- Per-agent overrides take precedence over per-tool ones.
-        o := coalesce(r.overrides -> ('agent:' || p_agent), r.overrides -> ('tool:' || p_tool));
-        CONTINUE WHEN o IS NOT NULL AND (o ->> 'enabled') = 'false';
-        thr := coalesce((o ->> 'threshold')::numeric, r.threshold);
-        cb := coalesce((o ->> 'confidence_below')::real, r.confidence_below);
-        v := NULL;
-        CASE r.kind
-        WHEN 'amount_over' THEN
-            hit := p_amount > thr;
-        WHEN 'cost_to_reverse' THEN
-            -- A missing confidence counts as no confidence.
-            hit := p_cost > thr AND coalesce(p_confidence, 0) < cb;
-        WHEN 'confidence_below' THEN
-            hit := coalesce(p_confidence, 0) < cb;
-        WHEN 'cumulative' THEN
-            SELECT coalesce(sum(m.total), 0) INTO total FROM backstop.agent_value_minutes m
-             WHERE m.agent = p_agent AND m.minute > date_trunc('minute', now() - r.rule_window);
-            hit := coalesce(p_amount, 0) > 0 AND total + p_amount > thr;
-            v := backstop.money(total);
-        WHEN 'in_list' THEN
-            v := backstop.path_get(p_params, r.param) #>> '{}';
-            IF v IS NULL THEN
-                hit := false;
-            ELSE
-                SELECT * INTO lt FROM backstop.policy_list_tables t WHERE t.version = p_version AND t.list = r.list;
-                IF FOUND THEN
-                    EXECUTE format('SELECT EXISTS (SELECT 1 FROM %s WHERE %I::text = $1)',
-                                   lt.table_name::regclass, lt.column_name) INTO hit USING v;
-                ELSE
-                    hit := EXISTS (SELECT 1 FROM backstop.policy_lists pl
-                                    WHERE pl.version = p_version AND pl.list = r.list AND pl.value = v);
-                END IF;
-            END IF;
-        WHEN 'new_counterparty' THEN
-            v := backstop.path_get(p_params, r.param) #>> '{}';
-            hit := v IS NOT NULL AND NOT EXISTS (
-                SELECT 1 FROM backstop.counterparties c WHERE c.agent = p_agent AND c.param = r.param AND c.value = v);
-        WHEN 'changed_value' THEN
-            k := backstop.path_get(p_params, r.key_param) #>> '{}';
-            v := backstop.path_get(p_params, r.param) #>> '{}';
-            hit := k IS NOT NULL AND EXISTS (
-                SELECT 1 FROM backstop.param_values pv2
-                 WHERE pv2.agent = p_agent AND pv2.key_param = r.key_param AND pv2.key = k
-                   AND pv2.param = r.param AND pv2.value IS DISTINCT FROM v);
-        WHEN 'always' THEN
-            hit := true;
-        END CASE;
-        IF hit THEN
-            res.verdict := r.effect;
-            res.rule := r.name;
-            res.approvals := CASE WHEN r.effect = 'hold' THEN r.approvals ELSE 0 END;
-            res.reason := replace(replace(replace(replace(replace(replace(r.reason,
-                '{amount}', backstop.money(p_amount)),
-                '{threshold}', backstop.money(thr)),
-                '{cost}', backstop.money(p_cost)),
-                '{confidence}', coalesce(to_char(p_confidence, 'FM0.00'), 'none')),
-                '{value}', coalesce(v, '')),
-                '{tool}', p_tool);
-            EXIT;
-        END IF;
-    END LOOP;
-    IF res.verdict = 'hold' THEN
-        SELECT * INTO pv FROM backstop.policy_versions WHERE version = p_version;
-        IF pv.four_eyes_above IS NOT NULL AND p_amount > pv.four_eyes_above THEN
-            res.approvals := greatest(res.approvals, 2);
-        END IF;
-    END IF;
-    RETURN res;
-END
-$$;
-
--- What an allowed action teaches the parameter rules and the cumulative window.
-CREATE FUNCTION backstop._remember(p_version bigint, p_memory boolean, p_agent text, p_params jsonb, p_amount numeric, p_seq bigint)
-RETURNS void LANGUAGE plpgsql AS $$
-DECLARE
-    r record;
-    k text;
-    v text;
-BEGIN
-    IF coalesce(p_amount, 0) > 0 AND (SELECT p.has_cumulative FROM backstop.policy_versions p WHERE p.version = p_version) THEN
-        INSERT INTO backstop.agent_value_minutes AS m (agent, minute, total)
-        VALUES (p_agent, date_trunc('minute', now()), p_amount)
-        ON CONFLICT (agent, minute) DO UPDATE SET total = m.total + excluded.total;
-    END IF;
-    IF p_version IS NULL OR NOT p_memory THEN
-        RETURN;
-    END IF;
-    FOR r IN SELECT kind, param, key_param FROM backstop.policy_rules
-              WHERE version = p_version AND kind IN ('new_counterparty', 'changed_value') LOOP
-        v := backstop.path_get(p_params, r.param) #>> '{}';
-        IF r.kind = 'new_counterparty' THEN
-            IF v IS NOT NULL THEN
-                INSERT INTO backstop.counterparties (agent, param, value, first_seq)
-                VALUES (p_agent, r.param, v, p_seq) ON CONFLICT DO NOTHING;
-            END IF;
-        ELSE
-            k := backstop.path_get(p_params, r.key_param) #>> '{}';
-            IF k IS NOT NULL THEN
-                INSERT INTO backstop.param_values AS pv (agent, key_param, key, param, value, last_seq)
-                VALUES (p_agent, r.key_param, k, r.param, v, p_seq)
-                ON CONFLICT (agent, key_param, key, param) DO UPDATE SET value = excluded.value, last_seq = excluded.last_seq;
-            END IF;
-        END IF;
-    END LOOP;
-END
-$$;
-
--- The minimal policy in force until assets/policy.toml is loaded.
-SELECT set_config('backstop.operator', 'migration', true);
-SELECT backstop.load_policy(
-    '{"settings": {"hold_expiry_seconds": 3600, "expiry_effect": "block", "four_eyes_above": 10000},
-      "rules": [
-        {"name": "irreversible_over_limit", "kind": "amount_over", "effect": "hold", "threshold": 500,
-         "classes": ["irreversible"], "approvals": 1,
-         "reason": "irreversible {tool} of {amount} is above the {threshold} limit"},
-        {"name": "costly_and_unsure", "kind": "cost_to_reverse", "effect": "hold", "threshold": 1000,
-         "confidence_below": 0.85, "approvals": 1,
-         "reason": "cost to reverse {cost} is above {threshold} with confidence {confidence}"},
-        {"name": "four_eyes", "kind": "amount_over", "effect": "hold", "threshold": 10000, "approvals": 2,
-         "reason": "{amount} is above {threshold}: two approvers"}],
-      "lists": {}, "compensation": {"max_attempts": 5, "backoff_seconds": 2}}'::jsonb,
-    -- sha256 of the text 'builtin-default-1': a fixed stand-in, as no file backs it.
-    encode(sha256('builtin-default-1'), 'hex'), 'migration');
+-- What the tables this file writes hold, for clients reading them.
+COMMENT ON TABLE backstop.active IS 'The registry and policy versions in force. Readers: every duty but agent.';
+COMMENT ON TABLE backstop.registry_versions IS 'Every tool registry loaded, with its document and what changed. Readers: every duty but agent.';
+COMMENT ON TABLE backstop.tools IS 'The tools of each registry version: class, inverse, bindings, value and entity parameters, costs, executor. Readers: every duty but agent.';
+COMMENT ON TABLE backstop.policy_versions IS 'Every policy loaded, with its document and settings. Readers: every duty but agent.';
+COMMENT ON TABLE backstop.policy_rules IS 'The pre-action rules of each policy version, in order. Readers: every duty but agent.';
+COMMENT ON TABLE backstop.policy_lists IS 'Inline list values of each policy version. Readers: every duty but agent.';
+COMMENT ON TABLE backstop.policy_list_tables IS 'Lists of each policy version read from a table column. Readers: every duty but agent.';
+COMMENT ON TABLE backstop.config_rejections IS 'Rejected registry and policy files, one row per distinct content. Readers: every duty but agent.';

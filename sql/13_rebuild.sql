@@ -1,16 +1,25 @@
--- Every projection rebuilt from the log alone, as views with the same columns
--- as the tables they mirror. `backstop verify` compares each pair; a
--- difference means a projection was changed outside the contract (or a bug).
--- counterparties, param_values and agent_value_minutes are caches the rules
--- keep for speed and are not compared.
+-- The rebuild: every projection recomputed from the log, so `backstop verify`
+-- can prove the projections are what the log says.
 
+-- The log as the rebuild sees it: live events and carried originals (a row
+-- carried by a cut not dropped yet is still live, and counted once).
+CREATE VIEW backstop.rebuild_log AS
+SELECT l.* FROM backstop.action_log l WHERE l.kind <> 'carried'
+UNION ALL
+SELECT c.* FROM backstop.carried_log c
+ WHERE NOT EXISTS (SELECT 1 FROM backstop.action_log o WHERE o.seq = c.seq AND o.at = c.at AND o.kind <> 'carried');
+COMMENT ON VIEW backstop.rebuild_log IS 'The log as the rebuild reads it: live events plus carried originals. Readers: viewer.';
+
+-- Each projection rebuilt from the log alone (plus the carried rows).
 CREATE VIEW backstop.rebuilt_registry_versions AS
 SELECT (l.detail ->> 'version')::bigint AS version, l.detail ->> 'sha256' AS sha256, l.detail ->> 'source' AS source,
        l.actor AS loaded_by, l.at AS loaded_at, l.seq AS loaded_seq, l.detail -> 'doc' AS doc, l.detail -> 'summary' AS summary
-  FROM backstop.action_log l WHERE l.kind = 'registry_loaded';
+  FROM backstop.rebuild_log l WHERE l.kind = 'registry_loaded';
+COMMENT ON VIEW backstop.rebuilt_registry_versions IS 'backstop.registry_versions rebuilt from the log alone; verify compares the two (projection_diffs). Readers: viewer.';
 
 CREATE VIEW backstop.rebuilt_tools AS
 SELECT t.* FROM backstop.rebuilt_registry_versions v, LATERAL backstop.tools_of(v.version, v.doc) t;
+COMMENT ON VIEW backstop.rebuilt_tools IS 'backstop.tools rebuilt from the log alone; verify compares the two (projection_diffs). Readers: viewer.';
 
 CREATE VIEW backstop.rebuilt_policy_versions AS
 SELECT (l.detail ->> 'version')::bigint AS version, l.detail ->> 'sha256' AS sha256, l.detail ->> 'source' AS source,
@@ -21,19 +30,22 @@ SELECT (l.detail ->> 'version')::bigint AS version, l.detail ->> 'sha256' AS sha
        EXISTS (SELECT 1 FROM jsonb_array_elements(l.detail -> 'doc' -> 'rules') r
                 WHERE r ->> 'kind' IN ('new_counterparty', 'changed_value')) AS param_memory,
        EXISTS (SELECT 1 FROM jsonb_array_elements(l.detail -> 'doc' -> 'rules') r WHERE r ->> 'kind' = 'cumulative') AS has_cumulative
-  FROM backstop.action_log l WHERE l.kind = 'policy_loaded';
+  FROM backstop.rebuild_log l WHERE l.kind = 'policy_loaded';
+COMMENT ON VIEW backstop.rebuilt_policy_versions IS 'backstop.policy_versions rebuilt from the log alone; verify compares the two (projection_diffs). Readers: viewer.';
 
 CREATE VIEW backstop.rebuilt_policy_rules AS
 SELECT r.* FROM backstop.rebuilt_policy_versions v, LATERAL backstop.rules_of(v.version, v.doc) r;
+COMMENT ON VIEW backstop.rebuilt_policy_rules IS 'backstop.policy_rules rebuilt from the log alone; verify compares the two (projection_diffs). Readers: viewer.';
 
 CREATE VIEW backstop.rebuilt_active AS
 SELECT true AS id,
        (SELECT max(version) FROM backstop.rebuilt_registry_versions) AS registry_version,
        (SELECT max(version) FROM backstop.rebuilt_policy_versions) AS policy_version;
+COMMENT ON VIEW backstop.rebuilt_active IS 'backstop.active rebuilt from the log alone; verify compares the two (projection_diffs). Readers: viewer.';
 
 CREATE VIEW backstop.rebuilt_actions AS
 WITH p AS (
-    SELECT l.* FROM backstop.action_log l
+    SELECT l.* FROM backstop.rebuild_log l
      WHERE l.kind IN ('allowed', 'held', 'blocked') AND l.action_id IS NOT NULL AND l.detail ? 'verdict'
 ), ev AS (
     SELECT l.action_id,
@@ -43,7 +55,7 @@ WITH p AS (
            max(l.seq) FILTER (WHERE l.kind = 'approved' AND (l.detail ->> 'final')::boolean) AS approved_seq,
            max(l.seq) FILTER (WHERE l.kind IN ('executed', 'failed')) AS executed_seq,
            max(l.seq) FILTER (WHERE l.kind IN ('approved', 'rejected', 'expired', 'executed', 'failed')) AS last_seq
-      FROM backstop.action_log l
+      FROM backstop.rebuild_log l
      WHERE l.action_id IS NOT NULL AND l.kind IN ('approved', 'rejected', 'expired', 'executed', 'failed')
      GROUP BY l.action_id
 )
@@ -71,36 +83,40 @@ SELECT p.action_id, p.agent, p.tool, p.detail ->> 'class' AS class, p.amount, p.
        greatest(p.seq, ev.last_seq) AS updated_seq
   FROM p
   LEFT JOIN ev ON ev.action_id = p.action_id
-  LEFT JOIN backstop.action_log x ON x.seq = ev.executed_seq;
+  LEFT JOIN backstop.rebuild_log x ON x.seq = ev.executed_seq;
+COMMENT ON VIEW backstop.rebuilt_actions IS 'backstop.actions rebuilt from the log alone; verify compares the two (projection_diffs). Readers: viewer.';
 
 CREATE VIEW backstop.rebuilt_approval_queue AS
 SELECT a.action_id, a.agent, a.tool, a.amount, a.rule, a.reason, a.approvals_needed, a.approvals,
        a.proposed_at AS held_at, a.expires_at, a.proposed_seq
   FROM backstop.rebuilt_actions a WHERE a.status = 'held';
+COMMENT ON VIEW backstop.rebuilt_approval_queue IS 'backstop.approval_queue rebuilt from the log alone; verify compares the two (projection_diffs). Readers: viewer.';
 
 CREATE VIEW backstop.rebuilt_approvals AS
 SELECT l.action_id, l.actor AS approver, l.kind AS decision, coalesce(l.detail ->> 'note', '') AS note, l.seq, l.at
-  FROM backstop.action_log l WHERE l.kind IN ('approved', 'rejected');
+  FROM backstop.rebuild_log l WHERE l.kind IN ('approved', 'rejected');
+COMMENT ON VIEW backstop.rebuilt_approvals IS 'backstop.approvals rebuilt from the log alone; verify compares the two (projection_diffs). Readers: viewer.';
 
 CREATE VIEW backstop.rebuilt_kill_switches AS
 SELECT DISTINCT ON (l.detail ->> 'scope', l.detail ->> 'target')
        l.detail ->> 'scope' AS scope, l.detail ->> 'target' AS target, l.kind = 'paused' AS paused,
        l.detail ->> 'reason' AS reason, l.actor AS changed_by, l.seq AS changed_seq, l.at AS changed_at
-  FROM backstop.action_log l WHERE l.kind IN ('paused', 'resumed')
+  FROM backstop.rebuild_log l WHERE l.kind IN ('paused', 'resumed')
  ORDER BY l.detail ->> 'scope', l.detail ->> 'target', l.seq DESC;
+COMMENT ON VIEW backstop.rebuilt_kill_switches IS 'backstop.kill_switches rebuilt from the log alone; verify compares the two (projection_diffs). Readers: viewer.';
 
 CREATE VIEW backstop.rebuilt_compensations AS
 WITH req AS (
-    SELECT DISTINCT ON (l.action_id) l.* FROM backstop.action_log l
+    SELECT DISTINCT ON (l.action_id) l.* FROM backstop.rebuild_log l
      WHERE l.kind = 'compensation_requested' ORDER BY l.action_id, l.seq DESC
 ), last AS (
     SELECT DISTINCT ON (l.action_id) l.action_id, l.kind, l.seq, l.at, l.actor, l.detail
-      FROM backstop.action_log l JOIN req ON req.action_id = l.action_id AND l.seq >= req.seq
+      FROM backstop.rebuild_log l JOIN req ON req.action_id = l.action_id AND l.seq >= req.seq
      WHERE l.kind IN ('compensation_requested', 'compensation_started', 'compensation_retry', 'compensated', 'compensation_failed')
      ORDER BY l.action_id, l.seq DESC
 ), started AS (
     SELECT l.action_id, max((l.detail ->> 'attempt')::integer) AS attempts
-      FROM backstop.action_log l JOIN req ON req.action_id = l.action_id AND l.seq > req.seq
+      FROM backstop.rebuild_log l JOIN req ON req.action_id = l.action_id AND l.seq > req.seq
      WHERE l.kind = 'compensation_started' GROUP BY l.action_id
 )
 SELECT req.action_id, req.agent, req.tool, req.detail ->> 'inverse_tool' AS inverse_tool,
@@ -114,11 +130,11 @@ SELECT req.action_id, req.agent, req.tool, req.detail ->> 'inverse_tool' AS inve
        CASE last.kind WHEN 'compensation_requested' THEN req.at
                       WHEN 'compensation_started' THEN (last.detail ->> 'lease_until')::timestamptz
                       WHEN 'compensation_retry' THEN (last.detail ->> 'next_attempt_at')::timestamptz
-                      ELSE (SELECT (s.detail ->> 'lease_until')::timestamptz FROM backstop.action_log s
+                      ELSE (SELECT (s.detail ->> 'lease_until')::timestamptz FROM backstop.rebuild_log s
                              WHERE s.action_id = req.action_id AND s.kind = 'compensation_started' AND s.seq < last.seq
                              ORDER BY s.seq DESC LIMIT 1) END AS next_attempt_at,
        CASE WHEN last.kind IN ('compensation_started', 'compensated', 'compensation_failed') THEN
-            (SELECT s.actor FROM backstop.action_log s
+            (SELECT s.actor FROM backstop.rebuild_log s
               WHERE s.action_id = req.action_id AND s.kind = 'compensation_started' AND s.seq <= last.seq
               ORDER BY s.seq DESC LIMIT 1) END AS worker,
        CASE WHEN last.kind = 'compensation_started' THEN (last.detail ->> 'lease_until')::timestamptz END AS lease_until,
@@ -128,14 +144,15 @@ SELECT req.action_id, req.agent, req.tool, req.detail ->> 'inverse_tool' AS inve
        coalesce((SELECT array_agg(w::uuid) FROM jsonb_array_elements_text(req.detail -> 'wait_for') w), '{}') AS wait_for
   FROM req JOIN last ON last.action_id = req.action_id
   LEFT JOIN started ON started.action_id = req.action_id;
+COMMENT ON VIEW backstop.rebuilt_compensations IS 'backstop.compensations rebuilt from the log alone; verify compares the two (projection_diffs). Readers: viewer.';
 
 CREATE VIEW backstop.rebuilt_findings AS
 WITH f AS (
-    SELECT (l.detail ->> 'finding_id')::uuid AS finding_id, l.* FROM backstop.action_log l WHERE l.kind = 'finding'
+    SELECT (l.detail ->> 'finding_id')::uuid AS finding_id, l.* FROM backstop.rebuild_log l WHERE l.kind = 'finding'
 ), st AS (
     SELECT DISTINCT ON ((l.detail ->> 'finding_id')::uuid) (l.detail ->> 'finding_id')::uuid AS finding_id,
            l.detail ->> 'status' AS status, l.actor, l.detail ->> 'note' AS note, l.seq
-      FROM backstop.action_log l WHERE l.kind IN ('finding_acknowledged', 'finding_resolved')
+      FROM backstop.rebuild_log l WHERE l.kind IN ('finding_acknowledged', 'finding_resolved')
      ORDER BY (l.detail ->> 'finding_id')::uuid, l.seq DESC
 ), first AS (
     SELECT DISTINCT ON (finding_id) * FROM f ORDER BY finding_id, seq
@@ -149,38 +166,77 @@ SELECT first.finding_id, first.detail ->> 'kind' AS kind, latest.detail ->> 'sev
        first.actor AS raised_by, first.seq AS raised_seq, first.at AS raised_at,
        greatest(latest.seq, st.seq) AS last_seq, latest.at AS last_at, st.actor AS status_by, st.note AS status_note
   FROM first JOIN latest USING (finding_id) LEFT JOIN st USING (finding_id);
+COMMENT ON VIEW backstop.rebuilt_findings IS 'backstop.findings rebuilt from the log alone; verify compares the two (projection_diffs). Readers: viewer.';
 
 CREATE VIEW backstop.rebuilt_signals AS
 SELECT l.seq, l.detail ->> 'kind' AS kind, l.agent, l.correlation_id, l.action_id, l.detail -> 'detail' AS detail,
        l.actor AS reported_by, l.at
-  FROM backstop.action_log l WHERE l.kind = 'signal';
+  FROM backstop.rebuild_log l WHERE l.kind = 'signal';
+COMMENT ON VIEW backstop.rebuilt_signals IS 'backstop.signals rebuilt from the log alone; verify compares the two (projection_diffs). Readers: viewer.';
 
 CREATE VIEW backstop.rebuilt_config_rejections AS
 SELECT DISTINCT ON (l.detail ->> 'file', l.detail ->> 'sha256') l.detail ->> 'file' AS file, l.detail ->> 'sha256' AS sha256, l.seq
-  FROM backstop.action_log l WHERE l.kind = 'policy_rejected'
+  FROM backstop.rebuild_log l WHERE l.kind = 'policy_rejected'
  ORDER BY l.detail ->> 'file', l.detail ->> 'sha256', l.seq;
+COMMENT ON VIEW backstop.rebuilt_config_rejections IS 'backstop.config_rejections rebuilt from the log alone; verify compares the two (projection_diffs). Readers: viewer.';
+
+CREATE VIEW backstop.rebuilt_carried_log AS
+SELECT DISTINCT ON (r.seq) r.*
+  FROM backstop.action_log l, jsonb_populate_record(NULL::backstop.action_log, l.detail -> 'row') r
+ WHERE l.kind = 'carried'
+ ORDER BY r.seq;
+COMMENT ON VIEW backstop.rebuilt_carried_log IS 'backstop.carried_log rebuilt from the log alone; verify compares the two (projection_diffs). Readers: viewer.';
+
+CREATE VIEW backstop.rebuilt_log_retention AS
+SELECT (l.detail ->> 'cut')::timestamptz AS cut,
+       ARRAY(SELECT jsonb_array_elements_text(l.detail -> 'partitions')) AS partitions,
+       (l.detail ->> 'rows')::bigint AS rows, (l.detail ->> 'first_seal')::bigint AS first_seal,
+       (l.detail ->> 'last_seal')::bigint AS last_seal, decode(l.detail ->> 'head_hash', 'hex') AS head_hash,
+       l.detail ->> 'manifest_sha256' AS manifest_sha256, l.detail ->> 'location' AS location,
+       (l.detail ->> 'carried')::integer AS carried, l.detail ->> 'reason' AS reason,
+       l.actor AS archived_by, l.seq, l.at
+  FROM backstop.rebuild_log l WHERE l.kind = 'log_archived';
+COMMENT ON VIEW backstop.rebuilt_log_retention IS 'backstop.log_retention rebuilt from the log alone; verify compares the two (projection_diffs). Readers: viewer.';
 
 -- Rows that differ between each projection and its rebuild (both directions).
+-- After a drop, a projection row from before the cut is compared only when
+-- the rebuild still has its key (its events are live or carried); the rest
+-- were checked when they were archived.
 CREATE FUNCTION backstop.projection_diffs()
 RETURNS TABLE (projection text, side text, row_data jsonb)
 LANGUAGE plpgsql STABLE AS $$
 DECLARE
     pair text[];
+    -- projection, rebuild, key columns (comma separated), the column saying when the row began
     pairs text[][] := ARRAY[
-        ['registry_versions', 'rebuilt_registry_versions'], ['tools', 'rebuilt_tools'],
-        ['policy_versions', 'rebuilt_policy_versions'], ['policy_rules', 'rebuilt_policy_rules'],
-        ['active', 'rebuilt_active'], ['actions', 'rebuilt_actions'],
-        ['approval_queue', 'rebuilt_approval_queue'], ['approvals', 'rebuilt_approvals'],
-        ['kill_switches', 'rebuilt_kill_switches'], ['compensations', 'rebuilt_compensations'],
-        ['findings', 'rebuilt_findings'], ['signals', 'rebuilt_signals'],
-        ['config_rejections', 'rebuilt_config_rejections']];
+        ['registry_versions', 'rebuilt_registry_versions', '', ''], ['tools', 'rebuilt_tools', '', ''],
+        ['policy_versions', 'rebuilt_policy_versions', '', ''], ['policy_rules', 'rebuilt_policy_rules', '', ''],
+        ['active', 'rebuilt_active', '', ''], ['actions', 'rebuilt_actions', 'action_id', 'proposed_at'],
+        ['approval_queue', 'rebuilt_approval_queue', '', ''], ['approvals', 'rebuilt_approvals', 'action_id,seq', 'at'],
+        ['kill_switches', 'rebuilt_kill_switches', '', ''], ['compensations', 'rebuilt_compensations', 'action_id', 'requested_at'],
+        ['findings', 'rebuilt_findings', 'finding_id', 'raised_at'], ['signals', 'rebuilt_signals', 'seq', 'at'],
+        ['config_rejections', 'rebuilt_config_rejections', '', ''], ['carried_log', 'rebuilt_carried_log', '', ''],
+        ['log_retention', 'rebuilt_log_retention', '', '']];
+    v_cut timestamptz := coalesce((SELECT max(r.cut) FROM backstop.log_retention r), '-infinity');
+    v_keep text;
 BEGIN
     FOREACH pair SLICE 1 IN ARRAY pairs LOOP
+        IF pair[4] = '' OR v_cut = '-infinity' THEN
+            v_keep := 'true';
+        ELSE
+            v_keep := format('x.%1$I >= $1 OR EXISTS (SELECT 1 FROM r WHERE r.%1$I < $1 AND (%2$s) = (%3$s))', pair[4],
+                             (SELECT string_agg('r.' || quote_ident(k), ', ') FROM unnest(string_to_array(pair[3], ',')) k),
+                             (SELECT string_agg('x.' || quote_ident(k), ', ') FROM unnest(string_to_array(pair[3], ',')) k));
+        END IF;
         RETURN QUERY EXECUTE format(
-            '(SELECT %1$L, ''projection only'', to_jsonb(x) FROM (SELECT * FROM backstop.%1$I EXCEPT SELECT * FROM backstop.%2$I) x LIMIT 20)
+            'WITH r AS MATERIALIZED (SELECT * FROM backstop.%2$I),
+                  p AS MATERIALIZED (SELECT x.* FROM backstop.%1$I x WHERE %3$s)
+             (SELECT %1$L, ''projection only'', to_jsonb(d) FROM (SELECT * FROM p EXCEPT SELECT * FROM r) d LIMIT 20)
              UNION ALL
-             (SELECT %1$L, ''rebuild only'', to_jsonb(x) FROM (SELECT * FROM backstop.%2$I EXCEPT SELECT * FROM backstop.%1$I) x LIMIT 20)',
-            pair[1], pair[2]);
+             (SELECT %1$L, ''rebuild only'', to_jsonb(d) FROM (SELECT * FROM r EXCEPT SELECT * FROM p) d LIMIT 20)',
+            pair[1], pair[2], v_keep) USING v_cut;
     END LOOP;
 END
 $$;
+SELECT backstop._grant('projection_diffs', 'viewer');
+COMMENT ON FUNCTION backstop.projection_diffs IS 'Rows where a projection differs from its rebuild from the log (empty when they agree). Callers: viewer (verify). Returns (projection, side, row_data).';

@@ -1,0 +1,145 @@
+-- The log's writers: who is acting, the append every contract function
+-- shares, the log's append-only guard, and its partitions.
+
+-- A trusted session: a superuser or a member of the schema's owner.
+CREATE FUNCTION backstop._trusted() RETURNS boolean
+LANGUAGE sql STABLE AS $$
+    SELECT coalesce((SELECT r.rolsuper OR pg_has_role(r.oid, n.nspowner, 'MEMBER')
+                       FROM pg_roles r, pg_namespace n
+                      WHERE r.rolname = session_user AND n.nspname = 'backstop'), false)
+$$;
+
+-- Who is acting. Trusted sessions (Backstop's own tooling: the owner and
+-- superusers) may name an operator with the session setting
+-- `backstop.operator`; for everyone else the login is the identity.
+CREATE FUNCTION backstop.actor() RETURNS text
+LANGUAGE sql STABLE AS $$
+    SELECT CASE WHEN backstop._trusted()
+                THEN coalesce(nullif(current_setting('backstop.operator', true), ''), session_user::text)
+                ELSE session_user::text END
+$$;
+SELECT backstop._grant('actor', 'viewer');
+COMMENT ON FUNCTION backstop.actor IS 'Who is acting in this session: the login, or for a trusted session (owner, superuser) the name set in backstop.operator. Callers: every duty (viewer). Returns text.';
+
+-- UPDATE, DELETE and TRUNCATE of the log are refused, on the parent and on
+-- every partition: statement triggers are not inherited by partitions, so
+-- each gets its own, and a statement aimed at a partition directly is
+-- refused too.
+CREATE FUNCTION backstop.tg_append_only() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION USING
+        ERRCODE = '42501',
+        MESSAGE = format('backstop.action_log is append-only: %s is refused', TG_OP),
+        HINT = 'The log is the source of truth. Correct a mistake by appending a new event through the contract functions.';
+END
+$$;
+
+CREATE FUNCTION backstop._protect_partition(p text) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    EXECUTE format('CREATE OR REPLACE TRIGGER no_update BEFORE UPDATE OR DELETE ON backstop.%I
+                    FOR EACH STATEMENT EXECUTE FUNCTION backstop.tg_append_only()', p);
+    EXECUTE format('CREATE OR REPLACE TRIGGER no_truncate BEFORE TRUNCATE ON backstop.%I
+                    FOR EACH STATEMENT EXECUTE FUNCTION backstop.tg_append_only()', p);
+END
+$$;
+
+-- Create the partitions that now + ahead x width needs. Cheap when there is
+-- nothing to do (one lookup); one creator at a time.
+CREATE FUNCTION backstop.ensure_log_partitions() RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, backstop, pg_temp
+-- Never make the agents queue: creating a partition locks the default one,
+-- and behind a long reader (verify, a cut being prepared) that lock would
+-- hold every writer up. Give up after 100 ms; housekeeping calls again.
+SET lock_timeout = '100ms'
+AS $$
+DECLARE
+    cfg backstop.log_partitioning%ROWTYPE;
+    v_from timestamptz;
+    v_to timestamptz;
+    v_until timestamptz;
+    v_name text;
+    v_secs double precision;
+    n integer := 0;
+BEGIN
+    SELECT * INTO cfg FROM backstop.log_partitioning;
+    v_until := clock_timestamp() + cfg.width * cfg.ahead;
+    SELECT max(p.to_at) INTO v_from FROM backstop.log_partitions p;
+    IF v_from IS NOT NULL AND v_from >= v_until THEN
+        RETURN 0;
+    END IF;
+    IF NOT pg_try_advisory_xact_lock(1112757360, 0) THEN
+        RETURN 0;
+    END IF;
+    SELECT max(p.to_at) INTO v_from FROM backstop.log_partitions p;
+    IF v_from IS NULL THEN
+        v_secs := extract(epoch FROM cfg.width);
+        v_from := CASE WHEN cfg.width >= interval '28 days' THEN date_trunc('month', clock_timestamp(), 'UTC')
+                       ELSE to_timestamp(floor(extract(epoch FROM clock_timestamp()) / v_secs) * v_secs) END;
+    END IF;
+    BEGIN
+        WHILE v_from < v_until LOOP
+            v_to := v_from + cfg.width;
+            -- Rows for this range already in the default partition (nothing ran
+            -- ensure for a long while): leave them; writes go on regardless.
+            IF EXISTS (SELECT 1 FROM backstop.action_log_default d WHERE d.at >= v_from AND d.at < v_to) THEN
+                RAISE WARNING 'backstop: log rows for % to % are in the default partition; no partition made for that range', v_from, v_to;
+                RETURN n;
+            END IF;
+            v_name := 'action_log_' || to_char(v_from AT TIME ZONE 'UTC', 'YYYYMMDD"_"HH24MISS');
+            EXECUTE format('CREATE TABLE backstop.%I PARTITION OF backstop.action_log FOR VALUES FROM (%L) TO (%L)',
+                           v_name, v_from, v_to);
+            PERFORM backstop._protect_partition(v_name);
+            INSERT INTO backstop.log_partitions (name, from_at, to_at) VALUES (v_name, v_from, v_to);
+            n := n + 1;
+            v_from := v_to;
+        END LOOP;
+    EXCEPTION WHEN lock_not_available THEN
+        RETURN 0;
+    END;
+    RETURN n;
+END
+$$;
+SELECT backstop._grant('ensure_log_partitions', 'approver', 'operator', 'commander', 'supervisor', 'worker');
+COMMENT ON FUNCTION backstop.ensure_log_partitions IS 'Creates the log partitions that now + ahead x width needs; cheap when none is due, gives up after 100 ms of lock wait. Callers: every duty but viewer and agent (housekeeping). Returns the number created.';
+
+-- Every append goes through here so that the contract functions share one
+-- column list.
+CREATE FUNCTION backstop._append(
+    p_kind text, p_actor text, p_agent text, p_tool text, p_action uuid,
+    p_detail jsonb DEFAULT '{}',
+    p_correlation text DEFAULT NULL, p_parent uuid DEFAULT NULL,
+    p_amount numeric DEFAULT NULL, p_confidence real DEFAULT NULL,
+    p_reasoning text DEFAULT NULL, p_inputs jsonb DEFAULT NULL,
+    p_params jsonb DEFAULT NULL, p_result jsonb DEFAULT NULL,
+    p_policy bigint DEFAULT NULL, p_registry bigint DEFAULT NULL,
+    OUT seq bigint, OUT at timestamptz)
+LANGUAGE plpgsql AS $$
+BEGIN
+    -- plpgsql rather than SQL: the INSERT's plan is cached per session.
+    INSERT INTO backstop.action_log AS l
+        (seq, at, txid, kind, actor, agent, tool, action_id, detail, correlation_id, parent_action,
+         amount, confidence, reasoning, inputs, params, result, policy_version, registry_version)
+    VALUES (nextval('backstop.action_log_seq'), clock_timestamp(), pg_current_xact_id(), p_kind, p_actor, p_agent, p_tool, p_action, coalesce(p_detail, '{}'), p_correlation, p_parent,
+            p_amount, p_confidence, p_reasoning, p_inputs, p_params, p_result, p_policy, p_registry)
+    RETURNING l.seq, l.at INTO seq, at;
+END
+$$;
+
+CREATE TRIGGER action_log_no_update BEFORE UPDATE OR DELETE ON backstop.action_log
+    FOR EACH STATEMENT EXECUTE FUNCTION backstop.tg_append_only();
+
+CREATE TRIGGER action_log_no_truncate BEFORE TRUNCATE ON backstop.action_log
+    FOR EACH STATEMENT EXECUTE FUNCTION backstop.tg_append_only();
+
+-- Partitions that exist already (the contract is re-applied over a live log).
+SELECT backstop._protect_partition(c.relname)
+  FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+ WHERE i.inhparent = 'backstop.action_log'::regclass;
+
+-- What the tables this file writes hold, for clients reading them.
+COMMENT ON TABLE backstop.action_log IS 'The append-only action log, partitioned by time: every proposal, verdict, decision, result, compensation, pause, finding and signal. The source of truth; every other table is a projection of it. Readers: every duty but agent.';
+COMMENT ON TABLE backstop.action_log_default IS 'The log''s default partition: rows for which no time partition existed. Readers: every duty but agent.';
+COMMENT ON TABLE backstop.log_partitions IS 'The log''s time partitions (name, range). Readers: every duty but agent.';
+COMMENT ON TABLE backstop.log_partitioning IS 'How wide the log''s partitions are and how many are created ahead. Readers: every duty but agent.';

@@ -1,0 +1,155 @@
+-- Pre-action guardrails: the policy's rules, evaluated inside propose, and
+-- the memory some rules keep of what each agent did.
+
+-- Evaluate the pre-action rules of one policy version. First match wins.
+-- Returns the verdict, the reason shown to the approver, the rule's name and
+-- the number of approvals a hold needs.
+CREATE TYPE backstop.verdict AS (verdict text, reason text, rule text, approvals integer);
+
+-- Returns a composite rather than OUT parameters so that callers can assign
+-- it as a simple expression (no executor start per call).
+-- With p_stateless, rules that depend on what else was allowed (cumulative,
+-- new_counterparty, changed_value) are skipped: the supervisor's after-the-
+-- fact review would otherwise count the action against itself.
+CREATE FUNCTION backstop.evaluate(
+    p_version bigint, p_agent text, p_tool text, p_class text,
+    p_amount numeric, p_cost numeric, p_confidence real, p_params jsonb,
+    p_stateless boolean DEFAULT false)
+RETURNS backstop.verdict
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    res backstop.verdict;
+    r backstop.policy_rules%ROWTYPE;
+    o jsonb;
+    thr numeric;
+    cb real;
+    hit boolean;
+    v text;
+    k text;
+    total numeric;
+    lt backstop.policy_list_tables%ROWTYPE;
+    pv backstop.policy_versions%ROWTYPE;
+BEGIN
+    res.verdict := 'allow';
+    res.reason := 'allowed by policy';
+    res.approvals := 0;
+    IF p_version IS NULL THEN
+        RETURN res;
+    END IF;
+    FOR r IN SELECT * FROM backstop.policy_rules WHERE version = p_version ORDER BY ord LOOP
+        CONTINUE WHEN p_stateless AND r.kind IN ('cumulative', 'new_counterparty', 'changed_value');
+        CONTINUE WHEN r.agents IS NOT NULL AND NOT (p_agent = ANY (r.agents));
+        CONTINUE WHEN r.tools IS NOT NULL AND NOT (p_tool = ANY (r.tools));
+        CONTINUE WHEN r.classes IS NOT NULL AND NOT (coalesce(p_class, 'unknown') = ANY (r.classes));
+        -- Per-agent overrides take precedence over per-tool ones.
+        o := coalesce(r.overrides -> ('agent:' || p_agent), r.overrides -> ('tool:' || p_tool));
+        CONTINUE WHEN o IS NOT NULL AND (o ->> 'enabled') = 'false';
+        thr := coalesce((o ->> 'threshold')::numeric, r.threshold);
+        cb := coalesce((o ->> 'confidence_below')::real, r.confidence_below);
+        v := NULL;
+        CASE r.kind
+        WHEN 'amount_over' THEN
+            hit := p_amount > thr;
+        WHEN 'cost_to_reverse' THEN
+            -- A missing confidence counts as no confidence.
+            hit := p_cost > thr AND coalesce(p_confidence, 0) < cb;
+        WHEN 'confidence_below' THEN
+            hit := coalesce(p_confidence, 0) < cb;
+        WHEN 'cumulative' THEN
+            SELECT coalesce(sum(m.total), 0) INTO total FROM backstop.agent_value_minutes m
+             WHERE m.agent = p_agent AND m.minute > date_trunc('minute', now() - r.rule_window);
+            hit := coalesce(p_amount, 0) > 0 AND total + p_amount > thr;
+            v := backstop.money(total);
+        WHEN 'in_list' THEN
+            v := backstop.path_get(p_params, r.param) #>> '{}';
+            IF v IS NULL THEN
+                hit := false;
+            ELSE
+                SELECT * INTO lt FROM backstop.policy_list_tables t WHERE t.version = p_version AND t.list = r.list;
+                IF FOUND THEN
+                    EXECUTE format('SELECT EXISTS (SELECT 1 FROM %s WHERE %I::text = $1)',
+                                   lt.table_name::regclass, lt.column_name) INTO hit USING v;
+                ELSE
+                    hit := EXISTS (SELECT 1 FROM backstop.policy_lists pl
+                                    WHERE pl.version = p_version AND pl.list = r.list AND pl.value = v);
+                END IF;
+            END IF;
+        WHEN 'new_counterparty' THEN
+            v := backstop.path_get(p_params, r.param) #>> '{}';
+            hit := v IS NOT NULL AND NOT EXISTS (
+                SELECT 1 FROM backstop.counterparties c WHERE c.agent = p_agent AND c.param = r.param AND c.value = v);
+        WHEN 'changed_value' THEN
+            k := backstop.path_get(p_params, r.key_param) #>> '{}';
+            v := backstop.path_get(p_params, r.param) #>> '{}';
+            hit := k IS NOT NULL AND EXISTS (
+                SELECT 1 FROM backstop.param_values pv2
+                 WHERE pv2.agent = p_agent AND pv2.key_param = r.key_param AND pv2.key = k
+                   AND pv2.param = r.param AND pv2.value IS DISTINCT FROM v);
+        WHEN 'always' THEN
+            hit := true;
+        END CASE;
+        IF hit THEN
+            res.verdict := r.effect;
+            res.rule := r.name;
+            res.approvals := CASE WHEN r.effect = 'hold' THEN r.approvals ELSE 0 END;
+            res.reason := replace(replace(replace(replace(replace(replace(r.reason,
+                '{amount}', backstop.money(p_amount)),
+                '{threshold}', backstop.money(thr)),
+                '{cost}', backstop.money(p_cost)),
+                '{confidence}', coalesce(to_char(p_confidence, 'FM0.00'), 'none')),
+                '{value}', coalesce(v, '')),
+                '{tool}', p_tool);
+            EXIT;
+        END IF;
+    END LOOP;
+    IF res.verdict = 'hold' THEN
+        SELECT * INTO pv FROM backstop.policy_versions WHERE version = p_version;
+        IF pv.four_eyes_above IS NOT NULL AND p_amount > pv.four_eyes_above THEN
+            res.approvals := greatest(res.approvals, 2);
+        END IF;
+    END IF;
+    RETURN res;
+END
+$$;
+COMMENT ON FUNCTION backstop.evaluate IS 'Evaluates the pre-action rules of one policy version for one action; first match wins. p_stateless skips rules that depend on what else was allowed (for after-the-fact review). Callers: the owner only (propose, the supervisor''s review). Returns backstop.verdict (verdict, reason, rule, approvals).';
+
+-- What an allowed action teaches the parameter rules and the cumulative window.
+CREATE FUNCTION backstop._remember(p_version bigint, p_memory boolean, p_agent text, p_params jsonb, p_amount numeric, p_seq bigint)
+RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    r record;
+    k text;
+    v text;
+BEGIN
+    IF coalesce(p_amount, 0) > 0 AND (SELECT p.has_cumulative FROM backstop.policy_versions p WHERE p.version = p_version) THEN
+        INSERT INTO backstop.agent_value_minutes AS m (agent, minute, total)
+        VALUES (p_agent, date_trunc('minute', now()), p_amount)
+        ON CONFLICT (agent, minute) DO UPDATE SET total = m.total + excluded.total;
+    END IF;
+    IF p_version IS NULL OR NOT p_memory THEN
+        RETURN;
+    END IF;
+    FOR r IN SELECT kind, param, key_param FROM backstop.policy_rules
+              WHERE version = p_version AND kind IN ('new_counterparty', 'changed_value') LOOP
+        v := backstop.path_get(p_params, r.param) #>> '{}';
+        IF r.kind = 'new_counterparty' THEN
+            IF v IS NOT NULL THEN
+                INSERT INTO backstop.counterparties (agent, param, value, first_seq)
+                VALUES (p_agent, r.param, v, p_seq) ON CONFLICT DO NOTHING;
+            END IF;
+        ELSE
+            k := backstop.path_get(p_params, r.key_param) #>> '{}';
+            IF k IS NOT NULL THEN
+                INSERT INTO backstop.param_values AS pv (agent, key_param, key, param, value, last_seq)
+                VALUES (p_agent, r.key_param, k, r.param, v, p_seq)
+                ON CONFLICT (agent, key_param, key, param) DO UPDATE SET value = excluded.value, last_seq = excluded.last_seq;
+            END IF;
+        END IF;
+    END LOOP;
+END
+$$;
+
+-- What the tables this file writes hold, for clients reading them.
+COMMENT ON TABLE backstop.counterparties IS 'Values each agent has used per parameter (for the new_counterparty rule). Readers: every duty but agent.';
+COMMENT ON TABLE backstop.param_values IS 'The last value of a parameter per agent and key (for the changed_value rule). Readers: every duty but agent.';
+COMMENT ON TABLE backstop.agent_value_minutes IS 'Allowed value per agent per minute (for the cumulative rule). Readers: every duty but agent.';

@@ -1,0 +1,243 @@
+-- The agent's gateway: propose, and decision for held actions.
+
+CREATE FUNCTION backstop.propose(
+    agent text, tool text, params jsonb,
+    amount numeric DEFAULT NULL, confidence real DEFAULT NULL,
+    reasoning text DEFAULT NULL, inputs jsonb DEFAULT NULL,
+    correlation_id text DEFAULT NULL, parent_action uuid DEFAULT NULL,
+    idempotency_key text DEFAULT NULL)
+RETURNS TABLE (action_id uuid, verdict text, reason text)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, backstop, pg_temp AS $$
+#variable_conflict use_column
+-- The hot path of every agent: few statements, each one executor start.
+DECLARE
+    p_agent text := propose.agent;
+    p_tool text := propose.tool;
+    p_params jsonb := propose.params;
+    p_amount numeric := propose.amount;
+    p_conf real := propose.confidence;
+    p_corr text := propose.correlation_id;
+    p_parent uuid := propose.parent_action;
+    p_key text := propose.idempotency_key;
+    v_id uuid := gen_random_uuid();
+    c record;
+    t backstop.tools%ROWTYPE;
+    k record;
+    v_known boolean;
+    e backstop.verdict;
+    v_txt text;
+    v_amount_from text;
+    v_cost numeric;
+    v_entity text;
+    v_expires timestamptz;
+    v_effect text;
+    v_kind text;
+    v_seq bigint;
+    v_at timestamptz;
+BEGIN
+    -- One cheap test for well-formed input; the detailed checks below run
+    -- only to name what is wrong.
+    IF NOT coalesce(
+           p_agent ~ '^[A-Za-z0-9][A-Za-z0-9._:@/-]{0,127}$'
+       AND p_tool ~ '^[A-Za-z0-9][A-Za-z0-9._:@/-]{0,127}$'
+       AND jsonb_typeof(p_params) = 'object' AND pg_column_size(p_params) <= 65536
+       AND (propose.inputs IS NULL OR pg_column_size(propose.inputs) <= 262144)
+       AND (propose.reasoning IS NULL OR length(propose.reasoning) <= 65536)
+       AND (p_corr IS NULL OR length(p_corr) <= 256)
+       AND (p_key IS NULL OR length(p_key) <= 256)
+       AND (p_amount IS NULL OR (p_amount >= 0 AND p_amount <= 1e12 AND scale(p_amount) <= 6))
+       AND (p_conf IS NULL OR (p_conf >= 0 AND p_conf <= 1)), false) THEN
+        PERFORM backstop._check_name('propose', 'agent', p_agent);
+        PERFORM backstop._check_name('propose', 'tool', p_tool);
+        IF p_params IS NULL THEN
+            PERFORM backstop._bad('propose', 'params is required: a JSON object ({} when the tool takes none)');
+        END IF;
+        PERFORM backstop._check_json('propose', 'params', p_params, 65536, true);
+        PERFORM backstop._check_json('propose', 'inputs', propose.inputs, 262144, false);
+        PERFORM backstop._check_text('propose', 'reasoning', propose.reasoning, 65536);
+        PERFORM backstop._check_text('propose', 'correlation_id', p_corr, 256);
+        PERFORM backstop._check_text('propose', 'idempotency_key', p_key, 256);
+        PERFORM backstop._check_amount('propose', p_amount);
+        PERFORM backstop._check_confidence('propose', p_conf);
+    END IF;
+    -- An agent's own login acts only as itself or the agents mapped to it;
+    -- Backstop's trusted sessions (the schema's owner, superusers) may name
+    -- any agent.
+    IF p_agent <> session_user AND NOT backstop._trusted()
+       AND NOT EXISTS (SELECT 1 FROM backstop.agent_logins m WHERE m.login = session_user AND m.agent = p_agent) THEN
+        PERFORM backstop._bad('propose', format('login %s may not act as agent %s (map it in backstop.agent_logins)',
+                                                session_user, p_agent), '42501');
+    END IF;
+    IF p_parent IS NOT NULL AND NOT EXISTS (SELECT 1 FROM backstop.actions x WHERE x.action_id = p_parent) THEN
+        PERFORM backstop._bad('propose', format('parent_action %s is not a known action', p_parent), 'P0002');
+    END IF;
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        PERFORM backstop._bad('propose', format('must run at READ COMMITTED isolation (this transaction is %s): the kill switch is checked against the latest committed pause',
+                                                current_setting('transaction_isolation')), '25000');
+    END IF;
+
+    IF p_key IS NOT NULL THEN
+        -- Serialize callers that share a key; the second sees the first's answer.
+        PERFORM pg_advisory_xact_lock(1112757330, hashtext(p_agent || '/' || p_key));
+        SELECT x.action_id, x.verdict, x.reason INTO action_id, verdict, reason FROM backstop.actions x
+         WHERE x.agent = p_agent AND x.idempotency_key = p_key;
+        IF FOUND THEN
+            RETURN NEXT;
+            RETURN;
+        END IF;
+    END IF;
+
+    -- A statement of its own: the next one takes a snapshot after the gate is held.
+    PERFORM FROM backstop.kill_gate;
+    -- Read after the kill-switch locks are held.
+    SELECT a.registry_version AS reg, a.policy_version AS pol, pv.hold_expiry, pv.expiry_effect,
+           pv.param_memory, pv.has_cumulative, t AS tool_row
+      INTO c
+      FROM backstop.active a
+      LEFT JOIN backstop.policy_versions pv ON pv.version = a.policy_version
+      LEFT JOIN backstop.tools t ON t.version = a.registry_version AND t.name = p_tool;
+    t := c.tool_row;
+    v_known := t.name IS NOT NULL;
+    SELECT k.scope, k.target, k.reason, k.changed_by INTO k
+      FROM backstop.kill_switches k
+     WHERE k.paused AND (k.scope = 'fleet' OR (k.scope = 'agent' AND k.target = p_agent)
+                         OR (k.scope = 'tool' AND k.target = p_tool))
+     LIMIT 1;
+
+    IF v_known THEN
+        IF p_amount IS NULL AND t.value_param IS NOT NULL THEN
+            v_txt := backstop.path_get(p_params, t.value_param) #>> '{}';
+            IF v_txt IS NOT NULL THEN
+                IF v_txt !~ '^[0-9]{1,13}(\.[0-9]{1,6})?$' THEN
+                    PERFORM backstop._bad('propose', format('params.%s carries the value of %s and must be a non-negative number; got %s',
+                                                            t.value_param, p_tool, quote_literal(left(v_txt, 40))));
+                END IF;
+                p_amount := v_txt::numeric;
+                PERFORM backstop._check_amount('propose', p_amount);
+                v_amount_from := 'params.' || t.value_param;
+            END IF;
+        END IF;
+        v_cost := backstop.cost_to_reverse(t.class, t.cost_fixed, t.cost_share, p_amount);
+        IF t.entity_param IS NOT NULL THEN
+            v_entity := backstop.path_get(p_params, t.entity_param) #>> '{}';
+        END IF;
+    END IF;
+
+    IF k.scope IS NOT NULL THEN
+        e := ROW('block', backstop._paused_reason(k.scope, k.target, k.reason, k.changed_by), 'kill_switch', 0);
+    ELSIF NOT v_known THEN
+        e := ROW('block', CASE WHEN c.reg IS NULL THEN format('unknown tool %s: no tool registry is loaded', p_tool)
+                               ELSE format('unknown tool %s: not in registry version %s', p_tool, c.reg) END,
+                 'unknown_tool', 0);
+    ELSE
+        e := backstop.evaluate(c.pol, p_agent, p_tool, t.class, p_amount, v_cost, p_conf, p_params);
+    END IF;
+
+    IF e.verdict = 'hold' THEN
+        v_expires := clock_timestamp() + coalesce(c.hold_expiry, interval '1 hour');
+        v_effect := coalesce(c.expiry_effect, 'block');
+    END IF;
+    v_kind := CASE e.verdict WHEN 'allow' THEN 'allowed' WHEN 'hold' THEN 'held' ELSE 'blocked' END;
+
+    -- Every column given: a column default costs a parse per insert.
+    INSERT INTO backstop.action_log AS l
+        (seq, at, txid, kind, actor, agent, tool, action_id, detail, correlation_id, parent_action, amount, confidence,
+         reasoning, inputs, params, result, policy_version, registry_version)
+    VALUES (nextval('backstop.action_log_seq'), clock_timestamp(), pg_current_xact_id(), v_kind, p_agent, p_agent, p_tool, v_id,
+            jsonb_strip_nulls(jsonb_build_object(
+                'verdict', e.verdict, 'reason', e.reason, 'rule', e.rule, 'class', t.class,
+                'cost_to_reverse', v_cost, 'approvals_needed', nullif(e.approvals, 0),
+                'expires_at', v_expires, 'expiry_effect', v_effect,
+                'idempotency_key', p_key, 'entity', v_entity, 'amount_from', v_amount_from)),
+            p_corr, p_parent, p_amount, p_conf, propose.reasoning, propose.inputs, p_params, NULL, c.pol, c.reg)
+    RETURNING l.seq, l.at INTO v_seq, v_at;
+
+    INSERT INTO backstop.actions (action_id, agent, tool, class, amount, confidence, cost_to_reverse, correlation_id,
+                                  parent_action, idempotency_key, entity, verdict, reason, rule, status,
+                                  approvals_needed, approvals, expires_at, expiry_effect, proposed_seq, proposed_at,
+                                  decided_seq, executed_seq, executed_at, inverse_tool, inverse_params, inverse_missing,
+                                  comp_deadline, comp_condition, policy_version, registry_version, updated_seq)
+    VALUES (v_id, p_agent, p_tool, t.class, p_amount, p_conf, v_cost, p_corr,
+            p_parent, p_key, v_entity, e.verdict, e.reason, e.rule, v_kind,
+            e.approvals, 0, v_expires, v_effect, v_seq, v_at,
+            NULL, NULL, NULL, NULL, NULL, NULL,
+            NULL, NULL, c.pol, c.reg, v_seq);
+
+    IF e.verdict = 'hold' THEN
+        INSERT INTO backstop.approval_queue (action_id, agent, tool, amount, rule, reason, approvals_needed,
+                                             held_at, expires_at, proposed_seq)
+        VALUES (v_id, p_agent, p_tool, p_amount, e.rule, e.reason, e.approvals, v_at, v_expires, v_seq);
+    ELSIF e.verdict = 'allow' AND ((c.has_cumulative AND p_amount > 0) OR c.param_memory) THEN
+        PERFORM backstop._remember(c.pol, c.param_memory, p_agent, p_params, p_amount, v_seq);
+    END IF;
+
+    action_id := v_id;
+    verdict := e.verdict;
+    reason := e.reason;
+    RETURN NEXT;
+END
+$$;
+SELECT backstop._grant('propose', 'agent');
+COMMENT ON FUNCTION backstop.propose IS 'The agent''s gateway: checks the kill switch, the registry and the policy, appends proposed and the verdict, and returns (action_id, verdict ''allow'' | ''hold'' | ''block'', reason). A replay with the same idempotency key returns the first answer. Callers: agent (as itself or an agent mapped to its login in agent_logins).';
+
+CREATE FUNCTION backstop.decision(action_id uuid)
+RETURNS TABLE (verdict text, reason text)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, backstop, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    a backstop.actions%ROWTYPE;
+    k record;
+    v_by text;
+BEGIN
+    IF decision.action_id IS NULL THEN
+        PERFORM backstop._bad('decision', 'action_id is required');
+    END IF;
+    SELECT * INTO a FROM backstop.actions x WHERE x.action_id = decision.action_id;
+    IF NOT FOUND THEN
+        PERFORM backstop._bad('decision', format('unknown action_id %s', decision.action_id), 'P0002');
+    END IF;
+    IF a.status = 'held' THEN
+        IF a.expires_at > clock_timestamp() THEN
+            RETURN QUERY SELECT 'hold'::text,
+                format('%s (%s of %s approvals; expires %s)', a.reason, a.approvals, a.approvals_needed,
+                       to_char(a.expires_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS "UTC"'));
+            RETURN;
+        ELSIF a.expiry_effect IS DISTINCT FROM 'allow' THEN
+            RETURN QUERY SELECT 'block'::text, 'expired without a decision: ' || a.reason;
+            RETURN;
+        END IF;
+    ELSIF a.status = 'blocked' THEN
+        RETURN QUERY SELECT 'block'::text, a.reason;
+        RETURN;
+    ELSIF a.status = 'rejected' THEN
+        SELECT format('rejected by %s: %s', p.approver, p.note) INTO v_by FROM backstop.approvals p
+         WHERE p.action_id = a.action_id AND p.decision = 'rejected' ORDER BY p.seq DESC LIMIT 1;
+        RETURN QUERY SELECT 'block'::text, v_by;
+        RETURN;
+    ELSIF a.status = 'expired' THEN
+        RETURN QUERY SELECT 'block'::text, 'expired without a decision: ' || a.reason;
+        RETURN;
+    END IF;
+    -- allowed (directly or by approval), executed or failed
+    IF a.status = 'allowed' THEN
+        PERFORM FROM backstop.kill_gate;
+        SELECT * INTO k FROM backstop._kill_switch(a.agent, a.tool);
+        IF k.scope IS NOT NULL THEN
+            RETURN QUERY SELECT 'hold'::text, 'allowed, but waiting: ' || backstop._paused_reason(k.scope, k.target, k.reason, k.changed_by);
+            RETURN;
+        END IF;
+    END IF;
+    IF a.verdict = 'hold' THEN
+        SELECT 'approved by ' || string_agg(p.approver, ' and ' ORDER BY p.seq) INTO v_by
+          FROM backstop.approvals p WHERE p.action_id = a.action_id AND p.decision = 'approved';
+        RETURN QUERY SELECT 'allow'::text, coalesce(v_by, 'allowed on expiry by policy');
+    ELSE
+        RETURN QUERY SELECT 'allow'::text, a.reason;
+    END IF;
+END
+$$;
+SELECT backstop._grant('decision', 'agent');
+COMMENT ON FUNCTION backstop.decision IS 'The current verdict of an action: ''hold'' until decided, ''allow'' once approved, ''block'' when rejected or expired. Callers: agent. Returns (verdict, reason).';
+
+-- What the tables this file writes hold, for clients reading them.
+COMMENT ON TABLE backstop.actions IS 'One row per proposed action: verdict, status (allowed, held, blocked, rejected, expired, executed, failed), approvals, result and the staged inverse. Readers: every duty but agent.';

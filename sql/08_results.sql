@@ -1,0 +1,107 @@
+-- Results and staging: an allowed action's outcome, and for a reversible or
+-- conditional tool its compensation, staged in the same transaction.
+--
+-- The proposal is read through rebuild_log, so an action still open when its
+-- proposal was archived is carried and still works.
+CREATE FUNCTION backstop.record_result(action_id uuid, ok boolean, result jsonb DEFAULT NULL, inverse_params jsonb DEFAULT NULL)
+RETURNS TABLE (status text, compensation text)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, backstop, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    p_id uuid := record_result.action_id;
+    p_ok boolean := record_result.ok;
+    p_result jsonb := record_result.result;
+    p_inv jsonb := record_result.inverse_params;
+    a record;
+    prev record;
+    v_inv jsonb;
+    v_missing text[];
+    v_comp text := 'none';
+    v_deadline timestamptz;
+    v_kind text;
+    v_seq bigint;
+    v_at timestamptz;
+BEGIN
+    IF p_id IS NULL THEN
+        PERFORM backstop._bad('record_result', 'action_id is required');
+    END IF;
+    IF p_ok IS NULL THEN
+        PERFORM backstop._bad('record_result', 'ok is required: true when the tool call succeeded, false when it failed');
+    END IF;
+    PERFORM backstop._check_json('record_result', 'result', p_result, 65536, true);
+    PERFORM backstop._check_json('record_result', 'inverse_params', p_inv, 65536, true);
+    SELECT x.*, t.class AS t_class, t.inverse AS t_inverse, t.bindings AS t_bindings,
+           t.reversal_window AS t_window, t.condition AS t_condition
+      INTO a
+      FROM backstop.actions x
+      LEFT JOIN backstop.tools t ON t.version = x.registry_version AND t.name = x.tool
+     WHERE x.action_id = p_id
+       FOR UPDATE OF x;
+    IF NOT FOUND THEN
+        PERFORM backstop._bad('record_result', format('unknown action_id %s', p_id), 'P0002');
+    END IF;
+    IF a.status IN ('executed', 'failed') THEN
+        SELECT l.kind, l.result INTO prev FROM backstop.rebuild_log l WHERE l.seq = a.executed_seq AND l.at = a.executed_at;
+        IF (prev.kind = 'executed') = p_ok AND prev.result IS NOT DISTINCT FROM p_result THEN
+            -- A retry of the same report: answer as before, append nothing.
+            status := a.status;
+            compensation := CASE WHEN a.inverse_missing IS NOT NULL THEN 'unbound: ' || array_to_string(a.inverse_missing, ', ')
+                                 WHEN a.inverse_params IS NOT NULL THEN 'staged' ELSE 'none' END;
+            RETURN NEXT;
+            RETURN;
+        END IF;
+        PERFORM backstop._bad('record_result', format('action %s already has a different result, recorded at seq %s', p_id, a.executed_seq), '55000');
+    END IF;
+    IF a.status <> 'allowed' THEN
+        PERFORM backstop._bad('record_result', format('action %s was never allowed (it is %s): there is no result to record', p_id, a.status), '55000');
+    END IF;
+
+    v_kind := CASE WHEN p_ok THEN 'executed' ELSE 'failed' END;
+    IF p_ok AND a.t_class IN ('reversible', 'conditional') THEN
+        -- Bind the inverse's parameters from the action's params and result;
+        -- what the agent passes explicitly wins.
+        -- A field present with a JSON null binds null; an absent field does not bind.
+        SELECT coalesce(jsonb_object_agg(b.key, b.val) FILTER (WHERE b.val IS NOT NULL), '{}')
+               || coalesce(p_inv, '{}')
+          INTO v_inv
+          FROM (SELECT j.key,
+                       CASE WHEN j.value #>> '{}' LIKE 'params.%' THEN backstop.path_get(l.params, substr(j.value #>> '{}', 8))
+                            WHEN j.value #>> '{}' LIKE 'result.%' THEN backstop.path_get(p_result, substr(j.value #>> '{}', 8)) END AS val
+                  FROM backstop.rebuild_log l, jsonb_each(a.t_bindings) j
+                 -- With the time, the lookup goes to one partition of the log.
+                 WHERE l.seq = a.proposed_seq AND l.at = a.proposed_at) b;
+        SELECT array_agg(k ORDER BY k) INTO v_missing FROM jsonb_object_keys(a.t_bindings) k WHERE NOT v_inv ? k;
+        v_comp := CASE WHEN v_missing IS NULL THEN 'staged' ELSE 'unbound: ' || array_to_string(v_missing, ', ') END;
+        IF a.t_window IS NOT NULL THEN
+            v_deadline := clock_timestamp() + a.t_window;
+        END IF;
+    END IF;
+
+    INSERT INTO backstop.action_log AS l
+        (seq, at, txid, kind, actor, agent, tool, action_id, detail, correlation_id, parent_action, amount, confidence,
+         reasoning, inputs, params, result, policy_version, registry_version)
+    VALUES (nextval('backstop.action_log_seq'), clock_timestamp(), pg_current_xact_id(), v_kind, a.agent, a.agent, a.tool, p_id,
+            -- inverse_params joins after the strip: a parameter bound to a
+            -- JSON null is part of the inverse and must survive in the log.
+            CASE WHEN v_comp = 'none' THEN '{}'::jsonb ELSE jsonb_build_object('compensation', jsonb_strip_nulls(jsonb_build_object(
+                'inverse_tool', a.t_inverse, 'missing', to_jsonb(v_missing),
+                'deadline', v_deadline, 'condition', a.t_condition))
+                || CASE WHEN v_inv IS NULL THEN '{}'::jsonb ELSE jsonb_build_object('inverse_params', v_inv) END) END,
+            a.correlation_id, a.parent_action, a.amount, NULL, NULL, NULL, NULL, p_result, a.policy_version, a.registry_version)
+    RETURNING l.seq, l.at INTO v_seq, v_at;
+
+    UPDATE backstop.actions x
+       SET status = v_kind, executed_seq = v_seq, executed_at = v_at,
+           inverse_tool = CASE WHEN v_comp <> 'none' THEN a.t_inverse END,
+           inverse_params = CASE WHEN v_comp <> 'none' THEN v_inv END,
+           inverse_missing = v_missing, comp_deadline = v_deadline,
+           comp_condition = CASE WHEN v_comp <> 'none' THEN a.t_condition END,
+           updated_seq = v_seq
+     WHERE x.action_id = p_id;
+    status := v_kind;
+    compensation := v_comp;
+    RETURN NEXT;
+END
+$$;
+SELECT backstop._grant('record_result', 'agent');
+COMMENT ON FUNCTION backstop.record_result IS 'Records the outcome of an allowed action (executed or failed) and, for a reversible or conditional tool, stages its compensation in the same transaction. Callers: agent. Returns (status, compensation: staged, or why not).';
