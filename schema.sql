@@ -6,6 +6,10 @@ CREATE SCHEMA backstop;
 
 ALTER SCHEMA backstop OWNER TO backstop_owner;
 
+CREATE SCHEMA backstop_check;
+
+ALTER SCHEMA backstop_check OWNER TO backstop_check;
+
 CREATE TYPE backstop.comp_outcome AS (
 	outcome text,
 	detail text
@@ -24,6 +28,7 @@ ALTER TYPE backstop.verdict OWNER TO backstop_owner;
 
 CREATE FUNCTION backstop._append(p_kind text, p_actor text, p_agent text, p_tool text, p_action uuid, p_detail jsonb DEFAULT '{}'::jsonb, p_correlation text DEFAULT NULL::text, p_parent uuid DEFAULT NULL::uuid, p_amount numeric DEFAULT NULL::numeric, p_confidence real DEFAULT NULL::real, p_reasoning text DEFAULT NULL::text, p_inputs jsonb DEFAULT NULL::jsonb, p_params jsonb DEFAULT NULL::jsonb, p_result jsonb DEFAULT NULL::jsonb, p_policy bigint DEFAULT NULL::bigint, p_registry bigint DEFAULT NULL::bigint, OUT seq bigint, OUT at timestamp with time zone) RETURNS record
     LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'backstop', 'pg_temp'
     AS $$
 BEGIN
     -- plpgsql rather than SQL: the INSERT's plan is cached per session.
@@ -40,6 +45,7 @@ ALTER FUNCTION backstop._append(p_kind text, p_actor text, p_agent text, p_tool 
 
 CREATE FUNCTION backstop._bad(fn text, msg text, code text DEFAULT '22023'::text) RETURNS void
     LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'backstop', 'pg_temp'
     AS $$
 BEGIN
     RAISE EXCEPTION USING ERRCODE = code, MESSAGE = fn || ': ' || msg;
@@ -50,6 +56,7 @@ ALTER FUNCTION backstop._bad(fn text, msg text, code text) OWNER TO backstop_own
 
 CREATE FUNCTION backstop._chain_hash_at(n bigint) RETURNS bytea
     LANGUAGE sql STABLE
+    SET search_path TO 'pg_catalog', 'backstop', 'pg_temp'
     AS $$
     SELECT CASE WHEN n = 0 THEN backstop.seal_genesis()
                 ELSE (SELECT s.hash FROM backstop.seals s WHERE s.seal_no = n) END
@@ -59,6 +66,7 @@ ALTER FUNCTION backstop._chain_hash_at(n bigint) OWNER TO backstop_owner;
 
 CREATE FUNCTION backstop._check_amount(fn text, v numeric) RETURNS void
     LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'backstop', 'pg_temp'
     AS $$
 BEGIN
     IF v IS NULL THEN
@@ -80,6 +88,7 @@ ALTER FUNCTION backstop._check_amount(fn text, v numeric) OWNER TO backstop_owne
 
 CREATE FUNCTION backstop._check_confidence(fn text, v real) RETURNS void
     LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'backstop', 'pg_temp'
     AS $$
 BEGIN
     IF v IS NOT NULL AND (v = 'NaN'::real OR v < 0 OR v > 1) THEN
@@ -92,6 +101,7 @@ ALTER FUNCTION backstop._check_confidence(fn text, v real) OWNER TO backstop_own
 
 CREATE FUNCTION backstop._check_json(fn text, what text, v jsonb, max_bytes integer, must_be_object boolean) RETURNS void
     LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'backstop', 'pg_temp'
     AS $$
 BEGIN
     IF v IS NULL THEN
@@ -110,6 +120,7 @@ ALTER FUNCTION backstop._check_json(fn text, what text, v jsonb, max_bytes integ
 
 CREATE FUNCTION backstop._check_name(fn text, what text, v text) RETURNS void
     LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'backstop', 'pg_temp'
     AS $_$
 BEGIN
     IF v IS NULL OR v !~ '^[A-Za-z0-9][A-Za-z0-9._:@/-]{0,127}$' THEN
@@ -123,6 +134,7 @@ ALTER FUNCTION backstop._check_name(fn text, what text, v text) OWNER TO backsto
 
 CREATE FUNCTION backstop._check_reason(fn text, what text, v text) RETURNS void
     LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'backstop', 'pg_temp'
     AS $$
 BEGIN
     IF v IS NULL OR btrim(v) = '' THEN
@@ -136,6 +148,7 @@ ALTER FUNCTION backstop._check_reason(fn text, what text, v text) OWNER TO backs
 
 CREATE FUNCTION backstop._check_text(fn text, what text, v text, max_chars integer) RETURNS void
     LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'backstop', 'pg_temp'
     AS $$
 BEGIN
     IF v IS NOT NULL AND length(v) > max_chars THEN
@@ -148,6 +161,7 @@ ALTER FUNCTION backstop._check_text(fn text, what text, v text, max_chars intege
 
 CREATE FUNCTION backstop._comp_setting(key text, fallback numeric) RETURNS numeric
     LANGUAGE plpgsql STABLE
+    SET search_path TO 'pg_catalog', 'backstop', 'pg_temp'
     AS $$
 BEGIN
     RETURN coalesce((SELECT (p.doc -> 'compensation' ->> key)::numeric
@@ -157,8 +171,101 @@ $$;
 
 ALTER FUNCTION backstop._comp_setting(key text, fallback numeric) OWNER TO backstop_owner;
 
+CREATE TABLE backstop.actions (
+    action_id uuid NOT NULL,
+    agent text NOT NULL,
+    tool text NOT NULL,
+    class text,
+    amount numeric,
+    confidence real,
+    cost_to_reverse numeric,
+    correlation_id text,
+    parent_action uuid,
+    idempotency_key text,
+    entity text,
+    verdict text NOT NULL,
+    reason text NOT NULL,
+    rule text,
+    status text NOT NULL,
+    approvals_needed integer DEFAULT 0 NOT NULL,
+    approvals integer DEFAULT 0 NOT NULL,
+    expires_at timestamp with time zone,
+    expiry_effect text,
+    proposed_seq bigint NOT NULL,
+    proposed_at timestamp with time zone NOT NULL,
+    decided_seq bigint,
+    executed_seq bigint,
+    executed_at timestamp with time zone,
+    inverse_tool text,
+    inverse_params jsonb,
+    inverse_missing text[],
+    comp_deadline timestamp with time zone,
+    comp_condition text,
+    policy_version bigint,
+    registry_version bigint,
+    updated_seq bigint NOT NULL
+)
+WITH (fillfactor='80');
+
+ALTER TABLE backstop.actions OWNER TO backstop_owner;
+
+COMMENT ON TABLE backstop.actions IS 'One row per proposed action: verdict, status (allowed, held, blocked, rejected, expired, executed, failed), approvals, result and the staged inverse. Readers: every duty but agent.';
+
+CREATE FUNCTION backstop._current_verdict(a backstop.actions) RETURNS TABLE(verdict text, reason text)
+    LANGUAGE plpgsql STABLE
+    SET search_path TO 'pg_catalog', 'backstop', 'pg_temp'
+    AS $$
+#variable_conflict use_column
+DECLARE
+    k record;
+    v_by text;
+BEGIN
+    IF a.status = 'held' THEN
+        IF a.expires_at > clock_timestamp() THEN
+            RETURN QUERY SELECT 'hold'::text,
+                format('%s (%s of %s approvals; expires %s)', a.reason, a.approvals, a.approvals_needed,
+                       to_char(a.expires_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS "UTC"'));
+            RETURN;
+        ELSIF a.expiry_effect IS DISTINCT FROM 'allow' THEN
+            RETURN QUERY SELECT 'block'::text, 'expired without a decision: ' || a.reason;
+            RETURN;
+        END IF;
+    ELSIF a.status = 'blocked' THEN
+        RETURN QUERY SELECT 'block'::text, a.reason;
+        RETURN;
+    ELSIF a.status = 'rejected' THEN
+        SELECT format('rejected by %s: %s', p.approver, p.note) INTO v_by FROM backstop.approvals p
+         WHERE p.action_id = a.action_id AND p.decision = 'rejected' ORDER BY p.seq DESC LIMIT 1;
+        RETURN QUERY SELECT 'block'::text, v_by;
+        RETURN;
+    ELSIF a.status = 'expired' THEN
+        RETURN QUERY SELECT 'block'::text, 'expired without a decision: ' || a.reason;
+        RETURN;
+    END IF;
+    -- allowed (directly or by approval), executed or failed
+    IF a.status = 'allowed' THEN
+        PERFORM FROM backstop.kill_gate;
+        SELECT * INTO k FROM backstop._kill_switch(a.agent, a.tool);
+        IF k.scope IS NOT NULL THEN
+            RETURN QUERY SELECT 'hold'::text, 'allowed, but waiting: ' || backstop._paused_reason(k.scope, k.target, k.reason, k.changed_by);
+            RETURN;
+        END IF;
+    END IF;
+    IF a.verdict = 'hold' THEN
+        SELECT 'approved by ' || string_agg(p.approver, ' and ' ORDER BY p.seq) INTO v_by
+          FROM backstop.approvals p WHERE p.action_id = a.action_id AND p.decision = 'approved';
+        RETURN QUERY SELECT 'allow'::text, coalesce(v_by, 'allowed on expiry by policy');
+    ELSE
+        RETURN QUERY SELECT 'allow'::text, a.reason;
+    END IF;
+END
+$$;
+
+ALTER FUNCTION backstop._current_verdict(a backstop.actions) OWNER TO backstop_owner;
+
 CREATE FUNCTION backstop._finding_status(fn text, p_id uuid, p_status text, p_note text) RETURNS TABLE(status text)
     LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'backstop', 'pg_temp'
     AS $$
 #variable_conflict use_column
 DECLARE
@@ -189,6 +296,7 @@ ALTER FUNCTION backstop._finding_status(fn text, p_id uuid, p_status text, p_not
 
 CREATE FUNCTION backstop._finish(p_id uuid, p_worker text, p_ok boolean, p_detail_in jsonb) RETURNS text
     LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'backstop', 'pg_temp'
     AS $$
 DECLARE
     p_detail jsonb := coalesce(p_detail_in, '{}');
@@ -206,6 +314,7 @@ BEGIN
         PERFORM backstop._bad('finish_compensation', 'action_id is required');
     END IF;
     PERFORM backstop._check_name('finish_compensation', 'worker', p_worker);
+    p_worker := backstop._process(p_worker);
     IF p_ok IS NULL THEN
         PERFORM backstop._bad('finish_compensation', 'ok is required');
     END IF;
@@ -236,8 +345,9 @@ BEGIN
         v_kind := 'compensation_failed';
     END IF;
     v_next := clock_timestamp() + make_interval(secs => least(300, v_backoff * power(2, c.attempts - 1))::double precision);
-    SELECT l.seq, l.at INTO v_seq, v_at FROM backstop._append(v_kind, p_worker, c.agent, c.tool, p_id,
+    SELECT l.seq, l.at INTO v_seq, v_at FROM backstop._append(v_kind, backstop.actor(), c.agent, c.tool, p_id,
         jsonb_strip_nulls(jsonb_build_object('status', v_status, 'attempt', c.attempts, 'inverse_tool', c.inverse_tool,
+            'worker', p_worker,
             'next_attempt_at', CASE WHEN v_status = 'requested' THEN v_next END))
         || jsonb_build_object('result', p_detail)) l;
     IF v_status = 'requested' THEN
@@ -255,7 +365,7 @@ BEGIN
             jsonb_build_object('rule', 'compensation_' || v_status, 'status', v_status, 'inverse_tool', c.inverse_tool,
                                'attempts', c.attempts, 'result', p_detail,
                                'remediation', 'undo by hand: the automatic inverse did not run to completion'),
-            p_worker);
+            backstop.actor());
     END IF;
     RETURN v_status;
 END
@@ -278,7 +388,7 @@ BEGIN
         n := n + 1;
         FOREACH d IN ARRAY duties LOOP
             SELECT t.role_name INTO r FROM backstop.duties t WHERE t.duty = d;
-            IF r IS NULL OR d = 'owner' THEN
+            IF r IS NULL OR d IN ('owner', 'check') THEN
                 RAISE EXCEPTION 'backstop._grant: % is not a duty', d;
             END IF;
             EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %I', f, r);
@@ -292,8 +402,20 @@ $$;
 
 ALTER FUNCTION backstop._grant(fn text, VARIADIC duties text[]) OWNER TO backstop_owner;
 
+CREATE FUNCTION backstop._has_duty(VARIADIC p_duties text[]) RETURNS boolean
+    LANGUAGE sql STABLE
+    SET search_path TO 'pg_catalog', 'backstop', 'pg_temp'
+    AS $$
+    SELECT backstop._trusted()
+        OR EXISTS (SELECT 1 FROM backstop.duties d
+                    WHERE d.duty = ANY (p_duties) AND pg_has_role(session_user, d.role_name, 'MEMBER'))
+$$;
+
+ALTER FUNCTION backstop._has_duty(VARIADIC p_duties text[]) OWNER TO backstop_owner;
+
 CREATE FUNCTION backstop._kill_switch(p_agent text, p_tool text, OUT scope text, OUT target text, OUT reason text, OUT changed_by text) RETURNS record
     LANGUAGE plpgsql STABLE
+    SET search_path TO 'pg_catalog', 'backstop', 'pg_temp'
     AS $$
 BEGIN
     SELECT k.scope, k.target, k.reason, k.changed_by INTO scope, target, reason, changed_by
@@ -306,8 +428,20 @@ $$;
 
 ALTER FUNCTION backstop._kill_switch(p_agent text, p_tool text, OUT scope text, OUT target text, OUT reason text, OUT changed_by text) OWNER TO backstop_owner;
 
+CREATE FUNCTION backstop._may_act_as(p_agent text) RETURNS boolean
+    LANGUAGE sql STABLE
+    SET search_path TO 'pg_catalog', 'backstop', 'pg_temp'
+    AS $$
+    SELECT p_agent = session_user
+        OR EXISTS (SELECT 1 FROM backstop.agent_logins m WHERE m.login = session_user AND m.agent = p_agent)
+        OR backstop._trusted()
+$$;
+
+ALTER FUNCTION backstop._may_act_as(p_agent text) OWNER TO backstop_owner;
+
 CREATE FUNCTION backstop._paused_reason(scope text, target text, reason text, changed_by text) RETURNS text
     LANGUAGE sql IMMUTABLE
+    SET search_path TO 'pg_catalog', 'backstop', 'pg_temp'
     AS $$
     SELECT CASE scope WHEN 'fleet' THEN 'fleet paused' ELSE scope || ' ' || target || ' paused' END
            || ' by ' || changed_by || ': ' || reason
@@ -315,8 +449,18 @@ $$;
 
 ALTER FUNCTION backstop._paused_reason(scope text, target text, reason text, changed_by text) OWNER TO backstop_owner;
 
+CREATE FUNCTION backstop._process(p_name text) RETURNS text
+    LANGUAGE sql STABLE
+    SET search_path TO 'pg_catalog', 'backstop', 'pg_temp'
+    AS $$
+    SELECT CASE WHEN p_name = backstop.actor() THEN p_name ELSE backstop.actor() || '/' || p_name END
+$$;
+
+ALTER FUNCTION backstop._process(p_name text) OWNER TO backstop_owner;
+
 CREATE FUNCTION backstop._protect_partition(p text) RETURNS void
     LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'backstop', 'pg_temp'
     AS $$
 BEGIN
     EXECUTE format('CREATE OR REPLACE TRIGGER no_update BEFORE UPDATE OR DELETE ON backstop.%I
@@ -330,6 +474,7 @@ ALTER FUNCTION backstop._protect_partition(p text) OWNER TO backstop_owner;
 
 CREATE FUNCTION backstop._raise_finding(p_kind text, p_severity text, p_agent text, p_action uuid, p_detail jsonb, p_actor text, OUT finding_id uuid, OUT merged boolean) RETURNS record
     LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'backstop', 'pg_temp'
     AS $$
 DECLARE
     v_rule text := p_detail ->> 'rule';
@@ -369,6 +514,7 @@ ALTER FUNCTION backstop._raise_finding(p_kind text, p_severity text, p_agent tex
 
 CREATE FUNCTION backstop._remember(p_version bigint, p_memory boolean, p_agent text, p_params jsonb, p_amount numeric, p_seq bigint) RETURNS void
     LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'backstop', 'pg_temp'
     AS $$
 DECLARE
     r record;
@@ -407,6 +553,7 @@ ALTER FUNCTION backstop._remember(p_version bigint, p_memory boolean, p_agent te
 
 CREATE FUNCTION backstop._trusted() RETURNS boolean
     LANGUAGE sql STABLE
+    SET search_path TO 'pg_catalog', 'backstop', 'pg_temp'
     AS $$
     SELECT coalesce((SELECT r.rolsuper OR pg_has_role(r.oid, n.nspowner, 'MEMBER')
                        FROM pg_roles r, pg_namespace n
@@ -427,7 +574,8 @@ ALTER FUNCTION backstop.acknowledge_finding(finding_id uuid, note text) OWNER TO
 COMMENT ON FUNCTION backstop.acknowledge_finding(finding_id uuid, note text) IS 'Marks a finding acknowledged, with a note. Callers: operator. Returns (status).';
 
 CREATE FUNCTION backstop.actor() RETURNS text
-    LANGUAGE sql STABLE
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'backstop', 'pg_temp'
     AS $$
     SELECT CASE WHEN backstop._trusted()
                 THEN coalesce(nullif(current_setting('backstop.operator', true), ''), session_user::text)
@@ -436,7 +584,7 @@ $$;
 
 ALTER FUNCTION backstop.actor() OWNER TO backstop_owner;
 
-COMMENT ON FUNCTION backstop.actor() IS 'Who is acting in this session: the login, or for a trusted session (owner, superuser) the name set in backstop.operator. Callers: every duty (viewer). Returns text.';
+COMMENT ON FUNCTION backstop.actor() IS 'Who is acting in this session: the login, or for a trusted session (owner, superuser) the name set in backstop.operator. Callers: every duty. Returns text.';
 
 CREATE FUNCTION backstop.add_rollup(agent text, bucket timestamp with time zone, counts jsonb) RETURNS void
     LANGUAGE sql SECURITY DEFINER
@@ -523,8 +671,12 @@ BEGIN
         PERFORM backstop._bad('approve', format('action %s expired at %s without a decision; it can no longer be approved',
                                                 p_id, to_char(a.expires_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS "UTC"')), '55000');
     END IF;
-    IF v_actor = a.agent THEN
-        PERFORM backstop._bad('approve', format('%s proposed action %s and cannot approve it', v_actor, p_id), '42501');
+    -- Four eyes means two people other than the agent: neither the agent's
+    -- name nor a login that may act as the agent approves its actions.
+    IF v_actor = a.agent OR session_user = a.agent
+       OR EXISTS (SELECT 1 FROM backstop.agent_logins m WHERE m.login = session_user AND m.agent = a.agent) THEN
+        PERFORM backstop._bad('approve', format('%s acts as agent %s, which proposed action %s, and cannot approve it',
+                                                v_actor, a.agent, p_id), '42501');
     END IF;
     IF EXISTS (SELECT 1 FROM backstop.approvals p WHERE p.action_id = p_id AND p.approver = v_actor AND p.decision = 'approved') THEN
         PERFORM backstop._bad('approve', format('%s already approved action %s; it needs a second, different approver', v_actor, p_id), '55000');
@@ -548,7 +700,7 @@ BEGIN
         UPDATE backstop.actions x SET approvals = v_n, updated_seq = v_seq WHERE x.action_id = p_id;
         UPDATE backstop.approval_queue q SET approvals = v_n WHERE q.action_id = p_id;
     END IF;
-    PERFORM pg_notify('backstop_decisions', p_id::text);
+    PERFORM pg_notify('backstop_decisions', backstop.decision_key(p_id));
     RETURN QUERY SELECT CASE WHEN v_final THEN 'allow' ELSE 'hold' END, v_n, a.approvals_needed;
 END
 $$;
@@ -576,7 +728,8 @@ CREATE TABLE backstop.action_log (
     result jsonb,
     detail jsonb DEFAULT '{}'::jsonb NOT NULL,
     policy_version bigint,
-    registry_version bigint
+    registry_version bigint,
+    CONSTRAINT action_log_txid_real CHECK ((txid >= '3'::xid8))
 )
 PARTITION BY RANGE (at);
 
@@ -584,21 +737,34 @@ ALTER TABLE backstop.action_log OWNER TO backstop_owner;
 
 COMMENT ON TABLE backstop.action_log IS 'The append-only action log, partitioned by time: every proposal, verdict, decision, result, compensation, pause, finding and signal. The source of truth; every other table is a projection of it. Readers: every duty but agent.';
 
-CREATE FUNCTION backstop.canon(l backstop.action_log) RETURNS text
+CREATE FUNCTION backstop.canon(l backstop.action_log, version smallint DEFAULT 2) RETURNS text
     LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+    SET search_path TO 'pg_catalog', 'pg_temp'
     AS $$
 BEGIN
-    RETURN jsonb_build_array(
-        l.seq, (extract(epoch FROM l.at) * 1000000)::bigint, l.txid::text, l.kind, l.actor,
-        l.agent, l.tool, l.action_id, l.correlation_id, l.parent_action,
-        l.amount::text, l.confidence::numeric::text, l.reasoning, l.inputs, l.params,
-        l.result, l.detail, l.policy_version, l.registry_version)::text;
+    IF version = 1 THEN
+        RETURN pg_catalog.jsonb_build_array(
+            l.seq, (extract(epoch FROM l.at) * 1000000)::bigint, l.txid::text, l.kind, l.actor,
+            l.agent, l.tool, l.action_id, l.correlation_id, l.parent_action,
+            l.amount::text, l.confidence::numeric::text, l.reasoning, l.inputs, l.params,
+            l.result, l.detail, l.policy_version, l.registry_version)::text;
+    ELSIF version = 2 THEN
+        RETURN pg_catalog.jsonb_build_array(
+            l.seq, (extract(epoch FROM l.at) * 1000000)::bigint, l.txid::text, l.kind, l.actor,
+            l.agent, l.tool, l.action_id, l.correlation_id, l.parent_action,
+            l.amount::text, pg_catalog.encode(pg_catalog.float4send(l.confidence), 'hex'), l.reasoning,
+            CASE WHEN l.inputs IS NOT NULL THEN pg_catalog.jsonb_build_array(l.inputs) END,
+            CASE WHEN l.params IS NOT NULL THEN pg_catalog.jsonb_build_array(l.params) END,
+            CASE WHEN l.result IS NOT NULL THEN pg_catalog.jsonb_build_array(l.result) END,
+            l.detail, l.policy_version, l.registry_version)::text;
+    END IF;
+    RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = format('canon: no canonical text version %s (1 or 2)', version);
 END
 $$;
 
-ALTER FUNCTION backstop.canon(l backstop.action_log) OWNER TO backstop_owner;
+ALTER FUNCTION backstop.canon(l backstop.action_log, version smallint) OWNER TO backstop_owner;
 
-COMMENT ON FUNCTION backstop.canon(l backstop.action_log) IS 'The canonical text of a log row that seals hash (independent of session settings). Callers: viewer. Returns text.';
+COMMENT ON FUNCTION backstop.canon(l backstop.action_log, version smallint) IS 'The canonical text of a log row that seals hash, in a version (1, or 2: exact bits, SQL NULL marked), independent of session settings. Callers: viewer. Returns text.';
 
 CREATE FUNCTION backstop.claim_compensations(worker text, tools text[] DEFAULT NULL::text[], max integer DEFAULT 10, lease interval DEFAULT '00:00:30'::interval) RETURNS TABLE(action_id uuid, agent text, tool text, inverse_tool text, inverse_params jsonb, deadline timestamp with time zone, condition text, attempt integer, lease_until timestamp with time zone, blocked_by uuid)
     LANGUAGE plpgsql SECURITY DEFINER
@@ -611,6 +777,8 @@ DECLARE
     v_until timestamptz;
 BEGIN
     PERFORM backstop._check_name('claim_compensations', 'worker', p_worker);
+    -- Who claims is the session; the name tells a login's processes apart.
+    p_worker := backstop._process(p_worker);
     IF claim_compensations.max IS NULL OR claim_compensations.max < 1 OR claim_compensations.max > 1000 THEN
         PERFORM backstop._bad('claim_compensations', format('max must be between 1 and 1000; got %s', coalesce(claim_compensations.max::text, 'null')));
     END IF;
@@ -641,9 +809,9 @@ BEGIN
          WHERE x.action_id = ready.action_id
         RETURNING x.*, ready.previous_worker, ready.previous_status
     LOOP
-        PERFORM backstop._append('compensation_started', p_worker, r.agent, r.tool, r.action_id,
+        PERFORM backstop._append('compensation_started', backstop.actor(), r.agent, r.tool, r.action_id,
             jsonb_strip_nulls(jsonb_build_object('attempt', r.attempts, 'inverse_tool', r.inverse_tool,
-                'lease_until', r.lease_until,
+                'lease_until', r.lease_until, 'worker', p_worker,
                 'took_over_from', CASE WHEN r.previous_status = 'running' THEN r.previous_worker END)));
         action_id := r.action_id;
         agent := r.agent;
@@ -709,7 +877,7 @@ BEGIN
     END IF;
     RETURN QUERY
     UPDATE backstop.reviews r
-       SET status = 'running', claimed_by = claim_reviews.supervisor, lease_until = v_now + claim_reviews.lease,
+       SET status = 'running', claimed_by = backstop._process(claim_reviews.supervisor), lease_until = v_now + claim_reviews.lease,
            attempts = r.attempts + 1
       FROM (SELECT x.action_id FROM backstop.reviews x
              WHERE x.status <> 'done' AND x.due_at <= v_now AND (x.status = 'pending' OR x.lease_until < v_now)
@@ -724,46 +892,6 @@ $$;
 ALTER FUNCTION backstop.claim_reviews(supervisor text, max integer, lease interval) OWNER TO backstop_owner;
 
 COMMENT ON FUNCTION backstop.claim_reviews(supervisor text, max integer, lease interval) IS 'Claims up to max due reviews for a supervisor, with a lease. Callers: supervisor. Returns the claimed rows of backstop.reviews.';
-
-CREATE TABLE backstop.actions (
-    action_id uuid NOT NULL,
-    agent text NOT NULL,
-    tool text NOT NULL,
-    class text,
-    amount numeric,
-    confidence real,
-    cost_to_reverse numeric,
-    correlation_id text,
-    parent_action uuid,
-    idempotency_key text,
-    entity text,
-    verdict text NOT NULL,
-    reason text NOT NULL,
-    rule text,
-    status text NOT NULL,
-    approvals_needed integer DEFAULT 0 NOT NULL,
-    approvals integer DEFAULT 0 NOT NULL,
-    expires_at timestamp with time zone,
-    expiry_effect text,
-    proposed_seq bigint NOT NULL,
-    proposed_at timestamp with time zone NOT NULL,
-    decided_seq bigint,
-    executed_seq bigint,
-    executed_at timestamp with time zone,
-    inverse_tool text,
-    inverse_params jsonb,
-    inverse_missing text[],
-    comp_deadline timestamp with time zone,
-    comp_condition text,
-    policy_version bigint,
-    registry_version bigint,
-    updated_seq bigint NOT NULL
-)
-WITH (fillfactor='80');
-
-ALTER TABLE backstop.actions OWNER TO backstop_owner;
-
-COMMENT ON TABLE backstop.actions IS 'One row per proposed action: verdict, status (allowed, held, blocked, rejected, expired, executed, failed), approvals, result and the staged inverse. Readers: every duty but agent.';
 
 CREATE TABLE backstop.compensations (
     action_id uuid NOT NULL,
@@ -795,6 +923,7 @@ COMMENT ON TABLE backstop.compensations IS 'The compensation outbox: requested, 
 
 CREATE FUNCTION backstop.compensation_outcome(a backstop.actions, c backstop.compensations) RETURNS backstop.comp_outcome
     LANGUAGE plpgsql STABLE
+    SET search_path TO 'pg_catalog', 'backstop', 'pg_temp'
     AS $$
 DECLARE
     o backstop.comp_outcome;
@@ -835,6 +964,7 @@ COMMENT ON FUNCTION backstop.compensation_outcome(a backstop.actions, c backstop
 
 CREATE FUNCTION backstop.compensation_plan(seeds uuid[]) RETURNS TABLE(action_id uuid, selected boolean, caused_by uuid, agent text, tool text, class text, amount numeric, entity text, correlation_id text, status text, executed_seq bigint, outcome text, detail text, inverse_tool text, inverse_params jsonb)
     LANGUAGE sql STABLE
+    SET search_path TO 'pg_catalog', 'backstop', 'pg_temp'
     SET jit TO 'off'
     AS $$
     WITH RECURSIVE closure(action_id) AS (
@@ -892,11 +1022,12 @@ BEGIN
         PERFORM backstop._check_json('complete_review', 'findings', complete_review.findings, 65536, false);
     END IF;
     SELECT * INTO r FROM backstop.reviews x WHERE x.action_id = complete_review.action_id FOR UPDATE;
-    IF NOT FOUND OR r.status <> 'running' OR r.claimed_by IS DISTINCT FROM complete_review.supervisor THEN
+    IF NOT FOUND OR r.status <> 'running' OR r.claimed_by IS DISTINCT FROM backstop._process(complete_review.supervisor) THEN
         RETURN false;
     END IF;
-    PERFORM backstop._append('reviewed', complete_review.supervisor, r.agent, r.tool, r.action_id,
-        jsonb_build_object('reason', r.reason, 'due_at', r.due_at, 'findings', coalesce(complete_review.findings, '[]')));
+    PERFORM backstop._append('reviewed', backstop.actor(), r.agent, r.tool, r.action_id,
+        jsonb_build_object('reason', r.reason, 'due_at', r.due_at, 'findings', coalesce(complete_review.findings, '[]'),
+                           'supervisor', r.claimed_by));
     UPDATE backstop.reviews x SET status = 'done', done_at = clock_timestamp(), lease_until = NULL,
            findings = jsonb_array_length(coalesce(complete_review.findings, '[]'))
      WHERE x.action_id = complete_review.action_id;
@@ -910,8 +1041,9 @@ COMMENT ON FUNCTION backstop.complete_review(action_id uuid, supervisor text, fi
 
 CREATE FUNCTION backstop.contract_version() RETURNS integer
     LANGUAGE sql IMMUTABLE
+    SET search_path TO 'pg_catalog', 'backstop', 'pg_temp'
     AS $$
-    SELECT 2
+    SELECT 3
 $$;
 
 ALTER FUNCTION backstop.contract_version() OWNER TO backstop_owner;
@@ -920,6 +1052,7 @@ COMMENT ON FUNCTION backstop.contract_version() IS 'The version of the SQL contr
 
 CREATE FUNCTION backstop.cost_to_reverse(class text, cost_fixed numeric, cost_share numeric, amount numeric) RETURNS numeric
     LANGUAGE sql IMMUTABLE
+    SET search_path TO 'pg_catalog', 'backstop', 'pg_temp'
     AS $$
     SELECT CASE class
         WHEN 'irreversible' THEN coalesce(amount, 0)
@@ -939,8 +1072,6 @@ CREATE FUNCTION backstop.decision(action_id uuid) RETURNS TABLE(verdict text, re
 #variable_conflict use_column
 DECLARE
     a backstop.actions%ROWTYPE;
-    k record;
-    v_by text;
 BEGIN
     IF decision.action_id IS NULL THEN
         PERFORM backstop._bad('decision', 'action_id is required');
@@ -949,53 +1080,31 @@ BEGIN
     IF NOT FOUND THEN
         PERFORM backstop._bad('decision', format('unknown action_id %s', decision.action_id), 'P0002');
     END IF;
-    IF a.status = 'held' THEN
-        IF a.expires_at > clock_timestamp() THEN
-            RETURN QUERY SELECT 'hold'::text,
-                format('%s (%s of %s approvals; expires %s)', a.reason, a.approvals, a.approvals_needed,
-                       to_char(a.expires_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS "UTC"'));
-            RETURN;
-        ELSIF a.expiry_effect IS DISTINCT FROM 'allow' THEN
-            RETURN QUERY SELECT 'block'::text, 'expired without a decision: ' || a.reason;
-            RETURN;
-        END IF;
-    ELSIF a.status = 'blocked' THEN
-        RETURN QUERY SELECT 'block'::text, a.reason;
-        RETURN;
-    ELSIF a.status = 'rejected' THEN
-        SELECT format('rejected by %s: %s', p.approver, p.note) INTO v_by FROM backstop.approvals p
-         WHERE p.action_id = a.action_id AND p.decision = 'rejected' ORDER BY p.seq DESC LIMIT 1;
-        RETURN QUERY SELECT 'block'::text, v_by;
-        RETURN;
-    ELSIF a.status = 'expired' THEN
-        RETURN QUERY SELECT 'block'::text, 'expired without a decision: ' || a.reason;
-        RETURN;
+    IF NOT backstop._may_act_as(a.agent) THEN
+        PERFORM backstop._bad('decision', format('action %s is not one of login %s''s agents', decision.action_id, session_user), '42501');
     END IF;
-    -- allowed (directly or by approval), executed or failed
-    IF a.status = 'allowed' THEN
-        PERFORM FROM backstop.kill_gate;
-        SELECT * INTO k FROM backstop._kill_switch(a.agent, a.tool);
-        IF k.scope IS NOT NULL THEN
-            RETURN QUERY SELECT 'hold'::text, 'allowed, but waiting: ' || backstop._paused_reason(k.scope, k.target, k.reason, k.changed_by);
-            RETURN;
-        END IF;
-    END IF;
-    IF a.verdict = 'hold' THEN
-        SELECT 'approved by ' || string_agg(p.approver, ' and ' ORDER BY p.seq) INTO v_by
-          FROM backstop.approvals p WHERE p.action_id = a.action_id AND p.decision = 'approved';
-        RETURN QUERY SELECT 'allow'::text, coalesce(v_by, 'allowed on expiry by policy');
-    ELSE
-        RETURN QUERY SELECT 'allow'::text, a.reason;
-    END IF;
+    RETURN QUERY SELECT d.verdict, d.reason FROM backstop._current_verdict(a) d;
 END
 $$;
 
 ALTER FUNCTION backstop.decision(action_id uuid) OWNER TO backstop_owner;
 
-COMMENT ON FUNCTION backstop.decision(action_id uuid) IS 'The current verdict of an action: ''hold'' until decided, ''allow'' once approved, ''block'' when rejected or expired. Callers: agent. Returns (verdict, reason).';
+COMMENT ON FUNCTION backstop.decision(action_id uuid) IS 'The current verdict of one of the caller''s own actions: ''hold'' until decided, ''allow'' once approved, ''block'' when rejected or expired. Callers: agent. Returns (verdict, reason).';
+
+CREATE FUNCTION backstop.decision_key(action_id uuid) RETURNS text
+    LANGUAGE sql IMMUTABLE
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+    SELECT encode(pg_catalog.sha256(pg_catalog.convert_to(action_id::text, 'UTF8')), 'hex')
+$$;
+
+ALTER FUNCTION backstop.decision_key(action_id uuid) OWNER TO backstop_owner;
+
+COMMENT ON FUNCTION backstop.decision_key(action_id uuid) IS 'The payload of a decision''s NOTIFY on backstop_decisions for this action: the hex sha256 of the id''s text. Callers: agent, viewer. Returns text.';
 
 CREATE FUNCTION backstop.drift_counts(baseline_start timestamp with time zone, recent_start timestamp with time zone) RETURNS TABLE(agent text, recent boolean, key text, n bigint)
     LANGUAGE sql STABLE
+    SET search_path TO 'pg_catalog', 'backstop', 'pg_temp'
     AS $$
     SELECT r.agent, r.bucket >= recent_start, k.key, sum(k.value::bigint)
       FROM backstop.rollups r, jsonb_each_text(r.counts) k
@@ -1009,6 +1118,7 @@ COMMENT ON FUNCTION backstop.drift_counts(baseline_start timestamp with time zon
 
 CREATE FUNCTION backstop.drop_archived_partitions(cut timestamp with time zone, first_seal bigint, last_seal bigint, head_hash bytea, manifest_sha256 text, location text, reason text) RETURNS TABLE(partitions text[], rows_dropped bigint, carried integer, seq bigint)
     LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'backstop', 'pg_temp'
     AS $_$
 #variable_conflict use_column
 DECLARE
@@ -1141,7 +1251,8 @@ COMMENT ON FUNCTION backstop.ensure_log_partitions() IS 'Creates the log partiti
 
 CREATE FUNCTION backstop.evaluate(p_version bigint, p_agent text, p_tool text, p_class text, p_amount numeric, p_cost numeric, p_confidence real, p_params jsonb, p_stateless boolean DEFAULT false) RETURNS backstop.verdict
     LANGUAGE plpgsql STABLE
-    AS $_$
+    SET search_path TO 'pg_catalog', 'backstop', 'pg_temp'
+    AS $$
 DECLARE
     res backstop.verdict;
     r backstop.policy_rules%ROWTYPE;
@@ -1192,8 +1303,8 @@ BEGIN
             ELSE
                 SELECT * INTO lt FROM backstop.policy_list_tables t WHERE t.version = p_version AND t.list = r.list;
                 IF FOUND THEN
-                    EXECUTE format('SELECT EXISTS (SELECT 1 FROM %s WHERE %I::text = $1)',
-                                   lt.table_name::regclass, lt.column_name) INTO hit USING v;
+                    -- Read as the check role: a table is the policy author's, not ours.
+                    hit := backstop_check.in_list(lt.table_name, lt.column_name, v);
                 ELSE
                     hit := EXISTS (SELECT 1 FROM backstop.policy_lists pl
                                     WHERE pl.version = p_version AND pl.list = r.list AND pl.value = v);
@@ -1235,11 +1346,11 @@ BEGIN
     END IF;
     RETURN res;
 END
-$_$;
+$$;
 
 ALTER FUNCTION backstop.evaluate(p_version bigint, p_agent text, p_tool text, p_class text, p_amount numeric, p_cost numeric, p_confidence real, p_params jsonb, p_stateless boolean) OWNER TO backstop_owner;
 
-COMMENT ON FUNCTION backstop.evaluate(p_version bigint, p_agent text, p_tool text, p_class text, p_amount numeric, p_cost numeric, p_confidence real, p_params jsonb, p_stateless boolean) IS 'Evaluates the pre-action rules of one policy version for one action; first match wins. p_stateless skips rules that depend on what else was allowed (for after-the-fact review). Callers: the owner only (propose, the supervisor''s review). Returns backstop.verdict (verdict, reason, rule, approvals).';
+COMMENT ON FUNCTION backstop.evaluate(p_version bigint, p_agent text, p_tool text, p_class text, p_amount numeric, p_cost numeric, p_confidence real, p_params jsonb, p_stateless boolean) IS 'Evaluates the pre-action rules of one policy version for one action; first match wins. p_stateless skips rules that depend on what else was allowed (for after-the-fact review). Callers: supervisor (its after-the-fact review), and propose. Returns backstop.verdict (verdict, reason, rule, approvals).';
 
 CREATE FUNCTION backstop.expire_held(max_rows integer DEFAULT 1000) RETURNS integer
     LANGUAGE plpgsql SECURITY DEFINER
@@ -1266,7 +1377,7 @@ BEGIN
                decided_seq = v_seq, updated_seq = v_seq
          WHERE x.action_id = a.action_id;
         DELETE FROM backstop.approval_queue x WHERE x.action_id = a.action_id;
-        PERFORM pg_notify('backstop_decisions', a.action_id::text);
+        PERFORM pg_notify('backstop_decisions', backstop.decision_key(a.action_id));
         v_n := v_n + 1;
     END LOOP;
     RETURN v_n;
@@ -1385,6 +1496,22 @@ BEGIN
                 RAISE EXCEPTION USING ERRCODE = '22023',
                     MESSAGE = format('load_policy: list %s names table %s, which does not exist', l.key, l.value ->> 'table');
             END IF;
+            -- A plain table only: a view (or a foreign table) runs code when read.
+            IF (SELECT c.relkind FROM pg_class c WHERE c.oid = to_regclass(l.value ->> 'table')) NOT IN ('r', 'p') THEN
+                RAISE EXCEPTION USING ERRCODE = '22023',
+                    MESSAGE = format('load_policy: list %s names %s, which is not a plain table (a view or foreign table runs code when read)',
+                                     l.key, l.value ->> 'table');
+            END IF;
+            IF NOT (has_table_privilege((SELECT d.role_name FROM backstop.duties d WHERE d.duty = 'check'),
+                                        to_regclass(l.value ->> 'table'), 'SELECT')
+                    AND has_schema_privilege((SELECT d.role_name FROM backstop.duties d WHERE d.duty = 'check'),
+                                             (SELECT c.relnamespace FROM pg_class c WHERE c.oid = to_regclass(l.value ->> 'table')),
+                                             'USAGE')) THEN
+                RAISE EXCEPTION USING ERRCODE = '22023',
+                    MESSAGE = format('load_policy: list %s names table %s, which the check role cannot read: GRANT SELECT ON %s TO %I (and USAGE on its schema)',
+                                     l.key, l.value ->> 'table', l.value ->> 'table',
+                                     (SELECT d.role_name FROM backstop.duties d WHERE d.duty = 'check'));
+            END IF;
             INSERT INTO backstop.policy_list_tables (version, list, table_name, column_name)
             VALUES (v_new, l.key, l.value ->> 'table', coalesce(l.value ->> 'column', 'value'));
         ELSE
@@ -1409,7 +1536,7 @@ $_$;
 
 ALTER FUNCTION backstop.load_policy(doc jsonb, sha256 text, source text) OWNER TO backstop_owner;
 
-COMMENT ON FUNCTION backstop.load_policy(doc jsonb, sha256 text, source text) IS 'Loads a validated policy document (from `backstop load`) as a new version and appends policy_loaded; an identical document changes nothing. Callers: operator, supervisor. Returns (version, changed, summary of what changed).';
+COMMENT ON FUNCTION backstop.load_policy(doc jsonb, sha256 text, source text) IS 'Loads a validated policy document (from `backstop load`) as a new version and appends policy_loaded; an identical document changes nothing. Callers: policy. Returns (version, changed, summary of what changed).';
 
 CREATE FUNCTION backstop.load_registry(doc jsonb, sha256 text, source text) RETURNS TABLE(version bigint, changed boolean, summary jsonb)
     LANGUAGE plpgsql SECURITY DEFINER
@@ -1477,10 +1604,11 @@ $_$;
 
 ALTER FUNCTION backstop.load_registry(doc jsonb, sha256 text, source text) OWNER TO backstop_owner;
 
-COMMENT ON FUNCTION backstop.load_registry(doc jsonb, sha256 text, source text) IS 'Loads a validated tool registry document (from `backstop load`) as a new version and appends registry_loaded; an identical document changes nothing. Callers: operator, supervisor. Returns (version, changed, summary of what changed).';
+COMMENT ON FUNCTION backstop.load_registry(doc jsonb, sha256 text, source text) IS 'Loads a validated tool registry document (from `backstop load`) as a new version and appends registry_loaded; an identical document changes nothing. Callers: policy. Returns (version, changed, summary of what changed).';
 
 CREATE FUNCTION backstop.money(v numeric) RETURNS text
     LANGUAGE sql IMMUTABLE
+    SET search_path TO 'pg_catalog', 'backstop', 'pg_temp'
     AS $_$
     SELECT CASE WHEN v IS NULL THEN 'no amount'
                 WHEN v = trunc(v) THEN '$' || to_char(v, 'FM999,999,999,999,990')
@@ -1493,6 +1621,7 @@ COMMENT ON FUNCTION backstop.money(v numeric) IS 'Formats an amount as dollars f
 
 CREATE FUNCTION backstop.path_get(doc jsonb, path text) RETURNS jsonb
     LANGUAGE sql IMMUTABLE
+    SET search_path TO 'pg_catalog', 'backstop', 'pg_temp'
     AS $$
     SELECT doc #> string_to_array(path, '.')
 $$;
@@ -1513,6 +1642,10 @@ DECLARE
     v_was boolean;
     v_seq bigint;
     v_at timestamptz;
+    v_timeout text;
+    v_locked boolean := false;
+    v_pid integer;
+    v_ended integer := 0;
 BEGIN
     IF p_scope IS NULL OR p_scope NOT IN ('fleet', 'agent', 'tool') THEN
         PERFORM backstop._bad('pause', format('scope must be fleet, agent or tool; got %s', coalesce(quote_literal(p_scope), 'null')));
@@ -1526,11 +1659,41 @@ BEGIN
     PERFORM backstop._check_reason('pause', 'reason', pause.reason);
     -- Wait for proposals already past their kill-switch check; hold off new
     -- ones until this commits. Pauses are rare: every scope takes the gate.
-    LOCK TABLE backstop.kill_gate IN ACCESS EXCLUSIVE MODE;
+    -- A session that holds the gate and does not let go (an agent's
+    -- transaction left open, a reader of the gate) is ended: the kill switch
+    -- does not wait on it, and what it proposed never commits.
+    v_timeout := current_setting('lock_timeout');
+    FOR i IN 1..10 LOOP
+        BEGIN
+            PERFORM set_config('lock_timeout', '100ms', true);
+            LOCK TABLE backstop.kill_gate IN ACCESS EXCLUSIVE MODE;
+            v_locked := true;
+            EXIT;
+        EXCEPTION WHEN lock_not_available THEN
+            FOR v_pid IN SELECT l.pid FROM pg_locks l
+                          WHERE l.locktype = 'relation' AND l.relation = 'backstop.kill_gate'::regclass
+                            AND l.database = (SELECT d.oid FROM pg_database d WHERE d.datname = current_database())
+                            AND l.granted AND l.pid <> pg_backend_pid() LOOP
+                BEGIN
+                    IF pg_terminate_backend(v_pid) THEN
+                        v_ended := v_ended + 1;
+                    END IF;
+                EXCEPTION WHEN insufficient_privilege THEN
+                    NULL;  -- a superuser's session: wait for it below
+                END;
+            END LOOP;
+        END;
+    END LOOP;
+    PERFORM set_config('lock_timeout', v_timeout, true);
+    IF NOT v_locked THEN
+        LOCK TABLE backstop.kill_gate IN ACCESS EXCLUSIVE MODE;
+    END IF;
     SELECT k.paused INTO v_was FROM backstop.kill_switches k WHERE k.scope = p_scope AND k.target = p_target FOR UPDATE;
     SELECT l.seq, l.at INTO v_seq, v_at FROM backstop._append('paused', v_actor,
         CASE WHEN p_scope = 'agent' THEN p_target END, CASE WHEN p_scope = 'tool' THEN p_target END, NULL,
-        jsonb_build_object('scope', p_scope, 'target', p_target, 'reason', pause.reason, 'was_paused', coalesce(v_was, false))) l;
+        jsonb_strip_nulls(jsonb_build_object('scope', p_scope, 'target', p_target, 'reason', pause.reason,
+                                             'was_paused', coalesce(v_was, false),
+                                             'sessions_ended', nullif(v_ended, 0)))) l;
     INSERT INTO backstop.kill_switches AS k (scope, target, paused, reason, changed_by, changed_seq, changed_at)
     VALUES (p_scope, p_target, true, pause.reason, v_actor, v_seq, v_at)
     ON CONFLICT (scope, target) DO UPDATE
@@ -1548,6 +1711,7 @@ COMMENT ON FUNCTION backstop.pause(scope text, target text, reason text) IS 'Pau
 
 CREATE FUNCTION backstop.prepare_cut(cut timestamp with time zone, first_seal bigint, last_seal bigint, head_hash bytea) RETURNS TABLE(rows_before bigint, carried integer)
     LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'backstop', 'pg_temp'
     SET extra_float_digits TO '3'
     AS $$
 #variable_conflict use_column
@@ -1670,6 +1834,7 @@ COMMENT ON FUNCTION backstop.prepare_cut(cut timestamp with time zone, first_sea
 
 CREATE FUNCTION backstop.projection_diffs() RETURNS TABLE(projection text, side text, row_data jsonb)
     LANGUAGE plpgsql STABLE
+    SET search_path TO 'pg_catalog', 'backstop', 'pg_temp'
     AS $_$
 DECLARE
     pair text[];
@@ -1724,6 +1889,8 @@ DECLARE
     p_parent uuid := propose.parent_action;
     p_key text := propose.idempotency_key;
     v_id uuid := gen_random_uuid();
+    a backstop.actions%ROWTYPE;
+    prev record;
     c record;
     t backstop.tools%ROWTYPE;
     k record;
@@ -1767,8 +1934,7 @@ BEGIN
     -- An agent's own login acts only as itself or the agents mapped to it;
     -- Backstop's trusted sessions (the schema's owner, superusers) may name
     -- any agent.
-    IF p_agent <> session_user AND NOT backstop._trusted()
-       AND NOT EXISTS (SELECT 1 FROM backstop.agent_logins m WHERE m.login = session_user AND m.agent = p_agent) THEN
+    IF NOT backstop._may_act_as(p_agent) THEN
         PERFORM backstop._bad('propose', format('login %s may not act as agent %s (map it in backstop.agent_logins)',
                                                 session_user, p_agent), '42501');
     END IF;
@@ -1783,9 +1949,31 @@ BEGIN
     IF p_key IS NOT NULL THEN
         -- Serialize callers that share a key; the second sees the first's answer.
         PERFORM pg_advisory_xact_lock(1112757330, hashtext(p_agent || '/' || p_key));
-        SELECT x.action_id, x.verdict, x.reason INTO action_id, verdict, reason FROM backstop.actions x
-         WHERE x.agent = p_agent AND x.idempotency_key = p_key;
+        SELECT x.* INTO a FROM backstop.actions x WHERE x.agent = p_agent AND x.idempotency_key = p_key;
         IF FOUND THEN
+            -- A replay answers with the action's state now (a pause since
+            -- holds it, an executed action is not to be run again); a key
+            -- reused for another request is refused, never answered with the
+            -- other action.
+            SELECT l.params, l.detail ->> 'amount_from' AS amount_from INTO prev
+              FROM backstop.action_log l WHERE l.seq = a.proposed_seq AND l.at = a.proposed_at;
+            IF NOT FOUND THEN
+                SELECT l.params, l.detail ->> 'amount_from' AS amount_from INTO prev
+                  FROM backstop.carried_log l WHERE l.seq = a.proposed_seq AND l.at = a.proposed_at;
+            END IF;
+            IF a.tool <> p_tool OR prev.params IS DISTINCT FROM p_params
+               OR p_amount IS DISTINCT FROM (CASE WHEN prev.amount_from IS NULL THEN a.amount END) THEN
+                PERFORM backstop._bad('propose', format('idempotency_key %s was used by this agent for another request (action %s: %s %s): use a new key for a new request',
+                                                        quote_literal(p_key), a.action_id, a.tool,
+                                                        coalesce(backstop.money(a.amount), '')));
+            END IF;
+            action_id := a.action_id;
+            IF a.status IN ('executed', 'failed') THEN
+                verdict := 'block';
+                reason := format('already %s (seq %s): a replay does not run it again', a.status, a.executed_seq);
+            ELSE
+                SELECT d.verdict, d.reason INTO verdict, reason FROM backstop._current_verdict(a) d;
+            END IF;
             RETURN NEXT;
             RETURN;
         END IF;
@@ -1884,7 +2072,7 @@ $_$;
 
 ALTER FUNCTION backstop.propose(agent text, tool text, params jsonb, amount numeric, confidence real, reasoning text, inputs jsonb, correlation_id text, parent_action uuid, idempotency_key text) OWNER TO backstop_owner;
 
-COMMENT ON FUNCTION backstop.propose(agent text, tool text, params jsonb, amount numeric, confidence real, reasoning text, inputs jsonb, correlation_id text, parent_action uuid, idempotency_key text) IS 'The agent''s gateway: checks the kill switch, the registry and the policy, appends proposed and the verdict, and returns (action_id, verdict ''allow'' | ''hold'' | ''block'', reason). A replay with the same idempotency key returns the first answer. Callers: agent (as itself or an agent mapped to its login in agent_logins).';
+COMMENT ON FUNCTION backstop.propose(agent text, tool text, params jsonb, amount numeric, confidence real, reasoning text, inputs jsonb, correlation_id text, parent_action uuid, idempotency_key text) IS 'The agent''s gateway: checks the kill switch, the registry and the policy, appends proposed and the verdict, and returns (action_id, verdict ''allow'' | ''hold'' | ''block'', reason). A replay of the same request (same idempotency key, tool, params and amount) answers with the action''s state now; a key reused for another request is refused. Callers: agent (as itself or an agent mapped to its login in agent_logins).';
 
 CREATE FUNCTION backstop.raise_finding(kind text, severity text, agent text DEFAULT NULL::text, action_id uuid DEFAULT NULL::uuid, detail jsonb DEFAULT NULL::jsonb) RETURNS TABLE(finding_id uuid, merged boolean)
     LANGUAGE plpgsql SECURITY DEFINER
@@ -1961,6 +2149,7 @@ DECLARE
     v_kind text;
     v_seq bigint;
     v_at timestamptz;
+    v_txt text;
 BEGIN
     IF p_id IS NULL THEN
         PERFORM backstop._bad('record_result', 'action_id is required');
@@ -1980,6 +2169,11 @@ BEGIN
     IF NOT FOUND THEN
         PERFORM backstop._bad('record_result', format('unknown action_id %s', p_id), 'P0002');
     END IF;
+    -- Only the agent that acted reports what happened: a result is what the
+    -- compensation is bound from.
+    IF NOT backstop._may_act_as(a.agent) THEN
+        PERFORM backstop._bad('record_result', format('action %s is not one of login %s''s agents', p_id, session_user), '42501');
+    END IF;
     IF a.status IN ('executed', 'failed') THEN
         SELECT l.kind, l.result INTO prev FROM backstop.rebuild_log l WHERE l.seq = a.executed_seq AND l.at = a.executed_at;
         IF (prev.kind = 'executed') = p_ok AND prev.result IS NOT DISTINCT FROM p_result THEN
@@ -1998,11 +2192,9 @@ BEGIN
 
     v_kind := CASE WHEN p_ok THEN 'executed' ELSE 'failed' END;
     IF p_ok AND a.t_class IN ('reversible', 'conditional') THEN
-        -- Bind the inverse's parameters from the action's params and result;
-        -- what the agent passes explicitly wins.
+        -- Bind the inverse's parameters from the action's params and result.
         -- A field present with a JSON null binds null; an absent field does not bind.
         SELECT coalesce(jsonb_object_agg(b.key, b.val) FILTER (WHERE b.val IS NOT NULL), '{}')
-               || coalesce(p_inv, '{}')
           INTO v_inv
           FROM (SELECT j.key,
                        CASE WHEN j.value #>> '{}' LIKE 'params.%' THEN backstop.path_get(l.params, substr(j.value #>> '{}', 8))
@@ -2010,6 +2202,21 @@ BEGIN
                   FROM backstop.rebuild_log l, jsonb_each(a.t_bindings) j
                  -- With the time, the lookup goes to one partition of the log.
                  WHERE l.seq = a.proposed_seq AND l.at = a.proposed_at) b;
+        -- What the agent passes explicitly may fill a declared parameter that
+        -- did not bind, never replace one that did, and never add one.
+        IF p_inv IS NOT NULL THEN
+            SELECT string_agg(k, ', ' ORDER BY k) INTO v_txt FROM jsonb_object_keys(p_inv) k WHERE NOT a.t_bindings ? k;
+            IF v_txt IS NOT NULL THEN
+                PERFORM backstop._bad('record_result', format('inverse_params may only fill parameters %s declares for %s; %s is not one',
+                                                              a.tool, a.t_inverse, v_txt));
+            END IF;
+            SELECT string_agg(k, ', ' ORDER BY k) INTO v_txt FROM jsonb_object_keys(p_inv) k
+             WHERE v_inv ? k AND v_inv -> k IS DISTINCT FROM p_inv -> k;
+            IF v_txt IS NOT NULL THEN
+                PERFORM backstop._bad('record_result', format('inverse_params may not replace what the registry binds (%s)', v_txt));
+            END IF;
+            v_inv := p_inv || v_inv;
+        END IF;
         SELECT array_agg(k ORDER BY k) INTO v_missing FROM jsonb_object_keys(a.t_bindings) k WHERE NOT v_inv ? k;
         v_comp := CASE WHEN v_missing IS NULL THEN 'staged' ELSE 'unbound: ' || array_to_string(v_missing, ', ') END;
         IF a.t_window IS NOT NULL THEN
@@ -2078,7 +2285,7 @@ BEGIN
     VALUES (p_id, v_actor, 'rejected', reject.note, v_seq, v_at);
     UPDATE backstop.actions x SET status = 'rejected', decided_seq = v_seq, updated_seq = v_seq WHERE x.action_id = p_id;
     DELETE FROM backstop.approval_queue q WHERE q.action_id = p_id;
-    PERFORM pg_notify('backstop_decisions', p_id::text);
+    PERFORM pg_notify('backstop_decisions', backstop.decision_key(p_id));
     RETURN QUERY SELECT 'block'::text;
 END
 $$;
@@ -2122,7 +2329,7 @@ $_$;
 
 ALTER FUNCTION backstop.report_config_rejected(file text, sha256 text, errors jsonb) OWNER TO backstop_owner;
 
-COMMENT ON FUNCTION backstop.report_config_rejected(file text, sha256 text, errors jsonb) IS 'Records that a registry or policy file was rejected (once per file content), so operators see it; the last good version stays in force. Callers: operator, supervisor. Returns the log seq.';
+COMMENT ON FUNCTION backstop.report_config_rejected(file text, sha256 text, errors jsonb) IS 'Records that a registry or policy file was rejected (once per file content), so operators see it; the last good version stays in force. Callers: policy. Returns the log seq.';
 
 CREATE FUNCTION backstop.report_signal(kind text, agent text DEFAULT NULL::text, correlation_id text DEFAULT NULL::text, detail jsonb DEFAULT NULL::jsonb) RETURNS TABLE(seq bigint, traced_agent text, traced_action uuid)
     LANGUAGE plpgsql SECURITY DEFINER
@@ -2137,6 +2344,9 @@ DECLARE
     v_txt text;
     v_seq bigint;
     v_at timestamptz;
+    -- An agent's login speaks for its own agents only: signals count toward
+    -- complaint spikes, which pause agents.
+    v_own_only boolean := NOT backstop._has_duty('operator', 'supervisor');
 BEGIN
     PERFORM backstop._check_name('report_signal', 'kind', report_signal.kind);
     IF p_agent IS NOT NULL THEN
@@ -2159,6 +2369,16 @@ BEGIN
         SELECT x.agent, x.action_id INTO p_agent, v_action FROM backstop.actions x
          WHERE x.correlation_id = p_corr AND x.status IN ('executed', 'failed', 'allowed')
          ORDER BY x.proposed_seq DESC LIMIT 1;
+        IF v_own_only AND p_agent IS NOT NULL AND NOT backstop._may_act_as(p_agent) THEN
+            -- Recorded, but traced to no one: neither counted against another
+            -- agent nor telling the caller which action it was.
+            p_agent := NULL;
+            v_action := NULL;
+        END IF;
+    END IF;
+    IF v_own_only AND p_agent IS NOT NULL AND NOT backstop._may_act_as(p_agent) THEN
+        PERFORM backstop._bad('report_signal', format('login %s may report signals about its own agents only, not %s',
+                                                      session_user, p_agent), '42501');
     END IF;
     SELECT l.seq, l.at INTO v_seq, v_at FROM backstop._append('signal', backstop.actor(), p_agent, NULL, v_action,
         jsonb_build_object('kind', report_signal.kind, 'detail', p_detail), p_corr) l;
@@ -2337,6 +2557,7 @@ COMMENT ON FUNCTION backstop.resume(scope text, target text, reason text) IS 'Re
 
 CREATE FUNCTION backstop.retention_plan(before timestamp with time zone) RETURNS TABLE(cut timestamp with time zone, partitions text[], rows_before bigint, first_seal bigint, last_seal bigint, unsealed bigint, in_default bigint)
     LANGUAGE plpgsql STABLE
+    SET search_path TO 'pg_catalog', 'backstop', 'pg_temp'
     AS $$
 #variable_conflict use_column
 DECLARE
@@ -2376,6 +2597,7 @@ COMMENT ON FUNCTION backstop.retention_plan(before timestamp with time zone) IS 
 
 CREATE FUNCTION backstop.review_reason(a backstop.actions, sample_rate double precision, risky_classes text[], amount_over numeric, confidence_below real) RETURNS text
     LANGUAGE sql IMMUTABLE
+    SET search_path TO 'pg_catalog', 'backstop', 'pg_temp'
     AS $$
     SELECT CASE
         WHEN a.class = ANY (risky_classes) THEN 'risky: ' || a.class
@@ -2391,6 +2613,7 @@ COMMENT ON FUNCTION backstop.review_reason(a backstop.actions, sample_rate doubl
 
 CREATE FUNCTION backstop.rollup_bucket(at timestamp with time zone, bucket_seconds double precision) RETURNS timestamp with time zone
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    SET search_path TO 'pg_catalog', 'backstop', 'pg_temp'
     AS $$
     SELECT to_timestamp(floor(extract(epoch FROM at) / bucket_seconds) * bucket_seconds)
 $$;
@@ -2401,6 +2624,7 @@ COMMENT ON FUNCTION backstop.rollup_bucket(at timestamp with time zone, bucket_s
 
 CREATE FUNCTION backstop.rollup_keys(kind text, tool text, amount numeric, confidence real, detail jsonb) RETURNS text[]
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    SET search_path TO 'pg_catalog', 'backstop', 'pg_temp'
     AS $$
     SELECT CASE
         WHEN kind IN ('allowed', 'held', 'blocked') AND detail ? 'verdict' THEN ARRAY[
@@ -2436,15 +2660,16 @@ ALTER FUNCTION backstop.rollups_from_log(since timestamp with time zone, until t
 
 COMMENT ON FUNCTION backstop.rollups_from_log(since timestamp with time zone, until timestamp with time zone, bucket_seconds double precision) IS 'Rollups recomputed from the raw log for a time range, to check the stored ones. Callers: supervisor. Returns (agent, bucket, counts).';
 
-CREATE FUNCTION backstop.row_digest(l backstop.action_log) RETURNS bytea
+CREATE FUNCTION backstop.row_digest(l backstop.action_log, version smallint DEFAULT 2) RETURNS bytea
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    SET search_path TO 'pg_catalog', 'pg_temp'
     AS $$
-    SELECT sha256(convert_to(backstop.canon(l), 'UTF8'))
+    SELECT pg_catalog.sha256(pg_catalog.convert_to(backstop.canon(l, version), 'UTF8'))
 $$;
 
-ALTER FUNCTION backstop.row_digest(l backstop.action_log) OWNER TO backstop_owner;
+ALTER FUNCTION backstop.row_digest(l backstop.action_log, version smallint) OWNER TO backstop_owner;
 
-COMMENT ON FUNCTION backstop.row_digest(l backstop.action_log) IS 'sha256 of canon(row). Callers: viewer. Returns bytea.';
+COMMENT ON FUNCTION backstop.row_digest(l backstop.action_log, version smallint) IS 'sha256 of canon(row, version). Callers: viewer. Returns bytea.';
 
 CREATE TABLE backstop.policy_rules (
     version bigint NOT NULL,
@@ -2481,6 +2706,7 @@ COMMENT ON TABLE backstop.policy_rules IS 'The pre-action rules of each policy v
 
 CREATE FUNCTION backstop.rules_of(p_version bigint, doc jsonb) RETURNS SETOF backstop.policy_rules
     LANGUAGE sql IMMUTABLE
+    SET search_path TO 'pg_catalog', 'backstop', 'pg_temp'
     AS $$
     SELECT p_version, r.ord::integer, r.doc ->> 'name', r.doc ->> 'kind', r.doc ->> 'effect',
            coalesce(r.doc ->> 'reason', r.doc ->> 'name'),
@@ -2501,6 +2727,7 @@ COMMENT ON FUNCTION backstop.rules_of(p_version bigint, doc jsonb) IS 'The polic
 
 CREATE FUNCTION backstop.sample_bucket(id uuid) RETURNS integer
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    SET search_path TO 'pg_catalog', 'backstop', 'pg_temp'
     AS $$
     SELECT (abs(hashtextextended(id::text, 0)) % 10000)::integer
 $$;
@@ -2568,7 +2795,8 @@ BEGIN
     IF max_rows IS NULL OR max_rows < 1 OR max_rows > 1000000 THEN
         RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = format('seal: max_rows must be between 1 and 1000000; got %s', coalesce(max_rows::text, 'null'));
     END IF;
-    IF NOT pg_try_advisory_xact_lock(1112757332, 0) THEN
+    PERFORM FROM backstop.seal_lock FOR UPDATE SKIP LOCKED;
+    IF NOT FOUND THEN
         RETURN;
     END IF;
     -- In this order: the floor first, then this transaction's id.
@@ -2595,7 +2823,7 @@ BEGIN
         v_no := last.seal_no + 1;
     END IF;
     SELECT array_agg(t.seq ORDER BY t.txid, t.seq), array_agg(t.txid ORDER BY t.txid, t.seq),
-           string_agg(backstop.row_digest(t), ''::bytea ORDER BY t.txid, t.seq), count(*)
+           string_agg(backstop.row_digest(t, 2::smallint), ''::bytea ORDER BY t.txid, t.seq), count(*)
       INTO v_seqs, v_txids, v_digests, v_n
       FROM backstop.tail(v_after, v_upto, v_from_txid, v_from_seq, max_rows + 1) t;
     v_complete := v_n <= max_rows;
@@ -2616,14 +2844,14 @@ BEGIN
         v_digests := ''::bytea;
     END IF;
     INSERT INTO backstop.seals (seal_no, after_snap, upto_snap, from_txid, from_seq, to_txid, to_seq, complete,
-                                row_count, seal_xid, seq_floor, seqs, digests, prev_hash, hash, sealed_at, sealed_by)
+                                row_count, seal_xid, seq_floor, seqs, digests, prev_hash, hash, sealed_at, sealed_by, canon)
     VALUES (v_no, v_after, v_upto, v_from_txid, v_from_seq,
             coalesce(v_txids[v_n], v_from_txid), coalesce(v_seqs[v_n], v_from_seq), v_complete,
             v_n, v_xid, v_floor, v_seqs, v_digests, coalesce(last.hash, backstop.seal_genesis()),
             backstop.seal_hash(coalesce(last.hash, backstop.seal_genesis()), v_no, v_after, v_upto,
                                v_from_txid, v_from_seq, coalesce(v_txids[v_n], v_from_txid),
                                coalesce(v_seqs[v_n], v_from_seq), v_complete, v_xid, v_floor, v_digests),
-            clock_timestamp(), backstop.actor());
+            clock_timestamp(), backstop.actor(), 2);
     seal_no := v_no;
     row_count := v_n;
     complete := v_complete;
@@ -2633,10 +2861,11 @@ $$;
 
 ALTER FUNCTION backstop.seal(max_rows integer) OWNER TO backstop_owner;
 
-COMMENT ON FUNCTION backstop.seal(max_rows integer) IS 'Seals what committed since the last seal, at most max_rows rows per call; one sealer at a time. Callers: every duty but viewer and agent (housekeeping). Returns the seals made (seal_no, row_count, complete).';
+COMMENT ON FUNCTION backstop.seal(max_rows integer) IS 'Seals what committed since the last seal, at most max_rows rows per call; one sealer at a time. Callers: the owner only (`backstop seal`, Backstop''s own processes run as the owner). Returns the seals made (seal_no, row_count, complete).';
 
 CREATE FUNCTION backstop.seal_genesis() RETURNS bytea
     LANGUAGE sql IMMUTABLE
+    SET search_path TO 'pg_catalog', 'backstop', 'pg_temp'
     AS $$
     SELECT sha256(convert_to('backstop seals', 'UTF8'))
 $$;
@@ -2647,6 +2876,7 @@ COMMENT ON FUNCTION backstop.seal_genesis() IS 'The hash before the first seal. 
 
 CREATE FUNCTION backstop.seal_hash(prev bytea, seal_no bigint, after_snap pg_snapshot, upto_snap pg_snapshot, from_txid xid8, from_seq bigint, to_txid xid8, to_seq bigint, complete boolean, seal_xid xid8, seq_floor bigint, digests bytea) RETURNS bytea
     LANGUAGE sql IMMUTABLE
+    SET search_path TO 'pg_catalog', 'backstop', 'pg_temp'
     AS $$
     SELECT sha256(prev || int8send(seal_no)
                   || convert_to(concat_ws('|', after_snap, upto_snap, from_txid, from_seq, to_txid, to_seq, complete,
@@ -2660,6 +2890,7 @@ COMMENT ON FUNCTION backstop.seal_hash(prev bytea, seal_no bigint, after_snap pg
 
 CREATE FUNCTION backstop.signal_counts(agent text, window_start timestamp with time zone, baseline_start timestamp with time zone) RETURNS TABLE(recent bigint, baseline bigint)
     LANGUAGE sql STABLE
+    SET search_path TO 'pg_catalog', 'backstop', 'pg_temp'
     AS $$
     SELECT count(*) FILTER (WHERE s.at >= window_start), count(*) FILTER (WHERE s.at < window_start)
       FROM backstop.signals s
@@ -2672,6 +2903,7 @@ COMMENT ON FUNCTION backstop.signal_counts(agent text, window_start timestamp wi
 
 CREATE FUNCTION backstop.tail(after pg_snapshot, upto pg_snapshot, after_txid xid8, after_seq bigint, max_rows integer) RETURNS SETOF backstop.action_log
     LANGUAGE sql STABLE
+    SET search_path TO 'pg_catalog', 'backstop', 'pg_temp'
     AS $$
     (SELECT l.* FROM backstop.action_log l
       WHERE l.txid >= pg_snapshot_xmax(after)
@@ -2697,6 +2929,7 @@ COMMENT ON FUNCTION backstop.tail(after pg_snapshot, upto pg_snapshot, after_txi
 
 CREATE FUNCTION backstop.tg_append_only() RETURNS trigger
     LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'backstop', 'pg_temp'
     AS $$
 BEGIN
     RAISE EXCEPTION USING
@@ -2708,8 +2941,21 @@ $$;
 
 ALTER FUNCTION backstop.tg_append_only() OWNER TO backstop_owner;
 
+CREATE FUNCTION backstop.tg_own_txid() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+BEGIN
+    NEW.txid := pg_current_xact_id();
+    RETURN NEW;
+END
+$$;
+
+ALTER FUNCTION backstop.tg_own_txid() OWNER TO backstop_owner;
+
 CREATE FUNCTION backstop.tg_seals_append_only() RETURNS trigger
     LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'backstop', 'pg_temp'
     AS $$
 BEGIN
     RAISE EXCEPTION USING
@@ -2747,6 +2993,7 @@ COMMENT ON TABLE backstop.tools IS 'The tools of each registry version: class, i
 
 CREATE FUNCTION backstop.tools_of(p_version bigint, doc jsonb) RETURNS SETOF backstop.tools
     LANGUAGE sql IMMUTABLE
+    SET search_path TO 'pg_catalog', 'backstop', 'pg_temp'
     AS $$
     SELECT p_version, t ->> 'name', t ->> 'class', t ->> 'inverse', coalesce(t -> 'bindings', '{}'),
            make_interval(secs => (t ->> 'window_seconds')::double precision), t ->> 'condition',
@@ -2759,6 +3006,38 @@ $$;
 ALTER FUNCTION backstop.tools_of(p_version bigint, doc jsonb) OWNER TO backstop_owner;
 
 COMMENT ON FUNCTION backstop.tools_of(p_version bigint, doc jsonb) IS 'The tools rows of a registry document (used by load_registry and the rebuild). Callers: the owner only. Returns SETOF backstop.tools.';
+
+CREATE FUNCTION backstop_check.in_list(tbl text, col text, v text) RETURNS boolean
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $_$
+DECLARE
+    hit boolean;
+BEGIN
+    EXECUTE format('SELECT EXISTS (SELECT 1 FROM %s WHERE %I::text = $1)', tbl::regclass, col) INTO hit USING v;
+    RETURN hit;
+END
+$_$;
+
+ALTER FUNCTION backstop_check.in_list(tbl text, col text, v text) OWNER TO backstop_check;
+
+COMMENT ON FUNCTION backstop_check.in_list(tbl text, col text, v text) IS 'Whether a policy list kept in a table holds a value, read with the check role''s rights. Callers: the owner (propose), supervisor (evaluate in its review). Returns boolean.';
+
+CREATE FUNCTION backstop_check.run(query text, params jsonb, result jsonb, amount numeric) RETURNS text
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+DECLARE
+    msg text;
+BEGIN
+    EXECUTE query INTO msg USING params, result, amount;
+    RETURN msg;
+END
+$$;
+
+ALTER FUNCTION backstop_check.run(query text, params jsonb, result jsonb, amount numeric) OWNER TO backstop_check;
+
+COMMENT ON FUNCTION backstop_check.run(query text, params jsonb, result jsonb, amount numeric) IS 'Runs one of the policy''s supervisor checks with the check role''s rights. Callers: supervisor (in a read-only savepoint). Returns the violation''s message, or NULL.';
 
 CREATE SEQUENCE backstop.action_log_seq
     START WITH 1
@@ -2790,7 +3069,8 @@ CREATE TABLE backstop.action_log_default (
     result jsonb,
     detail jsonb DEFAULT '{}'::jsonb NOT NULL,
     policy_version bigint,
-    registry_version bigint
+    registry_version bigint,
+    CONSTRAINT action_log_txid_real CHECK ((txid >= '3'::xid8))
 );
 
 ALTER TABLE backstop.action_log_default OWNER TO backstop_owner;
@@ -3414,7 +3694,7 @@ CREATE VIEW backstop.rebuilt_compensations AS
              LIMIT 1)
         END AS next_attempt_at,
         CASE
-            WHEN (last.kind = ANY (ARRAY['compensation_started'::text, 'compensated'::text, 'compensation_failed'::text])) THEN ( SELECT s.actor
+            WHEN (last.kind = ANY (ARRAY['compensation_started'::text, 'compensated'::text, 'compensation_failed'::text])) THEN ( SELECT COALESCE((s.detail ->> 'worker'::text), s.actor) AS "coalesce"
                FROM backstop.rebuild_log s
               WHERE ((s.action_id = req.action_id) AND (s.kind = 'compensation_started'::text) AND (s.seq <= last.seq))
               ORDER BY s.seq DESC
@@ -3691,6 +3971,15 @@ ALTER TABLE backstop.rollups OWNER TO backstop_owner;
 
 COMMENT ON TABLE backstop.rollups IS 'Decision counts per agent and time bucket, for drift. Readers: every duty but agent.';
 
+CREATE TABLE backstop.seal_lock (
+    one boolean DEFAULT true NOT NULL,
+    CONSTRAINT seal_lock_one_check CHECK (one)
+);
+
+ALTER TABLE backstop.seal_lock OWNER TO backstop_owner;
+
+COMMENT ON TABLE backstop.seal_lock IS 'One row the sealer locks, so one seal is made at a time; only the owner can lock it. Readers: none need it.';
+
 CREATE TABLE backstop.seals (
     seal_no bigint NOT NULL,
     after_snap pg_snapshot NOT NULL,
@@ -3708,7 +3997,9 @@ CREATE TABLE backstop.seals (
     prev_hash bytea NOT NULL,
     hash bytea NOT NULL,
     sealed_at timestamp with time zone NOT NULL,
-    sealed_by text NOT NULL
+    sealed_by text NOT NULL,
+    canon smallint DEFAULT 1 NOT NULL,
+    CONSTRAINT seals_canon_check CHECK ((canon = ANY (ARRAY[1, 2])))
 );
 
 ALTER TABLE backstop.seals OWNER TO backstop_owner;
@@ -3838,6 +4129,9 @@ ALTER TABLE ONLY backstop.reviews
 ALTER TABLE ONLY backstop.rollups
     ADD CONSTRAINT rollups_pkey PRIMARY KEY (agent, bucket);
 
+ALTER TABLE ONLY backstop.seal_lock
+    ADD CONSTRAINT seal_lock_pkey PRIMARY KEY (one);
+
 ALTER TABLE ONLY backstop.seals
     ADD CONSTRAINT seals_pkey PRIMARY KEY (seal_no);
 
@@ -3898,6 +4192,8 @@ CREATE TRIGGER action_log_no_truncate BEFORE TRUNCATE ON backstop.action_log FOR
 
 CREATE TRIGGER action_log_no_update BEFORE DELETE OR UPDATE ON backstop.action_log FOR EACH STATEMENT EXECUTE FUNCTION backstop.tg_append_only();
 
+CREATE TRIGGER action_log_own_txid BEFORE INSERT ON backstop.action_log FOR EACH ROW EXECUTE FUNCTION backstop.tg_own_txid();
+
 CREATE TRIGGER no_truncate BEFORE TRUNCATE ON backstop.action_log_default FOR EACH STATEMENT EXECUTE FUNCTION backstop.tg_append_only();
 
 CREATE TRIGGER no_update BEFORE DELETE OR UPDATE ON backstop.action_log_default FOR EACH STATEMENT EXECUTE FUNCTION backstop.tg_append_only();
@@ -3931,6 +4227,10 @@ GRANT USAGE ON SCHEMA backstop TO backstop_operator;
 GRANT USAGE ON SCHEMA backstop TO backstop_commander;
 GRANT USAGE ON SCHEMA backstop TO backstop_supervisor;
 GRANT USAGE ON SCHEMA backstop TO backstop_worker;
+GRANT USAGE ON SCHEMA backstop TO backstop_policy;
+
+GRANT USAGE ON SCHEMA backstop_check TO backstop_supervisor;
+GRANT USAGE ON SCHEMA backstop_check TO backstop_owner;
 
 REVOKE ALL ON FUNCTION backstop._append(p_kind text, p_actor text, p_agent text, p_tool text, p_action uuid, p_detail jsonb, p_correlation text, p_parent uuid, p_amount numeric, p_confidence real, p_reasoning text, p_inputs jsonb, p_params jsonb, p_result jsonb, p_policy bigint, p_registry bigint, OUT seq bigint, OUT at timestamp with time zone) FROM PUBLIC;
 
@@ -3952,15 +4252,25 @@ REVOKE ALL ON FUNCTION backstop._check_text(fn text, what text, v text, max_char
 
 REVOKE ALL ON FUNCTION backstop._comp_setting(key text, fallback numeric) FROM PUBLIC;
 
+GRANT SELECT ON TABLE backstop.actions TO backstop_viewer;
+
+REVOKE ALL ON FUNCTION backstop._current_verdict(a backstop.actions) FROM PUBLIC;
+
 REVOKE ALL ON FUNCTION backstop._finding_status(fn text, p_id uuid, p_status text, p_note text) FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION backstop._finish(p_id uuid, p_worker text, p_ok boolean, p_detail_in jsonb) FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION backstop._grant(fn text, VARIADIC duties text[]) FROM PUBLIC;
 
+REVOKE ALL ON FUNCTION backstop._has_duty(VARIADIC p_duties text[]) FROM PUBLIC;
+
 REVOKE ALL ON FUNCTION backstop._kill_switch(p_agent text, p_tool text, OUT scope text, OUT target text, OUT reason text, OUT changed_by text) FROM PUBLIC;
 
+REVOKE ALL ON FUNCTION backstop._may_act_as(p_agent text) FROM PUBLIC;
+
 REVOKE ALL ON FUNCTION backstop._paused_reason(scope text, target text, reason text, changed_by text) FROM PUBLIC;
+
+REVOKE ALL ON FUNCTION backstop._process(p_name text) FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION backstop._protect_partition(p text) FROM PUBLIC;
 
@@ -3975,6 +4285,13 @@ GRANT ALL ON FUNCTION backstop.acknowledge_finding(finding_id uuid, note text) T
 
 REVOKE ALL ON FUNCTION backstop.actor() FROM PUBLIC;
 GRANT ALL ON FUNCTION backstop.actor() TO backstop_viewer;
+GRANT ALL ON FUNCTION backstop.actor() TO backstop_agent;
+GRANT ALL ON FUNCTION backstop.actor() TO backstop_approver;
+GRANT ALL ON FUNCTION backstop.actor() TO backstop_operator;
+GRANT ALL ON FUNCTION backstop.actor() TO backstop_commander;
+GRANT ALL ON FUNCTION backstop.actor() TO backstop_supervisor;
+GRANT ALL ON FUNCTION backstop.actor() TO backstop_worker;
+GRANT ALL ON FUNCTION backstop.actor() TO backstop_policy;
 
 REVOKE ALL ON FUNCTION backstop.add_rollup(agent text, bucket timestamp with time zone, counts jsonb) FROM PUBLIC;
 GRANT ALL ON FUNCTION backstop.add_rollup(agent text, bucket timestamp with time zone, counts jsonb) TO backstop_supervisor;
@@ -3987,8 +4304,8 @@ GRANT ALL ON FUNCTION backstop.approve(action_id uuid, note text) TO backstop_ap
 
 GRANT SELECT ON TABLE backstop.action_log TO backstop_viewer;
 
-REVOKE ALL ON FUNCTION backstop.canon(l backstop.action_log) FROM PUBLIC;
-GRANT ALL ON FUNCTION backstop.canon(l backstop.action_log) TO backstop_viewer;
+REVOKE ALL ON FUNCTION backstop.canon(l backstop.action_log, version smallint) FROM PUBLIC;
+GRANT ALL ON FUNCTION backstop.canon(l backstop.action_log, version smallint) TO backstop_viewer;
 
 REVOKE ALL ON FUNCTION backstop.claim_compensations(worker text, tools text[], max integer, lease interval) FROM PUBLIC;
 GRANT ALL ON FUNCTION backstop.claim_compensations(worker text, tools text[], max integer, lease interval) TO backstop_worker;
@@ -3997,8 +4314,6 @@ GRANT SELECT ON TABLE backstop.reviews TO backstop_viewer;
 
 REVOKE ALL ON FUNCTION backstop.claim_reviews(supervisor text, max integer, lease interval) FROM PUBLIC;
 GRANT ALL ON FUNCTION backstop.claim_reviews(supervisor text, max integer, lease interval) TO backstop_supervisor;
-
-GRANT SELECT ON TABLE backstop.actions TO backstop_viewer;
 
 GRANT SELECT ON TABLE backstop.compensations TO backstop_viewer;
 
@@ -4019,12 +4334,17 @@ GRANT ALL ON FUNCTION backstop.contract_version() TO backstop_operator;
 GRANT ALL ON FUNCTION backstop.contract_version() TO backstop_commander;
 GRANT ALL ON FUNCTION backstop.contract_version() TO backstop_supervisor;
 GRANT ALL ON FUNCTION backstop.contract_version() TO backstop_worker;
+GRANT ALL ON FUNCTION backstop.contract_version() TO backstop_policy;
 
 REVOKE ALL ON FUNCTION backstop.cost_to_reverse(class text, cost_fixed numeric, cost_share numeric, amount numeric) FROM PUBLIC;
 GRANT ALL ON FUNCTION backstop.cost_to_reverse(class text, cost_fixed numeric, cost_share numeric, amount numeric) TO backstop_viewer;
 
 REVOKE ALL ON FUNCTION backstop.decision(action_id uuid) FROM PUBLIC;
 GRANT ALL ON FUNCTION backstop.decision(action_id uuid) TO backstop_agent;
+
+REVOKE ALL ON FUNCTION backstop.decision_key(action_id uuid) FROM PUBLIC;
+GRANT ALL ON FUNCTION backstop.decision_key(action_id uuid) TO backstop_viewer;
+GRANT ALL ON FUNCTION backstop.decision_key(action_id uuid) TO backstop_agent;
 
 REVOKE ALL ON FUNCTION backstop.drift_counts(baseline_start timestamp with time zone, recent_start timestamp with time zone) FROM PUBLIC;
 GRANT ALL ON FUNCTION backstop.drift_counts(baseline_start timestamp with time zone, recent_start timestamp with time zone) TO backstop_viewer;
@@ -4039,6 +4359,7 @@ GRANT ALL ON FUNCTION backstop.ensure_log_partitions() TO backstop_supervisor;
 GRANT ALL ON FUNCTION backstop.ensure_log_partitions() TO backstop_worker;
 
 REVOKE ALL ON FUNCTION backstop.evaluate(p_version bigint, p_agent text, p_tool text, p_class text, p_amount numeric, p_cost numeric, p_confidence real, p_params jsonb, p_stateless boolean) FROM PUBLIC;
+GRANT ALL ON FUNCTION backstop.evaluate(p_version bigint, p_agent text, p_tool text, p_class text, p_amount numeric, p_cost numeric, p_confidence real, p_params jsonb, p_stateless boolean) TO backstop_supervisor;
 
 REVOKE ALL ON FUNCTION backstop.expire_held(max_rows integer) FROM PUBLIC;
 GRANT ALL ON FUNCTION backstop.expire_held(max_rows integer) TO backstop_approver;
@@ -4054,12 +4375,10 @@ REVOKE ALL ON FUNCTION backstop.finish_compensations(worker text, results jsonb)
 GRANT ALL ON FUNCTION backstop.finish_compensations(worker text, results jsonb) TO backstop_worker;
 
 REVOKE ALL ON FUNCTION backstop.load_policy(doc jsonb, sha256 text, source text) FROM PUBLIC;
-GRANT ALL ON FUNCTION backstop.load_policy(doc jsonb, sha256 text, source text) TO backstop_operator;
-GRANT ALL ON FUNCTION backstop.load_policy(doc jsonb, sha256 text, source text) TO backstop_supervisor;
+GRANT ALL ON FUNCTION backstop.load_policy(doc jsonb, sha256 text, source text) TO backstop_policy;
 
 REVOKE ALL ON FUNCTION backstop.load_registry(doc jsonb, sha256 text, source text) FROM PUBLIC;
-GRANT ALL ON FUNCTION backstop.load_registry(doc jsonb, sha256 text, source text) TO backstop_operator;
-GRANT ALL ON FUNCTION backstop.load_registry(doc jsonb, sha256 text, source text) TO backstop_supervisor;
+GRANT ALL ON FUNCTION backstop.load_registry(doc jsonb, sha256 text, source text) TO backstop_policy;
 
 REVOKE ALL ON FUNCTION backstop.money(v numeric) FROM PUBLIC;
 GRANT ALL ON FUNCTION backstop.money(v numeric) TO backstop_viewer;
@@ -4092,8 +4411,7 @@ REVOKE ALL ON FUNCTION backstop.reject(action_id uuid, note text) FROM PUBLIC;
 GRANT ALL ON FUNCTION backstop.reject(action_id uuid, note text) TO backstop_approver;
 
 REVOKE ALL ON FUNCTION backstop.report_config_rejected(file text, sha256 text, errors jsonb) FROM PUBLIC;
-GRANT ALL ON FUNCTION backstop.report_config_rejected(file text, sha256 text, errors jsonb) TO backstop_operator;
-GRANT ALL ON FUNCTION backstop.report_config_rejected(file text, sha256 text, errors jsonb) TO backstop_supervisor;
+GRANT ALL ON FUNCTION backstop.report_config_rejected(file text, sha256 text, errors jsonb) TO backstop_policy;
 
 REVOKE ALL ON FUNCTION backstop.report_signal(kind text, agent text, correlation_id text, detail jsonb) FROM PUBLIC;
 GRANT ALL ON FUNCTION backstop.report_signal(kind text, agent text, correlation_id text, detail jsonb) TO backstop_agent;
@@ -4125,8 +4443,8 @@ GRANT ALL ON FUNCTION backstop.rollup_keys(kind text, tool text, amount numeric,
 REVOKE ALL ON FUNCTION backstop.rollups_from_log(since timestamp with time zone, until timestamp with time zone, bucket_seconds double precision) FROM PUBLIC;
 GRANT ALL ON FUNCTION backstop.rollups_from_log(since timestamp with time zone, until timestamp with time zone, bucket_seconds double precision) TO backstop_supervisor;
 
-REVOKE ALL ON FUNCTION backstop.row_digest(l backstop.action_log) FROM PUBLIC;
-GRANT ALL ON FUNCTION backstop.row_digest(l backstop.action_log) TO backstop_viewer;
+REVOKE ALL ON FUNCTION backstop.row_digest(l backstop.action_log, version smallint) FROM PUBLIC;
+GRANT ALL ON FUNCTION backstop.row_digest(l backstop.action_log, version smallint) TO backstop_viewer;
 
 GRANT SELECT ON TABLE backstop.policy_rules TO backstop_viewer;
 
@@ -4139,11 +4457,6 @@ REVOKE ALL ON FUNCTION backstop.schedule_reviews(action_ids uuid[], delay interv
 GRANT ALL ON FUNCTION backstop.schedule_reviews(action_ids uuid[], delay interval, sample_rate double precision, risky_classes text[], amount_over numeric, confidence_below real) TO backstop_supervisor;
 
 REVOKE ALL ON FUNCTION backstop.seal(max_rows integer) FROM PUBLIC;
-GRANT ALL ON FUNCTION backstop.seal(max_rows integer) TO backstop_approver;
-GRANT ALL ON FUNCTION backstop.seal(max_rows integer) TO backstop_operator;
-GRANT ALL ON FUNCTION backstop.seal(max_rows integer) TO backstop_commander;
-GRANT ALL ON FUNCTION backstop.seal(max_rows integer) TO backstop_supervisor;
-GRANT ALL ON FUNCTION backstop.seal(max_rows integer) TO backstop_worker;
 
 REVOKE ALL ON FUNCTION backstop.seal_genesis() FROM PUBLIC;
 GRANT ALL ON FUNCTION backstop.seal_genesis() TO backstop_viewer;
@@ -4159,11 +4472,19 @@ GRANT ALL ON FUNCTION backstop.tail(after pg_snapshot, upto pg_snapshot, after_t
 
 REVOKE ALL ON FUNCTION backstop.tg_append_only() FROM PUBLIC;
 
+REVOKE ALL ON FUNCTION backstop.tg_own_txid() FROM PUBLIC;
+
 REVOKE ALL ON FUNCTION backstop.tg_seals_append_only() FROM PUBLIC;
 
 GRANT SELECT ON TABLE backstop.tools TO backstop_viewer;
 
 REVOKE ALL ON FUNCTION backstop.tools_of(p_version bigint, doc jsonb) FROM PUBLIC;
+
+REVOKE ALL ON FUNCTION backstop_check.in_list(tbl text, col text, v text) FROM PUBLIC;
+GRANT ALL ON FUNCTION backstop_check.in_list(tbl text, col text, v text) TO backstop_supervisor;
+
+REVOKE ALL ON FUNCTION backstop_check.run(query text, params jsonb, result jsonb, amount numeric) FROM PUBLIC;
+GRANT ALL ON FUNCTION backstop_check.run(query text, params jsonb, result jsonb, amount numeric) TO backstop_supervisor;
 
 GRANT SELECT ON TABLE backstop.action_log_default TO backstop_viewer;
 
@@ -4190,8 +4511,6 @@ GRANT SELECT ON TABLE backstop.cut_prepared TO backstop_viewer;
 GRANT SELECT ON TABLE backstop.duties TO backstop_viewer;
 
 GRANT SELECT ON TABLE backstop.findings TO backstop_viewer;
-
-GRANT SELECT ON TABLE backstop.kill_gate TO backstop_viewer;
 
 GRANT SELECT ON TABLE backstop.kill_switches TO backstop_viewer;
 
@@ -4244,6 +4563,8 @@ GRANT SELECT ON TABLE backstop.rebuilt_tools TO backstop_viewer;
 GRANT SELECT ON TABLE backstop.registry_versions TO backstop_viewer;
 
 GRANT SELECT ON TABLE backstop.rollups TO backstop_viewer;
+
+GRANT SELECT ON TABLE backstop.seal_lock TO backstop_viewer;
 
 GRANT SELECT ON TABLE backstop.seals TO backstop_viewer;
 

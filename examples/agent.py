@@ -28,6 +28,7 @@ policy, a pause, a rejection or expiry); 4 still held when --wait ran out;
 """
 
 import argparse
+import hashlib
 import json
 import os
 import sys
@@ -95,7 +96,8 @@ def wait_for_decision(conn, action_id, wait_seconds, poll_seconds):
     """Wait until a held action is decided; return (verdict, reason).
 
     Approvals, rejections and expiries NOTIFY `backstop_decisions` with the
-    action id; a resumed pause NOTIFYs `backstop_control`. LISTEN comes first
+    action's decision key (the hex sha256 of its id: any login may LISTEN, so
+    the payload names the action only to whoever knows its id); a resumed pause NOTIFYs `backstop_control`. LISTEN comes first
     and the look second: a decision made in between is seen by the look, one
     made after it wakes us. A wake-up is only a hint (the first of two
     approvals wakes us too): decision() is the answer. We also ask every
@@ -104,6 +106,7 @@ def wait_for_decision(conn, action_id, wait_seconds, poll_seconds):
     """
     conn.execute("LISTEN backstop_decisions")
     conn.execute("LISTEN backstop_control")
+    key = hashlib.sha256(str(action_id).encode()).hexdigest()
     deadline = time.monotonic() + wait_seconds
     last_reason = None
     while True:
@@ -117,7 +120,7 @@ def wait_for_decision(conn, action_id, wait_seconds, poll_seconds):
             log(f"held: {reason}; waiting up to {remaining:.0f} s")
             last_reason = reason
         for n in conn.notifies(timeout=min(remaining, poll_seconds)):
-            if n.channel == "backstop_control" or n.payload == str(action_id):
+            if n.channel == "backstop_control" or n.payload == key:
                 break
 
 

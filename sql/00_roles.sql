@@ -31,7 +31,10 @@ BEGIN
             MESSAGE = format('backstop.role_prefix must be lowercase letters, digits and _ (at most 41); got %L', prefix);
     END IF;
     -- Roles are cluster-wide: another database may have made them already.
-    FOREACH duty IN ARRAY ARRAY['viewer', 'agent', 'approver', 'operator', 'commander', 'supervisor', 'worker', 'owner'] LOOP
+    -- `policy` loads the registry and the policy; `check` is no login's duty:
+    -- the supervisor's policy checks run as it (backstop_check.run).
+    FOREACH duty IN ARRAY ARRAY['viewer', 'agent', 'approver', 'operator', 'commander', 'supervisor', 'worker',
+                                'policy', 'check', 'owner'] LOOP
         r := prefix || '_' || duty;
         BEGIN
             IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = r) THEN
@@ -53,6 +56,23 @@ BEGIN
         EXECUTE format('GRANT %I TO %I', r, current_user);
     END IF;
     EXECUTE format('ALTER SCHEMA backstop OWNER TO %I', r);
+    -- The kill switch ends the sessions that hold it hostage (pause); a
+    -- definer function can signal them only if its owner may.
+    IF (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)
+       OR pg_has_role(current_user, 'pg_signal_backend', 'USAGE WITH ADMIN OPTION') THEN
+        EXECUTE format('GRANT pg_signal_backend TO %I', r);
+    END IF;
+
+    -- The policy's checks run in a schema of their own, as a role that reads
+    -- only what the deployment grants it (the business tables the checks
+    -- name): the function that runs them is the check role's, so whatever a
+    -- check does, it does with that role's rights and no more.
+    EXECUTE 'CREATE SCHEMA IF NOT EXISTS backstop_check';
+    EXECUTE format('ALTER SCHEMA backstop_check OWNER TO %I', prefix || '_check');
+    EXECUTE 'REVOKE ALL ON SCHEMA backstop_check FROM PUBLIC';
+    EXECUTE format('GRANT USAGE ON SCHEMA backstop_check TO %I, %I', prefix || '_supervisor', r);
+    -- The owner makes the check functions (SET ROLE to the check role).
+    EXECUTE format('GRANT %I TO %I', prefix || '_check', r);
     -- Tables and sequences a migration made (as the migrating login).
     FOR f IN SELECT c.oid::regclass AS rel, c.relkind FROM pg_class c
               WHERE c.relnamespace = 'backstop'::regnamespace AND c.relkind IN ('r', 'p', 'S')
@@ -64,14 +84,14 @@ BEGIN
 
     -- Nothing for PUBLIC; each duty sees the schema.
     EXECUTE 'REVOKE ALL ON SCHEMA backstop FROM PUBLIC';
-    FOR f IN SELECT d.role_name FROM backstop.duties d WHERE d.duty <> 'owner' LOOP
+    FOR f IN SELECT d.role_name FROM backstop.duties d WHERE d.duty NOT IN ('owner', 'check') LOOP
         EXECUTE format('GRANT USAGE ON SCHEMA backstop TO %I', f.role_name);
     END LOOP;
 
     -- Every duty but the agent's reads the whole log and its projections; an
     -- agent reads nothing directly (its decisions come from decision()).
     EXECUTE format('GRANT SELECT ON ALL TABLES IN SCHEMA backstop TO %I', prefix || '_viewer');
-    FOREACH duty IN ARRAY ARRAY['approver', 'operator', 'commander', 'supervisor', 'worker'] LOOP
+    FOREACH duty IN ARRAY ARRAY['approver', 'operator', 'commander', 'supervisor', 'worker', 'policy'] LOOP
         EXECUTE format('GRANT %I TO %I', prefix || '_viewer', prefix || '_' || duty);
     END LOOP;
     -- The supervisors share one cursor over the log.
@@ -102,7 +122,7 @@ BEGIN
         n := n + 1;
         FOREACH d IN ARRAY duties LOOP
             SELECT t.role_name INTO r FROM backstop.duties t WHERE t.duty = d;
-            IF r IS NULL OR d = 'owner' THEN
+            IF r IS NULL OR d IN ('owner', 'check') THEN
                 RAISE EXCEPTION 'backstop._grant: % is not a duty', d;
             END IF;
             EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %I', f, r);
@@ -118,10 +138,10 @@ $$;
 -- function's arguments, results or meaning), with a line in
 -- sql/CHANGELOG.md. Clients check it before they call anything.
 CREATE FUNCTION backstop.contract_version() RETURNS integer
-LANGUAGE sql IMMUTABLE AS $$
-    SELECT 2
+LANGUAGE sql SET search_path = pg_catalog, backstop, pg_temp IMMUTABLE AS $$
+    SELECT 3
 $$;
-SELECT backstop._grant('contract_version', 'viewer', 'agent', 'approver', 'operator', 'commander', 'supervisor', 'worker');
+SELECT backstop._grant('contract_version', 'viewer', 'agent', 'approver', 'operator', 'commander', 'supervisor', 'worker', 'policy');
 COMMENT ON FUNCTION backstop.contract_version IS 'The version of the SQL contract this database runs (sql/CHANGELOG.md); a client checks it before it calls anything. Callers: every duty. Returns integer.';
 
 -- What the tables this file writes hold, for clients reading them.

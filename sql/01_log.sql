@@ -3,7 +3,7 @@
 
 -- A trusted session: a superuser or a member of the schema's owner.
 CREATE FUNCTION backstop._trusted() RETURNS boolean
-LANGUAGE sql STABLE AS $$
+LANGUAGE sql SET search_path = pg_catalog, backstop, pg_temp STABLE AS $$
     SELECT coalesce((SELECT r.rolsuper OR pg_has_role(r.oid, n.nspowner, 'MEMBER')
                        FROM pg_roles r, pg_namespace n
                       WHERE r.rolname = session_user AND n.nspname = 'backstop'), false)
@@ -12,21 +12,49 @@ $$;
 -- Who is acting. Trusted sessions (Backstop's own tooling: the owner and
 -- superusers) may name an operator with the session setting
 -- `backstop.operator`; for everyone else the login is the identity.
+-- A definer, so that every duty may ask (the trust test is internal).
 CREATE FUNCTION backstop.actor() RETURNS text
-LANGUAGE sql STABLE AS $$
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, backstop, pg_temp AS $$
     SELECT CASE WHEN backstop._trusted()
                 THEN coalesce(nullif(current_setting('backstop.operator', true), ''), session_user::text)
                 ELSE session_user::text END
 $$;
-SELECT backstop._grant('actor', 'viewer');
-COMMENT ON FUNCTION backstop.actor IS 'Who is acting in this session: the login, or for a trusted session (owner, superuser) the name set in backstop.operator. Callers: every duty (viewer). Returns text.';
+SELECT backstop._grant('actor', 'viewer', 'agent', 'approver', 'operator', 'commander', 'supervisor', 'worker', 'policy');
+COMMENT ON FUNCTION backstop.actor IS 'Who is acting in this session: the login, or for a trusted session (owner, superuser) the name set in backstop.operator. Callers: every duty. Returns text.';
+
+-- Whether this session may act as agent P_AGENT: the agent's own login, a
+-- login mapped to it in agent_logins, or a trusted session. The one identity
+-- rule for everything an agent does (propose, decision, record_result,
+-- report_signal).
+CREATE FUNCTION backstop._may_act_as(p_agent text) RETURNS boolean
+LANGUAGE sql STABLE SET search_path = pg_catalog, backstop, pg_temp AS $$
+    SELECT p_agent = session_user
+        OR EXISTS (SELECT 1 FROM backstop.agent_logins m WHERE m.login = session_user AND m.agent = p_agent)
+        OR backstop._trusted()
+$$;
+
+-- A long-running process's name as the contract records it: the session's
+-- identity, and the name the process gave only to tell a login's processes
+-- apart (a name is an argument, never an identity).
+CREATE FUNCTION backstop._process(p_name text) RETURNS text
+LANGUAGE sql STABLE SET search_path = pg_catalog, backstop, pg_temp AS $$
+    SELECT CASE WHEN p_name = backstop.actor() THEN p_name ELSE backstop.actor() || '/' || p_name END
+$$;
+
+-- Whether the session's login holds one of the duties named (or is trusted).
+CREATE FUNCTION backstop._has_duty(VARIADIC p_duties text[]) RETURNS boolean
+LANGUAGE sql STABLE SET search_path = pg_catalog, backstop, pg_temp AS $$
+    SELECT backstop._trusted()
+        OR EXISTS (SELECT 1 FROM backstop.duties d
+                    WHERE d.duty = ANY (p_duties) AND pg_has_role(session_user, d.role_name, 'MEMBER'))
+$$;
 
 -- UPDATE, DELETE and TRUNCATE of the log are refused, on the parent and on
 -- every partition: statement triggers are not inherited by partitions, so
 -- each gets its own, and a statement aimed at a partition directly is
 -- refused too.
 CREATE FUNCTION backstop.tg_append_only() RETURNS trigger
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, backstop, pg_temp AS $$
 BEGIN
     RAISE EXCEPTION USING
         ERRCODE = '42501',
@@ -36,7 +64,7 @@ END
 $$;
 
 CREATE FUNCTION backstop._protect_partition(p text) RETURNS void
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, backstop, pg_temp AS $$
 BEGIN
     EXECUTE format('CREATE OR REPLACE TRIGGER no_update BEFORE UPDATE OR DELETE ON backstop.%I
                     FOR EACH STATEMENT EXECUTE FUNCTION backstop.tg_append_only()', p);
@@ -115,7 +143,7 @@ CREATE FUNCTION backstop._append(
     p_params jsonb DEFAULT NULL, p_result jsonb DEFAULT NULL,
     p_policy bigint DEFAULT NULL, p_registry bigint DEFAULT NULL,
     OUT seq bigint, OUT at timestamptz)
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, backstop, pg_temp AS $$
 BEGIN
     -- plpgsql rather than SQL: the INSERT's plan is cached per session.
     INSERT INTO backstop.action_log AS l
@@ -126,6 +154,18 @@ BEGIN
     RETURNING l.seq, l.at INTO seq, at;
 END
 $$;
+
+-- A row's transaction id is the transaction that inserts it, whatever the
+-- insert says: `verify` places every row by it.
+CREATE FUNCTION backstop.tg_own_txid() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    NEW.txid := pg_current_xact_id();
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER action_log_own_txid BEFORE INSERT ON backstop.action_log
+    FOR EACH ROW EXECUTE FUNCTION backstop.tg_own_txid();
 
 CREATE TRIGGER action_log_no_update BEFORE UPDATE OR DELETE ON backstop.action_log
     FOR EACH STATEMENT EXECUTE FUNCTION backstop.tg_append_only();

@@ -9,14 +9,14 @@
 -- characters; notes and reasons 2,000 characters; amounts 0 to 10^12 with
 -- at most 6 decimals; confidence 0 to 1.
 CREATE FUNCTION backstop._bad(fn text, msg text, code text DEFAULT '22023') RETURNS void
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, backstop, pg_temp AS $$
 BEGIN
     RAISE EXCEPTION USING ERRCODE = code, MESSAGE = fn || ': ' || msg;
 END
 $$;
 
 CREATE FUNCTION backstop._check_name(fn text, what text, v text) RETURNS void
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, backstop, pg_temp AS $$
 BEGIN
     IF v IS NULL OR v !~ '^[A-Za-z0-9][A-Za-z0-9._:@/-]{0,127}$' THEN
         PERFORM backstop._bad(fn, format('%s must be 1 to 128 characters of letters, digits and . _ : @ / -, starting with a letter or digit; got %s',
@@ -26,7 +26,7 @@ END
 $$;
 
 CREATE FUNCTION backstop._check_json(fn text, what text, v jsonb, max_bytes integer, must_be_object boolean) RETURNS void
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, backstop, pg_temp AS $$
 BEGIN
     IF v IS NULL THEN
         RETURN;
@@ -41,7 +41,7 @@ END
 $$;
 
 CREATE FUNCTION backstop._check_text(fn text, what text, v text, max_chars integer) RETURNS void
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, backstop, pg_temp AS $$
 BEGIN
     IF v IS NOT NULL AND length(v) > max_chars THEN
         PERFORM backstop._bad(fn, format('%s is %s characters; the limit is %s', what, length(v), max_chars));
@@ -50,7 +50,7 @@ END
 $$;
 
 CREATE FUNCTION backstop._check_reason(fn text, what text, v text) RETURNS void
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, backstop, pg_temp AS $$
 BEGIN
     IF v IS NULL OR btrim(v) = '' THEN
         PERFORM backstop._bad(fn, format('%s is required: say why, it is recorded in the log', what));
@@ -60,7 +60,7 @@ END
 $$;
 
 CREATE FUNCTION backstop._check_amount(fn text, v numeric) RETURNS void
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, backstop, pg_temp AS $$
 BEGIN
     IF v IS NULL THEN
         RETURN;
@@ -78,7 +78,7 @@ END
 $$;
 
 CREATE FUNCTION backstop._check_confidence(fn text, v real) RETURNS void
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, backstop, pg_temp AS $$
 BEGIN
     IF v IS NOT NULL AND (v = 'NaN'::real OR v < 0 OR v > 1) THEN
         PERFORM backstop._bad(fn, format('confidence must be between 0 and 1; got %s', v));

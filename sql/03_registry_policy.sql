@@ -4,7 +4,7 @@
 -- document to the log, so both tables can be rebuilt from the log.
 
 CREATE FUNCTION backstop.money(v numeric) RETURNS text
-LANGUAGE sql IMMUTABLE AS $$
+LANGUAGE sql SET search_path = pg_catalog, backstop, pg_temp IMMUTABLE AS $$
     SELECT CASE WHEN v IS NULL THEN 'no amount'
                 WHEN v = trunc(v) THEN '$' || to_char(v, 'FM999,999,999,999,990')
                 ELSE '$' || to_char(v, 'FM999,999,999,999,990.00') END
@@ -13,14 +13,14 @@ SELECT backstop._grant('money', 'viewer');
 COMMENT ON FUNCTION backstop.money IS 'Formats an amount as dollars for messages (''no amount'' for NULL). Callers: viewer. Returns text.';
 
 CREATE FUNCTION backstop.path_get(doc jsonb, path text) RETURNS jsonb
-LANGUAGE sql IMMUTABLE AS $$
+LANGUAGE sql SET search_path = pg_catalog, backstop, pg_temp IMMUTABLE AS $$
     SELECT doc #> string_to_array(path, '.')
 $$;
 SELECT backstop._grant('path_get', 'viewer');
 COMMENT ON FUNCTION backstop.path_get IS 'The value at a dotted path in a JSON document (NULL when absent). Callers: viewer. Returns jsonb.';
 
 CREATE FUNCTION backstop.cost_to_reverse(class text, cost_fixed numeric, cost_share numeric, amount numeric)
-RETURNS numeric LANGUAGE sql IMMUTABLE AS $$
+RETURNS numeric LANGUAGE sql SET search_path = pg_catalog, backstop, pg_temp IMMUTABLE AS $$
     SELECT CASE class
         WHEN 'irreversible' THEN coalesce(amount, 0)
         WHEN 'read' THEN 0
@@ -33,7 +33,7 @@ COMMENT ON FUNCTION backstop.cost_to_reverse IS 'What undoing an action of this 
 -- The rows a registry or policy document becomes. Used by the loaders and by
 -- the rebuild from the log, so both read documents the same way.
 CREATE FUNCTION backstop.tools_of(p_version bigint, doc jsonb) RETURNS SETOF backstop.tools
-LANGUAGE sql IMMUTABLE AS $$
+LANGUAGE sql SET search_path = pg_catalog, backstop, pg_temp IMMUTABLE AS $$
     SELECT p_version, t ->> 'name', t ->> 'class', t ->> 'inverse', coalesce(t -> 'bindings', '{}'),
            make_interval(secs => (t ->> 'window_seconds')::double precision), t ->> 'condition',
            t ->> 'value_param', t ->> 'entity_param',
@@ -44,7 +44,7 @@ $$;
 COMMENT ON FUNCTION backstop.tools_of IS 'The tools rows of a registry document (used by load_registry and the rebuild). Callers: the owner only. Returns SETOF backstop.tools.';
 
 CREATE FUNCTION backstop.rules_of(p_version bigint, doc jsonb) RETURNS SETOF backstop.policy_rules
-LANGUAGE sql IMMUTABLE AS $$
+LANGUAGE sql SET search_path = pg_catalog, backstop, pg_temp IMMUTABLE AS $$
     SELECT p_version, r.ord::integer, r.doc ->> 'name', r.doc ->> 'kind', r.doc ->> 'effect',
            coalesce(r.doc ->> 'reason', r.doc ->> 'name'),
            (r.doc ->> 'threshold')::numeric, (r.doc ->> 'confidence_below')::real,
@@ -126,8 +126,8 @@ EXCEPTION
         RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = 'load_registry: ' || format('the document is not a valid registry (%s); check it with backstop check', SQLERRM);
 END
 $$;
-SELECT backstop._grant('load_registry', 'operator', 'supervisor');
-COMMENT ON FUNCTION backstop.load_registry IS 'Loads a validated tool registry document (from `backstop load`) as a new version and appends registry_loaded; an identical document changes nothing. Callers: operator, supervisor. Returns (version, changed, summary of what changed).';
+SELECT backstop._grant('load_registry', 'policy');
+COMMENT ON FUNCTION backstop.load_registry IS 'Loads a validated tool registry document (from `backstop load`) as a new version and appends registry_loaded; an identical document changes nothing. Callers: policy. Returns (version, changed, summary of what changed).';
 
 CREATE FUNCTION backstop.load_policy(doc jsonb, sha256 text, source text)
 RETURNS TABLE (version bigint, changed boolean, summary jsonb)
@@ -198,6 +198,22 @@ BEGIN
                 RAISE EXCEPTION USING ERRCODE = '22023',
                     MESSAGE = format('load_policy: list %s names table %s, which does not exist', l.key, l.value ->> 'table');
             END IF;
+            -- A plain table only: a view (or a foreign table) runs code when read.
+            IF (SELECT c.relkind FROM pg_class c WHERE c.oid = to_regclass(l.value ->> 'table')) NOT IN ('r', 'p') THEN
+                RAISE EXCEPTION USING ERRCODE = '22023',
+                    MESSAGE = format('load_policy: list %s names %s, which is not a plain table (a view or foreign table runs code when read)',
+                                     l.key, l.value ->> 'table');
+            END IF;
+            IF NOT (has_table_privilege((SELECT d.role_name FROM backstop.duties d WHERE d.duty = 'check'),
+                                        to_regclass(l.value ->> 'table'), 'SELECT')
+                    AND has_schema_privilege((SELECT d.role_name FROM backstop.duties d WHERE d.duty = 'check'),
+                                             (SELECT c.relnamespace FROM pg_class c WHERE c.oid = to_regclass(l.value ->> 'table')),
+                                             'USAGE')) THEN
+                RAISE EXCEPTION USING ERRCODE = '22023',
+                    MESSAGE = format('load_policy: list %s names table %s, which the check role cannot read: GRANT SELECT ON %s TO %I (and USAGE on its schema)',
+                                     l.key, l.value ->> 'table', l.value ->> 'table',
+                                     (SELECT d.role_name FROM backstop.duties d WHERE d.duty = 'check'));
+            END IF;
             INSERT INTO backstop.policy_list_tables (version, list, table_name, column_name)
             VALUES (v_new, l.key, l.value ->> 'table', coalesce(l.value ->> 'column', 'value'));
         ELSE
@@ -222,8 +238,8 @@ EXCEPTION
         RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = 'load_policy: ' || format('the document is not a valid policy (%s); check it with backstop check', SQLERRM);
 END
 $$;
-SELECT backstop._grant('load_policy', 'operator', 'supervisor');
-COMMENT ON FUNCTION backstop.load_policy IS 'Loads a validated policy document (from `backstop load`) as a new version and appends policy_loaded; an identical document changes nothing. Callers: operator, supervisor. Returns (version, changed, summary of what changed).';
+SELECT backstop._grant('load_policy', 'policy');
+COMMENT ON FUNCTION backstop.load_policy IS 'Loads a validated policy document (from `backstop load`) as a new version and appends policy_loaded; an identical document changes nothing. Callers: policy. Returns (version, changed, summary of what changed).';
 
 CREATE FUNCTION backstop.report_config_rejected(file text, sha256 text, errors jsonb)
 RETURNS bigint LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, backstop, pg_temp AS $$
@@ -255,8 +271,8 @@ BEGIN
     RETURN v_seq;
 END
 $$;
-SELECT backstop._grant('report_config_rejected', 'operator', 'supervisor');
-COMMENT ON FUNCTION backstop.report_config_rejected IS 'Records that a registry or policy file was rejected (once per file content), so operators see it; the last good version stays in force. Callers: operator, supervisor. Returns the log seq.';
+SELECT backstop._grant('report_config_rejected', 'policy');
+COMMENT ON FUNCTION backstop.report_config_rejected IS 'Records that a registry or policy file was rejected (once per file content), so operators see it; the last good version stays in force. Callers: policy. Returns the log seq.';
 
 -- What the tables this file writes hold, for clients reading them.
 COMMENT ON TABLE backstop.active IS 'The registry and policy versions in force. Readers: every duty but agent.';

@@ -16,7 +16,7 @@ CREATE FUNCTION backstop.evaluate(
     p_amount numeric, p_cost numeric, p_confidence real, p_params jsonb,
     p_stateless boolean DEFAULT false)
 RETURNS backstop.verdict
-LANGUAGE plpgsql STABLE AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, backstop, pg_temp STABLE AS $$
 DECLARE
     res backstop.verdict;
     r backstop.policy_rules%ROWTYPE;
@@ -67,8 +67,8 @@ BEGIN
             ELSE
                 SELECT * INTO lt FROM backstop.policy_list_tables t WHERE t.version = p_version AND t.list = r.list;
                 IF FOUND THEN
-                    EXECUTE format('SELECT EXISTS (SELECT 1 FROM %s WHERE %I::text = $1)',
-                                   lt.table_name::regclass, lt.column_name) INTO hit USING v;
+                    -- Read as the check role: a table is the policy author's, not ours.
+                    hit := backstop_check.in_list(lt.table_name, lt.column_name, v);
                 ELSE
                     hit := EXISTS (SELECT 1 FROM backstop.policy_lists pl
                                     WHERE pl.version = p_version AND pl.list = r.list AND pl.value = v);
@@ -111,11 +111,12 @@ BEGIN
     RETURN res;
 END
 $$;
-COMMENT ON FUNCTION backstop.evaluate IS 'Evaluates the pre-action rules of one policy version for one action; first match wins. p_stateless skips rules that depend on what else was allowed (for after-the-fact review). Callers: the owner only (propose, the supervisor''s review). Returns backstop.verdict (verdict, reason, rule, approvals).';
+SELECT backstop._grant('evaluate', 'supervisor');
+COMMENT ON FUNCTION backstop.evaluate IS 'Evaluates the pre-action rules of one policy version for one action; first match wins. p_stateless skips rules that depend on what else was allowed (for after-the-fact review). Callers: supervisor (its after-the-fact review), and propose. Returns backstop.verdict (verdict, reason, rule, approvals).';
 
 -- What an allowed action teaches the parameter rules and the cumulative window.
 CREATE FUNCTION backstop._remember(p_version bigint, p_memory boolean, p_agent text, p_params jsonb, p_amount numeric, p_seq bigint)
-RETURNS void LANGUAGE plpgsql AS $$
+RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog, backstop, pg_temp AS $$
 DECLARE
     r record;
     k text;

@@ -4,7 +4,7 @@
 -- in flight.
 
 CREATE FUNCTION backstop._kill_switch(p_agent text, p_tool text, OUT scope text, OUT target text, OUT reason text, OUT changed_by text)
-LANGUAGE plpgsql STABLE AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, backstop, pg_temp STABLE AS $$
 BEGIN
     SELECT k.scope, k.target, k.reason, k.changed_by INTO scope, target, reason, changed_by
       FROM backstop.kill_switches k
@@ -15,7 +15,7 @@ END
 $$;
 
 CREATE FUNCTION backstop._paused_reason(scope text, target text, reason text, changed_by text) RETURNS text
-LANGUAGE sql IMMUTABLE AS $$
+LANGUAGE sql SET search_path = pg_catalog, backstop, pg_temp IMMUTABLE AS $$
     SELECT CASE scope WHEN 'fleet' THEN 'fleet paused' ELSE scope || ' ' || target || ' paused' END
            || ' by ' || changed_by || ': ' || reason
 $$;
@@ -31,6 +31,10 @@ DECLARE
     v_was boolean;
     v_seq bigint;
     v_at timestamptz;
+    v_timeout text;
+    v_locked boolean := false;
+    v_pid integer;
+    v_ended integer := 0;
 BEGIN
     IF p_scope IS NULL OR p_scope NOT IN ('fleet', 'agent', 'tool') THEN
         PERFORM backstop._bad('pause', format('scope must be fleet, agent or tool; got %s', coalesce(quote_literal(p_scope), 'null')));
@@ -44,11 +48,41 @@ BEGIN
     PERFORM backstop._check_reason('pause', 'reason', pause.reason);
     -- Wait for proposals already past their kill-switch check; hold off new
     -- ones until this commits. Pauses are rare: every scope takes the gate.
-    LOCK TABLE backstop.kill_gate IN ACCESS EXCLUSIVE MODE;
+    -- A session that holds the gate and does not let go (an agent's
+    -- transaction left open, a reader of the gate) is ended: the kill switch
+    -- does not wait on it, and what it proposed never commits.
+    v_timeout := current_setting('lock_timeout');
+    FOR i IN 1..10 LOOP
+        BEGIN
+            PERFORM set_config('lock_timeout', '100ms', true);
+            LOCK TABLE backstop.kill_gate IN ACCESS EXCLUSIVE MODE;
+            v_locked := true;
+            EXIT;
+        EXCEPTION WHEN lock_not_available THEN
+            FOR v_pid IN SELECT l.pid FROM pg_locks l
+                          WHERE l.locktype = 'relation' AND l.relation = 'backstop.kill_gate'::regclass
+                            AND l.database = (SELECT d.oid FROM pg_database d WHERE d.datname = current_database())
+                            AND l.granted AND l.pid <> pg_backend_pid() LOOP
+                BEGIN
+                    IF pg_terminate_backend(v_pid) THEN
+                        v_ended := v_ended + 1;
+                    END IF;
+                EXCEPTION WHEN insufficient_privilege THEN
+                    NULL;  -- a superuser's session: wait for it below
+                END;
+            END LOOP;
+        END;
+    END LOOP;
+    PERFORM set_config('lock_timeout', v_timeout, true);
+    IF NOT v_locked THEN
+        LOCK TABLE backstop.kill_gate IN ACCESS EXCLUSIVE MODE;
+    END IF;
     SELECT k.paused INTO v_was FROM backstop.kill_switches k WHERE k.scope = p_scope AND k.target = p_target FOR UPDATE;
     SELECT l.seq, l.at INTO v_seq, v_at FROM backstop._append('paused', v_actor,
         CASE WHEN p_scope = 'agent' THEN p_target END, CASE WHEN p_scope = 'tool' THEN p_target END, NULL,
-        jsonb_build_object('scope', p_scope, 'target', p_target, 'reason', pause.reason, 'was_paused', coalesce(v_was, false))) l;
+        jsonb_strip_nulls(jsonb_build_object('scope', p_scope, 'target', p_target, 'reason', pause.reason,
+                                             'was_paused', coalesce(v_was, false),
+                                             'sessions_ended', nullif(v_ended, 0)))) l;
     INSERT INTO backstop.kill_switches AS k (scope, target, paused, reason, changed_by, changed_seq, changed_at)
     VALUES (p_scope, p_target, true, pause.reason, v_actor, v_seq, v_at)
     ON CONFLICT (scope, target) DO UPDATE
@@ -102,6 +136,14 @@ END
 $$;
 SELECT backstop._grant('resume', 'commander');
 COMMENT ON FUNCTION backstop.resume IS 'Resumes a paused scope (''fleet'' | ''agent'' | ''tool''), with a reason. Appends resumed and notifies backstop_control. Callers: commander. Returns the log seq.';
+
+-- Only the contract touches the gate: a reader's lock would hold a pause up.
+DO $gate$
+BEGIN
+    EXECUTE format('REVOKE ALL ON backstop.kill_gate FROM PUBLIC, %I',
+                   (SELECT d.role_name FROM backstop.duties d WHERE d.duty = 'viewer'));
+END
+$gate$;
 
 -- What the tables this file writes hold, for clients reading them.
 COMMENT ON TABLE backstop.kill_switches IS 'The kill switch: the latest pause or resume of each scope (fleet, agent, tool). Readers: every duty but agent.';

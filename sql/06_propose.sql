@@ -20,6 +20,8 @@ DECLARE
     p_parent uuid := propose.parent_action;
     p_key text := propose.idempotency_key;
     v_id uuid := gen_random_uuid();
+    a backstop.actions%ROWTYPE;
+    prev record;
     c record;
     t backstop.tools%ROWTYPE;
     k record;
@@ -63,8 +65,7 @@ BEGIN
     -- An agent's own login acts only as itself or the agents mapped to it;
     -- Backstop's trusted sessions (the schema's owner, superusers) may name
     -- any agent.
-    IF p_agent <> session_user AND NOT backstop._trusted()
-       AND NOT EXISTS (SELECT 1 FROM backstop.agent_logins m WHERE m.login = session_user AND m.agent = p_agent) THEN
+    IF NOT backstop._may_act_as(p_agent) THEN
         PERFORM backstop._bad('propose', format('login %s may not act as agent %s (map it in backstop.agent_logins)',
                                                 session_user, p_agent), '42501');
     END IF;
@@ -79,9 +80,31 @@ BEGIN
     IF p_key IS NOT NULL THEN
         -- Serialize callers that share a key; the second sees the first's answer.
         PERFORM pg_advisory_xact_lock(1112757330, hashtext(p_agent || '/' || p_key));
-        SELECT x.action_id, x.verdict, x.reason INTO action_id, verdict, reason FROM backstop.actions x
-         WHERE x.agent = p_agent AND x.idempotency_key = p_key;
+        SELECT x.* INTO a FROM backstop.actions x WHERE x.agent = p_agent AND x.idempotency_key = p_key;
         IF FOUND THEN
+            -- A replay answers with the action's state now (a pause since
+            -- holds it, an executed action is not to be run again); a key
+            -- reused for another request is refused, never answered with the
+            -- other action.
+            SELECT l.params, l.detail ->> 'amount_from' AS amount_from INTO prev
+              FROM backstop.action_log l WHERE l.seq = a.proposed_seq AND l.at = a.proposed_at;
+            IF NOT FOUND THEN
+                SELECT l.params, l.detail ->> 'amount_from' AS amount_from INTO prev
+                  FROM backstop.carried_log l WHERE l.seq = a.proposed_seq AND l.at = a.proposed_at;
+            END IF;
+            IF a.tool <> p_tool OR prev.params IS DISTINCT FROM p_params
+               OR p_amount IS DISTINCT FROM (CASE WHEN prev.amount_from IS NULL THEN a.amount END) THEN
+                PERFORM backstop._bad('propose', format('idempotency_key %s was used by this agent for another request (action %s: %s %s): use a new key for a new request',
+                                                        quote_literal(p_key), a.action_id, a.tool,
+                                                        coalesce(backstop.money(a.amount), '')));
+            END IF;
+            action_id := a.action_id;
+            IF a.status IN ('executed', 'failed') THEN
+                verdict := 'block';
+                reason := format('already %s (seq %s): a replay does not run it again', a.status, a.executed_seq);
+            ELSE
+                SELECT d.verdict, d.reason INTO verdict, reason FROM backstop._current_verdict(a) d;
+            END IF;
             RETURN NEXT;
             RETURN;
         END IF;
@@ -178,24 +201,18 @@ BEGIN
 END
 $$;
 SELECT backstop._grant('propose', 'agent');
-COMMENT ON FUNCTION backstop.propose IS 'The agent''s gateway: checks the kill switch, the registry and the policy, appends proposed and the verdict, and returns (action_id, verdict ''allow'' | ''hold'' | ''block'', reason). A replay with the same idempotency key returns the first answer. Callers: agent (as itself or an agent mapped to its login in agent_logins).';
+COMMENT ON FUNCTION backstop.propose IS 'The agent''s gateway: checks the kill switch, the registry and the policy, appends proposed and the verdict, and returns (action_id, verdict ''allow'' | ''hold'' | ''block'', reason). A replay of the same request (same idempotency key, tool, params and amount) answers with the action''s state now; a key reused for another request is refused. Callers: agent (as itself or an agent mapped to its login in agent_logins).';
 
-CREATE FUNCTION backstop.decision(action_id uuid)
+-- The verdict an action has now, as decision() and a replayed propose()
+-- answer it.
+CREATE FUNCTION backstop._current_verdict(a backstop.actions)
 RETURNS TABLE (verdict text, reason text)
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, backstop, pg_temp AS $$
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, backstop, pg_temp AS $$
 #variable_conflict use_column
 DECLARE
-    a backstop.actions%ROWTYPE;
     k record;
     v_by text;
 BEGIN
-    IF decision.action_id IS NULL THEN
-        PERFORM backstop._bad('decision', 'action_id is required');
-    END IF;
-    SELECT * INTO a FROM backstop.actions x WHERE x.action_id = decision.action_id;
-    IF NOT FOUND THEN
-        PERFORM backstop._bad('decision', format('unknown action_id %s', decision.action_id), 'P0002');
-    END IF;
     IF a.status = 'held' THEN
         IF a.expires_at > clock_timestamp() THEN
             RETURN QUERY SELECT 'hold'::text,
@@ -236,8 +253,29 @@ BEGIN
     END IF;
 END
 $$;
+
+CREATE FUNCTION backstop.decision(action_id uuid)
+RETURNS TABLE (verdict text, reason text)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, backstop, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    a backstop.actions%ROWTYPE;
+BEGIN
+    IF decision.action_id IS NULL THEN
+        PERFORM backstop._bad('decision', 'action_id is required');
+    END IF;
+    SELECT * INTO a FROM backstop.actions x WHERE x.action_id = decision.action_id;
+    IF NOT FOUND THEN
+        PERFORM backstop._bad('decision', format('unknown action_id %s', decision.action_id), 'P0002');
+    END IF;
+    IF NOT backstop._may_act_as(a.agent) THEN
+        PERFORM backstop._bad('decision', format('action %s is not one of login %s''s agents', decision.action_id, session_user), '42501');
+    END IF;
+    RETURN QUERY SELECT d.verdict, d.reason FROM backstop._current_verdict(a) d;
+END
+$$;
 SELECT backstop._grant('decision', 'agent');
-COMMENT ON FUNCTION backstop.decision IS 'The current verdict of an action: ''hold'' until decided, ''allow'' once approved, ''block'' when rejected or expired. Callers: agent. Returns (verdict, reason).';
+COMMENT ON FUNCTION backstop.decision IS 'The current verdict of one of the caller''s own actions: ''hold'' until decided, ''allow'' once approved, ''block'' when rejected or expired. Callers: agent. Returns (verdict, reason).';
 
 -- What the tables this file writes hold, for clients reading them.
 COMMENT ON TABLE backstop.actions IS 'One row per proposed action: verdict, status (allowed, held, blocked, rejected, expired, executed, failed), approvals, result and the staged inverse. Readers: every duty but agent.';

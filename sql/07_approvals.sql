@@ -1,5 +1,15 @@
 -- The approval queue: approve, reject, and expiry of held actions.
 
+-- What a decision's NOTIFY on backstop_decisions carries: any login may
+-- LISTEN to any channel, so the payload names the action only to whoever
+-- already knows its id (the sha256 of the id's text, in hex).
+CREATE FUNCTION backstop.decision_key(action_id uuid) RETURNS text
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT encode(pg_catalog.sha256(pg_catalog.convert_to(action_id::text, 'UTF8')), 'hex')
+$$;
+SELECT backstop._grant('decision_key', 'viewer', 'agent');
+COMMENT ON FUNCTION backstop.decision_key IS 'The payload of a decision''s NOTIFY on backstop_decisions for this action: the hex sha256 of the id''s text. Callers: agent, viewer. Returns text.';
+
 CREATE FUNCTION backstop.approve(action_id uuid, note text DEFAULT '')
 RETURNS TABLE (verdict text, approvals integer, approvals_needed integer)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, backstop, pg_temp AS $$
@@ -30,8 +40,12 @@ BEGIN
         PERFORM backstop._bad('approve', format('action %s expired at %s without a decision; it can no longer be approved',
                                                 p_id, to_char(a.expires_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS "UTC"')), '55000');
     END IF;
-    IF v_actor = a.agent THEN
-        PERFORM backstop._bad('approve', format('%s proposed action %s and cannot approve it', v_actor, p_id), '42501');
+    -- Four eyes means two people other than the agent: neither the agent's
+    -- name nor a login that may act as the agent approves its actions.
+    IF v_actor = a.agent OR session_user = a.agent
+       OR EXISTS (SELECT 1 FROM backstop.agent_logins m WHERE m.login = session_user AND m.agent = a.agent) THEN
+        PERFORM backstop._bad('approve', format('%s acts as agent %s, which proposed action %s, and cannot approve it',
+                                                v_actor, a.agent, p_id), '42501');
     END IF;
     IF EXISTS (SELECT 1 FROM backstop.approvals p WHERE p.action_id = p_id AND p.approver = v_actor AND p.decision = 'approved') THEN
         PERFORM backstop._bad('approve', format('%s already approved action %s; it needs a second, different approver', v_actor, p_id), '55000');
@@ -55,7 +69,7 @@ BEGIN
         UPDATE backstop.actions x SET approvals = v_n, updated_seq = v_seq WHERE x.action_id = p_id;
         UPDATE backstop.approval_queue q SET approvals = v_n WHERE q.action_id = p_id;
     END IF;
-    PERFORM pg_notify('backstop_decisions', p_id::text);
+    PERFORM pg_notify('backstop_decisions', backstop.decision_key(p_id));
     RETURN QUERY SELECT CASE WHEN v_final THEN 'allow' ELSE 'hold' END, v_n, a.approvals_needed;
 END
 $$;
@@ -91,7 +105,7 @@ BEGIN
     VALUES (p_id, v_actor, 'rejected', reject.note, v_seq, v_at);
     UPDATE backstop.actions x SET status = 'rejected', decided_seq = v_seq, updated_seq = v_seq WHERE x.action_id = p_id;
     DELETE FROM backstop.approval_queue q WHERE q.action_id = p_id;
-    PERFORM pg_notify('backstop_decisions', p_id::text);
+    PERFORM pg_notify('backstop_decisions', backstop.decision_key(p_id));
     RETURN QUERY SELECT 'block'::text;
 END
 $$;
@@ -125,7 +139,7 @@ BEGIN
                decided_seq = v_seq, updated_seq = v_seq
          WHERE x.action_id = a.action_id;
         DELETE FROM backstop.approval_queue x WHERE x.action_id = a.action_id;
-        PERFORM pg_notify('backstop_decisions', a.action_id::text);
+        PERFORM pg_notify('backstop_decisions', backstop.decision_key(a.action_id));
         v_n := v_n + 1;
     END LOOP;
     RETURN v_n;

@@ -21,6 +21,7 @@ DECLARE
     v_kind text;
     v_seq bigint;
     v_at timestamptz;
+    v_txt text;
 BEGIN
     IF p_id IS NULL THEN
         PERFORM backstop._bad('record_result', 'action_id is required');
@@ -40,6 +41,11 @@ BEGIN
     IF NOT FOUND THEN
         PERFORM backstop._bad('record_result', format('unknown action_id %s', p_id), 'P0002');
     END IF;
+    -- Only the agent that acted reports what happened: a result is what the
+    -- compensation is bound from.
+    IF NOT backstop._may_act_as(a.agent) THEN
+        PERFORM backstop._bad('record_result', format('action %s is not one of login %s''s agents', p_id, session_user), '42501');
+    END IF;
     IF a.status IN ('executed', 'failed') THEN
         SELECT l.kind, l.result INTO prev FROM backstop.rebuild_log l WHERE l.seq = a.executed_seq AND l.at = a.executed_at;
         IF (prev.kind = 'executed') = p_ok AND prev.result IS NOT DISTINCT FROM p_result THEN
@@ -58,11 +64,9 @@ BEGIN
 
     v_kind := CASE WHEN p_ok THEN 'executed' ELSE 'failed' END;
     IF p_ok AND a.t_class IN ('reversible', 'conditional') THEN
-        -- Bind the inverse's parameters from the action's params and result;
-        -- what the agent passes explicitly wins.
+        -- Bind the inverse's parameters from the action's params and result.
         -- A field present with a JSON null binds null; an absent field does not bind.
         SELECT coalesce(jsonb_object_agg(b.key, b.val) FILTER (WHERE b.val IS NOT NULL), '{}')
-               || coalesce(p_inv, '{}')
           INTO v_inv
           FROM (SELECT j.key,
                        CASE WHEN j.value #>> '{}' LIKE 'params.%' THEN backstop.path_get(l.params, substr(j.value #>> '{}', 8))
@@ -70,6 +74,21 @@ BEGIN
                   FROM backstop.rebuild_log l, jsonb_each(a.t_bindings) j
                  -- With the time, the lookup goes to one partition of the log.
                  WHERE l.seq = a.proposed_seq AND l.at = a.proposed_at) b;
+        -- What the agent passes explicitly may fill a declared parameter that
+        -- did not bind, never replace one that did, and never add one.
+        IF p_inv IS NOT NULL THEN
+            SELECT string_agg(k, ', ' ORDER BY k) INTO v_txt FROM jsonb_object_keys(p_inv) k WHERE NOT a.t_bindings ? k;
+            IF v_txt IS NOT NULL THEN
+                PERFORM backstop._bad('record_result', format('inverse_params may only fill parameters %s declares for %s; %s is not one',
+                                                              a.tool, a.t_inverse, v_txt));
+            END IF;
+            SELECT string_agg(k, ', ' ORDER BY k) INTO v_txt FROM jsonb_object_keys(p_inv) k
+             WHERE v_inv ? k AND v_inv -> k IS DISTINCT FROM p_inv -> k;
+            IF v_txt IS NOT NULL THEN
+                PERFORM backstop._bad('record_result', format('inverse_params may not replace what the registry binds (%s)', v_txt));
+            END IF;
+            v_inv := p_inv || v_inv;
+        END IF;
         SELECT array_agg(k ORDER BY k) INTO v_missing FROM jsonb_object_keys(a.t_bindings) k WHERE NOT v_inv ? k;
         v_comp := CASE WHEN v_missing IS NULL THEN 'staged' ELSE 'unbound: ' || array_to_string(v_missing, ', ') END;
         IF a.t_window IS NOT NULL THEN

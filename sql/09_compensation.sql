@@ -7,7 +7,7 @@ CREATE TYPE backstop.comp_outcome AS (outcome text, detail text);
 
 CREATE FUNCTION backstop.compensation_outcome(a backstop.actions, c backstop.compensations)
 RETURNS backstop.comp_outcome
-LANGUAGE plpgsql STABLE AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, backstop, pg_temp STABLE AS $$
 DECLARE
     o backstop.comp_outcome;
 BEGIN
@@ -53,7 +53,7 @@ RETURNS TABLE (action_id uuid, selected boolean, caused_by uuid, agent text, too
                inverse_tool text, inverse_params jsonb)
 -- JIT off: the estimates for a recursive closure are poor, and compiling the
 -- query cost far more (about 0.8 s) than running it.
-LANGUAGE sql STABLE SET jit = off AS $$
+LANGUAGE sql SET search_path = pg_catalog, backstop, pg_temp STABLE SET jit = off AS $$
     WITH RECURSIVE closure(action_id) AS (
         SELECT a.action_id FROM unnest(seeds) s(id) JOIN backstop.actions a ON a.action_id = s.id
       UNION
@@ -208,7 +208,7 @@ SELECT backstop._grant('request_compensation', 'operator', 'supervisor');
 COMMENT ON FUNCTION backstop.request_compensation IS 'Requests the compensation of actions (and their dependents, as compensation_plan shows), queueing each undoable one in the outbox. Callers: operator, supervisor. Returns (action_id, outcome, detail) per action.';
 
 CREATE FUNCTION backstop._comp_setting(key text, fallback numeric) RETURNS numeric
-LANGUAGE plpgsql STABLE AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, backstop, pg_temp STABLE AS $$
 BEGIN
     RETURN coalesce((SELECT (p.doc -> 'compensation' ->> key)::numeric
                        FROM backstop.active a JOIN backstop.policy_versions p ON p.version = a.policy_version), fallback);
@@ -227,6 +227,8 @@ DECLARE
     v_until timestamptz;
 BEGIN
     PERFORM backstop._check_name('claim_compensations', 'worker', p_worker);
+    -- Who claims is the session; the name tells a login's processes apart.
+    p_worker := backstop._process(p_worker);
     IF claim_compensations.max IS NULL OR claim_compensations.max < 1 OR claim_compensations.max > 1000 THEN
         PERFORM backstop._bad('claim_compensations', format('max must be between 1 and 1000; got %s', coalesce(claim_compensations.max::text, 'null')));
     END IF;
@@ -257,9 +259,9 @@ BEGIN
          WHERE x.action_id = ready.action_id
         RETURNING x.*, ready.previous_worker, ready.previous_status
     LOOP
-        PERFORM backstop._append('compensation_started', p_worker, r.agent, r.tool, r.action_id,
+        PERFORM backstop._append('compensation_started', backstop.actor(), r.agent, r.tool, r.action_id,
             jsonb_strip_nulls(jsonb_build_object('attempt', r.attempts, 'inverse_tool', r.inverse_tool,
-                'lease_until', r.lease_until,
+                'lease_until', r.lease_until, 'worker', p_worker,
                 'took_over_from', CASE WHEN r.previous_status = 'running' THEN r.previous_worker END)));
         action_id := r.action_id;
         agent := r.agent;
@@ -294,7 +296,7 @@ COMMENT ON FUNCTION backstop.claim_compensations IS 'Claims up to max queued com
 -- exponential backoff up to the policy's compensation.max_attempts.
 CREATE FUNCTION backstop._finish(p_id uuid, p_worker text, p_ok boolean, p_detail_in jsonb)
 RETURNS text
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, backstop, pg_temp AS $$
 DECLARE
     p_detail jsonb := coalesce(p_detail_in, '{}');
     c backstop.compensations%ROWTYPE;
@@ -311,6 +313,7 @@ BEGIN
         PERFORM backstop._bad('finish_compensation', 'action_id is required');
     END IF;
     PERFORM backstop._check_name('finish_compensation', 'worker', p_worker);
+    p_worker := backstop._process(p_worker);
     IF p_ok IS NULL THEN
         PERFORM backstop._bad('finish_compensation', 'ok is required');
     END IF;
@@ -341,8 +344,9 @@ BEGIN
         v_kind := 'compensation_failed';
     END IF;
     v_next := clock_timestamp() + make_interval(secs => least(300, v_backoff * power(2, c.attempts - 1))::double precision);
-    SELECT l.seq, l.at INTO v_seq, v_at FROM backstop._append(v_kind, p_worker, c.agent, c.tool, p_id,
+    SELECT l.seq, l.at INTO v_seq, v_at FROM backstop._append(v_kind, backstop.actor(), c.agent, c.tool, p_id,
         jsonb_strip_nulls(jsonb_build_object('status', v_status, 'attempt', c.attempts, 'inverse_tool', c.inverse_tool,
+            'worker', p_worker,
             'next_attempt_at', CASE WHEN v_status = 'requested' THEN v_next END))
         || jsonb_build_object('result', p_detail)) l;
     IF v_status = 'requested' THEN
@@ -360,7 +364,7 @@ BEGIN
             jsonb_build_object('rule', 'compensation_' || v_status, 'status', v_status, 'inverse_tool', c.inverse_tool,
                                'attempts', c.attempts, 'result', p_detail,
                                'remediation', 'undo by hand: the automatic inverse did not run to completion'),
-            p_worker);
+            backstop.actor());
     END IF;
     RETURN v_status;
 END

@@ -12,6 +12,9 @@ DECLARE
     v_txt text;
     v_seq bigint;
     v_at timestamptz;
+    -- An agent's login speaks for its own agents only: signals count toward
+    -- complaint spikes, which pause agents.
+    v_own_only boolean := NOT backstop._has_duty('operator', 'supervisor');
 BEGIN
     PERFORM backstop._check_name('report_signal', 'kind', report_signal.kind);
     IF p_agent IS NOT NULL THEN
@@ -34,6 +37,16 @@ BEGIN
         SELECT x.agent, x.action_id INTO p_agent, v_action FROM backstop.actions x
          WHERE x.correlation_id = p_corr AND x.status IN ('executed', 'failed', 'allowed')
          ORDER BY x.proposed_seq DESC LIMIT 1;
+        IF v_own_only AND p_agent IS NOT NULL AND NOT backstop._may_act_as(p_agent) THEN
+            -- Recorded, but traced to no one: neither counted against another
+            -- agent nor telling the caller which action it was.
+            p_agent := NULL;
+            v_action := NULL;
+        END IF;
+    END IF;
+    IF v_own_only AND p_agent IS NOT NULL AND NOT backstop._may_act_as(p_agent) THEN
+        PERFORM backstop._bad('report_signal', format('login %s may report signals about its own agents only, not %s',
+                                                      session_user, p_agent), '42501');
     END IF;
     SELECT l.seq, l.at INTO v_seq, v_at FROM backstop._append('signal', backstop.actor(), p_agent, NULL, v_action,
         jsonb_build_object('kind', report_signal.kind, 'detail', p_detail), p_corr) l;
@@ -47,7 +60,7 @@ COMMENT ON FUNCTION backstop.report_signal IS 'Records a customer-channel signal
 
 CREATE FUNCTION backstop._raise_finding(p_kind text, p_severity text, p_agent text, p_action uuid, p_detail jsonb, p_actor text,
                                         OUT finding_id uuid, OUT merged boolean)
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, backstop, pg_temp AS $$
 DECLARE
     v_rule text := p_detail ->> 'rule';
     v_key text := coalesce(p_detail ->> 'dedup_key',
@@ -117,7 +130,7 @@ COMMENT ON FUNCTION backstop.raise_finding IS 'Raises a supervisor finding (kind
 
 CREATE FUNCTION backstop._finding_status(fn text, p_id uuid, p_status text, p_note text)
 RETURNS TABLE (status text)
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, backstop, pg_temp AS $$
 #variable_conflict use_column
 DECLARE
     f backstop.findings%ROWTYPE;

@@ -2,7 +2,7 @@
 
 -- Deterministic sampling: every supervisor agrees on which actions are sampled.
 CREATE FUNCTION backstop.sample_bucket(id uuid) RETURNS integer
-LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+LANGUAGE sql SET search_path = pg_catalog, backstop, pg_temp IMMUTABLE PARALLEL SAFE AS $$
     SELECT (abs(hashtextextended(id::text, 0)) % 10000)::integer
 $$;
 SELECT backstop._grant('sample_bucket', 'viewer');
@@ -11,7 +11,7 @@ COMMENT ON FUNCTION backstop.sample_bucket IS 'The deterministic sampling bucket
 -- Why an executed action is reviewed, or NULL when it is not.
 CREATE FUNCTION backstop.review_reason(a backstop.actions, sample_rate double precision, risky_classes text[],
                                        amount_over numeric, confidence_below real)
-RETURNS text LANGUAGE sql IMMUTABLE AS $$
+RETURNS text LANGUAGE sql SET search_path = pg_catalog, backstop, pg_temp IMMUTABLE AS $$
     SELECT CASE
         WHEN a.class = ANY (risky_classes) THEN 'risky: ' || a.class
         WHEN amount_over IS NOT NULL AND a.amount > amount_over THEN 'risky: amount over ' || amount_over
@@ -71,7 +71,7 @@ BEGIN
     END IF;
     RETURN QUERY
     UPDATE backstop.reviews r
-       SET status = 'running', claimed_by = claim_reviews.supervisor, lease_until = v_now + claim_reviews.lease,
+       SET status = 'running', claimed_by = backstop._process(claim_reviews.supervisor), lease_until = v_now + claim_reviews.lease,
            attempts = r.attempts + 1
       FROM (SELECT x.action_id FROM backstop.reviews x
              WHERE x.status <> 'done' AND x.due_at <= v_now AND (x.status = 'pending' OR x.lease_until < v_now)
@@ -98,11 +98,12 @@ BEGIN
         PERFORM backstop._check_json('complete_review', 'findings', complete_review.findings, 65536, false);
     END IF;
     SELECT * INTO r FROM backstop.reviews x WHERE x.action_id = complete_review.action_id FOR UPDATE;
-    IF NOT FOUND OR r.status <> 'running' OR r.claimed_by IS DISTINCT FROM complete_review.supervisor THEN
+    IF NOT FOUND OR r.status <> 'running' OR r.claimed_by IS DISTINCT FROM backstop._process(complete_review.supervisor) THEN
         RETURN false;
     END IF;
-    PERFORM backstop._append('reviewed', complete_review.supervisor, r.agent, r.tool, r.action_id,
-        jsonb_build_object('reason', r.reason, 'due_at', r.due_at, 'findings', coalesce(complete_review.findings, '[]')));
+    PERFORM backstop._append('reviewed', backstop.actor(), r.agent, r.tool, r.action_id,
+        jsonb_build_object('reason', r.reason, 'due_at', r.due_at, 'findings', coalesce(complete_review.findings, '[]'),
+                           'supervisor', r.claimed_by));
     UPDATE backstop.reviews x SET status = 'done', done_at = clock_timestamp(), lease_until = NULL,
            findings = jsonb_array_length(coalesce(complete_review.findings, '[]'))
      WHERE x.action_id = complete_review.action_id;
@@ -130,7 +131,7 @@ COMMENT ON FUNCTION backstop.add_rollup IS 'Adds decision counts to an agent''s 
 -- Baseline and recent counts per agent and key, for a drift pass.
 CREATE FUNCTION backstop.drift_counts(baseline_start timestamptz, recent_start timestamptz)
 RETURNS TABLE (agent text, recent boolean, key text, n bigint)
-LANGUAGE sql STABLE AS $$
+LANGUAGE sql SET search_path = pg_catalog, backstop, pg_temp STABLE AS $$
     SELECT r.agent, r.bucket >= recent_start, k.key, sum(k.value::bigint)
       FROM backstop.rollups r, jsonb_each_text(r.counts) k
      WHERE r.bucket >= baseline_start
@@ -142,7 +143,7 @@ COMMENT ON FUNCTION backstop.drift_counts IS 'Decision counts per agent and key 
 -- Signals for an agent in the spike window and in the baseline before it.
 CREATE FUNCTION backstop.signal_counts(agent text, window_start timestamptz, baseline_start timestamptz)
 RETURNS TABLE (recent bigint, baseline bigint)
-LANGUAGE sql STABLE AS $$
+LANGUAGE sql SET search_path = pg_catalog, backstop, pg_temp STABLE AS $$
     SELECT count(*) FILTER (WHERE s.at >= window_start), count(*) FILTER (WHERE s.at < window_start)
       FROM backstop.signals s
      WHERE s.agent = signal_counts.agent AND s.at >= baseline_start
@@ -153,7 +154,7 @@ COMMENT ON FUNCTION backstop.signal_counts IS 'Signals about an agent in the rec
 -- The rollup keys of one log row: one definition for the supervisor's
 -- incremental rollups and for the same aggregate computed from the raw log.
 CREATE FUNCTION backstop.rollup_keys(kind text, tool text, amount numeric, confidence real, detail jsonb)
-RETURNS text[] LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+RETURNS text[] LANGUAGE sql SET search_path = pg_catalog, backstop, pg_temp IMMUTABLE PARALLEL SAFE AS $$
     SELECT CASE
         WHEN kind IN ('allowed', 'held', 'blocked') AND detail ? 'verdict' THEN ARRAY[
             'tool:' || tool,
@@ -170,7 +171,7 @@ SELECT backstop._grant('rollup_keys', 'viewer');
 COMMENT ON FUNCTION backstop.rollup_keys IS 'The rollup keys one log row counts under (tool, verdict, outcome, amount and confidence buckets). Callers: viewer. Returns text[].';
 
 CREATE FUNCTION backstop.rollup_bucket(at timestamptz, bucket_seconds double precision)
-RETURNS timestamptz LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+RETURNS timestamptz LANGUAGE sql SET search_path = pg_catalog, backstop, pg_temp IMMUTABLE PARALLEL SAFE AS $$
     SELECT to_timestamp(floor(extract(epoch FROM at) / bucket_seconds) * bucket_seconds)
 $$;
 SELECT backstop._grant('rollup_bucket', 'viewer');

@@ -12,7 +12,7 @@
 -- far behind the head).
 CREATE FUNCTION backstop.tail(after pg_snapshot, upto pg_snapshot, after_txid xid8, after_seq bigint, max_rows integer)
 RETURNS SETOF backstop.action_log
-LANGUAGE sql STABLE AS $$
+LANGUAGE sql SET search_path = pg_catalog, backstop, pg_temp STABLE AS $$
     (SELECT l.* FROM backstop.action_log l
       WHERE l.txid >= pg_snapshot_xmax(after)
         AND l.txid < pg_snapshot_xmax(upto)
@@ -35,29 +35,49 @@ COMMENT ON FUNCTION backstop.tail IS 'The log rows committed between two snapsho
 
 -- The canonical text of a row: every field, in a representation that does
 -- not depend on session settings (TimeZone, extra_float_digits). The sealer
--- and `verify` both use this one definition of what is hashed.
-CREATE FUNCTION backstop.canon(l backstop.action_log) RETURNS text
-LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$
+-- and `verify` both use this one definition of what is hashed; each seal
+-- records the version it used (seals.canon), and old seals keep theirs.
+--   1: confidence as numeric text (6 significant digits: 0.7 and 0.69999993
+--      hashed alike), and a SQL NULL jsonb field like JSON null.
+--   2: confidence as the hex of its four bytes (every bit), and a present
+--      jsonb field wrapped in a one-element array, so SQL NULL (null) and
+--      JSON null ([null]) differ.
+-- Built-ins are schema-qualified and the search_path pinned: a function named
+-- like one in a schema a caller controls cannot stand in for it.
+CREATE FUNCTION backstop.canon(l backstop.action_log, version smallint DEFAULT 2) RETURNS text
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    RETURN jsonb_build_array(
-        l.seq, (extract(epoch FROM l.at) * 1000000)::bigint, l.txid::text, l.kind, l.actor,
-        l.agent, l.tool, l.action_id, l.correlation_id, l.parent_action,
-        l.amount::text, l.confidence::numeric::text, l.reasoning, l.inputs, l.params,
-        l.result, l.detail, l.policy_version, l.registry_version)::text;
+    IF version = 1 THEN
+        RETURN pg_catalog.jsonb_build_array(
+            l.seq, (extract(epoch FROM l.at) * 1000000)::bigint, l.txid::text, l.kind, l.actor,
+            l.agent, l.tool, l.action_id, l.correlation_id, l.parent_action,
+            l.amount::text, l.confidence::numeric::text, l.reasoning, l.inputs, l.params,
+            l.result, l.detail, l.policy_version, l.registry_version)::text;
+    ELSIF version = 2 THEN
+        RETURN pg_catalog.jsonb_build_array(
+            l.seq, (extract(epoch FROM l.at) * 1000000)::bigint, l.txid::text, l.kind, l.actor,
+            l.agent, l.tool, l.action_id, l.correlation_id, l.parent_action,
+            l.amount::text, pg_catalog.encode(pg_catalog.float4send(l.confidence), 'hex'), l.reasoning,
+            CASE WHEN l.inputs IS NOT NULL THEN pg_catalog.jsonb_build_array(l.inputs) END,
+            CASE WHEN l.params IS NOT NULL THEN pg_catalog.jsonb_build_array(l.params) END,
+            CASE WHEN l.result IS NOT NULL THEN pg_catalog.jsonb_build_array(l.result) END,
+            l.detail, l.policy_version, l.registry_version)::text;
+    END IF;
+    RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = format('canon: no canonical text version %s (1 or 2)', version);
 END
 $$;
 SELECT backstop._grant('canon', 'viewer');
-COMMENT ON FUNCTION backstop.canon IS 'The canonical text of a log row that seals hash (independent of session settings). Callers: viewer. Returns text.';
+COMMENT ON FUNCTION backstop.canon IS 'The canonical text of a log row that seals hash, in a version (1, or 2: exact bits, SQL NULL marked), independent of session settings. Callers: viewer. Returns text.';
 
-CREATE FUNCTION backstop.row_digest(l backstop.action_log) RETURNS bytea
-LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    SELECT sha256(convert_to(backstop.canon(l), 'UTF8'))
+CREATE FUNCTION backstop.row_digest(l backstop.action_log, version smallint DEFAULT 2) RETURNS bytea
+LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT pg_catalog.sha256(pg_catalog.convert_to(backstop.canon(l, version), 'UTF8'))
 $$;
 SELECT backstop._grant('row_digest', 'viewer');
-COMMENT ON FUNCTION backstop.row_digest IS 'sha256 of canon(row). Callers: viewer. Returns bytea.';
+COMMENT ON FUNCTION backstop.row_digest IS 'sha256 of canon(row, version). Callers: viewer. Returns bytea.';
 
 CREATE FUNCTION backstop.tg_seals_append_only() RETURNS trigger
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, backstop, pg_temp AS $$
 BEGIN
     RAISE EXCEPTION USING
         ERRCODE = '42501',
@@ -74,7 +94,7 @@ CREATE TRIGGER seals_no_truncate BEFORE TRUNCATE ON backstop.seals
 CREATE FUNCTION backstop.seal_hash(prev bytea, seal_no bigint, after_snap pg_snapshot, upto_snap pg_snapshot,
                                    from_txid xid8, from_seq bigint, to_txid xid8, to_seq bigint,
                                    complete boolean, seal_xid xid8, seq_floor bigint, digests bytea) RETURNS bytea
-LANGUAGE sql IMMUTABLE AS $$
+LANGUAGE sql SET search_path = pg_catalog, backstop, pg_temp IMMUTABLE AS $$
     SELECT sha256(prev || int8send(seal_no)
                   || convert_to(concat_ws('|', after_snap, upto_snap, from_txid, from_seq, to_txid, to_seq, complete,
                                           seal_xid, seq_floor), 'UTF8')
@@ -84,14 +104,17 @@ SELECT backstop._grant('seal_hash', 'viewer');
 COMMENT ON FUNCTION backstop.seal_hash IS 'The chain hash of a seal from its fields and the previous seal''s hash. Callers: viewer (verify). Returns bytea.';
 
 CREATE FUNCTION backstop.seal_genesis() RETURNS bytea
-LANGUAGE sql IMMUTABLE AS $$
+LANGUAGE sql SET search_path = pg_catalog, backstop, pg_temp IMMUTABLE AS $$
     SELECT sha256(convert_to('backstop seals', 'UTF8'))
 $$;
 SELECT backstop._grant('seal_genesis', 'viewer');
 COMMENT ON FUNCTION backstop.seal_genesis IS 'The hash before the first seal. Callers: viewer. Returns bytea.';
 
 -- Seal what has committed since the last seal, at most max_rows rows per
--- call. One sealer at a time (others return at once). Returns the seals made.
+-- call. One sealer at a time (others return at once), by a row lock no duty
+-- can take (an advisory lock any login could hold, and stop sealing). The
+-- owner's alone: a duty that could seal could also hold the sealer up.
+-- Returns the seals made.
 CREATE FUNCTION backstop.seal(max_rows integer DEFAULT 20000)
 RETURNS TABLE (seal_no bigint, row_count integer, complete boolean)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, backstop, pg_temp AS $$
@@ -114,7 +137,8 @@ BEGIN
     IF max_rows IS NULL OR max_rows < 1 OR max_rows > 1000000 THEN
         RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = format('seal: max_rows must be between 1 and 1000000; got %s', coalesce(max_rows::text, 'null'));
     END IF;
-    IF NOT pg_try_advisory_xact_lock(1112757332, 0) THEN
+    PERFORM FROM backstop.seal_lock FOR UPDATE SKIP LOCKED;
+    IF NOT FOUND THEN
         RETURN;
     END IF;
     -- In this order: the floor first, then this transaction's id.
@@ -141,7 +165,7 @@ BEGIN
         v_no := last.seal_no + 1;
     END IF;
     SELECT array_agg(t.seq ORDER BY t.txid, t.seq), array_agg(t.txid ORDER BY t.txid, t.seq),
-           string_agg(backstop.row_digest(t), ''::bytea ORDER BY t.txid, t.seq), count(*)
+           string_agg(backstop.row_digest(t, 2::smallint), ''::bytea ORDER BY t.txid, t.seq), count(*)
       INTO v_seqs, v_txids, v_digests, v_n
       FROM backstop.tail(v_after, v_upto, v_from_txid, v_from_seq, max_rows + 1) t;
     v_complete := v_n <= max_rows;
@@ -162,29 +186,29 @@ BEGIN
         v_digests := ''::bytea;
     END IF;
     INSERT INTO backstop.seals (seal_no, after_snap, upto_snap, from_txid, from_seq, to_txid, to_seq, complete,
-                                row_count, seal_xid, seq_floor, seqs, digests, prev_hash, hash, sealed_at, sealed_by)
+                                row_count, seal_xid, seq_floor, seqs, digests, prev_hash, hash, sealed_at, sealed_by, canon)
     VALUES (v_no, v_after, v_upto, v_from_txid, v_from_seq,
             coalesce(v_txids[v_n], v_from_txid), coalesce(v_seqs[v_n], v_from_seq), v_complete,
             v_n, v_xid, v_floor, v_seqs, v_digests, coalesce(last.hash, backstop.seal_genesis()),
             backstop.seal_hash(coalesce(last.hash, backstop.seal_genesis()), v_no, v_after, v_upto,
                                v_from_txid, v_from_seq, coalesce(v_txids[v_n], v_from_txid),
                                coalesce(v_seqs[v_n], v_from_seq), v_complete, v_xid, v_floor, v_digests),
-            clock_timestamp(), backstop.actor());
+            clock_timestamp(), backstop.actor(), 2);
     seal_no := v_no;
     row_count := v_n;
     complete := v_complete;
     RETURN NEXT;
 END
 $$;
-SELECT backstop._grant('seal', 'approver', 'operator', 'commander', 'supervisor', 'worker');
-COMMENT ON FUNCTION backstop.seal IS 'Seals what committed since the last seal, at most max_rows rows per call; one sealer at a time. Callers: every duty but viewer and agent (housekeeping). Returns the seals made (seal_no, row_count, complete).';
+COMMENT ON FUNCTION backstop.seal IS 'Seals what committed since the last seal, at most max_rows rows per call; one sealer at a time. Callers: the owner only (`backstop seal`, Backstop''s own processes run as the owner). Returns the seals made (seal_no, row_count, complete).';
 
 -- The chain hash after seal n (the genesis hash for 0).
 CREATE FUNCTION backstop._chain_hash_at(n bigint) RETURNS bytea
-LANGUAGE sql STABLE AS $$
+LANGUAGE sql SET search_path = pg_catalog, backstop, pg_temp STABLE AS $$
     SELECT CASE WHEN n = 0 THEN backstop.seal_genesis()
                 ELSE (SELECT s.hash FROM backstop.seals s WHERE s.seal_no = n) END
 $$;
 
 -- What the tables this file writes hold, for clients reading them.
 COMMENT ON TABLE backstop.seals IS 'Hash-chained seals of committed log rows, in batches: tamper evidence that `backstop verify` checks. Readers: every duty but agent.';
+COMMENT ON TABLE backstop.seal_lock IS 'One row the sealer locks, so one seal is made at a time; only the owner can lock it. Readers: none need it.';

@@ -134,7 +134,7 @@ SELECT req.action_id, req.agent, req.tool, req.detail ->> 'inverse_tool' AS inve
                              WHERE s.action_id = req.action_id AND s.kind = 'compensation_started' AND s.seq < last.seq
                              ORDER BY s.seq DESC LIMIT 1) END AS next_attempt_at,
        CASE WHEN last.kind IN ('compensation_started', 'compensated', 'compensation_failed') THEN
-            (SELECT s.actor FROM backstop.rebuild_log s
+            (SELECT coalesce(s.detail ->> 'worker', s.actor) FROM backstop.rebuild_log s
               WHERE s.action_id = req.action_id AND s.kind = 'compensation_started' AND s.seq <= last.seq
               ORDER BY s.seq DESC LIMIT 1) END AS worker,
        CASE WHEN last.kind = 'compensation_started' THEN (last.detail ->> 'lease_until')::timestamptz END AS lease_until,
@@ -204,7 +204,7 @@ COMMENT ON VIEW backstop.rebuilt_log_retention IS 'backstop.log_retention rebuil
 -- were checked when they were archived.
 CREATE FUNCTION backstop.projection_diffs()
 RETURNS TABLE (projection text, side text, row_data jsonb)
-LANGUAGE plpgsql STABLE AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, backstop, pg_temp STABLE AS $$
 DECLARE
     pair text[];
     -- projection, rebuild, key columns (comma separated), the column saying when the row began

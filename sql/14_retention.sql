@@ -30,7 +30,7 @@
 CREATE FUNCTION backstop.retention_plan(before timestamptz)
 RETURNS TABLE (cut timestamptz, partitions text[], rows_before bigint, first_seal bigint, last_seal bigint,
                unsealed bigint, in_default bigint)
-LANGUAGE plpgsql STABLE AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, backstop, pg_temp STABLE AS $$
 #variable_conflict use_column
 DECLARE
     v_maxtx xid8;
@@ -78,7 +78,7 @@ COMMENT ON FUNCTION backstop.retention_plan IS 'What archiving the log before a 
 -- at insert, and only the owner can write the log directly.
 CREATE FUNCTION backstop.prepare_cut(cut timestamptz, first_seal bigint, last_seal bigint, head_hash bytea)
 RETURNS TABLE (rows_before bigint, carried integer)
-LANGUAGE plpgsql
+LANGUAGE plpgsql SET search_path = pg_catalog, backstop, pg_temp
 -- Carried rows keep their real confidence exactly through JSON.
 SET extra_float_digits = 3
 AS $$
@@ -207,7 +207,7 @@ COMMENT ON FUNCTION backstop.prepare_cut IS 'First step of a retention cut: chec
 CREATE FUNCTION backstop.drop_archived_partitions(cut timestamptz, first_seal bigint, last_seal bigint,
     head_hash bytea, manifest_sha256 text, location text, reason text)
 RETURNS TABLE (partitions text[], rows_dropped bigint, carried integer, seq bigint)
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, backstop, pg_temp AS $$
 #variable_conflict use_column
 DECLARE
     fn text := 'drop_archived_partitions';

@@ -76,6 +76,14 @@ struct SealLine {
     digests: String,
     prev_hash: String,
     hash: String,
+    /// The canonical text version the seal hashed with (archives made
+    /// before versions existed hold version 1).
+    #[serde(default = "canon_v1")]
+    canon: i16,
+}
+
+fn canon_v1() -> i16 {
+    1
 }
 
 impl From<&SealRow> for SealLine {
@@ -95,6 +103,7 @@ impl From<&SealRow> for SealLine {
             digests: hex::encode(&r.digests),
             prev_hash: hex::encode(&r.prev_hash),
             hash: hex::encode(&r.hash),
+            canon: r.canon,
         }
     }
 }
@@ -116,6 +125,7 @@ impl SealLine {
             digests: hex::decode(&self.digests).context("seal digests are not hex")?,
             prev_hash: hex::decode(&self.prev_hash).context("seal prev_hash is not hex")?,
             hash: hex::decode(&self.hash).context("seal hash is not hex")?,
+            canon: self.canon,
         })
     }
 }
@@ -438,13 +448,14 @@ async fn export(pool: &PgPool, database: &str, plan: &Plan, dir: &Path, progress
             let listed: std::collections::HashSet<i64> = seal.seqs.iter().copied().collect();
             let lrows = bind_window(
                 sqlx::query(
-                    "SELECT t.seq, t.at, backstop.canon(t)
+                    "SELECT t.seq, t.at, backstop.canon(t, $8)
                        FROM backstop.tail($1::pg_snapshot, $2::pg_snapshot, $3::xid8, $4, 2147483647) t
                       WHERE $5 OR (t.txid, t.seq) <= ($6::xid8, $7)
                       ORDER BY t.seq",
                 ),
                 seal,
             )
+            .bind(seal.canon)
             .fetch_all(pool)
             .await?;
             // A row in the window the seal does not list was not sealed: not

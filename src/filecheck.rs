@@ -30,11 +30,37 @@ impl fmt::Display for Issue {
     }
 }
 
+/// The most issues one check reports: a file of thousands of mistakes is
+/// fixed from the top, and each issue costs a scan of the text.
+pub const MAX_ISSUES: usize = 200;
+
+/// The largest registry, policy or anchor file read: a larger one (or a
+/// device that never ends) is refused before it fills memory.
+pub const MAX_FILE_BYTES: u64 = 4 * 1024 * 1024;
+
+/// Read a text file of at most `MAX_FILE_BYTES`.
+pub fn read_capped(path: &std::path::Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut buf = Vec::new();
+    std::fs::File::open(path)?
+        .take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut buf)?;
+    if buf.len() as u64 > MAX_FILE_BYTES {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("it is larger than {} MiB", MAX_FILE_BYTES / (1024 * 1024)),
+        ));
+    }
+    String::from_utf8(buf).map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "it is not UTF-8 text"))
+}
+
 /// Collects issues against one file's text.
 pub struct Checker<'a> {
     pub file: &'a str,
     pub text: &'a str,
     pub issues: Vec<Issue>,
+    /// Issues found past MAX_ISSUES, counted but not described.
+    pub more: usize,
 }
 
 impl<'a> Checker<'a> {
@@ -43,10 +69,21 @@ impl<'a> Checker<'a> {
             file,
             text,
             issues: Vec::new(),
+            more: 0,
         }
     }
 
+    /// Whether another issue would still be described (callers skip costly
+    /// hints when it would not).
+    pub fn has_room(&self) -> bool {
+        self.issues.len() < MAX_ISSUES
+    }
+
     pub fn at(&mut self, span: Range<usize>, key: impl Into<String>, message: impl Into<String>) {
+        if !self.has_room() {
+            self.more += 1;
+            return;
+        }
         let (line, col) = line_col(self.text, span.start);
         self.issues.push(Issue {
             file: self.file.to_string(),
@@ -55,6 +92,20 @@ impl<'a> Checker<'a> {
             key: key.into(),
             message: message.into(),
         });
+    }
+
+    /// The issues, and a last one counting those past MAX_ISSUES.
+    pub fn into_issues(mut self) -> Vec<Issue> {
+        if self.more > 0 {
+            self.issues.push(Issue {
+                file: self.file.to_string(),
+                line: 0,
+                col: 0,
+                key: String::new(),
+                message: format!("and {} more issues (the first {MAX_ISSUES} are listed)", self.more),
+            });
+        }
+        self.issues
     }
 
     /// A parse or type error from the TOML deserializer.
@@ -140,10 +191,25 @@ pub fn parse_duration(s: &str) -> Result<f64, String> {
     Ok(secs)
 }
 
-/// The closest valid spelling, for "did you mean" hints.
+/// Names for a message: all of a few, the first twenty of many.
+pub fn some_of(names: &[&str]) -> String {
+    if names.len() <= 20 {
+        names.join(", ")
+    } else {
+        format!("{}, and {} more", names[..20].join(", "), names.len() - 20)
+    }
+}
+
+/// The closest valid spelling, for "did you mean" hints. Options whose
+/// length alone puts them out of reach are not compared.
 pub fn suggest<'b>(word: &str, options: &[&'b str]) -> Option<&'b str> {
+    let n = word.chars().count();
     options
         .iter()
+        .filter(|o| {
+            let m = o.chars().count();
+            n.abs_diff(m) <= 2.max(m / 3)
+        })
         .map(|o| (levenshtein(word, o), *o))
         .filter(|(d, o)| *d <= 2.max(o.len() / 3))
         .min_by_key(|(d, _)| *d)

@@ -1,7 +1,8 @@
 //! What every long-running Backstop process does in the background: seal the
 //! rows committed since the last seal (about every second), apply the expiry
 //! of held actions, and create log partitions ahead of need. All are safe to
-//! run from many processes at once.
+//! run from many processes at once. Sealing is done only by processes that
+//! run as the owner.
 
 use std::time::Duration;
 
@@ -13,11 +14,17 @@ pub const EXPIRE_EVERY: Duration = Duration::from_secs(5);
 
 pub fn spawn(pool: PgPool) -> JoinHandle<()> {
     tokio::spawn(async move {
+        // Sealing is the owner's: a process under a duty's login leaves it
+        // to one that runs as the owner (`backstop seal --follow`).
+        let may_seal: bool = sqlx::query_scalar("SELECT has_function_privilege('backstop.seal(integer)', 'EXECUTE')")
+            .fetch_one(&pool)
+            .await
+            .unwrap_or(false);
         let mut seal = tokio::time::interval(SEAL_EVERY);
         let mut expire = tokio::time::interval(EXPIRE_EVERY);
         loop {
             tokio::select! {
-                _ = seal.tick() => { let _ = crate::contract::seal_all(&pool).await; }
+                _ = seal.tick(), if may_seal => { let _ = crate::contract::seal_all(&pool).await; }
                 _ = expire.tick() => {
                     let _ = crate::contract::expire_held(&pool).await;
                     // Log partitions ahead of need (a lookup when there is nothing to do).

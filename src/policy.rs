@@ -333,7 +333,7 @@ pub fn parse(file: &str, text: &str, registry: Option<&Registry>) -> Result<Poli
         Ok(d) => d,
         Err(e) => {
             ck.toml_error(&e);
-            return Err(ck.issues);
+            return Err(ck.into_issues());
         }
     };
 
@@ -941,7 +941,7 @@ pub fn parse(file: &str, text: &str, registry: Option<&Registry>) -> Result<Poli
             sha256: sha256_hex(text),
         })
     } else {
-        Err(ck.issues)
+        Err(ck.into_issues())
     }
 }
 
@@ -966,7 +966,7 @@ impl Policy {
 /// Read and check a policy file.
 pub fn read(path: &Path, registry: Option<&Registry>) -> Result<Policy, Vec<Issue>> {
     let file = path.display().to_string();
-    match std::fs::read_to_string(path) {
+    match crate::filecheck::read_capped(path) {
         Ok(text) => parse(&file, &text, registry),
         Err(e) => Err(vec![Issue {
             file,

@@ -175,7 +175,7 @@ pub fn parse(file: &str, text: &str) -> Result<Registry, Vec<Issue>> {
         Ok(d) => d,
         Err(e) => {
             ck.toml_error(&e);
-            return Err(ck.issues);
+            return Err(ck.into_issues());
         }
     };
     let names: Vec<&str> = doc.tools.keys().map(String::as_str).collect();
@@ -225,16 +225,20 @@ pub fn parse(file: &str, text: &str) -> Result<Registry, Vec<Issue>> {
                 ),
             ),
             (Some(inv), true) if !doc.tools.contains_key(inv.get_ref()) => {
-                let hint = suggest(inv.get_ref(), &names)
-                    .map(|s| format!(" (did you mean {s:?}?)"))
-                    .unwrap_or_default();
+                let hint = if ck.has_room() {
+                    suggest(inv.get_ref(), &names)
+                        .map(|s| format!(" (did you mean {s:?}?)"))
+                        .unwrap_or_default()
+                } else {
+                    String::new()
+                };
                 ck.at(
                     inv.span(),
                     format!("{key}.inverse"),
                     format!(
                         "inverse tool {:?} is not registered{hint}; registered tools: {}",
                         inv.get_ref(),
-                        names.join(", ")
+                        crate::filecheck::some_of(&names)
                     ),
                 );
             }
@@ -535,7 +539,7 @@ pub fn parse(file: &str, text: &str) -> Result<Registry, Vec<Issue>> {
             sha256: sha256_hex(text),
         })
     } else {
-        Err(ck.issues)
+        Err(ck.into_issues())
     }
 }
 
@@ -576,7 +580,7 @@ impl Registry {
 /// Read and check a registry file.
 pub fn read(path: &Path) -> Result<Registry, Vec<Issue>> {
     let file = path.display().to_string();
-    match std::fs::read_to_string(path) {
+    match crate::filecheck::read_capped(path) {
         Ok(text) => parse(&file, &text),
         Err(e) => Err(vec![Issue {
             file,

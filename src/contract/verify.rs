@@ -44,6 +44,11 @@ pub struct VerifyReport {
 
 const MAX_PROBLEMS: usize = 200;
 
+/// How long a row may stay unsealed before `verify` fails: sealing runs
+/// about every second while an owner's process (`backstop seal`, the
+/// supervisor, the demo) is up.
+pub const UNSEALED_BOUND: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// One seal as stored (archives carry the same fields).
 #[derive(Debug, Clone, PartialEq)]
 pub struct SealRow {
@@ -61,13 +66,15 @@ pub struct SealRow {
     pub digests: Vec<u8>,
     pub prev_hash: Vec<u8>,
     pub hash: Vec<u8>,
+    /// The version of `backstop.canon` the seal hashed its rows with.
+    pub canon: i16,
 }
 
 /// Seals `from` to `to` (inclusive), in order, as stored.
 pub async fn seals_between(pool: &PgPool, from: i64, to: i64) -> Result<Vec<SealRow>> {
     let rows = sqlx::query(
         "SELECT seal_no, after_snap::text, upto_snap::text, from_txid::text, from_seq, to_txid::text, to_seq, \
-                complete, seal_xid::text, seq_floor, seqs, digests, prev_hash, hash \
+                complete, seal_xid::text, seq_floor, seqs, digests, prev_hash, hash, canon \
            FROM backstop.seals WHERE seal_no BETWEEN $1 AND $2 ORDER BY seal_no",
     )
     .bind(from)
@@ -92,6 +99,7 @@ pub async fn seals_between(pool: &PgPool, from: i64, to: i64) -> Result<Vec<Seal
             digests: r.get(11),
             prev_hash: r.get(12),
             hash: r.get(13),
+            canon: r.get(14),
         })
         .collect())
 }
@@ -233,6 +241,8 @@ pub async fn verify_anchored(
     let mut head = None;
     let mut expected_no = 1i64;
     let mut last: Option<SealRow> = None;
+    // Every row some window (sealed or pending) accounts for.
+    let mut in_windows: Vec<i64> = Vec::new();
 
     for s in seals {
         seals_checked += 1;
@@ -283,19 +293,21 @@ pub async fn verify_anchored(
             );
         }
 
-        // Recompute the window from the log.
+        // Recompute the window from the log, with the seal's canonical text.
         let actual = bind_window(
             sqlx::query(
-                "SELECT t.seq, t.txid::text, backstop.row_digest(t) \
+                "SELECT t.seq, t.txid::text, backstop.row_digest(t, $8) \
                    FROM backstop.tail($1::pg_snapshot, $2::pg_snapshot, $3::xid8, $4, 2147483647) t \
                   WHERE $5 OR (t.txid, t.seq) <= ($6::xid8, $7)",
             ),
             &s,
         )
+        .bind(s.canon)
         .fetch_all(pool)
         .await
         .map_err(refine)?;
         rows_checked += actual.len() as i64;
+        in_windows.extend(actual.iter().map(|r| r.get::<i64, _>(0)));
 
         let mut sealed: HashMap<i64, &[u8]> = HashMap::with_capacity(s.seqs.len());
         for (i, seq) in s.seqs.iter().enumerate() {
@@ -365,9 +377,10 @@ pub async fn verify_anchored(
         Some(s) => (s.after.clone(), Some(s.upto.clone()), s.to_txid.clone(), s.to_seq),
     };
     let mut unsealed: Vec<(i64, String)> = Vec::new();
+    let mut oldest_unsealed: Option<(i64, chrono::DateTime<chrono::Utc>)> = None;
     {
         let rows = sqlx::query(
-            "SELECT t.seq, t.txid::text FROM backstop.tail($1::pg_snapshot, coalesce($2::pg_snapshot, pg_current_snapshot()), $3::xid8, $4, 2147483647) t",
+            "SELECT t.seq, t.txid::text, t.at FROM backstop.tail($1::pg_snapshot, coalesce($2::pg_snapshot, pg_current_snapshot()), $3::xid8, $4, 2147483647) t",
         )
         .bind(&after)
         .bind(&upto_clause)
@@ -376,16 +389,75 @@ pub async fn verify_anchored(
         .fetch_all(pool)
         .await
         .map_err(refine)?;
-        unsealed.extend(rows.iter().map(|r| (r.get::<i64, _>(0), r.get::<String, _>(1))));
+        let mut take = |rows: &[sqlx::postgres::PgRow]| {
+            for r in rows {
+                let (seq, at): (i64, chrono::DateTime<chrono::Utc>) = (r.get(0), r.get(2));
+                unsealed.push((seq, r.get::<String, _>(1)));
+                if oldest_unsealed.is_none_or(|(_, o)| at < o) {
+                    oldest_unsealed = Some((seq, at));
+                }
+            }
+        };
+        take(&rows);
         if let Some(u) = &upto_clause {
             let rows = sqlx::query(
-                "SELECT t.seq, t.txid::text FROM backstop.tail($1::pg_snapshot, pg_current_snapshot(), '0'::xid8, 0, 2147483647) t",
+                "SELECT t.seq, t.txid::text, t.at FROM backstop.tail($1::pg_snapshot, pg_current_snapshot(), '0'::xid8, 0, 2147483647) t",
             )
             .bind(u)
             .fetch_all(pool)
             .await
             .map_err(refine)?;
-            unsealed.extend(rows.iter().map(|r| (r.get::<i64, _>(0), r.get::<String, _>(1))));
+            take(&rows);
+        }
+    }
+    in_windows.extend(unsealed.iter().map(|(seq, _)| *seq));
+    // Sealing runs about every second; rows left unsealed much longer mean
+    // the sealer was stopped, and until sealed they are protected by the
+    // append-only triggers alone.
+    if let Some((seq, at)) = oldest_unsealed
+        && chrono::Utc::now() - at > chrono::Duration::from_std(UNSEALED_BOUND).unwrap_or(chrono::Duration::MAX)
+    {
+        push(
+            Problem {
+                kind: "unsealed".into(),
+                seq: Some(seq),
+                seal_no: None,
+                detail: format!(
+                    "row {seq} was written at {} and is still not sealed (the bound is {} s): is `backstop seal` (or another process running as the owner) running?",
+                    at.format("%Y-%m-%d %H:%M:%S UTC"),
+                    UNSEALED_BOUND.as_secs()
+                ),
+            },
+            &mut problems,
+        );
+    }
+    // Every row of the log lies in some window: one outside all of them (a
+    // transaction id below the first window's, written around the contract)
+    // would otherwise be checked by nothing.
+    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM backstop.action_log")
+        .fetch_one(pool)
+        .await
+        .map_err(refine)?;
+    if total > in_windows.len() as i64 {
+        let outside: Vec<(i64, String)> = sqlx::query_as(
+            "SELECT l.seq, l.txid::text FROM backstop.action_log l WHERE l.seq <> ALL ($1) ORDER BY l.seq LIMIT 20",
+        )
+        .bind(&in_windows)
+        .fetch_all(pool)
+        .await
+        .map_err(refine)?;
+        for (seq, txid) in outside {
+            push(
+                Problem {
+                    kind: "inserted".into(),
+                    seq: Some(seq),
+                    seal_no: None,
+                    detail: format!(
+                        "row {seq} (transaction {txid}) lies outside every seal's window and the pending one: it was written around the contract"
+                    ),
+                },
+                &mut problems,
+            );
         }
     }
     for (seq, txid) in &unsealed {

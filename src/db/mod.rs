@@ -164,6 +164,9 @@ pub async fn run_migrations_with(options: &PgConnectOptions, settings: &[(&str, 
     Ok(())
 }
 
+/// The search_path of every Backstop session.
+pub const SEARCH_PATH: &str = "pg_catalog,pg_temp";
+
 fn session_options(base: PgConnectOptions, cfg: &DbConfig) -> PgConnectOptions {
     let app = if cfg.application.is_empty() {
         "backstop"
@@ -172,7 +175,14 @@ fn session_options(base: PgConnectOptions, cfg: &DbConfig) -> PgConnectOptions {
     };
     base.application_name(app)
         // JIT compiles a short OLTP query for longer than it runs.
-        .options([("backstop.operator", cfg.operator.as_str()), ("jit", "off")])
+        .options([
+            ("backstop.operator", cfg.operator.as_str()),
+            ("jit", "off"),
+            // Nothing a login can create is ever looked up by name: a
+            // function in a writable schema (public, before PostgreSQL 15)
+            // cannot stand in for a built-in in Backstop's own queries.
+            ("search_path", SEARCH_PATH),
+        ])
         // Statement logging at INFO would flood the room's terminal.
         .log_statements(log::LevelFilter::Off)
         .log_slow_statements(log::LevelFilter::Off, Duration::from_secs(60))

@@ -44,6 +44,7 @@ pub static CONTRACT: &[ContractFile] = contract_files![
     "12_tail_seals.sql",
     "13_rebuild.sql",
     "14_retention.sql",
+    "15_checks.sql",
     "99_finish.sql",
 ];
 
@@ -132,7 +133,8 @@ async fn recorded(conn: &mut PgConnection) -> Result<Vec<(String, String)>> {
 }
 
 /// Everything the contract files make, so they can make it anew. Tables,
-/// their row types and sequences are the migrations' and stay.
+/// their row types and sequences are the migrations' and stay. Schema
+/// backstop_check (sql/00_roles.sql) holds only contract functions.
 const DROP_CONTRACT: &str = r#"
 DO $drop$
 DECLARE
@@ -148,7 +150,8 @@ BEGIN
         UNION ALL
         SELECT format('DROP ROUTINE IF EXISTS %s CASCADE', p.oid::regprocedure)
           FROM pg_catalog.pg_proc p
-         WHERE p.pronamespace = 'backstop'::regnamespace
+         WHERE p.pronamespace IN (SELECT n.oid FROM pg_catalog.pg_namespace n
+                                   WHERE n.nspname IN ('backstop', 'backstop_check'))
         UNION ALL
         SELECT format('DROP TYPE IF EXISTS %s CASCADE', t.oid::regtype)
           FROM pg_catalog.pg_type t JOIN pg_catalog.pg_class c ON c.oid = t.typrelid

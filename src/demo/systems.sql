@@ -497,17 +497,18 @@ BEGIN
 END
 $$;
 
--- The policy's "churned" list reads crm.suppression_list from inside the
--- contract, which runs as Backstop's owner role: let it read the list.
+-- The policy's "churned" list and its supervisor checks read these tables
+-- as Backstop's check role (sql/15_checks.sql), which reads only what it is
+-- granted: grant it exactly what the policy names.
 DO $grant$
 DECLARE
     r text;
 BEGIN
     IF to_regclass('backstop.duties') IS NOT NULL THEN
-        SELECT role_name INTO r FROM backstop.duties WHERE duty = 'owner';
+        SELECT role_name INTO r FROM backstop.duties WHERE duty = 'check';
         IF r IS NOT NULL THEN
-            EXECUTE format('GRANT USAGE ON SCHEMA crm TO %I', r);
-            EXECUTE format('GRANT SELECT ON crm.suppression_list TO %I', r);
+            EXECUTE format('GRANT USAGE ON SCHEMA payments, contracts, outreach, crm TO %I', r);
+            EXECUTE format('GRANT SELECT ON payments.orders, contracts.contracts, outreach.emails, crm.suppression_list TO %I', r);
         END IF;
     END IF;
 END

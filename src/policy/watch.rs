@@ -81,7 +81,7 @@ pub async fn reload_once(pool: &PgPool, files: &ConfigFiles, source: &str) -> Ve
 }
 
 async fn reject(pool: &PgPool, file: &Path, issues: Vec<Issue>) -> ReloadEvent {
-    let content = std::fs::read_to_string(file).unwrap_or_default();
+    let content = crate::filecheck::read_capped(file).unwrap_or_default();
     let sha = sha256_hex(&content);
     let errors: Vec<String> = issues.iter().map(|i| i.to_string()).collect();
     let file_s = file.display().to_string();

@@ -148,19 +148,27 @@ pub async fn review_one(
         .iter()
         .filter(|c| c.tool.as_ref().is_none_or(|t| t == &tool))
     {
+        // Whoever loaded the policy wrote this query: it runs as the check
+        // role (backstop_check.run), read-only, under a time limit, and
+        // whatever it did is rolled back.
         sqlx::query("SAVEPOINT backstop_check").execute(&mut *conn).await?;
-        let out: Result<Option<Option<String>>, sqlx::Error> =
-            sqlx::query_scalar(sqlx::AssertSqlSafe(check.query.clone()))
-                .bind(&params)
-                .bind(&result)
-                .bind(amount)
-                .fetch_optional(&mut *conn)
-                .await;
+        sqlx::raw_sql("SET LOCAL transaction_read_only = on; SET LOCAL statement_timeout = '2s'")
+            .execute(&mut *conn)
+            .await?;
+        let out: Result<Option<String>, sqlx::Error> = sqlx::query_scalar("SELECT backstop_check.run($1, $2, $3, $4)")
+            .bind(&check.query)
+            .bind(&params)
+            .bind(&result)
+            .bind(amount)
+            .fetch_one(&mut *conn)
+            .await;
+        // A session-level advisory lock outlives the savepoint: drop any a
+        // check took (the supervisor holds none of its own).
+        sqlx::raw_sql("ROLLBACK TO SAVEPOINT backstop_check; SELECT pg_advisory_unlock_all()")
+            .execute(&mut *conn)
+            .await?;
         match out {
-            Ok(Some(Some(message))) => {
-                sqlx::query("RELEASE SAVEPOINT backstop_check")
-                    .execute(&mut *conn)
-                    .await?;
+            Ok(Some(message)) => {
                 let kind: &'static str = crate::policy::FINDING_KINDS
                     .iter()
                     .find(|k| **k == check.kind)
@@ -172,16 +180,9 @@ pub async fn review_one(
                     .unwrap_or("high");
                 todo.push(found(kind, severity, json!({"rule": check.name, "violation": message})));
             }
-            Ok(_) => {
-                sqlx::query("RELEASE SAVEPOINT backstop_check")
-                    .execute(&mut *conn)
-                    .await?;
-            }
+            Ok(None) => {}
             Err(e) => {
                 // A broken check must not stop the review: report it and go on.
-                sqlx::query("ROLLBACK TO SAVEPOINT backstop_check")
-                    .execute(&mut *conn)
-                    .await?;
                 eprintln!(
                     "backstop supervise: check {} failed on action {action_id}: {e}",
                     check.name

@@ -291,3 +291,72 @@ pub async fn drain(pool: &PgPool, name: &str) -> backstop::compensation::worker:
     tx.send(true).unwrap();
     h.await.unwrap().unwrap()
 }
+
+/// Real logins on the test server, each with a duty, dropped with `drop_all`.
+pub struct Logins {
+    admin: PgPool,
+    names: Vec<String>,
+}
+
+impl Logins {
+    pub fn new(t: &TestDb) -> Logins {
+        Logins {
+            admin: t.pool().clone(),
+            names: vec![],
+        }
+    }
+    /// The login `login(name, ..)` makes (names are cluster-wide: the
+    /// process id keeps concurrent test binaries apart).
+    pub fn name(name: &str) -> String {
+        format!("{name}_{}", std::process::id())
+    }
+
+    /// A login with `duty`, connected to the test database.
+    pub async fn login(&mut self, t: &TestDb, name: &str, duty: Option<&str>) -> PgPool {
+        let login = Self::name(name);
+        self.admin
+            .execute(sqlx::AssertSqlSafe(format!("DROP ROLE IF EXISTS \"{login}\"")))
+            .await
+            .unwrap();
+        self.admin
+            .execute(sqlx::AssertSqlSafe(format!("CREATE ROLE \"{login}\" LOGIN")))
+            .await
+            .unwrap();
+        if let Some(d) = duty {
+            self.admin
+                .execute(sqlx::AssertSqlSafe(format!("GRANT backstop_{d} TO \"{login}\"")))
+                .await
+                .unwrap();
+        }
+        self.names.push(login.clone());
+        let opts = PgConnectOptions::from_str(&t.url).unwrap().username(&login);
+        PgPoolOptions::new()
+            .max_connections(2)
+            .connect_with(opts)
+            .await
+            .unwrap()
+    }
+    pub async fn drop_all(&self, pools: Vec<PgPool>) {
+        for p in pools {
+            p.close().await;
+        }
+        for n in &self.names {
+            let _ = self
+                .admin
+                .execute(sqlx::AssertSqlSafe(format!("DROP OWNED BY \"{n}\"")))
+                .await;
+            let _ = self
+                .admin
+                .execute(sqlx::AssertSqlSafe(format!("DROP ROLE IF EXISTS \"{n}\"")))
+                .await;
+        }
+    }
+}
+
+/// The SQLSTATE of a database error (empty for other errors).
+pub fn code(e: &sqlx::Error) -> String {
+    match e {
+        sqlx::Error::Database(d) => d.code().map(|c| c.to_string()).unwrap_or_default(),
+        _ => String::new(),
+    }
+}

@@ -1,0 +1,758 @@
+//! The trust boundary, attacked as real logins of the weakest duty that might
+//! try: each attack is refused (or bounded), and where the contract refuses,
+//! nothing is appended or changed.
+
+mod common;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use common::{Logins, TestDb, code};
+use serde_json::{Value, json};
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{Acquire, Executor, PgPool, Row};
+use uuid::Uuid;
+
+async fn log_len(pool: &PgPool) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM backstop.action_log")
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+/// Map a login to the agent it acts as.
+async fn map_agent(admin: &PgPool, login: &str, agent: &str) {
+    sqlx::query("INSERT INTO backstop.agent_logins (login, agent) VALUES ($1, $2)")
+        .bind(login)
+        .bind(agent)
+        .execute(admin)
+        .await
+        .unwrap();
+}
+
+async fn propose(pool: &PgPool, agent: &str, tool: &str, params: Value, key: Option<&str>) -> (Uuid, String, String) {
+    sqlx::query_as(
+        "SELECT action_id, verdict, reason FROM backstop.propose($1, $2, $3, confidence => 0.97, idempotency_key => $4)",
+    )
+    .bind(agent)
+    .bind(tool)
+    .bind(params)
+    .bind(key)
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+fn refund(customer: &str, amount: i64) -> Value {
+    json!({"customer_id": customer, "amount": amount, "order_id": "o-1", "reason": "damaged"})
+}
+
+/// 1. A policy check cannot write or climb: it runs as the check role, in a
+/// read-only savepoint, under a statement timeout; loading a policy is the
+/// policy duty's, not every operator's.
+#[tokio::test]
+async fn policy_checks_cannot_write_or_escalate_and_loading_is_a_duty_of_its_own() {
+    let t = TestDb::new().await;
+    t.load_assets().await;
+    let mut logins = Logins::new(&t);
+    let operator = logins.login(&t, "atk_op", Some("operator")).await;
+    let supervisor = logins.login(&t, "atk_sup", Some("supervisor")).await;
+    let policy = logins.login(&t, "atk_pol", Some("policy")).await;
+    let sup_name = Logins::name("atk_sup");
+
+    let doc = json!({"settings": {"hold_expiry_seconds": 60}, "rules": [], "lists": {}});
+    let e = sqlx::query("SELECT * FROM backstop.load_policy($1, repeat('a', 64), 'attack')")
+        .bind(&doc)
+        .fetch_one(&operator)
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "42501", "an operator loaded a policy: {e}");
+    for f in ["load_policy(jsonb,text,text)", "load_registry(jsonb,text,text)"] {
+        let may: bool = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT has_function_privilege('backstop.{f}', 'EXECUTE')"
+        )))
+        .fetch_one(&policy)
+        .await
+        .unwrap();
+        assert!(may, "the policy duty cannot call {f}");
+    }
+
+    // An executed action for the review to look at.
+    let (id, verdict, _) = propose(t.pool(), "refund-bot", "issue_refund", refund("c-1", 40), None).await;
+    assert_eq!(verdict, "allow");
+    sqlx::query("SELECT * FROM backstop.record_result($1, true, '{\"refund_id\": \"rf-1\", \"status\": \"issued\"}')")
+        .bind(id)
+        .execute(t.pool())
+        .await
+        .unwrap();
+
+    let orders_before: i64 = t.count("SELECT count(*) FROM payments.orders").await;
+    let log_before = t.log_len().await;
+    let escalations = [
+        format!(
+            "WITH a AS (UPDATE pg_catalog.pg_authid SET rolsuper = true WHERE rolname = '{sup_name}' RETURNING 1) SELECT 'climbed' FROM a"
+        ),
+        "SELECT set_config('role', 'postgres', true) || (SELECT 'x' FROM pg_catalog.pg_authid LIMIT 1)".to_string(),
+        "WITH d AS (DELETE FROM payments.orders RETURNING 1) SELECT count(*)::text FROM d".to_string(),
+        "SELECT backstop.pause('fleet', NULL, 'from a check')::text".to_string(),
+        "SELECT pg_sleep(30)::text".to_string(),
+        "SELECT NULL::text FROM pg_advisory_lock(1112757332, 0)".to_string(),
+    ];
+    let checks = escalations
+        .iter()
+        .enumerate()
+        .map(|(i, q)| backstop::policy::Check {
+            name: format!("attack_{i}"),
+            tool: None,
+            kind: "policy_violation".into(),
+            severity: "high".into(),
+            query: q.clone(),
+        })
+        .collect();
+    let settings = backstop::policy::SupervisorSettings {
+        checks,
+        ..Default::default()
+    };
+    let mut conn = supervisor.acquire().await.unwrap();
+    let mut tx = conn.begin().await.unwrap();
+    let mut stats = backstop::supervisor::SupervisorStats::default();
+    let raised = tokio::time::timeout(
+        Duration::from_secs(60),
+        backstop::supervisor::review::review_one(&mut tx, &settings, id, "sampled", &mut stats),
+    )
+    .await
+    .expect("the review finished: the sleeping check was cut off")
+    .expect("a broken check does not stop the review");
+    tx.commit().await.unwrap();
+    drop(conn);
+    let from_checks = t
+        .count("SELECT count(*) FROM backstop.findings WHERE rule LIKE 'attack_%'")
+        .await;
+    assert_eq!(
+        from_checks,
+        0,
+        "an attacking check produced a finding: {} raised",
+        raised.len()
+    );
+    let sup: bool = sqlx::query_scalar("SELECT rolsuper FROM pg_roles WHERE rolname = $1")
+        .bind(&sup_name)
+        .fetch_one(t.pool())
+        .await
+        .unwrap();
+    assert!(!sup, "the supervisor's login became superuser");
+    assert_eq!(orders_before, t.count("SELECT count(*) FROM payments.orders").await);
+    let paused = t
+        .count("SELECT count(*) FROM backstop.kill_switches WHERE paused")
+        .await;
+    assert_eq!(paused, 0, "a check paused the fleet");
+    // The review itself appended nothing but what reviews append (no pause).
+    assert_eq!(
+        t.count("SELECT count(*) FROM backstop.action_log WHERE kind = 'paused'")
+            .await,
+        0
+    );
+    assert!(t.log_len().await >= log_before);
+    // The advisory lock a check took was not kept by the supervisor's session.
+    let held: i64 = t
+        .count("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = 0 AND classid = 1112757332")
+        .await;
+    assert_eq!(held, 0);
+    logins.drop_all(vec![operator, supervisor, policy]).await;
+}
+
+/// 2. An agent cannot record another agent's result, read its decisions,
+/// learn its ids, or override what the registry binds for an inverse.
+#[tokio::test]
+async fn an_agent_cannot_act_on_or_learn_another_agents_actions() {
+    let t = TestDb::new().await;
+    t.load_assets().await;
+    let mut logins = Logins::new(&t);
+    let a = logins.login(&t, "atk_agent_a", Some("agent")).await;
+    let b = logins.login(&t, "atk_agent_b", Some("agent")).await;
+    map_agent(t.pool(), &Logins::name("atk_agent_a"), "refund-bot").await;
+    map_agent(t.pool(), &Logins::name("atk_agent_b"), "billing-bot").await;
+
+    let (id, verdict, _) = sqlx::query_as::<_, (Uuid, String, String)>(
+        "SELECT action_id, verdict, reason FROM backstop.propose('refund-bot', 'issue_refund', $1, confidence => 0.97, correlation_id => 'ticket-77')",
+    )
+    .bind(refund("c-2", 377))
+    .fetch_one(&a)
+    .await
+    .unwrap();
+    assert_eq!(verdict, "allow");
+
+    let before = log_len(t.pool()).await;
+    for sql in [
+        "SELECT * FROM backstop.record_result($1, true, '{\"refund_id\": \"rf-evil\"}')",
+        "SELECT * FROM backstop.decision($1)",
+    ] {
+        let e = sqlx::query(sql).bind(id).fetch_one(&b).await.unwrap_err();
+        assert_eq!(code(&e), "42501", "{sql}: {e}");
+    }
+    // A signal naming the other agent is refused; one traced to it through
+    // the correlation id is recorded but tells nothing and counts for no one.
+    let e = sqlx::query("SELECT * FROM backstop.report_signal('complaint', 'refund-bot', NULL, '{}')")
+        .fetch_one(&b)
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "42501");
+    assert_eq!(log_len(t.pool()).await, before, "a refused call appended");
+    let (traced_agent, traced_action): (Option<String>, Option<Uuid>) = sqlx::query_as(
+        "SELECT traced_agent, traced_action FROM backstop.report_signal('complaint', NULL, 'ticket-77', '{}')",
+    )
+    .fetch_one(&b)
+    .await
+    .unwrap();
+    assert_eq!((traced_agent, traced_action), (None, None));
+    assert_eq!(
+        t.count("SELECT count(*) FROM backstop.signals WHERE agent = 'refund-bot'")
+            .await,
+        0
+    );
+
+    // The agent itself may fill what did not bind, never replace what did.
+    let e = sqlx::query(
+        "SELECT * FROM backstop.record_result($1, true, '{\"refund_id\": \"rf-9\", \"status\": \"issued\"}', '{\"amount\": 1}')",
+    )
+    .bind(id)
+    .fetch_one(&a)
+    .await
+    .unwrap_err();
+    assert_eq!(code(&e), "22023", "{e}");
+    let e = sqlx::query(
+        "SELECT * FROM backstop.record_result($1, true, '{\"refund_id\": \"rf-9\"}', '{\"payee\": \"attacker\"}')",
+    )
+    .bind(id)
+    .fetch_one(&a)
+    .await
+    .unwrap_err();
+    assert_eq!(code(&e), "22023", "{e}");
+    let (status, comp): (String, String) = sqlx::query_as(
+        "SELECT status, compensation FROM backstop.record_result($1, true, '{\"status\": \"issued\"}', '{\"refund_id\": \"rf-9\", \"amount\": 377}')",
+    )
+    .bind(id)
+    .fetch_one(&a)
+    .await
+    .unwrap();
+    assert_eq!((status.as_str(), comp.as_str()), ("executed", "staged"));
+    let inv: Value = sqlx::query_scalar("SELECT inverse_params FROM backstop.actions WHERE action_id = $1")
+        .bind(id)
+        .fetch_one(t.pool())
+        .await
+        .unwrap();
+    assert_eq!(inv, json!({"refund_id": "rf-9", "customer_id": "c-2", "amount": 377}));
+
+    // A decision's NOTIFY does not carry the id to whoever listens.
+    let (held, verdict, _) = propose(&a, "refund-bot", "issue_refund", refund("c-3", 20_000), None).await;
+    assert_eq!(verdict, "hold");
+    let mut l = sqlx::postgres::PgListener::connect_with(&b).await.unwrap();
+    l.listen("backstop_decisions").await.unwrap();
+    sqlx::query("SELECT * FROM backstop.reject($1, 'not today')")
+        .bind(held)
+        .execute(t.pool())
+        .await
+        .unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(10), l.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!n.payload().contains(&held.to_string()), "the payload names the action");
+    let key: String = sqlx::query_scalar("SELECT backstop.decision_key($1)")
+        .bind(held)
+        .fetch_one(&a)
+        .await
+        .unwrap();
+    assert_eq!(n.payload(), key);
+    drop(l);
+    logins.drop_all(vec![a, b]).await;
+}
+
+/// 3. A policy list must be a plain table the check role may read: a view
+/// would run code as whoever reads it.
+#[tokio::test]
+async fn policy_lists_name_plain_tables_only() {
+    let t = TestDb::new().await;
+    let mut logins = Logins::new(&t);
+    let policy = logins.login(&t, "atk_pol_list", Some("policy")).await;
+    t.pool()
+        .execute(
+            "CREATE TABLE public.atk_hits (n int); GRANT INSERT ON public.atk_hits TO PUBLIC;
+             CREATE FUNCTION public.atk_write() RETURNS text LANGUAGE sql AS 'INSERT INTO public.atk_hits VALUES (1) RETURNING ''x''';
+             CREATE VIEW public.atk_list AS SELECT public.atk_write() AS value;",
+        )
+        .await
+        .unwrap();
+    let doc = json!({"settings": {"hold_expiry_seconds": 60}, "rules": [],
+                     "lists": {"evil": {"table": "public.atk_list", "column": "value"}}});
+    let before = t.log_len().await;
+    let e = sqlx::query("SELECT * FROM backstop.load_policy($1, repeat('a', 64), 'attack')")
+        .bind(&doc)
+        .fetch_one(&policy)
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "22023", "{e}");
+    assert!(e.to_string().contains("not a plain table"), "{e}");
+    // A plain table the check role may not read is refused with the grant to make.
+    t.pool()
+        .execute("CREATE TABLE public.atk_plain (value text)")
+        .await
+        .unwrap();
+    let doc = json!({"settings": {"hold_expiry_seconds": 60}, "rules": [],
+                     "lists": {"plain": {"table": "public.atk_plain", "column": "value"}}});
+    let e = sqlx::query("SELECT * FROM backstop.load_policy($1, repeat('a', 64), 'attack')")
+        .bind(&doc)
+        .fetch_one(&policy)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("GRANT SELECT ON public.atk_plain TO"), "{e}");
+    assert_eq!(t.log_len().await, before);
+    assert_eq!(t.count("SELECT count(*) FROM public.atk_hits").await, 0);
+    logins.drop_all(vec![policy]).await;
+}
+
+/// 4. A function planted under a built-in's name reaches neither Backstop's
+/// sessions nor its functions, whatever search_path the database sets.
+#[tokio::test]
+async fn a_planted_builtin_never_runs_in_backstop() {
+    let t = TestDb::new().await;
+    t.load_assets().await;
+    let mut logins = Logins::new(&t);
+    let agent = logins.login(&t, "atk_path", Some("agent")).await;
+    let login = Logins::name("atk_path");
+    map_agent(t.pool(), &login, "refund-bot").await;
+    t.pool()
+        .execute(sqlx::AssertSqlSafe(format!(
+            "CREATE SCHEMA atk_evil AUTHORIZATION \"{login}\"; CREATE TABLE atk_evil.hits (n int);
+             ALTER TABLE atk_evil.hits OWNER TO \"{login}\";
+             ALTER DATABASE {} SET search_path = atk_evil, public",
+            t.name
+        )))
+        .await
+        .unwrap();
+    // The agent's own shadow of jsonb_build_array: a better match than the
+    // built-in's VARIADIC "any" for the first arguments canon() passes.
+    agent
+        .execute(
+            "CREATE FUNCTION atk_evil.jsonb_build_array(bigint, bigint, text, text, text, text, text, uuid, text, uuid,
+                                                        text, text, text, jsonb, jsonb, jsonb, jsonb, bigint, bigint)
+             RETURNS jsonb LANGUAGE sql AS 'INSERT INTO atk_evil.hits VALUES (1); SELECT ''[]''::jsonb'",
+        )
+        .await
+        .unwrap();
+    let (id, _, _) = propose(&agent, "refund-bot", "issue_refund", refund("c-4", 30), None).await;
+    assert!(!id.is_nil());
+    // Backstop's own session (a fresh pool: the database's setting applies).
+    let cfg = backstop::db::DbConfig {
+        url: Some(t.url.clone()),
+        operator: "tester".into(),
+        application: "attack".into(),
+        max_connections: 2,
+        ..Default::default()
+    };
+    let db = backstop::db::Db::connect_with(PgConnectOptions::from_str(&t.url).unwrap(), &cfg, None)
+        .await
+        .unwrap();
+    let report = backstop::contract::verify::verify(&db.pool, true, true).await.unwrap();
+    assert!(report.ok, "{:?}", report.problems);
+    // Even a session that puts the planted schema first gets the real built-in.
+    let mut su = t.superuser().await;
+    su.execute("SET search_path = atk_evil, public").await.unwrap();
+    let _: String = sqlx::query_scalar("SELECT backstop.canon(l) FROM backstop.action_log l LIMIT 1")
+        .fetch_one(&mut su)
+        .await
+        .unwrap();
+    let hits: i64 = sqlx::query_scalar("SELECT count(*) FROM atk_evil.hits")
+        .fetch_one(&mut su)
+        .await
+        .unwrap();
+    assert_eq!(hits, 0, "the planted function ran");
+    drop(su);
+    db.pool.close().await;
+    t.pool()
+        .execute(sqlx::AssertSqlSafe(format!(
+            "ALTER DATABASE {} RESET search_path",
+            t.name
+        )))
+        .await
+        .unwrap();
+    logins.drop_all(vec![agent]).await;
+}
+
+/// 5. No session holds the kill switch hostage: an agent's transaction left
+/// open after a proposal is ended by the pause, none of its proposals
+/// commits, and a viewer cannot lock the gate at all.
+#[tokio::test]
+async fn an_open_transaction_cannot_stall_the_kill_switch() {
+    let t = TestDb::new().await;
+    t.load_assets().await;
+    let mut logins = Logins::new(&t);
+    let agent = logins.login(&t, "atk_stall", Some("agent")).await;
+    let commander = logins.login(&t, "atk_cmd", Some("commander")).await;
+    let viewer = logins.login(&t, "atk_view", Some("viewer")).await;
+    map_agent(t.pool(), &Logins::name("atk_stall"), "refund-bot").await;
+
+    let e = sqlx::query("SELECT count(*) FROM backstop.kill_gate")
+        .fetch_one(&viewer)
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "42501", "a viewer may read the gate: {e}");
+
+    let mut rogue = agent.acquire().await.unwrap();
+    rogue.execute("BEGIN").await.unwrap();
+    for i in 0..3 {
+        let v: String = sqlx::query_scalar(
+            "SELECT verdict FROM backstop.propose('refund-bot', 'issue_refund', $1, confidence => 0.97)",
+        )
+        .bind(refund(&format!("c-r{i}"), 10))
+        .fetch_one(&mut *rogue)
+        .await
+        .unwrap();
+        assert_eq!(v, "allow");
+    }
+    let paused = tokio::time::timeout(
+        Duration::from_secs(20),
+        sqlx::query("SELECT * FROM backstop.pause('fleet', NULL, 'incident')").fetch_one(&commander),
+    )
+    .await
+    .expect("pause waited on the open transaction")
+    .expect("pause");
+    let ended: Option<i64> = sqlx::query_scalar(
+        "SELECT (detail ->> 'sessions_ended')::bigint FROM backstop.action_log WHERE kind = 'paused' AND seq = $1",
+    )
+    .bind(paused.get::<i64, _>("seq"))
+    .fetch_one(t.pool())
+    .await
+    .unwrap();
+    assert_eq!(ended, Some(1));
+    // The rogue transaction is gone: its proposals never commit.
+    assert!(rogue.execute("COMMIT").await.is_err());
+    drop(rogue);
+    assert_eq!(
+        t.count("SELECT count(*) FROM backstop.actions WHERE entity LIKE 'c-r%'")
+            .await,
+        0
+    );
+    let v: String = sqlx::query_scalar(
+        "SELECT verdict FROM backstop.propose('refund-bot', 'issue_refund', $1, confidence => 0.97)",
+    )
+    .bind(refund("c-after", 10))
+    .fetch_one(&agent)
+    .await
+    .unwrap();
+    assert_eq!(v, "block");
+    logins.drop_all(vec![agent, commander, viewer]).await;
+}
+
+/// 6. A row written around the contract (triggers off, a transaction id
+/// outside every window) fails verify; the database gives every inserted row
+/// its real transaction id.
+#[tokio::test]
+async fn a_row_outside_every_window_fails_verify() {
+    let t = TestDb::new().await;
+    t.load_assets().await;
+    propose(t.pool(), "refund-bot", "issue_refund", refund("c-5", 10), None).await;
+    backstop::contract::seal_all(t.pool()).await.unwrap();
+    let mut su = t.superuser().await;
+    // With triggers on, a stated txid is replaced by the inserting transaction's.
+    let (stated, real): (String, String) = sqlx::query_as(
+        "INSERT INTO backstop.action_log (txid, kind, actor) VALUES ('5', 'forged', 'x') RETURNING txid::text, pg_current_xact_id()::text",
+    )
+    .fetch_one(&mut su)
+    .await
+    .unwrap();
+    assert_eq!(stated, real);
+    backstop::contract::seal_all(t.pool()).await.unwrap();
+    let r = backstop::contract::verify::verify(t.pool(), false, false)
+        .await
+        .unwrap();
+    assert!(r.ok, "{:?}", r.problems);
+    // A transaction id below every window, with triggers off.
+    su.execute("SET session_replication_role = replica").await.unwrap();
+    let e = su
+        .execute("INSERT INTO backstop.action_log (txid, kind, actor) VALUES ('0', 'forged', 'x')")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "23514", "{e}");
+    // An old one lands in a sealed window, unsealed: caught as inserted.
+    su.execute("INSERT INTO backstop.action_log (txid, kind, actor) VALUES ('3', 'forged', 'x')")
+        .await
+        .unwrap();
+    let r = backstop::contract::verify::verify(t.pool(), true, false).await.unwrap();
+    assert!(
+        r.problems
+            .iter()
+            .any(|p| p.kind == "inserted" && p.detail.contains("lies in the window of seal")),
+        "{:?}",
+        r.problems
+    );
+    // One from the future is in no window at all, not even the pending one.
+    su.execute("INSERT INTO backstop.action_log (txid, kind, actor) VALUES ('4000000000', 'forged', 'x')")
+        .await
+        .unwrap();
+    let r = backstop::contract::verify::verify(t.pool(), true, false).await.unwrap();
+    assert!(
+        r.problems
+            .iter()
+            .any(|p| p.kind == "inserted" && p.detail.contains("outside every seal's window")),
+        "{:?}",
+        r.problems
+    );
+    // An unsealed row far older than the sealing bound fails verify too.
+    let t2 = TestDb::new().await;
+    let mut su2 = t2.superuser().await;
+    su2.execute("INSERT INTO backstop.action_log (kind, actor, at) VALUES ('forged', 'x', now() - interval '1 hour')")
+        .await
+        .unwrap();
+    let r = backstop::contract::verify::verify(t2.pool(), false, false)
+        .await
+        .unwrap();
+    assert!(r.problems.iter().any(|p| p.kind == "unsealed"), "{:?}", r.problems);
+}
+
+/// 7 and 8. A replay of a proposal answers with the action's state now; a
+/// key reused for another request is refused.
+#[tokio::test]
+async fn a_replay_tells_the_state_now_and_a_reused_key_is_refused() {
+    let t = TestDb::new().await;
+    t.load_assets().await;
+    let mut logins = Logins::new(&t);
+    let agent = logins.login(&t, "atk_replay", Some("agent")).await;
+    map_agent(t.pool(), &Logins::name("atk_replay"), "refund-bot").await;
+    let params = refund("c-6", 25);
+    let (id, v, _) = propose(&agent, "refund-bot", "issue_refund", params.clone(), Some("k-1")).await;
+    assert_eq!(v, "allow");
+    sqlx::query("SELECT * FROM backstop.pause('fleet', NULL, 'incident')")
+        .execute(t.pool())
+        .await
+        .unwrap();
+    let (id2, v, reason) = propose(&agent, "refund-bot", "issue_refund", params.clone(), Some("k-1")).await;
+    assert_eq!((id2, v.as_str()), (id, "hold"), "{reason}");
+    assert!(reason.contains("fleet paused"), "{reason}");
+    sqlx::query("SELECT backstop.resume('fleet', NULL, 'over')")
+        .execute(t.pool())
+        .await
+        .unwrap();
+    sqlx::query("SELECT * FROM backstop.record_result($1, true, '{\"refund_id\": \"rf-6\"}')")
+        .bind(id)
+        .execute(&agent)
+        .await
+        .unwrap();
+    let (_, v, reason) = propose(&agent, "refund-bot", "issue_refund", params.clone(), Some("k-1")).await;
+    assert_eq!(v, "block", "an executed action was allowed again: {reason}");
+    assert!(reason.contains("already executed"), "{reason}");
+    let before = t.log_len().await;
+    for other in [refund("c-6", 26), refund("c-7", 25)] {
+        let e =
+            sqlx::query("SELECT * FROM backstop.propose('refund-bot', 'issue_refund', $1, idempotency_key => 'k-1')")
+                .bind(other)
+                .fetch_one(&agent)
+                .await
+                .unwrap_err();
+        assert_eq!(code(&e), "22023", "{e}");
+    }
+    let e =
+        sqlx::query("SELECT * FROM backstop.propose('refund-bot', 'charge_customer', $1, idempotency_key => 'k-1')")
+            .bind(json!({"customer_id": "c-6", "amount": 25, "invoice_id": "i-1"}))
+            .fetch_one(&agent)
+            .await
+            .unwrap_err();
+    assert_eq!(code(&e), "22023", "{e}");
+    assert_eq!(t.log_len().await, before);
+    logins.drop_all(vec![agent]).await;
+}
+
+/// 9. A worker's and a supervisor's identity comes from the session; the
+/// name they give only tells their processes apart.
+#[tokio::test]
+async fn workers_and_supervisors_are_who_they_log_in_as() {
+    let t = TestDb::new().await;
+    t.load_assets().await;
+    let mut logins = Logins::new(&t);
+    let worker = logins.login(&t, "atk_worker", Some("worker")).await;
+    let supervisor = logins.login(&t, "atk_super", Some("supervisor")).await;
+    let (id, _, _) = propose(t.pool(), "refund-bot", "issue_refund", refund("c-8", 30), None).await;
+    sqlx::query("SELECT * FROM backstop.record_result($1, true, '{\"refund_id\": \"rf-8\"}')")
+        .bind(id)
+        .execute(t.pool())
+        .await
+        .unwrap();
+    sqlx::query(
+        "SELECT backstop.schedule_reviews(ARRAY[$1]::uuid[], interval '0 seconds', 1.0, ARRAY[]::text[], NULL, NULL)",
+    )
+    .bind(id)
+    .execute(t.pool())
+    .await
+    .unwrap();
+    sqlx::query("SELECT * FROM backstop.request_compensation(ARRAY[$1]::uuid[], 'test')")
+        .bind(id)
+        .execute(t.pool())
+        .await
+        .unwrap();
+    let claimed: Vec<Uuid> = sqlx::query_scalar(
+        "SELECT action_id FROM backstop.claim_compensations('approver-ana', NULL, 10, interval '30 seconds')",
+    )
+    .fetch_all(&worker)
+    .await
+    .unwrap();
+    assert_eq!(claimed, vec![id]);
+    let (actor, named): (String, String) = sqlx::query_as(
+        "SELECT actor, detail ->> 'worker' FROM backstop.action_log WHERE kind = 'compensation_started' AND action_id = $1",
+    )
+    .bind(id)
+    .fetch_one(t.pool())
+    .await
+    .unwrap();
+    let login = Logins::name("atk_worker");
+    assert_eq!(actor, login);
+    assert_eq!(named, format!("{login}/approver-ana"));
+    // Another login cannot finish this lease under the same name.
+    let e = sqlx::query("SELECT * FROM backstop.finish_compensation($1, 'approver-ana', true)")
+        .bind(id)
+        .fetch_one(t.pool())
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "55000", "{e}");
+    let status: String =
+        sqlx::query_scalar("SELECT status FROM backstop.finish_compensation($1, 'approver-ana', true)")
+            .bind(id)
+            .fetch_one(&worker)
+            .await
+            .unwrap();
+    assert_eq!(status, "compensated");
+    let actor: String =
+        sqlx::query_scalar("SELECT actor FROM backstop.action_log WHERE kind = 'compensated' AND action_id = $1")
+            .bind(id)
+            .fetch_one(t.pool())
+            .await
+            .unwrap();
+    assert_eq!(actor, login);
+    // The supervisor's reviews likewise.
+    let claimed: Vec<String> =
+        sqlx::query_scalar("SELECT claimed_by FROM backstop.claim_reviews('worker-bob', 10, interval '30 seconds')")
+            .fetch_all(&supervisor)
+            .await
+            .unwrap();
+    assert_eq!(claimed, vec![format!("{}/worker-bob", Logins::name("atk_super"))]);
+    logins.drop_all(vec![worker, supervisor]).await;
+}
+
+/// 10. Sealing is the owner's: no duty can seal, take the sealer's lock, or
+/// stop the sealer with an advisory lock.
+#[tokio::test]
+async fn no_duty_can_seal_or_stop_the_sealer() {
+    let t = TestDb::new().await;
+    t.load_assets().await;
+    let mut logins = Logins::new(&t);
+    let approver = logins.login(&t, "atk_seal", Some("approver")).await;
+    let e = sqlx::query("SELECT * FROM backstop.seal(10)")
+        .fetch_all(&approver)
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "42501");
+    let mut held = approver.acquire().await.unwrap();
+    held.execute("BEGIN").await.unwrap();
+    let e = held
+        .execute("SELECT 1 FROM backstop.seal_lock FOR UPDATE")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "42501", "{e}");
+    held.execute("ROLLBACK").await.unwrap();
+    // The advisory lock the sealer once used, held by a duty, stops nothing.
+    held.execute("SELECT pg_advisory_lock(1112757332, 0)").await.unwrap();
+    propose(t.pool(), "refund-bot", "issue_refund", refund("c-9", 10), None).await;
+    let seals = backstop::contract::seal_all(t.pool()).await.unwrap();
+    assert!(!seals.is_empty(), "sealing stopped");
+    drop(held);
+    logins.drop_all(vec![approver]).await;
+}
+
+/// 11. A seal sees every bit of a confidence and tells SQL NULL from JSON
+/// null.
+#[tokio::test]
+async fn seals_see_exact_bits_and_null() {
+    let t = TestDb::new().await;
+    t.load_assets().await;
+    let (id, _, _) = sqlx::query_as::<_, (Uuid, String, String)>(
+        "SELECT action_id, verdict, reason FROM backstop.propose('refund-bot', 'issue_refund', $1, confidence => 0.7)",
+    )
+    .bind(refund("c-10", 10))
+    .fetch_one(t.pool())
+    .await
+    .unwrap();
+    backstop::contract::seal_all(t.pool()).await.unwrap();
+    for (tamper, undo) in [
+        (
+            "UPDATE backstop.action_log SET confidence = 0.69999993 WHERE action_id = $1 AND kind = 'allowed'",
+            "UPDATE backstop.action_log SET confidence = 0.7 WHERE action_id = $1 AND kind = 'allowed'",
+        ),
+        (
+            "UPDATE backstop.action_log SET inputs = 'null'::jsonb WHERE action_id = $1 AND kind = 'allowed'",
+            "UPDATE backstop.action_log SET inputs = NULL WHERE action_id = $1 AND kind = 'allowed'",
+        ),
+    ] {
+        let mut su = t.superuser().await;
+        su.execute("SET session_replication_role = replica").await.unwrap();
+        let n = sqlx::query(tamper).bind(id).execute(&mut su).await.unwrap();
+        assert_eq!(n.rows_affected(), 1);
+        let r = backstop::contract::verify::verify(t.pool(), false, false)
+            .await
+            .unwrap();
+        assert!(
+            r.problems.iter().any(|p| p.kind == "altered"),
+            "{tamper}: {:?}",
+            r.problems
+        );
+        sqlx::query(undo).bind(id).execute(&mut su).await.unwrap();
+        let r = backstop::contract::verify::verify(t.pool(), false, false)
+            .await
+            .unwrap();
+        assert!(r.ok, "{:?}", r.problems);
+    }
+    // Version 1 is still computed as it was, for the seals made with it.
+    let same: bool = sqlx::query_scalar(
+        "SELECT backstop.canon(l, 1::smallint) = jsonb_build_array(
+                    l.seq, (extract(epoch FROM l.at) * 1000000)::bigint, l.txid::text, l.kind, l.actor,
+                    l.agent, l.tool, l.action_id, l.correlation_id, l.parent_action,
+                    l.amount::text, l.confidence::numeric::text, l.reasoning, l.inputs, l.params,
+                    l.result, l.detail, l.policy_version, l.registry_version)::text
+           FROM backstop.action_log l WHERE l.action_id = $1",
+    )
+    .bind(id)
+    .fetch_one(t.pool())
+    .await
+    .unwrap();
+    assert!(same);
+}
+
+/// 13. Every duty may ask who it is; an agent's login never approves its
+/// own agent's actions, whatever other duty it holds.
+#[tokio::test]
+async fn an_agents_login_never_approves_its_agents_actions() {
+    let t = TestDb::new().await;
+    t.load_assets().await;
+    let mut logins = Logins::new(&t);
+    let viewer = logins.login(&t, "atk_who", Some("viewer")).await;
+    let who: String = sqlx::query_scalar("SELECT backstop.actor()")
+        .fetch_one(&viewer)
+        .await
+        .unwrap();
+    assert_eq!(who, Logins::name("atk_who"));
+    let both = logins.login(&t, "atk_both", Some("approver")).await;
+    let login = Logins::name("atk_both");
+    sqlx::query(sqlx::AssertSqlSafe(format!("GRANT backstop_agent TO \"{login}\"")))
+        .execute(t.pool())
+        .await
+        .unwrap();
+    map_agent(t.pool(), &login, "refund-bot").await;
+    let (id, v, _) = propose(&both, "refund-bot", "issue_refund", refund("c-11", 20_000), None).await;
+    assert_eq!(v, "hold");
+    let before = t.log_len().await;
+    let e = sqlx::query("SELECT * FROM backstop.approve($1, 'looks fine to me')")
+        .bind(id)
+        .fetch_one(&both)
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "42501", "{e}");
+    assert_eq!(t.log_len().await, before);
+    logins.drop_all(vec![viewer, both]).await;
+}
