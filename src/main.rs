@@ -339,7 +339,7 @@ fn parse_time(flag: &str, s: &str) -> anyhow::Result<chrono::DateTime<chrono::Ut
 /// A benchmark's report: JSON with --json, else its table.
 fn report<T: serde::Serialize>(cfg: &Config, r: &T, render: fn(&T) -> String) -> anyhow::Result<()> {
     if cfg.json {
-        commands::print_json(r)
+        backstop::output::print_json(r)
     } else {
         print!("{}", render(r));
         Ok(())
@@ -609,7 +609,7 @@ async fn run(cfg: Config, command: Option<Command>, (readonly, watch): (bool, bo
                     42,
                 );
                 if cfg.json {
-                    commands::print_json(&study)
+                    backstop::output::print_json(&study)
                 } else {
                     println!(
                         "drift (threshold {}, min {} decisions, recent {} min vs baseline {} min, {} decisions/min):\n  \

@@ -6,7 +6,7 @@ mod common;
 
 use std::str::FromStr;
 
-use backstop::commands::CONTRACT_FUNCTIONS;
+use backstop::contract::roles::CONTRACT_FUNCTIONS;
 use common::TestDb;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Executor, PgPool, Row};

@@ -2,6 +2,7 @@
 //! `migrations/`; this module only calls it, so a client in any language has
 //! exactly the same guarantees.
 
+pub mod roles;
 pub mod tail;
 pub mod verify;
 

@@ -3,6 +3,7 @@
 //! setting `backstop.operator`, which the contract records as the actor.
 
 pub mod embedded;
+mod replica;
 
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -14,6 +15,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, Executor, PgConnection, PgPool};
 
 pub use embedded::{EmbeddedOptions, EmbeddedPg};
+pub use replica::connect_replica;
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 

@@ -873,7 +873,7 @@ pub async fn run(cfg: &crate::config::Config, opts: DemoOptions) -> Result<()> {
     if opts.headless {
         let r = run_headless(&db, cfg, &opts).await?;
         if cfg.json {
-            crate::commands::print_json(&r)?;
+            crate::output::print_json(&r)?;
         } else {
             print!("{}", render(&r));
         }

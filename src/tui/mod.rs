@@ -479,7 +479,7 @@ pub async fn open_and_run(cfg: &crate::config::Config, readonly: bool, watch: bo
     c.database_url = url;
     let db = Db::open(&c.db("backstop room", 8)).await?;
     let read = match &cfg.read_url {
-        Some(u) => Some(crate::commands::connect_replica(u, 4).await?),
+        Some(u) => Some(crate::db::connect_replica(u, 4).await?),
         None => None,
     };
     let opts = RoomOptions {

@@ -1,8 +1,24 @@
-//! Plain-text tables and value formatting for commands that print data.
+//! What commands print: plain-text tables, value formatting, the log and
+//! verify reports for people, and JSON for programs. Printing lives here, not
+//! in the CLI, so the demo and the room can print the same way without
+//! depending on the command layer.
+
+mod log;
+mod verify;
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
+use serde::Serialize;
 use serde_json::Value;
+
+pub use log::render_log;
+pub use verify::render_verify;
+
+/// Pretty JSON on stdout: what `--json` prints.
+pub fn print_json<T: Serialize>(v: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
 
 /// Left-aligned columns separated by two spaces; the last column is not padded.
 #[derive(Debug, Default)]
