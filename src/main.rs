@@ -1,12 +1,15 @@
 //! The `backstop` command line: argument parsing only. What each command
-//! does lives in the library (`backstop::commands` and friends).
+//! does lives in `commands`, the benchmarks in `bench`; both are this
+//! binary's and call the library (`backstop::...`).
+
+mod bench;
+mod commands;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
-use backstop::commands;
 use backstop::config::{Config, default_asset};
 use backstop::contract::Scope;
 
@@ -556,21 +559,21 @@ async fn run(cfg: Config, command: Option<Command>, (readonly, watch): (bool, bo
         Some(Command::Resolve { finding_id, note }) => commands::finding_status(&cfg, &finding_id, &note, true).await,
         Some(Command::Bench { which }) => match which {
             BenchCommand::All { quick } => {
-                let r = backstop::bench::suite::run(&cfg, quick, !cfg.json).await?;
-                report(&cfg, &r, backstop::bench::suite::render)
+                let r = bench::suite::run(&cfg, quick, !cfg.json).await?;
+                report(&cfg, &r, bench::suite::render)
             }
             BenchCommand::Retention { rows } => {
                 anyhow::ensure!(
                     (1_000..=100_000_000).contains(&rows),
                     "--rows must be between 1000 and 100000000"
                 );
-                let r = backstop::bench::retention::run(&cfg, rows, !cfg.json).await?;
-                report(&cfg, &r, backstop::bench::retention::render)
+                let r = bench::retention::run(&cfg, rows, !cfg.json).await?;
+                report(&cfg, &r, bench::retention::render)
             }
             BenchCommand::Pause { agents } => {
                 anyhow::ensure!((1..=20_000).contains(&agents), "--agents must be between 1 and 20000");
-                let r = backstop::bench::pause::run(&cfg, agents, 5.0, !cfg.json).await?;
-                report(&cfg, &r, backstop::bench::pause::render)
+                let r = bench::pause::run(&cfg, agents, 5.0, !cfg.json).await?;
+                report(&cfg, &r, bench::pause::render)
             }
             BenchCommand::Gateway { agents, seconds } => {
                 anyhow::ensure!(
@@ -581,8 +584,8 @@ async fn run(cfg: Config, command: Option<Command>, (readonly, watch): (bool, bo
                     (0.5..=3600.0).contains(&seconds),
                     "--seconds must be between 0.5 and 3600"
                 );
-                let r = backstop::bench::gateway::run(&cfg, &agents, seconds, !cfg.json).await?;
-                report(&cfg, &r, backstop::bench::gateway::render)
+                let r = bench::gateway::run(&cfg, &agents, seconds, !cfg.json).await?;
+                report(&cfg, &r, bench::gateway::render)
             }
             BenchCommand::Room {
                 rate,
@@ -590,8 +593,8 @@ async fn run(cfg: Config, command: Option<Command>, (readonly, watch): (bool, bo
                 log_rows,
             } => {
                 check_load(rate, seconds, log_rows)?;
-                let r = backstop::bench::room::run(&cfg, rate, seconds, log_rows, !cfg.json).await?;
-                report(&cfg, &r, backstop::bench::room::render)
+                let r = bench::room::run(&cfg, rate, seconds, log_rows, !cfg.json).await?;
+                report(&cfg, &r, bench::room::render)
             }
             BenchCommand::Drift { per_minute } => {
                 anyhow::ensure!(
@@ -636,16 +639,16 @@ async fn run(cfg: Config, command: Option<Command>, (readonly, watch): (bool, bo
                 log_rows,
             } => {
                 check_load(rate, seconds, log_rows)?;
-                let r = backstop::bench::supervisor::run(&cfg, rate, seconds, log_rows, !cfg.json).await?;
-                report(&cfg, &r, backstop::bench::supervisor::render)
+                let r = bench::supervisor::run(&cfg, rate, seconds, log_rows, !cfg.json).await?;
+                report(&cfg, &r, bench::supervisor::render)
             }
             BenchCommand::Compensation { count } => {
                 anyhow::ensure!(
                     (100..=1_000_000).contains(&count),
                     "--count must be between 100 and 1000000"
                 );
-                let r = backstop::bench::compensation::run(&cfg, count, !cfg.json).await?;
-                report(&cfg, &r, backstop::bench::compensation::render)
+                let r = bench::compensation::run(&cfg, count, !cfg.json).await?;
+                report(&cfg, &r, bench::compensation::render)
             }
         },
     }

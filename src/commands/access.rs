@@ -3,9 +3,9 @@
 use anyhow::{Context, Result, bail};
 
 use super::open;
-use crate::config::Config;
-use crate::contract::roles::{CONTRACT_FUNCTIONS, role_matrix};
-use crate::output::print_json;
+use backstop::config::Config;
+use backstop::contract::roles::{CONTRACT_FUNCTIONS, role_matrix};
+use backstop::output::print_json;
 
 /// `backstop roles`: who may call what.
 pub async fn roles(cfg: &Config) -> Result<()> {

@@ -3,9 +3,9 @@
 use anyhow::{Result, bail};
 
 use super::open;
-use crate::config::Config;
-use crate::output::print_json;
-use crate::{policy, registry};
+use backstop::config::Config;
+use backstop::output::print_json;
+use backstop::{policy, registry};
 
 pub async fn migrate(cfg: &Config) -> Result<()> {
     let db = open(cfg, "backstop migrate", 2).await?;

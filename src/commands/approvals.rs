@@ -3,9 +3,9 @@
 use anyhow::Result;
 
 use super::{open, parse_uuid};
-use crate::config::Config;
-use crate::contract;
-use crate::output::print_json;
+use backstop::config::Config;
+use backstop::contract;
+use backstop::output::print_json;
 
 pub async fn approve(cfg: &Config, id: &str, note: &str) -> Result<()> {
     let id = parse_uuid(id)?;

@@ -3,8 +3,8 @@
 use anyhow::{Result, bail};
 
 use super::open;
-use crate::config::Config;
-use crate::output::print_json;
+use backstop::config::Config;
+use backstop::output::print_json;
 
 /// `backstop archive --before DATE --to DIR [--no-drop]`.
 pub async fn archive(
@@ -14,7 +14,7 @@ pub async fn archive(
     drop: bool,
 ) -> Result<()> {
     let db = open(cfg, "backstop archive", 2).await?;
-    let out = crate::archive::archive(&db.pool, &db.label, before, to, drop, !cfg.json).await?;
+    let out = backstop::archive::archive(&db.pool, &db.label, before, to, drop, !cfg.json).await?;
     if cfg.json {
         return print_json(&out);
     }
@@ -54,9 +54,9 @@ pub async fn archive(
 /// `backstop verify --archive DIR`.
 pub async fn verify_archive(cfg: &Config, dir: &std::path::Path) -> Result<()> {
     // On its own first: an archive must verify without any database.
-    let offline = crate::archive::verify_dir(dir)?;
+    let offline = backstop::archive::verify_dir(dir)?;
     let check = match open(cfg, "backstop verify", 2).await {
-        Ok(db) => crate::archive::verify_against(&db.pool, dir).await?,
+        Ok(db) => backstop::archive::verify_against(&db.pool, dir).await?,
         Err(e) => {
             eprintln!("verify: no database to link the archive to ({e:#}); checked it on its own");
             offline

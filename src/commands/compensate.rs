@@ -3,8 +3,8 @@
 use anyhow::{Result, bail};
 
 use super::{open, parse_time, parse_uuid};
-use crate::config::Config;
-use crate::output::print_json;
+use backstop::config::Config;
+use backstop::output::print_json;
 
 pub struct CompensateArgs {
     pub action_ids: Vec<String>,
@@ -17,7 +17,7 @@ pub struct CompensateArgs {
 }
 
 pub async fn compensate(cfg: &Config, args: &CompensateArgs) -> Result<()> {
-    use crate::compensation::{self, Selection};
+    use backstop::compensation::{self, Selection};
     let sel = match (&args.action_ids[..], &args.agent, &args.correlation) {
         (ids, None, None) if !ids.is_empty() => {
             Selection::Actions(ids.iter().map(|s| parse_uuid(s)).collect::<Result<_>>()?)
@@ -65,13 +65,13 @@ pub async fn compensate(cfg: &Config, args: &CompensateArgs) -> Result<()> {
     Ok(())
 }
 
-pub async fn worker(cfg: &Config, opts: crate::compensation::worker::WorkerOptions) -> Result<()> {
+pub async fn worker(cfg: &Config, opts: backstop::compensation::worker::WorkerOptions) -> Result<()> {
     let db = open(cfg, "backstop worker", (opts.batch as u32).max(2) + 2).await?;
     let (tx, rx) = tokio::sync::watch::channel(false);
-    let housekeeping = crate::housekeeping::spawn(db.pool.clone());
+    let housekeeping = backstop::housekeeping::spawn(db.pool.clone());
     eprintln!("backstop worker {}: running on {} (Ctrl-C stops)", opts.name, db.label);
     let name = opts.name.clone();
-    let handle = tokio::spawn(crate::compensation::worker::run(db.pool.clone(), opts, rx));
+    let handle = tokio::spawn(backstop::compensation::worker::run(db.pool.clone(), opts, rx));
     tokio::signal::ctrl_c().await?;
     let _ = tx.send(true);
     let stats = handle.await??;

@@ -4,10 +4,10 @@ use anyhow::{Context, Result};
 use uuid::Uuid;
 
 use super::open;
-use crate::config::Config;
-use crate::contract;
-use crate::output::{Table, print_json, time};
-use crate::tui::state::FindingRow;
+use backstop::config::Config;
+use backstop::contract;
+use backstop::output::{Table, print_json, time};
+use backstop::tui::state::FindingRow;
 
 pub async fn findings(cfg: &Config, all: bool) -> Result<()> {
     let db = open(cfg, "backstop findings", 1).await?;

@@ -2,18 +2,18 @@
 
 use anyhow::Result;
 
-use crate::config::Config;
-use crate::db::Db;
-use crate::output::print_json;
+use backstop::config::Config;
+use backstop::db::Db;
+use backstop::output::print_json;
 
 /// `backstop drill`: run the exercise against the live fleet and score it.
-pub async fn drill(cfg: &Config, opts: crate::demo::drill::DrillOptions) -> Result<()> {
+pub async fn drill(cfg: &Config, opts: backstop::demo::drill::DrillOptions) -> Result<()> {
     let db = Db::open(&cfg.db("backstop drill", 4)).await?;
-    let (report, previous) = crate::demo::drill::run(&db, &opts).await?;
+    let (report, previous) = backstop::demo::drill::run(&db, &opts).await?;
     if cfg.json {
         print_json(&serde_json::json!({"drill": report, "previous": previous}))
     } else {
-        print!("{}", crate::demo::drill::render(&report, &previous));
+        print!("{}", backstop::demo::drill::render(&report, &previous));
         Ok(())
     }
 }
@@ -22,12 +22,12 @@ pub async fn drill(cfg: &Config, opts: crate::demo::drill::DrillOptions) -> Resu
 pub async fn simulate(cfg: &Config, agents: usize, rate: f64, duration: std::time::Duration, seed: u64) -> Result<()> {
     let db = Db::open(&cfg.db("backstop simulate", 4)).await?;
     eprintln!("backstop simulate: database {}", db.label);
-    crate::demo::install_systems(&db.pool).await?;
-    let world = crate::demo::fleet::seed_world(&db.pool, seed, 200).await?;
+    backstop::demo::install_systems(&db.pool).await?;
+    let world = backstop::demo::fleet::seed_world(&db.pool, seed, 200).await?;
     // The files in force (a no-op when these versions are already active).
-    crate::demo::script::load_config(&db.pool, &cfg.tools, &cfg.policy).await?;
-    let fleet = crate::demo::fleet::generic_fleet(agents, rate * 60.0 / agents as f64);
-    let summary = crate::demo::scenario::simulate(&db, fleet, world, seed, duration).await?;
+    backstop::demo::script::load_config(&db.pool, &cfg.tools, &cfg.policy).await?;
+    let fleet = backstop::demo::fleet::generic_fleet(agents, rate * 60.0 / agents as f64);
+    let summary = backstop::demo::scenario::simulate(&db, fleet, world, seed, duration).await?;
     if cfg.json {
         print_json(&summary)
     } else {

@@ -3,10 +3,10 @@
 use anyhow::{Context, Result, bail};
 
 use super::open;
-use crate::config::Config;
-use crate::contract;
-use crate::db::connect_replica;
-use crate::output::{print_json, render_log, render_verify};
+use backstop::config::Config;
+use backstop::contract;
+use backstop::db::connect_replica;
+use backstop::output::{print_json, render_log, render_verify};
 
 pub async fn seal(cfg: &Config) -> Result<()> {
     let db = open(cfg, "backstop seal", 1).await?;

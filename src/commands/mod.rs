@@ -16,8 +16,8 @@ mod supervise;
 use anyhow::{Context, Result, bail};
 use uuid::Uuid;
 
-use crate::config::Config;
-use crate::db::Db;
+use backstop::config::Config;
+use backstop::db::Db;
 
 pub use access::{grant, roles};
 pub use admin::{check, load, migrate};
@@ -48,7 +48,7 @@ pub fn parse_time(s: &str) -> Result<chrono::DateTime<chrono::Utc>> {
     if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
         return Ok(t.with_timezone(&chrono::Utc));
     }
-    match crate::filecheck::parse_duration(s) {
+    match backstop::filecheck::parse_duration(s) {
         Ok(secs) => Ok(chrono::Utc::now() - chrono::Duration::milliseconds((secs * 1000.0) as i64)),
         Err(_) => {
             bail!("{s:?} is not a time: use RFC 3339 (2026-11-28T12:00:00Z), now, or a duration ago like 15m or 2h")

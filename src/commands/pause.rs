@@ -3,9 +3,9 @@
 use anyhow::Result;
 
 use super::open;
-use crate::config::Config;
-use crate::contract::{self, Scope};
-use crate::output::print_json;
+use backstop::config::Config;
+use backstop::contract::{self, Scope};
+use backstop::output::print_json;
 
 pub async fn pause(cfg: &Config, scope: Scope, target: Option<&str>, reason: &str) -> Result<()> {
     let db = open(cfg, "backstop pause", 1).await?;
