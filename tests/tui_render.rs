@@ -38,7 +38,7 @@ fn row(
     LogRow {
         seq,
         at: now() - Duration::seconds(60 - seq % 60),
-        kind: kind.into(),
+        kind: kind.parse().expect("a kind"),
         actor: agent.into(),
         agent: Some(agent.into()),
         tool: Some(tool.into()),

@@ -1,6 +1,6 @@
 //! Log rows, for people.
 
-use crate::contract::LogRow;
+use crate::contract::{EventKind as K, LogRow};
 
 use super::{Table, brief, cut, money, time};
 
@@ -12,7 +12,7 @@ pub fn render_log(rows: &[LogRow]) -> String {
             r.seq.to_string(),
             time(r.at),
             cut(&r.actor, 14),
-            r.kind.clone(),
+            r.kind.to_string(),
             r.agent.clone().unwrap_or_default(),
             r.tool.clone().unwrap_or_default(),
             money(r.amount),
@@ -25,16 +25,16 @@ pub fn render_log(rows: &[LogRow]) -> String {
 /// The part of an event's detail a person wants to see first.
 fn summarize(r: &LogRow) -> String {
     let d = &r.detail;
-    let s = match r.kind.as_str() {
-        "allowed" | "held" | "blocked" => d["reason"].as_str().unwrap_or_default().to_string(),
-        "approved" => format!(
+    let s = match r.kind {
+        K::Allowed | K::Held | K::Blocked => d["reason"].as_str().unwrap_or_default().to_string(),
+        K::Approved => format!(
             "{}/{} {}",
             d["approvals"],
             d["approvals_needed"],
             d["note"].as_str().unwrap_or("")
         ),
-        "rejected" => d["note"].as_str().unwrap_or_default().to_string(),
-        "executed" => match d.get("compensation") {
+        K::Rejected => d["note"].as_str().unwrap_or_default().to_string(),
+        K::Executed => match d.get("compensation") {
             Some(c) => format!(
                 "compensation staged: {} {}",
                 c["inverse_tool"].as_str().unwrap_or(""),
@@ -42,25 +42,25 @@ fn summarize(r: &LogRow) -> String {
             ),
             None => r.result.as_ref().map(|v| brief(v, 60)).unwrap_or_default(),
         },
-        "paused" | "resumed" => format!(
+        K::Paused | K::Resumed => format!(
             "{} {}: {}",
             d["scope"].as_str().unwrap_or(""),
             d["target"].as_str().unwrap_or(""),
             d["reason"].as_str().unwrap_or("")
         ),
-        "compensation_requested" => format!(
+        K::CompensationRequested => format!(
             "{} via {}",
             d["reason"].as_str().unwrap_or(""),
             d["inverse_tool"].as_str().unwrap_or("")
         ),
-        "compensation_plan" => format!("{} requested; {}", d["requested"], brief(&d["not_requested"], 60)),
-        "finding" => format!(
+        K::CompensationPlan => format!("{} requested; {}", d["requested"], brief(&d["not_requested"], 60)),
+        K::Finding => format!(
             "{} {}: {}",
             d["severity"].as_str().unwrap_or(""),
             d["kind"].as_str().unwrap_or(""),
             brief(&d["evidence"], 60)
         ),
-        "policy_loaded" | "registry_loaded" => {
+        K::PolicyLoaded | K::RegistryLoaded => {
             format!("version {} from {}", d["version"], d["source"].as_str().unwrap_or(""))
         }
         _ => brief(d, 70),

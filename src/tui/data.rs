@@ -100,13 +100,15 @@ pub async fn snapshot(pool: &PgPool) -> Result<Snapshot> {
     .fetch_all(pool)
     .await?
     .into_iter()
-    .map(|(scope, target, by, reason)| Switch {
-        scope: scope.parse().unwrap_or(Scope::Fleet),
-        target,
-        by,
-        reason,
+    .map(|(scope, target, by, reason)| {
+        Ok(Switch {
+            scope: scope.parse()?,
+            target,
+            by,
+            reason,
+        })
     })
-    .collect();
+    .collect::<Result<_>>()?;
     let (policy_version, registry_version): (Option<i64>, Option<i64>) =
         sqlx::query_as("SELECT policy_version, registry_version FROM backstop.active")
             .fetch_one(pool)
@@ -232,13 +234,8 @@ pub async fn detail(pool: &PgPool, id: Uuid) -> Result<Detail> {
         lines.push(("action".into(), format!("{id} is not in the actions projection")));
         return Ok(Detail { action_id: id, lines });
     };
-    let proposal = history
-        .iter()
-        .find(|r| matches!(r.kind.as_str(), "allowed" | "held" | "blocked"));
-    let executed = history
-        .iter()
-        .rev()
-        .find(|r| matches!(r.kind.as_str(), "executed" | "failed"));
+    let proposal = history.iter().find(|r| r.kind.is_decision());
+    let executed = history.iter().rev().find(|r| r.kind.is_result());
     let agent: String = a.get("agent");
     let tool: String = a.get("tool");
     lines.push(("action".into(), id.to_string()));

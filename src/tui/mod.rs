@@ -338,8 +338,7 @@ async fn listen_task(ctx: Ctx) {
     loop {
         let listener = async {
             let mut l = PgListener::connect_with(&ctx.db.pool).await?;
-            l.listen_all(["backstop_control", "backstop_decisions", "backstop_compensations"])
-                .await?;
+            l.listen_all(contract::CHANNELS).await?;
             anyhow::Ok(l)
         };
         let mut l = match listener.await {
@@ -352,7 +351,9 @@ async fn listen_task(ctx: Ctx) {
         while let Ok(n) = l.recv().await {
             if ctx
                 .tx
-                .send(Msg::Notify(n.channel().to_string(), n.payload().to_string()))
+                .send(Msg::Notify(
+                    contract::ControlEvent::decode(n.channel(), n.payload()).map_err(|e| e.to_string()),
+                ))
                 .is_err()
             {
                 return;

@@ -368,8 +368,8 @@ impl State {
             return false;
         }
         if let Some(v) = &f.verdict {
-            let rv = r.detail["verdict"].as_str().unwrap_or(&r.kind);
-            if rv != v && r.kind != *v {
+            let rv = r.detail["verdict"].as_str().unwrap_or(r.kind.as_str());
+            if rv != v && r.kind.as_str() != v {
                 return false;
             }
         }

@@ -10,7 +10,7 @@ use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Table, Wrap};
 
 use super::keys;
 use super::state::{Conn, Mode, State, View};
-use crate::contract::{LogRow, Scope};
+use crate::contract::{EventKind as K, LogRow, Scope};
 use crate::output::{cut, money};
 
 /// The smallest terminal the room draws in (below it, a message; P still works).
@@ -222,13 +222,13 @@ fn gutter(s: &State, selected: bool, action: Option<uuid::Uuid>) -> String {
 }
 
 fn verdict_word(r: &LogRow) -> String {
-    match r.kind.as_str() {
-        "allowed" => "allow".into(),
-        "held" => "HOLD".into(),
-        "blocked" => "BLOCK".into(),
-        "approved" => format!("approved by {}", r.actor),
-        "rejected" => format!("rejected by {}", r.actor),
-        "paused" | "resumed" => format!("{} {}", r.kind, r.detail["scope"].as_str().unwrap_or("")),
+    match r.kind {
+        K::Allowed => "allow".into(),
+        K::Held => "HOLD".into(),
+        K::Blocked => "BLOCK".into(),
+        K::Approved => format!("approved by {}", r.actor),
+        K::Rejected => format!("rejected by {}", r.actor),
+        K::Paused | K::Resumed => format!("{} {}", r.kind, r.detail["scope"].as_str().unwrap_or("")),
         k => k.to_string(),
     }
 }
