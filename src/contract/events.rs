@@ -30,44 +30,84 @@ fn one_of(expected: &[&str]) -> String {
     }
 }
 
-macro_rules! event_kinds {
-    ($($variant:ident => $name:literal,)*) => {
-        /// The `kind` of a row of `backstop.action_log`, as the SQL writes it.
+/// A closed set of words the SQL writes to a text column: parsed, printed,
+/// serialized and decoded from the database as exactly those words.
+macro_rules! text_enum {
+    ($(#[$meta:meta])* $name:ident, $what:literal { $($variant:ident => $text:literal,)* }) => {
+        $(#[$meta])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
         #[serde(try_from = "String", into = "&'static str")]
-        pub enum EventKind {
+        pub enum $name {
             $($variant,)*
         }
 
-        impl EventKind {
-            /// Every kind, in the order declared.
-            pub const ALL: &'static [EventKind] = &[$(EventKind::$variant,)*];
-            const NAMES: &'static [&'static str] = &[$($name,)*];
+        impl $name {
+            /// Every value, in the order declared.
+            pub const ALL: &'static [$name] = &[$($name::$variant,)*];
+            const NAMES: &'static [&'static str] = &[$($text,)*];
 
             pub fn as_str(self) -> &'static str {
                 match self {
-                    $(EventKind::$variant => $name,)*
+                    $($name::$variant => $text,)*
                 }
             }
         }
 
-        impl FromStr for EventKind {
+        impl FromStr for $name {
             type Err = UnknownValue;
             fn from_str(s: &str) -> Result<Self, UnknownValue> {
                 match s {
-                    $($name => Ok(EventKind::$variant),)*
+                    $($text => Ok($name::$variant),)*
                     other => Err(UnknownValue {
-                        what: "event kind",
+                        what: $what,
                         value: other.to_string(),
-                        expected: EventKind::NAMES,
+                        expected: $name::NAMES,
                     }),
                 }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.pad(self.as_str())
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = UnknownValue;
+            fn try_from(s: String) -> Result<Self, UnknownValue> {
+                s.parse()
+            }
+        }
+
+        impl From<$name> for &'static str {
+            fn from(v: $name) -> &'static str {
+                v.as_str()
+            }
+        }
+
+        // A text column: decode it as text, then refuse what is not one of the words.
+        impl sqlx::Type<sqlx::Postgres> for $name {
+            fn type_info() -> sqlx::postgres::PgTypeInfo {
+                <String as sqlx::Type<sqlx::Postgres>>::type_info()
+            }
+            fn compatible(ty: &sqlx::postgres::PgTypeInfo) -> bool {
+                <String as sqlx::Type<sqlx::Postgres>>::compatible(ty)
+            }
+        }
+
+        impl<'r> sqlx::Decode<'r, sqlx::Postgres> for $name {
+            fn decode(value: sqlx::postgres::PgValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
+                let s = <&str as sqlx::Decode<sqlx::Postgres>>::decode(value)?;
+                Ok(s.parse()?)
             }
         }
     };
 }
 
-event_kinds! {
+text_enum! {
+    /// The `kind` of a row of `backstop.action_log`, as the SQL writes it.
+    EventKind, "event kind" {
     Allowed => "allowed",
     Held => "held",
     Blocked => "blocked",
@@ -96,52 +136,25 @@ event_kinds! {
     Carried => "carried",
     LogArchived => "log_archived",
 }
+}
+
+text_enum! {
+    /// `backstop.actions.status`: where an action stands.
+    ActionStatus, "action status" {
+        Allowed => "allowed",
+        Held => "held",
+        Blocked => "blocked",
+        Rejected => "rejected",
+        Expired => "expired",
+        Executed => "executed",
+        Failed => "failed",
+    }
+}
 
 impl EventKind {
-    /// The three kinds `propose` writes: the action's first row.
-    pub fn is_decision(self) -> bool {
-        matches!(self, EventKind::Allowed | EventKind::Held | EventKind::Blocked)
-    }
-
     /// The two kinds `record_result` writes.
     pub fn is_result(self) -> bool {
         matches!(self, EventKind::Executed | EventKind::Failed)
-    }
-}
-
-impl fmt::Display for EventKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.pad(self.as_str())
-    }
-}
-
-impl TryFrom<String> for EventKind {
-    type Error = UnknownValue;
-    fn try_from(s: String) -> Result<Self, UnknownValue> {
-        s.parse()
-    }
-}
-
-impl From<EventKind> for &'static str {
-    fn from(k: EventKind) -> &'static str {
-        k.as_str()
-    }
-}
-
-// `kind` is a text column: decode it as text, then refuse what is not a kind.
-impl sqlx::Type<sqlx::Postgres> for EventKind {
-    fn type_info() -> sqlx::postgres::PgTypeInfo {
-        <String as sqlx::Type<sqlx::Postgres>>::type_info()
-    }
-    fn compatible(ty: &sqlx::postgres::PgTypeInfo) -> bool {
-        <String as sqlx::Type<sqlx::Postgres>>::compatible(ty)
-    }
-}
-
-impl<'r> sqlx::Decode<'r, sqlx::Postgres> for EventKind {
-    fn decode(value: sqlx::postgres::PgValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
-        let s = <&str as sqlx::Decode<sqlx::Postgres>>::decode(value)?;
-        Ok(s.parse()?)
     }
 }
 
@@ -288,6 +301,15 @@ mod tests {
             assert_eq!(json, format!("\"{}\"", k.as_str()));
             assert_eq!(serde_json::from_str::<EventKind>(&json).expect("and deserializes"), *k);
         }
+    }
+
+    #[test]
+    fn every_action_status_round_trips() {
+        for st in ActionStatus::ALL {
+            assert_eq!(st.as_str().parse::<ActionStatus>(), Ok(*st));
+        }
+        let e = "compensated".parse::<ActionStatus>().expect_err("not an action status");
+        assert_eq!(e.value, "compensated");
     }
 
     #[test]

@@ -18,8 +18,8 @@ use sqlx::PgExecutor;
 use uuid::Uuid;
 
 pub use events::{
-    CHANNELS, COMPENSATIONS_CHANNEL, CONTROL_CHANNEL, ControlEvent, DECISIONS_CHANNEL, EventKind, NotifyError,
-    UnknownValue,
+    ActionStatus, CHANNELS, COMPENSATIONS_CHANNEL, CONTROL_CHANNEL, ControlEvent, DECISIONS_CHANNEL, EventKind,
+    NotifyError, UnknownValue,
 };
 
 /// An error from the contract: bad input or a refused state change (with the

@@ -398,7 +398,7 @@ pub fn run_effect(ctx: Ctx, e: Effect) {
         let msg = match e {
             Effect::Refresh => return,
             Effect::LoadDetail(id) => match data::detail(&ctx.read, id).await {
-                Ok(d) => Msg::Detail(d),
+                Ok(d) => Msg::Detail(Box::new(d)),
                 Err(e) => Msg::Done("detail".into(), Err(e.to_string())),
             },
             Effect::Plan(ids) => match compensation::plan(pool, &Selection::Actions(ids)).await {

@@ -22,7 +22,7 @@ pub enum Msg {
     },
     Conn(Conn),
     Data(Box<Snapshot>),
-    Detail(Detail),
+    Detail(Box<Detail>),
     Plan(Plan),
     /// A NOTIFY, decoded; or why it could not be.
     Notify(Result<ControlEvent, String>),
@@ -130,7 +130,7 @@ pub fn update(s: &mut State, msg: Msg) -> Vec<Effect> {
         }
         Msg::Detail(d) => {
             if matches!(s.mode, Mode::Detail { .. }) {
-                s.detail = Some(d);
+                s.detail = Some(*d);
             }
             Vec::new()
         }
