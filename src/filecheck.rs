@@ -79,6 +79,12 @@ impl<'a> Checker<'a> {
         self.issues.len() < MAX_ISSUES
     }
 
+    /// Whether a "did you mean" hint is still worth its cost: the first
+    /// issues get one, a file of thousands of mistakes does not need more.
+    pub fn wants_hints(&self) -> bool {
+        self.issues.len() < 10
+    }
+
     pub fn at(&mut self, span: Range<usize>, key: impl Into<String>, message: impl Into<String>) {
         if !self.has_room() {
             self.more += 1;
@@ -201,23 +207,26 @@ pub fn some_of(names: &[&str]) -> String {
 }
 
 /// The closest valid spelling, for "did you mean" hints. Options whose
-/// length alone puts them out of reach are not compared.
+/// length alone puts them out of reach are not compared, and a comparison
+/// stops as soon as it is out of reach.
 pub fn suggest<'b>(word: &str, options: &[&'b str]) -> Option<&'b str> {
-    let n = word.chars().count();
+    let w: Vec<char> = word.chars().collect();
     options
         .iter()
-        .filter(|o| {
+        .filter_map(|o| {
             let m = o.chars().count();
-            n.abs_diff(m) <= 2.max(m / 3)
+            let limit = 2.max(m / 3);
+            if w.len().abs_diff(m) > limit {
+                return None;
+            }
+            levenshtein_within(&w, o, limit).map(|d| (d, *o))
         })
-        .map(|o| (levenshtein(word, o), *o))
-        .filter(|(d, o)| *d <= 2.max(o.len() / 3))
         .min_by_key(|(d, _)| *d)
         .map(|(_, o)| o)
 }
 
-fn levenshtein(a: &str, b: &str) -> usize {
-    let a: Vec<char> = a.chars().collect();
+/// The edit distance from `a` to `b` when it is at most `limit`.
+fn levenshtein_within(a: &[char], b: &str, limit: usize) -> Option<usize> {
     let b: Vec<char> = b.chars().collect();
     let mut prev: Vec<usize> = (0..=b.len()).collect();
     for i in 1..=a.len() {
@@ -226,9 +235,13 @@ fn levenshtein(a: &str, b: &str) -> usize {
             let cost = usize::from(a[i - 1] != b[j - 1]);
             cur[j] = (prev[j] + 1).min(cur[j - 1] + 1).min(prev[j - 1] + cost);
         }
+        // Every later row is at least this row's minimum.
+        if cur.iter().min().is_some_and(|m| *m > limit) {
+            return None;
+        }
         prev = cur;
     }
-    prev[b.len()]
+    Some(prev[b.len()]).filter(|d| *d <= limit)
 }
 
 /// The decimal a person wrote: 0.1 is 0.1, not the binary float nearest to it.

@@ -1,12 +1,15 @@
 //! The `backstop` command line: argument parsing only. What each command
-//! does lives in the library (`backstop::commands` and friends).
+//! does lives in `commands`, the benchmarks in `bench`; both are this
+//! binary's and call the library (`backstop::...`).
+
+mod bench;
+mod commands;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
-use backstop::commands;
 use backstop::config::{Config, default_asset};
 use backstop::contract::Scope;
 
@@ -322,7 +325,7 @@ fn parse_secs(flag: &str, s: &str) -> anyhow::Result<std::time::Duration> {
     if secs <= 0.0 {
         anyhow::bail!("{flag} must be longer than 0s");
     }
-    Ok(std::time::Duration::from_secs_f64(secs))
+    std::time::Duration::try_from_secs_f64(secs).map_err(|_| anyhow::anyhow!("{flag}: {s:?} is too long"))
 }
 
 fn parse_time(flag: &str, s: &str) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
@@ -339,7 +342,7 @@ fn parse_time(flag: &str, s: &str) -> anyhow::Result<chrono::DateTime<chrono::Ut
 /// A benchmark's report: JSON with --json, else its table.
 fn report<T: serde::Serialize>(cfg: &Config, r: &T, render: fn(&T) -> String) -> anyhow::Result<()> {
     if cfg.json {
-        commands::print_json(r)
+        backstop::output::print_json(r)
     } else {
         print!("{}", render(r));
         Ok(())
@@ -364,6 +367,13 @@ fn check_load(rate: f64, seconds: f64, log_rows: i64) -> anyhow::Result<()> {
 }
 
 fn main() -> ExitCode {
+    // `backstop log | head` ends quietly when head has read enough, as any
+    // command-line tool does, instead of panicking on the closed pipe.
+    // SAFETY: set before any thread starts; the default disposition runs no
+    // handler code.
+    unsafe {
+        let _ = nix::sys::signal::signal(nix::sys::signal::Signal::SIGPIPE, nix::sys::signal::SigHandler::SigDfl);
+    }
     let cli = Cli::parse();
     let g = cli.global;
     let cfg = Config {
@@ -556,21 +566,21 @@ async fn run(cfg: Config, command: Option<Command>, (readonly, watch): (bool, bo
         Some(Command::Resolve { finding_id, note }) => commands::finding_status(&cfg, &finding_id, &note, true).await,
         Some(Command::Bench { which }) => match which {
             BenchCommand::All { quick } => {
-                let r = backstop::bench::suite::run(&cfg, quick, !cfg.json).await?;
-                report(&cfg, &r, backstop::bench::suite::render)
+                let r = bench::suite::run(&cfg, quick, !cfg.json).await?;
+                report(&cfg, &r, bench::suite::render)
             }
             BenchCommand::Retention { rows } => {
                 anyhow::ensure!(
                     (1_000..=100_000_000).contains(&rows),
                     "--rows must be between 1000 and 100000000"
                 );
-                let r = backstop::bench::retention::run(&cfg, rows, !cfg.json).await?;
-                report(&cfg, &r, backstop::bench::retention::render)
+                let r = bench::retention::run(&cfg, rows, !cfg.json).await?;
+                report(&cfg, &r, bench::retention::render)
             }
             BenchCommand::Pause { agents } => {
                 anyhow::ensure!((1..=20_000).contains(&agents), "--agents must be between 1 and 20000");
-                let r = backstop::bench::pause::run(&cfg, agents, 5.0, !cfg.json).await?;
-                report(&cfg, &r, backstop::bench::pause::render)
+                let r = bench::pause::run(&cfg, agents, 5.0, !cfg.json).await?;
+                report(&cfg, &r, bench::pause::render)
             }
             BenchCommand::Gateway { agents, seconds } => {
                 anyhow::ensure!(
@@ -581,8 +591,8 @@ async fn run(cfg: Config, command: Option<Command>, (readonly, watch): (bool, bo
                     (0.5..=3600.0).contains(&seconds),
                     "--seconds must be between 0.5 and 3600"
                 );
-                let r = backstop::bench::gateway::run(&cfg, &agents, seconds, !cfg.json).await?;
-                report(&cfg, &r, backstop::bench::gateway::render)
+                let r = bench::gateway::run(&cfg, &agents, seconds, !cfg.json).await?;
+                report(&cfg, &r, bench::gateway::render)
             }
             BenchCommand::Room {
                 rate,
@@ -590,8 +600,8 @@ async fn run(cfg: Config, command: Option<Command>, (readonly, watch): (bool, bo
                 log_rows,
             } => {
                 check_load(rate, seconds, log_rows)?;
-                let r = backstop::bench::room::run(&cfg, rate, seconds, log_rows, !cfg.json).await?;
-                report(&cfg, &r, backstop::bench::room::render)
+                let r = bench::room::run(&cfg, rate, seconds, log_rows, !cfg.json).await?;
+                report(&cfg, &r, bench::room::render)
             }
             BenchCommand::Drift { per_minute } => {
                 anyhow::ensure!(
@@ -609,7 +619,7 @@ async fn run(cfg: Config, command: Option<Command>, (readonly, watch): (bool, bo
                     42,
                 );
                 if cfg.json {
-                    commands::print_json(&study)
+                    backstop::output::print_json(&study)
                 } else {
                     println!(
                         "drift (threshold {}, min {} decisions, recent {} min vs baseline {} min, {} decisions/min):\n  \
@@ -636,16 +646,16 @@ async fn run(cfg: Config, command: Option<Command>, (readonly, watch): (bool, bo
                 log_rows,
             } => {
                 check_load(rate, seconds, log_rows)?;
-                let r = backstop::bench::supervisor::run(&cfg, rate, seconds, log_rows, !cfg.json).await?;
-                report(&cfg, &r, backstop::bench::supervisor::render)
+                let r = bench::supervisor::run(&cfg, rate, seconds, log_rows, !cfg.json).await?;
+                report(&cfg, &r, bench::supervisor::render)
             }
             BenchCommand::Compensation { count } => {
                 anyhow::ensure!(
                     (100..=1_000_000).contains(&count),
                     "--count must be between 100 and 1000000"
                 );
-                let r = backstop::bench::compensation::run(&cfg, count, !cfg.json).await?;
-                report(&cfg, &r, backstop::bench::compensation::render)
+                let r = bench::compensation::run(&cfg, count, !cfg.json).await?;
+                report(&cfg, &r, bench::compensation::render)
             }
         },
     }

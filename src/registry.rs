@@ -225,7 +225,7 @@ pub fn parse(file: &str, text: &str) -> Result<Registry, Vec<Issue>> {
                 ),
             ),
             (Some(inv), true) if !doc.tools.contains_key(inv.get_ref()) => {
-                let hint = if ck.has_room() {
+                let hint = if ck.wants_hints() {
                     suggest(inv.get_ref(), &names)
                         .map(|s| format!(" (did you mean {s:?}?)"))
                         .unwrap_or_default()

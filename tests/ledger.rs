@@ -29,6 +29,7 @@ fn code(e: &ContractError) -> String {
     match e {
         ContractError::Refused { code, .. } => code.clone(),
         ContractError::Database(d) => format!("db: {d}"),
+        ContractError::Unknown(u) => format!("unknown: {u}"),
     }
 }
 

@@ -73,7 +73,7 @@ async fn a_streaming_replica_verifies_and_carries_the_primary_chain() {
         ..Default::default()
     })
     .expect("the standby starts");
-    let replica_pool = backstop::commands::connect_replica(&replica.tcp_url("backstop"), 2)
+    let replica_pool = backstop::db::connect_replica(&replica.tcp_url("backstop"), 2)
         .await
         .expect("connect to the replica");
     let in_recovery: bool = sqlx::query_scalar("SELECT pg_is_in_recovery()")

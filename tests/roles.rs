@@ -4,7 +4,7 @@
 
 mod common;
 
-use backstop::commands::CONTRACT_FUNCTIONS;
+use backstop::contract::roles::CONTRACT_FUNCTIONS;
 use common::{Logins, TestDb, code};
 use sqlx::{Executor, Row};
 

@@ -204,3 +204,62 @@ async fn the_room_shows_rows_and_its_actions_change_the_database_under_the_opera
         .await;
     assert!(by_room >= 5, "{by_room}");
 }
+
+#[tokio::test]
+async fn an_actions_detail_is_its_projection_row_its_log_rows_and_their_seals() {
+    use backstop::contract::{ActionStatus, EventKind};
+    let t = TestDb::new().await;
+    t.load_assets().await;
+    let (refund, v) = propose(
+        &t,
+        "comp-bot",
+        "issue_refund",
+        json!({"customer_id": "c-3", "amount": 40}),
+        None,
+    )
+    .await;
+    assert_eq!(v, Verdict::Allow);
+    let (child, _) = propose(
+        &t,
+        "comp-bot",
+        "send_email",
+        json!({"customer_id": "c-3", "to": "a@b", "subject": "s"}),
+        None,
+    )
+    .await;
+    sqlx::query("UPDATE backstop.actions SET parent_action = $1 WHERE action_id = $2")
+        .bind(refund)
+        .bind(child)
+        .execute(t.pool())
+        .await
+        .unwrap();
+    // The proposal is sealed; the result, written after the seal, is not.
+    contract::seal_all(t.pool()).await.unwrap();
+    contract::record_result(t.pool(), refund, true, Some(&json!({"refund_id": "rf-1"})), None)
+        .await
+        .unwrap();
+
+    let d = backstop::tui::data::detail(t.pool(), refund).await.unwrap();
+    assert_eq!(d.action_id, refund);
+    let a = d.action.expect("in the projection");
+    assert_eq!((a.agent.as_str(), a.tool.as_str()), ("comp-bot", "issue_refund"));
+    assert_eq!(a.status, ActionStatus::Executed);
+    assert_eq!(a.verdict, Verdict::Allow);
+    assert_eq!(
+        a.proposal.and_then(|p| p.params),
+        Some(json!({"customer_id": "c-3", "amount": 40}))
+    );
+    assert_eq!(a.result, Some(json!({"refund_id": "rf-1"})));
+    assert_eq!(a.inverse_tool.as_deref(), Some("reverse_refund"));
+    assert_eq!(a.related.len(), 1);
+    assert_eq!(a.related[0].action_id, child);
+    let kinds: Vec<EventKind> = a.history.iter().map(|h| h.kind).collect();
+    assert_eq!(kinds, [EventKind::Allowed, EventKind::Executed]);
+    let (seal_no, digest) = a.history[0].seal.clone().expect("the proposal is sealed");
+    assert!(seal_no >= 1);
+    assert_eq!(digest.len(), 32);
+    assert_eq!(a.history[1].seal, None, "the result is not sealed yet");
+
+    let missing = backstop::tui::data::detail(t.pool(), Uuid::new_v4()).await.unwrap();
+    assert!(missing.action.is_none());
+}

@@ -5,8 +5,11 @@
 use std::collections::BTreeMap;
 
 use backstop::compensation::{Plan, PlanStep, PlanTotals, Selection};
-use backstop::contract::{LogRow, Scope};
-use backstop::tui::state::{AgentRow, CompRow, Conn, Detail, Dists, FindingRow, HeldRow, Mode, State, Switch, View};
+use backstop::contract::{ActionStatus, EventKind, LogRow, Scope, Verdict};
+use backstop::tui::state::{
+    ActionDetail, AgentRow, CompRow, Conn, Detail, Dists, FindingRow, HeldRow, HistoryEntry, Mode, Proposed, State,
+    Switch, View,
+};
 use backstop::tui::update::{Msg, update};
 use backstop::tui::view::{Theme, view};
 use chrono::{DateTime, Duration, Utc};
@@ -38,7 +41,7 @@ fn row(
     LogRow {
         seq,
         at: now() - Duration::seconds(60 - seq % 60),
-        kind: kind.into(),
+        kind: kind.parse().expect("a kind"),
         actor: agent.into(),
         agent: Some(agent.into()),
         tool: Some(tool.into()),
@@ -328,22 +331,40 @@ fn overlays() {
     s.mode = Mode::Detail { scroll: 0 };
     s.detail = Some(Detail {
         action_id: id(5),
-        lines: vec![
-            ("action".into(), id(5).to_string()),
-            ("agent / tool".into(), "refund-bot / issue_refund (conditional)".into()),
-            (
-                "reasoning".into(),
-                "Customer threatened to churn; matching their claimed lifetime spend.".into(),
-            ),
-            (
-                "params".into(),
-                "{\n  \"amount\": 47000,\n  \"customer_id\": \"c-1002\"\n}".into(),
-            ),
-            (
-                "history".into(),
-                "48208 12:04:51 held by refund-bot sealed in seal 12".into(),
-            ),
-        ],
+        action: Some(ActionDetail {
+            agent: "refund-bot".into(),
+            tool: "issue_refund".into(),
+            class: Some("conditional".into()),
+            status: ActionStatus::Held,
+            amount: Some(Decimal::from(47000)),
+            confidence: Some(0.62),
+            cost_to_reverse: Some(Decimal::from(1500)),
+            verdict: Verdict::Hold,
+            reason: "$47,000 is above $10,000: two approvers".into(),
+            rule: Some("four_eyes".into()),
+            policy_version: Some(2),
+            registry_version: Some(1),
+            proposal: Some(Proposed {
+                reasoning: Some("Customer threatened to churn; matching their claimed lifetime spend.".into()),
+                inputs: None,
+                params: Some(json!({"amount": 47000, "customer_id": "c-1002"})),
+            }),
+            result: None,
+            correlation_id: Some("ticket-48208".into()),
+            parent_action: None,
+            related: Vec::new(),
+            inverse_tool: None,
+            inverse_params: None,
+            inverse_missing: None,
+            compensation: None,
+            history: vec![HistoryEntry {
+                seq: 48208,
+                at: now() - Duration::seconds(4),
+                kind: EventKind::Held,
+                actor: "refund-bot".into(),
+                seal: Some((12, vec![0xab; 32])),
+            }],
+        }),
     });
     insta::assert_snapshot!("detail_120x40", render(&s, 120, 40));
     s.mode = Mode::Plan;

@@ -11,8 +11,8 @@ use serde::Serialize;
 use sqlx::{Connection, Executor, PgConnection, PgPool};
 
 use super::BenchDb;
-use crate::compensation::{self, Selection, worker};
-use crate::config::Config;
+use backstop::compensation::{self, Selection, worker};
+use backstop::config::Config;
 
 const TARGET_SQL: &str = "
 CREATE TABLE IF NOT EXISTS effects (key uuid PRIMARY KEY, amount bigint NOT NULL);
@@ -131,10 +131,10 @@ async fn measure(bench: &BenchDb, target_name: &str, n: i64, progress: bool) -> 
          executor = {{ kind = \"sql\", system = \"target\", function = \"public.undo_thing\" }}\n\
          [systems.target]\nurl = \"{target_url}\"\n"
     );
-    let reg = crate::registry::parse("bench-tools.toml", &tools).map_err(|e| anyhow::anyhow!("{}", e[0]))?;
-    crate::registry::sync(&pool, &reg, "bench").await?;
-    let pol = crate::policy::parse("bench-policy.toml", "", Some(&reg)).map_err(|e| anyhow::anyhow!("{}", e[0]))?;
-    crate::policy::sync(&pool, &pol, "bench").await?;
+    let reg = backstop::registry::parse("bench-tools.toml", &tools).map_err(|e| anyhow::anyhow!("{}", e[0]))?;
+    backstop::registry::sync(&pool, &reg, "bench").await?;
+    let pol = backstop::policy::parse("bench-policy.toml", "", Some(&reg)).map_err(|e| anyhow::anyhow!("{}", e[0]))?;
+    backstop::policy::sync(&pool, &pol, "bench").await?;
 
     let mut rows = Vec::new();
     for (round, workers) in [1usize, 4].into_iter().enumerate() {
@@ -147,7 +147,7 @@ async fn measure(bench: &BenchDb, target_name: &str, n: i64, progress: bool) -> 
             .bind(&agent)
             .fetch_all(&pool)
             .await?;
-        crate::contract::request_compensation(&pool, &ids, "benchmark", None).await?;
+        backstop::contract::request_compensation(&pool, &ids, "benchmark", None).await?;
         let secs = run_workers(&pool, workers).await?;
         // Baseline: the same inverses called directly, with the same concurrency.
         sqlx::query("TRUNCATE effects").execute(&target).await?;
@@ -242,7 +242,7 @@ async fn measure(bench: &BenchDb, target_name: &str, n: i64, progress: bool) -> 
 }
 
 pub fn render(r: &CompReport) -> String {
-    let mut t = crate::output::Table::new(&["workers", "compensations", "per second", "direct calls/s", "ratio"]);
+    let mut t = backstop::output::Table::new(&["workers", "compensations", "per second", "direct calls/s", "ratio"]);
     for row in &r.rows {
         t.row(vec![
             row.workers.to_string(),

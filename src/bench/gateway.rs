@@ -16,8 +16,8 @@ use serde_json::{Value, json};
 use sqlx::{Connection, PgConnection};
 
 use super::BenchDb;
-use crate::config::Config;
-use crate::contract::{self, Proposal, Verdict};
+use backstop::config::Config;
+use backstop::contract::{self, Proposal, Verdict};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct GatewayRow {
@@ -208,18 +208,18 @@ async fn run_all(
 /// (the hourly cap lifted), the raw table.
 pub(crate) async fn prepare(cfg: &Config, bench: &BenchDb) -> Result<(sqlx::PgPool, String)> {
     let pool = bench.db.pool.clone();
-    crate::demo::install_systems(&pool).await?;
-    crate::demo::script::load_config(&pool, &cfg.tools, &cfg.policy).await?;
+    backstop::demo::install_systems(&pool).await?;
+    backstop::demo::script::load_config(&pool, &cfg.tools, &cfg.policy).await?;
     // The shipped rules, evaluated in full; only the hourly cap is lifted so
     // that a benchmark agent's thousands of refunds stay allowed.
-    let reg = crate::registry::read(&cfg.tools).map_err(|e| anyhow::anyhow!("{}", e[0]))?;
-    let mut pol = crate::policy::read(&cfg.policy, Some(&reg)).map_err(|e| anyhow::anyhow!("{}", e[0]))?;
+    let reg = backstop::registry::read(&cfg.tools).map_err(|e| anyhow::anyhow!("{}", e[0]))?;
+    let mut pol = backstop::policy::read(&cfg.policy, Some(&reg)).map_err(|e| anyhow::anyhow!("{}", e[0]))?;
     for r in pol.rules.iter_mut().filter(|r| r.kind == "cumulative") {
         r.threshold = Some(1e12);
     }
     // A version of its own (the contract takes a sha256: hash the marked one).
-    pol.sha256 = crate::filecheck::sha256_hex(&format!("{}-bench", pol.sha256));
-    crate::policy::sync(&pool, &pol, "bench").await?;
+    pol.sha256 = backstop::filecheck::sha256_hex(&format!("{}-bench", pol.sha256));
+    backstop::policy::sync(&pool, &pol, "bench").await?;
     sqlx::query(
         "CREATE TABLE bench_raw (id bigserial PRIMARY KEY, at timestamptz NOT NULL DEFAULT now(), agent text, tool text, \
          params jsonb, result jsonb, reasoning text, amount numeric, confidence real)",
@@ -255,7 +255,7 @@ pub async fn run_prefilled(cfg: &Config, agents: usize, secs: f64, prefill: i64,
 }
 
 pub fn render(r: &GatewayReport) -> String {
-    let mut t = crate::output::Table::new(&["agents", "raw INSERT/s", "propose+record_result/s", "ratio"]);
+    let mut t = backstop::output::Table::new(&["agents", "raw INSERT/s", "propose+record_result/s", "ratio"]);
     for row in &r.rows {
         t.row(vec![
             row.agents.to_string(),

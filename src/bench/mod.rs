@@ -16,8 +16,8 @@ use anyhow::{Context, Result};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, Executor, PgConnection};
 
-use crate::config::Config;
-use crate::db::{Db, DbConfig, EmbeddedOptions, EmbeddedPg};
+use backstop::config::Config;
+use backstop::db::{Db, DbConfig, EmbeddedOptions, EmbeddedPg};
 
 /// A scratch database for one benchmark run, removed on drop.
 pub struct BenchDb {
@@ -62,7 +62,7 @@ impl BenchDb {
             max_connections,
         };
         let db = Db::connect_with(admin.clone().database(&name), &dbcfg, embedded.clone()).await?;
-        crate::db::run_migrations_with(&db.options, settings)
+        backstop::db::run_migrations_with(&db.options, settings)
             .await
             .with_context(|| format!("applying migrations to {}", db.label))?;
         Ok(BenchDb {

@@ -12,8 +12,8 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::BenchDb;
-use crate::config::Config;
-use crate::contract::{self, Proposal, Scope, Verdict};
+use backstop::config::Config;
+use backstop::contract::{self, Proposal, Scope, Verdict};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct PauseReport {
@@ -57,8 +57,8 @@ async fn measure(
     progress: bool,
 ) -> Result<PauseReport> {
     let pool = bench.db.pool.clone();
-    crate::demo::install_systems(&pool).await?;
-    crate::demo::script::load_config(&pool, &cfg.tools, &cfg.policy).await?;
+    backstop::demo::install_systems(&pool).await?;
+    backstop::demo::script::load_config(&pool, &cfg.tools, &cfg.policy).await?;
     if progress {
         eprintln!("bench pause: {agents} agents proposing for {warm_secs}s, then a fleet pause ...");
     }

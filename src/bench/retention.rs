@@ -15,8 +15,8 @@ use serde::Serialize;
 use sqlx::{Connection, PgConnection};
 
 use super::BenchDb;
-use crate::config::Config;
-use crate::contract::{self, Proposal, Verdict};
+use backstop::config::Config;
+use backstop::contract::{self, Proposal, Verdict};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct RetentionReport {
@@ -96,7 +96,7 @@ async fn measure(cfg: &Config, bench: &BenchDb, rows: i64, width: i64, progress:
     if progress {
         eprintln!("bench retention: waiting for the partition to end ({width}s partitions), then sealing ...");
     }
-    let end = crate::archive::wait_past_newest_partition(&pool).await?;
+    let end = backstop::archive::wait_past_newest_partition(&pool).await?;
     contract::seal_all(&pool).await?;
 
     // Agents through the contract the whole time; the sealer as in production.
@@ -167,7 +167,7 @@ async fn measure(cfg: &Config, bench: &BenchDb, rows: i64, width: i64, progress:
         eprintln!("bench retention: archiving {n_read} rows while 4 agents keep writing ...");
     }
     let dir = std::env::temp_dir().join(format!("backstop-bench-archive-{}", std::process::id()));
-    let out = crate::archive::archive(&pool, "bench", end, &dir, true, progress).await;
+    let out = backstop::archive::archive(&pool, "bench", end, &dir, true, progress).await;
     let archive_seconds = started.elapsed().as_secs_f64();
     let finished = Instant::now();
     tokio::time::sleep(Duration::from_millis(500)).await;

@@ -13,8 +13,8 @@ use serde::Serialize;
 use sqlx::postgres::PgListener;
 
 use super::BenchDb;
-use crate::config::Config;
-use crate::tui::{RoomOptions, run_loop};
+use backstop::config::Config;
+use backstop::tui::{RoomOptions, run_loop};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct RoomReport {
@@ -135,11 +135,11 @@ async fn measure(
 ) -> Result<RoomReport> {
     let pool = bench.db.pool.clone();
     let server = super::server_facts(&pool).await?;
-    crate::demo::install_systems(&pool).await?;
-    let reg = crate::registry::read(&cfg.tools).map_err(|e| anyhow::anyhow!("{}", e[0]))?;
-    crate::registry::sync(&pool, &reg, "bench").await?;
-    let pol = crate::policy::parse("bench-policy.toml", "", Some(&reg)).map_err(|e| anyhow::anyhow!("{}", e[0]))?;
-    crate::policy::sync(&pool, &pol, "bench").await?;
+    backstop::demo::install_systems(&pool).await?;
+    let reg = backstop::registry::read(&cfg.tools).map_err(|e| anyhow::anyhow!("{}", e[0]))?;
+    backstop::registry::sync(&pool, &reg, "bench").await?;
+    let pol = backstop::policy::parse("bench-policy.toml", "", Some(&reg)).map_err(|e| anyhow::anyhow!("{}", e[0]))?;
+    backstop::policy::sync(&pool, &pol, "bench").await?;
     let url = bench.url_for(bench.name());
 
     if progress {

@@ -5,7 +5,7 @@
 use anyhow::Result;
 use serde::Serialize;
 
-use crate::config::Config;
+use backstop::config::Config;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Figure {

@@ -10,8 +10,8 @@ use serde::Serialize;
 use sqlx::PgPool;
 
 use super::BenchDb;
-use crate::config::Config;
-use crate::supervisor::{self, SupervisorOptions, SupervisorStats};
+use backstop::config::Config;
+use backstop::supervisor::{self, SupervisorOptions, SupervisorStats};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct SupervisorReport {
@@ -79,14 +79,14 @@ async fn measure(
 ) -> Result<SupervisorReport> {
     let pool = bench.db.pool.clone();
     let server = super::server_facts(&pool).await?;
-    crate::demo::install_systems(&pool).await?;
-    let reg = crate::registry::read(&cfg.tools).map_err(|e| anyhow::anyhow!("{}", e[0]))?;
-    crate::registry::sync(&pool, &reg, "bench").await?;
+    backstop::demo::install_systems(&pool).await?;
+    let reg = backstop::registry::read(&cfg.tools).map_err(|e| anyhow::anyhow!("{}", e[0]))?;
+    backstop::registry::sync(&pool, &reg, "bench").await?;
     let policy_text = "[supervisor]\nreview_delay = \"1s\"\nsample_rate = 0.08\n[supervisor.review_all]\nclasses = [\"irreversible\"]\n";
-    let pol =
-        crate::policy::parse("bench-policy.toml", policy_text, Some(&reg)).map_err(|e| anyhow::anyhow!("{}", e[0]))?;
-    crate::policy::sync(&pool, &pol, "bench").await?;
-    let (_, settings) = crate::policy::active_supervisor(&pool).await?;
+    let pol = backstop::policy::parse("bench-policy.toml", policy_text, Some(&reg))
+        .map_err(|e| anyhow::anyhow!("{}", e[0]))?;
+    backstop::policy::sync(&pool, &pol, "bench").await?;
+    let (_, settings) = backstop::policy::active_supervisor(&pool).await?;
 
     // Part 1: review lag at the target rate, one supervisor in-process.
     if progress {

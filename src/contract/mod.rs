@@ -2,10 +2,13 @@
 //! `sql/` (one file per concept); this module only calls it, so a client in any language has
 //! exactly the same guarantees.
 
+mod events;
+pub mod roles;
 pub mod tail;
 pub mod verify;
 
 use std::fmt;
+use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
@@ -13,6 +16,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sqlx::PgExecutor;
 use uuid::Uuid;
+
+pub use events::{
+    ActionStatus, CHANNELS, COMPENSATIONS_CHANNEL, CONTROL_CHANNEL, ControlEvent, DECISIONS_CHANNEL, EventKind,
+    NotifyError, UnknownValue,
+};
 
 /// An error from the contract: bad input or a refused state change (with the
 /// database's message, which names the function and the argument), or a
@@ -27,6 +35,9 @@ pub enum ContractError {
     },
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// The database answered with a value this build does not know (a newer schema?).
+    #[error("unexpected answer from the database: {0}")]
+    Unknown(#[from] UnknownValue),
 }
 
 impl ContractError {
@@ -37,6 +48,7 @@ impl ContractError {
                 std::borrow::Cow::Borrowed(s) => s,
                 std::borrow::Cow::Owned(_) => "",
             }),
+            ContractError::Unknown(_) => None,
         }
     }
 }
@@ -70,14 +82,23 @@ pub enum Verdict {
     Block,
 }
 
-impl Verdict {
-    pub fn parse(s: &str) -> Verdict {
+impl FromStr for Verdict {
+    type Err = UnknownValue;
+    fn from_str(s: &str) -> std::result::Result<Self, UnknownValue> {
         match s {
-            "allow" => Verdict::Allow,
-            "hold" => Verdict::Hold,
-            _ => Verdict::Block,
+            "allow" => Ok(Verdict::Allow),
+            "hold" => Ok(Verdict::Hold),
+            "block" => Ok(Verdict::Block),
+            other => Err(UnknownValue {
+                what: "verdict",
+                value: other.to_string(),
+                expected: &["allow", "hold", "block"],
+            }),
         }
     }
+}
+
+impl Verdict {
     pub fn as_str(self) -> &'static str {
         match self {
             Verdict::Allow => "allow",
@@ -134,7 +155,7 @@ pub async fn propose<'e, E: PgExecutor<'e>>(ex: E, p: &Proposal) -> Result<Decis
     .map_err(refine)?;
     Ok(Decision {
         action_id: row.0,
-        verdict: Verdict::parse(&row.1),
+        verdict: row.1.parse()?,
         reason: row.2,
     })
 }
@@ -146,7 +167,7 @@ pub async fn decision<'e, E: PgExecutor<'e>>(ex: E, action_id: Uuid) -> Result<(
         .fetch_one(ex)
         .await
         .map_err(refine)?;
-    Ok((Verdict::parse(&row.0), row.1))
+    Ok((row.0.parse()?, row.1))
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -194,7 +215,7 @@ pub async fn approve<'e, E: PgExecutor<'e>>(ex: E, action_id: Uuid, note: &str) 
             .await
             .map_err(refine)?;
     Ok(Approval {
-        verdict: Verdict::parse(&row.0),
+        verdict: row.0.parse()?,
         approvals: row.1,
         approvals_needed: row.2,
     })
@@ -236,14 +257,18 @@ impl Scope {
     }
 }
 
-impl std::str::FromStr for Scope {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
+impl FromStr for Scope {
+    type Err = UnknownValue;
+    fn from_str(s: &str) -> std::result::Result<Self, UnknownValue> {
         match s {
             "fleet" => Ok(Scope::Fleet),
             "agent" => Ok(Scope::Agent),
             "tool" => Ok(Scope::Tool),
-            other => Err(format!("scope must be fleet, agent or tool; got {other:?}")),
+            other => Err(UnknownValue {
+                what: "scope",
+                value: other.to_string(),
+                expected: &["fleet", "agent", "tool"],
+            }),
         }
     }
 }
@@ -556,7 +581,7 @@ pub async fn report_config_rejected<'e, E: PgExecutor<'e>>(
 pub struct LogRow {
     pub seq: i64,
     pub at: DateTime<Utc>,
-    pub kind: String,
+    pub kind: EventKind,
     pub actor: String,
     pub agent: Option<String>,
     pub tool: Option<String>,

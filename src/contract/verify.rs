@@ -177,6 +177,20 @@ pub struct Anchor {
     pub database: String,
 }
 
+impl Anchor {
+    /// What an anchor written by `export_anchor` always is: a seal number
+    /// from 1 and a 64-digit hex hash.
+    pub fn check(&self) -> std::result::Result<(), String> {
+        if self.seal_no < 1 {
+            return Err(format!("seal_no must be 1 or more; got {}", self.seal_no));
+        }
+        if self.hash.len() != 64 || !self.hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err("hash must be 64 hex digits".to_string());
+        }
+        Ok(())
+    }
+}
+
 /// Seal what is pending and return the newest seal as an anchor (None: an empty log).
 pub async fn export_anchor(pool: &PgPool, database: &str) -> Result<Option<Anchor>> {
     super::seal_all(pool).await?;
@@ -286,7 +300,7 @@ pub async fn verify_anchored(
                         "seal {} no longer has the hash anchored on {} ({}...): the log and its seals were rewritten",
                         s.seal_no,
                         a.exported_at.format("%Y-%m-%d %H:%M:%S UTC"),
-                        &a.hash[..a.hash.len().min(12)]
+                        a.hash.chars().take(12).collect::<String>()
                     ),
                 },
                 &mut problems,

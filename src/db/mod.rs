@@ -3,6 +3,7 @@
 //! setting `backstop.operator`, which the contract records as the actor.
 
 pub mod embedded;
+mod replica;
 pub mod schema;
 
 use std::path::PathBuf;
@@ -15,6 +16,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, Executor, PgConnection, PgPool};
 
 pub use embedded::{EmbeddedOptions, EmbeddedPg};
+pub use replica::connect_replica;
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 

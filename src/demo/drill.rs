@@ -13,7 +13,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::fleet::{self, Clock, FleetStats, Planned};
-use crate::contract::{Proposal, Verdict};
+use crate::contract::{EventKind, Proposal, Verdict};
 use crate::db::Db;
 
 /// What the log says happened to the drill agent, in order.
@@ -123,7 +123,7 @@ pub fn score(start: DateTime<Utc>, events: &[Event]) -> Score {
 
 /// Read the drill agent's story from the log.
 pub async fn events(pool: &PgPool, agent: &str, after_seq: i64) -> Result<Vec<Event>> {
-    type Row = (DateTime<Utc>, String, Option<Uuid>, Option<Decimal>, Value);
+    type Row = (DateTime<Utc>, EventKind, Option<Uuid>, Option<Decimal>, Value);
     let rows: Vec<Row> = sqlx::query_as(
         "SELECT at, kind, action_id, amount, detail FROM backstop.action_log
           WHERE seq > $1 AND (agent = $2 OR (kind = 'paused' AND detail ->> 'scope' IN ('fleet', 'tool')))
@@ -136,17 +136,17 @@ pub async fn events(pool: &PgPool, agent: &str, after_seq: i64) -> Result<Vec<Ev
     .await?;
     Ok(rows
         .into_iter()
-        .filter_map(|(at, kind, action, amount, d)| match kind.as_str() {
-            "executed" => Some(Event::Executed {
+        .filter_map(|(at, kind, action, amount, d)| match kind {
+            EventKind::Executed => Some(Event::Executed {
                 at,
                 action: action?,
                 amount: amount.unwrap_or_default(),
             }),
-            "finding" => Some(Event::Finding { at }),
+            EventKind::Finding => Some(Event::Finding { at }),
             // A tool pause counts only if it stops the drill's tool.
-            "paused" if d["scope"] == "tool" && d["target"] != "issue_refund" => None,
-            "paused" => Some(Event::Paused { at }),
-            "compensated" => Some(Event::Compensated { at, action: action? }),
+            EventKind::Paused if d["scope"] == "tool" && d["target"] != "issue_refund" => None,
+            EventKind::Paused => Some(Event::Paused { at }),
+            EventKind::Compensated => Some(Event::Compensated { at, action: action? }),
             _ => None,
         })
         .collect())

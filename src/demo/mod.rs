@@ -35,16 +35,16 @@ pub async fn run_script(cfg: &crate::config::Config) -> Result<()> {
     let rows = crate::contract::recent_log(&db.pool, 200).await?;
     let report = crate::contract::verify::verify(&db.pool, true, true).await?;
     if cfg.json {
-        crate::commands::print_json(&serde_json::json!({ "story": outcome.lines, "log": rows, "verify": report }))?;
+        crate::output::print_json(&serde_json::json!({ "story": outcome.lines, "log": rows, "verify": report }))?;
     } else {
         println!("The story:");
         for l in &outcome.lines {
             println!("  {l}");
         }
         println!("\nThe action log:");
-        print!("{}", crate::commands::render_log(&rows));
+        print!("{}", crate::output::render_log(&rows));
         println!();
-        print!("{}", crate::commands::render_verify(&report));
+        print!("{}", crate::output::render_verify(&report));
     }
     if !report.ok {
         anyhow::bail!("the log did not verify");

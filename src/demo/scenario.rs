@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use super::fleet::{self, AgentSpec, Clock, DriftPlan, FleetStats, Planned, World};
-use crate::contract::Proposal;
+use crate::contract::{EventKind, Proposal};
 use crate::db::Db;
 use crate::supervisor::drift::Rng;
 
@@ -640,7 +640,7 @@ async fn log_timeline(
     let ids: Vec<Uuid> = [inj.refund, inj.contract, inj.campaign].into_iter().flatten().collect();
     type Row = (
         chrono::DateTime<chrono::Utc>,
-        String,
+        EventKind,
         String,
         Option<String>,
         Option<String>,
@@ -660,23 +660,23 @@ async fn log_timeline(
     .await?;
     Ok(rows
         .into_iter()
-        .filter(|r| !(r.1 == "finding" && r.5["merged"].as_bool() == Some(true)))
+        .filter(|r| !(r.1 == EventKind::Finding && r.5["merged"].as_bool() == Some(true)))
         .map(|(at, kind, actor, agent, tool, d)| {
             let who = agent.unwrap_or_default();
-            let text = match kind.as_str() {
-                "held" => format!(
+            let text = match kind {
+                EventKind::Held => format!(
                     "{who} {} held: {}",
                     tool.unwrap_or_default(),
                     d["reason"].as_str().unwrap_or("")
                 ),
-                "approved" => format!("{actor} approves {who}'s {}", tool.unwrap_or_default()),
-                "executed" => format!("{who} executes {}", tool.unwrap_or_default()),
-                "reviewed" => format!(
+                EventKind::Approved => format!("{actor} approves {who}'s {}", tool.unwrap_or_default()),
+                EventKind::Executed => format!("{who} executes {}", tool.unwrap_or_default()),
+                EventKind::Reviewed => format!(
                     "{actor} reviews {who}'s {} ({})",
                     tool.unwrap_or_default(),
                     d["reason"].as_str().unwrap_or("")
                 ),
-                "finding" => {
+                EventKind::Finding => {
                     let ev = &d["evidence"];
                     let msg = ev["violation"]
                         .as_str()
@@ -704,15 +704,15 @@ async fn log_timeline(
                         d["kind"].as_str().unwrap_or("")
                     )
                 }
-                "paused" => format!(
+                EventKind::Paused => format!(
                     "PAUSE {actor} pauses {}: {}",
                     d["target"].as_str().or(d["scope"].as_str()).unwrap_or(""),
                     d["reason"].as_str().unwrap_or("")
                 ),
-                "compensation_requested" => {
+                EventKind::CompensationRequested => {
                     format!("{actor} requests compensation of {who}'s {}", tool.unwrap_or_default())
                 }
-                "compensated" => format!("COMPENSATED {who}'s {} by {actor}", tool.unwrap_or_default()),
+                EventKind::Compensated => format!("COMPENSATED {who}'s {} by {actor}", tool.unwrap_or_default()),
                 other => format!("{other} {who} {}", tool.unwrap_or_default()),
             };
             Moment {
@@ -873,7 +873,7 @@ pub async fn run(cfg: &crate::config::Config, opts: DemoOptions) -> Result<()> {
     if opts.headless {
         let r = run_headless(&db, cfg, &opts).await?;
         if cfg.json {
-            crate::commands::print_json(&r)?;
+            crate::output::print_json(&r)?;
         } else {
             print!("{}", render(&r));
         }

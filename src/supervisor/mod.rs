@@ -21,7 +21,7 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::contract::tail::{Tail, TailCursor};
-use crate::contract::{self, Scope};
+use crate::contract::{self, EventKind, Scope};
 use crate::policy::SupervisorSettings;
 
 /// The actor the supervisor's decisions are recorded under.
@@ -197,7 +197,7 @@ pub async fn tail_step(
             .await?;
         let executed: Vec<Uuid> = rows
             .iter()
-            .filter(|r| r.kind == "executed" || r.kind == "failed")
+            .filter(|r| r.kind.is_result())
             .filter_map(|r| r.action_id)
             .collect();
         if !executed.is_empty() {
@@ -215,7 +215,7 @@ pub async fn tail_step(
             stats.reviews_scheduled += n as u64;
         }
         let mut signal_agents: BTreeMap<String, Vec<i64>> = BTreeMap::new();
-        for r in rows.iter().filter(|r| r.kind == "signal") {
+        for r in rows.iter().filter(|r| r.kind == EventKind::Signal) {
             if let Some(a) = &r.agent {
                 signal_agents.entry(a.clone()).or_default().push(r.seq);
             }

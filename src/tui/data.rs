@@ -11,9 +11,11 @@ use serde_json::Value;
 use sqlx::{PgPool, Row};
 use uuid::Uuid;
 
-use super::state::{AgentRow, CompRow, Detail, Dists, FindingRow, HeldRow, Snapshot, Switch};
-use crate::contract::{self, Scope};
-use crate::output::money;
+use super::state::{
+    ActionDetail, AgentRow, CompRow, CompensationState, Detail, Dists, FindingRow, HeldRow, HistoryEntry, Proposed,
+    Related, Snapshot, Switch,
+};
+use crate::contract::{self, ActionStatus, Scope};
 use crate::supervisor::drift;
 
 pub async fn snapshot(pool: &PgPool) -> Result<Snapshot> {
@@ -100,13 +102,15 @@ pub async fn snapshot(pool: &PgPool) -> Result<Snapshot> {
     .fetch_all(pool)
     .await?
     .into_iter()
-    .map(|(scope, target, by, reason)| Switch {
-        scope: scope.parse().unwrap_or(Scope::Fleet),
-        target,
-        by,
-        reason,
+    .map(|(scope, target, by, reason)| {
+        Ok(Switch {
+            scope: scope.parse()?,
+            target,
+            by,
+            reason,
+        })
     })
-    .collect();
+    .collect::<Result<_>>()?;
     let (policy_version, registry_version): (Option<i64>, Option<i64>) =
         sqlx::query_as("SELECT policy_version, registry_version FROM backstop.active")
             .fetch_one(pool)
@@ -213,160 +217,131 @@ fn dists_of(agent: &str, b: &BTreeMap<String, u64>, r: &BTreeMap<String, u64>) -
     }
 }
 
-fn pretty(v: &Option<Value>) -> String {
-    match v {
-        None | Some(Value::Null) => "(none)".into(),
-        Some(v) => serde_json::to_string_pretty(v).unwrap_or_default(),
-    }
+#[derive(sqlx::FromRow)]
+struct ActionRow {
+    agent: String,
+    tool: String,
+    class: Option<String>,
+    status: ActionStatus,
+    amount: Option<Decimal>,
+    confidence: Option<f32>,
+    cost_to_reverse: Option<Decimal>,
+    verdict: String,
+    reason: String,
+    rule: Option<String>,
+    policy_version: Option<i64>,
+    registry_version: Option<i64>,
+    correlation_id: Option<String>,
+    parent_action: Option<Uuid>,
+    proposed_seq: i64,
+    executed_seq: Option<i64>,
+    inverse_tool: Option<String>,
+    inverse_params: Option<Value>,
+    inverse_missing: Option<Vec<String>>,
 }
 
 /// The whole record of one action.
 pub async fn detail(pool: &PgPool, id: Uuid) -> Result<Detail> {
     let history = contract::action_history(pool, id).await?;
-    let a = sqlx::query("SELECT * FROM backstop.actions WHERE action_id = $1")
-        .bind(id)
-        .fetch_optional(pool)
-        .await?;
-    let mut lines: Vec<(String, String)> = Vec::new();
+    let a: Option<ActionRow> = sqlx::query_as(
+        "SELECT agent, tool, class, status, amount, confidence, cost_to_reverse, verdict, reason, rule, policy_version,
+                registry_version, correlation_id, parent_action, proposed_seq, executed_seq, inverse_tool, inverse_params,
+                inverse_missing
+           FROM backstop.actions WHERE action_id = $1",
+    )
+    .bind(id)
+    .fetch_optional(pool)
+    .await?;
     let Some(a) = a else {
-        lines.push(("action".into(), format!("{id} is not in the actions projection")));
-        return Ok(Detail { action_id: id, lines });
+        return Ok(Detail {
+            action_id: id,
+            action: None,
+        });
     };
-    let proposal = history
-        .iter()
-        .find(|r| matches!(r.kind.as_str(), "allowed" | "held" | "blocked"));
-    let executed = history
-        .iter()
-        .rev()
-        .find(|r| matches!(r.kind.as_str(), "executed" | "failed"));
-    let agent: String = a.get("agent");
-    let tool: String = a.get("tool");
-    lines.push(("action".into(), id.to_string()));
-    lines.push((
-        "agent / tool".into(),
-        format!(
-            "{agent} / {tool} ({})",
-            a.get::<Option<String>, _>("class")
-                .unwrap_or_else(|| "unknown tool".into())
-        ),
-    ));
-    lines.push(("status".into(), a.get::<String, _>("status")));
-    lines.push((
-        "value".into(),
-        format!(
-            "amount {}  confidence {}  cost to reverse {}",
-            money(a.get("amount")),
-            a.get::<Option<f32>, _>("confidence")
-                .map(|c| format!("{c:.2}"))
-                .unwrap_or_else(|| "none".into()),
-            money(a.get("cost_to_reverse"))
-        ),
-    ));
-    lines.push((
-        "verdict".into(),
-        format!(
-            "{}: {} (rule {}; policy v{}, registry v{})",
-            a.get::<String, _>("verdict"),
-            a.get::<String, _>("reason"),
-            a.get::<Option<String>, _>("rule").unwrap_or_else(|| "-".into()),
-            a.get::<Option<i64>, _>("policy_version").unwrap_or(0),
-            a.get::<Option<i64>, _>("registry_version").unwrap_or(0)
-        ),
-    ));
-    if let Some(p) = proposal {
-        lines.push((
-            "reasoning".into(),
-            p.reasoning.clone().unwrap_or_else(|| "(none given)".into()),
-        ));
-        lines.push(("inputs".into(), pretty(&p.inputs)));
-        lines.push(("params".into(), pretty(&p.params)));
-    }
-    lines.push(("result".into(), pretty(&executed.and_then(|e| e.result.clone()))));
-    let corr: Option<String> = a.get("correlation_id");
-    let parent: Option<Uuid> = a.get("parent_action");
-    lines.push(("correlation".into(), corr.clone().unwrap_or_else(|| "(none)".into())));
-    lines.push((
-        "parent".into(),
-        parent.map(|p| p.to_string()).unwrap_or_else(|| "(none)".into()),
-    ));
-    let related: Vec<(Uuid, String, String, String)> = sqlx::query_as(
+    // The projection says which rows are the proposal and the result.
+    let proposal = history.iter().find(|r| r.seq == a.proposed_seq).map(|p| Proposed {
+        reasoning: p.reasoning.clone(),
+        inputs: p.inputs.clone(),
+        params: p.params.clone(),
+    });
+    let result = a
+        .executed_seq
+        .and_then(|seq| history.iter().find(|r| r.seq == seq))
+        .and_then(|r| r.result.clone());
+    let related: Vec<(Uuid, String, String, ActionStatus)> = sqlx::query_as(
         "SELECT action_id, agent, tool, status FROM backstop.actions
           WHERE action_id <> $1 AND (parent_action = $1 OR ($2::text IS NOT NULL AND correlation_id = $2))
           ORDER BY proposed_seq LIMIT 50",
     )
     .bind(id)
-    .bind(&corr)
+    .bind(&a.correlation_id)
     .fetch_all(pool)
     .await?;
-    lines.push((
-        "dependents / same correlation".into(),
-        if related.is_empty() {
-            "(none)".into()
-        } else {
-            related
-                .iter()
-                .map(|(i, ag, t, st)| format!("{i} {ag} {t} {st}"))
-                .collect::<Vec<_>>()
-                .join("\n")
-        },
-    ));
-    let inverse: Option<String> = a.get("inverse_tool");
-    let comp = sqlx::query("SELECT status, attempts, worker, reason, requested_by, last_detail FROM backstop.compensations WHERE action_id = $1")
-        .bind(id)
-        .fetch_optional(pool)
-        .await?;
-    let staged = match &inverse {
-        Some(inv) => format!(
-            "staged: {inv} {}",
-            a.get::<Option<Value>, _>("inverse_params")
-                .map(|v| v.to_string())
-                .unwrap_or_default()
-        ),
-        None => match a.get::<Option<Vec<String>>, _>("inverse_missing") {
-            Some(m) => format!("cannot be staged: missing {}", m.join(", ")),
-            None => "none (not reversible, or not executed)".into(),
-        },
-    };
-    let comp_state = match comp {
-        Some(c) => format!(
-            "{}\n{} (attempt {}, worker {}) requested by {}: {}{}",
-            staged,
-            c.get::<String, _>("status"),
-            c.get::<i32, _>("attempts"),
-            c.get::<Option<String>, _>("worker").unwrap_or_else(|| "-".into()),
-            c.get::<String, _>("requested_by"),
-            c.get::<String, _>("reason"),
-            c.get::<Option<Value>, _>("last_detail")
-                .map(|d| format!("\nlast: {d}"))
-                .unwrap_or_default()
-        ),
-        None => staged,
-    };
-    lines.push(("compensation".into(), comp_state));
-    let mut hist = Vec::new();
-    for r in &history {
-        let seal: Option<(i64, Vec<u8>)> = sqlx::query_as(
-            "SELECT s.seal_no, backstop.row_digest(l) FROM backstop.action_log l
-               LEFT JOIN backstop.seals s ON l.seq = ANY (s.seqs)
-              WHERE l.seq = $1 ORDER BY s.seal_no LIMIT 1",
-        )
-        .bind(r.seq)
-        .fetch_optional(pool)
-        .await?
-        .and_then(|(n, d): (Option<i64>, Vec<u8>)| n.map(|n| (n, d)));
-        let hash = match seal {
-            Some((n, d)) => format!("sealed in seal {n}, sha256 {}", &hex::encode(d)[..16]),
-            None => "not sealed yet".into(),
-        };
-        hist.push(format!(
-            "{} {} {:<22} by {:<14} {}",
-            r.seq,
-            r.at.format("%H:%M:%S"),
-            r.kind,
-            r.actor,
-            hash
-        ));
-    }
-    lines.push(("history".into(), hist.join("\n")));
-    Ok(Detail { action_id: id, lines })
+    let compensation: Option<CompensationState> = sqlx::query_as(
+        "SELECT status, attempts, worker, requested_by, reason, last_detail FROM backstop.compensations WHERE action_id = $1",
+    )
+    .bind(id)
+    .fetch_optional(pool)
+    .await?;
+    let seqs: Vec<i64> = history.iter().map(|r| r.seq).collect();
+    let seals: HashMap<i64, (i64, Vec<u8>)> = sqlx::query_as::<_, (i64, i64, Vec<u8>)>(
+        "SELECT l.seq, s.seal_no, backstop.row_digest(l)
+           FROM backstop.action_log l
+           JOIN (SELECT x.seq, min(s.seal_no) AS seal_no
+                   FROM backstop.seals s, unnest(s.seqs) x(seq)
+                  WHERE s.seqs && $1 AND x.seq = ANY ($1)
+                  GROUP BY x.seq) s ON s.seq = l.seq
+          WHERE l.seq = ANY ($1)",
+    )
+    .bind(&seqs)
+    .fetch_all(pool)
+    .await?
+    .into_iter()
+    .map(|(seq, seal_no, digest)| (seq, (seal_no, digest)))
+    .collect();
+    let history = history
+        .into_iter()
+        .map(|r| HistoryEntry {
+            seal: seals.get(&r.seq).cloned(),
+            seq: r.seq,
+            at: r.at,
+            kind: r.kind,
+            actor: r.actor,
+        })
+        .collect();
+    Ok(Detail {
+        action_id: id,
+        action: Some(ActionDetail {
+            agent: a.agent,
+            tool: a.tool,
+            class: a.class,
+            status: a.status,
+            amount: a.amount,
+            confidence: a.confidence,
+            cost_to_reverse: a.cost_to_reverse,
+            verdict: a.verdict.parse()?,
+            reason: a.reason,
+            rule: a.rule,
+            policy_version: a.policy_version,
+            registry_version: a.registry_version,
+            proposal,
+            result,
+            correlation_id: a.correlation_id,
+            parent_action: a.parent_action,
+            related: related
+                .into_iter()
+                .map(|(action_id, agent, tool, status)| Related {
+                    action_id,
+                    agent,
+                    tool,
+                    status,
+                })
+                .collect(),
+            inverse_tool: a.inverse_tool,
+            inverse_params: a.inverse_params,
+            inverse_missing: a.inverse_missing,
+            compensation,
+            history,
+        }),
+    })
 }

@@ -338,8 +338,7 @@ async fn listen_task(ctx: Ctx) {
     loop {
         let listener = async {
             let mut l = PgListener::connect_with(&ctx.db.pool).await?;
-            l.listen_all(["backstop_control", "backstop_decisions", "backstop_compensations"])
-                .await?;
+            l.listen_all(contract::CHANNELS).await?;
             anyhow::Ok(l)
         };
         let mut l = match listener.await {
@@ -352,7 +351,9 @@ async fn listen_task(ctx: Ctx) {
         while let Ok(n) = l.recv().await {
             if ctx
                 .tx
-                .send(Msg::Notify(n.channel().to_string(), n.payload().to_string()))
+                .send(Msg::Notify(
+                    contract::ControlEvent::decode(n.channel(), n.payload()).map_err(|e| e.to_string()),
+                ))
                 .is_err()
             {
                 return;
@@ -397,7 +398,7 @@ pub fn run_effect(ctx: Ctx, e: Effect) {
         let msg = match e {
             Effect::Refresh => return,
             Effect::LoadDetail(id) => match data::detail(&ctx.read, id).await {
-                Ok(d) => Msg::Detail(d),
+                Ok(d) => Msg::Detail(Box::new(d)),
                 Err(e) => Msg::Done("detail".into(), Err(e.to_string())),
             },
             Effect::Plan(ids) => match compensation::plan(pool, &Selection::Actions(ids)).await {
@@ -479,7 +480,7 @@ pub async fn open_and_run(cfg: &crate::config::Config, readonly: bool, watch: bo
     c.database_url = url;
     let db = Db::open(&c.db("backstop room", 8)).await?;
     let read = match &cfg.read_url {
-        Some(u) => Some(crate::commands::connect_replica(u, 4).await?),
+        Some(u) => Some(crate::db::connect_replica(u, 4).await?),
         None => None,
     };
     let opts = RoomOptions {

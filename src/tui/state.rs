@@ -9,7 +9,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::compensation::Plan;
-use crate::contract::{LogRow, Scope};
+use crate::contract::{ActionStatus, EventKind, LogRow, Scope, Verdict};
 
 /// Rows of the log kept in memory (the room tails; history is in the database).
 pub const LOG_CAP: usize = 5000;
@@ -252,11 +252,81 @@ pub struct Snapshot {
     pub registry_version: Option<i64>,
 }
 
-/// The whole record behind Enter.
+/// The whole record behind Enter, as the database holds it; `view` formats it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Detail {
     pub action_id: Uuid,
-    pub lines: Vec<(String, String)>,
+    /// `None`: the action is not in the actions projection.
+    pub action: Option<ActionDetail>,
+}
+
+/// One row of `backstop.actions` and what hangs off it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ActionDetail {
+    pub agent: String,
+    pub tool: String,
+    /// `None`: the tool was not in the registry.
+    pub class: Option<String>,
+    pub status: ActionStatus,
+    pub amount: Option<Decimal>,
+    pub confidence: Option<f32>,
+    pub cost_to_reverse: Option<Decimal>,
+    pub verdict: Verdict,
+    pub reason: String,
+    pub rule: Option<String>,
+    pub policy_version: Option<i64>,
+    pub registry_version: Option<i64>,
+    /// From the proposal's log row; `None` when that row is not in the log.
+    pub proposal: Option<Proposed>,
+    /// From the result's log row.
+    pub result: Option<Value>,
+    pub correlation_id: Option<String>,
+    pub parent_action: Option<Uuid>,
+    /// Dependents and actions on the same correlation id.
+    pub related: Vec<Related>,
+    pub inverse_tool: Option<String>,
+    pub inverse_params: Option<Value>,
+    pub inverse_missing: Option<Vec<String>>,
+    pub compensation: Option<CompensationState>,
+    pub history: Vec<HistoryEntry>,
+}
+
+/// What the agent said when it proposed the action.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Proposed {
+    pub reasoning: Option<String>,
+    pub inputs: Option<Value>,
+    pub params: Option<Value>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Related {
+    pub action_id: Uuid,
+    pub agent: String,
+    pub tool: String,
+    pub status: ActionStatus,
+}
+
+/// The action's row of `backstop.compensations`.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct CompensationState {
+    pub status: String,
+    pub attempts: i32,
+    pub worker: Option<String>,
+    pub requested_by: String,
+    pub reason: String,
+    pub last_detail: Option<Value>,
+}
+
+/// One log row of the action, and the seal that holds it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistoryEntry {
+    pub seq: i64,
+    pub at: DateTime<Utc>,
+    pub kind: EventKind,
+    pub actor: String,
+    /// The first seal holding the row, and the row's digest; `None`: not sealed yet.
+    pub seal: Option<(i64, Vec<u8>)>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -368,8 +438,8 @@ impl State {
             return false;
         }
         if let Some(v) = &f.verdict {
-            let rv = r.detail["verdict"].as_str().unwrap_or(&r.kind);
-            if rv != v && r.kind != *v {
+            let rv = r.detail["verdict"].as_str().unwrap_or(r.kind.as_str());
+            if rv != v && r.kind.as_str() != v {
                 return false;
             }
         }

@@ -9,7 +9,7 @@ use uuid::Uuid;
 use super::keys::COMMANDS;
 use super::state::{Conn, Detail, Filter, LOG_CAP, Mode, Purpose, Snapshot, State, View};
 use crate::compensation::Plan;
-use crate::contract::{LogRow, Scope};
+use crate::contract::{ControlEvent, EventKind as K, LogRow, Scope};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Msg {
@@ -22,10 +22,10 @@ pub enum Msg {
     },
     Conn(Conn),
     Data(Box<Snapshot>),
-    Detail(Detail),
+    Detail(Box<Detail>),
     Plan(Plan),
-    /// A NOTIFY: channel and payload.
-    Notify(String, String),
+    /// A NOTIFY, decoded; or why it could not be.
+    Notify(Result<ControlEvent, String>),
     /// A hot-reload of the registry or policy files: text, and whether it was rejected.
     Reload(String, bool),
     /// An effect finished: what, and its outcome or error.
@@ -130,7 +130,7 @@ pub fn update(s: &mut State, msg: Msg) -> Vec<Effect> {
         }
         Msg::Detail(d) => {
             if matches!(s.mode, Mode::Detail { .. }) {
-                s.detail = Some(d);
+                s.detail = Some(*d);
             }
             Vec::new()
         }
@@ -147,47 +147,27 @@ pub fn update(s: &mut State, msg: Msg) -> Vec<Effect> {
             s.mode = Mode::Plan;
             Vec::new()
         }
-        Msg::Notify(channel, payload) => {
-            if channel == "backstop_control" {
-                let v: serde_json::Value = serde_json::from_str(&payload).unwrap_or_default();
-                let event = v["event"].as_str().unwrap_or("");
-                match event {
-                    "paused" | "resumed" => {
-                        let what = if v["scope"] == "fleet" {
-                            "the fleet".to_string()
-                        } else {
-                            format!(
-                                "{} {}",
-                                v["scope"].as_str().unwrap_or(""),
-                                v["target"].as_str().unwrap_or("")
-                            )
-                        };
-                        s.notify(format!("{what} {event} by {}", v["by"].as_str().unwrap_or("?")), false);
-                    }
-                    "policy_loaded" | "registry_loaded" => {
-                        push_policy(
-                            s,
-                            format!(
-                                "{} version {} in force",
-                                event.trim_end_matches("_loaded"),
-                                v["version"]
-                            ),
-                            false,
-                        );
-                    }
-                    "policy_rejected" => {
-                        push_policy(
-                            s,
-                            format!(
-                                "{} rejected: the last good version stays in force (log seq {})",
-                                v["file"].as_str().unwrap_or("?"),
-                                v["seq"]
-                            ),
-                            true,
-                        );
-                    }
-                    _ => {}
+        Msg::Notify(event) => {
+            match event {
+                Ok(ControlEvent::Paused { scope, target, by, .. }) => {
+                    s.notify(format!("{} paused by {by}", describe_scope(scope, &target)), false)
                 }
+                Ok(ControlEvent::Resumed { scope, target, by, .. }) => {
+                    s.notify(format!("{} resumed by {by}", describe_scope(scope, &target)), false)
+                }
+                Ok(ControlEvent::PolicyLoaded { version, .. }) => {
+                    push_policy(s, format!("policy version {version} in force"), false)
+                }
+                Ok(ControlEvent::RegistryLoaded { version, .. }) => {
+                    push_policy(s, format!("registry version {version} in force"), false)
+                }
+                Ok(ControlEvent::PolicyRejected { file, seq }) => push_policy(
+                    s,
+                    format!("{file} rejected: the last good version stays in force (log seq {seq})"),
+                    true,
+                ),
+                Ok(ControlEvent::Decision { .. } | ControlEvent::CompensationsRequested { .. }) => {}
+                Err(e) => s.notify(e, true),
             }
             vec![Effect::Refresh]
         }
@@ -202,6 +182,13 @@ pub fn update(s: &mut State, msg: Msg) -> Vec<Effect> {
             }
             vec![Effect::Refresh]
         }
+    }
+}
+
+fn describe_scope(scope: Scope, target: &str) -> String {
+    match scope {
+        Scope::Fleet => "the fleet".to_string(),
+        other => format!("{} {target}", other.as_str()),
     }
 }
 
@@ -221,14 +208,19 @@ fn on_rows(s: &mut State, mut rows: Vec<LogRow>) -> Vec<Effect> {
     let mut refresh = false;
     for r in &rows {
         if let Some(a) = r.action_id {
-            let st = match r.kind.as_str() {
-                "allowed" | "held" | "blocked" | "rejected" | "expired" | "executed" | "failed" | "compensated" => {
-                    Some(r.kind.clone())
-                }
-                "approved" if r.detail["final"] == true => Some("allowed".to_string()),
-                "compensation_requested" => Some("comp. requested".to_string()),
-                "compensation_started" => Some("compensating".to_string()),
-                "compensation_failed" => Some(format!("comp. {}", r.detail["status"].as_str().unwrap_or("failed"))),
+            let st = match r.kind {
+                K::Allowed
+                | K::Held
+                | K::Blocked
+                | K::Rejected
+                | K::Expired
+                | K::Executed
+                | K::Failed
+                | K::Compensated => Some(r.kind.to_string()),
+                K::Approved if r.detail["final"] == true => Some("allowed".to_string()),
+                K::CompensationRequested => Some("comp. requested".to_string()),
+                K::CompensationStarted => Some("compensating".to_string()),
+                K::CompensationFailed => Some(format!("comp. {}", r.detail["status"].as_str().unwrap_or("failed"))),
                 _ => None,
             };
             if let Some(st) = st {
@@ -236,8 +228,8 @@ fn on_rows(s: &mut State, mut rows: Vec<LogRow>) -> Vec<Effect> {
             }
         }
         refresh |= !matches!(
-            r.kind.as_str(),
-            "allowed" | "executed" | "failed" | "reviewed" | "compensation_started"
+            r.kind,
+            K::Allowed | K::Executed | K::Failed | K::Reviewed | K::CompensationStarted
         );
     }
     let n = rows.len();
@@ -948,7 +940,7 @@ mod tests {
         LogRow {
             seq,
             at: now(),
-            kind: kind.into(),
+            kind: kind.parse().expect("a kind"),
             actor: agent.into(),
             agent: Some(agent.into()),
             tool: Some("issue_refund".into()),

@@ -7,10 +7,11 @@ use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Table, Wrap};
+use serde_json::Value;
 
 use super::keys;
-use super::state::{Conn, Mode, State, View};
-use crate::contract::{LogRow, Scope};
+use super::state::{Conn, Detail, Mode, State, View};
+use crate::contract::{EventKind as K, LogRow, Scope};
 use crate::output::{cut, money};
 
 /// The smallest terminal the room draws in (below it, a message; P still works).
@@ -222,13 +223,13 @@ fn gutter(s: &State, selected: bool, action: Option<uuid::Uuid>) -> String {
 }
 
 fn verdict_word(r: &LogRow) -> String {
-    match r.kind.as_str() {
-        "allowed" => "allow".into(),
-        "held" => "HOLD".into(),
-        "blocked" => "BLOCK".into(),
-        "approved" => format!("approved by {}", r.actor),
-        "rejected" => format!("rejected by {}", r.actor),
-        "paused" | "resumed" => format!("{} {}", r.kind, r.detail["scope"].as_str().unwrap_or("")),
+    match r.kind {
+        K::Allowed => "allow".into(),
+        K::Held => "HOLD".into(),
+        K::Blocked => "BLOCK".into(),
+        K::Approved => format!("approved by {}", r.actor),
+        K::Rejected => format!("rejected by {}", r.actor),
+        K::Paused | K::Resumed => format!("{} {}", r.kind, r.detail["scope"].as_str().unwrap_or("")),
         k => k.to_string(),
     }
 }
@@ -656,8 +657,7 @@ fn compensations(s: &State, f: &mut Frame, area: Rect, theme: &Theme) {
 fn detail(s: &State, f: &mut Frame, area: Rect, scroll: u16, theme: &Theme) {
     let lines: Vec<Line> = match &s.detail {
         None => vec![Line::from("loading ...")],
-        Some(d) => d
-            .lines
+        Some(d) => detail_lines(d)
             .iter()
             .flat_map(|(k, v)| {
                 let mut out = vec![Line::from(vec![
@@ -681,6 +681,128 @@ fn detail(s: &State, f: &mut Frame, area: Rect, scroll: u16, theme: &Theme) {
             .block(Block::default().borders(Borders::TOP).title(title)),
         area,
     );
+}
+
+fn pretty(v: &Option<Value>) -> String {
+    match v {
+        None | Some(Value::Null) => "(none)".into(),
+        Some(v) => serde_json::to_string_pretty(v).unwrap_or_default(),
+    }
+}
+
+/// An action's record as labelled lines; a value may span several lines.
+fn detail_lines(d: &Detail) -> Vec<(String, String)> {
+    let id = d.action_id;
+    let Some(a) = &d.action else {
+        return vec![("action".into(), format!("{id} is not in the actions projection"))];
+    };
+    let none = || "(none)".to_string();
+    let mut lines: Vec<(String, String)> = vec![
+        ("action".into(), id.to_string()),
+        (
+            "agent / tool".into(),
+            format!(
+                "{} / {} ({})",
+                a.agent,
+                a.tool,
+                a.class.as_deref().unwrap_or("unknown tool")
+            ),
+        ),
+        ("status".into(), a.status.to_string()),
+        (
+            "value".into(),
+            format!(
+                "amount {}  confidence {}  cost to reverse {}",
+                money(a.amount),
+                a.confidence.map(|c| format!("{c:.2}")).unwrap_or_else(|| "none".into()),
+                money(a.cost_to_reverse)
+            ),
+        ),
+        (
+            "verdict".into(),
+            format!(
+                "{}: {} (rule {}; policy v{}, registry v{})",
+                a.verdict,
+                a.reason,
+                a.rule.as_deref().unwrap_or("-"),
+                a.policy_version.unwrap_or(0),
+                a.registry_version.unwrap_or(0)
+            ),
+        ),
+    ];
+    if let Some(p) = &a.proposal {
+        lines.push((
+            "reasoning".into(),
+            p.reasoning.clone().unwrap_or_else(|| "(none given)".into()),
+        ));
+        lines.push(("inputs".into(), pretty(&p.inputs)));
+        lines.push(("params".into(), pretty(&p.params)));
+    }
+    lines.push(("result".into(), pretty(&a.result)));
+    lines.push(("correlation".into(), a.correlation_id.clone().unwrap_or_else(none)));
+    lines.push((
+        "parent".into(),
+        a.parent_action.map(|p| p.to_string()).unwrap_or_else(none),
+    ));
+    lines.push((
+        "dependents / same correlation".into(),
+        if a.related.is_empty() {
+            none()
+        } else {
+            a.related
+                .iter()
+                .map(|r| format!("{} {} {} {}", r.action_id, r.agent, r.tool, r.status))
+                .collect::<Vec<_>>()
+                .join("\n")
+        },
+    ));
+    let staged = match (&a.inverse_tool, &a.inverse_missing) {
+        (Some(inv), _) => format!(
+            "staged: {inv} {}",
+            a.inverse_params.as_ref().map(|v| v.to_string()).unwrap_or_default()
+        ),
+        (None, Some(m)) => format!("cannot be staged: missing {}", m.join(", ")),
+        (None, None) => "none (not reversible, or not executed)".into(),
+    };
+    let comp = match &a.compensation {
+        Some(c) => format!(
+            "{staged}\n{} (attempt {}, worker {}) requested by {}: {}{}",
+            c.status,
+            c.attempts,
+            c.worker.as_deref().unwrap_or("-"),
+            c.requested_by,
+            c.reason,
+            c.last_detail
+                .as_ref()
+                .map(|d| format!("\nlast: {d}"))
+                .unwrap_or_default()
+        ),
+        None => staged,
+    };
+    lines.push(("compensation".into(), comp));
+    let history: Vec<String> = a
+        .history
+        .iter()
+        .map(|h| {
+            let hash = match &h.seal {
+                Some((n, digest)) => {
+                    let hex = hex::encode(digest);
+                    format!("sealed in seal {n}, sha256 {}", hex.get(..16).unwrap_or(&hex))
+                }
+                None => "not sealed yet".into(),
+            };
+            format!(
+                "{} {} {:<22} by {:<14} {}",
+                h.seq,
+                h.at.format("%H:%M:%S"),
+                h.kind,
+                h.actor,
+                hash
+            )
+        })
+        .collect();
+    lines.push(("history".into(), history.join("\n")));
+    lines
 }
 
 fn plan(s: &State, f: &mut Frame, area: Rect, theme: &Theme) {

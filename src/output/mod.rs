@@ -1,8 +1,24 @@
-//! Plain-text tables and value formatting for commands that print data.
+//! What commands print: plain-text tables, value formatting, the log and
+//! verify reports for people, and JSON for programs. Printing lives here, not
+//! in the CLI, so the demo and the room can print the same way without
+//! depending on the command layer.
+
+mod log;
+mod verify;
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
+use serde::Serialize;
 use serde_json::Value;
+
+pub use log::render_log;
+pub use verify::render_verify;
+
+/// Pretty JSON on stdout: what `--json` prints.
+pub fn print_json<T: Serialize>(v: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
 
 /// Left-aligned columns separated by two spaces; the last column is not padded.
 #[derive(Debug, Default)]
@@ -17,8 +33,10 @@ impl Table {
         }
     }
 
+    /// A row; every cell is made printable (see `printable`), since cells
+    /// hold what agents and people wrote.
     pub fn row(&mut self, cells: Vec<String>) {
-        self.rows.push(cells);
+        self.rows.push(cells.iter().map(|c| printable(c)).collect());
     }
 
     pub fn render(&self) -> String {
@@ -44,6 +62,33 @@ impl Table {
         }
         out
     }
+}
+
+/// Text safe to print to a terminal: C0 controls, DEL and C1 controls
+/// (which start escape sequences that set titles, clear screens or move the
+/// cursor) are shown escaped, `\x1b` or `\u{9b}`, never sent as they are.
+pub fn printable(s: &str) -> String {
+    if !s.chars().any(is_control) {
+        return s.to_string();
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for ch in s.chars() {
+        if is_control(ch) {
+            if (ch as u32) < 0x80 {
+                out.push_str(&format!("\\x{:02x}", ch as u32));
+            } else {
+                out.push_str(&format!("\\u{{{:x}}}", ch as u32));
+            }
+        } else {
+            out.push(ch);
+        }
+    }
+    out
+}
+
+fn is_control(ch: char) -> bool {
+    let c = ch as u32;
+    c < 0x20 || (0x7f..=0x9f).contains(&c)
 }
 
 /// $47,000 or $47,000.50.
@@ -109,5 +154,18 @@ mod tests {
         let mut t = Table::new(&["a", "bb"]);
         t.row(vec!["xxx".into(), "y".into()]);
         assert_eq!(t.render(), "a    bb\nxxx  y\n");
+    }
+
+    #[test]
+    fn terminal_controls_are_escaped() {
+        assert_eq!(
+            printable("ACME\x1b]0;pwned\x07\x1b[2J"),
+            "ACME\\x1b]0;pwned\\x07\\x1b[2J"
+        );
+        assert_eq!(printable("a\u{9b}2Jb\u{7f}"), "a\\u{9b}2Jb\\x7f");
+        assert_eq!(printable("plain, ünïcode: ok"), "plain, ünïcode: ok");
+        let mut t = Table::new(&["a"]);
+        t.row(vec!["x\ny".into()]);
+        assert!(!t.render().contains("x\ny"));
     }
 }

@@ -1,0 +1,53 @@
+//! Which duty (role) may call which contract function, as the database grants it.
+
+/// The contract's functions, in the order `backstop roles` shows them.
+pub const CONTRACT_FUNCTIONS: &[&str] = &[
+    "propose",
+    "decision",
+    "record_result",
+    "report_signal",
+    "approve",
+    "reject",
+    "pause",
+    "resume",
+    "request_compensation",
+    "compensation_plan",
+    "acknowledge_finding",
+    "resolve_finding",
+    "load_registry",
+    "load_policy",
+    "report_config_rejected",
+    "record_drill",
+    "claim_compensations",
+    "finish_compensation",
+    "finish_compensations",
+    "schedule_reviews",
+    "claim_reviews",
+    "complete_review",
+    "raise_finding",
+    "add_rollups",
+    "expire_held",
+    "seal",
+    "ensure_log_partitions",
+    "tail",
+];
+
+/// The duty × function matrix as the database has it: (duty, role, function, allowed).
+pub async fn role_matrix(pool: &sqlx::PgPool) -> sqlx::Result<Vec<(String, String, String, bool)>> {
+    let rows: Vec<(String, String, String, bool)> = sqlx::query_as(
+        "SELECT d.duty, d.role_name, f.name,
+                bool_or(has_function_privilege(d.role_name, p.oid, 'EXECUTE'))
+           FROM backstop.duties d
+          CROSS JOIN unnest($1::text[]) WITH ORDINALITY f(name, ord)
+           JOIN pg_proc p ON p.proname = f.name AND p.pronamespace = 'backstop'::regnamespace
+          -- The owner runs the contract and the check role runs the
+          -- policy's checks: neither is a login's duty.
+          WHERE d.duty NOT IN ('owner', 'check')
+          GROUP BY d.duty, d.role_name, f.name, f.ord
+          ORDER BY array_position(ARRAY['agent','viewer','approver','operator','commander','supervisor','worker','policy'], d.duty), f.ord",
+    )
+    .bind(CONTRACT_FUNCTIONS.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+    .fetch_all(pool)
+    .await?;
+    Ok(rows)
+}
