@@ -1043,7 +1043,7 @@ CREATE FUNCTION backstop.contract_version() RETURNS integer
     LANGUAGE sql IMMUTABLE
     SET search_path TO 'pg_catalog', 'backstop', 'pg_temp'
     AS $$
-    SELECT 3
+    SELECT 4
 $$;
 
 ALTER FUNCTION backstop.contract_version() OWNER TO backstop_owner;
@@ -1874,7 +1874,7 @@ ALTER FUNCTION backstop.projection_diffs() OWNER TO backstop_owner;
 
 COMMENT ON FUNCTION backstop.projection_diffs() IS 'Rows where a projection differs from its rebuild from the log (empty when they agree). Callers: viewer (verify). Returns (projection, side, row_data).';
 
-CREATE FUNCTION backstop.propose(agent text, tool text, params jsonb, amount numeric DEFAULT NULL::numeric, confidence real DEFAULT NULL::real, reasoning text DEFAULT NULL::text, inputs jsonb DEFAULT NULL::jsonb, correlation_id text DEFAULT NULL::text, parent_action uuid DEFAULT NULL::uuid, idempotency_key text DEFAULT NULL::text) RETURNS TABLE(action_id uuid, verdict text, reason text)
+CREATE FUNCTION backstop.propose(agent text, tool text, params jsonb, amount numeric DEFAULT NULL::numeric, confidence double precision DEFAULT NULL::double precision, reasoning text DEFAULT NULL::text, inputs jsonb DEFAULT NULL::jsonb, correlation_id text DEFAULT NULL::text, parent_action uuid DEFAULT NULL::uuid, idempotency_key text DEFAULT NULL::text) RETURNS TABLE(action_id uuid, verdict text, reason text)
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'backstop', 'pg_temp'
     AS $_$
@@ -2017,6 +2017,9 @@ BEGIN
 
     IF k.scope IS NOT NULL THEN
         e := ROW('block', backstop._paused_reason(k.scope, k.target, k.reason, k.changed_by), 'kill_switch', 0);
+    ELSIF v_known AND t.inverse_only THEN
+        e := ROW('block', format('%s undoes other tools: compensation workers run it, agents do not (agent_callable = true in the registry allows it)', p_tool),
+                 'inverse_only', 0);
     ELSIF NOT v_known THEN
         e := ROW('block', CASE WHEN c.reg IS NULL THEN format('unknown tool %s: no tool registry is loaded', p_tool)
                                ELSE format('unknown tool %s: not in registry version %s', p_tool, c.reg) END,
@@ -2070,9 +2073,9 @@ BEGIN
 END
 $_$;
 
-ALTER FUNCTION backstop.propose(agent text, tool text, params jsonb, amount numeric, confidence real, reasoning text, inputs jsonb, correlation_id text, parent_action uuid, idempotency_key text) OWNER TO backstop_owner;
+ALTER FUNCTION backstop.propose(agent text, tool text, params jsonb, amount numeric, confidence double precision, reasoning text, inputs jsonb, correlation_id text, parent_action uuid, idempotency_key text) OWNER TO backstop_owner;
 
-COMMENT ON FUNCTION backstop.propose(agent text, tool text, params jsonb, amount numeric, confidence real, reasoning text, inputs jsonb, correlation_id text, parent_action uuid, idempotency_key text) IS 'The agent''s gateway: checks the kill switch, the registry and the policy, appends proposed and the verdict, and returns (action_id, verdict ''allow'' | ''hold'' | ''block'', reason). A replay of the same request (same idempotency key, tool, params and amount) answers with the action''s state now; a key reused for another request is refused. Callers: agent (as itself or an agent mapped to its login in agent_logins).';
+COMMENT ON FUNCTION backstop.propose(agent text, tool text, params jsonb, amount numeric, confidence double precision, reasoning text, inputs jsonb, correlation_id text, parent_action uuid, idempotency_key text) IS 'The agent''s gateway: checks the kill switch, the registry and the policy, appends proposed and the verdict, and returns (action_id, verdict ''allow'' | ''hold'' | ''block'', reason). A replay of the same request (same idempotency key, tool, params and amount) answers with the action''s state now; a key reused for another request is refused. Callers: agent (as itself or an agent mapped to its login in agent_logins).';
 
 CREATE FUNCTION backstop.raise_finding(kind text, severity text, agent text DEFAULT NULL::text, action_id uuid DEFAULT NULL::uuid, detail jsonb DEFAULT NULL::jsonb) RETURNS TABLE(finding_id uuid, merged boolean)
     LANGUAGE plpgsql SECURITY DEFINER
@@ -2795,12 +2798,13 @@ BEGIN
     IF max_rows IS NULL OR max_rows < 1 OR max_rows > 1000000 THEN
         RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = format('seal: max_rows must be between 1 and 1000000; got %s', coalesce(max_rows::text, 'null'));
     END IF;
+    -- In this order: the floor first, then this transaction's id, which
+    -- the row lock below assigns (locking a row takes a transaction id).
+    SELECT CASE WHEN q.is_called THEN q.last_value ELSE q.last_value - 1 END INTO v_floor FROM backstop.action_log_seq q;
     PERFORM FROM backstop.seal_lock FOR UPDATE SKIP LOCKED;
     IF NOT FOUND THEN
         RETURN;
     END IF;
-    -- In this order: the floor first, then this transaction's id.
-    SELECT CASE WHEN q.is_called THEN q.last_value ELSE q.last_value - 1 END INTO v_floor FROM backstop.action_log_seq q;
     v_xid := pg_current_xact_id();
     SELECT * INTO last FROM backstop.seals s ORDER BY s.seal_no DESC LIMIT 1;
     IF NOT FOUND THEN
@@ -2981,6 +2985,7 @@ CREATE TABLE backstop.tools (
     executor jsonb,
     description text DEFAULT ''::text NOT NULL,
     remediation text,
+    inverse_only boolean DEFAULT false NOT NULL,
     CONSTRAINT tools_check CHECK (((class <> ALL (ARRAY['reversible'::text, 'conditional'::text])) OR (inverse IS NOT NULL))),
     CONSTRAINT tools_class_check CHECK ((class = ANY (ARRAY['read'::text, 'reversible'::text, 'conditional'::text, 'irreversible'::text]))),
     CONSTRAINT tools_cost_fixed_check CHECK ((cost_fixed >= (0)::numeric)),
@@ -2999,7 +3004,10 @@ CREATE FUNCTION backstop.tools_of(p_version bigint, doc jsonb) RETURNS SETOF bac
            make_interval(secs => (t ->> 'window_seconds')::double precision), t ->> 'condition',
            t ->> 'value_param', t ->> 'entity_param',
            coalesce((t ->> 'cost_fixed')::numeric, 0), coalesce((t ->> 'cost_share')::numeric, 0),
-           t -> 'executor', coalesce(t ->> 'description', ''), t ->> 'remediation'
+           t -> 'executor', coalesce(t ->> 'description', ''), t ->> 'remediation',
+           -- An inverse of another tool, which agents may not call unless it says so.
+           EXISTS (SELECT 1 FROM jsonb_array_elements(doc -> 'tools') o WHERE o ->> 'inverse' = t ->> 'name')
+             AND NOT coalesce((t ->> 'agent_callable')::boolean, false)
       FROM jsonb_array_elements(doc -> 'tools') t
 $$;
 
@@ -3938,9 +3946,10 @@ CREATE VIEW backstop.rebuilt_tools AS
     t.cost_share,
     t.executor,
     t.description,
-    t.remediation
+    t.remediation,
+    t.inverse_only
    FROM backstop.rebuilt_registry_versions v,
-    LATERAL backstop.tools_of(v.version, v.doc) t(version, name, class, inverse, bindings, reversal_window, condition, value_param, entity_param, cost_fixed, cost_share, executor, description, remediation);
+    LATERAL backstop.tools_of(v.version, v.doc) t(version, name, class, inverse, bindings, reversal_window, condition, value_param, entity_param, cost_fixed, cost_share, executor, description, remediation, inverse_only);
 
 ALTER TABLE backstop.rebuilt_tools OWNER TO backstop_owner;
 
@@ -4395,8 +4404,8 @@ REVOKE ALL ON FUNCTION backstop.prepare_cut(cut timestamp with time zone, first_
 REVOKE ALL ON FUNCTION backstop.projection_diffs() FROM PUBLIC;
 GRANT ALL ON FUNCTION backstop.projection_diffs() TO backstop_viewer;
 
-REVOKE ALL ON FUNCTION backstop.propose(agent text, tool text, params jsonb, amount numeric, confidence real, reasoning text, inputs jsonb, correlation_id text, parent_action uuid, idempotency_key text) FROM PUBLIC;
-GRANT ALL ON FUNCTION backstop.propose(agent text, tool text, params jsonb, amount numeric, confidence real, reasoning text, inputs jsonb, correlation_id text, parent_action uuid, idempotency_key text) TO backstop_agent;
+REVOKE ALL ON FUNCTION backstop.propose(agent text, tool text, params jsonb, amount numeric, confidence double precision, reasoning text, inputs jsonb, correlation_id text, parent_action uuid, idempotency_key text) FROM PUBLIC;
+GRANT ALL ON FUNCTION backstop.propose(agent text, tool text, params jsonb, amount numeric, confidence double precision, reasoning text, inputs jsonb, correlation_id text, parent_action uuid, idempotency_key text) TO backstop_agent;
 
 REVOKE ALL ON FUNCTION backstop.raise_finding(kind text, severity text, agent text, action_id uuid, detail jsonb) FROM PUBLIC;
 GRANT ALL ON FUNCTION backstop.raise_finding(kind text, severity text, agent text, action_id uuid, detail jsonb) TO backstop_supervisor;

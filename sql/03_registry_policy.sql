@@ -38,7 +38,10 @@ LANGUAGE sql SET search_path = pg_catalog, backstop, pg_temp IMMUTABLE AS $$
            make_interval(secs => (t ->> 'window_seconds')::double precision), t ->> 'condition',
            t ->> 'value_param', t ->> 'entity_param',
            coalesce((t ->> 'cost_fixed')::numeric, 0), coalesce((t ->> 'cost_share')::numeric, 0),
-           t -> 'executor', coalesce(t ->> 'description', ''), t ->> 'remediation'
+           t -> 'executor', coalesce(t ->> 'description', ''), t ->> 'remediation',
+           -- An inverse of another tool, which agents may not call unless it says so.
+           EXISTS (SELECT 1 FROM jsonb_array_elements(doc -> 'tools') o WHERE o ->> 'inverse' = t ->> 'name')
+             AND NOT coalesce((t ->> 'agent_callable')::boolean, false)
       FROM jsonb_array_elements(doc -> 'tools') t
 $$;
 COMMENT ON FUNCTION backstop.tools_of IS 'The tools rows of a registry document (used by load_registry and the rebuild). Callers: the owner only. Returns SETOF backstop.tools.';

@@ -2,7 +2,7 @@
 
 CREATE FUNCTION backstop.propose(
     agent text, tool text, params jsonb,
-    amount numeric DEFAULT NULL, confidence real DEFAULT NULL,
+    amount numeric DEFAULT NULL, confidence double precision DEFAULT NULL,
     reasoning text DEFAULT NULL, inputs jsonb DEFAULT NULL,
     correlation_id text DEFAULT NULL, parent_action uuid DEFAULT NULL,
     idempotency_key text DEFAULT NULL)
@@ -148,6 +148,9 @@ BEGIN
 
     IF k.scope IS NOT NULL THEN
         e := ROW('block', backstop._paused_reason(k.scope, k.target, k.reason, k.changed_by), 'kill_switch', 0);
+    ELSIF v_known AND t.inverse_only THEN
+        e := ROW('block', format('%s undoes other tools: compensation workers run it, agents do not (agent_callable = true in the registry allows it)', p_tool),
+                 'inverse_only', 0);
     ELSIF NOT v_known THEN
         e := ROW('block', CASE WHEN c.reg IS NULL THEN format('unknown tool %s: no tool registry is loaded', p_tool)
                                ELSE format('unknown tool %s: not in registry version %s', p_tool, c.reg) END,

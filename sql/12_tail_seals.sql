@@ -137,12 +137,13 @@ BEGIN
     IF max_rows IS NULL OR max_rows < 1 OR max_rows > 1000000 THEN
         RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = format('seal: max_rows must be between 1 and 1000000; got %s', coalesce(max_rows::text, 'null'));
     END IF;
+    -- In this order: the floor first, then this transaction's id, which
+    -- the row lock below assigns (locking a row takes a transaction id).
+    SELECT CASE WHEN q.is_called THEN q.last_value ELSE q.last_value - 1 END INTO v_floor FROM backstop.action_log_seq q;
     PERFORM FROM backstop.seal_lock FOR UPDATE SKIP LOCKED;
     IF NOT FOUND THEN
         RETURN;
     END IF;
-    -- In this order: the floor first, then this transaction's id.
-    SELECT CASE WHEN q.is_called THEN q.last_value ELSE q.last_value - 1 END INTO v_floor FROM backstop.action_log_seq q;
     v_xid := pg_current_xact_id();
     SELECT * INTO last FROM backstop.seals s ORDER BY s.seal_no DESC LIMIT 1;
     IF NOT FOUND THEN

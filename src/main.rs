@@ -10,7 +10,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
-use backstop::config::{Config, default_asset};
+use backstop::config::Config;
 use backstop::contract::Scope;
 
 #[derive(Parser)]
@@ -49,15 +49,24 @@ struct Global {
     /// Keep the embedded cluster's data in DIR (reused on the next run).
     #[arg(long, value_name = "DIR", global = true)]
     keep_db: Option<PathBuf>,
-    /// The tool registry file.
-    #[arg(long, value_name = "FILE", global = true)]
-    tools: Option<PathBuf>,
-    /// The policy file.
-    #[arg(long, value_name = "FILE", global = true)]
-    policy: Option<PathBuf>,
+    /// Without DATABASE_URL, start a private throwaway cluster (the demo and the
+    /// benchmarks do so by themselves; anything done there is not real).
+    #[arg(long, global = true)]
+    embedded: bool,
     /// Print data as JSON.
     #[arg(long, global = true)]
     json: bool,
+}
+
+/// Where the registry and the policy are (default: tools.toml and policy.toml here).
+#[derive(Args, Clone, Default)]
+struct Files {
+    /// The tool registry file.
+    #[arg(long, value_name = "FILE", env = "BACKSTOP_TOOLS")]
+    tools: Option<PathBuf>,
+    /// The policy file.
+    #[arg(long, value_name = "FILE", env = "BACKSTOP_POLICY")]
+    policy: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -114,11 +123,24 @@ enum Command {
     Grant { duty: String, login: String },
     /// Check tools.toml and policy.toml; change nothing.
     Check {
-        /// The files to check (default: the registry and policy in use).
+        /// The registry and the policy to check (default: --tools and --policy, or tools.toml and policy.toml here).
         files: Vec<PathBuf>,
+        #[command(flatten)]
+        paths: Files,
     },
-    /// Check and load tools.toml and policy.toml as new versions (where they changed).
-    Load,
+    /// Write a starting tools.toml and policy.toml (commented, loadable on any database) into DIR.
+    Init {
+        /// Where to write them (default: here).
+        dir: Option<PathBuf>,
+        /// Overwrite files that exist.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Check and load tools.toml and policy.toml as new versions (where they changed), both or neither.
+    Load {
+        #[command(flatten)]
+        files: Files,
+    },
     /// Pause the fleet, one agent, or one tool: no covered action is allowed until resumed.
     Pause(ScopeArgs),
     /// Resume what a pause stopped.
@@ -158,6 +180,9 @@ enum Command {
         /// Print the plan and change nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Only the selected actions that called this tool.
+        #[arg(long)]
+        tool: Option<String>,
     },
     /// Run requested compensations (exactly once each) until Ctrl-C.
     Worker {
@@ -215,6 +240,8 @@ enum Command {
         /// Do not load and watch tools.toml and policy.toml (use the versions in the database).
         #[arg(long)]
         no_watch: bool,
+        #[command(flatten)]
+        files: Files,
     },
     /// List open findings (--all: resolved ones too).
     Findings {
@@ -320,6 +347,13 @@ struct ScopeArgs {
     reason: Option<String>,
 }
 
+/// The config with a command's --tools / --policy.
+fn with_files(mut cfg: Config, f: Files) -> Config {
+    cfg.tools = f.tools;
+    cfg.policy = f.policy;
+    cfg
+}
+
 fn parse_secs(flag: &str, s: &str) -> anyhow::Result<std::time::Duration> {
     let secs = backstop::filecheck::parse_duration(s).map_err(|e| anyhow::anyhow!("{flag}: {e}"))?;
     if secs <= 0.0 {
@@ -384,8 +418,9 @@ fn main() -> ExitCode {
             .filter(|o| !o.is_empty())
             .unwrap_or_else(Config::default_operator),
         keep_db: g.keep_db,
-        tools: g.tools.unwrap_or_else(|| default_asset("tools.toml")),
-        policy: g.policy.unwrap_or_else(|| default_asset("policy.toml")),
+        embedded: g.embedded,
+        tools: None,
+        policy: None,
         json: g.json,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -471,17 +506,19 @@ async fn run(cfg: Config, command: Option<Command>, (readonly, watch): (bool, bo
             commands::archive(&cfg, before, &to, !no_drop).await
         }
         Some(Command::Grant { duty, login }) => commands::grant(&cfg, &duty, &login).await,
-        Some(Command::Check { files }) => {
+        Some(Command::Check { files, paths }) => {
+            let cfg = with_files(cfg, paths);
             let (tools, policy) = match files.as_slice() {
-                [] => (cfg.tools.clone(), cfg.policy.clone()),
+                [] => cfg.files()?,
                 [a, b] => (a.clone(), b.clone()),
                 _ => anyhow::bail!(
                     "check takes no files, or the registry and the policy: backstop check tools.toml policy.toml"
                 ),
             };
-            commands::check(&cfg, &tools, &policy)
+            commands::check(&cfg, &tools, &policy).await
         }
-        Some(Command::Load) => commands::load(&cfg).await,
+        Some(Command::Init { dir, force }) => commands::init(&cfg, dir.as_deref(), force),
+        Some(Command::Load { files }) => commands::load(&with_files(cfg, files)).await,
         Some(Command::Pause(s)) => {
             let target = scope_target(&s)?;
             let reason = s
@@ -508,8 +545,10 @@ async fn run(cfg: Config, command: Option<Command>, (readonly, watch): (bool, bo
             correlation,
             reason,
             dry_run,
+            tool,
         }) => {
             let args = commands::CompensateArgs {
+                tool,
                 action_ids,
                 agent,
                 since,
@@ -555,7 +594,8 @@ async fn run(cfg: Config, command: Option<Command>, (readonly, watch): (bool, bo
         }
         Some(Command::Seal) => commands::seal(&cfg).await,
         Some(Command::Log { limit, follow }) => commands::log(&cfg, limit, follow).await,
-        Some(Command::Supervise { name, no_watch }) => {
+        Some(Command::Supervise { name, no_watch, files }) => {
+            let cfg = with_files(cfg, files);
             let opts = backstop::supervisor::SupervisorOptions::named(
                 &name.unwrap_or_else(|| format!("supervisor-{}", std::process::id())),
             );
@@ -608,7 +648,8 @@ async fn run(cfg: Config, command: Option<Command>, (readonly, watch): (bool, bo
                     (1..=100_000).contains(&per_minute),
                     "--per-minute must be between 1 and 100000"
                 );
-                let pol = backstop::policy::read(&cfg.policy, None).map_err(|e| anyhow::anyhow!("{}", e[0]))?;
+                let reg = backstop::demo::registry()?;
+                let pol = backstop::demo::policy(&reg, backstop::demo::POLICY_LABEL, backstop::demo::POLICY_TOML)?;
                 let d = &pol.supervisor.drift;
                 let study = backstop::supervisor::drift::study(
                     d.threshold,
@@ -671,5 +712,20 @@ fn scope_target(s: &ScopeArgs) -> anyhow::Result<Option<String>> {
             s.scope.as_str()
         ),
         (_, Some(t)) => Ok(Some(t.clone())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// Clap's own consistency check: no flag defined twice on one command
+    /// (a global --tools once made `worker --tools` panic).
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+        assert!(Cli::try_parse_from(["backstop", "worker", "--tools", "reverse_refund,refund_charge"]).is_ok());
+        assert!(Cli::try_parse_from(["backstop", "load", "--tools", "t.toml", "--policy", "p.toml"]).is_ok());
     }
 }

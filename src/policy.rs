@@ -978,12 +978,12 @@ pub fn read(path: &Path, registry: Option<&Registry>) -> Result<Policy, Vec<Issu
     }
 }
 
-pub async fn sync(
-    pool: &sqlx::PgPool,
+pub async fn sync<'e, E: sqlx::PgExecutor<'e>>(
+    ex: E,
     policy: &Policy,
     source: &str,
 ) -> crate::contract::Result<crate::contract::Loaded> {
-    crate::contract::load_policy(pool, &policy.doc(), &policy.sha256, source).await
+    crate::contract::load_policy(ex, &policy.doc(), &policy.sha256, source).await
 }
 
 /// The supervisor settings of the active policy version.

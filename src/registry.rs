@@ -79,6 +79,9 @@ pub struct Tool {
     pub result: Option<Vec<String>>,
     /// What a person does when this action cannot be undone automatically.
     pub remediation: Option<String>,
+    /// An inverse that agents may also propose.
+    #[serde(default)]
+    pub agent_callable: bool,
 }
 
 /// A target system for the SQL executor. `url` may be `env:NAME` so that no
@@ -134,6 +137,8 @@ struct ToolDef {
     params: Option<Vec<String>>,
     result: Option<Vec<String>>,
     remediation: Option<String>,
+    /// An inverse that agents may also propose (by default only workers run inverses).
+    agent_callable: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -517,6 +522,7 @@ pub fn parse(file: &str, text: &str) -> Result<Registry, Vec<Issue>> {
                 params: d.params.clone(),
                 result: d.result.clone(),
                 remediation: d.remediation.clone(),
+                agent_callable: d.agent_callable.unwrap_or(false),
             },
         );
     }
@@ -566,6 +572,7 @@ impl Registry {
                     "params": t.params,
                     "result": t.result,
                     "remediation": t.remediation,
+                    "agent_callable": t.agent_callable,
                 })
             })
             .collect();
@@ -593,12 +600,12 @@ pub fn read(path: &Path) -> Result<Registry, Vec<Issue>> {
 }
 
 /// Load a checked registry as the active version (no-op when unchanged).
-pub async fn sync(
-    pool: &sqlx::PgPool,
+pub async fn sync<'e, E: sqlx::PgExecutor<'e>>(
+    ex: E,
     reg: &Registry,
     source: &str,
 ) -> crate::contract::Result<crate::contract::Loaded> {
-    crate::contract::load_registry(pool, &reg.doc(), &reg.sha256, source).await
+    crate::contract::load_registry(ex, &reg.doc(), &reg.sha256, source).await
 }
 
 /// The active registry as stored in the database.

@@ -325,6 +325,11 @@ async fn the_public_surface_describes_itself() {
         .fetch_one(db.pool())
         .await
         .unwrap();
+    assert_eq!(
+        version,
+        backstop::db::schema::CONTRACT_VERSION,
+        "src/db/schema.rs CONTRACT_VERSION must be what sql/00_roles.sql's contract_version() returns"
+    );
     let changelog = std::fs::read_to_string(root().join("sql/CHANGELOG.md")).unwrap();
     assert!(
         changelog.contains(&format!("\n## {version}\n")),

@@ -6,22 +6,8 @@ mod common;
 
 use std::time::Duration;
 
-use backstop::config::Config;
 use backstop::demo::{drill, scenario};
 use common::TestDb;
-
-fn config() -> Config {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets");
-    Config {
-        database_url: None,
-        read_url: None,
-        operator: "tester".into(),
-        keep_db: None,
-        tools: root.join("tools.toml"),
-        policy: root.join("policy.toml"),
-        json: false,
-    }
-}
 
 async fn story(seed: u64) -> scenario::DemoReport {
     let t = TestDb::new().await;
@@ -31,9 +17,7 @@ async fn story(seed: u64) -> scenario::DemoReport {
         headless: true,
         customers: 120,
     };
-    let r = scenario::run_headless(&t.db, &config(), &opts)
-        .await
-        .expect("demo runs");
+    let r = scenario::run_headless(&t.db, &opts).await.expect("demo runs");
     eprintln!("{}", scenario::render(&r));
     r
 }
@@ -80,14 +64,13 @@ async fn the_headless_story_is_deterministic_and_every_incident_is_answered() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drill_is_scored_from_the_log_and_recorded() {
     let t = TestDb::new().await;
-    let cfg = config();
     let opts = scenario::DemoOptions {
         seed: 3,
         speed: 5.0,
         headless: true,
         customers: 60,
     };
-    scenario::prepare(&t.db, &cfg, &opts).await.expect("prepare");
+    scenario::prepare(&t.db, &opts).await.expect("prepare");
     let (stop, rx) = tokio::sync::watch::channel(false);
     let sup_pool = t.as_operator("supervisor").await;
     let mut sopts = backstop::supervisor::SupervisorOptions::named("drill-test-supervisor");

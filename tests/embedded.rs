@@ -67,7 +67,7 @@ fn missing_binaries_say_what_to_install_or_set() {
     );
 
     let out = Command::new(env!("CARGO_BIN_EXE_backstop"))
-        .arg("migrate")
+        .args(["migrate", "--embedded"])
         .env_remove("DATABASE_URL")
         .env("BACKSTOP_PG_BIN", empty.path())
         .output()
@@ -84,7 +84,7 @@ fn missing_binaries_say_what_to_install_or_set() {
 #[test]
 fn a_killed_owner_leaves_no_cluster_behind() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_backstop"))
-        .args(["log", "--follow", "--limit", "1"])
+        .args(["log", "--follow", "--limit", "1", "--embedded"])
         .env_remove("DATABASE_URL")
         .stdout(Stdio::null())
         .stderr(Stdio::null())

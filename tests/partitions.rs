@@ -40,7 +40,7 @@ async fn writes_cross_partition_boundaries_and_land_in_new_partitions() {
     let db = Db::connect_with(opts, &cfg, None).await.unwrap();
     let pool = db.pool.clone();
     backstop::demo::install_systems(&pool).await.unwrap();
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/demo");
     backstop::demo::script::load_config(&pool, &root.join("tools.toml"), &root.join("policy.toml"))
         .await
         .unwrap();

@@ -17,7 +17,7 @@ use serde_json::json;
 use std::str::FromStr;
 
 fn assets() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("assets")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/demo")
 }
 
 fn shipped_registry() -> registry::Registry {

@@ -53,9 +53,9 @@ async fn a_streaming_replica_verifies_and_carries_the_primary_chain() {
         max_connections: 4,
         ..Default::default()
     };
-    let db = Db::open(&cfg).await.expect("migrate the primary");
+    let db = Db::open_and_migrate(&cfg).await.expect("migrate the primary");
     backstop::demo::install_systems(&db.pool).await.unwrap();
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/demo");
     backstop::demo::script::load_config(&db.pool, &root.join("tools.toml"), &root.join("policy.toml"))
         .await
         .unwrap();

@@ -18,7 +18,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 fn assets() -> PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets")
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/demo")
 }
 
 /// The shipped registry and policy, with the supervisor's settings made fast.

@@ -206,14 +206,14 @@ async fn run_all(
 
 /// The benchmark database: demo systems, the shipped registry and policy
 /// (the hourly cap lifted), the raw table.
-pub(crate) async fn prepare(cfg: &Config, bench: &BenchDb) -> Result<(sqlx::PgPool, String)> {
+pub(crate) async fn prepare(_cfg: &Config, bench: &BenchDb) -> Result<(sqlx::PgPool, String)> {
     let pool = bench.db.pool.clone();
     backstop::demo::install_systems(&pool).await?;
-    backstop::demo::script::load_config(&pool, &cfg.tools, &cfg.policy).await?;
+    backstop::demo::script::load_demo_config(&pool).await?;
     // The shipped rules, evaluated in full; only the hourly cap is lifted so
     // that a benchmark agent's thousands of refunds stay allowed.
-    let reg = backstop::registry::read(&cfg.tools).map_err(|e| anyhow::anyhow!("{}", e[0]))?;
-    let mut pol = backstop::policy::read(&cfg.policy, Some(&reg)).map_err(|e| anyhow::anyhow!("{}", e[0]))?;
+    let reg = backstop::demo::registry()?;
+    let mut pol = backstop::demo::policy(&reg, backstop::demo::POLICY_LABEL, backstop::demo::POLICY_TOML)?;
     for r in pol.rules.iter_mut().filter(|r| r.kind == "cumulative") {
         r.threshold = Some(1e12);
     }

@@ -60,6 +60,7 @@ impl BenchDb {
             operator: "bench".into(),
             application: "backstop bench".into(),
             max_connections,
+            embedded: true,
         };
         let db = Db::connect_with(admin.clone().database(&name), &dbcfg, embedded.clone()).await?;
         backstop::db::run_migrations_with(&db.options, settings)

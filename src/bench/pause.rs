@@ -49,7 +49,7 @@ pub async fn run(cfg: &Config, agents: usize, warm_secs: f64, progress: bool) ->
 }
 
 async fn measure(
-    cfg: &Config,
+    _cfg: &Config,
     bench: &BenchDb,
     agents: usize,
     connections: u32,
@@ -58,7 +58,7 @@ async fn measure(
 ) -> Result<PauseReport> {
     let pool = bench.db.pool.clone();
     backstop::demo::install_systems(&pool).await?;
-    backstop::demo::script::load_config(&pool, &cfg.tools, &cfg.policy).await?;
+    backstop::demo::script::load_demo_config(&pool).await?;
     if progress {
         eprintln!("bench pause: {agents} agents proposing for {warm_secs}s, then a fleet pause ...");
     }

@@ -126,7 +126,7 @@ pub async fn run(cfg: &Config, rate: f64, secs: f64, log_rows: i64, progress: bo
 }
 
 async fn measure(
-    cfg: &Config,
+    _cfg: &Config,
     bench: &BenchDb,
     rate: f64,
     secs: f64,
@@ -136,7 +136,7 @@ async fn measure(
     let pool = bench.db.pool.clone();
     let server = super::server_facts(&pool).await?;
     backstop::demo::install_systems(&pool).await?;
-    let reg = backstop::registry::read(&cfg.tools).map_err(|e| anyhow::anyhow!("{}", e[0]))?;
+    let reg = backstop::demo::registry()?;
     backstop::registry::sync(&pool, &reg, "bench").await?;
     let pol = backstop::policy::parse("bench-policy.toml", "", Some(&reg)).map_err(|e| anyhow::anyhow!("{}", e[0]))?;
     backstop::policy::sync(&pool, &pol, "bench").await?;

@@ -70,7 +70,7 @@ pub async fn run(cfg: &Config, rate: f64, secs: f64, log_rows: i64, progress: bo
 }
 
 async fn measure(
-    cfg: &Config,
+    _cfg: &Config,
     bench: &BenchDb,
     rate: f64,
     secs: f64,
@@ -80,7 +80,7 @@ async fn measure(
     let pool = bench.db.pool.clone();
     let server = super::server_facts(&pool).await?;
     backstop::demo::install_systems(&pool).await?;
-    let reg = backstop::registry::read(&cfg.tools).map_err(|e| anyhow::anyhow!("{}", e[0]))?;
+    let reg = backstop::demo::registry()?;
     backstop::registry::sync(&pool, &reg, "bench").await?;
     let policy_text = "[supervisor]\nreview_delay = \"1s\"\nsample_rate = 0.08\n[supervisor.review_all]\nclasses = [\"irreversible\"]\n";
     let pol = backstop::policy::parse("bench-policy.toml", policy_text, Some(&reg))

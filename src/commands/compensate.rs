@@ -14,6 +14,8 @@ pub struct CompensateArgs {
     pub correlation: Option<String>,
     pub reason: Option<String>,
     pub dry_run: bool,
+    /// Only the selected actions of this tool.
+    pub tool: Option<String>,
 }
 
 pub async fn compensate(cfg: &Config, args: &CompensateArgs) -> Result<()> {
@@ -38,6 +40,25 @@ pub async fn compensate(cfg: &Config, args: &CompensateArgs) -> Result<()> {
         _ => bail!("--reason is required: it is recorded in the log with your name"),
     };
     let db = open(cfg, "backstop compensate", 2).await?;
+    let sel = match &args.tool {
+        None => sel,
+        Some(tool) => {
+            let seeds = compensation::seeds(&db.pool, &sel).await?;
+            let of_tool: Vec<uuid::Uuid> =
+                sqlx::query_scalar("SELECT action_id FROM backstop.actions WHERE action_id = ANY ($1) AND tool = $2")
+                    .bind(&seeds)
+                    .bind(tool)
+                    .fetch_all(&db.pool)
+                    .await?;
+            if of_tool.is_empty() {
+                bail!(
+                    "none of the {} selected actions is a {tool} call: nothing to compensate",
+                    seeds.len()
+                );
+            }
+            Selection::Actions(of_tool)
+        }
+    };
     let plan = compensation::plan(&db.pool, &sel).await?;
     if plan.steps.is_empty() {
         bail!("nothing matches that selection: no actions to compensate");

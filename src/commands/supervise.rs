@@ -21,10 +21,8 @@ pub async fn supervise(
     }
     let mut reload = None;
     if watch_files {
-        let files = backstop::policy::watch::ConfigFiles {
-            tools: cfg.tools.clone(),
-            policy: cfg.policy.clone(),
-        };
+        let (tools, policy) = cfg.files()?;
+        let files = backstop::policy::watch::ConfigFiles { tools, policy };
         for e in backstop::policy::watch::reload_once(&db.pool, &files, &opts.name).await {
             eprintln!("backstop supervise {}: {e:?}", opts.name);
         }

@@ -16,8 +16,10 @@ use uuid::Uuid;
 use crate::contract::{self, CompensationOutcome, Result, refine};
 use crate::output::{Table, cut, money};
 
-/// What to roll back.
+/// What to roll back (in JSON: `{"actions": [...]}`, `{"agent_window": {...}}`
+/// or `{"correlation": "..."}`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Selection {
     Actions(Vec<Uuid>),
     AgentWindow {

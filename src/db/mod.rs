@@ -32,7 +32,16 @@ pub struct DbConfig {
     /// Shown in pg_stat_activity.
     pub application: String,
     pub max_connections: u32,
+    /// Without a URL, start the embedded cluster (the demo, the benchmarks,
+    /// `--embedded`); otherwise a command without a database says so. A
+    /// state change made on a throwaway cluster would look like one made on
+    /// the real one.
+    pub embedded: bool,
 }
+
+/// What a command without a database is told.
+pub const NO_DATABASE: &str = "no database: set DATABASE_URL (or --database-url) to the server Backstop guards; \
+     --embedded starts a private throwaway cluster instead (for trying things out: nothing there is real)";
 
 /// An open database: a pool plus, when embedded, the cluster that must live as
 /// long as the pool.
@@ -46,9 +55,22 @@ pub struct Db {
 }
 
 impl Db {
-    /// Open the database named by the config, starting the embedded cluster
-    /// when no URL is given, and apply migrations.
+    /// Open the database named by the config to use it: a server's schema is
+    /// checked, never changed (that is `backstop migrate`'s); the embedded
+    /// cluster, started only when the config allows it, is ours and migrated.
     pub async fn open(cfg: &DbConfig) -> Result<Db> {
+        Self::open_as(cfg, false).await
+    }
+
+    /// Open the database and bring its schema up to date (`backstop migrate`).
+    pub async fn open_and_migrate(cfg: &DbConfig) -> Result<Db> {
+        Self::open_as(cfg, true).await
+    }
+
+    async fn open_as(cfg: &DbConfig, migrate: bool) -> Result<Db> {
+        if cfg.url.is_none() && !cfg.embedded {
+            anyhow::bail!(NO_DATABASE);
+        }
         let (base, embedded) = match &cfg.url {
             Some(url) => (
                 PgConnectOptions::from_str(url)
@@ -77,8 +99,66 @@ impl Db {
             }
         };
         let db = Db::connect_with(base, cfg, embedded).await?;
-        db.migrate().await?;
+        if migrate || db.embedded.is_some() {
+            db.migrate().await?;
+        } else {
+            db.check_schema().await?;
+        }
         Ok(db)
+    }
+
+    /// That the database runs this Backstop's contract: present, not older
+    /// and not newer, and (where this login may read it) the same files.
+    pub async fn check_schema(&self) -> Result<()> {
+        let present: bool = sqlx::query_scalar("SELECT to_regprocedure('backstop.contract_version()') IS NOT NULL")
+            .fetch_one(&self.pool)
+            .await
+            .with_context(|| format!("reading the schema of {}", self.label))?;
+        if !present {
+            anyhow::bail!(
+                "{} has no Backstop schema (or an older one without a contract version): run `backstop migrate` there as the owner first",
+                self.label
+            );
+        }
+        let version: i32 = match sqlx::query_scalar("SELECT backstop.contract_version()")
+            .fetch_one(&self.pool)
+            .await
+        {
+            Ok(v) => v,
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42501") => anyhow::bail!(
+                "login {} has no Backstop duty on {}: the owner grants one with `backstop grant DUTY LOGIN`",
+                self.options.get_username(),
+                self.label
+            ),
+            Err(e) => return Err(e).with_context(|| format!("reading the contract version of {}", self.label)),
+        };
+        if version < schema::CONTRACT_VERSION {
+            anyhow::bail!(
+                "{} runs contract version {version}, older than this backstop's {}: run `backstop migrate` as the owner",
+                self.label,
+                schema::CONTRACT_VERSION
+            );
+        }
+        if version > schema::CONTRACT_VERSION {
+            anyhow::bail!(
+                "{} runs contract version {version}, newer than this backstop's {}: use a newer backstop",
+                self.label,
+                schema::CONTRACT_VERSION
+            );
+        }
+        if let Ok(recorded) = sqlx::query_as::<_, (String, String)>(
+            "SELECT name, sha256 FROM backstop.contract_files ORDER BY name COLLATE \"C\"",
+        )
+        .fetch_all(&self.pool)
+        .await
+            && recorded != schema::contract_checksums()
+        {
+            anyhow::bail!(
+                "the contract on {} differs from this backstop's (same version, other files): run `backstop migrate` as the owner",
+                self.label
+            );
+        }
+        Ok(())
     }
 
     /// Connect without migrating (for commands that must not change the schema).

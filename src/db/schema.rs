@@ -14,6 +14,10 @@ use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 use sqlx::{Connection, PgConnection};
 
+/// The contract version sql/00_roles.sql's `contract_version()` returns
+/// (tests/contract.rs checks that they agree).
+pub const CONTRACT_VERSION: i32 = 4;
+
 /// One file of the contract.
 pub struct ContractFile {
     pub name: &'static str,

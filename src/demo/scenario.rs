@@ -90,27 +90,16 @@ pub fn demo_policy(text: &str, speed: f64) -> Result<String> {
 }
 
 /// Install the systems, seed the world, load the registry and the demo policy.
-pub async fn prepare(db: &Db, cfg: &crate::config::Config, opts: &DemoOptions) -> Result<World> {
+pub async fn prepare(db: &Db, opts: &DemoOptions) -> Result<World> {
     super::install_systems(&db.pool).await?;
     let world = fleet::seed_world(&db.pool, opts.seed, opts.customers).await?;
-    let reg = crate::registry::read(&cfg.tools).map_err(|issues| {
-        anyhow::anyhow!(
-            "{} is invalid: {}",
-            cfg.tools.display(),
-            issues.iter().map(|i| i.to_string()).collect::<Vec<_>>().join("; ")
-        )
-    })?;
-    let text = std::fs::read_to_string(&cfg.policy).with_context(|| format!("reading {}", cfg.policy.display()))?;
-    let label = format!("{} (demo clock)", cfg.policy.display());
-    let pol = crate::policy::parse(&label, &demo_policy(&text, opts.speed)?, Some(&reg)).map_err(|issues| {
-        anyhow::anyhow!(
-            "{} is invalid: {}",
-            cfg.policy.display(),
-            issues.iter().map(|i| i.to_string()).collect::<Vec<_>>().join("; ")
-        )
-    })?;
-    crate::registry::sync(&db.pool, &reg, &cfg.tools.display().to_string()).await?;
-    crate::policy::sync(&db.pool, &pol, &label).await?;
+    let reg = super::registry()?;
+    let label = format!("{} (demo clock)", super::POLICY_LABEL);
+    let pol = super::policy(&reg, &label, &demo_policy(super::POLICY_TOML, opts.speed)?)?;
+    let mut tx = db.pool.begin().await?;
+    crate::registry::sync(&mut *tx, &reg, super::TOOLS_LABEL).await?;
+    crate::policy::sync(&mut *tx, &pol, &label).await?;
+    tx.commit().await?;
     Ok(world)
 }
 
@@ -724,8 +713,8 @@ async fn log_timeline(
 }
 
 /// Run the story without the room; return the report when it has played out.
-pub async fn run_headless(db: &Db, cfg: &crate::config::Config, opts: &DemoOptions) -> Result<DemoReport> {
-    let world = prepare(db, cfg, opts).await?;
+pub async fn run_headless(db: &Db, opts: &DemoOptions) -> Result<DemoReport> {
+    let world = prepare(db, opts).await?;
     let start_seq: i64 = sqlx::query_scalar("SELECT coalesce(max(seq), 0) FROM backstop.action_log")
         .fetch_one(&db.pool)
         .await?;
@@ -861,7 +850,7 @@ pub async fn run(cfg: &crate::config::Config, opts: DemoOptions) -> Result<()> {
     if !(0.1..=20.0).contains(&opts.speed) {
         anyhow::bail!("--speed must be between 0.1 and 20; got {}", opts.speed);
     }
-    let db = Db::open(&cfg.db("backstop demo", 24)).await?;
+    let db = Db::open(&cfg.db_simulated("backstop demo", 24)).await?;
     match &db.embedded {
         // Other commands (drill, simulate, the room) can join while it runs.
         Some(e) => eprintln!(
@@ -871,7 +860,7 @@ pub async fn run(cfg: &crate::config::Config, opts: DemoOptions) -> Result<()> {
         None => eprintln!("backstop demo: database {}", db.label),
     }
     if opts.headless {
-        let r = run_headless(&db, cfg, &opts).await?;
+        let r = run_headless(&db, &opts).await?;
         if cfg.json {
             crate::output::print_json(&r)?;
         } else {
@@ -883,7 +872,7 @@ pub async fn run(cfg: &crate::config::Config, opts: DemoOptions) -> Result<()> {
         }
         return Ok(());
     }
-    let world = prepare(&db, cfg, &opts).await?;
+    let world = prepare(&db, &opts).await?;
     let run = start(&db, world, &opts, Arc::default()).await?;
     let room = crate::tui::RoomOptions {
         history: 500,

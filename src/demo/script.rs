@@ -27,8 +27,21 @@ pub async fn load_config(pool: &PgPool, tools: &std::path::Path, policy_path: &s
             issues.iter().map(|i| i.to_string()).collect::<Vec<_>>().join("; ")
         )
     })?;
-    registry::sync(pool, &reg, &tools.display().to_string()).await?;
-    policy::sync(pool, &pol, &policy_path.display().to_string()).await?;
+    let mut tx = pool.begin().await?;
+    registry::sync(&mut *tx, &reg, &tools.display().to_string()).await?;
+    policy::sync(&mut *tx, &pol, &policy_path.display().to_string()).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Load the demo's own registry and policy (built in), both or neither.
+pub async fn load_demo_config(pool: &PgPool) -> Result<()> {
+    let reg = super::registry()?;
+    let pol = super::policy(&reg, super::POLICY_LABEL, super::POLICY_TOML)?;
+    let mut tx = pool.begin().await?;
+    registry::sync(&mut *tx, &reg, super::TOOLS_LABEL).await?;
+    policy::sync(&mut *tx, &pol, super::POLICY_LABEL).await?;
+    tx.commit().await?;
     Ok(())
 }
 
@@ -63,11 +76,11 @@ pub struct ScriptOutcome {
     pub lines: Vec<String>,
 }
 
-pub async fn run(db: &Db, tools: &std::path::Path, policy_path: &std::path::Path) -> Result<ScriptOutcome> {
+pub async fn run(db: &Db) -> Result<ScriptOutcome> {
     let pool = &db.pool;
     super::install_systems(pool).await?;
     seed_small(pool).await?;
-    load_config(pool, tools, policy_path)
+    load_demo_config(pool)
         .await
         .context("loading the registry and policy")?;
     let ana = db.as_operator("ana", 2).await?;

@@ -55,27 +55,38 @@ pub async fn reload_once(pool: &PgPool, files: &ConfigFiles, source: &str) -> Ve
             return events;
         }
     };
-    match registry::sync(pool, &reg, &format!("{source}:{}", files.tools.display())).await {
-        Ok(l) if l.changed => events.push(ReloadEvent::Applied {
-            what: "registry",
-            version: l.version,
-            summary: l.summary,
-        }),
-        Ok(_) => {}
-        Err(e) => events.push(ReloadEvent::Failed {
-            message: format!("loading {}: {e}", files.tools.display()),
-        }),
+    // Both or neither: a registry whose policy the database refuses (a list
+    // naming a table it lacks) must not be left in force on its own.
+    let loaded = async {
+        let mut tx = pool.begin().await.map_err(|e| format!("loading: {e}"))?;
+        let r = registry::sync(&mut *tx, &reg, &format!("{source}:{}", files.tools.display()))
+            .await
+            .map_err(|e| format!("loading {}: {e}", files.tools.display()))?;
+        let p = policy::sync(&mut *tx, &pol, &format!("{source}:{}", files.policy.display()))
+            .await
+            .map_err(|e| {
+                format!(
+                    "loading {}: {e}; the registry was not loaded either",
+                    files.policy.display()
+                )
+            })?;
+        tx.commit().await.map_err(|e| format!("loading: {e}"))?;
+        Ok::<_, String>((r, p))
     }
-    match policy::sync(pool, &pol, &format!("{source}:{}", files.policy.display())).await {
-        Ok(l) if l.changed => events.push(ReloadEvent::Applied {
-            what: "policy",
-            version: l.version,
-            summary: l.summary,
-        }),
-        Ok(_) => {}
-        Err(e) => events.push(ReloadEvent::Failed {
-            message: format!("loading {}: {e}", files.policy.display()),
-        }),
+    .await;
+    match loaded {
+        Ok((r, p)) => {
+            for (what, l) in [("registry", r), ("policy", p)] {
+                if l.changed {
+                    events.push(ReloadEvent::Applied {
+                        what,
+                        version: l.version,
+                        summary: l.summary,
+                    });
+                }
+            }
+        }
+        Err(message) => events.push(ReloadEvent::Failed { message }),
     }
     events
 }

@@ -486,10 +486,13 @@ pub async fn open_and_run(cfg: &crate::config::Config, readonly: bool, watch: bo
     let opts = RoomOptions {
         read,
         readonly,
-        watch: watch.then(|| crate::policy::watch::ConfigFiles {
-            tools: cfg.tools.clone(),
-            policy: cfg.policy.clone(),
-        }),
+        watch: if watch {
+            cfg.files()
+                .ok()
+                .map(|(tools, policy)| crate::policy::watch::ConfigFiles { tools, policy })
+        } else {
+            None
+        },
         trace: std::env::var_os("BACKSTOP_ROOM_TRACE").map(PathBuf::from),
         history: 500,
         ..Default::default()

@@ -232,7 +232,7 @@ impl TestDb {
 
     /// Load the shipped registry and policy.
     pub async fn load_assets(&self) {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets");
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/demo");
         backstop::demo::script::load_config(self.pool(), &root.join("tools.toml"), &root.join("policy.toml"))
             .await
             .expect("load assets");

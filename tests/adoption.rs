@@ -1,0 +1,168 @@
+//! A team adopting Backstop for its own tools, as a newcomer would: the real
+//! binary in an empty directory, with no DATABASE_URL, with a database that
+//! was never migrated, with a policy the database refuses. Nothing changes
+//! where the command says it cannot act.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use common::TestDb;
+use serde_json::json;
+use sqlx::Connection;
+
+fn backstop(dir: &Path, url: Option<&str>, args: &[&str]) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_backstop"));
+    c.args(args)
+        .current_dir(dir)
+        .env_remove("DATABASE_URL")
+        .env_remove("BACKSTOP_TOOLS")
+        .env_remove("BACKSTOP_POLICY")
+        .env("NO_COLOR", "1");
+    if let Some(u) = url {
+        c.env("DATABASE_URL", u);
+    }
+    c.output().expect("run backstop")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A state change without a database is refused, never made on a throwaway
+/// cluster that would look like the real one.
+#[test]
+fn no_database_no_state_change() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [
+        &["pause", "fleet", "--reason", "incident"][..],
+        &["approve", "0b4f5c1e-8d2a-4c8e-9f3a-2d6e7b1c9a40"],
+        &["log"],
+    ] {
+        let o = backstop(dir.path(), None, args);
+        assert!(!o.status.success(), "{args:?} succeeded without a database");
+        assert!(stderr(&o).contains("no database"), "{args:?}: {}", stderr(&o));
+    }
+    // Nothing was started or written here.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
+/// Files come from flags, the environment or the current directory, never
+/// from the machine the binary was built on; `init` writes a start that
+/// checks.
+#[test]
+fn files_are_found_where_the_user_says_or_not_at_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = backstop(dir.path(), None, &["check"]);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(e.contains("no tools.toml") && e.contains("backstop init"), "{e}");
+    let o = backstop(dir.path(), None, &["init"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = backstop(dir.path(), None, &["check"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // init never overwrites.
+    std::fs::write(dir.path().join("tools.toml"), "# mine\n").unwrap();
+    let o = backstop(dir.path(), None, &["init"]);
+    assert!(!o.status.success());
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("tools.toml")).unwrap(),
+        "# mine\n"
+    );
+}
+
+/// Connecting is not migrating: a command against a database Backstop has
+/// never migrated says so and creates nothing.
+#[tokio::test]
+async fn connecting_is_not_migrating() {
+    let t = TestDb::new().await;
+    let bare = format!("{}_bare", t.name);
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {bare}")))
+        .execute(t.pool())
+        .await
+        .unwrap();
+    let url = common::url_for(&bare);
+    let dir = tempfile::tempdir().unwrap();
+    for args in [&["log"][..], &["pause", "fleet", "--reason", "x"], &["findings"]] {
+        let o = backstop(dir.path(), Some(&url), args);
+        assert!(!o.status.success(), "{args:?} ran on an unmigrated database");
+        assert!(stderr(&o).contains("backstop migrate"), "{args:?}: {}", stderr(&o));
+    }
+    let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
+    let schema: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = 'backstop')")
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+    assert!(!schema, "a command created the schema");
+    drop(c);
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE {bare} WITH (FORCE)")))
+        .execute(t.pool())
+        .await
+        .unwrap();
+}
+
+/// The registry and the policy load together or not at all; `check` with a
+/// database catches what `load` would refuse.
+#[tokio::test]
+async fn registry_and_policy_load_both_or_neither() {
+    let t = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    assert!(backstop(dir.path(), None, &["init"]).status.success());
+    let o = backstop(dir.path(), Some(&t.url), &["load"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let version: i64 = t.count("SELECT registry_version FROM backstop.active").await;
+    // A new tool, and a list naming a table this database lacks.
+    let tools = std::fs::read_to_string(dir.path().join("tools.toml")).unwrap()
+        + "\n[tools.cancel_order]\nclass = \"irreversible\"\nparams = [\"order_id\"]\n";
+    std::fs::write(dir.path().join("tools.toml"), tools).unwrap();
+    let policy = std::fs::read_to_string(dir.path().join("policy.toml")).unwrap()
+        + "\n[lists.churned]\ntable = \"crm_nowhere.suppressed\"\ncolumn = \"customer_id\"\n";
+    std::fs::write(dir.path().join("policy.toml"), policy).unwrap();
+    let o = backstop(dir.path(), Some(&t.url), &["check"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("does not exist"), "{}", stderr(&o));
+    let o = backstop(dir.path(), Some(&t.url), &["load"]);
+    assert!(!o.status.success(), "load succeeded");
+    assert_eq!(
+        t.count("SELECT registry_version FROM backstop.active").await,
+        version,
+        "the registry was loaded without its policy"
+    );
+}
+
+/// An inverse is run by compensation workers, not proposed by agents; a
+/// driver's float confidence is accepted as it is.
+#[tokio::test]
+async fn inverses_are_not_for_agents_and_floats_are_fine() {
+    let t = TestDb::new().await;
+    t.load_assets().await;
+    let before = t.log_len().await;
+    let (id, verdict): (uuid::Uuid, String) = sqlx::query_as(
+        "SELECT action_id, verdict FROM backstop.propose('refund-bot', 'reverse_refund', $1, confidence => 0.9::float8)",
+    )
+    .bind(json!({"refund_id": "rf-1", "customer_id": "c-1", "amount": 10}))
+    .fetch_one(t.pool())
+    .await
+    .unwrap();
+    let rule: Option<String> = sqlx::query_scalar("SELECT rule FROM backstop.actions WHERE action_id = $1")
+        .bind(id)
+        .fetch_one(t.pool())
+        .await
+        .unwrap();
+    assert_eq!((verdict.as_str(), rule.as_deref()), ("block", Some("inverse_only")));
+    assert_eq!(t.log_len().await, before + 1, "the refusal is in the log");
+    let id: uuid::Uuid = sqlx::query_scalar(
+        "SELECT action_id FROM backstop.propose('refund-bot', 'issue_refund', $1, confidence => 0.93::float8)",
+    )
+    .bind(json!({"customer_id": "c-1", "amount": 10, "order_id": "o-1", "reason": "x"}))
+    .fetch_one(t.pool())
+    .await
+    .unwrap();
+    let conf: f32 = sqlx::query_scalar("SELECT confidence FROM backstop.actions WHERE action_id = $1")
+        .bind(id)
+        .fetch_one(t.pool())
+        .await
+        .unwrap();
+    assert!((conf - 0.93).abs() < 1e-6);
+}
