@@ -352,9 +352,11 @@ async fn a_shifted_agent_is_flagged_and_steady_ones_are_not() {
     // width) of the late phase as recent, the early phase as baseline.
     let switched = switched.expect("the loop switches");
     let mut s = s.clone();
+    // Follow first, then measure: on a loaded machine following takes
+    // seconds, and the recent window must still reach back to the switch.
+    follow_all(&sup(&t).await, &s, &mut stats).await;
     s.drift.recent_seconds = switched.elapsed().as_secs_f64().floor().max(1.0);
     s.drift.baseline_seconds = (switched - t0).as_secs_f64().floor().max(1.0);
-    follow_all(&sup(&t).await, &s, &mut stats).await;
     let flagged = supervisor::drift_pass(&sup(&t).await, &s, &mut stats).await.unwrap();
     let names: Vec<&str> = flagged.iter().map(|(a, _)| a.as_str()).collect();
     assert_eq!(names, ["agent-4"], "{flagged:#?}");
