@@ -26,8 +26,6 @@ pub enum Msg {
     Plan(Plan),
     /// A NOTIFY, decoded; or why it could not be.
     Notify(Result<ControlEvent, String>),
-    /// A hot-reload of the registry or policy files: text, and whether it was rejected.
-    Reload(String, bool),
     /// An effect finished: what, and its outcome or error.
     Done(String, Result<String, String>),
 }
@@ -169,10 +167,6 @@ pub fn update(s: &mut State, msg: Msg) -> Vec<Effect> {
                 Ok(ControlEvent::Decision { .. } | ControlEvent::CompensationsRequested { .. }) => {}
                 Err(e) => s.notify(e, true),
             }
-            vec![Effect::Refresh]
-        }
-        Msg::Reload(text, error) => {
-            push_policy(s, text, error);
             vec![Effect::Refresh]
         }
         Msg::Done(what, result) => {
@@ -886,6 +880,7 @@ fn run_command(s: &mut State, input: String) -> Vec<Effect> {
             Vec::new()
         }
         ["pause", "fleet"] | ["pause"] => pause_fleet(s),
+        ["pause" | "resume", ..] if !acting(s) => Vec::new(),
         ["pause", scope @ ("agent" | "tool"), name] if !s.readonly => {
             let scope = if *scope == "agent" { Scope::Agent } else { Scope::Tool };
             vec![Effect::Pause {
