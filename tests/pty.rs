@@ -111,6 +111,54 @@ fn quit(keys: &mut Box<dyn Write + Send>, child: &mut Box<dyn portable_pty::Chil
     }
 }
 
+/// Below 80x24 the body is the log: keys that act on a row act only on the
+/// row on screen, and on a view that is not on screen they say so and do nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_terminal_never_acts_on_rows_it_does_not_show() {
+    let t = TestDb::new().await;
+    t.load_assets().await;
+    for c in ["c-1", "c-2", "c-3"] {
+        let held = contract::propose(
+            t.pool(),
+            &Proposal {
+                agent: "mail-bot".into(),
+                tool: "send_email".into(),
+                params: json!({"customer_id": c, "to": "a@b", "subject": "s"}),
+                amount: Some(900.into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(held.verdict, Verdict::Hold);
+    }
+    let (screen, mut keys, mut child) = spawn_room(&t.url, 20, 60, &["--operator", "pty-small"]);
+    screen.wait_for("the room", |s| s.contains("LIVE") && s.contains("mail-bot"));
+    // Let the first refresh of the queue arrive.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    for script in [&b"3jja"[..], b"\r", b"a", b"r", b" ", b"p"] {
+        keys.write_all(script).unwrap();
+        screen.wait_for("the notice", |s| s.contains("not on screen at 60x20"));
+        // Esc clears the notice, so the next key must bring it back.
+        keys.write_all(b"\x1b").unwrap();
+        screen.wait_for("the notice cleared", |s| !s.contains("not on screen"));
+    }
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(
+        t.count("SELECT count(*) FROM backstop.approvals").await,
+        0,
+        "nothing approved"
+    );
+    assert_eq!(
+        t.count("SELECT count(*) FROM backstop.action_log WHERE actor = 'pty-small'")
+            .await,
+        0,
+        "nothing done at all"
+    );
+    assert!(!screen.text().contains("rejecting"), "{}", screen.text());
+    quit(&mut keys, &mut child);
+}
+
 /// (log rows, loaded registry and policy versions, kill switches)
 async fn writes(t: &TestDb) -> (i64, i64, i64) {
     (

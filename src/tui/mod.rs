@@ -122,6 +122,7 @@ where
         pause_conn: Arc::new(Mutex::new(db.dedicated().await.ok())),
     };
     let mut state = State::new(&db.label, operator, opts.readonly, Utc::now());
+    state.size = terminal.size().ok().map(|r| (r.width, r.height));
     let tasks = vec![
         tokio::spawn(tail_task(ctx.clone(), opts.history.max(50), opts.trace.clone())),
         tokio::spawn(poll_task(ctx.clone())),

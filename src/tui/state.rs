@@ -366,6 +366,11 @@ pub struct State {
     pub policy_events: VecDeque<Notice>,
     pub quit: bool,
     pub dirty: bool,
+    /// The terminal's size (columns, rows), once known: below 80x24 the body
+    /// collapses to the log, and only what is drawn can be acted on.
+    pub size: Option<(u16, u16)>,
+    /// The first step of the rollback plan on screen.
+    pub plan_scroll: usize,
 }
 
 impl State {
@@ -395,7 +400,25 @@ impl State {
             policy_events: VecDeque::new(),
             quit: false,
             dirty: true,
+            size: None,
+            plan_scroll: 0,
         }
+    }
+
+    /// The body is collapsed to the log (the terminal is below 80x24).
+    pub fn compact(&self) -> bool {
+        self.size
+            .is_some_and(|(w, h)| w < super::view::FULL_W || h < super::view::FULL_H)
+    }
+
+    /// The view whose rows are on screen: the log when collapsed.
+    pub fn shown_view(&self) -> View {
+        if self.compact() { View::Log } else { self.view }
+    }
+
+    /// The chosen view is not on screen (collapsed into the log).
+    pub fn view_hidden(&self) -> bool {
+        self.shown_view() != self.view
     }
 
     pub fn fleet_paused(&self) -> Option<&Switch> {
@@ -501,9 +524,14 @@ impl State {
             .collect()
     }
 
-    /// Identity keys of the rows of the current view, in display order.
+    /// Identity keys of the rows on screen, in display order.
     pub fn keys(&self) -> Vec<String> {
-        match self.view {
+        self.keys_of(self.shown_view())
+    }
+
+    /// Identity keys of the rows of a view, in display order.
+    pub fn keys_of(&self, view: View) -> Vec<String> {
+        match view {
             View::Fleet => self.data.fleet.iter().map(|a| a.agent.clone()).collect(),
             View::Log => self.visible_log().iter().map(|r| r.seq.to_string()).collect(),
             View::Approvals => self
@@ -520,11 +548,16 @@ impl State {
         }
     }
 
-    /// Index of the cursor in the current view (0 when it has no place yet).
+    /// Index of the cursor in the view on screen (0 when it has no place yet).
     pub fn cursor_index(&self) -> usize {
-        let keys = self.keys();
+        self.cursor_index_of(self.shown_view())
+    }
+
+    /// Index of a view's cursor (0 when it has no place yet).
+    pub fn cursor_index_of(&self, view: View) -> usize {
+        let keys = self.keys_of(view);
         self.cursor
-            .get(&self.view)
+            .get(&view)
             .and_then(|k| keys.iter().position(|x| x == k))
             .unwrap_or(0)
     }
@@ -537,7 +570,7 @@ impl State {
     /// The action under the cursor, whatever the view.
     pub fn cursor_action(&self) -> Option<Uuid> {
         let key = self.cursor_key()?;
-        match self.view {
+        match self.shown_view() {
             View::Log => {
                 let seq: i64 = key.parse().ok()?;
                 self.visible_log()
@@ -559,7 +592,7 @@ impl State {
     /// The agent under the cursor, whatever the view.
     pub fn cursor_agent(&self) -> Option<String> {
         let key = self.cursor_key()?;
-        match self.view {
+        match self.shown_view() {
             View::Fleet => Some(key),
             View::Log => {
                 let seq: i64 = key.parse().ok()?;

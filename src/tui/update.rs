@@ -81,7 +81,10 @@ pub fn update(s: &mut State, msg: Msg) -> Vec<Effect> {
     s.dirty = true;
     match msg {
         Msg::Key(k) => on_key(s, k),
-        Msg::Resize(..) => Vec::new(),
+        Msg::Resize(w, h) => {
+            s.size = Some((w, h));
+            Vec::new()
+        }
         Msg::Tick(now) => {
             // Redraw once a second at most: the clock and the countdowns.
             s.dirty = now.timestamp() != s.now.timestamp();
@@ -142,6 +145,7 @@ pub fn update(s: &mut State, msg: Msg) -> Vec<Effect> {
                 false,
             );
             s.plan = Some(p);
+            s.plan_scroll = 0;
             s.mode = Mode::Plan;
             Vec::new()
         }
@@ -255,14 +259,33 @@ fn move_cursor(s: &mut State, delta: isize) {
     }
     let i = s.cursor_index() as isize + delta;
     let i = i.clamp(0, keys.len() as isize - 1) as usize;
-    s.cursor.insert(s.view, keys[i].clone());
-    if s.view == View::Log {
+    let v = s.shown_view();
+    s.cursor.insert(v, keys[i].clone());
+    if v == View::Log {
         // Moving the cursor stops following; the top resumes it.
         s.following = i == 0 && delta < 0 && s.frozen.is_none();
         if s.following {
             s.new_rows = 0;
         }
     }
+}
+
+/// The chosen view is collapsed into the log: say so; the caller does nothing.
+fn hidden(s: &mut State) -> bool {
+    if !s.view_hidden() {
+        return false;
+    }
+    let (w, h) = s.size.unwrap_or_default();
+    s.notify(
+        format!(
+            "{} is not on screen at {w}x{h} (it needs {}x{}): nothing done; press 2 for the log or enlarge the terminal",
+            s.view.title(),
+            super::view::FULL_W,
+            super::view::FULL_H
+        ),
+        true,
+    );
+    true
 }
 
 fn acting(s: &mut State) -> bool {
@@ -369,10 +392,20 @@ fn on_key(s: &mut State, k: KeyEvent) -> Vec<Effect> {
                 Vec::new()
             }
             KeyCode::Char('P') => pause_fleet(s),
-            _ => {
+            KeyCode::Char('j') | KeyCode::Down => scroll_plan(s, 1),
+            KeyCode::Char('k') | KeyCode::Up => scroll_plan(s, -1),
+            KeyCode::PageDown => scroll_plan(s, 10),
+            KeyCode::PageUp => scroll_plan(s, -10),
+            KeyCode::Char('g') | KeyCode::Home => scroll_plan(s, isize::MIN / 2),
+            KeyCode::Char('G') | KeyCode::End => scroll_plan(s, isize::MAX / 2),
+            KeyCode::Esc | KeyCode::Char('n') | KeyCode::Char('N') | KeyCode::Char('q') => {
                 s.mode = Mode::Normal;
                 s.plan = None;
                 s.notify("compensation cancelled: nothing requested", false);
+                Vec::new()
+            }
+            _ => {
+                s.notify("y requests this plan, n or Esc cancels it, j/k scroll it", false);
                 Vec::new()
             }
         },
@@ -490,6 +523,14 @@ where
     }
 }
 
+/// Scroll the rollback plan on screen (the view keeps the last page full).
+fn scroll_plan(s: &mut State, delta: isize) -> Vec<Effect> {
+    let len = s.plan.as_ref().map(|p| p.steps.len()).unwrap_or(0);
+    let to = (s.plan_scroll as isize).saturating_add(delta);
+    s.plan_scroll = to.clamp(0, len.saturating_sub(1) as isize) as usize;
+    Vec::new()
+}
+
 fn pause_fleet(s: &mut State) -> Vec<Effect> {
     if !acting(s) {
         return Vec::new();
@@ -536,20 +577,22 @@ fn normal_key(s: &mut State, k: KeyEvent) -> Vec<Effect> {
             Vec::new()
         }
         KeyCode::Char('g') | KeyCode::Home => {
+            let v = s.shown_view();
             if let Some(first) = s.keys().first().cloned() {
-                s.cursor.insert(s.view, first);
+                s.cursor.insert(v, first);
             }
-            if s.view == View::Log {
+            if v == View::Log {
                 s.following = s.frozen.is_none();
                 s.new_rows = 0;
             }
             Vec::new()
         }
         KeyCode::Char('G') | KeyCode::End => {
+            let v = s.shown_view();
             if let Some(last) = s.keys().last().cloned() {
-                s.cursor.insert(s.view, last);
+                s.cursor.insert(v, last);
             }
-            if s.view == View::Log {
+            if v == View::Log {
                 s.following = false;
             }
             Vec::new()
@@ -584,7 +627,8 @@ fn normal_key(s: &mut State, k: KeyEvent) -> Vec<Effect> {
             }
             Vec::new()
         }
-        KeyCode::Enter => match s.view {
+        KeyCode::Enter if hidden(s) => Vec::new(),
+        KeyCode::Enter => match s.shown_view() {
             View::Fleet => {
                 if let Some(a) = s.cursor_agent() {
                     s.filter = Filter {
@@ -611,6 +655,10 @@ fn normal_key(s: &mut State, k: KeyEvent) -> Vec<Effect> {
         KeyCode::Char('P') => pause_fleet(s),
         KeyCode::Char(c) if "pR aAxrcVu*".contains(c) => {
             if !acting(s) {
+                return Vec::new();
+            }
+            // A key that acts on rows acts only on rows on screen.
+            if "p aAxrcV*".contains(c) && hidden(s) {
                 return Vec::new();
             }
             acting_key(s, c)
@@ -735,7 +783,7 @@ fn acting_key(s: &mut State, c: char) -> Vec<Effect> {
             }
         },
         'A' | 'x' => {
-            let f = if s.view == View::Findings {
+            let f = if s.shown_view() == View::Findings {
                 s.cursor_key().and_then(|k| Uuid::parse_str(&k).ok())
             } else {
                 None
@@ -766,7 +814,7 @@ fn held_under_cursor(s: &State) -> Option<Uuid> {
 
 /// The actions behind a set of row keys of the current view.
 fn ids_of(s: &State, keys: &[String]) -> Vec<Uuid> {
-    match s.view {
+    match s.shown_view() {
         View::Log => {
             let rows = s.visible_log();
             keys.iter()
@@ -1049,7 +1097,16 @@ mod tests {
         };
         update(&mut s, Msg::Plan(plan.clone()));
         assert_eq!(s.mode, Mode::Plan);
-        // Anything but y cancels.
+        // j, k and the page keys scroll the plan; n cancels it.
+        for k in [
+            press('j'),
+            press('k'),
+            press_code(KeyCode::PageDown),
+            press_code(KeyCode::PageUp),
+        ] {
+            assert!(update(&mut s, k).is_empty());
+            assert_eq!(s.mode, Mode::Plan, "scrolling keeps the plan");
+        }
         update(&mut s, press('n'));
         assert_eq!(s.mode, Mode::Normal);
         update(&mut s, Msg::Plan(plan));
@@ -1289,6 +1346,60 @@ mod tests {
                 note: "fixed".into()
             }]
         );
+    }
+
+    fn held(n: u128, amount: i64) -> HeldRow {
+        HeldRow {
+            action_id: Uuid::from_u128(n),
+            agent: "refund-bot".into(),
+            tool: "issue_refund".into(),
+            amount: Some(Decimal::from(amount)),
+            rule: None,
+            reason: "over limit".into(),
+            approvals: 0,
+            approvals_needed: 1,
+            approved_by: vec![],
+            held_at: now(),
+            expires_at: now(),
+        }
+    }
+
+    #[test]
+    fn a_collapsed_room_acts_only_on_rows_on_screen() {
+        let (mut s, ids) = state_with_rows(3);
+        s.data.approvals = vec![held(1, 300), held(2, 200), held(3, 100)];
+        s.size = Some((60, 20));
+        // 3 chooses a view that is not on screen: j moves the log's cursor (on screen) ...
+        let log_before = s.cursor_index_of(View::Log);
+        assert!(keys(&mut s, "3jj").is_empty());
+        assert_eq!(
+            s.cursor_index_of(View::Approvals),
+            0,
+            "the hidden view's cursor never moves"
+        );
+        assert_eq!(s.cursor_index_of(View::Log), log_before + 2);
+        // ... and every key that acts on a row says why it does nothing.
+        for c in ['a', 'r', 'p', ' ', 'c', 'A', 'x', 'V', '*'] {
+            s.notice = None;
+            assert!(update(&mut s, press(c)).is_empty(), "{c}");
+            assert_eq!(s.mode, Mode::Normal, "{c}");
+            let n = s.notice.clone().expect("a notice");
+            assert!(n.error && n.text.contains("not on screen at 60x20"), "{c}: {}", n.text);
+        }
+        assert!(update(&mut s, press_code(KeyCode::Enter)).is_empty());
+        assert_eq!(s.mode, Mode::Normal);
+        assert!(s.marks.is_empty());
+        // The fleet pause is one key at any size.
+        assert!(!update(&mut s, press('P')).is_empty());
+        // On the log (what is on screen), keys act on the highlighted row.
+        update(&mut s, press('2'));
+        update(&mut s, press(' '));
+        assert!(s.marks.contains(&ids[0]), "the highlighted (oldest) row");
+        // Large enough again: the approvals are on screen and a acts on the one highlighted.
+        s.size = Some((120, 40));
+        update(&mut s, press('3'));
+        update(&mut s, press('j'));
+        assert_eq!(update(&mut s, press('a')), vec![Effect::Approve(Uuid::from_u128(2))]);
     }
 
     #[test]

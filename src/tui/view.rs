@@ -234,19 +234,56 @@ fn verdict_word(r: &LogRow) -> String {
     }
 }
 
+/// The slice of `items` a table shows in `height` rows, the selection always
+/// among them (kept near the middle while the table scrolls).
 fn window<T>(items: &[T], selected: usize, height: usize) -> (usize, &[T]) {
-    if items.len() <= height || height == 0 {
+    let height = height.max(1);
+    if items.len() <= height {
         return (0, items);
     }
     let start = selected.saturating_sub(height / 2).min(items.len() - height);
     (start, &items[start..start + height])
 }
 
+/// Rows a table in `area` (a top line, a header) can show for `len` items:
+/// when they do not all fit, one line is kept at the bottom to say how many more.
+fn rows_fit(area: Rect, len: usize, bottom_line: bool) -> usize {
+    let full = area.height.saturating_sub(2) as usize;
+    if bottom_line || len > full {
+        full.saturating_sub(1).max(1)
+    } else {
+        full
+    }
+}
+
+/// A table's frame: its title, "↑ N more" on the top line and "↓ N more" on
+/// the bottom line when rows are cut, and an optional note at the bottom right.
+fn table_block<'a>(
+    title: String,
+    len: usize,
+    start: usize,
+    shown: usize,
+    note: Option<String>,
+    theme: &Theme,
+) -> Block<'a> {
+    let mut b = Block::default().borders(Borders::TOP).title(title);
+    if start > 0 {
+        b = b.title(Line::styled(format!(" ↑ {start} more "), theme.bold()).right_aligned());
+    }
+    let below = len.saturating_sub(start + shown);
+    if below > 0 {
+        b = b.title_bottom(Line::styled(format!(" ↓ {below} more "), theme.bold()));
+    }
+    if let Some(n) = note {
+        b = b.title_bottom(Line::from(n).right_aligned());
+    }
+    b
+}
+
 fn log(s: &State, f: &mut Frame, area: Rect, theme: &Theme, compact: bool) {
     let rows = s.visible_log();
-    let sel = s.cursor_index();
-    let inner_h = area.height.saturating_sub(3) as usize;
-    let (start, shown) = window(&rows, sel, inner_h);
+    let sel = s.cursor_index_of(View::Log);
+    let (start, shown) = window(&rows, sel, rows_fit(area, rows.len(), true));
     let body: Vec<Row> = shown
         .iter()
         .enumerate()
@@ -297,14 +334,19 @@ fn log(s: &State, f: &mut Frame, area: Rect, theme: &Theme, compact: bool) {
     } else {
         format!(" {} new ↑ (g to follow) ", s.new_rows)
     };
+    let title = if compact && s.view != View::Log {
+        format!(
+            " log · {} rows · {} needs {FULL_W}x{FULL_H} ",
+            rows.len(),
+            s.view.title()
+        )
+    } else {
+        format!(" log · {} rows ", rows.len())
+    };
+    let n = shown.len();
     let table = Table::new(body, widths)
         .header(Row::new(head).style(theme.bold()))
-        .block(
-            Block::default()
-                .borders(Borders::TOP)
-                .title(format!(" log · {} rows ", rows.len()))
-                .title_bottom(Line::from(state_note).right_aligned()),
-        );
+        .block(table_block(title, rows.len(), start, n, Some(state_note), theme));
     f.render_widget(table, area);
 }
 
@@ -321,13 +363,15 @@ fn bar(share: f64, width: usize) -> String {
 
 fn fleet(s: &State, f: &mut Frame, area: Rect, theme: &Theme) {
     let parts = Layout::vertical([Constraint::Percentage(55), Constraint::Percentage(45)]).split(area);
-    let sel = s.cursor_index();
-    let body: Vec<Row> = s
-        .data
-        .fleet
+    let sel = s.cursor_index_of(View::Fleet);
+    let all = &s.data.fleet;
+    let (start, shown) = window(all, sel, rows_fit(parts[0], all.len(), false));
+    let n = shown.len();
+    let body: Vec<Row> = shown
         .iter()
         .enumerate()
         .map(|(i, a)| {
+            let i = start + i;
             let state = match &a.paused {
                 Some((by, _)) => Span::styled(
                     format!("PAUSED by {by}"),
@@ -376,7 +420,14 @@ fn fleet(s: &State, f: &mut Frame, area: Rect, theme: &Theme) {
         ])
         .style(theme.bold()),
     )
-    .block(Block::default().borders(Borders::TOP).title(" fleet "));
+    .block(table_block(
+        format!(" fleet · {} agents ", all.len()),
+        all.len(),
+        start,
+        n,
+        None,
+        theme,
+    ));
     f.render_widget(table, parts[0]);
 
     let agent = s.data.fleet.get(sel).map(|a| a.agent.clone());
@@ -427,8 +478,9 @@ fn countdown(s: &State, until: chrono::DateTime<chrono::Utc>) -> String {
 
 fn approvals(s: &State, f: &mut Frame, area: Rect, theme: &Theme) {
     let rows = s.visible_approvals();
-    let sel = s.cursor_index();
-    let (start, shown) = window(&rows, sel, area.height.saturating_sub(3) as usize);
+    let sel = s.cursor_index_of(View::Approvals);
+    let (start, shown) = window(&rows, sel, rows_fit(area, rows.len(), false));
+    let n = shown.len();
     let body: Vec<Row> = shown
         .iter()
         .enumerate()
@@ -478,11 +530,14 @@ fn approvals(s: &State, f: &mut Frame, area: Rect, theme: &Theme) {
         ])
         .style(theme.bold()),
     )
-    .block(
-        Block::default()
-            .borders(Borders::TOP)
-            .title(format!(" approvals · {} held, highest value first ", rows.len())),
-    );
+    .block(table_block(
+        format!(" approvals · {} held, highest value first ", rows.len()),
+        rows.len(),
+        start,
+        n,
+        None,
+        theme,
+    ));
     f.render_widget(table, area);
 }
 
@@ -531,8 +586,9 @@ pub fn evidence_text(d: &serde_json::Value) -> String {
 
 fn findings(s: &State, f: &mut Frame, area: Rect, theme: &Theme) {
     let rows = s.visible_findings();
-    let sel = s.cursor_index();
-    let (start, shown) = window(&rows, sel, area.height.saturating_sub(3) as usize);
+    let sel = s.cursor_index_of(View::Findings);
+    let (start, shown) = window(&rows, sel, rows_fit(area, rows.len(), false));
+    let n = shown.len();
     let body: Vec<Row> = shown
         .iter()
         .enumerate()
@@ -581,18 +637,22 @@ fn findings(s: &State, f: &mut Frame, area: Rect, theme: &Theme) {
         ])
         .style(theme.bold()),
     )
-    .block(
-        Block::default()
-            .borders(Borders::TOP)
-            .title(format!(" findings · {} open or acknowledged ", rows.len())),
-    );
+    .block(table_block(
+        format!(" findings · {} open or acknowledged ", rows.len()),
+        rows.len(),
+        start,
+        n,
+        None,
+        theme,
+    ));
     f.render_widget(table, area);
 }
 
 fn compensations(s: &State, f: &mut Frame, area: Rect, theme: &Theme) {
     let rows = &s.data.comps;
-    let sel = s.cursor_index();
-    let (start, shown) = window(rows, sel, area.height.saturating_sub(3) as usize);
+    let sel = s.cursor_index_of(View::Compensations);
+    let (start, shown) = window(rows, sel, rows_fit(area, rows.len(), false));
+    let n = shown.len();
     let body: Vec<Row> = shown
         .iter()
         .enumerate()
@@ -646,11 +706,14 @@ fn compensations(s: &State, f: &mut Frame, area: Rect, theme: &Theme) {
         ])
         .style(theme.bold()),
     )
-    .block(
-        Block::default()
-            .borders(Borders::TOP)
-            .title(format!(" compensations · {} ", rows.len())),
-    );
+    .block(table_block(
+        format!(" compensations · {} ", rows.len()),
+        rows.len(),
+        start,
+        n,
+        None,
+        theme,
+    ));
     f.render_widget(table, area);
 }
 
@@ -819,7 +882,27 @@ fn plan(s: &State, f: &mut Frame, area: Rect, theme: &Theme) {
         ),
         theme.bold(),
     )];
-    for st in p.steps.iter().take(area.height.saturating_sub(4) as usize) {
+    // The top line, the totals and the keys take three lines; the steps scroll in the rest.
+    let room = area.height.saturating_sub(3) as usize;
+    let len = p.steps.len();
+    let fit = if len > room {
+        room.saturating_sub(2).max(1)
+    } else {
+        room
+    };
+    let start = s.plan_scroll.min(len.saturating_sub(fit));
+    let end = (start + fit).min(len);
+    if len > fit {
+        lines.push(Line::styled(
+            if start > 0 {
+                format!("  ↑ {start} more (k / PgUp)")
+            } else {
+                String::new()
+            },
+            theme.bold(),
+        ));
+    }
+    for st in &p.steps[start..end] {
         let outcome = crate::compensation::outcome_label(&st.outcome);
         let via = if st.selected {
             "selected".to_string()
@@ -846,8 +929,18 @@ fn plan(s: &State, f: &mut Frame, area: Rect, theme: &Theme) {
             Span::raw(format!(" {via}  {}", st.detail.clone().unwrap_or_default())),
         ]));
     }
+    if len > fit {
+        lines.push(Line::styled(
+            if end < len {
+                format!("  ↓ {} more (j / PgDn)", len - end)
+            } else {
+                String::new()
+            },
+            theme.bold(),
+        ));
+    }
     lines.push(Line::styled(
-        "y: request this plan (then a reason)   n / Esc: cancel, nothing is requested",
+        "y: request (then a reason)   n / Esc: cancel, nothing is requested   j k: scroll",
         theme.bold(),
     ));
     f.render_widget(
