@@ -211,6 +211,8 @@ fn fixture() -> State {
             expires_at: now() + Duration::seconds(3570),
         },
     ];
+    s.data.held_count = 2;
+    s.data.held_sum = Decimal::from(55200);
     s.data.findings = vec![
         FindingRow {
             finding_id: id(100),
@@ -475,6 +477,8 @@ fn busy() -> State {
             expires_at: now() + Duration::seconds(3600 - i as i64),
         })
         .collect();
+    s.data.held_count = 2000;
+    s.data.held_sum = s.data.approvals.iter().filter_map(|h| h.amount).sum();
     s.data.findings = (0..60u128)
         .map(|i| FindingRow {
             finding_id: id(30_000 + i),

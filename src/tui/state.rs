@@ -13,6 +13,9 @@ use crate::contract::{ActionStatus, EventKind, LogRow, Scope, Verdict};
 
 /// Rows of the log kept in memory (the room tails; history is in the database).
 pub const LOG_CAP: usize = 5000;
+/// Held actions listed in the approvals view (the highest value first); the
+/// header's count and sum cover them all.
+pub const APPROVALS_SHOWN: i64 = 1000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum View {
@@ -244,7 +247,11 @@ pub struct Switch {
 pub struct Snapshot {
     pub fleet: Vec<AgentRow>,
     pub dists: HashMap<String, Dists>,
+    /// The highest-value held actions (at most `APPROVALS_SHOWN`), highest first.
     pub approvals: Vec<HeldRow>,
+    /// Every held action, counted and summed by the database (not only those listed).
+    pub held_count: i64,
+    pub held_sum: Decimal,
     pub findings: Vec<FindingRow>,
     pub comps: Vec<CompRow>,
     pub switches: Vec<Switch>,
@@ -432,11 +439,14 @@ impl State {
             .find(|s| s.scope == Scope::Agent && s.target == agent)
     }
 
-    pub fn held_total(&self) -> (usize, Decimal) {
-        (
-            self.data.approvals.len(),
-            self.data.approvals.iter().filter_map(|h| h.amount).sum(),
-        )
+    /// Every held action and their total value, as the database counts them.
+    pub fn held_total(&self) -> (i64, Decimal) {
+        (self.data.held_count, self.data.held_sum)
+    }
+
+    /// Held actions the database has that the approvals view does not list.
+    pub fn held_not_listed(&self) -> i64 {
+        (self.data.held_count - self.data.approvals.len() as i64).max(0)
     }
 
     pub fn open_findings(&self) -> usize {

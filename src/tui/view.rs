@@ -504,6 +504,21 @@ fn approvals(s: &State, f: &mut Frame, area: Rect, theme: &Theme) {
             if is_sel { row.style(theme.selected()) } else { row }
         })
         .collect();
+    let title = if !s.filter.is_empty() {
+        format!(
+            " approvals · {} of the {} highest held match the filter ",
+            rows.len(),
+            s.data.approvals.len()
+        )
+    } else if s.held_not_listed() > 0 {
+        format!(
+            " approvals · {} held, highest value first · {} more not shown ",
+            s.data.held_count,
+            s.held_not_listed()
+        )
+    } else {
+        format!(" approvals · {} held, highest value first ", rows.len())
+    };
     let table = Table::new(
         body,
         [
@@ -530,14 +545,7 @@ fn approvals(s: &State, f: &mut Frame, area: Rect, theme: &Theme) {
         ])
         .style(theme.bold()),
     )
-    .block(table_block(
-        format!(" approvals · {} held, highest value first ", rows.len()),
-        rows.len(),
-        start,
-        n,
-        None,
-        theme,
-    ));
+    .block(table_block(title, rows.len(), start, n, None, theme));
     f.render_widget(table, area);
 }
 
