@@ -293,6 +293,17 @@ async fn two_thousand_holds_are_counted_and_the_biggest_listed() {
         2000,
         "per agent, all of them"
     );
+    // The names a pause may target without asking.
+    let agents = snap.known_agents.clone().expect("the known agents are readable");
+    assert!(
+        agents.contains("bulk-0") && agents.contains("bulk-19") && agents.len() == 20,
+        "{agents:?}"
+    );
+    let tools = snap.known_tools.clone().expect("the registry's tools are readable");
+    assert!(
+        tools.contains("send_email") && !tools.contains("nosuchtool"),
+        "{tools:?}"
+    );
 
     let mut s = State::new("t", "ana", false, chrono::Utc::now());
     update(&mut s, Msg::Data(Box::new(snap)));

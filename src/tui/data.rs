@@ -125,6 +125,26 @@ pub async fn snapshot(pool: &PgPool) -> Result<Snapshot> {
             .fetch_one(pool)
             .await?;
 
+    // The names a pause may target without asking. The agents of the
+    // actions by a skip scan of (agent, proposed_at): one probe per agent.
+    let known_agents = sqlx::query_scalar::<_, String>(
+        "WITH RECURSIVE a(agent) AS (
+             (SELECT agent FROM backstop.actions ORDER BY agent LIMIT 1)
+             UNION ALL
+             SELECT (SELECT x.agent FROM backstop.actions x WHERE x.agent > a.agent ORDER BY x.agent LIMIT 1)
+               FROM a WHERE a.agent IS NOT NULL)
+         SELECT agent FROM (SELECT agent FROM a WHERE agent IS NOT NULL LIMIT 100000) k
+         UNION SELECT agent FROM backstop.agent_logins",
+    )
+    .fetch_all(pool)
+    .await
+    .ok()
+    .map(|v| v.into_iter().collect());
+    let known_tools = sqlx::query_scalar::<_, String>("SELECT DISTINCT name FROM backstop.tools")
+        .fetch_all(pool)
+        .await
+        .ok()
+        .map(|v| v.into_iter().collect());
     // Every agent anyone should see: active lately, held, paused, or with findings.
     let mut agents: Vec<String> = windows.keys().cloned().collect();
     agents.extend(activity.iter().map(|a| a.0.clone()));
@@ -188,6 +208,8 @@ pub async fn snapshot(pool: &PgPool) -> Result<Snapshot> {
         switches,
         policy_version,
         registry_version,
+        known_agents,
+        known_tools,
     })
 }
 

@@ -78,6 +78,11 @@ pub enum Mode {
         purpose: Purpose,
         input: String,
     },
+    /// Pausing a name nobody has seen asks first; the default is No.
+    ConfirmPause {
+        scope: Scope,
+        target: String,
+    },
     /// Resume asks first; the default (Enter, Esc, anything but y) is No.
     ConfirmResume {
         scope: Scope,
@@ -257,6 +262,10 @@ pub struct Snapshot {
     pub switches: Vec<Switch>,
     pub policy_version: Option<i64>,
     pub registry_version: Option<i64>,
+    /// Every agent the log or the logins know, and every tool any registry
+    /// version named; `None`: the room could not read them.
+    pub known_agents: Option<BTreeSet<String>>,
+    pub known_tools: Option<BTreeSet<String>>,
 }
 
 /// The whole record behind Enter, as the database holds it; `view` formats it.
@@ -410,6 +419,27 @@ impl State {
             size: None,
             plan_scroll: 0,
         }
+    }
+
+    /// Whether the log, the logins or the registry know this agent or tool
+    /// (`None`: the room could not read what they know).
+    pub fn knows(&self, scope: Scope, name: &str) -> Option<bool> {
+        let (seen, known) = match scope {
+            Scope::Agent => (
+                self.data.fleet.iter().any(|a| a.agent == name)
+                    || self.log.iter().any(|r| r.agent.as_deref() == Some(name)),
+                &self.data.known_agents,
+            ),
+            Scope::Tool => (
+                self.log.iter().any(|r| r.tool.as_deref() == Some(name)),
+                &self.data.known_tools,
+            ),
+            Scope::Fleet => return Some(true),
+        };
+        if seen {
+            return Some(true);
+        }
+        known.as_ref().map(|k| k.contains(name))
     }
 
     /// The body is collapsed to the log (the terminal is below 80x24).

@@ -362,6 +362,30 @@ fn on_key(s: &mut State, k: KeyEvent) -> Vec<Effect> {
                 },
             )
         }
+        Mode::ConfirmPause { scope, target } => {
+            s.mode = Mode::Normal;
+            if matches!(k.code, KeyCode::Char('y') | KeyCode::Char('Y')) {
+                let unknown = if s.knows(scope, &target) == Some(true) {
+                    ""
+                } else {
+                    " (unknown)"
+                };
+                s.notify(format!("pausing {} {target} ...", scope.as_str()), false);
+                let reason = format!(
+                    "{} {target}{unknown} paused from the control room by {}",
+                    scope.as_str(),
+                    s.operator
+                );
+                vec![Effect::Pause {
+                    scope,
+                    target: Some(target),
+                    reason,
+                }]
+            } else {
+                s.notify(format!("{} {target} not paused", scope.as_str()), false);
+                Vec::new()
+            }
+        }
         Mode::ConfirmResume { scope, target } => {
             s.mode = Mode::Normal;
             if matches!(k.code, KeyCode::Char('y') | KeyCode::Char('Y')) {
@@ -931,6 +955,14 @@ fn run_command(s: &mut State, input: String) -> Vec<Effect> {
         ["pause" | "resume", ..] if !acting(s) => Vec::new(),
         ["pause", scope @ ("agent" | "tool"), name] if !s.readonly => {
             let scope = if *scope == "agent" { Scope::Agent } else { Scope::Tool };
+            if s.knows(scope, name) != Some(true) {
+                // A typo pauses nothing real: ask before adding a paused name.
+                s.mode = Mode::ConfirmPause {
+                    scope,
+                    target: name.to_string(),
+                };
+                return Vec::new();
+            }
             vec![Effect::Pause {
                 scope,
                 target: Some(name.to_string()),
@@ -1400,6 +1432,49 @@ mod tests {
         update(&mut s, press('3'));
         update(&mut s, press('j'));
         assert_eq!(update(&mut s, press('a')), vec![Effect::Approve(Uuid::from_u128(2))]);
+    }
+
+    #[test]
+    fn pausing_a_name_nobody_has_seen_asks_first() {
+        let (mut s, _) = state_with_rows(1);
+        s.data.known_agents = Some(["refund-bot".to_string(), "login-bot".to_string()].into());
+        s.data.known_tools = Some(["issue_refund".to_string(), "send_email".to_string()].into());
+        let run = |s: &mut State, cmd: &str| {
+            keys(s, cmd);
+            update(s, press_code(KeyCode::Enter))
+        };
+        // Unknown: a question, default No; nothing paused.
+        assert!(run(&mut s, ":pause agent nosuchbot").is_empty());
+        assert_eq!(
+            s.mode,
+            Mode::ConfirmPause {
+                scope: Scope::Agent,
+                target: "nosuchbot".into()
+            }
+        );
+        assert!(update(&mut s, press_code(KeyCode::Enter)).is_empty(), "Enter is No");
+        assert_eq!(s.mode, Mode::Normal);
+        assert!(run(&mut s, ":pause tool nosuchtool").is_empty());
+        assert!(update(&mut s, press('n')).is_empty());
+        // y pauses it anyway, saying it was unknown.
+        run(&mut s, ":pause agent nosuchbot");
+        let fx = update(&mut s, press('y'));
+        assert!(
+            matches!(&fx[..], [Effect::Pause { scope: Scope::Agent, target: Some(t), reason }] if t == "nosuchbot" && reason.contains("unknown")),
+            "{fx:?}"
+        );
+        // Known names (the log, the logins, the registry) pause at once.
+        for cmd in [
+            ":pause agent refund-bot",
+            ":pause agent login-bot",
+            ":pause tool send_email",
+        ] {
+            assert!(matches!(&run(&mut s, cmd)[..], [Effect::Pause { .. }]), "{cmd}");
+        }
+        // When the room cannot read the names, it asks.
+        s.data.known_agents = None;
+        assert!(run(&mut s, ":pause agent login-bot").is_empty());
+        assert!(matches!(s.mode, Mode::ConfirmPause { .. }));
     }
 
     #[test]

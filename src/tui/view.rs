@@ -1023,6 +1023,21 @@ fn status(s: &State, f: &mut Frame, area: Rect, theme: &Theme) {
         Mode::Input { purpose, input } => {
             Line::from(format!("{}> {input}█  (Enter submits, Esc cancels)", purpose.prompt()))
         }
+        Mode::ConfirmPause { scope, target } => {
+            let what = scope.as_str();
+            let text = match s.knows(*scope, target) {
+                Some(true) => format!(" Pause {what} {}? y / N ", cut(target, 40)),
+                Some(false) => format!(
+                    " Pause unknown {what} {}? No {what} by that name in the log, the logins or the registry. y / N ",
+                    cut(target, 40)
+                ),
+                None => format!(
+                    " Pause {what} {}? The room cannot read the known names. y / N ",
+                    cut(target, 40)
+                ),
+            };
+            Line::styled(text, theme.banner())
+        }
         Mode::ConfirmResume { scope, target } => {
             let what = match scope {
                 Scope::Fleet => "the fleet".to_string(),
