@@ -306,6 +306,10 @@ async fn the_real_binary_in_a_terminal() {
     keys.write_all(b"3").unwrap();
     screen.wait_for("the held action", |s| s.contains("mail-bot") && s.contains("$900"));
     keys.write_all(b"a").unwrap();
+    screen.wait_for("the approval question", |s| {
+        s.contains("Approve $900 send_email by mail-bot")
+    });
+    keys.write_all(b"y").unwrap();
     wait_db(
         &t,
         "approval",

@@ -128,7 +128,7 @@ async fn the_room_shows_rows_and_its_actions_change_the_database_under_the_opera
     // Approve the highest held action, reject the other.
     send(&ktx, "3").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    send(&ktx, "a").await;
+    send(&ktx, "ay").await;
     wait_until("the approval", || async {
         t.count(&format!("SELECT count(*) FROM backstop.action_log WHERE kind = 'approved' AND action_id = '{big}' AND actor = 'room-ana'")).await == 1
     })
@@ -146,13 +146,14 @@ async fn the_room_shows_rows_and_its_actions_change_the_database_under_the_opera
     })
     .await;
 
-    // Compensate the refund: filter the log to its agent, plan, confirm, give the (prefilled) reason.
+    // Compensate the refund: filter the log to its agent, plan, confirm, give a reason (it starts empty).
     send(&ktx, "2/agent:comp-bot").await;
     ktx.send(key(KeyCode::Enter)).unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     send(&ktx, "c").await;
     tokio::time::sleep(Duration::from_millis(1000)).await;
     send(&ktx, "y").await;
+    send(&ktx, "wrong customer").await;
     ktx.send(key(KeyCode::Enter)).unwrap();
     wait_until("the compensation request", || async {
         t.count(&format!(

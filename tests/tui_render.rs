@@ -578,3 +578,33 @@ fn long_tables_scroll_with_their_selection_at_every_size() {
         insta::assert_snapshot!(format!("scroll_plan_{w}x{h}"), screen);
     }
 }
+
+#[test]
+fn findings_most_severe_first_with_a_symbol_and_cut_cells_end_in_an_ellipsis() {
+    let mut s = busy();
+    let ranks: Vec<u8> = s
+        .visible_findings()
+        .iter()
+        .map(|f| backstop::tui::state::severity_rank(&f.severity))
+        .collect();
+    assert!(ranks.windows(2).all(|w| w[0] <= w[1]), "{ranks:?}");
+    let newest_first = s.visible_findings()[..15]
+        .windows(2)
+        .all(|w| w[0].last_at >= w[1].last_at);
+    assert!(newest_first, "then the newest first");
+    s.view = View::Findings;
+    s.size = Some((120, 40));
+    let screen = render(&s, 120, 40);
+    let (crit, high) = (screen.find("‼ CRITICAL"), screen.find("▲ HIGH"));
+    assert!(
+        crit.is_some() && high.is_some() && crit < high,
+        "criticals first:\n{screen}"
+    );
+    // A name longer than its column is cut with an ellipsis, never silently.
+    s.view = View::Approvals;
+    s.data.approvals[0].agent = "a-very-long-agent-name-indeed".into();
+    s.data.approvals[0].amount = Some(Decimal::from(1_000_000));
+    let screen = render(&s, 120, 40);
+    assert!(screen.contains("a-very-long-a…"), "{screen}");
+    assert!(!screen.contains("a-very-long-agent"), "{screen}");
+}

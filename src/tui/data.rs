@@ -79,7 +79,10 @@ pub async fn snapshot(pool: &PgPool) -> Result<Snapshot> {
     let held_sum: Decimal = held_by_agent.iter().map(|h| h.2).sum();
     let findings: Vec<FindingRow> = sqlx::query_as(
         "SELECT finding_id, kind, severity, agent, action_id, rule, status, count, last_at, detail
-           FROM backstop.findings WHERE status <> 'resolved' ORDER BY last_at DESC LIMIT 500",
+           FROM backstop.findings WHERE status <> 'resolved'
+          ORDER BY CASE severity WHEN 'critical' THEN 0 WHEN 'high' THEN 1 WHEN 'medium' THEN 2 WHEN 'low' THEN 3 ELSE 4 END,
+                   last_at DESC
+          LIMIT 500",
     )
     .fetch_all(pool)
     .await?;

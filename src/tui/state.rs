@@ -45,6 +45,9 @@ impl View {
     }
 }
 
+/// The filter's syntax, for hints.
+pub const FILTER_SYNTAX: &str = "agent:NAME tool:NAME verdict:hold status:executed amount>500 free text";
+
 /// What the text input is for.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Purpose {
@@ -78,7 +81,9 @@ pub enum Mode {
         purpose: Purpose,
         input: String,
     },
-    /// Pausing a name nobody has seen asks first; the default is No.
+    /// Approving asks for one key, showing what is approved; the default is No.
+    ConfirmApprove(Uuid),
+    /// Pausing an agent (p) or a name nobody has seen asks first; the default is No.
     ConfirmPause {
         scope: Scope,
         target: String,
@@ -134,6 +139,11 @@ impl Filter {
                     .parse()
                     .map_err(|_| format!("amount>{v}: not an amount"))?;
                 f.amount_above = Some(d);
+            } else if let Some((k, _)) = tok
+                .split_once(':')
+                .filter(|(k, _)| !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'))
+            {
+                return Err(format!("unknown filter key {k}: the syntax is {FILTER_SYNTAX}"));
             } else {
                 text.push(tok);
             }
@@ -222,6 +232,17 @@ pub struct FindingRow {
     pub count: i32,
     pub last_at: DateTime<Utc>,
     pub detail: Value,
+}
+
+/// Most severe first: critical, high, medium, low, anything else.
+pub fn severity_rank(sev: &str) -> u8 {
+    match sev {
+        "critical" => 0,
+        "high" => 1,
+        "medium" => 2,
+        "low" => 3,
+        _ => 4,
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -554,14 +575,23 @@ impl State {
         v
     }
 
+    /// Open and acknowledged findings, the most severe first, then the newest.
     pub fn visible_findings(&self) -> Vec<&FindingRow> {
         let f = &self.filter;
-        self.data
+        let mut v: Vec<&FindingRow> = self
+            .data
             .findings
             .iter()
             .filter(|x| x.status != "resolved")
             .filter(|x| f.agent.as_ref().is_none_or(|a| x.agent.as_ref() == Some(a)))
-            .collect()
+            .collect();
+        v.sort_by(|a, b| {
+            severity_rank(&a.severity)
+                .cmp(&severity_rank(&b.severity))
+                .then(b.last_at.cmp(&a.last_at))
+                .then(a.finding_id.cmp(&b.finding_id))
+        });
+        v
     }
 
     /// Identity keys of the rows on screen, in display order.

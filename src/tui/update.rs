@@ -304,6 +304,11 @@ fn on_key(s: &mut State, k: KeyEvent) -> Vec<Effect> {
         Mode::Normal => normal_key(s, k),
         Mode::Filter { input } => text_key(s, k, input, |s, input| {
             match Filter::parse(&input) {
+                Err(e) => {
+                    // Stay at the prompt with the text, and say what is wrong there.
+                    s.notify(e, true);
+                    s.mode = Mode::Filter { input };
+                }
                 Ok(f) => {
                     s.filter = f;
                     s.notify(
@@ -315,7 +320,6 @@ fn on_key(s: &mut State, k: KeyEvent) -> Vec<Effect> {
                         false,
                     );
                 }
-                Err(e) => s.notify(e, true),
             }
             Vec::new()
         }),
@@ -361,6 +365,18 @@ fn on_key(s: &mut State, k: KeyEvent) -> Vec<Effect> {
                     }
                 },
             )
+        }
+        Mode::ConfirmApprove(id) => {
+            s.mode = Mode::Normal;
+            if matches!(k.code, KeyCode::Char('y') | KeyCode::Char('Y')) {
+                s.notify("approving ...", false);
+                vec![Effect::Approve(id)]
+            } else if k.code == KeyCode::Char('P') {
+                pause_fleet(s)
+            } else {
+                s.notify("not approved", false);
+                Vec::new()
+            }
         }
         Mode::ConfirmPause { scope, target } => {
             s.mode = Mode::Normal;
@@ -409,9 +425,10 @@ fn on_key(s: &mut State, k: KeyEvent) -> Vec<Effect> {
                     s.notify("nothing in this plan can be compensated automatically", true);
                     return Vec::new();
                 }
+                // The reason is the operator's own words: it starts empty and is required.
                 s.mode = Mode::Input {
                     purpose: Purpose::Compensate(ids),
-                    input: format!("compensated from the control room by {}", s.operator),
+                    input: String::new(),
                 };
                 Vec::new()
             }
@@ -698,12 +715,11 @@ fn acting_key(s: &mut State, c: char) -> Vec<Effect> {
     match c {
         'p' => match s.cursor_agent() {
             Some(agent) => {
-                s.notify(format!("pausing agent {agent} ..."), false);
-                vec![Effect::Pause {
+                s.mode = Mode::ConfirmPause {
                     scope: Scope::Agent,
-                    target: Some(agent.clone()),
-                    reason: format!("agent {agent} paused from the control room (p) by {}", s.operator),
-                }]
+                    target: agent,
+                };
+                Vec::new()
             }
             None => {
                 s.notify("select a row with an agent to pause it", true);
@@ -785,8 +801,8 @@ fn acting_key(s: &mut State, c: char) -> Vec<Effect> {
         }
         'a' => match held_under_cursor(s) {
             Some(id) => {
-                s.notify("approving ...", false);
-                vec![Effect::Approve(id)]
+                s.mode = Mode::ConfirmApprove(id);
+                Vec::new()
             }
             None => {
                 s.notify("no held action here: approvals are in view 3", true);
@@ -1150,8 +1166,13 @@ mod tests {
                 ..
             }
         ));
+        // The reason starts empty and is required.
+        assert!(matches!(&s.mode, Mode::Input { purpose: Purpose::Compensate(_), input } if input.is_empty()));
+        assert!(update(&mut s, press_code(KeyCode::Enter)).is_empty());
+        assert!(s.notice.as_ref().unwrap().text.contains("a reason is required"));
+        keys(&mut s, "wrong customer");
         let fx = update(&mut s, press_code(KeyCode::Enter));
-        assert!(matches!(&fx[..], [Effect::Request { reason, .. }] if reason.contains("by ana")));
+        assert!(matches!(&fx[..], [Effect::Request { reason, .. }] if reason == "wrong customer"));
         assert!(s.marks.is_empty());
     }
 
@@ -1192,8 +1213,18 @@ mod tests {
                 ..
             }]
         ));
-        // p pauses the agent under the cursor.
-        let fx = update(&mut s, press('p'));
+        // p pauses the agent under the cursor, after one key (default No).
+        assert!(update(&mut s, press('p')).is_empty());
+        assert!(matches!(
+            s.mode,
+            Mode::ConfirmPause {
+                scope: Scope::Agent,
+                ..
+            }
+        ));
+        assert!(update(&mut s, press('n')).is_empty());
+        update(&mut s, press('p'));
+        let fx = update(&mut s, press('y'));
         assert!(matches!(&fx[..], [Effect::Pause { scope: Scope::Agent, target: Some(a), .. }] if a == "refund-bot"));
         // P works from help, detail and the plan too.
         update(&mut s, press('?'));
@@ -1218,7 +1249,13 @@ mod tests {
             expires_at: now(),
         }];
         update(&mut s, press('3'));
-        assert_eq!(update(&mut s, press('a')), vec![Effect::Approve(id)]);
+        // a asks for one key (default No), showing what is approved.
+        assert!(update(&mut s, press('a')).is_empty());
+        assert_eq!(s.mode, Mode::ConfirmApprove(id));
+        assert!(update(&mut s, press_code(KeyCode::Enter)).is_empty(), "Enter is No");
+        assert_eq!(s.mode, Mode::Normal);
+        update(&mut s, press('a'));
+        assert_eq!(update(&mut s, press('y')), vec![Effect::Approve(id)]);
         update(&mut s, press('r'));
         assert!(matches!(
             s.mode,
@@ -1284,6 +1321,27 @@ mod tests {
         keys(&mut s, "/amount>lots");
         update(&mut s, press_code(KeyCode::Enter));
         assert!(s.notice.as_ref().unwrap().error);
+        // An unknown key is an error at the prompt, which stays open with the text.
+        update(
+            &mut s,
+            Msg::Key(KeyEvent::new(KeyCode::Char('u'), KeyModifiers::CONTROL)),
+        );
+        keys(&mut s, "agnet:x");
+        update(&mut s, press_code(KeyCode::Enter));
+        assert_eq!(
+            s.mode,
+            Mode::Filter {
+                input: "agnet:x".into()
+            }
+        );
+        let n = s.notice.clone().unwrap();
+        assert!(
+            n.error && n.text.contains("unknown filter key agnet:") && n.text.contains("agent:NAME"),
+            "{}",
+            n.text
+        );
+        assert_eq!(s.visible_log().len(), 4, "the filter in force is unchanged");
+        update(&mut s, press_code(KeyCode::Esc));
         s.data.fleet = vec![AgentRow {
             agent: "refund-bot".into(),
             paused: None,
@@ -1431,7 +1489,8 @@ mod tests {
         s.size = Some((120, 40));
         update(&mut s, press('3'));
         update(&mut s, press('j'));
-        assert_eq!(update(&mut s, press('a')), vec![Effect::Approve(Uuid::from_u128(2))]);
+        update(&mut s, press('a'));
+        assert_eq!(update(&mut s, press('y')), vec![Effect::Approve(Uuid::from_u128(2))]);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! symbol); NO_COLOR drops them.
 
 use ratatui::Frame;
-use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::layout::{Constraint, Flex, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Table, Wrap};
@@ -234,6 +234,29 @@ fn verdict_word(r: &LogRow) -> String {
     }
 }
 
+/// The width each column of a table gets in `width` columns (as `Table` lays them out).
+fn col_widths(widths: &[Constraint], width: u16) -> Vec<usize> {
+    Layout::horizontal(widths.to_vec())
+        .flex(Flex::Start)
+        .spacing(1)
+        .split(Rect::new(0, 0, width, 1))
+        .iter()
+        .map(|r| r.width as usize)
+        .collect()
+}
+
+/// A table row whose cells are cut to their columns, with `…` where cut.
+fn fitted<'a>(widths: &[usize], cells: Vec<Span<'a>>) -> Row<'a> {
+    Row::new(cells.into_iter().enumerate().map(|(i, sp)| {
+        let w = widths.get(i).copied().unwrap_or(usize::MAX);
+        if sp.content.chars().count() > w {
+            Cell::from(Span::styled(cut(&sp.content, w), sp.style))
+        } else {
+            Cell::from(sp)
+        }
+    }))
+}
+
 /// The slice of `items` a table shows in `height` rows, the selection always
 /// among them (kept near the middle while the table scrolls).
 fn window<T>(items: &[T], selected: usize, height: usize) -> (usize, &[T]) {
@@ -284,34 +307,6 @@ fn log(s: &State, f: &mut Frame, area: Rect, theme: &Theme, compact: bool) {
     let rows = s.visible_log();
     let sel = s.cursor_index_of(View::Log);
     let (start, shown) = window(&rows, sel, rows_fit(area, rows.len(), true));
-    let body: Vec<Row> = shown
-        .iter()
-        .enumerate()
-        .map(|(i, r)| {
-            let is_sel = start + i == sel;
-            let status = r
-                .action_id
-                .and_then(|a| s.status_of.get(&a))
-                .cloned()
-                .unwrap_or_default();
-            let v = verdict_word(r);
-            let mut cells = vec![
-                Cell::from(gutter(s, is_sel, r.action_id)),
-                Cell::from(r.seq.to_string()),
-                Cell::from(r.at.format("%H:%M:%S").to_string()),
-                Cell::from(r.agent.clone().unwrap_or_else(|| r.actor.clone())),
-                Cell::from(r.tool.clone().unwrap_or_default()),
-            ];
-            if !compact {
-                cells.push(Cell::from(money(r.amount)));
-                cells.push(Cell::from(r.confidence.map(|c| format!("{c:.2}")).unwrap_or_default()));
-            }
-            cells.push(Cell::from(Span::styled(v.clone(), theme.verdict(&v))));
-            cells.push(Cell::from(status));
-            let row = Row::new(cells);
-            if is_sel { row.style(theme.selected()) } else { row }
-        })
-        .collect();
     let mut widths = vec![
         Constraint::Length(2),
         Constraint::Length(7),
@@ -327,6 +322,35 @@ fn log(s: &State, f: &mut Frame, area: Rect, theme: &Theme, compact: bool) {
     // The row's event (a verdict, a decision, a step) and its action's state now.
     widths.extend([Constraint::Length(if compact { 16 } else { 24 }), Constraint::Min(10)]);
     head.extend(["event", "action now"]);
+    let cw = col_widths(&widths, area.width);
+    let body: Vec<Row> = shown
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let is_sel = start + i == sel;
+            let status = r
+                .action_id
+                .and_then(|a| s.status_of.get(&a))
+                .cloned()
+                .unwrap_or_default();
+            let v = verdict_word(r);
+            let mut cells = vec![
+                Span::from(gutter(s, is_sel, r.action_id)),
+                Span::from(r.seq.to_string()),
+                Span::from(r.at.format("%H:%M:%S").to_string()),
+                Span::from(r.agent.clone().unwrap_or_else(|| r.actor.clone())),
+                Span::from(r.tool.clone().unwrap_or_default()),
+            ];
+            if !compact {
+                cells.push(Span::from(money(r.amount)));
+                cells.push(Span::from(r.confidence.map(|c| format!("{c:.2}")).unwrap_or_default()));
+            }
+            cells.push(Span::styled(v.clone(), theme.verdict(&v)));
+            cells.push(Span::from(status));
+            let row = fitted(&cw, cells);
+            if is_sel { row.style(theme.selected()) } else { row }
+        })
+        .collect();
     let state_note = if s.frozen.is_some() {
         format!(" FROZEN · {} new (f to unfreeze) ", s.new_rows)
     } else if s.following {
@@ -367,6 +391,17 @@ fn fleet(s: &State, f: &mut Frame, area: Rect, theme: &Theme) {
     let all = &s.data.fleet;
     let (start, shown) = window(all, sel, rows_fit(parts[0], all.len(), false));
     let n = shown.len();
+    let widths = [
+        Constraint::Length(1),
+        Constraint::Length(16),
+        Constraint::Length(22),
+        Constraint::Length(6),
+        Constraint::Length(16),
+        Constraint::Length(14),
+        Constraint::Length(8),
+        Constraint::Min(6),
+    ];
+    let cw = col_widths(&widths, parts[0].width);
     let body: Vec<Row> = shown
         .iter()
         .enumerate()
@@ -380,54 +415,45 @@ fn fleet(s: &State, f: &mut Frame, area: Rect, theme: &Theme) {
                 None if s.fleet_paused().is_some() => Span::styled("PAUSED (fleet)", theme.fg(Color::Red)),
                 None => Span::raw("running"),
             };
-            let row = Row::new(vec![
-                Cell::from(if i == sel { "▶" } else { " " }),
-                Cell::from(a.agent.clone()),
-                Cell::from(state),
-                Cell::from(format!("{:.0}", a.per_minute)),
-                Cell::from(spark(&a.per_bucket)),
-                Cell::from(if a.held > 0 {
-                    format!("{} {}", a.held, money(Some(a.held_value)))
-                } else {
-                    String::new()
-                }),
-                Cell::from(if a.findings > 0 {
-                    a.findings.to_string()
-                } else {
-                    String::new()
-                }),
-                Cell::from(a.drift.map(|d| format!("{d:.3}")).unwrap_or_default()),
-            ]);
+            let row = fitted(
+                &cw,
+                vec![
+                    Span::from(if i == sel { "▶" } else { " " }),
+                    Span::from(a.agent.clone()),
+                    state,
+                    Span::from(format!("{:.0}", a.per_minute)),
+                    Span::from(spark(&a.per_bucket)),
+                    Span::from(if a.held > 0 {
+                        format!("{} {}", a.held, money(Some(a.held_value)))
+                    } else {
+                        String::new()
+                    }),
+                    Span::from(if a.findings > 0 {
+                        a.findings.to_string()
+                    } else {
+                        String::new()
+                    }),
+                    Span::from(a.drift.map(|d| format!("{d:.3}")).unwrap_or_default()),
+                ],
+            );
             if i == sel { row.style(theme.selected()) } else { row }
         })
         .collect();
-    let table = Table::new(
-        body,
-        [
-            Constraint::Length(1),
-            Constraint::Length(16),
-            Constraint::Length(22),
-            Constraint::Length(6),
-            Constraint::Length(16),
-            Constraint::Length(14),
-            Constraint::Length(8),
-            Constraint::Min(6),
-        ],
-    )
-    .header(
-        Row::new(vec![
-            "", "agent", "state", "/min", "activity", "held", "findings", "drift",
-        ])
-        .style(theme.bold()),
-    )
-    .block(table_block(
-        format!(" fleet · {} agents ", all.len()),
-        all.len(),
-        start,
-        n,
-        None,
-        theme,
-    ));
+    let table = Table::new(body, widths)
+        .header(
+            Row::new(vec![
+                "", "agent", "state", "/min", "activity", "held", "findings", "drift",
+            ])
+            .style(theme.bold()),
+        )
+        .block(table_block(
+            format!(" fleet · {} agents ", all.len()),
+            all.len(),
+            start,
+            n,
+            None,
+            theme,
+        ));
     f.render_widget(table, parts[0]);
 
     let agent = s.data.fleet.get(sel).map(|a| a.agent.clone());
@@ -481,6 +507,17 @@ fn approvals(s: &State, f: &mut Frame, area: Rect, theme: &Theme) {
     let sel = s.cursor_index_of(View::Approvals);
     let (start, shown) = window(&rows, sel, rows_fit(area, rows.len(), false));
     let n = shown.len();
+    let widths = [
+        Constraint::Length(2),
+        Constraint::Length(10),
+        Constraint::Length(14),
+        Constraint::Length(16),
+        Constraint::Length(14),
+        Constraint::Length(8),
+        Constraint::Length(22),
+        Constraint::Min(10),
+    ];
+    let cw = col_widths(&widths, area.width);
     let body: Vec<Row> = shown
         .iter()
         .enumerate()
@@ -491,16 +528,19 @@ fn approvals(s: &State, f: &mut Frame, area: Rect, theme: &Theme) {
             } else {
                 format!("{}/{} ({})", h.approvals, h.approvals_needed, h.approved_by.join(", "))
             };
-            let row = Row::new(vec![
-                Cell::from(gutter(s, is_sel, Some(h.action_id))),
-                Cell::from(money(h.amount)),
-                Cell::from(h.agent.clone()),
-                Cell::from(h.tool.clone()),
-                Cell::from(approvals),
-                Cell::from(countdown(s, h.expires_at)),
-                Cell::from(h.rule.clone().unwrap_or_default()),
-                Cell::from(h.reason.clone()),
-            ]);
+            let row = fitted(
+                &cw,
+                vec![
+                    Span::from(gutter(s, is_sel, Some(h.action_id))),
+                    Span::from(money(h.amount)),
+                    Span::from(h.agent.clone()),
+                    Span::from(h.tool.clone()),
+                    Span::from(approvals),
+                    Span::from(countdown(s, h.expires_at)),
+                    Span::from(h.rule.clone().unwrap_or_default()),
+                    Span::from(h.reason.clone()),
+                ],
+            );
             if is_sel { row.style(theme.selected()) } else { row }
         })
         .collect();
@@ -519,33 +559,21 @@ fn approvals(s: &State, f: &mut Frame, area: Rect, theme: &Theme) {
     } else {
         format!(" approvals · {} held, highest value first ", rows.len())
     };
-    let table = Table::new(
-        body,
-        [
-            Constraint::Length(2),
-            Constraint::Length(10),
-            Constraint::Length(14),
-            Constraint::Length(16),
-            Constraint::Length(14),
-            Constraint::Length(8),
-            Constraint::Length(22),
-            Constraint::Min(10),
-        ],
-    )
-    .header(
-        Row::new(vec![
-            "",
-            "amount",
-            "agent",
-            "tool",
-            "approvals",
-            "expires",
-            "rule",
-            "reason",
-        ])
-        .style(theme.bold()),
-    )
-    .block(table_block(title, rows.len(), start, n, None, theme));
+    let table = Table::new(body, widths)
+        .header(
+            Row::new(vec![
+                "",
+                "amount",
+                "agent",
+                "tool",
+                "approvals",
+                "expires",
+                "rule",
+                "reason",
+            ])
+            .style(theme.bold()),
+        )
+        .block(table_block(title, rows.len(), start, n, None, theme));
     f.render_widget(table, area);
 }
 
@@ -592,67 +620,73 @@ pub fn evidence_text(d: &serde_json::Value) -> String {
     crate::output::brief(d, 80)
 }
 
+/// A finding's severity as a symbol and a word (the colour only repeats them).
+fn severity_span(sev: &str, theme: &Theme) -> Span<'static> {
+    let (symbol, style) = match sev {
+        "critical" => ("‼", theme.fg(Color::Red).add_modifier(Modifier::BOLD)),
+        "high" => ("▲", theme.fg(Color::Red)),
+        "medium" => ("●", theme.fg(Color::Yellow)),
+        "low" => ("·", Style::default()),
+        _ => ("?", Style::default()),
+    };
+    Span::styled(format!("{symbol} {}", sev.to_uppercase()), style)
+}
+
 fn findings(s: &State, f: &mut Frame, area: Rect, theme: &Theme) {
     let rows = s.visible_findings();
     let sel = s.cursor_index_of(View::Findings);
     let (start, shown) = window(&rows, sel, rows_fit(area, rows.len(), false));
     let n = shown.len();
+    let widths = [
+        Constraint::Length(1),
+        Constraint::Length(10),
+        Constraint::Length(18),
+        Constraint::Length(14),
+        Constraint::Length(28),
+        Constraint::Length(12),
+        Constraint::Length(4),
+        Constraint::Length(8),
+        Constraint::Min(10),
+    ];
+    let cw = col_widths(&widths, area.width);
     let body: Vec<Row> = shown
         .iter()
         .enumerate()
         .map(|(i, x)| {
             let is_sel = start + i == sel;
             let evidence = evidence_text(&x.detail);
-            let sev = x.severity.to_uppercase();
-            let row = Row::new(vec![
-                Cell::from(if is_sel { "▶" } else { " " }),
-                Cell::from(Span::styled(
-                    sev.clone(),
-                    if sev == "CRITICAL" || sev == "HIGH" {
-                        theme.fg(Color::Red)
-                    } else {
-                        Style::default()
-                    },
-                )),
-                Cell::from(x.kind.clone()),
-                Cell::from(x.agent.clone().unwrap_or_default()),
-                Cell::from(x.rule.clone().unwrap_or_default()),
-                Cell::from(x.status.clone()),
-                Cell::from(x.count.to_string()),
-                Cell::from(x.last_at.format("%H:%M:%S").to_string()),
-                Cell::from(evidence),
-            ]);
+            let row = fitted(
+                &cw,
+                vec![
+                    Span::from(if is_sel { "▶" } else { " " }),
+                    severity_span(&x.severity, theme),
+                    Span::from(x.kind.clone()),
+                    Span::from(x.agent.clone().unwrap_or_default()),
+                    Span::from(x.rule.clone().unwrap_or_default()),
+                    Span::from(x.status.clone()),
+                    Span::from(x.count.to_string()),
+                    Span::from(x.last_at.format("%H:%M:%S").to_string()),
+                    Span::from(evidence),
+                ],
+            );
             if is_sel { row.style(theme.selected()) } else { row }
         })
         .collect();
-    let table = Table::new(
-        body,
-        [
-            Constraint::Length(1),
-            Constraint::Length(8),
-            Constraint::Length(18),
-            Constraint::Length(14),
-            Constraint::Length(28),
-            Constraint::Length(12),
-            Constraint::Length(4),
-            Constraint::Length(8),
-            Constraint::Min(10),
-        ],
-    )
-    .header(
-        Row::new(vec![
-            "", "severity", "kind", "agent", "rule", "status", "seen", "last", "evidence",
-        ])
-        .style(theme.bold()),
-    )
-    .block(table_block(
-        format!(" findings · {} open or acknowledged ", rows.len()),
-        rows.len(),
-        start,
-        n,
-        None,
-        theme,
-    ));
+    let table = Table::new(body, widths)
+        .header(
+            Row::new(vec![
+                "", "severity", "kind", "agent", "rule", "status", "seen", "last", "evidence",
+            ])
+            .style(theme.bold()),
+        )
+        .block(table_block(
+            format!(" findings · {} open or acknowledged ", rows.len()),
+            rows.len(),
+            start,
+            n,
+            None,
+            theme,
+        ));
     f.render_widget(table, area);
 }
 
@@ -661,6 +695,18 @@ fn compensations(s: &State, f: &mut Frame, area: Rect, theme: &Theme) {
     let sel = s.cursor_index_of(View::Compensations);
     let (start, shown) = window(rows, sel, rows_fit(area, rows.len(), false));
     let n = shown.len();
+    let widths = [
+        Constraint::Length(2),
+        Constraint::Length(17),
+        Constraint::Length(14),
+        Constraint::Length(16),
+        Constraint::Length(20),
+        Constraint::Length(3),
+        Constraint::Length(12),
+        Constraint::Length(12),
+        Constraint::Min(10),
+    ];
+    let cw = col_widths(&widths, area.width);
     let body: Vec<Row> = shown
         .iter()
         .enumerate()
@@ -672,56 +718,46 @@ fn compensations(s: &State, f: &mut Frame, area: Rect, theme: &Theme) {
                 "failed" | "conflict" | "condition_failed" | "expired" => theme.fg(Color::Red),
                 _ => theme.fg(Color::Yellow),
             };
-            let row = Row::new(vec![
-                Cell::from(gutter(s, is_sel, Some(c.action_id))),
-                Cell::from(Span::styled(status, st)),
-                Cell::from(c.agent.clone()),
-                Cell::from(c.tool.clone()),
-                Cell::from(c.inverse_tool.clone()),
-                Cell::from(c.attempts.to_string()),
-                Cell::from(c.worker.clone().unwrap_or_default()),
-                Cell::from(c.requested_by.clone()),
-                Cell::from(c.last_error.clone().unwrap_or_else(|| c.reason.clone())),
-            ]);
+            let row = fitted(
+                &cw,
+                vec![
+                    Span::from(gutter(s, is_sel, Some(c.action_id))),
+                    Span::styled(status, st),
+                    Span::from(c.agent.clone()),
+                    Span::from(c.tool.clone()),
+                    Span::from(c.inverse_tool.clone()),
+                    Span::from(c.attempts.to_string()),
+                    Span::from(c.worker.clone().unwrap_or_default()),
+                    Span::from(c.requested_by.clone()),
+                    Span::from(c.last_error.clone().unwrap_or_else(|| c.reason.clone())),
+                ],
+            );
             if is_sel { row.style(theme.selected()) } else { row }
         })
         .collect();
-    let table = Table::new(
-        body,
-        [
-            Constraint::Length(2),
-            Constraint::Length(17),
-            Constraint::Length(14),
-            Constraint::Length(16),
-            Constraint::Length(20),
-            Constraint::Length(3),
-            Constraint::Length(12),
-            Constraint::Length(12),
-            Constraint::Min(10),
-        ],
-    )
-    .header(
-        Row::new(vec![
-            "",
-            "status",
-            "agent",
-            "tool",
-            "inverse",
-            "try",
-            "worker",
-            "requested",
-            "reason / last error",
-        ])
-        .style(theme.bold()),
-    )
-    .block(table_block(
-        format!(" compensations · {} ", rows.len()),
-        rows.len(),
-        start,
-        n,
-        None,
-        theme,
-    ));
+    let table = Table::new(body, widths)
+        .header(
+            Row::new(vec![
+                "",
+                "status",
+                "agent",
+                "tool",
+                "inverse",
+                "try",
+                "worker",
+                "requested",
+                "reason / last error",
+            ])
+            .style(theme.bold()),
+        )
+        .block(table_block(
+            format!(" compensations · {} ", rows.len()),
+            rows.len(),
+            start,
+            n,
+            None,
+            theme,
+        ));
     f.render_widget(table, area);
 }
 
@@ -1018,7 +1054,13 @@ fn agent_summary(s: &State, f: &mut Frame, area: Rect, theme: &Theme) {
 
 fn status(s: &State, f: &mut Frame, area: Rect, theme: &Theme) {
     let line = match &s.mode {
-        Mode::Filter { input } => Line::from(format!("/{input}█")),
+        Mode::Filter { input } => match s.notice.as_ref().filter(|n| n.error) {
+            Some(n) => Line::from(vec![
+                Span::raw(format!("/{input}█  ")),
+                Span::styled(n.text.clone(), theme.fg(Color::Red).add_modifier(Modifier::BOLD)),
+            ]),
+            None => Line::from(format!("/{input}█")),
+        },
         Mode::Command { input } => Line::from(format!(":{input}█")),
         Mode::Input { purpose, input } => {
             Line::from(format!("{}> {input}█  (Enter submits, Esc cancels)", purpose.prompt()))
@@ -1035,6 +1077,20 @@ fn status(s: &State, f: &mut Frame, area: Rect, theme: &Theme) {
                     " Pause {what} {}? The room cannot read the known names. y / N ",
                     cut(target, 40)
                 ),
+            };
+            Line::styled(text, theme.banner())
+        }
+        Mode::ConfirmApprove(id) => {
+            let text = match s.data.approvals.iter().find(|h| h.action_id == *id) {
+                Some(h) => format!(
+                    " Approve {} {} by {} ({}/{} approvals)? y / N ",
+                    money(h.amount),
+                    cut(&h.tool, 24),
+                    cut(&h.agent, 20),
+                    h.approvals,
+                    h.approvals_needed
+                ),
+                None => format!(" Approve {id}? y / N "),
             };
             Line::styled(text, theme.banner())
         }
