@@ -103,7 +103,7 @@ pub fn view(s: &State, f: &mut Frame, theme: &Theme) {
         i = 4;
     }
     status(s, f, parts[i], theme);
-    footer(s, f, parts[i + 1], theme);
+    footer(s, f, parts[i + 1], theme, compact);
 }
 
 fn pause_text(s: &State) -> Option<String> {
@@ -1122,10 +1122,12 @@ fn status(s: &State, f: &mut Frame, area: Rect, theme: &Theme) {
     f.render_widget(Paragraph::new(line), area);
 }
 
-fn footer(s: &State, f: &mut Frame, area: Rect, theme: &Theme) {
+fn footer(s: &State, f: &mut Frame, area: Rect, theme: &Theme, compact: bool) {
     let mut spans = Vec::new();
     let fleet_paused = s.fleet_paused().is_some();
-    for k in keys::footer(s.view, s.readonly) {
+    // The keys of the view on screen: the log's when collapsed.
+    let shown = if compact { View::Log } else { s.view };
+    for k in keys::footer(shown, s.readonly) {
         // Paused already: say how to undo it rather than offer it again.
         if k.keys == "P" && fleet_paused {
             spans.push(Span::styled(":resume fleet", theme.bold()));
