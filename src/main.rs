@@ -28,8 +28,8 @@ struct Cli {
     /// The control room without acting keys (connects with BACKSTOP_READONLY_URL when set).
     #[arg(long)]
     readonly: bool,
-    /// The control room without loading and watching tools.toml and policy.toml.
-    #[arg(long)]
+    /// Accepted and ignored: the room never loads or watches tools.toml and policy.toml.
+    #[arg(long, hide = true)]
     no_watch: bool,
     #[command(subcommand)]
     command: Option<Command>,
@@ -430,8 +430,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let room = (cli.readonly, !cli.no_watch);
-    let result = runtime.block_on(run(cfg, cli.command, room));
+    let result = runtime.block_on(run(cfg, cli.command, cli.readonly));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -442,9 +441,9 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(cfg: Config, command: Option<Command>, (readonly, watch): (bool, bool)) -> anyhow::Result<()> {
+async fn run(cfg: Config, command: Option<Command>, readonly: bool) -> anyhow::Result<()> {
     match command {
-        None => backstop::tui::open_and_run(&cfg, readonly, watch).await,
+        None => backstop::tui::open_and_run(&cfg, readonly).await,
         Some(Command::Demo {
             seed,
             speed,

@@ -53,6 +53,154 @@ async fn wait_db(t: &TestDb, what: &str, sql: &str, want: i64) {
     }
 }
 
+/// The real binary in a pseudo-terminal of this size: its screen, its keyboard, the process.
+fn spawn_room(
+    url: &str,
+    rows: u16,
+    cols: u16,
+    args: &[&str],
+) -> (
+    Screen,
+    Box<dyn Write + Send>,
+    Box<dyn portable_pty::Child + Send + Sync>,
+) {
+    let pty = native_pty_system()
+        .openpty(PtySize {
+            rows,
+            cols,
+            pixel_width: 0,
+            pixel_height: 0,
+        })
+        .unwrap();
+    let mut cmd = CommandBuilder::new(env!("CARGO_BIN_EXE_backstop"));
+    cmd.args(args);
+    cmd.cwd(env!("CARGO_MANIFEST_DIR"));
+    cmd.env("DATABASE_URL", url);
+    cmd.env("NO_COLOR", "1");
+    cmd.env("TERM", "xterm-256color");
+    let child = pty.slave.spawn_command(cmd).unwrap();
+    drop(pty.slave);
+    let parser = Arc::new(Mutex::new(vt100::Parser::new(rows, cols, 0)));
+    let mut reader = pty.master.try_clone_reader().unwrap();
+    let p2 = parser.clone();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 8192];
+        while let Ok(n) = reader.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            p2.lock().unwrap().process(&buf[..n]);
+        }
+    });
+    let keys = pty.master.take_writer().unwrap();
+    // The master must outlive the child: keep it for the test's life.
+    std::mem::forget(pty.master);
+    (Screen { parser }, keys, child)
+}
+
+fn quit(keys: &mut Box<dyn Write + Send>, child: &mut Box<dyn portable_pty::Child + Send + Sync>) {
+    keys.write_all(b"q").unwrap();
+    let t0 = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "the room exited with {status:?}");
+            return;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(10), "the room did not quit");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Below 80x24 the body is the log: keys that act on a row act only on the
+/// row on screen, and on a view that is not on screen they say so and do nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_terminal_never_acts_on_rows_it_does_not_show() {
+    let t = TestDb::new().await;
+    t.load_assets().await;
+    for c in ["c-1", "c-2", "c-3"] {
+        let held = contract::propose(
+            t.pool(),
+            &Proposal {
+                agent: "mail-bot".into(),
+                tool: "send_email".into(),
+                params: json!({"customer_id": c, "to": "a@b", "subject": "s"}),
+                amount: Some(900.into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(held.verdict, Verdict::Hold);
+    }
+    let (screen, mut keys, mut child) = spawn_room(&t.url, 20, 60, &["--operator", "pty-small"]);
+    screen.wait_for("the room", |s| s.contains("LIVE") && s.contains("mail-bot"));
+    // Let the first refresh of the queue arrive.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    for script in [&b"3jja"[..], b"\r", b"a", b"r", b" ", b"p"] {
+        keys.write_all(script).unwrap();
+        screen.wait_for("the notice", |s| s.contains("not on screen at 60x20"));
+        // Esc clears the notice, so the next key must bring it back.
+        keys.write_all(b"\x1b").unwrap();
+        screen.wait_for("the notice cleared", |s| !s.contains("not on screen"));
+    }
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(
+        t.count("SELECT count(*) FROM backstop.approvals").await,
+        0,
+        "nothing approved"
+    );
+    assert_eq!(
+        t.count("SELECT count(*) FROM backstop.action_log WHERE actor = 'pty-small'")
+            .await,
+        0,
+        "nothing done at all"
+    );
+    assert!(!screen.text().contains("rejecting"), "{}", screen.text());
+    quit(&mut keys, &mut child);
+}
+
+/// (log rows, loaded registry and policy versions, kill switches)
+async fn writes(t: &TestDb) -> (i64, i64, i64) {
+    (
+        t.count("SELECT count(*) FROM backstop.action_log").await,
+        t.count("SELECT count(*) FROM backstop.registry_versions").await
+            + t.count("SELECT count(*) FROM backstop.policy_versions").await,
+        t.count("SELECT count(*) FROM backstop.kill_switches").await,
+    )
+}
+
+/// A read-only room against a live database watches and writes nothing: no
+/// registry or policy file loaded, no migration, no housekeeping, and every
+/// acting key refused with a notice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_room_writes_nothing() {
+    let t = TestDb::new().await;
+    let start = writes(&t).await;
+    // The working directory holds assets/tools.toml and assets/policy.toml.
+    let (screen, mut keys, mut child) = spawn_room(&t.url, 40, 120, &["--readonly", "--operator", "ro-ana"]);
+    screen.wait_for("the room", |s| s.contains("LIVE") && s.contains("(read-only)"));
+    for k in [
+        &b"P"[..],
+        b"p",
+        b"a",
+        b"c",
+        b" ",
+        b"R",
+        b"3a",
+        b":pause agent x\r",
+        b":resume\r",
+    ] {
+        keys.write_all(k).unwrap();
+        screen.wait_for("the refusal", |s| s.contains("read-only room"));
+        keys.write_all(b"\x1b").unwrap();
+        screen.wait_for("the notice cleared", |s| !s.contains("read-only room"));
+    }
+    // Longer than a housekeeping round.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(writes(&t).await, start, "(log rows, loaded versions, switches) changed");
+    quit(&mut keys, &mut child);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_real_binary_in_a_terminal() {
     let t = TestDb::new().await;
@@ -69,7 +217,7 @@ async fn the_real_binary_in_a_terminal() {
         })
         .unwrap();
     let mut cmd = CommandBuilder::new(env!("CARGO_BIN_EXE_backstop"));
-    cmd.args(["--operator", "pty-ana", "--no-watch"]);
+    cmd.args(["--operator", "pty-ana"]);
     cmd.env("DATABASE_URL", &t.url);
     cmd.env("NO_COLOR", "1");
     cmd.env("TERM", "xterm-256color");
@@ -158,6 +306,10 @@ async fn the_real_binary_in_a_terminal() {
     keys.write_all(b"3").unwrap();
     screen.wait_for("the held action", |s| s.contains("mail-bot") && s.contains("$900"));
     keys.write_all(b"a").unwrap();
+    screen.wait_for("the approval question", |s| {
+        s.contains("Approve $900 send_email by mail-bot")
+    });
+    keys.write_all(b"y").unwrap();
     wait_db(
         &t,
         "approval",

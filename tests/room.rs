@@ -128,7 +128,7 @@ async fn the_room_shows_rows_and_its_actions_change_the_database_under_the_opera
     // Approve the highest held action, reject the other.
     send(&ktx, "3").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    send(&ktx, "a").await;
+    send(&ktx, "ay").await;
     wait_until("the approval", || async {
         t.count(&format!("SELECT count(*) FROM backstop.action_log WHERE kind = 'approved' AND action_id = '{big}' AND actor = 'room-ana'")).await == 1
     })
@@ -146,13 +146,14 @@ async fn the_room_shows_rows_and_its_actions_change_the_database_under_the_opera
     })
     .await;
 
-    // Compensate the refund: filter the log to its agent, plan, confirm, give the (prefilled) reason.
+    // Compensate the refund: filter the log to its agent, plan, confirm, give a reason (it starts empty).
     send(&ktx, "2/agent:comp-bot").await;
     ktx.send(key(KeyCode::Enter)).unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     send(&ktx, "c").await;
     tokio::time::sleep(Duration::from_millis(1000)).await;
     send(&ktx, "y").await;
+    send(&ktx, "wrong customer").await;
     ktx.send(key(KeyCode::Enter)).unwrap();
     wait_until("the compensation request", || async {
         t.count(&format!(
@@ -262,4 +263,57 @@ async fn an_actions_detail_is_its_projection_row_its_log_rows_and_their_seals() 
 
     let missing = backstop::tui::data::detail(t.pool(), Uuid::new_v4()).await.unwrap();
     assert!(missing.action.is_none());
+}
+
+/// The queue's count and value come from the database, the list is the
+/// highest value first, and the room says how many it does not list.
+#[tokio::test]
+async fn two_thousand_holds_are_counted_and_the_biggest_listed() {
+    use backstop::tui::state::{State, View};
+    use backstop::tui::update::{Msg, update};
+    use rust_decimal::Decimal;
+    let t = TestDb::new().await;
+    t.load_assets().await;
+    // Irreversible e-mails above $500 are held: amounts $601 ... $2,600.
+    let held = t
+        .count(
+            "SELECT count(*) FILTER (WHERE p.verdict = 'hold') FROM generate_series(1, 2000) i,
+             LATERAL backstop.propose('bulk-' || (i % 20), 'send_email',
+                 jsonb_build_object('customer_id', 'c-' || i, 'to', 'a@b', 'subject', 's'), (600 + i)::numeric) p",
+        )
+        .await;
+    assert_eq!(held, 2000);
+    let snap = backstop::tui::data::snapshot(t.pool()).await.unwrap();
+    assert_eq!(snap.held_count, 2000);
+    assert_eq!(snap.held_sum, Decimal::from((601..=2600).sum::<i64>()));
+    assert_eq!(snap.approvals.len(), 1000);
+    assert_eq!(snap.approvals[0].amount, Some(Decimal::from(2600)), "the biggest first");
+    assert!(snap.approvals.windows(2).all(|w| w[0].amount >= w[1].amount));
+    assert_eq!(
+        snap.fleet.iter().map(|a| a.held).sum::<i64>(),
+        2000,
+        "per agent, all of them"
+    );
+    // The names a pause may target without asking.
+    let agents = snap.known_agents.clone().expect("the known agents are readable");
+    assert!(
+        agents.contains("bulk-0") && agents.contains("bulk-19") && agents.len() == 20,
+        "{agents:?}"
+    );
+    let tools = snap.known_tools.clone().expect("the registry's tools are readable");
+    assert!(
+        tools.contains("send_email") && !tools.contains("nosuchtool"),
+        "{tools:?}"
+    );
+
+    let mut s = State::new("t", "ana", false, chrono::Utc::now());
+    update(&mut s, Msg::Data(Box::new(snap)));
+    s.view = View::Approvals;
+    let mut term = Terminal::new(TestBackend::new(120, 40)).unwrap();
+    term.draw(|f| backstop::tui::view::view(&s, f, &backstop::tui::view::Theme { color: false }))
+        .unwrap();
+    let screen = format!("{}", term.backend());
+    assert!(screen.contains("2000 held $3,201,000"), "{screen}");
+    assert!(screen.contains("1000 more not shown"), "{screen}");
+    assert!(screen.contains("$2,600"), "{screen}");
 }

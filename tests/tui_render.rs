@@ -211,6 +211,8 @@ fn fixture() -> State {
             expires_at: now() + Duration::seconds(3570),
         },
     ];
+    s.data.held_count = 2;
+    s.data.held_sum = Decimal::from(55200);
     s.data.findings = vec![
         FindingRow {
             finding_id: id(100),
@@ -422,4 +424,187 @@ fn overlays() {
     };
     let confirm = render(&s, 120, 40);
     assert!(confirm.contains("Resume the fleet? y / N"), "{confirm}");
+}
+
+/// A busy room: 40 agents, 2,000 holds, 500 log rows, 60 findings and 60
+/// compensations, built directly (no database).
+fn busy() -> State {
+    let mut s = State::new("pg://ops-db/backstop", "ana", false, now());
+    let agents: Vec<String> = (0..40).map(|i| format!("agent-{i:02}")).collect();
+    let rows = (1..=500)
+        .map(|seq| {
+            let a = &agents[(seq % 40) as usize];
+            let kind = if seq % 7 == 0 { "held" } else { "allowed" };
+            row(
+                seq,
+                kind,
+                a,
+                "issue_refund",
+                Some(seq * 10),
+                Some(0.9),
+                Some(id(10_000 + seq as u128)),
+            )
+        })
+        .collect();
+    update(&mut s, Msg::Rows { rows, lag_ms: Some(5) });
+    s.conn = Conn::Live;
+    s.data.fleet = agents
+        .iter()
+        .enumerate()
+        .map(|(i, a)| AgentRow {
+            agent: a.clone(),
+            paused: None,
+            per_bucket: vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15],
+            per_minute: i as f64,
+            held: 50,
+            held_value: Decimal::from(50 * i),
+            findings: 0,
+            drift: None,
+        })
+        .collect();
+    s.data.approvals = (0..2000u128)
+        .map(|i| HeldRow {
+            action_id: id(20_000 + i),
+            agent: agents[(i % 40) as usize].clone(),
+            tool: "issue_refund".into(),
+            amount: Some(Decimal::from(((i * 37) % 5000 + 1) as i64)),
+            rule: Some("over_limit".into()),
+            reason: "above the refund limit".into(),
+            approvals: 0,
+            approvals_needed: 1,
+            approved_by: vec![],
+            held_at: now() - Duration::seconds(i as i64),
+            expires_at: now() + Duration::seconds(3600 - i as i64),
+        })
+        .collect();
+    s.data.held_count = 2000;
+    s.data.held_sum = s.data.approvals.iter().filter_map(|h| h.amount).sum();
+    s.data.findings = (0..60u128)
+        .map(|i| FindingRow {
+            finding_id: id(30_000 + i),
+            kind: "drift".into(),
+            severity: ["low", "medium", "high", "critical"][(i % 4) as usize].into(),
+            agent: Some(agents[(i % 40) as usize].clone()),
+            action_id: None,
+            rule: Some("drift".into()),
+            status: "open".into(),
+            count: 1,
+            last_at: now() - Duration::seconds(i as i64 * 10),
+            detail: json!({"reason": "tool mix changed"}),
+        })
+        .collect();
+    s.data.comps = (0..60u128)
+        .map(|i| CompRow {
+            action_id: id(10_000 + i),
+            agent: agents[(i % 40) as usize].clone(),
+            tool: "issue_refund".into(),
+            inverse_tool: "reverse_refund".into(),
+            status: "requested".into(),
+            attempts: 0,
+            worker: None,
+            reason: "wrong customer".into(),
+            requested_by: "ana".into(),
+            requested_at: now(),
+            last_error: None,
+        })
+        .collect();
+    s
+}
+
+fn big_plan() -> Plan {
+    Plan {
+        selection: Selection::Actions(vec![id(1)]),
+        steps: (0..100u128)
+            .map(|i| PlanStep {
+                action_id: id(40_000 + i),
+                selected: i == 0,
+                caused_by: (i > 0).then(|| id(40_000)),
+                agent: format!("agent-{:02}", i % 40),
+                tool: "issue_refund".into(),
+                class: Some("reversible".into()),
+                amount: Some(Decimal::from(i as i64 * 10)),
+                entity: Some(format!("c-{i}")),
+                correlation_id: None,
+                status: "executed".into(),
+                executed_seq: Some(i as i64),
+                outcome: "requested".into(),
+                detail: Some("reverse_refund".into()),
+                inverse_tool: Some("reverse_refund".into()),
+                inverse_params: None,
+            })
+            .collect(),
+        totals: PlanTotals {
+            steps: 100,
+            will_compensate: 100,
+            value_recovered: Decimal::from(49500),
+            value_not_recoverable: Decimal::ZERO,
+            entities_touched: 100,
+            dependents: 99,
+        },
+    }
+}
+
+fn press_n(s: &mut State, c: char, n: usize) {
+    for _ in 0..n {
+        update(s, backstop::tui::update::press(c));
+    }
+}
+
+#[test]
+fn long_tables_scroll_with_their_selection_at_every_size() {
+    for (w, h) in [(60, 20), (80, 24), (200, 60)] {
+        for v in View::ALL {
+            let mut s = busy();
+            s.size = Some((w, h));
+            s.view = v;
+            // Down 25 rows: the selection moves off the first page and the table follows it.
+            press_n(&mut s, 'j', 25);
+            let screen = render(&s, w, h);
+            assert!(
+                screen.contains('▶'),
+                "{v:?} {w}x{h}: the selection is on screen\n{screen}"
+            );
+            assert!(screen.contains("more"), "{v:?} {w}x{h}: says rows are cut\n{screen}");
+            insta::assert_snapshot!(format!("scroll_{}_{w}x{h}", v.title().to_lowercase()), screen);
+        }
+        // The plan scrolls with j and stays on screen.
+        let mut s = busy();
+        s.size = Some((w, h));
+        update(&mut s, Msg::Plan(big_plan()));
+        press_n(&mut s, 'j', 30);
+        assert_eq!(s.mode, Mode::Plan, "j scrolls the plan, it does not cancel it");
+        let screen = render(&s, w, h);
+        assert!(screen.contains("↑ 30 more") || h >= 60, "{screen}");
+        insta::assert_snapshot!(format!("scroll_plan_{w}x{h}"), screen);
+    }
+}
+
+#[test]
+fn findings_most_severe_first_with_a_symbol_and_cut_cells_end_in_an_ellipsis() {
+    let mut s = busy();
+    let ranks: Vec<u8> = s
+        .visible_findings()
+        .iter()
+        .map(|f| backstop::tui::state::severity_rank(&f.severity))
+        .collect();
+    assert!(ranks.windows(2).all(|w| w[0] <= w[1]), "{ranks:?}");
+    let newest_first = s.visible_findings()[..15]
+        .windows(2)
+        .all(|w| w[0].last_at >= w[1].last_at);
+    assert!(newest_first, "then the newest first");
+    s.view = View::Findings;
+    s.size = Some((120, 40));
+    let screen = render(&s, 120, 40);
+    let (crit, high) = (screen.find("‼ CRITICAL"), screen.find("▲ HIGH"));
+    assert!(
+        crit.is_some() && high.is_some() && crit < high,
+        "criticals first:\n{screen}"
+    );
+    // A name longer than its column is cut with an ellipsis, never silently.
+    s.view = View::Approvals;
+    s.data.approvals[0].agent = "a-very-long-agent-name-indeed".into();
+    s.data.approvals[0].amount = Some(Decimal::from(1_000_000));
+    let screen = render(&s, 120, 40);
+    assert!(screen.contains("a-very-long-a…"), "{screen}");
+    assert!(!screen.contains("a-very-long-agent"), "{screen}");
 }

@@ -12,8 +12,8 @@ use sqlx::{PgPool, Row};
 use uuid::Uuid;
 
 use super::state::{
-    ActionDetail, AgentRow, CompRow, CompensationState, Detail, Dists, FindingRow, HeldRow, HistoryEntry, Proposed,
-    Related, Snapshot, Switch,
+    APPROVALS_SHOWN, ActionDetail, AgentRow, CompRow, CompensationState, Detail, Dists, FindingRow, HeldRow,
+    HistoryEntry, Proposed, Related, Snapshot, Switch,
 };
 use crate::contract::{self, ActionStatus, Scope};
 use crate::supervisor::drift;
@@ -49,8 +49,9 @@ pub async fn snapshot(pool: &PgPool) -> Result<Snapshot> {
     let approvals: Vec<HeldRow> = sqlx::query(
         "SELECT q.action_id, q.agent, q.tool, q.amount, q.rule, q.reason, q.approvals, q.approvals_needed, q.held_at, q.expires_at,
                 array(SELECT p.approver FROM backstop.approvals p WHERE p.action_id = q.action_id AND p.decision = 'approved' ORDER BY p.seq) AS by
-           FROM backstop.approval_queue q ORDER BY q.held_at LIMIT 1000",
+           FROM backstop.approval_queue q ORDER BY q.amount DESC NULLS LAST, q.held_at, q.action_id LIMIT $1",
     )
+    .bind(APPROVALS_SHOWN)
     .fetch_all(pool)
     .await?
     .into_iter()
@@ -68,9 +69,20 @@ pub async fn snapshot(pool: &PgPool) -> Result<Snapshot> {
         expires_at: r.get("expires_at"),
     })
     .collect();
+    // The count and value of every held action, and per agent, from the
+    // database: the list above is only the highest.
+    let held_by_agent: Vec<(String, i64, Decimal)> =
+        sqlx::query_as("SELECT agent, count(*), coalesce(sum(amount), 0) FROM backstop.approval_queue GROUP BY agent")
+            .fetch_all(pool)
+            .await?;
+    let held_count: i64 = held_by_agent.iter().map(|h| h.1).sum();
+    let held_sum: Decimal = held_by_agent.iter().map(|h| h.2).sum();
     let findings: Vec<FindingRow> = sqlx::query_as(
         "SELECT finding_id, kind, severity, agent, action_id, rule, status, count, last_at, detail
-           FROM backstop.findings WHERE status <> 'resolved' ORDER BY last_at DESC LIMIT 500",
+           FROM backstop.findings WHERE status <> 'resolved'
+          ORDER BY CASE severity WHEN 'critical' THEN 0 WHEN 'high' THEN 1 WHEN 'medium' THEN 2 WHEN 'low' THEN 3 ELSE 4 END,
+                   last_at DESC
+          LIMIT 500",
     )
     .fetch_all(pool)
     .await?;
@@ -116,10 +128,30 @@ pub async fn snapshot(pool: &PgPool) -> Result<Snapshot> {
             .fetch_one(pool)
             .await?;
 
+    // The names a pause may target without asking. The agents of the
+    // actions by a skip scan of (agent, proposed_at): one probe per agent.
+    let known_agents = sqlx::query_scalar::<_, String>(
+        "WITH RECURSIVE a(agent) AS (
+             (SELECT agent FROM backstop.actions ORDER BY agent LIMIT 1)
+             UNION ALL
+             SELECT (SELECT x.agent FROM backstop.actions x WHERE x.agent > a.agent ORDER BY x.agent LIMIT 1)
+               FROM a WHERE a.agent IS NOT NULL)
+         SELECT agent FROM (SELECT agent FROM a WHERE agent IS NOT NULL LIMIT 100000) k
+         UNION SELECT agent FROM backstop.agent_logins",
+    )
+    .fetch_all(pool)
+    .await
+    .ok()
+    .map(|v| v.into_iter().collect());
+    let known_tools = sqlx::query_scalar::<_, String>("SELECT DISTINCT name FROM backstop.tools")
+        .fetch_all(pool)
+        .await
+        .ok()
+        .map(|v| v.into_iter().collect());
     // Every agent anyone should see: active lately, held, paused, or with findings.
     let mut agents: Vec<String> = windows.keys().cloned().collect();
     agents.extend(activity.iter().map(|a| a.0.clone()));
-    agents.extend(approvals.iter().map(|h| h.agent.clone()));
+    agents.extend(held_by_agent.iter().map(|h| h.0.clone()));
     agents.extend(findings.iter().filter_map(|f| f.agent.clone()));
     agents.extend(
         switches
@@ -150,7 +182,7 @@ pub async fn snapshot(pool: &PgPool) -> Result<Snapshot> {
         if !b.is_empty() || !r.is_empty() {
             dists.insert(agent.clone(), dists_of(&agent, &b, &r));
         }
-        let held: Vec<&HeldRow> = approvals.iter().filter(|h| h.agent == agent).collect();
+        let held = held_by_agent.iter().find(|h| h.0 == agent);
         fleet.push(AgentRow {
             paused: switches
                 .iter()
@@ -158,8 +190,8 @@ pub async fn snapshot(pool: &PgPool) -> Result<Snapshot> {
                 .map(|s| (s.by.clone(), s.reason.clone())),
             per_bucket,
             per_minute: recent_n as f64 * 60.0 / d.recent_seconds.max(1.0),
-            held: held.len() as i64,
-            held_value: held.iter().filter_map(|h| h.amount).sum::<Decimal>(),
+            held: held.map(|h| h.1).unwrap_or(0),
+            held_value: held.map(|h| h.2).unwrap_or_default(),
             findings: findings
                 .iter()
                 .filter(|f| f.agent.as_deref() == Some(&agent) && f.status == "open")
@@ -172,11 +204,15 @@ pub async fn snapshot(pool: &PgPool) -> Result<Snapshot> {
         fleet,
         dists,
         approvals,
+        held_count,
+        held_sum,
         findings,
         comps,
         switches,
         policy_version,
         registry_version,
+        known_agents,
+        known_tools,
     })
 }
 

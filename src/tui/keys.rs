@@ -55,7 +55,7 @@ pub const KEYS: &[KeyHelp] = &[
     },
     KeyHelp {
         keys: "a",
-        what: "approve",
+        what: "approve (asks)",
         acting: true,
         footer: &[View::Approvals],
     },
@@ -151,7 +151,7 @@ pub const KEYS: &[KeyHelp] = &[
     },
     KeyHelp {
         keys: "p",
-        what: "pause the selected agent",
+        what: "pause the selected agent (asks; default No)",
         acting: true,
         footer: &[],
     },

@@ -37,8 +37,6 @@ use view::Theme;
 #[derive(Debug, Clone, Default)]
 pub struct RoomOptions {
     pub readonly: bool,
-    /// Watch and hot-reload these files (the room shows what happens).
-    pub watch: Option<crate::policy::watch::ConfigFiles>,
     /// Append every delivered log seq to this file (for end-to-end tests).
     pub trace: Option<PathBuf>,
     /// Rows of history shown at start.
@@ -124,28 +122,12 @@ where
         pause_conn: Arc::new(Mutex::new(db.dedicated().await.ok())),
     };
     let mut state = State::new(&db.label, operator, opts.readonly, Utc::now());
+    state.size = terminal.size().ok().map(|r| (r.width, r.height));
     let tasks = vec![
         tokio::spawn(tail_task(ctx.clone(), opts.history.max(50), opts.trace.clone())),
         tokio::spawn(poll_task(ctx.clone())),
         tokio::spawn(listen_task(ctx.clone())),
     ];
-    let mut reload = None;
-    if let Some(files) = opts.watch.clone() {
-        let src = format!("room:{operator}");
-        for e in crate::policy::watch::reload_once(&db.pool, &files, &src).await {
-            let _ = tx.send(reload_msg(e));
-        }
-        if let Ok(mut events) = crate::policy::watch::spawn(db.pool.clone(), files, src) {
-            let tx = tx.clone();
-            reload = Some(tokio::spawn(async move {
-                while let Some(e) = events.recv().await {
-                    if tx.send(reload_msg(e)).is_err() {
-                        break;
-                    }
-                }
-            }));
-        }
-    }
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     let mut drawn_seq = i64::MAX;
     let mut quit_signal = Box::pin(shutdown_signal());
@@ -212,9 +194,6 @@ where
     for t in tasks {
         t.abort();
     }
-    if let Some(r) = reload {
-        r.abort();
-    }
     Ok(state)
 }
 
@@ -231,23 +210,6 @@ async fn shutdown_signal() {
         }
     }
     std::future::pending::<()>().await
-}
-
-fn reload_msg(e: crate::policy::watch::ReloadEvent) -> Msg {
-    use crate::policy::watch::ReloadEvent;
-    match e {
-        ReloadEvent::Applied { what, version, summary } => {
-            Msg::Reload(format!("{what} version {version} in force: {summary}"), false)
-        }
-        ReloadEvent::Rejected { file, errors } => Msg::Reload(
-            format!(
-                "{file} rejected, last good version stays: {}",
-                errors.first().cloned().unwrap_or_default()
-            ),
-            true,
-        ),
-        ReloadEvent::Failed { message } => Msg::Reload(message, true),
-    }
 }
 
 /// Follow the log: a short adaptive poll through the tail reader. On a
@@ -470,7 +432,11 @@ pub fn run_effect(ctx: Ctx, e: Effect) {
 }
 
 /// Open the room against a database: `backstop` with no subcommand.
-pub async fn open_and_run(cfg: &crate::config::Config, readonly: bool, watch: bool) -> Result<()> {
+///
+/// The room watches: it loads no registry or policy file and never migrates
+/// a server's schema (`backstop migrate` does). `--readonly` connects, reads,
+/// and does nothing else: no acting keys, and no housekeeping.
+pub async fn open_and_run(cfg: &crate::config::Config, readonly: bool) -> Result<()> {
     let url = if readonly {
         std::env::var("BACKSTOP_READONLY_URL").ok().or(cfg.database_url.clone())
     } else {
@@ -478,7 +444,17 @@ pub async fn open_and_run(cfg: &crate::config::Config, readonly: bool, watch: bo
     };
     let mut c = cfg.clone();
     c.database_url = url;
-    let db = Db::open(&c.db("backstop room", 8)).await?;
+    let dbc = c.db("backstop room", 8);
+    let db = match &dbc.url {
+        Some(url) => {
+            let base = <sqlx::postgres::PgConnectOptions as std::str::FromStr>::from_str(url)
+                .map_err(|_| anyhow::anyhow!("DATABASE_URL is not a valid postgres:// URL"))?;
+            Db::connect_with(base, &dbc, None).await?
+        }
+        // The embedded cluster is this process's own: made (and migrated) here.
+        None => Db::open(&dbc).await?,
+    };
+    check_schema(&db).await?;
     let read = match &cfg.read_url {
         Some(u) => Some(crate::db::connect_replica(u, 4).await?),
         None => None,
@@ -486,25 +462,39 @@ pub async fn open_and_run(cfg: &crate::config::Config, readonly: bool, watch: bo
     let opts = RoomOptions {
         read,
         readonly,
-        watch: if watch {
-            cfg.files()
-                .ok()
-                .map(|(tools, policy)| crate::policy::watch::ConfigFiles { tools, policy })
-        } else {
-            None
-        },
         trace: std::env::var_os("BACKSTOP_ROOM_TRACE").map(PathBuf::from),
         history: 500,
         ..Default::default()
     };
-    let hk = crate::housekeeping::spawn(db.pool.clone());
+    // Sealing and expiry write: a read-only room leaves them to others.
+    let hk = (!readonly).then(|| crate::housekeeping::spawn(db.pool.clone()));
     let r = if std::env::var_os("BACKSTOP_ROOM_HEADLESS").is_some() {
         headless(db, &cfg.operator, opts).await
     } else {
         run(db, &cfg.operator, opts).await
     };
-    hk.abort();
+    if let Some(hk) = hk {
+        hk.abort();
+    }
     r
+}
+
+/// The room reads a migrated schema; it never makes one.
+pub async fn check_schema(db: &Db) -> Result<i32> {
+    match sqlx::query_scalar::<_, i32>("SELECT backstop.contract_version()")
+        .fetch_one(&db.pool)
+        .await
+    {
+        Ok(v) => Ok(v),
+        Err(sqlx::Error::Database(e)) if matches!(e.code().as_deref(), Some("42883" | "3F000" | "42501")) => {
+            anyhow::bail!(
+                "{} has no Backstop schema the room can read (backstop.contract_version() is missing or not \
+                 granted): run backstop migrate against it first",
+                db.label
+            )
+        }
+        Err(e) => Err(anyhow::Error::new(e).context(format!("reading the contract version of {}", db.label))),
+    }
 }
 
 /// The room without a terminal (for measuring the real binary): the same

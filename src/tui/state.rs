@@ -13,6 +13,9 @@ use crate::contract::{ActionStatus, EventKind, LogRow, Scope, Verdict};
 
 /// Rows of the log kept in memory (the room tails; history is in the database).
 pub const LOG_CAP: usize = 5000;
+/// Held actions listed in the approvals view (the highest value first); the
+/// header's count and sum cover them all.
+pub const APPROVALS_SHOWN: i64 = 1000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum View {
@@ -41,6 +44,9 @@ impl View {
         }
     }
 }
+
+/// The filter's syntax, for hints.
+pub const FILTER_SYNTAX: &str = "agent:NAME tool:NAME verdict:hold status:executed amount>500 free text";
 
 /// What the text input is for.
 #[derive(Debug, Clone, PartialEq)]
@@ -74,6 +80,13 @@ pub enum Mode {
     Input {
         purpose: Purpose,
         input: String,
+    },
+    /// Approving asks for one key, showing what is approved; the default is No.
+    ConfirmApprove(Uuid),
+    /// Pausing an agent (p) or a name nobody has seen asks first; the default is No.
+    ConfirmPause {
+        scope: Scope,
+        target: String,
     },
     /// Resume asks first; the default (Enter, Esc, anything but y) is No.
     ConfirmResume {
@@ -126,6 +139,11 @@ impl Filter {
                     .parse()
                     .map_err(|_| format!("amount>{v}: not an amount"))?;
                 f.amount_above = Some(d);
+            } else if let Some((k, _)) = tok
+                .split_once(':')
+                .filter(|(k, _)| !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'))
+            {
+                return Err(format!("unknown filter key {k}: the syntax is {FILTER_SYNTAX}"));
             } else {
                 text.push(tok);
             }
@@ -216,6 +234,17 @@ pub struct FindingRow {
     pub detail: Value,
 }
 
+/// Most severe first: critical, high, medium, low, anything else.
+pub fn severity_rank(sev: &str) -> u8 {
+    match sev {
+        "critical" => 0,
+        "high" => 1,
+        "medium" => 2,
+        "low" => 3,
+        _ => 4,
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct CompRow {
     pub action_id: Uuid,
@@ -244,12 +273,20 @@ pub struct Switch {
 pub struct Snapshot {
     pub fleet: Vec<AgentRow>,
     pub dists: HashMap<String, Dists>,
+    /// The highest-value held actions (at most `APPROVALS_SHOWN`), highest first.
     pub approvals: Vec<HeldRow>,
+    /// Every held action, counted and summed by the database (not only those listed).
+    pub held_count: i64,
+    pub held_sum: Decimal,
     pub findings: Vec<FindingRow>,
     pub comps: Vec<CompRow>,
     pub switches: Vec<Switch>,
     pub policy_version: Option<i64>,
     pub registry_version: Option<i64>,
+    /// Every agent the log or the logins know, and every tool any registry
+    /// version named; `None`: the room could not read them.
+    pub known_agents: Option<BTreeSet<String>>,
+    pub known_tools: Option<BTreeSet<String>>,
 }
 
 /// The whole record behind Enter, as the database holds it; `view` formats it.
@@ -366,6 +403,11 @@ pub struct State {
     pub policy_events: VecDeque<Notice>,
     pub quit: bool,
     pub dirty: bool,
+    /// The terminal's size (columns, rows), once known: below 80x24 the body
+    /// collapses to the log, and only what is drawn can be acted on.
+    pub size: Option<(u16, u16)>,
+    /// The first step of the rollback plan on screen.
+    pub plan_scroll: usize,
 }
 
 impl State {
@@ -395,7 +437,46 @@ impl State {
             policy_events: VecDeque::new(),
             quit: false,
             dirty: true,
+            size: None,
+            plan_scroll: 0,
         }
+    }
+
+    /// Whether the log, the logins or the registry know this agent or tool
+    /// (`None`: the room could not read what they know).
+    pub fn knows(&self, scope: Scope, name: &str) -> Option<bool> {
+        let (seen, known) = match scope {
+            Scope::Agent => (
+                self.data.fleet.iter().any(|a| a.agent == name)
+                    || self.log.iter().any(|r| r.agent.as_deref() == Some(name)),
+                &self.data.known_agents,
+            ),
+            Scope::Tool => (
+                self.log.iter().any(|r| r.tool.as_deref() == Some(name)),
+                &self.data.known_tools,
+            ),
+            Scope::Fleet => return Some(true),
+        };
+        if seen {
+            return Some(true);
+        }
+        known.as_ref().map(|k| k.contains(name))
+    }
+
+    /// The body is collapsed to the log (the terminal is below 80x24).
+    pub fn compact(&self) -> bool {
+        self.size
+            .is_some_and(|(w, h)| w < super::view::FULL_W || h < super::view::FULL_H)
+    }
+
+    /// The view whose rows are on screen: the log when collapsed.
+    pub fn shown_view(&self) -> View {
+        if self.compact() { View::Log } else { self.view }
+    }
+
+    /// The chosen view is not on screen (collapsed into the log).
+    pub fn view_hidden(&self) -> bool {
+        self.shown_view() != self.view
     }
 
     pub fn fleet_paused(&self) -> Option<&Switch> {
@@ -409,11 +490,14 @@ impl State {
             .find(|s| s.scope == Scope::Agent && s.target == agent)
     }
 
-    pub fn held_total(&self) -> (usize, Decimal) {
-        (
-            self.data.approvals.len(),
-            self.data.approvals.iter().filter_map(|h| h.amount).sum(),
-        )
+    /// Every held action and their total value, as the database counts them.
+    pub fn held_total(&self) -> (i64, Decimal) {
+        (self.data.held_count, self.data.held_sum)
+    }
+
+    /// Held actions the database has that the approvals view does not list.
+    pub fn held_not_listed(&self) -> i64 {
+        (self.data.held_count - self.data.approvals.len() as i64).max(0)
     }
 
     pub fn open_findings(&self) -> usize {
@@ -491,19 +575,33 @@ impl State {
         v
     }
 
+    /// Open and acknowledged findings, the most severe first, then the newest.
     pub fn visible_findings(&self) -> Vec<&FindingRow> {
         let f = &self.filter;
-        self.data
+        let mut v: Vec<&FindingRow> = self
+            .data
             .findings
             .iter()
             .filter(|x| x.status != "resolved")
             .filter(|x| f.agent.as_ref().is_none_or(|a| x.agent.as_ref() == Some(a)))
-            .collect()
+            .collect();
+        v.sort_by(|a, b| {
+            severity_rank(&a.severity)
+                .cmp(&severity_rank(&b.severity))
+                .then(b.last_at.cmp(&a.last_at))
+                .then(a.finding_id.cmp(&b.finding_id))
+        });
+        v
     }
 
-    /// Identity keys of the rows of the current view, in display order.
+    /// Identity keys of the rows on screen, in display order.
     pub fn keys(&self) -> Vec<String> {
-        match self.view {
+        self.keys_of(self.shown_view())
+    }
+
+    /// Identity keys of the rows of a view, in display order.
+    pub fn keys_of(&self, view: View) -> Vec<String> {
+        match view {
             View::Fleet => self.data.fleet.iter().map(|a| a.agent.clone()).collect(),
             View::Log => self.visible_log().iter().map(|r| r.seq.to_string()).collect(),
             View::Approvals => self
@@ -520,11 +618,16 @@ impl State {
         }
     }
 
-    /// Index of the cursor in the current view (0 when it has no place yet).
+    /// Index of the cursor in the view on screen (0 when it has no place yet).
     pub fn cursor_index(&self) -> usize {
-        let keys = self.keys();
+        self.cursor_index_of(self.shown_view())
+    }
+
+    /// Index of a view's cursor (0 when it has no place yet).
+    pub fn cursor_index_of(&self, view: View) -> usize {
+        let keys = self.keys_of(view);
         self.cursor
-            .get(&self.view)
+            .get(&view)
             .and_then(|k| keys.iter().position(|x| x == k))
             .unwrap_or(0)
     }
@@ -537,7 +640,7 @@ impl State {
     /// The action under the cursor, whatever the view.
     pub fn cursor_action(&self) -> Option<Uuid> {
         let key = self.cursor_key()?;
-        match self.view {
+        match self.shown_view() {
             View::Log => {
                 let seq: i64 = key.parse().ok()?;
                 self.visible_log()
@@ -559,7 +662,7 @@ impl State {
     /// The agent under the cursor, whatever the view.
     pub fn cursor_agent(&self) -> Option<String> {
         let key = self.cursor_key()?;
-        match self.view {
+        match self.shown_view() {
             View::Fleet => Some(key),
             View::Log => {
                 let seq: i64 = key.parse().ok()?;

@@ -26,8 +26,6 @@ pub enum Msg {
     Plan(Plan),
     /// A NOTIFY, decoded; or why it could not be.
     Notify(Result<ControlEvent, String>),
-    /// A hot-reload of the registry or policy files: text, and whether it was rejected.
-    Reload(String, bool),
     /// An effect finished: what, and its outcome or error.
     Done(String, Result<String, String>),
 }
@@ -83,7 +81,10 @@ pub fn update(s: &mut State, msg: Msg) -> Vec<Effect> {
     s.dirty = true;
     match msg {
         Msg::Key(k) => on_key(s, k),
-        Msg::Resize(..) => Vec::new(),
+        Msg::Resize(w, h) => {
+            s.size = Some((w, h));
+            Vec::new()
+        }
         Msg::Tick(now) => {
             // Redraw once a second at most: the clock and the countdowns.
             s.dirty = now.timestamp() != s.now.timestamp();
@@ -144,6 +145,7 @@ pub fn update(s: &mut State, msg: Msg) -> Vec<Effect> {
                 false,
             );
             s.plan = Some(p);
+            s.plan_scroll = 0;
             s.mode = Mode::Plan;
             Vec::new()
         }
@@ -169,10 +171,6 @@ pub fn update(s: &mut State, msg: Msg) -> Vec<Effect> {
                 Ok(ControlEvent::Decision { .. } | ControlEvent::CompensationsRequested { .. }) => {}
                 Err(e) => s.notify(e, true),
             }
-            vec![Effect::Refresh]
-        }
-        Msg::Reload(text, error) => {
-            push_policy(s, text, error);
             vec![Effect::Refresh]
         }
         Msg::Done(what, result) => {
@@ -261,14 +259,33 @@ fn move_cursor(s: &mut State, delta: isize) {
     }
     let i = s.cursor_index() as isize + delta;
     let i = i.clamp(0, keys.len() as isize - 1) as usize;
-    s.cursor.insert(s.view, keys[i].clone());
-    if s.view == View::Log {
+    let v = s.shown_view();
+    s.cursor.insert(v, keys[i].clone());
+    if v == View::Log {
         // Moving the cursor stops following; the top resumes it.
         s.following = i == 0 && delta < 0 && s.frozen.is_none();
         if s.following {
             s.new_rows = 0;
         }
     }
+}
+
+/// The chosen view is collapsed into the log: say so; the caller does nothing.
+fn hidden(s: &mut State) -> bool {
+    if !s.view_hidden() {
+        return false;
+    }
+    let (w, h) = s.size.unwrap_or_default();
+    s.notify(
+        format!(
+            "{} is not on screen at {w}x{h} (it needs {}x{}): nothing done; press 2 for the log or enlarge the terminal",
+            s.view.title(),
+            super::view::FULL_W,
+            super::view::FULL_H
+        ),
+        true,
+    );
+    true
 }
 
 fn acting(s: &mut State) -> bool {
@@ -287,6 +304,11 @@ fn on_key(s: &mut State, k: KeyEvent) -> Vec<Effect> {
         Mode::Normal => normal_key(s, k),
         Mode::Filter { input } => text_key(s, k, input, |s, input| {
             match Filter::parse(&input) {
+                Err(e) => {
+                    // Stay at the prompt with the text, and say what is wrong there.
+                    s.notify(e, true);
+                    s.mode = Mode::Filter { input };
+                }
                 Ok(f) => {
                     s.filter = f;
                     s.notify(
@@ -298,7 +320,6 @@ fn on_key(s: &mut State, k: KeyEvent) -> Vec<Effect> {
                         false,
                     );
                 }
-                Err(e) => s.notify(e, true),
             }
             Vec::new()
         }),
@@ -345,6 +366,42 @@ fn on_key(s: &mut State, k: KeyEvent) -> Vec<Effect> {
                 },
             )
         }
+        Mode::ConfirmApprove(id) => {
+            s.mode = Mode::Normal;
+            if matches!(k.code, KeyCode::Char('y') | KeyCode::Char('Y')) {
+                s.notify("approving ...", false);
+                vec![Effect::Approve(id)]
+            } else if k.code == KeyCode::Char('P') {
+                pause_fleet(s)
+            } else {
+                s.notify("not approved", false);
+                Vec::new()
+            }
+        }
+        Mode::ConfirmPause { scope, target } => {
+            s.mode = Mode::Normal;
+            if matches!(k.code, KeyCode::Char('y') | KeyCode::Char('Y')) {
+                let unknown = if s.knows(scope, &target) == Some(true) {
+                    ""
+                } else {
+                    " (unknown)"
+                };
+                s.notify(format!("pausing {} {target} ...", scope.as_str()), false);
+                let reason = format!(
+                    "{} {target}{unknown} paused from the control room by {}",
+                    scope.as_str(),
+                    s.operator
+                );
+                vec![Effect::Pause {
+                    scope,
+                    target: Some(target),
+                    reason,
+                }]
+            } else {
+                s.notify(format!("{} {target} not paused", scope.as_str()), false);
+                Vec::new()
+            }
+        }
         Mode::ConfirmResume { scope, target } => {
             s.mode = Mode::Normal;
             if matches!(k.code, KeyCode::Char('y') | KeyCode::Char('Y')) {
@@ -368,17 +425,28 @@ fn on_key(s: &mut State, k: KeyEvent) -> Vec<Effect> {
                     s.notify("nothing in this plan can be compensated automatically", true);
                     return Vec::new();
                 }
+                // The reason is the operator's own words: it starts empty and is required.
                 s.mode = Mode::Input {
                     purpose: Purpose::Compensate(ids),
-                    input: format!("compensated from the control room by {}", s.operator),
+                    input: String::new(),
                 };
                 Vec::new()
             }
             KeyCode::Char('P') => pause_fleet(s),
-            _ => {
+            KeyCode::Char('j') | KeyCode::Down => scroll_plan(s, 1),
+            KeyCode::Char('k') | KeyCode::Up => scroll_plan(s, -1),
+            KeyCode::PageDown => scroll_plan(s, 10),
+            KeyCode::PageUp => scroll_plan(s, -10),
+            KeyCode::Char('g') | KeyCode::Home => scroll_plan(s, isize::MIN / 2),
+            KeyCode::Char('G') | KeyCode::End => scroll_plan(s, isize::MAX / 2),
+            KeyCode::Esc | KeyCode::Char('n') | KeyCode::Char('N') | KeyCode::Char('q') => {
                 s.mode = Mode::Normal;
                 s.plan = None;
                 s.notify("compensation cancelled: nothing requested", false);
+                Vec::new()
+            }
+            _ => {
+                s.notify("y requests this plan, n or Esc cancels it, j/k scroll it", false);
                 Vec::new()
             }
         },
@@ -496,6 +564,14 @@ where
     }
 }
 
+/// Scroll the rollback plan on screen (the view keeps the last page full).
+fn scroll_plan(s: &mut State, delta: isize) -> Vec<Effect> {
+    let len = s.plan.as_ref().map(|p| p.steps.len()).unwrap_or(0);
+    let to = (s.plan_scroll as isize).saturating_add(delta);
+    s.plan_scroll = to.clamp(0, len.saturating_sub(1) as isize) as usize;
+    Vec::new()
+}
+
 fn pause_fleet(s: &mut State) -> Vec<Effect> {
     if !acting(s) {
         return Vec::new();
@@ -542,20 +618,22 @@ fn normal_key(s: &mut State, k: KeyEvent) -> Vec<Effect> {
             Vec::new()
         }
         KeyCode::Char('g') | KeyCode::Home => {
+            let v = s.shown_view();
             if let Some(first) = s.keys().first().cloned() {
-                s.cursor.insert(s.view, first);
+                s.cursor.insert(v, first);
             }
-            if s.view == View::Log {
+            if v == View::Log {
                 s.following = s.frozen.is_none();
                 s.new_rows = 0;
             }
             Vec::new()
         }
         KeyCode::Char('G') | KeyCode::End => {
+            let v = s.shown_view();
             if let Some(last) = s.keys().last().cloned() {
-                s.cursor.insert(s.view, last);
+                s.cursor.insert(v, last);
             }
-            if s.view == View::Log {
+            if v == View::Log {
                 s.following = false;
             }
             Vec::new()
@@ -590,7 +668,8 @@ fn normal_key(s: &mut State, k: KeyEvent) -> Vec<Effect> {
             }
             Vec::new()
         }
-        KeyCode::Enter => match s.view {
+        KeyCode::Enter if hidden(s) => Vec::new(),
+        KeyCode::Enter => match s.shown_view() {
             View::Fleet => {
                 if let Some(a) = s.cursor_agent() {
                     s.filter = Filter {
@@ -619,6 +698,10 @@ fn normal_key(s: &mut State, k: KeyEvent) -> Vec<Effect> {
             if !acting(s) {
                 return Vec::new();
             }
+            // A key that acts on rows acts only on rows on screen.
+            if "p aAxrcV*".contains(c) && hidden(s) {
+                return Vec::new();
+            }
             acting_key(s, c)
         }
         _ => {
@@ -632,12 +715,11 @@ fn acting_key(s: &mut State, c: char) -> Vec<Effect> {
     match c {
         'p' => match s.cursor_agent() {
             Some(agent) => {
-                s.notify(format!("pausing agent {agent} ..."), false);
-                vec![Effect::Pause {
+                s.mode = Mode::ConfirmPause {
                     scope: Scope::Agent,
-                    target: Some(agent.clone()),
-                    reason: format!("agent {agent} paused from the control room (p) by {}", s.operator),
-                }]
+                    target: agent,
+                };
+                Vec::new()
             }
             None => {
                 s.notify("select a row with an agent to pause it", true);
@@ -719,8 +801,8 @@ fn acting_key(s: &mut State, c: char) -> Vec<Effect> {
         }
         'a' => match held_under_cursor(s) {
             Some(id) => {
-                s.notify("approving ...", false);
-                vec![Effect::Approve(id)]
+                s.mode = Mode::ConfirmApprove(id);
+                Vec::new()
             }
             None => {
                 s.notify("no held action here: approvals are in view 3", true);
@@ -741,7 +823,7 @@ fn acting_key(s: &mut State, c: char) -> Vec<Effect> {
             }
         },
         'A' | 'x' => {
-            let f = if s.view == View::Findings {
+            let f = if s.shown_view() == View::Findings {
                 s.cursor_key().and_then(|k| Uuid::parse_str(&k).ok())
             } else {
                 None
@@ -772,7 +854,7 @@ fn held_under_cursor(s: &State) -> Option<Uuid> {
 
 /// The actions behind a set of row keys of the current view.
 fn ids_of(s: &State, keys: &[String]) -> Vec<Uuid> {
-    match s.view {
+    match s.shown_view() {
         View::Log => {
             let rows = s.visible_log();
             keys.iter()
@@ -886,8 +968,17 @@ fn run_command(s: &mut State, input: String) -> Vec<Effect> {
             Vec::new()
         }
         ["pause", "fleet"] | ["pause"] => pause_fleet(s),
+        ["pause" | "resume", ..] if !acting(s) => Vec::new(),
         ["pause", scope @ ("agent" | "tool"), name] if !s.readonly => {
             let scope = if *scope == "agent" { Scope::Agent } else { Scope::Tool };
+            if s.knows(scope, name) != Some(true) {
+                // A typo pauses nothing real: ask before adding a paused name.
+                s.mode = Mode::ConfirmPause {
+                    scope,
+                    target: name.to_string(),
+                };
+                return Vec::new();
+            }
             vec![Effect::Pause {
                 scope,
                 target: Some(name.to_string()),
@@ -1054,7 +1145,16 @@ mod tests {
         };
         update(&mut s, Msg::Plan(plan.clone()));
         assert_eq!(s.mode, Mode::Plan);
-        // Anything but y cancels.
+        // j, k and the page keys scroll the plan; n cancels it.
+        for k in [
+            press('j'),
+            press('k'),
+            press_code(KeyCode::PageDown),
+            press_code(KeyCode::PageUp),
+        ] {
+            assert!(update(&mut s, k).is_empty());
+            assert_eq!(s.mode, Mode::Plan, "scrolling keeps the plan");
+        }
         update(&mut s, press('n'));
         assert_eq!(s.mode, Mode::Normal);
         update(&mut s, Msg::Plan(plan));
@@ -1066,8 +1166,13 @@ mod tests {
                 ..
             }
         ));
+        // The reason starts empty and is required.
+        assert!(matches!(&s.mode, Mode::Input { purpose: Purpose::Compensate(_), input } if input.is_empty()));
+        assert!(update(&mut s, press_code(KeyCode::Enter)).is_empty());
+        assert!(s.notice.as_ref().unwrap().text.contains("a reason is required"));
+        keys(&mut s, "wrong customer");
         let fx = update(&mut s, press_code(KeyCode::Enter));
-        assert!(matches!(&fx[..], [Effect::Request { reason, .. }] if reason.contains("by ana")));
+        assert!(matches!(&fx[..], [Effect::Request { reason, .. }] if reason == "wrong customer"));
         assert!(s.marks.is_empty());
     }
 
@@ -1108,8 +1213,18 @@ mod tests {
                 ..
             }]
         ));
-        // p pauses the agent under the cursor.
-        let fx = update(&mut s, press('p'));
+        // p pauses the agent under the cursor, after one key (default No).
+        assert!(update(&mut s, press('p')).is_empty());
+        assert!(matches!(
+            s.mode,
+            Mode::ConfirmPause {
+                scope: Scope::Agent,
+                ..
+            }
+        ));
+        assert!(update(&mut s, press('n')).is_empty());
+        update(&mut s, press('p'));
+        let fx = update(&mut s, press('y'));
         assert!(matches!(&fx[..], [Effect::Pause { scope: Scope::Agent, target: Some(a), .. }] if a == "refund-bot"));
         // P works from help, detail and the plan too.
         update(&mut s, press('?'));
@@ -1134,7 +1249,13 @@ mod tests {
             expires_at: now(),
         }];
         update(&mut s, press('3'));
-        assert_eq!(update(&mut s, press('a')), vec![Effect::Approve(id)]);
+        // a asks for one key (default No), showing what is approved.
+        assert!(update(&mut s, press('a')).is_empty());
+        assert_eq!(s.mode, Mode::ConfirmApprove(id));
+        assert!(update(&mut s, press_code(KeyCode::Enter)).is_empty(), "Enter is No");
+        assert_eq!(s.mode, Mode::Normal);
+        update(&mut s, press('a'));
+        assert_eq!(update(&mut s, press('y')), vec![Effect::Approve(id)]);
         update(&mut s, press('r'));
         assert!(matches!(
             s.mode,
@@ -1200,6 +1321,27 @@ mod tests {
         keys(&mut s, "/amount>lots");
         update(&mut s, press_code(KeyCode::Enter));
         assert!(s.notice.as_ref().unwrap().error);
+        // An unknown key is an error at the prompt, which stays open with the text.
+        update(
+            &mut s,
+            Msg::Key(KeyEvent::new(KeyCode::Char('u'), KeyModifiers::CONTROL)),
+        );
+        keys(&mut s, "agnet:x");
+        update(&mut s, press_code(KeyCode::Enter));
+        assert_eq!(
+            s.mode,
+            Mode::Filter {
+                input: "agnet:x".into()
+            }
+        );
+        let n = s.notice.clone().unwrap();
+        assert!(
+            n.error && n.text.contains("unknown filter key agnet:") && n.text.contains("agent:NAME"),
+            "{}",
+            n.text
+        );
+        assert_eq!(s.visible_log().len(), 4, "the filter in force is unchanged");
+        update(&mut s, press_code(KeyCode::Esc));
         s.data.fleet = vec![AgentRow {
             agent: "refund-bot".into(),
             paused: None,
@@ -1294,6 +1436,104 @@ mod tests {
                 note: "fixed".into()
             }]
         );
+    }
+
+    fn held(n: u128, amount: i64) -> HeldRow {
+        HeldRow {
+            action_id: Uuid::from_u128(n),
+            agent: "refund-bot".into(),
+            tool: "issue_refund".into(),
+            amount: Some(Decimal::from(amount)),
+            rule: None,
+            reason: "over limit".into(),
+            approvals: 0,
+            approvals_needed: 1,
+            approved_by: vec![],
+            held_at: now(),
+            expires_at: now(),
+        }
+    }
+
+    #[test]
+    fn a_collapsed_room_acts_only_on_rows_on_screen() {
+        let (mut s, ids) = state_with_rows(3);
+        s.data.approvals = vec![held(1, 300), held(2, 200), held(3, 100)];
+        s.size = Some((60, 20));
+        // 3 chooses a view that is not on screen: j moves the log's cursor (on screen) ...
+        let log_before = s.cursor_index_of(View::Log);
+        assert!(keys(&mut s, "3jj").is_empty());
+        assert_eq!(
+            s.cursor_index_of(View::Approvals),
+            0,
+            "the hidden view's cursor never moves"
+        );
+        assert_eq!(s.cursor_index_of(View::Log), log_before + 2);
+        // ... and every key that acts on a row says why it does nothing.
+        for c in ['a', 'r', 'p', ' ', 'c', 'A', 'x', 'V', '*'] {
+            s.notice = None;
+            assert!(update(&mut s, press(c)).is_empty(), "{c}");
+            assert_eq!(s.mode, Mode::Normal, "{c}");
+            let n = s.notice.clone().expect("a notice");
+            assert!(n.error && n.text.contains("not on screen at 60x20"), "{c}: {}", n.text);
+        }
+        assert!(update(&mut s, press_code(KeyCode::Enter)).is_empty());
+        assert_eq!(s.mode, Mode::Normal);
+        assert!(s.marks.is_empty());
+        // The fleet pause is one key at any size.
+        assert!(!update(&mut s, press('P')).is_empty());
+        // On the log (what is on screen), keys act on the highlighted row.
+        update(&mut s, press('2'));
+        update(&mut s, press(' '));
+        assert!(s.marks.contains(&ids[0]), "the highlighted (oldest) row");
+        // Large enough again: the approvals are on screen and a acts on the one highlighted.
+        s.size = Some((120, 40));
+        update(&mut s, press('3'));
+        update(&mut s, press('j'));
+        update(&mut s, press('a'));
+        assert_eq!(update(&mut s, press('y')), vec![Effect::Approve(Uuid::from_u128(2))]);
+    }
+
+    #[test]
+    fn pausing_a_name_nobody_has_seen_asks_first() {
+        let (mut s, _) = state_with_rows(1);
+        s.data.known_agents = Some(["refund-bot".to_string(), "login-bot".to_string()].into());
+        s.data.known_tools = Some(["issue_refund".to_string(), "send_email".to_string()].into());
+        let run = |s: &mut State, cmd: &str| {
+            keys(s, cmd);
+            update(s, press_code(KeyCode::Enter))
+        };
+        // Unknown: a question, default No; nothing paused.
+        assert!(run(&mut s, ":pause agent nosuchbot").is_empty());
+        assert_eq!(
+            s.mode,
+            Mode::ConfirmPause {
+                scope: Scope::Agent,
+                target: "nosuchbot".into()
+            }
+        );
+        assert!(update(&mut s, press_code(KeyCode::Enter)).is_empty(), "Enter is No");
+        assert_eq!(s.mode, Mode::Normal);
+        assert!(run(&mut s, ":pause tool nosuchtool").is_empty());
+        assert!(update(&mut s, press('n')).is_empty());
+        // y pauses it anyway, saying it was unknown.
+        run(&mut s, ":pause agent nosuchbot");
+        let fx = update(&mut s, press('y'));
+        assert!(
+            matches!(&fx[..], [Effect::Pause { scope: Scope::Agent, target: Some(t), reason }] if t == "nosuchbot" && reason.contains("unknown")),
+            "{fx:?}"
+        );
+        // Known names (the log, the logins, the registry) pause at once.
+        for cmd in [
+            ":pause agent refund-bot",
+            ":pause agent login-bot",
+            ":pause tool send_email",
+        ] {
+            assert!(matches!(&run(&mut s, cmd)[..], [Effect::Pause { .. }]), "{cmd}");
+        }
+        // When the room cannot read the names, it asks.
+        s.data.known_agents = None;
+        assert!(run(&mut s, ":pause agent login-bot").is_empty());
+        assert!(matches!(s.mode, Mode::ConfirmPause { .. }));
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! symbol); NO_COLOR drops them.
 
 use ratatui::Frame;
-use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::layout::{Constraint, Flex, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Table, Wrap};
@@ -103,7 +103,7 @@ pub fn view(s: &State, f: &mut Frame, theme: &Theme) {
         i = 4;
     }
     status(s, f, parts[i], theme);
-    footer(s, f, parts[i + 1], theme);
+    footer(s, f, parts[i + 1], theme, compact);
 }
 
 fn pause_text(s: &State) -> Option<String> {
@@ -234,47 +234,79 @@ fn verdict_word(r: &LogRow) -> String {
     }
 }
 
+/// The width each column of a table gets in `width` columns (as `Table` lays them out).
+fn col_widths(widths: &[Constraint], width: u16) -> Vec<usize> {
+    Layout::horizontal(widths.to_vec())
+        .flex(Flex::Start)
+        .spacing(1)
+        .split(Rect::new(0, 0, width, 1))
+        .iter()
+        .map(|r| r.width as usize)
+        .collect()
+}
+
+/// A table row whose cells are cut to their columns, with `…` where cut.
+fn fitted<'a>(widths: &[usize], cells: Vec<Span<'a>>) -> Row<'a> {
+    Row::new(cells.into_iter().enumerate().map(|(i, sp)| {
+        let w = widths.get(i).copied().unwrap_or(usize::MAX);
+        if sp.content.chars().count() > w {
+            Cell::from(Span::styled(cut(&sp.content, w), sp.style))
+        } else {
+            Cell::from(sp)
+        }
+    }))
+}
+
+/// The slice of `items` a table shows in `height` rows, the selection always
+/// among them (kept near the middle while the table scrolls).
 fn window<T>(items: &[T], selected: usize, height: usize) -> (usize, &[T]) {
-    if items.len() <= height || height == 0 {
+    let height = height.max(1);
+    if items.len() <= height {
         return (0, items);
     }
     let start = selected.saturating_sub(height / 2).min(items.len() - height);
     (start, &items[start..start + height])
 }
 
+/// Rows a table in `area` (a top line, a header) can show for `len` items:
+/// when they do not all fit, one line is kept at the bottom to say how many more.
+fn rows_fit(area: Rect, len: usize, bottom_line: bool) -> usize {
+    let full = area.height.saturating_sub(2) as usize;
+    if bottom_line || len > full {
+        full.saturating_sub(1).max(1)
+    } else {
+        full
+    }
+}
+
+/// A table's frame: its title, "↑ N more" on the top line and "↓ N more" on
+/// the bottom line when rows are cut, and an optional note at the bottom right.
+fn table_block<'a>(
+    title: String,
+    len: usize,
+    start: usize,
+    shown: usize,
+    note: Option<String>,
+    theme: &Theme,
+) -> Block<'a> {
+    let mut b = Block::default().borders(Borders::TOP).title(title);
+    if start > 0 {
+        b = b.title(Line::styled(format!(" ↑ {start} more "), theme.bold()).right_aligned());
+    }
+    let below = len.saturating_sub(start + shown);
+    if below > 0 {
+        b = b.title_bottom(Line::styled(format!(" ↓ {below} more "), theme.bold()));
+    }
+    if let Some(n) = note {
+        b = b.title_bottom(Line::from(n).right_aligned());
+    }
+    b
+}
+
 fn log(s: &State, f: &mut Frame, area: Rect, theme: &Theme, compact: bool) {
     let rows = s.visible_log();
-    let sel = s.cursor_index();
-    let inner_h = area.height.saturating_sub(3) as usize;
-    let (start, shown) = window(&rows, sel, inner_h);
-    let body: Vec<Row> = shown
-        .iter()
-        .enumerate()
-        .map(|(i, r)| {
-            let is_sel = start + i == sel;
-            let status = r
-                .action_id
-                .and_then(|a| s.status_of.get(&a))
-                .cloned()
-                .unwrap_or_default();
-            let v = verdict_word(r);
-            let mut cells = vec![
-                Cell::from(gutter(s, is_sel, r.action_id)),
-                Cell::from(r.seq.to_string()),
-                Cell::from(r.at.format("%H:%M:%S").to_string()),
-                Cell::from(r.agent.clone().unwrap_or_else(|| r.actor.clone())),
-                Cell::from(r.tool.clone().unwrap_or_default()),
-            ];
-            if !compact {
-                cells.push(Cell::from(money(r.amount)));
-                cells.push(Cell::from(r.confidence.map(|c| format!("{c:.2}")).unwrap_or_default()));
-            }
-            cells.push(Cell::from(Span::styled(v.clone(), theme.verdict(&v))));
-            cells.push(Cell::from(status));
-            let row = Row::new(cells);
-            if is_sel { row.style(theme.selected()) } else { row }
-        })
-        .collect();
+    let sel = s.cursor_index_of(View::Log);
+    let (start, shown) = window(&rows, sel, rows_fit(area, rows.len(), true));
     let mut widths = vec![
         Constraint::Length(2),
         Constraint::Length(7),
@@ -290,6 +322,35 @@ fn log(s: &State, f: &mut Frame, area: Rect, theme: &Theme, compact: bool) {
     // The row's event (a verdict, a decision, a step) and its action's state now.
     widths.extend([Constraint::Length(if compact { 16 } else { 24 }), Constraint::Min(10)]);
     head.extend(["event", "action now"]);
+    let cw = col_widths(&widths, area.width);
+    let body: Vec<Row> = shown
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let is_sel = start + i == sel;
+            let status = r
+                .action_id
+                .and_then(|a| s.status_of.get(&a))
+                .cloned()
+                .unwrap_or_default();
+            let v = verdict_word(r);
+            let mut cells = vec![
+                Span::from(gutter(s, is_sel, r.action_id)),
+                Span::from(r.seq.to_string()),
+                Span::from(r.at.format("%H:%M:%S").to_string()),
+                Span::from(r.agent.clone().unwrap_or_else(|| r.actor.clone())),
+                Span::from(r.tool.clone().unwrap_or_default()),
+            ];
+            if !compact {
+                cells.push(Span::from(money(r.amount)));
+                cells.push(Span::from(r.confidence.map(|c| format!("{c:.2}")).unwrap_or_default()));
+            }
+            cells.push(Span::styled(v.clone(), theme.verdict(&v)));
+            cells.push(Span::from(status));
+            let row = fitted(&cw, cells);
+            if is_sel { row.style(theme.selected()) } else { row }
+        })
+        .collect();
     let state_note = if s.frozen.is_some() {
         format!(" FROZEN · {} new (f to unfreeze) ", s.new_rows)
     } else if s.following {
@@ -297,14 +358,19 @@ fn log(s: &State, f: &mut Frame, area: Rect, theme: &Theme, compact: bool) {
     } else {
         format!(" {} new ↑ (g to follow) ", s.new_rows)
     };
+    let title = if compact && s.view != View::Log {
+        format!(
+            " log · {} rows · {} needs {FULL_W}x{FULL_H} ",
+            rows.len(),
+            s.view.title()
+        )
+    } else {
+        format!(" log · {} rows ", rows.len())
+    };
+    let n = shown.len();
     let table = Table::new(body, widths)
         .header(Row::new(head).style(theme.bold()))
-        .block(
-            Block::default()
-                .borders(Borders::TOP)
-                .title(format!(" log · {} rows ", rows.len()))
-                .title_bottom(Line::from(state_note).right_aligned()),
-        );
+        .block(table_block(title, rows.len(), start, n, Some(state_note), theme));
     f.render_widget(table, area);
 }
 
@@ -321,13 +387,26 @@ fn bar(share: f64, width: usize) -> String {
 
 fn fleet(s: &State, f: &mut Frame, area: Rect, theme: &Theme) {
     let parts = Layout::vertical([Constraint::Percentage(55), Constraint::Percentage(45)]).split(area);
-    let sel = s.cursor_index();
-    let body: Vec<Row> = s
-        .data
-        .fleet
+    let sel = s.cursor_index_of(View::Fleet);
+    let all = &s.data.fleet;
+    let (start, shown) = window(all, sel, rows_fit(parts[0], all.len(), false));
+    let n = shown.len();
+    let widths = [
+        Constraint::Length(1),
+        Constraint::Length(16),
+        Constraint::Length(22),
+        Constraint::Length(6),
+        Constraint::Length(16),
+        Constraint::Length(14),
+        Constraint::Length(8),
+        Constraint::Min(6),
+    ];
+    let cw = col_widths(&widths, parts[0].width);
+    let body: Vec<Row> = shown
         .iter()
         .enumerate()
         .map(|(i, a)| {
+            let i = start + i;
             let state = match &a.paused {
                 Some((by, _)) => Span::styled(
                     format!("PAUSED by {by}"),
@@ -336,47 +415,45 @@ fn fleet(s: &State, f: &mut Frame, area: Rect, theme: &Theme) {
                 None if s.fleet_paused().is_some() => Span::styled("PAUSED (fleet)", theme.fg(Color::Red)),
                 None => Span::raw("running"),
             };
-            let row = Row::new(vec![
-                Cell::from(if i == sel { "▶" } else { " " }),
-                Cell::from(a.agent.clone()),
-                Cell::from(state),
-                Cell::from(format!("{:.0}", a.per_minute)),
-                Cell::from(spark(&a.per_bucket)),
-                Cell::from(if a.held > 0 {
-                    format!("{} {}", a.held, money(Some(a.held_value)))
-                } else {
-                    String::new()
-                }),
-                Cell::from(if a.findings > 0 {
-                    a.findings.to_string()
-                } else {
-                    String::new()
-                }),
-                Cell::from(a.drift.map(|d| format!("{d:.3}")).unwrap_or_default()),
-            ]);
+            let row = fitted(
+                &cw,
+                vec![
+                    Span::from(if i == sel { "▶" } else { " " }),
+                    Span::from(a.agent.clone()),
+                    state,
+                    Span::from(format!("{:.0}", a.per_minute)),
+                    Span::from(spark(&a.per_bucket)),
+                    Span::from(if a.held > 0 {
+                        format!("{} {}", a.held, money(Some(a.held_value)))
+                    } else {
+                        String::new()
+                    }),
+                    Span::from(if a.findings > 0 {
+                        a.findings.to_string()
+                    } else {
+                        String::new()
+                    }),
+                    Span::from(a.drift.map(|d| format!("{d:.3}")).unwrap_or_default()),
+                ],
+            );
             if i == sel { row.style(theme.selected()) } else { row }
         })
         .collect();
-    let table = Table::new(
-        body,
-        [
-            Constraint::Length(1),
-            Constraint::Length(16),
-            Constraint::Length(22),
-            Constraint::Length(6),
-            Constraint::Length(16),
-            Constraint::Length(14),
-            Constraint::Length(8),
-            Constraint::Min(6),
-        ],
-    )
-    .header(
-        Row::new(vec![
-            "", "agent", "state", "/min", "activity", "held", "findings", "drift",
-        ])
-        .style(theme.bold()),
-    )
-    .block(Block::default().borders(Borders::TOP).title(" fleet "));
+    let table = Table::new(body, widths)
+        .header(
+            Row::new(vec![
+                "", "agent", "state", "/min", "activity", "held", "findings", "drift",
+            ])
+            .style(theme.bold()),
+        )
+        .block(table_block(
+            format!(" fleet · {} agents ", all.len()),
+            all.len(),
+            start,
+            n,
+            None,
+            theme,
+        ));
     f.render_widget(table, parts[0]);
 
     let agent = s.data.fleet.get(sel).map(|a| a.agent.clone());
@@ -427,8 +504,20 @@ fn countdown(s: &State, until: chrono::DateTime<chrono::Utc>) -> String {
 
 fn approvals(s: &State, f: &mut Frame, area: Rect, theme: &Theme) {
     let rows = s.visible_approvals();
-    let sel = s.cursor_index();
-    let (start, shown) = window(&rows, sel, area.height.saturating_sub(3) as usize);
+    let sel = s.cursor_index_of(View::Approvals);
+    let (start, shown) = window(&rows, sel, rows_fit(area, rows.len(), false));
+    let n = shown.len();
+    let widths = [
+        Constraint::Length(2),
+        Constraint::Length(10),
+        Constraint::Length(14),
+        Constraint::Length(16),
+        Constraint::Length(14),
+        Constraint::Length(8),
+        Constraint::Length(22),
+        Constraint::Min(10),
+    ];
+    let cw = col_widths(&widths, area.width);
     let body: Vec<Row> = shown
         .iter()
         .enumerate()
@@ -439,50 +528,52 @@ fn approvals(s: &State, f: &mut Frame, area: Rect, theme: &Theme) {
             } else {
                 format!("{}/{} ({})", h.approvals, h.approvals_needed, h.approved_by.join(", "))
             };
-            let row = Row::new(vec![
-                Cell::from(gutter(s, is_sel, Some(h.action_id))),
-                Cell::from(money(h.amount)),
-                Cell::from(h.agent.clone()),
-                Cell::from(h.tool.clone()),
-                Cell::from(approvals),
-                Cell::from(countdown(s, h.expires_at)),
-                Cell::from(h.rule.clone().unwrap_or_default()),
-                Cell::from(h.reason.clone()),
-            ]);
+            let row = fitted(
+                &cw,
+                vec![
+                    Span::from(gutter(s, is_sel, Some(h.action_id))),
+                    Span::from(money(h.amount)),
+                    Span::from(h.agent.clone()),
+                    Span::from(h.tool.clone()),
+                    Span::from(approvals),
+                    Span::from(countdown(s, h.expires_at)),
+                    Span::from(h.rule.clone().unwrap_or_default()),
+                    Span::from(h.reason.clone()),
+                ],
+            );
             if is_sel { row.style(theme.selected()) } else { row }
         })
         .collect();
-    let table = Table::new(
-        body,
-        [
-            Constraint::Length(2),
-            Constraint::Length(10),
-            Constraint::Length(14),
-            Constraint::Length(16),
-            Constraint::Length(14),
-            Constraint::Length(8),
-            Constraint::Length(22),
-            Constraint::Min(10),
-        ],
-    )
-    .header(
-        Row::new(vec![
-            "",
-            "amount",
-            "agent",
-            "tool",
-            "approvals",
-            "expires",
-            "rule",
-            "reason",
-        ])
-        .style(theme.bold()),
-    )
-    .block(
-        Block::default()
-            .borders(Borders::TOP)
-            .title(format!(" approvals · {} held, highest value first ", rows.len())),
-    );
+    let title = if !s.filter.is_empty() {
+        format!(
+            " approvals · {} of the {} highest held match the filter ",
+            rows.len(),
+            s.data.approvals.len()
+        )
+    } else if s.held_not_listed() > 0 {
+        format!(
+            " approvals · {} held, highest value first · {} more not shown ",
+            s.data.held_count,
+            s.held_not_listed()
+        )
+    } else {
+        format!(" approvals · {} held, highest value first ", rows.len())
+    };
+    let table = Table::new(body, widths)
+        .header(
+            Row::new(vec![
+                "",
+                "amount",
+                "agent",
+                "tool",
+                "approvals",
+                "expires",
+                "rule",
+                "reason",
+            ])
+            .style(theme.bold()),
+        )
+        .block(table_block(title, rows.len(), start, n, None, theme));
     f.render_widget(table, area);
 }
 
@@ -529,70 +620,93 @@ pub fn evidence_text(d: &serde_json::Value) -> String {
     crate::output::brief(d, 80)
 }
 
+/// A finding's severity as a symbol and a word (the colour only repeats them).
+fn severity_span(sev: &str, theme: &Theme) -> Span<'static> {
+    let (symbol, style) = match sev {
+        "critical" => ("‼", theme.fg(Color::Red).add_modifier(Modifier::BOLD)),
+        "high" => ("▲", theme.fg(Color::Red)),
+        "medium" => ("●", theme.fg(Color::Yellow)),
+        "low" => ("·", Style::default()),
+        _ => ("?", Style::default()),
+    };
+    Span::styled(format!("{symbol} {}", sev.to_uppercase()), style)
+}
+
 fn findings(s: &State, f: &mut Frame, area: Rect, theme: &Theme) {
     let rows = s.visible_findings();
-    let sel = s.cursor_index();
-    let (start, shown) = window(&rows, sel, area.height.saturating_sub(3) as usize);
+    let sel = s.cursor_index_of(View::Findings);
+    let (start, shown) = window(&rows, sel, rows_fit(area, rows.len(), false));
+    let n = shown.len();
+    let widths = [
+        Constraint::Length(1),
+        Constraint::Length(10),
+        Constraint::Length(18),
+        Constraint::Length(14),
+        Constraint::Length(28),
+        Constraint::Length(12),
+        Constraint::Length(4),
+        Constraint::Length(8),
+        Constraint::Min(10),
+    ];
+    let cw = col_widths(&widths, area.width);
     let body: Vec<Row> = shown
         .iter()
         .enumerate()
         .map(|(i, x)| {
             let is_sel = start + i == sel;
             let evidence = evidence_text(&x.detail);
-            let sev = x.severity.to_uppercase();
-            let row = Row::new(vec![
-                Cell::from(if is_sel { "▶" } else { " " }),
-                Cell::from(Span::styled(
-                    sev.clone(),
-                    if sev == "CRITICAL" || sev == "HIGH" {
-                        theme.fg(Color::Red)
-                    } else {
-                        Style::default()
-                    },
-                )),
-                Cell::from(x.kind.clone()),
-                Cell::from(x.agent.clone().unwrap_or_default()),
-                Cell::from(x.rule.clone().unwrap_or_default()),
-                Cell::from(x.status.clone()),
-                Cell::from(x.count.to_string()),
-                Cell::from(x.last_at.format("%H:%M:%S").to_string()),
-                Cell::from(evidence),
-            ]);
+            let row = fitted(
+                &cw,
+                vec![
+                    Span::from(if is_sel { "▶" } else { " " }),
+                    severity_span(&x.severity, theme),
+                    Span::from(x.kind.clone()),
+                    Span::from(x.agent.clone().unwrap_or_default()),
+                    Span::from(x.rule.clone().unwrap_or_default()),
+                    Span::from(x.status.clone()),
+                    Span::from(x.count.to_string()),
+                    Span::from(x.last_at.format("%H:%M:%S").to_string()),
+                    Span::from(evidence),
+                ],
+            );
             if is_sel { row.style(theme.selected()) } else { row }
         })
         .collect();
-    let table = Table::new(
-        body,
-        [
-            Constraint::Length(1),
-            Constraint::Length(8),
-            Constraint::Length(18),
-            Constraint::Length(14),
-            Constraint::Length(28),
-            Constraint::Length(12),
-            Constraint::Length(4),
-            Constraint::Length(8),
-            Constraint::Min(10),
-        ],
-    )
-    .header(
-        Row::new(vec![
-            "", "severity", "kind", "agent", "rule", "status", "seen", "last", "evidence",
-        ])
-        .style(theme.bold()),
-    )
-    .block(
-        Block::default()
-            .borders(Borders::TOP)
-            .title(format!(" findings · {} open or acknowledged ", rows.len())),
-    );
+    let table = Table::new(body, widths)
+        .header(
+            Row::new(vec![
+                "", "severity", "kind", "agent", "rule", "status", "seen", "last", "evidence",
+            ])
+            .style(theme.bold()),
+        )
+        .block(table_block(
+            format!(" findings · {} open or acknowledged ", rows.len()),
+            rows.len(),
+            start,
+            n,
+            None,
+            theme,
+        ));
     f.render_widget(table, area);
 }
 
 fn compensations(s: &State, f: &mut Frame, area: Rect, theme: &Theme) {
     let rows = &s.data.comps;
-    let sel = s.cursor_index();
-    let (start, shown) = window(rows, sel, area.height.saturating_sub(3) as usize);
+    let sel = s.cursor_index_of(View::Compensations);
+    let (start, shown) = window(rows, sel, rows_fit(area, rows.len(), false));
+    let n = shown.len();
+    let widths = [
+        Constraint::Length(2),
+        Constraint::Length(17),
+        Constraint::Length(14),
+        Constraint::Length(16),
+        Constraint::Length(20),
+        Constraint::Length(3),
+        Constraint::Length(12),
+        Constraint::Length(12),
+        Constraint::Min(10),
+    ];
+    let cw = col_widths(&widths, area.width);
     let body: Vec<Row> = shown
         .iter()
         .enumerate()
@@ -604,53 +718,46 @@ fn compensations(s: &State, f: &mut Frame, area: Rect, theme: &Theme) {
                 "failed" | "conflict" | "condition_failed" | "expired" => theme.fg(Color::Red),
                 _ => theme.fg(Color::Yellow),
             };
-            let row = Row::new(vec![
-                Cell::from(gutter(s, is_sel, Some(c.action_id))),
-                Cell::from(Span::styled(status, st)),
-                Cell::from(c.agent.clone()),
-                Cell::from(c.tool.clone()),
-                Cell::from(c.inverse_tool.clone()),
-                Cell::from(c.attempts.to_string()),
-                Cell::from(c.worker.clone().unwrap_or_default()),
-                Cell::from(c.requested_by.clone()),
-                Cell::from(c.last_error.clone().unwrap_or_else(|| c.reason.clone())),
-            ]);
+            let row = fitted(
+                &cw,
+                vec![
+                    Span::from(gutter(s, is_sel, Some(c.action_id))),
+                    Span::styled(status, st),
+                    Span::from(c.agent.clone()),
+                    Span::from(c.tool.clone()),
+                    Span::from(c.inverse_tool.clone()),
+                    Span::from(c.attempts.to_string()),
+                    Span::from(c.worker.clone().unwrap_or_default()),
+                    Span::from(c.requested_by.clone()),
+                    Span::from(c.last_error.clone().unwrap_or_else(|| c.reason.clone())),
+                ],
+            );
             if is_sel { row.style(theme.selected()) } else { row }
         })
         .collect();
-    let table = Table::new(
-        body,
-        [
-            Constraint::Length(2),
-            Constraint::Length(17),
-            Constraint::Length(14),
-            Constraint::Length(16),
-            Constraint::Length(20),
-            Constraint::Length(3),
-            Constraint::Length(12),
-            Constraint::Length(12),
-            Constraint::Min(10),
-        ],
-    )
-    .header(
-        Row::new(vec![
-            "",
-            "status",
-            "agent",
-            "tool",
-            "inverse",
-            "try",
-            "worker",
-            "requested",
-            "reason / last error",
-        ])
-        .style(theme.bold()),
-    )
-    .block(
-        Block::default()
-            .borders(Borders::TOP)
-            .title(format!(" compensations · {} ", rows.len())),
-    );
+    let table = Table::new(body, widths)
+        .header(
+            Row::new(vec![
+                "",
+                "status",
+                "agent",
+                "tool",
+                "inverse",
+                "try",
+                "worker",
+                "requested",
+                "reason / last error",
+            ])
+            .style(theme.bold()),
+        )
+        .block(table_block(
+            format!(" compensations · {} ", rows.len()),
+            rows.len(),
+            start,
+            n,
+            None,
+            theme,
+        ));
     f.render_widget(table, area);
 }
 
@@ -819,7 +926,27 @@ fn plan(s: &State, f: &mut Frame, area: Rect, theme: &Theme) {
         ),
         theme.bold(),
     )];
-    for st in p.steps.iter().take(area.height.saturating_sub(4) as usize) {
+    // The top line, the totals and the keys take three lines; the steps scroll in the rest.
+    let room = area.height.saturating_sub(3) as usize;
+    let len = p.steps.len();
+    let fit = if len > room {
+        room.saturating_sub(2).max(1)
+    } else {
+        room
+    };
+    let start = s.plan_scroll.min(len.saturating_sub(fit));
+    let end = (start + fit).min(len);
+    if len > fit {
+        lines.push(Line::styled(
+            if start > 0 {
+                format!("  ↑ {start} more (k / PgUp)")
+            } else {
+                String::new()
+            },
+            theme.bold(),
+        ));
+    }
+    for st in &p.steps[start..end] {
         let outcome = crate::compensation::outcome_label(&st.outcome);
         let via = if st.selected {
             "selected".to_string()
@@ -846,8 +973,18 @@ fn plan(s: &State, f: &mut Frame, area: Rect, theme: &Theme) {
             Span::raw(format!(" {via}  {}", st.detail.clone().unwrap_or_default())),
         ]));
     }
+    if len > fit {
+        lines.push(Line::styled(
+            if end < len {
+                format!("  ↓ {} more (j / PgDn)", len - end)
+            } else {
+                String::new()
+            },
+            theme.bold(),
+        ));
+    }
     lines.push(Line::styled(
-        "y: request this plan (then a reason)   n / Esc: cancel, nothing is requested",
+        "y: request (then a reason)   n / Esc: cancel, nothing is requested   j k: scroll",
         theme.bold(),
     ));
     f.render_widget(
@@ -917,10 +1054,45 @@ fn agent_summary(s: &State, f: &mut Frame, area: Rect, theme: &Theme) {
 
 fn status(s: &State, f: &mut Frame, area: Rect, theme: &Theme) {
     let line = match &s.mode {
-        Mode::Filter { input } => Line::from(format!("/{input}█")),
+        Mode::Filter { input } => match s.notice.as_ref().filter(|n| n.error) {
+            Some(n) => Line::from(vec![
+                Span::raw(format!("/{input}█  ")),
+                Span::styled(n.text.clone(), theme.fg(Color::Red).add_modifier(Modifier::BOLD)),
+            ]),
+            None => Line::from(format!("/{input}█")),
+        },
         Mode::Command { input } => Line::from(format!(":{input}█")),
         Mode::Input { purpose, input } => {
             Line::from(format!("{}> {input}█  (Enter submits, Esc cancels)", purpose.prompt()))
+        }
+        Mode::ConfirmPause { scope, target } => {
+            let what = scope.as_str();
+            let text = match s.knows(*scope, target) {
+                Some(true) => format!(" Pause {what} {}? y / N ", cut(target, 40)),
+                Some(false) => format!(
+                    " Pause unknown {what} {}? No {what} by that name in the log, the logins or the registry. y / N ",
+                    cut(target, 40)
+                ),
+                None => format!(
+                    " Pause {what} {}? The room cannot read the known names. y / N ",
+                    cut(target, 40)
+                ),
+            };
+            Line::styled(text, theme.banner())
+        }
+        Mode::ConfirmApprove(id) => {
+            let text = match s.data.approvals.iter().find(|h| h.action_id == *id) {
+                Some(h) => format!(
+                    " Approve {} {} by {} ({}/{} approvals)? y / N ",
+                    money(h.amount),
+                    cut(&h.tool, 24),
+                    cut(&h.agent, 20),
+                    h.approvals,
+                    h.approvals_needed
+                ),
+                None => format!(" Approve {id}? y / N "),
+            };
+            Line::styled(text, theme.banner())
         }
         Mode::ConfirmResume { scope, target } => {
             let what = match scope {
@@ -950,10 +1122,12 @@ fn status(s: &State, f: &mut Frame, area: Rect, theme: &Theme) {
     f.render_widget(Paragraph::new(line), area);
 }
 
-fn footer(s: &State, f: &mut Frame, area: Rect, theme: &Theme) {
+fn footer(s: &State, f: &mut Frame, area: Rect, theme: &Theme, compact: bool) {
     let mut spans = Vec::new();
     let fleet_paused = s.fleet_paused().is_some();
-    for k in keys::footer(s.view, s.readonly) {
+    // The keys of the view on screen: the log's when collapsed.
+    let shown = if compact { View::Log } else { s.view };
+    for k in keys::footer(shown, s.readonly) {
         // Paused already: say how to undo it rather than offer it again.
         if k.keys == "P" && fleet_paused {
             spans.push(Span::styled(":resume fleet", theme.bold()));
