@@ -13,7 +13,7 @@ use backstop::policy::watch::{self, ConfigFiles, ReloadEvent};
 use common::TestDb;
 
 fn assets() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("assets")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/demo")
 }
 
 async fn settle() {
