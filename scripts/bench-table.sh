@@ -16,16 +16,17 @@ commit=$(git rev-parse --short HEAD)
 git diff --quiet HEAD -- src sql migrations || commit="$commit+uncommitted"
 date=$(date -u +%Y-%m-%d)
 
-if [[ -n "${BENCH_JSON:-}" ]]; then
-    json=$(cat "$BENCH_JSON")
-else
-    json=$(cargo run --release -q -- --json bench all "$@")
+json_file=${BENCH_JSON:-}
+if [[ -z "$json_file" ]]; then
+    json_file=$(mktemp)
+    trap 'rm -f "$json_file"' EXIT
+    cargo run --release -q -- --json bench all "$@" >"$json_file"
 fi
 
-table=$(python3 - "$commit" "$date" <<'PY' <<<"$json"
+table=$(python3 - "$commit" "$date" "$json_file" <<'PY'
 import json, sys
 commit, date = sys.argv[1], sys.argv[2]
-r = json.load(sys.stdin)
+r = json.load(open(sys.argv[3]))
 def v(x):
     return f"{x:,.0f}" if abs(x) >= 100 else f"{x:.2f}"
 print(f"`backstop bench all{' --quick' if r['quick'] else ''}` at commit `{commit}`, {date}, "
