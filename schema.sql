@@ -429,12 +429,14 @@ $$;
 ALTER FUNCTION backstop._kill_switch(p_agent text, p_tool text, OUT scope text, OUT target text, OUT reason text, OUT changed_by text) OWNER TO backstop_owner;
 
 CREATE FUNCTION backstop._may_act_as(p_agent text) RETURNS boolean
-    LANGUAGE sql STABLE
+    LANGUAGE plpgsql STABLE
     SET search_path TO 'pg_catalog', 'backstop', 'pg_temp'
     AS $$
-    SELECT p_agent = session_user
+BEGIN
+    RETURN p_agent = session_user
         OR EXISTS (SELECT 1 FROM backstop.agent_logins m WHERE m.login = session_user AND m.agent = p_agent)
-        OR backstop._trusted()
+        OR backstop._trusted();
+END
 $$;
 
 ALTER FUNCTION backstop._may_act_as(p_agent text) OWNER TO backstop_owner;
@@ -552,12 +554,13 @@ $$;
 ALTER FUNCTION backstop._remember(p_version bigint, p_memory boolean, p_agent text, p_params jsonb, p_amount numeric, p_seq bigint) OWNER TO backstop_owner;
 
 CREATE FUNCTION backstop._trusted() RETURNS boolean
-    LANGUAGE sql STABLE
+    LANGUAGE plpgsql STABLE
     SET search_path TO 'pg_catalog', 'backstop', 'pg_temp'
     AS $$
-    SELECT coalesce((SELECT r.rolsuper OR pg_has_role(r.oid, n.nspowner, 'MEMBER')
-                       FROM pg_roles r, pg_namespace n
-                      WHERE r.rolname = session_user AND n.nspname = 'backstop'), false)
+BEGIN
+    RETURN coalesce((SELECT pg_has_role(session_user, n.nspowner, 'MEMBER')
+                       FROM pg_namespace n WHERE n.nspname = 'backstop'), false);
+END
 $$;
 
 ALTER FUNCTION backstop._trusted() OWNER TO backstop_owner;
@@ -692,7 +695,12 @@ BEGIN
         UPDATE backstop.actions x SET status = 'allowed', approvals = v_n, decided_seq = v_seq, updated_seq = v_seq
          WHERE x.action_id = p_id;
         DELETE FROM backstop.approval_queue q WHERE q.action_id = p_id;
-        SELECT l.params INTO v_params FROM backstop.rebuild_log l WHERE l.seq = a.proposed_seq AND l.at = a.proposed_at;
+        -- The proposal by (seq, at): one partition; carried_log only when archived.
+        SELECT l.params INTO v_params FROM backstop.action_log l
+         WHERE l.seq = a.proposed_seq AND l.at = a.proposed_at AND l.kind <> 'carried';
+        IF NOT FOUND THEN
+            SELECT l.params INTO v_params FROM backstop.carried_log l WHERE l.seq = a.proposed_seq AND l.at = a.proposed_at;
+        END IF;
         PERFORM backstop._remember(a.policy_version,
             (SELECT p.param_memory FROM backstop.policy_versions p WHERE p.version = a.policy_version),
             a.agent, v_params, a.amount, v_seq);
@@ -1052,12 +1060,10 @@ COMMENT ON FUNCTION backstop.contract_version() IS 'The version of the SQL contr
 
 CREATE FUNCTION backstop.cost_to_reverse(class text, cost_fixed numeric, cost_share numeric, amount numeric) RETURNS numeric
     LANGUAGE sql IMMUTABLE
-    SET search_path TO 'pg_catalog', 'backstop', 'pg_temp'
     AS $$
-    SELECT CASE class
-        WHEN 'irreversible' THEN coalesce(amount, 0)
-        WHEN 'read' THEN 0
-        ELSE coalesce(cost_fixed, 0) + coalesce(cost_share, 0) * coalesce(amount, 0)
+    SELECT CASE WHEN class OPERATOR(pg_catalog.=) 'irreversible' THEN coalesce(amount, 0)
+                WHEN class OPERATOR(pg_catalog.=) 'read' THEN 0
+                ELSE coalesce(cost_fixed, 0) OPERATOR(pg_catalog.+) (coalesce(cost_share, 0) OPERATOR(pg_catalog.*) coalesce(amount, 0))
     END
 $$;
 
@@ -1607,12 +1613,12 @@ ALTER FUNCTION backstop.load_registry(doc jsonb, sha256 text, source text) OWNER
 COMMENT ON FUNCTION backstop.load_registry(doc jsonb, sha256 text, source text) IS 'Loads a validated tool registry document (from `backstop load`) as a new version and appends registry_loaded; an identical document changes nothing. Callers: policy. Returns (version, changed, summary of what changed).';
 
 CREATE FUNCTION backstop.money(v numeric) RETURNS text
-    LANGUAGE sql IMMUTABLE
-    SET search_path TO 'pg_catalog', 'backstop', 'pg_temp'
+    LANGUAGE sql STABLE
     AS $_$
     SELECT CASE WHEN v IS NULL THEN 'no amount'
-                WHEN v = trunc(v) THEN '$' || to_char(v, 'FM999,999,999,999,990')
-                ELSE '$' || to_char(v, 'FM999,999,999,999,990.00') END
+                WHEN v OPERATOR(pg_catalog.=) pg_catalog.trunc(v)
+                THEN '$' OPERATOR(pg_catalog.||) pg_catalog.to_char(v, 'FM999,999,999,999,990')
+                ELSE '$' OPERATOR(pg_catalog.||) pg_catalog.to_char(v, 'FM999,999,999,999,990.00') END
 $_$;
 
 ALTER FUNCTION backstop.money(v numeric) OWNER TO backstop_owner;
@@ -1621,9 +1627,8 @@ COMMENT ON FUNCTION backstop.money(v numeric) IS 'Formats an amount as dollars f
 
 CREATE FUNCTION backstop.path_get(doc jsonb, path text) RETURNS jsonb
     LANGUAGE sql IMMUTABLE
-    SET search_path TO 'pg_catalog', 'backstop', 'pg_temp'
     AS $$
-    SELECT doc #> string_to_array(path, '.')
+    SELECT doc OPERATOR(pg_catalog.#>) pg_catalog.string_to_array(path, '.')
 $$;
 
 ALTER FUNCTION backstop.path_get(doc jsonb, path text) OWNER TO backstop_owner;
@@ -2153,6 +2158,7 @@ DECLARE
     v_seq bigint;
     v_at timestamptz;
     v_txt text;
+    v_params jsonb;
 BEGIN
     IF p_id IS NULL THEN
         PERFORM backstop._bad('record_result', 'action_id is required');
@@ -2160,8 +2166,12 @@ BEGIN
     IF p_ok IS NULL THEN
         PERFORM backstop._bad('record_result', 'ok is required: true when the tool call succeeded, false when it failed');
     END IF;
-    PERFORM backstop._check_json('record_result', 'result', p_result, 65536, true);
-    PERFORM backstop._check_json('record_result', 'inverse_params', p_inv, 65536, true);
+    -- One cheap test for well-formed input; the checks name what is wrong.
+    IF NOT coalesce((p_result IS NULL OR (jsonb_typeof(p_result) = 'object' AND pg_column_size(p_result) <= 65536))
+                AND (p_inv IS NULL OR (jsonb_typeof(p_inv) = 'object' AND pg_column_size(p_inv) <= 65536)), false) THEN
+        PERFORM backstop._check_json('record_result', 'result', p_result, 65536, true);
+        PERFORM backstop._check_json('record_result', 'inverse_params', p_inv, 65536, true);
+    END IF;
     SELECT x.*, t.class AS t_class, t.inverse AS t_inverse, t.bindings AS t_bindings,
            t.reversal_window AS t_window, t.condition AS t_condition
       INTO a
@@ -2178,7 +2188,11 @@ BEGIN
         PERFORM backstop._bad('record_result', format('action %s is not one of login %s''s agents', p_id, session_user), '42501');
     END IF;
     IF a.status IN ('executed', 'failed') THEN
-        SELECT l.kind, l.result INTO prev FROM backstop.rebuild_log l WHERE l.seq = a.executed_seq AND l.at = a.executed_at;
+        SELECT l.kind, l.result INTO prev FROM backstop.action_log l
+         WHERE l.seq = a.executed_seq AND l.at = a.executed_at AND l.kind <> 'carried';
+        IF NOT FOUND THEN
+            SELECT l.kind, l.result INTO prev FROM backstop.carried_log l WHERE l.seq = a.executed_seq AND l.at = a.executed_at;
+        END IF;
         IF (prev.kind = 'executed') = p_ok AND prev.result IS NOT DISTINCT FROM p_result THEN
             -- A retry of the same report: answer as before, append nothing.
             status := a.status;
@@ -2197,14 +2211,18 @@ BEGIN
     IF p_ok AND a.t_class IN ('reversible', 'conditional') THEN
         -- Bind the inverse's parameters from the action's params and result.
         -- A field present with a JSON null binds null; an absent field does not bind.
+        -- With the time, the lookup goes to one partition of the log.
+        SELECT l.params INTO v_params FROM backstop.action_log l
+         WHERE l.seq = a.proposed_seq AND l.at = a.proposed_at AND l.kind <> 'carried';
+        IF NOT FOUND THEN
+            SELECT l.params INTO v_params FROM backstop.carried_log l WHERE l.seq = a.proposed_seq AND l.at = a.proposed_at;
+        END IF;
         SELECT coalesce(jsonb_object_agg(b.key, b.val) FILTER (WHERE b.val IS NOT NULL), '{}')
           INTO v_inv
           FROM (SELECT j.key,
-                       CASE WHEN j.value #>> '{}' LIKE 'params.%' THEN backstop.path_get(l.params, substr(j.value #>> '{}', 8))
+                       CASE WHEN j.value #>> '{}' LIKE 'params.%' THEN backstop.path_get(v_params, substr(j.value #>> '{}', 8))
                             WHEN j.value #>> '{}' LIKE 'result.%' THEN backstop.path_get(p_result, substr(j.value #>> '{}', 8)) END AS val
-                  FROM backstop.rebuild_log l, jsonb_each(a.t_bindings) j
-                 -- With the time, the lookup goes to one partition of the log.
-                 WHERE l.seq = a.proposed_seq AND l.at = a.proposed_at) b;
+                  FROM jsonb_each(a.t_bindings) j) b;
         -- What the agent passes explicitly may fill a declared parameter that
         -- did not bind, never replace one that did, and never add one.
         IF p_inv IS NOT NULL THEN
@@ -4201,7 +4219,7 @@ CREATE TRIGGER action_log_no_truncate BEFORE TRUNCATE ON backstop.action_log FOR
 
 CREATE TRIGGER action_log_no_update BEFORE DELETE OR UPDATE ON backstop.action_log FOR EACH STATEMENT EXECUTE FUNCTION backstop.tg_append_only();
 
-CREATE TRIGGER action_log_own_txid BEFORE INSERT ON backstop.action_log FOR EACH ROW EXECUTE FUNCTION backstop.tg_own_txid();
+CREATE TRIGGER action_log_own_txid BEFORE INSERT ON backstop.action_log FOR EACH ROW WHEN ((new.txid IS DISTINCT FROM pg_current_xact_id())) EXECUTE FUNCTION backstop.tg_own_txid();
 
 CREATE TRIGGER no_truncate BEFORE TRUNCATE ON backstop.action_log_default FOR EACH STATEMENT EXECUTE FUNCTION backstop.tg_append_only();
 

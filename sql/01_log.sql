@@ -2,11 +2,19 @@
 -- shares, the log's append-only guard, and its partitions.
 
 -- A trusted session: a superuser or a member of the schema's owner.
+-- pg_has_role(..., 'MEMBER') is true for a superuser too (a superuser is a
+-- member of every role), and it answers from the backend's role-membership
+-- cache, which the server invalidates when a grant changes; the one catalog
+-- read is by index. PL/pgSQL rather than SQL: the plan is kept for the
+-- session, where a SQL function with SET is planned anew in every
+-- transaction. Nothing is cached in a session setting: any login can set
+-- one, so a cached "trusted" would be forgeable.
 CREATE FUNCTION backstop._trusted() RETURNS boolean
-LANGUAGE sql SET search_path = pg_catalog, backstop, pg_temp STABLE AS $$
-    SELECT coalesce((SELECT r.rolsuper OR pg_has_role(r.oid, n.nspowner, 'MEMBER')
-                       FROM pg_roles r, pg_namespace n
-                      WHERE r.rolname = session_user AND n.nspname = 'backstop'), false)
+LANGUAGE plpgsql SET search_path = pg_catalog, backstop, pg_temp STABLE AS $$
+BEGIN
+    RETURN coalesce((SELECT pg_has_role(session_user, n.nspowner, 'MEMBER')
+                       FROM pg_namespace n WHERE n.nspname = 'backstop'), false);
+END
 $$;
 
 -- Who is acting. Trusted sessions (Backstop's own tooling: the owner and
@@ -27,10 +35,13 @@ COMMENT ON FUNCTION backstop.actor IS 'Who is acting in this session: the login,
 -- rule for everything an agent does (propose, decision, record_result,
 -- report_signal).
 CREATE FUNCTION backstop._may_act_as(p_agent text) RETURNS boolean
-LANGUAGE sql STABLE SET search_path = pg_catalog, backstop, pg_temp AS $$
-    SELECT p_agent = session_user
+LANGUAGE plpgsql SET search_path = pg_catalog, backstop, pg_temp STABLE AS $$
+-- PL/pgSQL for a plan kept per session (see _trusted).
+BEGIN
+    RETURN p_agent = session_user
         OR EXISTS (SELECT 1 FROM backstop.agent_logins m WHERE m.login = session_user AND m.agent = p_agent)
-        OR backstop._trusted()
+        OR backstop._trusted();
+END
 $$;
 
 -- A long-running process's name as the contract records it: the session's
@@ -156,7 +167,12 @@ END
 $$;
 
 -- A row's transaction id is the transaction that inserts it, whatever the
--- insert says: `verify` places every row by it.
+-- insert says: `verify` places every row by it. The trigger fires only when
+-- the row's txid differs from the inserting transaction's, and then sets it:
+-- a row that already holds the right id (every insert the contract makes
+-- names pg_current_xact_id(), and the column's default is the same) would be
+-- left as it is anyway, so the WHEN clause changes no row's outcome and
+-- saves a PL/pgSQL call per append.
 CREATE FUNCTION backstop.tg_own_txid() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
@@ -165,7 +181,8 @@ BEGIN
 END
 $$;
 CREATE TRIGGER action_log_own_txid BEFORE INSERT ON backstop.action_log
-    FOR EACH ROW EXECUTE FUNCTION backstop.tg_own_txid();
+    FOR EACH ROW WHEN (NEW.txid IS DISTINCT FROM pg_current_xact_id())
+    EXECUTE FUNCTION backstop.tg_own_txid();
 
 CREATE TRIGGER action_log_no_update BEFORE UPDATE OR DELETE ON backstop.action_log
     FOR EACH STATEMENT EXECUTE FUNCTION backstop.tg_append_only();

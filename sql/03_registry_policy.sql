@@ -3,28 +3,33 @@
 -- which write a new version atomically and append the whole normalized
 -- document to the log, so both tables can be rebuilt from the log.
 
+-- money, path_get and cost_to_reverse are called several times per
+-- proposal. They carry no SET search_path (a SQL function with SET is never
+-- inlined, and is planned anew in every transaction); instead every name in
+-- their bodies is schema-qualified, operators included, so no search_path
+-- can change what they run, and the planner inlines them into the caller.
 CREATE FUNCTION backstop.money(v numeric) RETURNS text
-LANGUAGE sql SET search_path = pg_catalog, backstop, pg_temp IMMUTABLE AS $$
+LANGUAGE sql STABLE AS $$
     SELECT CASE WHEN v IS NULL THEN 'no amount'
-                WHEN v = trunc(v) THEN '$' || to_char(v, 'FM999,999,999,999,990')
-                ELSE '$' || to_char(v, 'FM999,999,999,999,990.00') END
+                WHEN v OPERATOR(pg_catalog.=) pg_catalog.trunc(v)
+                THEN '$' OPERATOR(pg_catalog.||) pg_catalog.to_char(v, 'FM999,999,999,999,990')
+                ELSE '$' OPERATOR(pg_catalog.||) pg_catalog.to_char(v, 'FM999,999,999,999,990.00') END
 $$;
 SELECT backstop._grant('money', 'viewer');
 COMMENT ON FUNCTION backstop.money IS 'Formats an amount as dollars for messages (''no amount'' for NULL). Callers: viewer. Returns text.';
 
 CREATE FUNCTION backstop.path_get(doc jsonb, path text) RETURNS jsonb
-LANGUAGE sql SET search_path = pg_catalog, backstop, pg_temp IMMUTABLE AS $$
-    SELECT doc #> string_to_array(path, '.')
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT doc OPERATOR(pg_catalog.#>) pg_catalog.string_to_array(path, '.')
 $$;
 SELECT backstop._grant('path_get', 'viewer');
 COMMENT ON FUNCTION backstop.path_get IS 'The value at a dotted path in a JSON document (NULL when absent). Callers: viewer. Returns jsonb.';
 
 CREATE FUNCTION backstop.cost_to_reverse(class text, cost_fixed numeric, cost_share numeric, amount numeric)
-RETURNS numeric LANGUAGE sql SET search_path = pg_catalog, backstop, pg_temp IMMUTABLE AS $$
-    SELECT CASE class
-        WHEN 'irreversible' THEN coalesce(amount, 0)
-        WHEN 'read' THEN 0
-        ELSE coalesce(cost_fixed, 0) + coalesce(cost_share, 0) * coalesce(amount, 0)
+RETURNS numeric LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE WHEN class OPERATOR(pg_catalog.=) 'irreversible' THEN coalesce(amount, 0)
+                WHEN class OPERATOR(pg_catalog.=) 'read' THEN 0
+                ELSE coalesce(cost_fixed, 0) OPERATOR(pg_catalog.+) (coalesce(cost_share, 0) OPERATOR(pg_catalog.*) coalesce(amount, 0))
     END
 $$;
 SELECT backstop._grant('cost_to_reverse', 'viewer');

@@ -61,7 +61,12 @@ BEGIN
         UPDATE backstop.actions x SET status = 'allowed', approvals = v_n, decided_seq = v_seq, updated_seq = v_seq
          WHERE x.action_id = p_id;
         DELETE FROM backstop.approval_queue q WHERE q.action_id = p_id;
-        SELECT l.params INTO v_params FROM backstop.rebuild_log l WHERE l.seq = a.proposed_seq AND l.at = a.proposed_at;
+        -- The proposal by (seq, at): one partition; carried_log only when archived.
+        SELECT l.params INTO v_params FROM backstop.action_log l
+         WHERE l.seq = a.proposed_seq AND l.at = a.proposed_at AND l.kind <> 'carried';
+        IF NOT FOUND THEN
+            SELECT l.params INTO v_params FROM backstop.carried_log l WHERE l.seq = a.proposed_seq AND l.at = a.proposed_at;
+        END IF;
         PERFORM backstop._remember(a.policy_version,
             (SELECT p.param_memory FROM backstop.policy_versions p WHERE p.version = a.policy_version),
             a.agent, v_params, a.amount, v_seq);

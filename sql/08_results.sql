@@ -1,8 +1,10 @@
 -- Results and staging: an allowed action's outcome, and for a reversible or
 -- conditional tool its compensation, staged in the same transaction.
 --
--- The proposal is read through rebuild_log, so an action still open when its
--- proposal was archived is carried and still works.
+-- The proposal is read from action_log by its (seq, at), which the planner
+-- prunes to one partition and one index probe, and from carried_log only
+-- when it is not there, so an action still open when its proposal was
+-- archived is carried and still works (the rows rebuild_log would give).
 CREATE FUNCTION backstop.record_result(action_id uuid, ok boolean, result jsonb DEFAULT NULL, inverse_params jsonb DEFAULT NULL)
 RETURNS TABLE (status text, compensation text)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, backstop, pg_temp AS $$
@@ -22,6 +24,7 @@ DECLARE
     v_seq bigint;
     v_at timestamptz;
     v_txt text;
+    v_params jsonb;
 BEGIN
     IF p_id IS NULL THEN
         PERFORM backstop._bad('record_result', 'action_id is required');
@@ -29,8 +32,12 @@ BEGIN
     IF p_ok IS NULL THEN
         PERFORM backstop._bad('record_result', 'ok is required: true when the tool call succeeded, false when it failed');
     END IF;
-    PERFORM backstop._check_json('record_result', 'result', p_result, 65536, true);
-    PERFORM backstop._check_json('record_result', 'inverse_params', p_inv, 65536, true);
+    -- One cheap test for well-formed input; the checks name what is wrong.
+    IF NOT coalesce((p_result IS NULL OR (jsonb_typeof(p_result) = 'object' AND pg_column_size(p_result) <= 65536))
+                AND (p_inv IS NULL OR (jsonb_typeof(p_inv) = 'object' AND pg_column_size(p_inv) <= 65536)), false) THEN
+        PERFORM backstop._check_json('record_result', 'result', p_result, 65536, true);
+        PERFORM backstop._check_json('record_result', 'inverse_params', p_inv, 65536, true);
+    END IF;
     SELECT x.*, t.class AS t_class, t.inverse AS t_inverse, t.bindings AS t_bindings,
            t.reversal_window AS t_window, t.condition AS t_condition
       INTO a
@@ -47,7 +54,11 @@ BEGIN
         PERFORM backstop._bad('record_result', format('action %s is not one of login %s''s agents', p_id, session_user), '42501');
     END IF;
     IF a.status IN ('executed', 'failed') THEN
-        SELECT l.kind, l.result INTO prev FROM backstop.rebuild_log l WHERE l.seq = a.executed_seq AND l.at = a.executed_at;
+        SELECT l.kind, l.result INTO prev FROM backstop.action_log l
+         WHERE l.seq = a.executed_seq AND l.at = a.executed_at AND l.kind <> 'carried';
+        IF NOT FOUND THEN
+            SELECT l.kind, l.result INTO prev FROM backstop.carried_log l WHERE l.seq = a.executed_seq AND l.at = a.executed_at;
+        END IF;
         IF (prev.kind = 'executed') = p_ok AND prev.result IS NOT DISTINCT FROM p_result THEN
             -- A retry of the same report: answer as before, append nothing.
             status := a.status;
@@ -66,14 +77,18 @@ BEGIN
     IF p_ok AND a.t_class IN ('reversible', 'conditional') THEN
         -- Bind the inverse's parameters from the action's params and result.
         -- A field present with a JSON null binds null; an absent field does not bind.
+        -- With the time, the lookup goes to one partition of the log.
+        SELECT l.params INTO v_params FROM backstop.action_log l
+         WHERE l.seq = a.proposed_seq AND l.at = a.proposed_at AND l.kind <> 'carried';
+        IF NOT FOUND THEN
+            SELECT l.params INTO v_params FROM backstop.carried_log l WHERE l.seq = a.proposed_seq AND l.at = a.proposed_at;
+        END IF;
         SELECT coalesce(jsonb_object_agg(b.key, b.val) FILTER (WHERE b.val IS NOT NULL), '{}')
           INTO v_inv
           FROM (SELECT j.key,
-                       CASE WHEN j.value #>> '{}' LIKE 'params.%' THEN backstop.path_get(l.params, substr(j.value #>> '{}', 8))
+                       CASE WHEN j.value #>> '{}' LIKE 'params.%' THEN backstop.path_get(v_params, substr(j.value #>> '{}', 8))
                             WHEN j.value #>> '{}' LIKE 'result.%' THEN backstop.path_get(p_result, substr(j.value #>> '{}', 8)) END AS val
-                  FROM backstop.rebuild_log l, jsonb_each(a.t_bindings) j
-                 -- With the time, the lookup goes to one partition of the log.
-                 WHERE l.seq = a.proposed_seq AND l.at = a.proposed_at) b;
+                  FROM jsonb_each(a.t_bindings) j) b;
         -- What the agent passes explicitly may fill a declared parameter that
         -- did not bind, never replace one that did, and never add one.
         IF p_inv IS NOT NULL THEN

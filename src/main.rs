@@ -606,7 +606,14 @@ async fn run(cfg: Config, command: Option<Command>, readonly: bool) -> anyhow::R
         Some(Command::Bench { which }) => match which {
             BenchCommand::All { quick } => {
                 let r = bench::suite::run(&cfg, quick, !cfg.json).await?;
-                report(&cfg, &r, bench::suite::render)
+                report(&cfg, &r, bench::suite::render)?;
+                anyhow::ensure!(
+                    r.regressions.is_empty(),
+                    "{} benchmark ratio(s) regressed against bench/floors.toml:\n  {}",
+                    r.regressions.len(),
+                    r.regressions.join("\n  ")
+                );
+                Ok(())
             }
             BenchCommand::Retention { rows } => {
                 anyhow::ensure!(

@@ -1,9 +1,18 @@
 //! `backstop bench gateway`: N simulated agents each looping propose +
-//! record_result with realistic payloads, against N writers looping a raw
-//! single-row INSERT of the same payload into a plain table, in the same run
-//! and the same database. Every guarantee is on: kill switch, guardrails (the
-//! shipped policy, evaluated in full), sealing running every second,
-//! compensation staging.
+//! record_result with realistic payloads, against two baselines measured in
+//! the same run and the same database:
+//!
+//! - the *floor*: N writers writing exactly the rows one action writes (its
+//!   two log rows, its `actions` row and its update, the cumulative rule's
+//!   per-minute row) into copies of those tables with the same columns,
+//!   indexes, storage parameters and triggers, by plain SQL in the same two
+//!   transactions (one statement each), without the contract's logic;
+//! - a raw single-row INSERT of the same payload into a plain table.
+//!
+//! Every guarantee is on: kill switch, guardrails (the shipped policy,
+//! evaluated in full), sealing running every second, compensation staging.
+//! The per-action round trip (propose + record_result) is timed too: its p50
+//! and p99 are what an agent's user feels.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -23,8 +32,18 @@ use backstop::contract::{self, Proposal, Verdict};
 pub struct GatewayRow {
     pub agents: usize,
     pub raw_inserts_per_s: f64,
+    /// The same rows written by plain SQL in the same two transactions.
+    pub floor_actions_per_s: f64,
     pub gateway_actions_per_s: f64,
+    /// gateway / raw INSERT.
     pub ratio: f64,
+    /// gateway / floor.
+    pub floor_ratio: f64,
+    /// One action's propose + record_result round trips, milliseconds.
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    /// The floor's two statements per action, milliseconds.
+    pub floor_p50_ms: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -69,7 +88,7 @@ async fn run_raw(url: &sqlx::postgres::PgConnectOptions, agents: usize, secs: f6
             while !stop.load(Ordering::Relaxed) {
                 let (params, result, reasoning) = payload(a, i);
                 sqlx::query(
-                    "INSERT INTO bench_raw (agent, tool, params, result, reasoning, amount, confidence) VALUES ($1, 'issue_refund', $2, $3, $4, $5, $6)",
+                    "INSERT INTO public.bench_raw (agent, tool, params, result, reasoning, amount, confidence) VALUES ($1, 'issue_refund', $2, $3, $4, $5, $6)",
                 )
                 .bind(format!("bench-agent-{a}"))
                 .bind(&params)
@@ -82,13 +101,52 @@ async fn run_raw(url: &sqlx::postgres::PgConnectOptions, agents: usize, secs: f6
                 done.fetch_add(1, Ordering::Relaxed);
                 i += 1;
             }
-            anyhow::Ok(())
+            anyhow::Ok(Vec::new())
         }));
     }
-    measure(&stop, &done, secs, tasks).await
+    Ok(measure(&stop, &done, secs, tasks).await?.0)
 }
 
-async fn run_gateway(url: &sqlx::postgres::PgConnectOptions, agents: usize, secs: f64, round: usize) -> Result<f64> {
+/// The floor: what one action writes, by plain SQL, in the same two
+/// transactions (autocommit, one statement each, as the contract's calls).
+const FLOOR_PROPOSE: &str = "WITH l AS (
+    INSERT INTO bench_floor.action_log AS l
+        (seq, at, txid, kind, actor, agent, tool, action_id, detail, correlation_id, parent_action, amount, confidence,
+         reasoning, inputs, params, result, policy_version, registry_version)
+    VALUES (nextval('bench_floor.action_log_seq'), clock_timestamp(), pg_current_xact_id(), 'allowed', $1, $1, 'issue_refund', $2,
+            $3, $4, NULL, $5, $6, $7, NULL, $8, NULL, 1, 1)
+    RETURNING l.seq, l.at),
+a AS (
+    INSERT INTO bench_floor.actions (action_id, agent, tool, class, amount, confidence, cost_to_reverse, correlation_id,
+                                     parent_action, idempotency_key, entity, verdict, reason, rule, status,
+                                     approvals_needed, approvals, expires_at, expiry_effect, proposed_seq, proposed_at,
+                                     decided_seq, executed_seq, executed_at, inverse_tool, inverse_params, inverse_missing,
+                                     comp_deadline, comp_condition, policy_version, registry_version, updated_seq)
+    SELECT $2, $1, 'issue_refund', 'reversible', $5, $6, 2.5, $4, NULL, NULL, $9, 'allow', 'allowed by policy', NULL, 'allowed',
+           0, 0, NULL, NULL, l.seq, l.at, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, 1, 1, l.seq FROM l)
+INSERT INTO bench_floor.agent_value_minutes AS m (agent, minute, total)
+VALUES ($1, date_trunc('minute', now()), $5)
+ON CONFLICT (agent, minute) DO UPDATE SET total = m.total + excluded.total";
+
+const FLOOR_RESULT: &str = "WITH l AS (
+    INSERT INTO bench_floor.action_log AS l
+        (seq, at, txid, kind, actor, agent, tool, action_id, detail, correlation_id, parent_action, amount, confidence,
+         reasoning, inputs, params, result, policy_version, registry_version)
+    VALUES (nextval('bench_floor.action_log_seq'), clock_timestamp(), pg_current_xact_id(), 'executed', $1, $1, 'issue_refund', $2,
+            $3, $4, NULL, $5, NULL, NULL, NULL, NULL, $6, 1, 1)
+    RETURNING l.seq, l.at)
+UPDATE bench_floor.actions x
+   SET status = 'executed', executed_seq = l.seq, executed_at = l.at, inverse_tool = 'reverse_refund',
+       inverse_params = $7, inverse_missing = NULL, comp_deadline = l.at + interval '30 days', comp_condition = NULL,
+       updated_seq = l.seq
+  FROM l WHERE x.action_id = $2";
+
+async fn run_floor(
+    url: &sqlx::postgres::PgConnectOptions,
+    agents: usize,
+    secs: f64,
+    round: usize,
+) -> Result<(f64, Vec<f64>)> {
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
@@ -97,8 +155,69 @@ async fn run_gateway(url: &sqlx::postgres::PgConnectOptions, agents: usize, secs
         let (stop, done) = (stop.clone(), done.clone());
         tasks.push(tokio::spawn(async move {
             let mut i = 0u64;
+            let mut lat = Vec::new();
+            let agent = format!("floor-agent-{round}-{a}");
             while !stop.load(Ordering::Relaxed) {
                 let (params, result, reasoning) = payload(a, i);
+                let amount = Decimal::from(40 + (i % 60));
+                let id = uuid::Uuid::new_v4();
+                let corr = format!("ticket-{a}-{i}");
+                let entity = params["customer_id"].as_str().unwrap_or_default().to_string();
+                let detail = json!({"verdict": "allow", "reason": "allowed by policy", "class": "reversible",
+                                    "cost_to_reverse": 2.5, "entity": entity, "amount_from": "params.amount"});
+                let inverse = json!({"refund_id": result["refund_id"], "customer_id": params["customer_id"]});
+                let comp = json!({"compensation": {"inverse_tool": "reverse_refund", "inverse_params": inverse}});
+                let t0 = Instant::now();
+                sqlx::query(FLOOR_PROPOSE)
+                    .bind(&agent)
+                    .bind(id)
+                    .bind(&detail)
+                    .bind(&corr)
+                    .bind(amount)
+                    .bind(0.93f32)
+                    .bind(&reasoning)
+                    .bind(&params)
+                    .bind(&entity)
+                    .execute(&mut c)
+                    .await?;
+                sqlx::query(FLOOR_RESULT)
+                    .bind(&agent)
+                    .bind(id)
+                    .bind(&comp)
+                    .bind(&corr)
+                    .bind(amount)
+                    .bind(&result)
+                    .bind(&inverse)
+                    .execute(&mut c)
+                    .await?;
+                lat.push(t0.elapsed().as_secs_f64() * 1000.0);
+                done.fetch_add(1, Ordering::Relaxed);
+                i += 1;
+            }
+            anyhow::Ok(lat)
+        }));
+    }
+    measure(&stop, &done, secs, tasks).await
+}
+
+async fn run_gateway(
+    url: &sqlx::postgres::PgConnectOptions,
+    agents: usize,
+    secs: f64,
+    round: usize,
+) -> Result<(f64, Vec<f64>)> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for a in 0..agents {
+        let mut c = PgConnection::connect_with(url).await?;
+        let (stop, done) = (stop.clone(), done.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut i = 0u64;
+            let mut lat = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let (params, result, reasoning) = payload(a, i);
+                let t0 = Instant::now();
                 let d = contract::propose(
                     &mut c,
                     &Proposal {
@@ -114,21 +233,32 @@ async fn run_gateway(url: &sqlx::postgres::PgConnectOptions, agents: usize, secs
                 .await?;
                 anyhow::ensure!(d.verdict == Verdict::Allow, "bench proposal not allowed: {}", d.reason);
                 contract::record_result(&mut c, d.action_id, true, Some(&result), None).await?;
+                lat.push(t0.elapsed().as_secs_f64() * 1000.0);
                 done.fetch_add(1, Ordering::Relaxed);
                 i += 1;
             }
-            anyhow::Ok(())
+            anyhow::Ok(lat)
         }));
     }
     measure(&stop, &done, secs, tasks).await
+}
+
+/// The q-quantile (0..=1) of unsorted samples; 0 when there are none.
+pub fn quantile(samples: &mut [f64], q: f64) -> f64 {
+    if samples.is_empty() {
+        return 0.0;
+    }
+    samples.sort_by(f64::total_cmp);
+    let i = ((samples.len() - 1) as f64 * q).round() as usize;
+    samples[i.min(samples.len() - 1)]
 }
 
 async fn measure(
     stop: &AtomicBool,
     done: &AtomicU64,
     secs: f64,
-    tasks: Vec<tokio::task::JoinHandle<Result<()>>>,
-) -> Result<f64> {
+    tasks: Vec<tokio::task::JoinHandle<Result<Vec<f64>>>>,
+) -> Result<(f64, Vec<f64>)> {
     // A short warm-up: plans cached, connections hot.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let start_n = done.load(Ordering::Relaxed);
@@ -137,10 +267,14 @@ async fn measure(
     let n = done.load(Ordering::Relaxed) - start_n;
     let elapsed = t0.elapsed().as_secs_f64();
     stop.store(true, Ordering::Relaxed);
+    let mut lat = Vec::new();
     for t in tasks {
-        t.await??;
+        let mut l = t.await??;
+        // The warm-up's samples are left out (the first plans of a session).
+        let warm = l.len() / 10;
+        lat.extend(l.drain(warm..));
     }
-    Ok(n as f64 / elapsed)
+    Ok((n as f64 / elapsed, lat))
 }
 
 pub async fn run(cfg: &Config, agent_counts: &[usize], secs: f64, progress: bool) -> Result<GatewayReport> {
@@ -175,16 +309,22 @@ async fn run_all(
     for (round, &n) in agent_counts.iter().enumerate() {
         if progress {
             eprintln!(
-                "bench gateway: {n} agent(s): raw INSERT for {secs}s, then propose + record_result for {secs}s ..."
+                "bench gateway: {n} agent(s): raw INSERT, the floor, then propose + record_result, {secs}s each ..."
             );
         }
         let raw = run_raw(&opts, n, secs).await?;
-        let gw = run_gateway(&opts, n, secs, round).await?;
+        let (floor, mut floor_lat) = run_floor(&opts, n, secs, round).await?;
+        let (gw, mut lat) = run_gateway(&opts, n, secs, round).await?;
         rows.push(GatewayRow {
             agents: n,
             raw_inserts_per_s: raw,
+            floor_actions_per_s: floor,
             gateway_actions_per_s: gw,
             ratio: if raw > 0.0 { gw / raw } else { 0.0 },
+            floor_ratio: if floor > 0.0 { gw / floor } else { 0.0 },
+            p50_ms: quantile(&mut lat, 0.5),
+            p99_ms: quantile(&mut lat, 0.99),
+            floor_p50_ms: quantile(&mut floor_lat, 0.5),
         });
     }
     sealing.store(false, Ordering::Relaxed);
@@ -221,13 +361,50 @@ pub(crate) async fn prepare(_cfg: &Config, bench: &BenchDb) -> Result<(sqlx::PgP
     pol.sha256 = backstop::filecheck::sha256_hex(&format!("{}-bench", pol.sha256));
     backstop::policy::sync(&pool, &pol, "bench").await?;
     sqlx::query(
-        "CREATE TABLE bench_raw (id bigserial PRIMARY KEY, at timestamptz NOT NULL DEFAULT now(), agent text, tool text, \
+        "CREATE TABLE public.bench_raw (id bigserial PRIMARY KEY, at timestamptz NOT NULL DEFAULT now(), agent text, tool text, \
          params jsonb, result jsonb, reasoning text, amount numeric, confidence real)",
     )
     .execute(&pool)
     .await?;
+    create_floor_tables(&pool).await?;
     let server = super::server_facts(&pool).await?;
     Ok((pool, server))
+}
+
+/// Copies of the tables one action writes, for the floor: the same columns,
+/// constraints, indexes, storage parameters and triggers (read from the
+/// catalog, so they follow the real tables), the log partitioned the same way.
+async fn create_floor_tables(pool: &sqlx::PgPool) -> Result<()> {
+    let mut c = pool.acquire().await?;
+    sqlx::raw_sql(
+        "CREATE SCHEMA bench_floor;
+         CREATE SEQUENCE bench_floor.action_log_seq;
+         CREATE TABLE bench_floor.action_log (LIKE backstop.action_log INCLUDING ALL) PARTITION BY RANGE (at);
+         CREATE TABLE bench_floor.action_log_now PARTITION OF bench_floor.action_log
+             FOR VALUES FROM (now() - interval '1 day') TO (now() + interval '30 days');
+         CREATE TABLE bench_floor.action_log_default PARTITION OF bench_floor.action_log DEFAULT;
+         CREATE TABLE bench_floor.actions (LIKE backstop.actions INCLUDING ALL);
+         CREATE TABLE bench_floor.agent_value_minutes (LIKE backstop.agent_value_minutes INCLUDING ALL);",
+    )
+    .execute(&mut *c)
+    .await?;
+    let copies: Vec<(String,)> = sqlx::query_as(
+        "SELECT format('ALTER TABLE bench_floor.%I SET (%s)', c.relname, array_to_string(c.reloptions, ', '))
+           FROM pg_class c
+          WHERE c.relnamespace = 'backstop'::regnamespace
+            AND c.relname IN ('actions', 'agent_value_minutes') AND c.reloptions IS NOT NULL
+         UNION ALL
+         SELECT replace(pg_get_triggerdef(t.oid), ' ON backstop.', ' ON bench_floor.')
+           FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
+          WHERE c.relnamespace = 'backstop'::regnamespace AND NOT t.tgisinternal AND t.tgparentid = 0
+            AND c.relname IN ('action_log', 'actions', 'agent_value_minutes')",
+    )
+    .fetch_all(&mut *c)
+    .await?;
+    for (stmt,) in copies {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(stmt)).execute(&mut *c).await?;
+    }
+    Ok(())
 }
 
 /// Gateway throughput on an empty log, then on the same database after
@@ -240,13 +417,13 @@ pub async fn run_prefilled(cfg: &Config, agents: usize, secs: f64, prefill: i64,
         if progress {
             eprintln!("bench gateway: {agents} agent(s) on an empty log for {secs}s ...");
         }
-        let empty = run_gateway(&opts, agents, secs, 0).await?;
+        let empty = run_gateway(&opts, agents, secs, 0).await?.0;
         crate::bench::supervisor::fill_log(&pool, prefill, 100, 24.0, progress).await?;
         sqlx::query("ANALYZE backstop.action_log").execute(&pool).await?;
         if progress {
             eprintln!("bench gateway: {agents} agent(s) on a {prefill}-row log for {secs}s ...");
         }
-        let full = run_gateway(&opts, agents, secs, 1).await?;
+        let full = run_gateway(&opts, agents, secs, 1).await?.0;
         anyhow::Ok((empty, full))
     }
     .await;
@@ -255,17 +432,33 @@ pub async fn run_prefilled(cfg: &Config, agents: usize, secs: f64, prefill: i64,
 }
 
 pub fn render(r: &GatewayReport) -> String {
-    let mut t = backstop::output::Table::new(&["agents", "raw INSERT/s", "propose+record_result/s", "ratio"]);
+    let mut t = backstop::output::Table::new(&[
+        "agents",
+        "raw INSERT/s",
+        "floor/s",
+        "propose+record_result/s",
+        "vs floor",
+        "vs raw",
+        "p50 ms",
+        "p99 ms",
+        "floor p50 ms",
+    ]);
     for row in &r.rows {
         t.row(vec![
             row.agents.to_string(),
             format!("{:.0}", row.raw_inserts_per_s),
+            format!("{:.0}", row.floor_actions_per_s),
             format!("{:.0}", row.gateway_actions_per_s),
+            format!("{:.2}", row.floor_ratio),
             format!("{:.2}", row.ratio),
+            format!("{:.2}", row.p50_ms),
+            format!("{:.2}", row.p99_ms),
+            format!("{:.2}", row.floor_p50_ms),
         ]);
     }
     format!(
-        "{}\n{} ({}s per measurement)\n{}",
+        "{}\n{} ({}s per measurement; floor: the same rows by plain SQL in the same two transactions; \
+         p50/p99: one action's propose + record_result round trips)\n{}",
         r.server,
         r.database,
         r.seconds,
