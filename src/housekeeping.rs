@@ -15,7 +15,8 @@ pub const EXPIRE_EVERY: Duration = Duration::from_secs(5);
 pub fn spawn(pool: PgPool) -> JoinHandle<()> {
     tokio::spawn(async move {
         // Sealing is the owner's: a process under a duty's login leaves it
-        // to one that runs as the owner (`backstop seal --follow`).
+        // to one that runs as the owner (`backstop seal`, or any process started
+        // under the owner's login).
         let may_seal: bool = sqlx::query_scalar("SELECT has_function_privilege('backstop.seal(integer)', 'EXECUTE')")
             .fetch_one(&pool)
             .await

@@ -444,17 +444,9 @@ pub async fn open_and_run(cfg: &crate::config::Config, readonly: bool) -> Result
     };
     let mut c = cfg.clone();
     c.database_url = url;
-    let dbc = c.db("backstop room", 8);
-    let db = match &dbc.url {
-        Some(url) => {
-            let base = <sqlx::postgres::PgConnectOptions as std::str::FromStr>::from_str(url)
-                .map_err(|_| anyhow::anyhow!("DATABASE_URL is not a valid postgres:// URL"))?;
-            Db::connect_with(base, &dbc, None).await?
-        }
-        // The embedded cluster is this process's own: made (and migrated) here.
-        None => Db::open(&dbc).await?,
-    };
-    check_schema(&db).await?;
+    // Opening checks the schema and never migrates a server; an embedded
+    // cluster (--embedded) is this process's own, made and migrated here.
+    let db = Db::open(&c.db("backstop room", 8)).await?;
     let read = match &cfg.read_url {
         Some(u) => Some(crate::db::connect_replica(u, 4).await?),
         None => None,
@@ -477,24 +469,6 @@ pub async fn open_and_run(cfg: &crate::config::Config, readonly: bool) -> Result
         hk.abort();
     }
     r
-}
-
-/// The room reads a migrated schema; it never makes one.
-pub async fn check_schema(db: &Db) -> Result<i32> {
-    match sqlx::query_scalar::<_, i32>("SELECT backstop.contract_version()")
-        .fetch_one(&db.pool)
-        .await
-    {
-        Ok(v) => Ok(v),
-        Err(sqlx::Error::Database(e)) if matches!(e.code().as_deref(), Some("42883" | "3F000" | "42501")) => {
-            anyhow::bail!(
-                "{} has no Backstop schema the room can read (backstop.contract_version() is missing or not \
-                 granted): run backstop migrate against it first",
-                db.label
-            )
-        }
-        Err(e) => Err(anyhow::Error::new(e).context(format!("reading the contract version of {}", db.label))),
-    }
 }
 
 /// The room without a terminal (for measuring the real binary): the same
