@@ -263,6 +263,13 @@ async fn an_agent_cannot_act_on_or_learn_another_agents_actions() {
         .await
         .unwrap();
     assert_eq!(n.payload(), key);
+    // The room decodes what the database sends, and names the same action.
+    assert_eq!(
+        backstop::contract::ControlEvent::decode(n.channel(), n.payload()).expect("the room can read it"),
+        backstop::contract::ControlEvent::Decision {
+            key: backstop::contract::decision_key(held)
+        }
+    );
     drop(l);
     logins.drop_all(vec![a, b]).await;
 }

@@ -167,6 +167,13 @@ pub const COMPENSATIONS_CHANNEL: &str = "backstop_compensations";
 /// Every channel the contract notifies on.
 pub const CHANNELS: [&str; 3] = [CONTROL_CHANNEL, DECISIONS_CHANNEL, COMPENSATIONS_CHANNEL];
 
+/// The key a decision's NOTIFY names an action by, as `backstop.decision_key`
+/// computes it: the hex sha256 of the id's text.
+pub fn decision_key(action_id: Uuid) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(action_id.to_string().as_bytes()))
+}
+
 /// One notification from the contract, decoded.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ControlEvent {
@@ -195,9 +202,11 @@ pub enum ControlEvent {
         file: String,
         seq: i64,
     },
-    /// A held action was approved, rejected or expired.
+    /// A held action was approved, rejected or expired. The payload names
+    /// it by its decision key (`decision_key`): any login may LISTEN, so the
+    /// id itself is not sent.
     Decision {
-        action_id: Uuid,
+        key: String,
     },
     /// Compensations were requested under this plan.
     CompensationsRequested {
@@ -273,9 +282,16 @@ impl ControlEvent {
                     ControlPayload::PolicyRejected { file, seq } => ControlEvent::PolicyRejected { file, seq },
                 })
             }
-            DECISIONS_CHANNEL => Ok(ControlEvent::Decision {
-                action_id: id(DECISIONS_CHANNEL)?,
-            }),
+            DECISIONS_CHANNEL => {
+                let key = payload.trim();
+                if key.len() != 64 || !key.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+                    return Err(bad(
+                        DECISIONS_CHANNEL,
+                        "expected a decision key: 64 lowercase hex digits".into(),
+                    ));
+                }
+                Ok(ControlEvent::Decision { key: key.to_string() })
+            }
             COMPENSATIONS_CHANNEL => Ok(ControlEvent::CompensationsRequested {
                 plan_id: id(COMPENSATIONS_CHANNEL)?,
             }),
@@ -474,8 +490,8 @@ mod tests {
         assert_eq!(e.expect("a load"), ControlEvent::PolicyLoaded { version: 3, seq: 9 });
         let id = Uuid::from_u128(42);
         assert_eq!(
-            ControlEvent::decode(DECISIONS_CHANNEL, &id.to_string()).expect("an id"),
-            ControlEvent::Decision { action_id: id }
+            ControlEvent::decode(DECISIONS_CHANNEL, &decision_key(id)).expect("a key"),
+            ControlEvent::Decision { key: decision_key(id) }
         );
         for (channel, payload) in [
             (
@@ -485,6 +501,8 @@ mod tests {
             (CONTROL_CHANNEL, r#"{"event": "exploded"}"#),
             (CONTROL_CHANNEL, "not json"),
             (DECISIONS_CHANNEL, "not-a-uuid"),
+            // The id itself is not what a decision carries any more.
+            (DECISIONS_CHANNEL, "00000000-0000-0000-0000-00000000002a"),
             ("elsewhere", "{}"),
         ] {
             assert!(ControlEvent::decode(channel, payload).is_err(), "{channel} {payload}");

@@ -19,7 +19,7 @@ use uuid::Uuid;
 
 pub use events::{
     ActionStatus, CHANNELS, COMPENSATIONS_CHANNEL, CONTROL_CHANNEL, ControlEvent, DECISIONS_CHANNEL, EventKind,
-    NotifyError, UnknownValue,
+    NotifyError, UnknownValue, decision_key,
 };
 
 /// An error from the contract: bad input or a refused state change (with the
