@@ -586,9 +586,12 @@ async fn start(db: &Db, world: World, opts: &DemoOptions, timeline: Timeline) ->
     tasks.push(tokio::spawn(async move {
         let _ = crate::supervisor::run(pool, sopts, r).await;
     }));
+    // The worker acts as itself too: the contract records the session's
+    // identity, so the demo's worker gets a session of its own.
+    let worker_db = db.as_operator("demo-worker", 4).await?;
     let mut wopts = crate::compensation::worker::WorkerOptions::named("demo-worker");
     wopts.poll = Duration::from_millis(200);
-    let (pool, r) = (db.pool.clone(), rx.clone());
+    let (pool, r) = (worker_db.pool.clone(), rx.clone());
     tasks.push(tokio::spawn(async move {
         let _ = crate::compensation::worker::run(pool, wopts, r).await;
     }));
