@@ -203,7 +203,8 @@ CREATE TABLE backstop.actions (
     comp_condition text,
     policy_version bigint,
     registry_version bigint,
-    updated_seq bigint NOT NULL
+    updated_seq bigint NOT NULL,
+    depends_on uuid[]
 )
 WITH (fillfactor='80');
 
@@ -514,7 +515,7 @@ $$;
 
 ALTER FUNCTION backstop._raise_finding(p_kind text, p_severity text, p_agent text, p_action uuid, p_detail jsonb, p_actor text, OUT finding_id uuid, OUT merged boolean) OWNER TO backstop_owner;
 
-CREATE FUNCTION backstop._remember(p_version bigint, p_memory boolean, p_agent text, p_params jsonb, p_amount numeric, p_seq bigint) RETURNS void
+CREATE FUNCTION backstop._remember(p_version bigint, p_memory boolean, p_agent text, p_params jsonb, p_amount numeric, p_seq bigint, p_direction text DEFAULT NULL::text, p_entity text DEFAULT NULL::text) RETURNS void
     LANGUAGE plpgsql
     SET search_path TO 'pg_catalog', 'backstop', 'pg_temp'
     AS $$
@@ -523,10 +524,17 @@ DECLARE
     k text;
     v text;
 BEGIN
-    IF coalesce(p_amount, 0) > 0 AND (SELECT p.has_cumulative FROM backstop.policy_versions p WHERE p.version = p_version) THEN
+    IF coalesce(p_amount, 0) > 0 AND p_direction IS DISTINCT FROM 'in'
+       AND (SELECT p.has_cumulative FROM backstop.policy_versions p WHERE p.version = p_version) THEN
         INSERT INTO backstop.agent_value_minutes AS m (agent, minute, total)
         VALUES (p_agent, date_trunc('minute', now()), p_amount)
         ON CONFLICT (agent, minute) DO UPDATE SET total = m.total + excluded.total;
+        IF p_entity IS NOT NULL AND EXISTS (SELECT 1 FROM backstop.policy_rules x
+                                             WHERE x.version = p_version AND x.kind = 'cumulative' AND x.per = 'entity') THEN
+            INSERT INTO backstop.entity_value_minutes AS m (entity, minute, total)
+            VALUES (p_entity, date_trunc('minute', now()), p_amount)
+            ON CONFLICT (entity, minute) DO UPDATE SET total = m.total + excluded.total;
+        END IF;
     END IF;
     IF p_version IS NULL OR NOT p_memory THEN
         RETURN;
@@ -551,7 +559,7 @@ BEGIN
 END
 $$;
 
-ALTER FUNCTION backstop._remember(p_version bigint, p_memory boolean, p_agent text, p_params jsonb, p_amount numeric, p_seq bigint) OWNER TO backstop_owner;
+ALTER FUNCTION backstop._remember(p_version bigint, p_memory boolean, p_agent text, p_params jsonb, p_amount numeric, p_seq bigint, p_direction text, p_entity text) OWNER TO backstop_owner;
 
 CREATE FUNCTION backstop._trusted() RETURNS boolean
     LANGUAGE plpgsql STABLE
@@ -564,6 +572,60 @@ END
 $$;
 
 ALTER FUNCTION backstop._trusted() OWNER TO backstop_owner;
+
+CREATE FUNCTION backstop._value_number(p_path text, v jsonb) RETURNS numeric
+    LANGUAGE plpgsql IMMUTABLE
+    SET search_path TO 'pg_catalog', 'backstop', 'pg_temp'
+    AS $_$
+DECLARE
+    t text := v #>> '{}';
+BEGIN
+    IF jsonb_typeof(v) NOT IN ('number', 'string') OR t !~ '^[0-9]{1,13}(\.[0-9]{1,12})?$' THEN
+        PERFORM backstop._bad('propose', format('params.%s carries the value at stake and must be a non-negative number; got %s',
+                                                p_path, quote_literal(left(v::text, 40))));
+    END IF;
+    RETURN trim_scale(round(t::numeric, 6));
+END
+$_$;
+
+ALTER FUNCTION backstop._value_number(p_path text, v jsonb) OWNER TO backstop_owner;
+
+CREATE FUNCTION backstop._value_of(p_params jsonb, p_expr text) RETURNS numeric
+    LANGUAGE plpgsql IMMUTABLE
+    SET search_path TO 'pg_catalog', 'backstop', 'pg_temp'
+    AS $_$
+DECLARE
+    term text;
+    v jsonb;
+    jp text;
+    seg text;
+    total numeric;
+    n numeric;
+BEGIN
+    FOREACH term IN ARRAY string_to_array(replace(p_expr, ' ', ''), '+') LOOP
+        IF strpos(term, '[]') = 0 THEN
+            v := backstop.path_get(p_params, term);
+            CONTINUE WHEN v IS NULL OR jsonb_typeof(v) = 'null';
+            n := backstop._value_number(term, v);
+            total := coalesce(total, 0) + n;
+        ELSE
+            jp := '$';
+            FOREACH seg IN ARRAY string_to_array(term, '.') LOOP
+                jp := jp || '.' || CASE WHEN right(seg, 2) = '[]' THEN format('%s[*]', to_jsonb(left(seg, -2))::text)
+                                        ELSE to_jsonb(seg)::text END;
+            END LOOP;
+            FOR v IN SELECT x FROM jsonb_path_query(p_params, jp::jsonpath) x LOOP
+                CONTINUE WHEN jsonb_typeof(v) = 'null';
+                n := backstop._value_number(term, v);
+                total := coalesce(total, 0) + n;
+            END LOOP;
+        END IF;
+    END LOOP;
+    RETURN total;
+END
+$_$;
+
+ALTER FUNCTION backstop._value_of(p_params jsonb, p_expr text) OWNER TO backstop_owner;
 
 CREATE FUNCTION backstop.acknowledge_finding(finding_id uuid, note text) RETURNS TABLE(status text)
     LANGUAGE sql SECURITY DEFINER
@@ -830,8 +892,8 @@ BEGIN
         condition := r.condition;
         attempt := r.attempts;
         lease_until := r.lease_until;
-        -- A dependent (child, or later on the same correlation chain) that
-        -- could not be undone: undoing this one would orphan it. Same-entity
+        -- A dependent (a child, or an action naming this one in depends_on)
+        -- that could not be undone: undoing this one would orphan it. Same-entity
         -- edges only order the work: each inverse checks its own conflicts
         -- (a field overwritten since is refused by its write id), so a
         -- failed email restore must not stop a refund reversal.
@@ -840,7 +902,7 @@ BEGIN
                          JOIN backstop.actions me ON me.action_id = r.action_id
                         WHERE w.action_id = ANY (r.wait_for) AND w.status <> 'compensated'
                           AND (d.parent_action = me.action_id
-                               OR (d.correlation_id IS NOT NULL AND d.correlation_id = me.correlation_id))
+                               OR d.depends_on @> ARRAY[me.action_id])
                         LIMIT 1);
         RETURN NEXT;
     END LOOP;
@@ -970,7 +1032,7 @@ ALTER FUNCTION backstop.compensation_outcome(a backstop.actions, c backstop.comp
 
 COMMENT ON FUNCTION backstop.compensation_outcome(a backstop.actions, c backstop.compensations) IS 'What requesting the compensation of one action would do (requested, irreversible, expired, not_executed, already_requested, already_compensated, ...), shared by compensation_plan and request_compensation. Callers: viewer. Returns backstop.comp_outcome.';
 
-CREATE FUNCTION backstop.compensation_plan(seeds uuid[]) RETURNS TABLE(action_id uuid, selected boolean, caused_by uuid, agent text, tool text, class text, amount numeric, entity text, correlation_id text, status text, executed_seq bigint, outcome text, detail text, inverse_tool text, inverse_params jsonb)
+CREATE FUNCTION backstop.compensation_plan(seeds uuid[]) RETURNS TABLE(action_id uuid, selected boolean, caused_by uuid, agent text, tool text, class text, amount numeric, entity text, correlation_id text, status text, executed_seq bigint, outcome text, detail text, inverse_tool text, inverse_params jsonb, direction text)
     LANGUAGE sql STABLE
     SET search_path TO 'pg_catalog', 'backstop', 'pg_temp'
     SET jit TO 'off'
@@ -980,20 +1042,17 @@ CREATE FUNCTION backstop.compensation_plan(seeds uuid[]) RETURNS TABLE(action_id
       UNION
         SELECT d.action_id
           FROM closure c
-          JOIN backstop.actions p ON p.action_id = c.action_id
           CROSS JOIN LATERAL (
-              SELECT x.action_id FROM backstop.actions x WHERE x.parent_action = p.action_id
+              SELECT x.action_id FROM backstop.actions x WHERE x.parent_action = c.action_id
               UNION ALL
-              SELECT x.action_id FROM backstop.actions x
-               WHERE p.correlation_id IS NOT NULL AND x.correlation_id = p.correlation_id AND x.proposed_seq > p.proposed_seq
+              SELECT x.action_id FROM backstop.actions x WHERE x.depends_on @> ARRAY[c.action_id]
           ) d
     )
     , seed_set AS (
         SELECT DISTINCT unnest(seeds) AS id
     ), members AS (
         -- A join, not = ANY(seeds) per row: that is a linear search of the array.
-        SELECT a.action_id, a.parent_action, a.correlation_id, s.id IS NOT NULL AS is_seed,
-               first_value(a.action_id) OVER (PARTITION BY a.correlation_id ORDER BY a.proposed_seq) AS first_in_chain
+        SELECT a.action_id, a.parent_action, a.depends_on, s.id IS NOT NULL AS is_seed
           FROM closure cl
           JOIN backstop.actions a ON a.action_id = cl.action_id
           LEFT JOIN seed_set s ON s.id = a.action_id
@@ -1001,13 +1060,16 @@ CREATE FUNCTION backstop.compensation_plan(seeds uuid[]) RETURNS TABLE(action_id
     SELECT a.action_id, m.is_seed,
            CASE WHEN m.is_seed THEN NULL
                 -- Set-based (hash joins), not a subquery per row: plans run to tens of thousands of steps.
-                ELSE coalesce(par.action_id, CASE WHEN m.correlation_id IS NOT NULL AND m.first_in_chain <> m.action_id
-                                                  THEN m.first_in_chain END) END,
+                ELSE coalesce(par.action_id,
+                              CASE WHEN m.depends_on IS NOT NULL THEN
+                                  (SELECT d.id FROM unnest(m.depends_on) d(id) JOIN members md ON md.action_id = d.id
+                                    ORDER BY d.id LIMIT 1) END) END,
            a.agent, a.tool, a.class, a.amount, a.entity, a.correlation_id, a.status, a.executed_seq,
-           (o).outcome, (o).detail, a.inverse_tool, a.inverse_params
+           (o).outcome, (o).detail, a.inverse_tool, a.inverse_params, t.direction
       FROM members m
       JOIN backstop.actions a ON a.action_id = m.action_id
       LEFT JOIN members par ON par.action_id = m.parent_action
+      LEFT JOIN backstop.tools t ON t.version = a.registry_version AND t.name = a.tool
       LEFT JOIN backstop.compensations c ON c.action_id = a.action_id
       CROSS JOIN LATERAL (SELECT backstop.compensation_outcome(a, c) AS o) x
      ORDER BY a.executed_seq DESC NULLS LAST, a.proposed_seq DESC
@@ -1015,7 +1077,7 @@ $$;
 
 ALTER FUNCTION backstop.compensation_plan(seeds uuid[]) OWNER TO backstop_owner;
 
-COMMENT ON FUNCTION backstop.compensation_plan(seeds uuid[]) IS 'The rollback plan for the seed actions: each seed and every dependent action, in the order they would be compensated, with each one''s outcome. Callers: viewer. Returns one row per action.';
+COMMENT ON FUNCTION backstop.compensation_plan(seeds uuid[]) IS 'The rollback plan for the seed actions: each seed and every action depending on one (parent_action, depends_on), in the order they would be compensated, with each one''s outcome and the direction of its money. Callers: viewer. Returns one row per action.';
 
 CREATE FUNCTION backstop.complete_review(action_id uuid, supervisor text, findings jsonb) RETURNS boolean
     LANGUAGE plpgsql SECURITY DEFINER
@@ -1051,7 +1113,7 @@ CREATE FUNCTION backstop.contract_version() RETURNS integer
     LANGUAGE sql IMMUTABLE
     SET search_path TO 'pg_catalog', 'backstop', 'pg_temp'
     AS $$
-    SELECT 4
+    SELECT 5
 $$;
 
 ALTER FUNCTION backstop.contract_version() OWNER TO backstop_owner;
@@ -1255,7 +1317,7 @@ ALTER FUNCTION backstop.ensure_log_partitions() OWNER TO backstop_owner;
 
 COMMENT ON FUNCTION backstop.ensure_log_partitions() IS 'Creates the log partitions that now + ahead x width needs; cheap when none is due, gives up after 100 ms of lock wait. Callers: every duty but viewer and agent (housekeeping). Returns the number created.';
 
-CREATE FUNCTION backstop.evaluate(p_version bigint, p_agent text, p_tool text, p_class text, p_amount numeric, p_cost numeric, p_confidence real, p_params jsonb, p_stateless boolean DEFAULT false) RETURNS backstop.verdict
+CREATE FUNCTION backstop.evaluate(p_version bigint, p_agent text, p_tool text, p_class text, p_amount numeric, p_cost numeric, p_confidence real, p_params jsonb, p_stateless boolean DEFAULT false, p_direction text DEFAULT NULL::text, p_entity text DEFAULT NULL::text) RETURNS backstop.verdict
     LANGUAGE plpgsql STABLE
     SET search_path TO 'pg_catalog', 'backstop', 'pg_temp'
     AS $$
@@ -1283,6 +1345,8 @@ BEGIN
         CONTINUE WHEN r.agents IS NOT NULL AND NOT (p_agent = ANY (r.agents));
         CONTINUE WHEN r.tools IS NOT NULL AND NOT (p_tool = ANY (r.tools));
         CONTINUE WHEN r.classes IS NOT NULL AND NOT (coalesce(p_class, 'unknown') = ANY (r.classes));
+        -- A rule about money out says nothing about money in, nor about a tool with no direction.
+        CONTINUE WHEN r.direction IS NOT NULL AND r.direction IS DISTINCT FROM p_direction;
         -- Per-agent overrides take precedence over per-tool ones.
         o := coalesce(r.overrides -> ('agent:' || p_agent), r.overrides -> ('tool:' || p_tool));
         CONTINUE WHEN o IS NOT NULL AND (o ->> 'enabled') = 'false';
@@ -1298,9 +1362,16 @@ BEGIN
         WHEN 'confidence_below' THEN
             hit := coalesce(p_confidence, 0) < cb;
         WHEN 'cumulative' THEN
-            SELECT coalesce(sum(m.total), 0) INTO total FROM backstop.agent_value_minutes m
-             WHERE m.agent = p_agent AND m.minute > date_trunc('minute', now() - r.rule_window);
-            hit := coalesce(p_amount, 0) > 0 AND total + p_amount > thr;
+            IF r.per = 'entity' THEN
+                -- Per customer (the tool's entity), whichever agents acted.
+                SELECT coalesce(sum(m.total), 0) INTO total FROM backstop.entity_value_minutes m
+                 WHERE p_entity IS NOT NULL AND m.entity = p_entity AND m.minute > date_trunc('minute', now() - r.rule_window);
+                hit := p_entity IS NOT NULL AND coalesce(p_amount, 0) > 0 AND total + p_amount > thr;
+            ELSE
+                SELECT coalesce(sum(m.total), 0) INTO total FROM backstop.agent_value_minutes m
+                 WHERE m.agent = p_agent AND m.minute > date_trunc('minute', now() - r.rule_window);
+                hit := coalesce(p_amount, 0) > 0 AND total + p_amount > thr;
+            END IF;
             v := backstop.money(total);
         WHEN 'in_list' THEN
             v := backstop.path_get(p_params, r.param) #>> '{}';
@@ -1354,9 +1425,9 @@ BEGIN
 END
 $$;
 
-ALTER FUNCTION backstop.evaluate(p_version bigint, p_agent text, p_tool text, p_class text, p_amount numeric, p_cost numeric, p_confidence real, p_params jsonb, p_stateless boolean) OWNER TO backstop_owner;
+ALTER FUNCTION backstop.evaluate(p_version bigint, p_agent text, p_tool text, p_class text, p_amount numeric, p_cost numeric, p_confidence real, p_params jsonb, p_stateless boolean, p_direction text, p_entity text) OWNER TO backstop_owner;
 
-COMMENT ON FUNCTION backstop.evaluate(p_version bigint, p_agent text, p_tool text, p_class text, p_amount numeric, p_cost numeric, p_confidence real, p_params jsonb, p_stateless boolean) IS 'Evaluates the pre-action rules of one policy version for one action; first match wins. p_stateless skips rules that depend on what else was allowed (for after-the-fact review). Callers: supervisor (its after-the-fact review), and propose. Returns backstop.verdict (verdict, reason, rule, approvals).';
+COMMENT ON FUNCTION backstop.evaluate(p_version bigint, p_agent text, p_tool text, p_class text, p_amount numeric, p_cost numeric, p_confidence real, p_params jsonb, p_stateless boolean, p_direction text, p_entity text) IS 'Evaluates the pre-action rules of one policy version for one action; first match wins. p_stateless skips rules that depend on what else was allowed (for after-the-fact review); p_direction (out, in) and p_entity are the tool''s direction of money and the call''s entity. Callers: supervisor (its after-the-fact review), and propose. Returns backstop.verdict (verdict, reason, rule, approvals).';
 
 CREATE FUNCTION backstop.expire_held(max_rows integer DEFAULT 1000) RETURNS integer
     LANGUAGE plpgsql SECURITY DEFINER
@@ -1879,7 +1950,7 @@ ALTER FUNCTION backstop.projection_diffs() OWNER TO backstop_owner;
 
 COMMENT ON FUNCTION backstop.projection_diffs() IS 'Rows where a projection differs from its rebuild from the log (empty when they agree). Callers: viewer (verify). Returns (projection, side, row_data).';
 
-CREATE FUNCTION backstop.propose(agent text, tool text, params jsonb, amount numeric DEFAULT NULL::numeric, confidence double precision DEFAULT NULL::double precision, reasoning text DEFAULT NULL::text, inputs jsonb DEFAULT NULL::jsonb, correlation_id text DEFAULT NULL::text, parent_action uuid DEFAULT NULL::uuid, idempotency_key text DEFAULT NULL::text) RETURNS TABLE(action_id uuid, verdict text, reason text)
+CREATE FUNCTION backstop.propose(agent text, tool text, params jsonb, amount double precision DEFAULT NULL::double precision, confidence double precision DEFAULT NULL::double precision, reasoning text DEFAULT NULL::text, inputs jsonb DEFAULT NULL::jsonb, correlation_id text DEFAULT NULL::text, parent_action uuid DEFAULT NULL::uuid, idempotency_key text DEFAULT NULL::text, depends_on uuid[] DEFAULT NULL::uuid[]) RETURNS TABLE(action_id uuid, verdict text, reason text)
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'backstop', 'pg_temp'
     AS $_$
@@ -1888,7 +1959,14 @@ DECLARE
     p_agent text := propose.agent;
     p_tool text := propose.tool;
     p_params jsonb := propose.params;
-    p_amount numeric := propose.amount;
+    -- Taken as double precision so every client's number type reaches it
+    -- (numeric, integer and float all cast implicitly); to numeric at once,
+    -- which keeps 15 significant digits: exact for any amount up to 1e12.
+    p_amount numeric := propose.amount::numeric;
+    p_deps uuid[] := propose.depends_on;
+    v_class text;
+    v_direction text;
+    v_value numeric;
     p_conf real := propose.confidence;
     p_corr text := propose.correlation_id;
     p_parent uuid := propose.parent_action;
@@ -1946,6 +2024,20 @@ BEGIN
     IF p_parent IS NOT NULL AND NOT EXISTS (SELECT 1 FROM backstop.actions x WHERE x.action_id = p_parent) THEN
         PERFORM backstop._bad('propose', format('parent_action %s is not a known action', p_parent), 'P0002');
     END IF;
+    IF p_deps IS NOT NULL THEN
+        IF cardinality(p_deps) = 0 THEN
+            p_deps := NULL;
+        ELSIF cardinality(p_deps) > 100 THEN
+            PERFORM backstop._bad('propose', format('depends_on names at most 100 actions; got %s', cardinality(p_deps)));
+        ELSE
+            SELECT array_agg(DISTINCT d ORDER BY d) INTO p_deps FROM unnest(p_deps) d;
+            SELECT string_agg(coalesce(d::text, 'null'), ', ') INTO v_txt FROM unnest(p_deps) d
+             WHERE d IS NULL OR NOT EXISTS (SELECT 1 FROM backstop.actions x WHERE x.action_id = d);
+            IF v_txt IS NOT NULL THEN
+                PERFORM backstop._bad('propose', format('depends_on names unknown actions: %s', v_txt), 'P0002');
+            END IF;
+        END IF;
+    END IF;
     IF current_setting('transaction_isolation') <> 'read committed' THEN
         PERFORM backstop._bad('propose', format('must run at READ COMMITTED isolation (this transaction is %s): the kill switch is checked against the latest committed pause',
                                                 current_setting('transaction_isolation')), '25000');
@@ -2002,19 +2094,27 @@ BEGIN
      LIMIT 1;
 
     IF v_known THEN
-        IF p_amount IS NULL AND t.value_param IS NOT NULL THEN
-            v_txt := backstop.path_get(p_params, t.value_param) #>> '{}';
-            IF v_txt IS NOT NULL THEN
-                IF v_txt !~ '^[0-9]{1,13}(\.[0-9]{1,6})?$' THEN
-                    PERFORM backstop._bad('propose', format('params.%s carries the value of %s and must be a non-negative number; got %s',
-                                                            t.value_param, p_tool, quote_literal(left(v_txt, 40))));
+        v_class := t.class;
+        v_direction := t.direction;
+        IF t.value_param IS NOT NULL THEN
+            -- The registry's value expression decides the money at stake; an
+            -- amount the agent passes must agree with it.
+            v_value := backstop._value_of(p_params, t.value_param);
+            IF v_value IS NOT NULL THEN
+                PERFORM backstop._check_amount('propose', v_value);
+                IF p_amount IS NULL THEN
+                    p_amount := v_value;
+                    v_amount_from := 'params.' || t.value_param;
+                ELSIF p_amount <> v_value THEN
+                    PERFORM backstop._bad('propose', format('amount %s disagrees with the value of %s in its params (%s = %s)',
+                                                            p_amount, p_tool, t.value_param, v_value));
                 END IF;
-                p_amount := v_txt::numeric;
-                PERFORM backstop._check_amount('propose', p_amount);
-                v_amount_from := 'params.' || t.value_param;
             END IF;
         END IF;
-        v_cost := backstop.cost_to_reverse(t.class, t.cost_fixed, t.cost_share, p_amount);
+        IF t.class_param IS NOT NULL THEN
+            v_class := coalesce(t.class_values ->> (backstop.path_get(p_params, t.class_param) #>> '{}'), t.class);
+        END IF;
+        v_cost := backstop.cost_to_reverse(v_class, t.cost_fixed, t.cost_share, p_amount);
         IF t.entity_param IS NOT NULL THEN
             v_entity := backstop.path_get(p_params, t.entity_param) #>> '{}';
         END IF;
@@ -2022,6 +2122,9 @@ BEGIN
 
     IF k.scope IS NOT NULL THEN
         e := ROW('block', backstop._paused_reason(k.scope, k.target, k.reason, k.changed_by), 'kill_switch', 0);
+    ELSIF v_known AND t.value_required AND p_amount IS NULL THEN
+        e := ROW('block', format('%s puts money at stake and its value is required: params.%s carries none', p_tool, t.value_param),
+                 'value_required', 0);
     ELSIF v_known AND t.inverse_only THEN
         e := ROW('block', format('%s undoes other tools: compensation workers run it, agents do not (agent_callable = true in the registry allows it)', p_tool),
                  'inverse_only', 0);
@@ -2030,7 +2133,7 @@ BEGIN
                                ELSE format('unknown tool %s: not in registry version %s', p_tool, c.reg) END,
                  'unknown_tool', 0);
     ELSE
-        e := backstop.evaluate(c.pol, p_agent, p_tool, t.class, p_amount, v_cost, p_conf, p_params);
+        e := backstop.evaluate(c.pol, p_agent, p_tool, v_class, p_amount, v_cost, p_conf, p_params, false, v_direction, v_entity);
     END IF;
 
     IF e.verdict = 'hold' THEN
@@ -2045,7 +2148,8 @@ BEGIN
          reasoning, inputs, params, result, policy_version, registry_version)
     VALUES (nextval('backstop.action_log_seq'), clock_timestamp(), pg_current_xact_id(), v_kind, p_agent, p_agent, p_tool, v_id,
             jsonb_strip_nulls(jsonb_build_object(
-                'verdict', e.verdict, 'reason', e.reason, 'rule', e.rule, 'class', t.class,
+                'verdict', e.verdict, 'reason', e.reason, 'rule', e.rule, 'class', v_class, 'direction', v_direction,
+                'depends_on', p_deps,
                 'cost_to_reverse', v_cost, 'approvals_needed', nullif(e.approvals, 0),
                 'expires_at', v_expires, 'expiry_effect', v_effect,
                 'idempotency_key', p_key, 'entity', v_entity, 'amount_from', v_amount_from)),
@@ -2056,19 +2160,19 @@ BEGIN
                                   parent_action, idempotency_key, entity, verdict, reason, rule, status,
                                   approvals_needed, approvals, expires_at, expiry_effect, proposed_seq, proposed_at,
                                   decided_seq, executed_seq, executed_at, inverse_tool, inverse_params, inverse_missing,
-                                  comp_deadline, comp_condition, policy_version, registry_version, updated_seq)
-    VALUES (v_id, p_agent, p_tool, t.class, p_amount, p_conf, v_cost, p_corr,
+                                  comp_deadline, comp_condition, policy_version, registry_version, updated_seq, depends_on)
+    VALUES (v_id, p_agent, p_tool, v_class, p_amount, p_conf, v_cost, p_corr,
             p_parent, p_key, v_entity, e.verdict, e.reason, e.rule, v_kind,
             e.approvals, 0, v_expires, v_effect, v_seq, v_at,
             NULL, NULL, NULL, NULL, NULL, NULL,
-            NULL, NULL, c.pol, c.reg, v_seq);
+            NULL, NULL, c.pol, c.reg, v_seq, p_deps);
 
     IF e.verdict = 'hold' THEN
         INSERT INTO backstop.approval_queue (action_id, agent, tool, amount, rule, reason, approvals_needed,
                                              held_at, expires_at, proposed_seq)
         VALUES (v_id, p_agent, p_tool, p_amount, e.rule, e.reason, e.approvals, v_at, v_expires, v_seq);
     ELSIF e.verdict = 'allow' AND ((c.has_cumulative AND p_amount > 0) OR c.param_memory) THEN
-        PERFORM backstop._remember(c.pol, c.param_memory, p_agent, p_params, p_amount, v_seq);
+        PERFORM backstop._remember(c.pol, c.param_memory, p_agent, p_params, p_amount, v_seq, v_direction, v_entity);
     END IF;
 
     action_id := v_id;
@@ -2078,9 +2182,9 @@ BEGIN
 END
 $_$;
 
-ALTER FUNCTION backstop.propose(agent text, tool text, params jsonb, amount numeric, confidence double precision, reasoning text, inputs jsonb, correlation_id text, parent_action uuid, idempotency_key text) OWNER TO backstop_owner;
+ALTER FUNCTION backstop.propose(agent text, tool text, params jsonb, amount double precision, confidence double precision, reasoning text, inputs jsonb, correlation_id text, parent_action uuid, idempotency_key text, depends_on uuid[]) OWNER TO backstop_owner;
 
-COMMENT ON FUNCTION backstop.propose(agent text, tool text, params jsonb, amount numeric, confidence double precision, reasoning text, inputs jsonb, correlation_id text, parent_action uuid, idempotency_key text) IS 'The agent''s gateway: checks the kill switch, the registry and the policy, appends proposed and the verdict, and returns (action_id, verdict ''allow'' | ''hold'' | ''block'', reason). A replay of the same request (same idempotency key, tool, params and amount) answers with the action''s state now; a key reused for another request is refused. Callers: agent (as itself or an agent mapped to its login in agent_logins).';
+COMMENT ON FUNCTION backstop.propose(agent text, tool text, params jsonb, amount double precision, confidence double precision, reasoning text, inputs jsonb, correlation_id text, parent_action uuid, idempotency_key text, depends_on uuid[]) IS 'The agent''s gateway: checks the kill switch, the registry and the policy, appends proposed and the verdict, and returns (action_id, verdict ''allow'' | ''hold'' | ''block'', reason). depends_on names earlier actions this one depends on (with parent_action, what a rollback plan follows; a correlation id only groups). A replay of the same request (same idempotency key, tool, params and amount) answers with the action''s state now; a key reused for another request is refused. Callers: agent (as itself or an agent mapped to its login in agent_logins).';
 
 CREATE FUNCTION backstop.raise_finding(kind text, severity text, agent text DEFAULT NULL::text, action_id uuid DEFAULT NULL::uuid, detail jsonb DEFAULT NULL::jsonb) RETURNS TABLE(finding_id uuid, merged boolean)
     LANGUAGE plpgsql SECURITY DEFINER
@@ -2167,9 +2271,10 @@ BEGIN
         PERFORM backstop._bad('record_result', 'ok is required: true when the tool call succeeded, false when it failed');
     END IF;
     -- One cheap test for well-formed input; the checks name what is wrong.
-    IF NOT coalesce((p_result IS NULL OR (jsonb_typeof(p_result) = 'object' AND pg_column_size(p_result) <= 65536))
+    -- A result may be any JSON value: tools return strings and lists too.
+    IF NOT coalesce((p_result IS NULL OR pg_column_size(p_result) <= 65536)
                 AND (p_inv IS NULL OR (jsonb_typeof(p_inv) = 'object' AND pg_column_size(p_inv) <= 65536)), false) THEN
-        PERFORM backstop._check_json('record_result', 'result', p_result, 65536, true);
+        PERFORM backstop._check_json('record_result', 'result', p_result, 65536, false);
         PERFORM backstop._check_json('record_result', 'inverse_params', p_inv, 65536, true);
     END IF;
     SELECT x.*, t.class AS t_class, t.inverse AS t_inverse, t.bindings AS t_bindings,
@@ -2208,7 +2313,8 @@ BEGIN
     END IF;
 
     v_kind := CASE WHEN p_ok THEN 'executed' ELSE 'failed' END;
-    IF p_ok AND a.t_class IN ('reversible', 'conditional') THEN
+    -- The action's own class: a tool may be final for some calls (class by a parameter's value).
+    IF p_ok AND a.class IN ('reversible', 'conditional') THEN
         -- Bind the inverse's parameters from the action's params and result.
         -- A field present with a JSON null binds null; an absent field does not bind.
         -- With the time, the lookup goes to one partition of the log.
@@ -2221,12 +2327,17 @@ BEGIN
           INTO v_inv
           FROM (SELECT j.key,
                        CASE WHEN j.value #>> '{}' LIKE 'params.%' THEN backstop.path_get(v_params, substr(j.value #>> '{}', 8))
-                            WHEN j.value #>> '{}' LIKE 'result.%' THEN backstop.path_get(p_result, substr(j.value #>> '{}', 8)) END AS val
+                            WHEN j.value #>> '{}' = 'result' THEN p_result
+                            WHEN j.value #>> '{}' LIKE 'result.%' THEN backstop.path_get(p_result, substr(j.value #>> '{}', 8))
+                            -- Only the agent knows it (the old address): it passes it in inverse_params.
+                            WHEN j.value #>> '{}' LIKE 'agent.%' THEN backstop.path_get(p_inv, substr(j.value #>> '{}', 7)) END AS val
                   FROM jsonb_each(a.t_bindings) j) b;
         -- What the agent passes explicitly may fill a declared parameter that
         -- did not bind, never replace one that did, and never add one.
         IF p_inv IS NOT NULL THEN
-            SELECT string_agg(k, ', ' ORDER BY k) INTO v_txt FROM jsonb_object_keys(p_inv) k WHERE NOT a.t_bindings ? k;
+            SELECT string_agg(k, ', ' ORDER BY k) INTO v_txt FROM jsonb_object_keys(p_inv) k
+             WHERE NOT a.t_bindings ? k
+               AND NOT EXISTS (SELECT 1 FROM jsonb_each_text(a.t_bindings) j WHERE j.value = 'agent.' || k);
             IF v_txt IS NOT NULL THEN
                 PERFORM backstop._bad('record_result', format('inverse_params may only fill parameters %s declares for %s; %s is not one',
                                                               a.tool, a.t_inverse, v_txt));
@@ -2236,7 +2347,8 @@ BEGIN
             IF v_txt IS NOT NULL THEN
                 PERFORM backstop._bad('record_result', format('inverse_params may not replace what the registry binds (%s)', v_txt));
             END IF;
-            v_inv := p_inv || v_inv;
+            v_inv := coalesce((SELECT jsonb_object_agg(j.key, j.value) FROM jsonb_each(p_inv) j WHERE a.t_bindings ? j.key), '{}')
+                     || v_inv;
         END IF;
         SELECT array_agg(k ORDER BY k) INTO v_missing FROM jsonb_object_keys(a.t_bindings) k WHERE NOT v_inv ? k;
         v_comp := CASE WHEN v_missing IS NULL THEN 'staged' ELSE 'unbound: ' || array_to_string(v_missing, ', ') END;
@@ -2462,14 +2574,14 @@ BEGIN
     END LOOP;
     -- Who waits for whom among the requested: always earlier-executed for later-executed.
     WITH r AS (
-        SELECT x.action_id, x.parent_action, x.correlation_id, x.entity, x.executed_seq
+        SELECT x.action_id, x.parent_action, x.depends_on, x.entity, x.executed_seq
           FROM backstop.actions x WHERE x.action_id = ANY (v_req)
     ), edges AS (
         SELECT p.action_id AS waiter, r.action_id AS dep FROM r JOIN r p ON p.action_id = r.parent_action
          WHERE r.executed_seq > p.executed_seq
         UNION
-        SELECT r.action_id, lead(r.action_id) OVER (PARTITION BY r.correlation_id ORDER BY r.executed_seq)
-          FROM r WHERE r.correlation_id IS NOT NULL
+        SELECT p.action_id, r.action_id FROM r CROSS JOIN unnest(r.depends_on) d(id) JOIN r p ON p.action_id = d.id
+         WHERE r.executed_seq > p.executed_seq
         UNION
         SELECT r.action_id, lead(r.action_id) OVER (PARTITION BY r.entity ORDER BY r.executed_seq)
           FROM r WHERE r.entity IS NOT NULL
@@ -2710,6 +2822,8 @@ CREATE TABLE backstop.policy_rules (
     agents text[],
     tools text[],
     overrides jsonb DEFAULT '{}'::jsonb NOT NULL,
+    direction text,
+    per text DEFAULT 'agent'::text NOT NULL,
     CONSTRAINT policy_rules_approvals_check CHECK (((approvals >= 1) AND (approvals <= 5))),
     CONSTRAINT policy_rules_check CHECK (((kind <> ALL (ARRAY['amount_over'::text, 'cost_to_reverse'::text, 'cumulative'::text])) OR (threshold IS NOT NULL))),
     CONSTRAINT policy_rules_check1 CHECK (((kind <> ALL (ARRAY['cost_to_reverse'::text, 'confidence_below'::text])) OR (confidence_below IS NOT NULL))),
@@ -2717,8 +2831,10 @@ CREATE TABLE backstop.policy_rules (
     CONSTRAINT policy_rules_check3 CHECK (((kind <> ALL (ARRAY['in_list'::text, 'new_counterparty'::text, 'changed_value'::text])) OR (param IS NOT NULL))),
     CONSTRAINT policy_rules_check4 CHECK (((kind <> 'in_list'::text) OR (list IS NOT NULL))),
     CONSTRAINT policy_rules_check5 CHECK (((kind <> 'changed_value'::text) OR (key_param IS NOT NULL))),
+    CONSTRAINT policy_rules_direction_check CHECK ((direction = ANY (ARRAY['out'::text, 'in'::text]))),
     CONSTRAINT policy_rules_effect_check CHECK ((effect = ANY (ARRAY['hold'::text, 'block'::text]))),
-    CONSTRAINT policy_rules_kind_check CHECK ((kind = ANY (ARRAY['amount_over'::text, 'cost_to_reverse'::text, 'confidence_below'::text, 'cumulative'::text, 'in_list'::text, 'new_counterparty'::text, 'changed_value'::text, 'always'::text])))
+    CONSTRAINT policy_rules_kind_check CHECK ((kind = ANY (ARRAY['amount_over'::text, 'cost_to_reverse'::text, 'confidence_below'::text, 'cumulative'::text, 'in_list'::text, 'new_counterparty'::text, 'changed_value'::text, 'always'::text]))),
+    CONSTRAINT policy_rules_per_check CHECK ((per = ANY (ARRAY['agent'::text, 'entity'::text])))
 );
 
 ALTER TABLE backstop.policy_rules OWNER TO backstop_owner;
@@ -2738,13 +2854,14 @@ CREATE FUNCTION backstop.rules_of(p_version bigint, doc jsonb) RETURNS SETOF bac
            (SELECT array_agg(x) FROM jsonb_array_elements_text(r.doc -> 'classes') x),
            (SELECT array_agg(x) FROM jsonb_array_elements_text(r.doc -> 'agents') x),
            (SELECT array_agg(x) FROM jsonb_array_elements_text(r.doc -> 'tools') x),
-           coalesce(r.doc -> 'overrides', '{}')
+           coalesce(r.doc -> 'overrides', '{}'),
+           r.doc ->> 'direction', coalesce(r.doc ->> 'per', 'agent')
       FROM jsonb_array_elements(doc -> 'rules') WITH ORDINALITY AS r(doc, ord)
 $$;
 
 ALTER FUNCTION backstop.rules_of(p_version bigint, doc jsonb) OWNER TO backstop_owner;
 
-COMMENT ON FUNCTION backstop.rules_of(p_version bigint, doc jsonb) IS 'The policy_rules rows of a policy document (used by load_policy and the rebuild). Callers: the owner only. Returns SETOF backstop.policy_rules.';
+COMMENT ON FUNCTION backstop.rules_of(p_version bigint, doc jsonb) IS 'The policy_rules rows of a policy document (used by load_policy and the rebuild that verify compares). Callers: viewer. Returns SETOF backstop.policy_rules.';
 
 CREATE FUNCTION backstop.sample_bucket(id uuid) RETURNS integer
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
@@ -3004,10 +3121,15 @@ CREATE TABLE backstop.tools (
     description text DEFAULT ''::text NOT NULL,
     remediation text,
     inverse_only boolean DEFAULT false NOT NULL,
+    value_required boolean DEFAULT false NOT NULL,
+    direction text,
+    class_param text,
+    class_values jsonb,
     CONSTRAINT tools_check CHECK (((class <> ALL (ARRAY['reversible'::text, 'conditional'::text])) OR (inverse IS NOT NULL))),
     CONSTRAINT tools_class_check CHECK ((class = ANY (ARRAY['read'::text, 'reversible'::text, 'conditional'::text, 'irreversible'::text]))),
     CONSTRAINT tools_cost_fixed_check CHECK ((cost_fixed >= (0)::numeric)),
-    CONSTRAINT tools_cost_share_check CHECK ((cost_share >= (0)::numeric))
+    CONSTRAINT tools_cost_share_check CHECK ((cost_share >= (0)::numeric)),
+    CONSTRAINT tools_direction_check CHECK ((direction = ANY (ARRAY['out'::text, 'in'::text])))
 );
 
 ALTER TABLE backstop.tools OWNER TO backstop_owner;
@@ -3025,13 +3147,15 @@ CREATE FUNCTION backstop.tools_of(p_version bigint, doc jsonb) RETURNS SETOF bac
            t -> 'executor', coalesce(t ->> 'description', ''), t ->> 'remediation',
            -- An inverse of another tool, which agents may not call unless it says so.
            EXISTS (SELECT 1 FROM jsonb_array_elements(doc -> 'tools') o WHERE o ->> 'inverse' = t ->> 'name')
-             AND NOT coalesce((t ->> 'agent_callable')::boolean, false)
+             AND NOT coalesce((t ->> 'agent_callable')::boolean, false),
+           coalesce((t ->> 'value_required')::boolean, false), t ->> 'direction',
+           t ->> 'class_param', t -> 'class_values'
       FROM jsonb_array_elements(doc -> 'tools') t
 $$;
 
 ALTER FUNCTION backstop.tools_of(p_version bigint, doc jsonb) OWNER TO backstop_owner;
 
-COMMENT ON FUNCTION backstop.tools_of(p_version bigint, doc jsonb) IS 'The tools rows of a registry document (used by load_registry and the rebuild). Callers: the owner only. Returns SETOF backstop.tools.';
+COMMENT ON FUNCTION backstop.tools_of(p_version bigint, doc jsonb) IS 'The tools rows of a registry document (used by load_registry and the rebuild that verify compares). Callers: viewer. Returns SETOF backstop.tools.';
 
 CREATE FUNCTION backstop_check.in_list(tbl text, col text, v text) RETURNS boolean
     LANGUAGE plpgsql STABLE SECURITY DEFINER
@@ -3246,6 +3370,17 @@ CREATE TABLE backstop.duties (
 ALTER TABLE backstop.duties OWNER TO backstop_owner;
 
 COMMENT ON TABLE backstop.duties IS 'The role of each duty (PREFIX_duty). Readers: every duty but agent.';
+
+CREATE TABLE backstop.entity_value_minutes (
+    entity text NOT NULL,
+    minute timestamp with time zone NOT NULL,
+    total numeric NOT NULL
+)
+WITH (fillfactor='50');
+
+ALTER TABLE backstop.entity_value_minutes OWNER TO backstop_owner;
+
+COMMENT ON TABLE backstop.entity_value_minutes IS 'Allowed value per entity (the tool''s entity, e.g. a customer) per minute (for cumulative rules with per = entity). Readers: every duty but agent.';
 
 CREATE TABLE backstop.findings (
     finding_id uuid NOT NULL,
@@ -3523,7 +3658,9 @@ CREATE VIEW backstop.rebuilt_actions AS
     ((x.detail -> 'compensation'::text) ->> 'condition'::text) AS comp_condition,
     p.policy_version,
     p.registry_version,
-    GREATEST(p.seq, ev.last_seq) AS updated_seq
+    GREATEST(p.seq, ev.last_seq) AS updated_seq,
+    ( SELECT array_agg((d.value)::uuid ORDER BY d.value) AS array_agg
+           FROM jsonb_array_elements_text((p.detail -> 'depends_on'::text)) d(value)) AS depends_on
    FROM ((p
      LEFT JOIN ev ON ((ev.action_id = p.action_id)))
      LEFT JOIN backstop.rebuild_log x ON ((x.seq = ev.executed_seq)));
@@ -3926,9 +4063,11 @@ CREATE VIEW backstop.rebuilt_policy_rules AS
     r.classes,
     r.agents,
     r.tools,
-    r.overrides
+    r.overrides,
+    r.direction,
+    r.per
    FROM backstop.rebuilt_policy_versions v,
-    LATERAL backstop.rules_of(v.version, v.doc) r(version, ord, name, kind, effect, reason, threshold, confidence_below, approvals, rule_window, param, key_param, list, classes, agents, tools, overrides);
+    LATERAL backstop.rules_of(v.version, v.doc) r(version, ord, name, kind, effect, reason, threshold, confidence_below, approvals, rule_window, param, key_param, list, classes, agents, tools, overrides, direction, per);
 
 ALTER TABLE backstop.rebuilt_policy_rules OWNER TO backstop_owner;
 
@@ -3965,9 +4104,13 @@ CREATE VIEW backstop.rebuilt_tools AS
     t.executor,
     t.description,
     t.remediation,
-    t.inverse_only
+    t.inverse_only,
+    t.value_required,
+    t.direction,
+    t.class_param,
+    t.class_values
    FROM backstop.rebuilt_registry_versions v,
-    LATERAL backstop.tools_of(v.version, v.doc) t(version, name, class, inverse, bindings, reversal_window, condition, value_param, entity_param, cost_fixed, cost_share, executor, description, remediation, inverse_only);
+    LATERAL backstop.tools_of(v.version, v.doc) t(version, name, class, inverse, bindings, reversal_window, condition, value_param, entity_param, cost_fixed, cost_share, executor, description, remediation, inverse_only, value_required, direction, class_param, class_values);
 
 ALTER TABLE backstop.rebuilt_tools OWNER TO backstop_owner;
 
@@ -4111,6 +4254,9 @@ ALTER TABLE ONLY backstop.duties
 ALTER TABLE ONLY backstop.duties
     ADD CONSTRAINT duties_role_name_key UNIQUE (role_name);
 
+ALTER TABLE ONLY backstop.entity_value_minutes
+    ADD CONSTRAINT entity_value_minutes_pkey PRIMARY KEY (entity, minute);
+
 ALTER TABLE ONLY backstop.findings
     ADD CONSTRAINT findings_pkey PRIMARY KEY (finding_id);
 
@@ -4186,6 +4332,8 @@ CREATE INDEX action_log_default_txid_seq_idx ON backstop.action_log_default USIN
 CREATE INDEX actions_agent_time ON backstop.actions USING btree (agent, proposed_at);
 
 CREATE INDEX actions_correlation ON backstop.actions USING btree (correlation_id) WHERE (correlation_id IS NOT NULL);
+
+CREATE INDEX actions_depends_on ON backstop.actions USING gin (depends_on) WHERE (depends_on IS NOT NULL);
 
 CREATE UNIQUE INDEX actions_idempotency ON backstop.actions USING btree (agent, idempotency_key) WHERE (idempotency_key IS NOT NULL);
 
@@ -4303,9 +4451,13 @@ REVOKE ALL ON FUNCTION backstop._protect_partition(p text) FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION backstop._raise_finding(p_kind text, p_severity text, p_agent text, p_action uuid, p_detail jsonb, p_actor text, OUT finding_id uuid, OUT merged boolean) FROM PUBLIC;
 
-REVOKE ALL ON FUNCTION backstop._remember(p_version bigint, p_memory boolean, p_agent text, p_params jsonb, p_amount numeric, p_seq bigint) FROM PUBLIC;
+REVOKE ALL ON FUNCTION backstop._remember(p_version bigint, p_memory boolean, p_agent text, p_params jsonb, p_amount numeric, p_seq bigint, p_direction text, p_entity text) FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION backstop._trusted() FROM PUBLIC;
+
+REVOKE ALL ON FUNCTION backstop._value_number(p_path text, v jsonb) FROM PUBLIC;
+
+REVOKE ALL ON FUNCTION backstop._value_of(p_params jsonb, p_expr text) FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION backstop.acknowledge_finding(finding_id uuid, note text) FROM PUBLIC;
 GRANT ALL ON FUNCTION backstop.acknowledge_finding(finding_id uuid, note text) TO backstop_operator;
@@ -4385,8 +4537,8 @@ GRANT ALL ON FUNCTION backstop.ensure_log_partitions() TO backstop_commander;
 GRANT ALL ON FUNCTION backstop.ensure_log_partitions() TO backstop_supervisor;
 GRANT ALL ON FUNCTION backstop.ensure_log_partitions() TO backstop_worker;
 
-REVOKE ALL ON FUNCTION backstop.evaluate(p_version bigint, p_agent text, p_tool text, p_class text, p_amount numeric, p_cost numeric, p_confidence real, p_params jsonb, p_stateless boolean) FROM PUBLIC;
-GRANT ALL ON FUNCTION backstop.evaluate(p_version bigint, p_agent text, p_tool text, p_class text, p_amount numeric, p_cost numeric, p_confidence real, p_params jsonb, p_stateless boolean) TO backstop_supervisor;
+REVOKE ALL ON FUNCTION backstop.evaluate(p_version bigint, p_agent text, p_tool text, p_class text, p_amount numeric, p_cost numeric, p_confidence real, p_params jsonb, p_stateless boolean, p_direction text, p_entity text) FROM PUBLIC;
+GRANT ALL ON FUNCTION backstop.evaluate(p_version bigint, p_agent text, p_tool text, p_class text, p_amount numeric, p_cost numeric, p_confidence real, p_params jsonb, p_stateless boolean, p_direction text, p_entity text) TO backstop_supervisor;
 
 REVOKE ALL ON FUNCTION backstop.expire_held(max_rows integer) FROM PUBLIC;
 GRANT ALL ON FUNCTION backstop.expire_held(max_rows integer) TO backstop_approver;
@@ -4422,8 +4574,8 @@ REVOKE ALL ON FUNCTION backstop.prepare_cut(cut timestamp with time zone, first_
 REVOKE ALL ON FUNCTION backstop.projection_diffs() FROM PUBLIC;
 GRANT ALL ON FUNCTION backstop.projection_diffs() TO backstop_viewer;
 
-REVOKE ALL ON FUNCTION backstop.propose(agent text, tool text, params jsonb, amount numeric, confidence double precision, reasoning text, inputs jsonb, correlation_id text, parent_action uuid, idempotency_key text) FROM PUBLIC;
-GRANT ALL ON FUNCTION backstop.propose(agent text, tool text, params jsonb, amount numeric, confidence double precision, reasoning text, inputs jsonb, correlation_id text, parent_action uuid, idempotency_key text) TO backstop_agent;
+REVOKE ALL ON FUNCTION backstop.propose(agent text, tool text, params jsonb, amount double precision, confidence double precision, reasoning text, inputs jsonb, correlation_id text, parent_action uuid, idempotency_key text, depends_on uuid[]) FROM PUBLIC;
+GRANT ALL ON FUNCTION backstop.propose(agent text, tool text, params jsonb, amount double precision, confidence double precision, reasoning text, inputs jsonb, correlation_id text, parent_action uuid, idempotency_key text, depends_on uuid[]) TO backstop_agent;
 
 REVOKE ALL ON FUNCTION backstop.raise_finding(kind text, severity text, agent text, action_id uuid, detail jsonb) FROM PUBLIC;
 GRANT ALL ON FUNCTION backstop.raise_finding(kind text, severity text, agent text, action_id uuid, detail jsonb) TO backstop_supervisor;
@@ -4476,6 +4628,7 @@ GRANT ALL ON FUNCTION backstop.row_digest(l backstop.action_log, version smallin
 GRANT SELECT ON TABLE backstop.policy_rules TO backstop_viewer;
 
 REVOKE ALL ON FUNCTION backstop.rules_of(p_version bigint, doc jsonb) FROM PUBLIC;
+GRANT ALL ON FUNCTION backstop.rules_of(p_version bigint, doc jsonb) TO backstop_viewer;
 
 REVOKE ALL ON FUNCTION backstop.sample_bucket(id uuid) FROM PUBLIC;
 GRANT ALL ON FUNCTION backstop.sample_bucket(id uuid) TO backstop_viewer;
@@ -4506,6 +4659,7 @@ REVOKE ALL ON FUNCTION backstop.tg_seals_append_only() FROM PUBLIC;
 GRANT SELECT ON TABLE backstop.tools TO backstop_viewer;
 
 REVOKE ALL ON FUNCTION backstop.tools_of(p_version bigint, doc jsonb) FROM PUBLIC;
+GRANT ALL ON FUNCTION backstop.tools_of(p_version bigint, doc jsonb) TO backstop_viewer;
 
 REVOKE ALL ON FUNCTION backstop_check.in_list(tbl text, col text, v text) FROM PUBLIC;
 GRANT ALL ON FUNCTION backstop_check.in_list(tbl text, col text, v text) TO backstop_supervisor;
@@ -4536,6 +4690,8 @@ GRANT SELECT ON TABLE backstop.counterparties TO backstop_viewer;
 GRANT SELECT ON TABLE backstop.cut_prepared TO backstop_viewer;
 
 GRANT SELECT ON TABLE backstop.duties TO backstop_viewer;
+
+GRANT SELECT ON TABLE backstop.entity_value_minutes TO backstop_viewer;
 
 GRANT SELECT ON TABLE backstop.findings TO backstop_viewer;
 

@@ -25,6 +25,57 @@ $$;
 SELECT backstop._grant('path_get', 'viewer');
 COMMENT ON FUNCTION backstop.path_get IS 'The value at a dotted path in a JSON document (NULL when absent). Callers: viewer. Returns jsonb.';
 
+-- The money a call puts at stake, from the registry's value expression: one
+-- or more dotted paths joined by +, where a segment ending in [] stands for
+-- every element of an array (payment_methods[].amount). Absent paths add
+-- nothing; the result is NULL only when no path is present. Anything but a
+-- non-negative number is refused, naming the path.
+CREATE FUNCTION backstop._value_of(p_params jsonb, p_expr text) RETURNS numeric
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, backstop, pg_temp AS $$
+DECLARE
+    term text;
+    v jsonb;
+    jp text;
+    seg text;
+    total numeric;
+    n numeric;
+BEGIN
+    FOREACH term IN ARRAY string_to_array(replace(p_expr, ' ', ''), '+') LOOP
+        IF strpos(term, '[]') = 0 THEN
+            v := backstop.path_get(p_params, term);
+            CONTINUE WHEN v IS NULL OR jsonb_typeof(v) = 'null';
+            n := backstop._value_number(term, v);
+            total := coalesce(total, 0) + n;
+        ELSE
+            jp := '$';
+            FOREACH seg IN ARRAY string_to_array(term, '.') LOOP
+                jp := jp || '.' || CASE WHEN right(seg, 2) = '[]' THEN format('%s[*]', to_jsonb(left(seg, -2))::text)
+                                        ELSE to_jsonb(seg)::text END;
+            END LOOP;
+            FOR v IN SELECT x FROM jsonb_path_query(p_params, jp::jsonpath) x LOOP
+                CONTINUE WHEN jsonb_typeof(v) = 'null';
+                n := backstop._value_number(term, v);
+                total := coalesce(total, 0) + n;
+            END LOOP;
+        END IF;
+    END LOOP;
+    RETURN total;
+END
+$$;
+
+CREATE FUNCTION backstop._value_number(p_path text, v jsonb) RETURNS numeric
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, backstop, pg_temp AS $$
+DECLARE
+    t text := v #>> '{}';
+BEGIN
+    IF jsonb_typeof(v) NOT IN ('number', 'string') OR t !~ '^[0-9]{1,13}(\.[0-9]{1,12})?$' THEN
+        PERFORM backstop._bad('propose', format('params.%s carries the value at stake and must be a non-negative number; got %s',
+                                                p_path, quote_literal(left(v::text, 40))));
+    END IF;
+    RETURN trim_scale(round(t::numeric, 6));
+END
+$$;
+
 CREATE FUNCTION backstop.cost_to_reverse(class text, cost_fixed numeric, cost_share numeric, amount numeric)
 RETURNS numeric LANGUAGE sql IMMUTABLE AS $$
     SELECT CASE WHEN class OPERATOR(pg_catalog.=) 'irreversible' THEN coalesce(amount, 0)
@@ -46,10 +97,14 @@ LANGUAGE sql SET search_path = pg_catalog, backstop, pg_temp IMMUTABLE AS $$
            t -> 'executor', coalesce(t ->> 'description', ''), t ->> 'remediation',
            -- An inverse of another tool, which agents may not call unless it says so.
            EXISTS (SELECT 1 FROM jsonb_array_elements(doc -> 'tools') o WHERE o ->> 'inverse' = t ->> 'name')
-             AND NOT coalesce((t ->> 'agent_callable')::boolean, false)
+             AND NOT coalesce((t ->> 'agent_callable')::boolean, false),
+           coalesce((t ->> 'value_required')::boolean, false), t ->> 'direction',
+           t ->> 'class_param', t -> 'class_values'
       FROM jsonb_array_elements(doc -> 'tools') t
 $$;
-COMMENT ON FUNCTION backstop.tools_of IS 'The tools rows of a registry document (used by load_registry and the rebuild). Callers: the owner only. Returns SETOF backstop.tools.';
+-- Pure functions of a document: whoever verifies the log rebuilds from it.
+SELECT backstop._grant('tools_of', 'viewer');
+COMMENT ON FUNCTION backstop.tools_of IS 'The tools rows of a registry document (used by load_registry and the rebuild that verify compares). Callers: viewer. Returns SETOF backstop.tools.';
 
 CREATE FUNCTION backstop.rules_of(p_version bigint, doc jsonb) RETURNS SETOF backstop.policy_rules
 LANGUAGE sql SET search_path = pg_catalog, backstop, pg_temp IMMUTABLE AS $$
@@ -62,10 +117,12 @@ LANGUAGE sql SET search_path = pg_catalog, backstop, pg_temp IMMUTABLE AS $$
            (SELECT array_agg(x) FROM jsonb_array_elements_text(r.doc -> 'classes') x),
            (SELECT array_agg(x) FROM jsonb_array_elements_text(r.doc -> 'agents') x),
            (SELECT array_agg(x) FROM jsonb_array_elements_text(r.doc -> 'tools') x),
-           coalesce(r.doc -> 'overrides', '{}')
+           coalesce(r.doc -> 'overrides', '{}'),
+           r.doc ->> 'direction', coalesce(r.doc ->> 'per', 'agent')
       FROM jsonb_array_elements(doc -> 'rules') WITH ORDINALITY AS r(doc, ord)
 $$;
-COMMENT ON FUNCTION backstop.rules_of IS 'The policy_rules rows of a policy document (used by load_policy and the rebuild). Callers: the owner only. Returns SETOF backstop.policy_rules.';
+SELECT backstop._grant('rules_of', 'viewer');
+COMMENT ON FUNCTION backstop.rules_of IS 'The policy_rules rows of a policy document (used by load_policy and the rebuild that verify compares). Callers: viewer. Returns SETOF backstop.policy_rules.';
 
 -- Load a registry document (normalized JSON written by `backstop check`'s
 -- parser). A document identical to the active one changes nothing.

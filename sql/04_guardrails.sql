@@ -14,7 +14,7 @@ CREATE TYPE backstop.verdict AS (verdict text, reason text, rule text, approvals
 CREATE FUNCTION backstop.evaluate(
     p_version bigint, p_agent text, p_tool text, p_class text,
     p_amount numeric, p_cost numeric, p_confidence real, p_params jsonb,
-    p_stateless boolean DEFAULT false)
+    p_stateless boolean DEFAULT false, p_direction text DEFAULT NULL, p_entity text DEFAULT NULL)
 RETURNS backstop.verdict
 LANGUAGE plpgsql SET search_path = pg_catalog, backstop, pg_temp STABLE AS $$
 DECLARE
@@ -41,6 +41,8 @@ BEGIN
         CONTINUE WHEN r.agents IS NOT NULL AND NOT (p_agent = ANY (r.agents));
         CONTINUE WHEN r.tools IS NOT NULL AND NOT (p_tool = ANY (r.tools));
         CONTINUE WHEN r.classes IS NOT NULL AND NOT (coalesce(p_class, 'unknown') = ANY (r.classes));
+        -- A rule about money out says nothing about money in, nor about a tool with no direction.
+        CONTINUE WHEN r.direction IS NOT NULL AND r.direction IS DISTINCT FROM p_direction;
         -- Per-agent overrides take precedence over per-tool ones.
         o := coalesce(r.overrides -> ('agent:' || p_agent), r.overrides -> ('tool:' || p_tool));
         CONTINUE WHEN o IS NOT NULL AND (o ->> 'enabled') = 'false';
@@ -56,9 +58,16 @@ BEGIN
         WHEN 'confidence_below' THEN
             hit := coalesce(p_confidence, 0) < cb;
         WHEN 'cumulative' THEN
-            SELECT coalesce(sum(m.total), 0) INTO total FROM backstop.agent_value_minutes m
-             WHERE m.agent = p_agent AND m.minute > date_trunc('minute', now() - r.rule_window);
-            hit := coalesce(p_amount, 0) > 0 AND total + p_amount > thr;
+            IF r.per = 'entity' THEN
+                -- Per customer (the tool's entity), whichever agents acted.
+                SELECT coalesce(sum(m.total), 0) INTO total FROM backstop.entity_value_minutes m
+                 WHERE p_entity IS NOT NULL AND m.entity = p_entity AND m.minute > date_trunc('minute', now() - r.rule_window);
+                hit := p_entity IS NOT NULL AND coalesce(p_amount, 0) > 0 AND total + p_amount > thr;
+            ELSE
+                SELECT coalesce(sum(m.total), 0) INTO total FROM backstop.agent_value_minutes m
+                 WHERE m.agent = p_agent AND m.minute > date_trunc('minute', now() - r.rule_window);
+                hit := coalesce(p_amount, 0) > 0 AND total + p_amount > thr;
+            END IF;
             v := backstop.money(total);
         WHEN 'in_list' THEN
             v := backstop.path_get(p_params, r.param) #>> '{}';
@@ -112,20 +121,29 @@ BEGIN
 END
 $$;
 SELECT backstop._grant('evaluate', 'supervisor');
-COMMENT ON FUNCTION backstop.evaluate IS 'Evaluates the pre-action rules of one policy version for one action; first match wins. p_stateless skips rules that depend on what else was allowed (for after-the-fact review). Callers: supervisor (its after-the-fact review), and propose. Returns backstop.verdict (verdict, reason, rule, approvals).';
+COMMENT ON FUNCTION backstop.evaluate IS 'Evaluates the pre-action rules of one policy version for one action; first match wins. p_stateless skips rules that depend on what else was allowed (for after-the-fact review); p_direction (out, in) and p_entity are the tool''s direction of money and the call''s entity. Callers: supervisor (its after-the-fact review), and propose. Returns backstop.verdict (verdict, reason, rule, approvals).';
 
 -- What an allowed action teaches the parameter rules and the cumulative window.
-CREATE FUNCTION backstop._remember(p_version bigint, p_memory boolean, p_agent text, p_params jsonb, p_amount numeric, p_seq bigint)
+-- Money coming in never counts against a cumulative limit.
+CREATE FUNCTION backstop._remember(p_version bigint, p_memory boolean, p_agent text, p_params jsonb, p_amount numeric, p_seq bigint,
+                                   p_direction text DEFAULT NULL, p_entity text DEFAULT NULL)
 RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog, backstop, pg_temp AS $$
 DECLARE
     r record;
     k text;
     v text;
 BEGIN
-    IF coalesce(p_amount, 0) > 0 AND (SELECT p.has_cumulative FROM backstop.policy_versions p WHERE p.version = p_version) THEN
+    IF coalesce(p_amount, 0) > 0 AND p_direction IS DISTINCT FROM 'in'
+       AND (SELECT p.has_cumulative FROM backstop.policy_versions p WHERE p.version = p_version) THEN
         INSERT INTO backstop.agent_value_minutes AS m (agent, minute, total)
         VALUES (p_agent, date_trunc('minute', now()), p_amount)
         ON CONFLICT (agent, minute) DO UPDATE SET total = m.total + excluded.total;
+        IF p_entity IS NOT NULL AND EXISTS (SELECT 1 FROM backstop.policy_rules x
+                                             WHERE x.version = p_version AND x.kind = 'cumulative' AND x.per = 'entity') THEN
+            INSERT INTO backstop.entity_value_minutes AS m (entity, minute, total)
+            VALUES (p_entity, date_trunc('minute', now()), p_amount)
+            ON CONFLICT (entity, minute) DO UPDATE SET total = m.total + excluded.total;
+        END IF;
     END IF;
     IF p_version IS NULL OR NOT p_memory THEN
         RETURN;
@@ -153,4 +171,5 @@ $$;
 -- What the tables this file writes hold, for clients reading them.
 COMMENT ON TABLE backstop.counterparties IS 'Values each agent has used per parameter (for the new_counterparty rule). Readers: every duty but agent.';
 COMMENT ON TABLE backstop.param_values IS 'The last value of a parameter per agent and key (for the changed_value rule). Readers: every duty but agent.';
+COMMENT ON TABLE backstop.entity_value_minutes IS 'Allowed value per entity (the tool''s entity, e.g. a customer) per minute (for cumulative rules with per = entity). Readers: every duty but agent.';
 COMMENT ON TABLE backstop.agent_value_minutes IS 'Allowed value per agent per minute (for the cumulative rule). Readers: every duty but agent.';

@@ -2,10 +2,10 @@
 
 CREATE FUNCTION backstop.propose(
     agent text, tool text, params jsonb,
-    amount numeric DEFAULT NULL, confidence double precision DEFAULT NULL,
+    amount double precision DEFAULT NULL, confidence double precision DEFAULT NULL,
     reasoning text DEFAULT NULL, inputs jsonb DEFAULT NULL,
     correlation_id text DEFAULT NULL, parent_action uuid DEFAULT NULL,
-    idempotency_key text DEFAULT NULL)
+    idempotency_key text DEFAULT NULL, depends_on uuid[] DEFAULT NULL)
 RETURNS TABLE (action_id uuid, verdict text, reason text)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, backstop, pg_temp AS $$
 #variable_conflict use_column
@@ -14,7 +14,14 @@ DECLARE
     p_agent text := propose.agent;
     p_tool text := propose.tool;
     p_params jsonb := propose.params;
-    p_amount numeric := propose.amount;
+    -- Taken as double precision so every client's number type reaches it
+    -- (numeric, integer and float all cast implicitly); to numeric at once,
+    -- which keeps 15 significant digits: exact for any amount up to 1e12.
+    p_amount numeric := propose.amount::numeric;
+    p_deps uuid[] := propose.depends_on;
+    v_class text;
+    v_direction text;
+    v_value numeric;
     p_conf real := propose.confidence;
     p_corr text := propose.correlation_id;
     p_parent uuid := propose.parent_action;
@@ -72,6 +79,20 @@ BEGIN
     IF p_parent IS NOT NULL AND NOT EXISTS (SELECT 1 FROM backstop.actions x WHERE x.action_id = p_parent) THEN
         PERFORM backstop._bad('propose', format('parent_action %s is not a known action', p_parent), 'P0002');
     END IF;
+    IF p_deps IS NOT NULL THEN
+        IF cardinality(p_deps) = 0 THEN
+            p_deps := NULL;
+        ELSIF cardinality(p_deps) > 100 THEN
+            PERFORM backstop._bad('propose', format('depends_on names at most 100 actions; got %s', cardinality(p_deps)));
+        ELSE
+            SELECT array_agg(DISTINCT d ORDER BY d) INTO p_deps FROM unnest(p_deps) d;
+            SELECT string_agg(coalesce(d::text, 'null'), ', ') INTO v_txt FROM unnest(p_deps) d
+             WHERE d IS NULL OR NOT EXISTS (SELECT 1 FROM backstop.actions x WHERE x.action_id = d);
+            IF v_txt IS NOT NULL THEN
+                PERFORM backstop._bad('propose', format('depends_on names unknown actions: %s', v_txt), 'P0002');
+            END IF;
+        END IF;
+    END IF;
     IF current_setting('transaction_isolation') <> 'read committed' THEN
         PERFORM backstop._bad('propose', format('must run at READ COMMITTED isolation (this transaction is %s): the kill switch is checked against the latest committed pause',
                                                 current_setting('transaction_isolation')), '25000');
@@ -128,19 +149,27 @@ BEGIN
      LIMIT 1;
 
     IF v_known THEN
-        IF p_amount IS NULL AND t.value_param IS NOT NULL THEN
-            v_txt := backstop.path_get(p_params, t.value_param) #>> '{}';
-            IF v_txt IS NOT NULL THEN
-                IF v_txt !~ '^[0-9]{1,13}(\.[0-9]{1,6})?$' THEN
-                    PERFORM backstop._bad('propose', format('params.%s carries the value of %s and must be a non-negative number; got %s',
-                                                            t.value_param, p_tool, quote_literal(left(v_txt, 40))));
+        v_class := t.class;
+        v_direction := t.direction;
+        IF t.value_param IS NOT NULL THEN
+            -- The registry's value expression decides the money at stake; an
+            -- amount the agent passes must agree with it.
+            v_value := backstop._value_of(p_params, t.value_param);
+            IF v_value IS NOT NULL THEN
+                PERFORM backstop._check_amount('propose', v_value);
+                IF p_amount IS NULL THEN
+                    p_amount := v_value;
+                    v_amount_from := 'params.' || t.value_param;
+                ELSIF p_amount <> v_value THEN
+                    PERFORM backstop._bad('propose', format('amount %s disagrees with the value of %s in its params (%s = %s)',
+                                                            p_amount, p_tool, t.value_param, v_value));
                 END IF;
-                p_amount := v_txt::numeric;
-                PERFORM backstop._check_amount('propose', p_amount);
-                v_amount_from := 'params.' || t.value_param;
             END IF;
         END IF;
-        v_cost := backstop.cost_to_reverse(t.class, t.cost_fixed, t.cost_share, p_amount);
+        IF t.class_param IS NOT NULL THEN
+            v_class := coalesce(t.class_values ->> (backstop.path_get(p_params, t.class_param) #>> '{}'), t.class);
+        END IF;
+        v_cost := backstop.cost_to_reverse(v_class, t.cost_fixed, t.cost_share, p_amount);
         IF t.entity_param IS NOT NULL THEN
             v_entity := backstop.path_get(p_params, t.entity_param) #>> '{}';
         END IF;
@@ -148,6 +177,9 @@ BEGIN
 
     IF k.scope IS NOT NULL THEN
         e := ROW('block', backstop._paused_reason(k.scope, k.target, k.reason, k.changed_by), 'kill_switch', 0);
+    ELSIF v_known AND t.value_required AND p_amount IS NULL THEN
+        e := ROW('block', format('%s puts money at stake and its value is required: params.%s carries none', p_tool, t.value_param),
+                 'value_required', 0);
     ELSIF v_known AND t.inverse_only THEN
         e := ROW('block', format('%s undoes other tools: compensation workers run it, agents do not (agent_callable = true in the registry allows it)', p_tool),
                  'inverse_only', 0);
@@ -156,7 +188,7 @@ BEGIN
                                ELSE format('unknown tool %s: not in registry version %s', p_tool, c.reg) END,
                  'unknown_tool', 0);
     ELSE
-        e := backstop.evaluate(c.pol, p_agent, p_tool, t.class, p_amount, v_cost, p_conf, p_params);
+        e := backstop.evaluate(c.pol, p_agent, p_tool, v_class, p_amount, v_cost, p_conf, p_params, false, v_direction, v_entity);
     END IF;
 
     IF e.verdict = 'hold' THEN
@@ -171,7 +203,8 @@ BEGIN
          reasoning, inputs, params, result, policy_version, registry_version)
     VALUES (nextval('backstop.action_log_seq'), clock_timestamp(), pg_current_xact_id(), v_kind, p_agent, p_agent, p_tool, v_id,
             jsonb_strip_nulls(jsonb_build_object(
-                'verdict', e.verdict, 'reason', e.reason, 'rule', e.rule, 'class', t.class,
+                'verdict', e.verdict, 'reason', e.reason, 'rule', e.rule, 'class', v_class, 'direction', v_direction,
+                'depends_on', p_deps,
                 'cost_to_reverse', v_cost, 'approvals_needed', nullif(e.approvals, 0),
                 'expires_at', v_expires, 'expiry_effect', v_effect,
                 'idempotency_key', p_key, 'entity', v_entity, 'amount_from', v_amount_from)),
@@ -182,19 +215,19 @@ BEGIN
                                   parent_action, idempotency_key, entity, verdict, reason, rule, status,
                                   approvals_needed, approvals, expires_at, expiry_effect, proposed_seq, proposed_at,
                                   decided_seq, executed_seq, executed_at, inverse_tool, inverse_params, inverse_missing,
-                                  comp_deadline, comp_condition, policy_version, registry_version, updated_seq)
-    VALUES (v_id, p_agent, p_tool, t.class, p_amount, p_conf, v_cost, p_corr,
+                                  comp_deadline, comp_condition, policy_version, registry_version, updated_seq, depends_on)
+    VALUES (v_id, p_agent, p_tool, v_class, p_amount, p_conf, v_cost, p_corr,
             p_parent, p_key, v_entity, e.verdict, e.reason, e.rule, v_kind,
             e.approvals, 0, v_expires, v_effect, v_seq, v_at,
             NULL, NULL, NULL, NULL, NULL, NULL,
-            NULL, NULL, c.pol, c.reg, v_seq);
+            NULL, NULL, c.pol, c.reg, v_seq, p_deps);
 
     IF e.verdict = 'hold' THEN
         INSERT INTO backstop.approval_queue (action_id, agent, tool, amount, rule, reason, approvals_needed,
                                              held_at, expires_at, proposed_seq)
         VALUES (v_id, p_agent, p_tool, p_amount, e.rule, e.reason, e.approvals, v_at, v_expires, v_seq);
     ELSIF e.verdict = 'allow' AND ((c.has_cumulative AND p_amount > 0) OR c.param_memory) THEN
-        PERFORM backstop._remember(c.pol, c.param_memory, p_agent, p_params, p_amount, v_seq);
+        PERFORM backstop._remember(c.pol, c.param_memory, p_agent, p_params, p_amount, v_seq, v_direction, v_entity);
     END IF;
 
     action_id := v_id;
@@ -204,7 +237,7 @@ BEGIN
 END
 $$;
 SELECT backstop._grant('propose', 'agent');
-COMMENT ON FUNCTION backstop.propose IS 'The agent''s gateway: checks the kill switch, the registry and the policy, appends proposed and the verdict, and returns (action_id, verdict ''allow'' | ''hold'' | ''block'', reason). A replay of the same request (same idempotency key, tool, params and amount) answers with the action''s state now; a key reused for another request is refused. Callers: agent (as itself or an agent mapped to its login in agent_logins).';
+COMMENT ON FUNCTION backstop.propose IS 'The agent''s gateway: checks the kill switch, the registry and the policy, appends proposed and the verdict, and returns (action_id, verdict ''allow'' | ''hold'' | ''block'', reason). depends_on names earlier actions this one depends on (with parent_action, what a rollback plan follows; a correlation id only groups). A replay of the same request (same idempotency key, tool, params and amount) answers with the action''s state now; a key reused for another request is refused. Callers: agent (as itself or an agent mapped to its login in agent_logins).';
 
 -- The verdict an action has now, as decision() and a replayed propose()
 -- answer it.

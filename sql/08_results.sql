@@ -33,9 +33,10 @@ BEGIN
         PERFORM backstop._bad('record_result', 'ok is required: true when the tool call succeeded, false when it failed');
     END IF;
     -- One cheap test for well-formed input; the checks name what is wrong.
-    IF NOT coalesce((p_result IS NULL OR (jsonb_typeof(p_result) = 'object' AND pg_column_size(p_result) <= 65536))
+    -- A result may be any JSON value: tools return strings and lists too.
+    IF NOT coalesce((p_result IS NULL OR pg_column_size(p_result) <= 65536)
                 AND (p_inv IS NULL OR (jsonb_typeof(p_inv) = 'object' AND pg_column_size(p_inv) <= 65536)), false) THEN
-        PERFORM backstop._check_json('record_result', 'result', p_result, 65536, true);
+        PERFORM backstop._check_json('record_result', 'result', p_result, 65536, false);
         PERFORM backstop._check_json('record_result', 'inverse_params', p_inv, 65536, true);
     END IF;
     SELECT x.*, t.class AS t_class, t.inverse AS t_inverse, t.bindings AS t_bindings,
@@ -74,7 +75,8 @@ BEGIN
     END IF;
 
     v_kind := CASE WHEN p_ok THEN 'executed' ELSE 'failed' END;
-    IF p_ok AND a.t_class IN ('reversible', 'conditional') THEN
+    -- The action's own class: a tool may be final for some calls (class by a parameter's value).
+    IF p_ok AND a.class IN ('reversible', 'conditional') THEN
         -- Bind the inverse's parameters from the action's params and result.
         -- A field present with a JSON null binds null; an absent field does not bind.
         -- With the time, the lookup goes to one partition of the log.
@@ -87,12 +89,17 @@ BEGIN
           INTO v_inv
           FROM (SELECT j.key,
                        CASE WHEN j.value #>> '{}' LIKE 'params.%' THEN backstop.path_get(v_params, substr(j.value #>> '{}', 8))
-                            WHEN j.value #>> '{}' LIKE 'result.%' THEN backstop.path_get(p_result, substr(j.value #>> '{}', 8)) END AS val
+                            WHEN j.value #>> '{}' = 'result' THEN p_result
+                            WHEN j.value #>> '{}' LIKE 'result.%' THEN backstop.path_get(p_result, substr(j.value #>> '{}', 8))
+                            -- Only the agent knows it (the old address): it passes it in inverse_params.
+                            WHEN j.value #>> '{}' LIKE 'agent.%' THEN backstop.path_get(p_inv, substr(j.value #>> '{}', 7)) END AS val
                   FROM jsonb_each(a.t_bindings) j) b;
         -- What the agent passes explicitly may fill a declared parameter that
         -- did not bind, never replace one that did, and never add one.
         IF p_inv IS NOT NULL THEN
-            SELECT string_agg(k, ', ' ORDER BY k) INTO v_txt FROM jsonb_object_keys(p_inv) k WHERE NOT a.t_bindings ? k;
+            SELECT string_agg(k, ', ' ORDER BY k) INTO v_txt FROM jsonb_object_keys(p_inv) k
+             WHERE NOT a.t_bindings ? k
+               AND NOT EXISTS (SELECT 1 FROM jsonb_each_text(a.t_bindings) j WHERE j.value = 'agent.' || k);
             IF v_txt IS NOT NULL THEN
                 PERFORM backstop._bad('record_result', format('inverse_params may only fill parameters %s declares for %s; %s is not one',
                                                               a.tool, a.t_inverse, v_txt));
@@ -102,7 +109,8 @@ BEGIN
             IF v_txt IS NOT NULL THEN
                 PERFORM backstop._bad('record_result', format('inverse_params may not replace what the registry binds (%s)', v_txt));
             END IF;
-            v_inv := p_inv || v_inv;
+            v_inv := coalesce((SELECT jsonb_object_agg(j.key, j.value) FROM jsonb_each(p_inv) j WHERE a.t_bindings ? j.key), '{}')
+                     || v_inv;
         END IF;
         SELECT array_agg(k ORDER BY k) INTO v_missing FROM jsonb_object_keys(a.t_bindings) k WHERE NOT v_inv ? k;
         v_comp := CASE WHEN v_missing IS NULL THEN 'staged' ELSE 'unbound: ' || array_to_string(v_missing, ', ') END;

@@ -44,13 +44,15 @@ SELECT backstop._grant('compensation_outcome', 'viewer');
 COMMENT ON FUNCTION backstop.compensation_outcome IS 'What requesting the compensation of one action would do (requested, irreversible, expired, not_executed, already_requested, already_compensated, ...), shared by compensation_plan and request_compensation. Callers: viewer. Returns backstop.comp_outcome.';
 
 -- The actions a rollback of `seeds` must consider: the seeds, and every
--- later action that descends from one of them through parent_action or
--- through a shared correlation id, with what requesting each would do, in
--- reverse order of execution.
+-- action that descends from one of them through parent_action or depends_on,
+-- with what requesting each would do, in reverse order of execution. A
+-- shared correlation id is not a dependency: a conversation's other actions
+-- on other entities stand.  direction says which way the money went (out,
+-- in), so a plan can say how much of each it recovers.
 CREATE FUNCTION backstop.compensation_plan(seeds uuid[])
 RETURNS TABLE (action_id uuid, selected boolean, caused_by uuid, agent text, tool text, class text, amount numeric,
                entity text, correlation_id text, status text, executed_seq bigint, outcome text, detail text,
-               inverse_tool text, inverse_params jsonb)
+               inverse_tool text, inverse_params jsonb, direction text)
 -- JIT off: the estimates for a recursive closure are poor, and compiling the
 -- query cost far more (about 0.8 s) than running it.
 LANGUAGE sql SET search_path = pg_catalog, backstop, pg_temp STABLE SET jit = off AS $$
@@ -59,20 +61,17 @@ LANGUAGE sql SET search_path = pg_catalog, backstop, pg_temp STABLE SET jit = of
       UNION
         SELECT d.action_id
           FROM closure c
-          JOIN backstop.actions p ON p.action_id = c.action_id
           CROSS JOIN LATERAL (
-              SELECT x.action_id FROM backstop.actions x WHERE x.parent_action = p.action_id
+              SELECT x.action_id FROM backstop.actions x WHERE x.parent_action = c.action_id
               UNION ALL
-              SELECT x.action_id FROM backstop.actions x
-               WHERE p.correlation_id IS NOT NULL AND x.correlation_id = p.correlation_id AND x.proposed_seq > p.proposed_seq
+              SELECT x.action_id FROM backstop.actions x WHERE x.depends_on @> ARRAY[c.action_id]
           ) d
     )
     , seed_set AS (
         SELECT DISTINCT unnest(seeds) AS id
     ), members AS (
         -- A join, not = ANY(seeds) per row: that is a linear search of the array.
-        SELECT a.action_id, a.parent_action, a.correlation_id, s.id IS NOT NULL AS is_seed,
-               first_value(a.action_id) OVER (PARTITION BY a.correlation_id ORDER BY a.proposed_seq) AS first_in_chain
+        SELECT a.action_id, a.parent_action, a.depends_on, s.id IS NOT NULL AS is_seed
           FROM closure cl
           JOIN backstop.actions a ON a.action_id = cl.action_id
           LEFT JOIN seed_set s ON s.id = a.action_id
@@ -80,27 +79,30 @@ LANGUAGE sql SET search_path = pg_catalog, backstop, pg_temp STABLE SET jit = of
     SELECT a.action_id, m.is_seed,
            CASE WHEN m.is_seed THEN NULL
                 -- Set-based (hash joins), not a subquery per row: plans run to tens of thousands of steps.
-                ELSE coalesce(par.action_id, CASE WHEN m.correlation_id IS NOT NULL AND m.first_in_chain <> m.action_id
-                                                  THEN m.first_in_chain END) END,
+                ELSE coalesce(par.action_id,
+                              CASE WHEN m.depends_on IS NOT NULL THEN
+                                  (SELECT d.id FROM unnest(m.depends_on) d(id) JOIN members md ON md.action_id = d.id
+                                    ORDER BY d.id LIMIT 1) END) END,
            a.agent, a.tool, a.class, a.amount, a.entity, a.correlation_id, a.status, a.executed_seq,
-           (o).outcome, (o).detail, a.inverse_tool, a.inverse_params
+           (o).outcome, (o).detail, a.inverse_tool, a.inverse_params, t.direction
       FROM members m
       JOIN backstop.actions a ON a.action_id = m.action_id
       LEFT JOIN members par ON par.action_id = m.parent_action
+      LEFT JOIN backstop.tools t ON t.version = a.registry_version AND t.name = a.tool
       LEFT JOIN backstop.compensations c ON c.action_id = a.action_id
       CROSS JOIN LATERAL (SELECT backstop.compensation_outcome(a, c) AS o) x
      ORDER BY a.executed_seq DESC NULLS LAST, a.proposed_seq DESC
 $$;
 SELECT backstop._grant('compensation_plan', 'viewer');
-COMMENT ON FUNCTION backstop.compensation_plan IS 'The rollback plan for the seed actions: each seed and every dependent action, in the order they would be compensated, with each one''s outcome. Callers: viewer. Returns one row per action.';
+COMMENT ON FUNCTION backstop.compensation_plan IS 'The rollback plan for the seed actions: each seed and every action depending on one (parent_action, depends_on), in the order they would be compensated, with each one''s outcome and the direction of its money. Callers: viewer. Returns one row per action.';
 
 -- Request the staged compensation of each action, as one unit. Outcomes:
 -- requested, irreversible, expired, not_executed, already_requested,
 -- already_compensated (or the terminal state of an earlier attempt:
 -- condition_failed, conflict). A failed compensation may be requested again.
 -- Within a request, an action's inverse waits for the inverses of the later
--- actions that depend on it (child actions, later actions on the same
--- correlation id, later actions on the same entity), so workers undo in
+-- actions that depend on it (child actions, actions naming it in depends_on,
+-- later actions on the same entity), so workers undo in
 -- reverse order of execution however many run at once.
 CREATE FUNCTION backstop.request_compensation(action_ids uuid[], reason text, plan_id uuid DEFAULT NULL)
 RETURNS TABLE (action_id uuid, outcome text, detail text)
@@ -150,14 +152,14 @@ BEGIN
     END LOOP;
     -- Who waits for whom among the requested: always earlier-executed for later-executed.
     WITH r AS (
-        SELECT x.action_id, x.parent_action, x.correlation_id, x.entity, x.executed_seq
+        SELECT x.action_id, x.parent_action, x.depends_on, x.entity, x.executed_seq
           FROM backstop.actions x WHERE x.action_id = ANY (v_req)
     ), edges AS (
         SELECT p.action_id AS waiter, r.action_id AS dep FROM r JOIN r p ON p.action_id = r.parent_action
          WHERE r.executed_seq > p.executed_seq
         UNION
-        SELECT r.action_id, lead(r.action_id) OVER (PARTITION BY r.correlation_id ORDER BY r.executed_seq)
-          FROM r WHERE r.correlation_id IS NOT NULL
+        SELECT p.action_id, r.action_id FROM r CROSS JOIN unnest(r.depends_on) d(id) JOIN r p ON p.action_id = d.id
+         WHERE r.executed_seq > p.executed_seq
         UNION
         SELECT r.action_id, lead(r.action_id) OVER (PARTITION BY r.entity ORDER BY r.executed_seq)
           FROM r WHERE r.entity IS NOT NULL
@@ -272,8 +274,8 @@ BEGIN
         condition := r.condition;
         attempt := r.attempts;
         lease_until := r.lease_until;
-        -- A dependent (child, or later on the same correlation chain) that
-        -- could not be undone: undoing this one would orphan it. Same-entity
+        -- A dependent (a child, or an action naming this one in depends_on)
+        -- that could not be undone: undoing this one would orphan it. Same-entity
         -- edges only order the work: each inverse checks its own conflicts
         -- (a field overwritten since is refused by its write id), so a
         -- failed email restore must not stop a refund reversal.
@@ -282,7 +284,7 @@ BEGIN
                          JOIN backstop.actions me ON me.action_id = r.action_id
                         WHERE w.action_id = ANY (r.wait_for) AND w.status <> 'compensated'
                           AND (d.parent_action = me.action_id
-                               OR (d.correlation_id IS NOT NULL AND d.correlation_id = me.correlation_id))
+                               OR d.depends_on @> ARRAY[me.action_id])
                         LIMIT 1);
         RETURN NEXT;
     END LOOP;

@@ -80,7 +80,8 @@ SELECT p.action_id, p.agent, p.tool, p.detail ->> 'class' AS class, p.amount, p.
        (x.detail -> 'compensation' ->> 'deadline')::timestamptz AS comp_deadline,
        x.detail -> 'compensation' ->> 'condition' AS comp_condition,
        p.policy_version, p.registry_version,
-       greatest(p.seq, ev.last_seq) AS updated_seq
+       greatest(p.seq, ev.last_seq) AS updated_seq,
+       (SELECT array_agg(d::uuid ORDER BY d) FROM jsonb_array_elements_text(p.detail -> 'depends_on') d) AS depends_on
   FROM p
   LEFT JOIN ev ON ev.action_id = p.action_id
   LEFT JOIN backstop.rebuild_log x ON x.seq = ev.executed_seq;

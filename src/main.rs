@@ -37,7 +37,7 @@ struct Cli {
 
 #[derive(Args)]
 struct Global {
-    /// PostgreSQL server to use; without it an embedded private cluster is started.
+    /// PostgreSQL server to use (required: only the demo, the benchmarks and --embedded start a private throwaway cluster).
     #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
     database_url: Option<String>,
     /// A read replica of that server: the room and the supervisor read from it (writes still go to DATABASE_URL).

@@ -61,6 +61,13 @@ pub struct Rule {
     pub agents: Option<Vec<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tools: Option<Vec<String>>,
+    /// Only tools whose money goes this way ("out" or "in").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub direction: Option<String>,
+    /// A cumulative rule adds up per "agent" (the default) or per "entity"
+    /// (the tool's entity, e.g. the customer, whichever agents acted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per: Option<String>,
     /// "agent:NAME" or "tool:NAME" -> { threshold?, confidence_below?, enabled? }
     pub overrides: BTreeMap<String, Value>,
 }
@@ -233,6 +240,8 @@ struct RuleDef {
     classes: Option<Spanned<Vec<String>>>,
     agents: Option<Spanned<Vec<String>>>,
     tools: Option<Spanned<Vec<String>>>,
+    direction: Option<Spanned<String>>,
+    per: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -515,6 +524,36 @@ pub fn parse(file: &str, text: &str, registry: Option<&Registry>) -> Result<Poli
             }
             (None, false) => None,
         };
+        if let Some(dir) = &d.direction
+            && !matches!(dir.get_ref().as_str(), "out" | "in")
+        {
+            ck.at(
+                dir.span(),
+                format!("{key}.direction"),
+                format!(
+                    "direction is \"out\" (money the company pays) or \"in\" (money it is paid); got {:?}",
+                    dir.get_ref()
+                ),
+            );
+        }
+        if let Some(per) = &d.per {
+            if kind != "cumulative" {
+                ck.at(
+                    per.span(),
+                    format!("{key}.per"),
+                    format!("a {kind} rule takes no per (only cumulative rules add up)"),
+                );
+            } else if !matches!(per.get_ref().as_str(), "agent" | "entity") {
+                ck.at(
+                    per.span(),
+                    format!("{key}.per"),
+                    format!(
+                        "per is \"agent\" (each agent's total) or \"entity\" (each entity's total, e.g. per customer); got {:?}",
+                        per.get_ref()
+                    ),
+                );
+            }
+        }
         match (&d.param, needs_param) {
             (None, true) => ck.at(
                 r.span(),
@@ -616,6 +655,8 @@ pub fn parse(file: &str, text: &str, registry: Option<&Registry>) -> Result<Poli
             classes: d.classes.as_ref().map(|c| c.get_ref().clone()),
             agents: d.agents.as_ref().map(|c| c.get_ref().clone()),
             tools: d.tools.as_ref().map(|c| c.get_ref().clone()),
+            direction: d.direction.as_ref().map(|c| c.get_ref().clone()),
+            per: d.per.as_ref().map(|c| c.get_ref().clone()),
             overrides: BTreeMap::new(),
         });
     }

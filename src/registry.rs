@@ -53,8 +53,15 @@ impl ToolClass {
 pub enum Executor {
     /// Call `function(params jsonb, idempotency_key uuid)` in a target database.
     Sql { system: String, function: String },
-    /// POST the call as JSON with an `Idempotency-Key` header.
-    Webhook { url: String, timeout_seconds: f64 },
+    /// POST the call as JSON with an `Idempotency-Key` header. `url` and each
+    /// header value may be `env:NAME`, resolved by the worker at call time, so
+    /// no secret is in the file or in the log (which keeps the document).
+    Webhook {
+        url: String,
+        timeout_seconds: f64,
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        headers: BTreeMap<String, String>,
+    },
     /// The demo's simulated business systems (functions in the same database).
     Demo { function: String },
     /// No automation: a person runs it; the worker leaves it alone.
@@ -82,6 +89,17 @@ pub struct Tool {
     /// An inverse that agents may also propose.
     #[serde(default)]
     pub agent_callable: bool,
+    /// A call without its value (no amount and nothing at `value_param`) is blocked.
+    #[serde(default)]
+    pub value_required: bool,
+    /// "out" (the company pays) or "in" (the company is paid).
+    #[serde(default)]
+    pub direction: Option<String>,
+    /// The parameter whose value picks the call's class, and the classes by value.
+    #[serde(default)]
+    pub class_param: Option<String>,
+    #[serde(default)]
+    pub class_values: Option<BTreeMap<String, ToolClass>>,
 }
 
 /// A target system for the SQL executor. `url` may be `env:NAME` so that no
@@ -93,10 +111,7 @@ pub struct System {
 
 impl System {
     pub fn resolve_url(&self) -> Result<String, String> {
-        match self.url.strip_prefix("env:") {
-            Some(var) => std::env::var(var).map_err(|_| format!("environment variable {var} is not set")),
-            None => Ok(self.url.clone()),
-        }
+        resolve_env(&self.url)
     }
 }
 
@@ -139,6 +154,16 @@ struct ToolDef {
     remediation: Option<String>,
     /// An inverse that agents may also propose (by default only workers run inverses).
     agent_callable: Option<bool>,
+    value_required: Option<bool>,
+    direction: Option<Spanned<String>>,
+    class_by: Option<Spanned<ClassByDef>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClassByDef {
+    param: String,
+    values: BTreeMap<String, String>,
 }
 
 #[derive(Deserialize)]
@@ -158,12 +183,49 @@ struct ExecutorDef {
     function: Option<String>,
     url: Option<String>,
     timeout: Option<String>,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SystemDef {
     url: String,
+}
+
+/// The terms of a value expression: dotted paths joined by `+`, where a
+/// segment ending in `[]` stands for every element of an array.
+pub fn value_terms(expr: &str) -> Result<Vec<String>, String> {
+    let mut terms = Vec::new();
+    for t in expr.split('+').map(str::trim) {
+        let ok = !t.is_empty()
+            && t.split('.').all(|seg| {
+                let name = seg.strip_suffix("[]").unwrap_or(seg);
+                !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            });
+        if !ok {
+            return Err(format!(
+                "{expr:?} is not a value expression: dotted paths joined by +, a segment ending in [] for every element of an array (amount, payment_methods[].amount, items[].price + shipping)"
+            ));
+        }
+        terms.push(t.to_string());
+    }
+    Ok(terms)
+}
+
+fn is_env_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && !s.starts_with(|c: char| c.is_ascii_digit())
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// A value from the file, or from the environment when it is `env:NAME`.
+pub fn resolve_env(v: &str) -> Result<String, String> {
+    match v.strip_prefix("env:") {
+        Some(var) => std::env::var(var).map_err(|_| format!("environment variable {var} is not set")),
+        None => Ok(v.to_string()),
+    }
 }
 
 fn is_ident(s: &str) -> bool {
@@ -286,11 +348,21 @@ pub fn parse(file: &str, text: &str) -> Result<Registry, Vec<Issue>> {
                     );
                 }
                 Some(f)
+            } else if let Some(f) = p.strip_prefix("agent.") {
+                // Only the agent knows it (the old address): it passes
+                // inverse_params.FIELD with the result, and a call that does
+                // not leaves the compensation unbound.
+                Some(f)
+            } else if p == "result" {
+                // The whole result (a tool that returns a bare value).
+                Some("result")
             } else {
                 ck.at(
                     path.span(),
                     &pkey,
-                    format!("{p:?} is not a binding: write params.FIELD or result.FIELD"),
+                    format!(
+                        "{p:?} is not a binding: write params.FIELD, result.FIELD, result, or agent.FIELD (passed by the agent in inverse_params)"
+                    ),
                 );
                 None
             };
@@ -298,7 +370,7 @@ pub fn parse(file: &str, text: &str) -> Result<Registry, Vec<Issue>> {
                 ck.at(
                     path.span(),
                     &pkey,
-                    "the binding names no field after params. or result.",
+                    "the binding names no field after params., result. or agent.",
                 );
             }
             if let Some(inv) = inverse_def
@@ -387,22 +459,121 @@ pub fn parse(file: &str, text: &str) -> Result<Registry, Vec<Issue>> {
                 "a conditional tool needs a reversal window (window = \"30d\") or a named condition (condition = \"...\"), or both",
             );
         }
-        for (what, v) in [("value", &d.value), ("entity", &d.entity)] {
-            if let (Some(v), Some(declared)) = (v, &d.params)
-                && !declared
-                    .iter()
-                    .any(|x| x == v.get_ref().split('.').next().unwrap_or(""))
+        if let Some(v) = &d.value
+            && let Err(m) = value_terms(v.get_ref())
+        {
+            ck.at(v.span(), format!("{key}.value"), m);
+        }
+        if let Some(e) = &d.entity
+            && e.get_ref().contains(['[', '+'])
+        {
+            ck.at(
+                e.span(),
+                format!("{key}.entity"),
+                "an entity is one dotted path to one value (customer_id, order.customer)",
+            );
+        }
+        // Each path must start at a parameter the tool declares (when it declares them).
+        if let Some(declared) = &d.params {
+            let mut named: Vec<(&str, &Spanned<String>, String)> = Vec::new();
+            if let Some(v) = &d.value {
+                for t in value_terms(v.get_ref()).unwrap_or_default() {
+                    let first = t.split('.').next().unwrap_or("").trim_end_matches("[]").to_string();
+                    named.push(("value", v, first));
+                }
+            }
+            if let Some(e) = &d.entity {
+                named.push(("entity", e, e.get_ref().split('.').next().unwrap_or("").to_string()));
+            }
+            for (what, v, first) in named {
+                if !declared.contains(&first) {
+                    ck.at(
+                        v.span(),
+                        format!("{key}.{what}"),
+                        format!(
+                            "{:?} names no parameter of {name}; it declares {}",
+                            v.get_ref(),
+                            declared.join(", ")
+                        ),
+                    );
+                }
+            }
+        }
+        if d.value_required == Some(true) && d.value.is_none() {
+            ck.at(
+                span.clone(),
+                format!("{key}.value_required"),
+                "value_required needs value = \"PARAM\" (the parameter carrying the money at stake)",
+            );
+        }
+        if let Some(dir) = &d.direction
+            && !matches!(dir.get_ref().as_str(), "out" | "in")
+        {
+            ck.at(
+                dir.span(),
+                format!("{key}.direction"),
+                format!(
+                    "direction is \"out\" (the company pays) or \"in\" (the company is paid); got {:?}",
+                    dir.get_ref()
+                ),
+            );
+        }
+        let mut class_values = None;
+        if let Some(cb) = &d.class_by {
+            let c = cb.get_ref();
+            if c.param.is_empty() || c.param.contains(['[', '+']) {
+                ck.at(
+                    cb.span(),
+                    format!("{key}.class_by.param"),
+                    "class_by.param is one dotted path",
+                );
+            } else if let Some(declared) = &d.params
+                && !declared.iter().any(|x| x == c.param.split('.').next().unwrap_or(""))
             {
                 ck.at(
-                    v.span(),
-                    format!("{key}.{what}"),
+                    cb.span(),
+                    format!("{key}.class_by.param"),
                     format!(
                         "{:?} names no parameter of {name}; it declares {}",
-                        v.get_ref(),
+                        c.param,
                         declared.join(", ")
                     ),
                 );
             }
+            let mut m = BTreeMap::new();
+            for (value, cls) in &c.values {
+                match ToolClass::parse(cls) {
+                    Some(ToolClass::Read) | None => ck.at(
+                        cb.span(),
+                        format!("{key}.class_by.values.{value}"),
+                        format!("a call's class is reversible, conditional or irreversible; got {cls:?}"),
+                    ),
+                    Some(k) if k.has_inverse() && !class.has_inverse() => ck.at(
+                        cb.span(),
+                        format!("{key}.class_by.values.{value}"),
+                        format!(
+                            "{cls} needs an inverse, and {name} is {}: declare class = \"reversible\" or \"conditional\" with its inverse, and make the final calls irreversible here",
+                            class.as_str()
+                        ),
+                    ),
+                    Some(ToolClass::Conditional) if d.window.is_none() && d.condition.is_none() => ck.at(
+                        cb.span(),
+                        format!("{key}.class_by.values.{value}"),
+                        "a conditional call needs the tool's reversal window or condition",
+                    ),
+                    Some(k) => {
+                        m.insert(value.clone(), k);
+                    }
+                }
+            }
+            if c.values.is_empty() {
+                ck.at(
+                    cb.span(),
+                    format!("{key}.class_by.values"),
+                    "class_by.values maps parameter values to classes",
+                );
+            }
+            class_values = Some(m);
         }
         let (mut cost_fixed, mut cost_share) = (Decimal::ZERO, Decimal::ZERO);
         if let Some(c) = &d.cost {
@@ -464,7 +635,37 @@ pub fn parse(file: &str, text: &str) -> Result<Registry, Vec<Issue>> {
                         }
                     },
                     "webhook" => match &ed.url {
-                        Some(url) if url.starts_with("http://") || url.starts_with("https://") => {
+                        Some(url)
+                            if url.starts_with("http://")
+                                || url.starts_with("https://")
+                                || url.strip_prefix("env:").is_some_and(is_env_name) =>
+                        {
+                            for (h, v) in &ed.headers {
+                                let valid_name =
+                                    !h.is_empty() && h.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b));
+                                if !valid_name {
+                                    ck.at(
+                                        e.span(),
+                                        format!("{ekey}.headers"),
+                                        format!("{h:?} is not a header name"),
+                                    );
+                                }
+                                if let Some(var) = v.strip_prefix("env:")
+                                    && !is_env_name(var)
+                                {
+                                    ck.at(
+                                        e.span(),
+                                        format!("{ekey}.headers.{h}"),
+                                        format!("{var:?} is not an environment variable name"),
+                                    );
+                                } else if !v.starts_with("env:") && h.eq_ignore_ascii_case("authorization") {
+                                    ck.at(
+                                        e.span(),
+                                        format!("{ekey}.headers.{h}"),
+                                        "a secret belongs in the environment, not in the file (or the log, which keeps the file): write \"env:NAME\"",
+                                    );
+                                }
+                            }
                             let timeout_seconds = match &ed.timeout {
                                 Some(t) => parse_duration(t).unwrap_or_else(|m| {
                                     ck.at(e.span(), format!("{ekey}.timeout"), m);
@@ -475,13 +676,14 @@ pub fn parse(file: &str, text: &str) -> Result<Registry, Vec<Issue>> {
                             Some(Executor::Webhook {
                                 url: url.clone(),
                                 timeout_seconds,
+                                headers: ed.headers.clone(),
                             })
                         }
                         _ => {
                             ck.at(
                                 e.span(),
                                 format!("{ekey}.url"),
-                                "a webhook executor needs url = \"http(s)://...\"",
+                                "a webhook executor needs url = \"http(s)://...\" or url = \"env:NAME\" (a URL with a secret in it)",
                             );
                             None
                         }
@@ -523,6 +725,10 @@ pub fn parse(file: &str, text: &str) -> Result<Registry, Vec<Issue>> {
                 result: d.result.clone(),
                 remediation: d.remediation.clone(),
                 agent_callable: d.agent_callable.unwrap_or(false),
+                value_required: d.value_required.unwrap_or(false),
+                direction: d.direction.as_ref().map(|v| v.get_ref().clone()),
+                class_param: d.class_by.as_ref().map(|c| c.get_ref().param.clone()),
+                class_values,
             },
         );
     }
@@ -573,6 +779,10 @@ impl Registry {
                     "result": t.result,
                     "remediation": t.remediation,
                     "agent_callable": t.agent_callable,
+                    "value_required": t.value_required,
+                    "direction": t.direction,
+                    "class_param": t.class_param,
+                    "class_values": t.class_values,
                 })
             })
             .collect();

@@ -166,3 +166,152 @@ async fn inverses_are_not_for_agents_and_floats_are_fine() {
         .unwrap();
     assert!((conf - 0.93).abs() < 1e-6);
 }
+
+/// The small traps: a float amount is accepted and must agree with the value
+/// the params carry; a bare-string result is a result; an inverse parameter
+/// only the agent knows is reported unbound when the agent does not pass it.
+#[tokio::test]
+async fn amounts_results_and_agent_bindings() {
+    let t = TestDb::new().await;
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/customer-service");
+    backstop::demo::script::load_config(t.pool(), &dir.join("tools.toml"), &dir.join("policy.toml"))
+        .await
+        .unwrap();
+    let params = json!({"order_id": "o-1", "customer_id": "c-1", "fee": 12.5});
+    let (id, verdict): (uuid::Uuid, String) = sqlx::query_as(
+        "SELECT action_id, verdict FROM backstop.propose('fees-bot', 'charge_fee', $1, amount => 12.5::float8)",
+    )
+    .bind(&params)
+    .fetch_one(t.pool())
+    .await
+    .unwrap();
+    assert_eq!(verdict, "allow");
+    let amount: rust_decimal::Decimal = sqlx::query_scalar("SELECT amount FROM backstop.actions WHERE action_id = $1")
+        .bind(id)
+        .fetch_one(t.pool())
+        .await
+        .unwrap();
+    assert_eq!(amount.to_string(), "12.5");
+    // The agent's word against its own params: refused, nothing appended.
+    let before = t.log_len().await;
+    let e = sqlx::query("SELECT * FROM backstop.propose('fees-bot', 'charge_fee', $1, amount => 1.0::float8)")
+        .bind(&params)
+        .execute(t.pool())
+        .await
+        .unwrap_err();
+    assert_eq!(common::code(&e), "22023", "{e}");
+    assert!(e.to_string().contains("disagrees"), "{e}");
+    assert_eq!(t.log_len().await, before);
+    // A tool that returns a bare string.
+    let (status, comp): (String, String) =
+        sqlx::query_as("SELECT * FROM backstop.record_result($1, true, '\"ch-9\"'::jsonb)")
+            .bind(id)
+            .fetch_one(t.pool())
+            .await
+            .unwrap();
+    assert_eq!(status, "executed");
+    assert_eq!(
+        comp, "unbound: charge_id",
+        "result.charge_id of a bare string binds nothing"
+    );
+    // modify_address's old address comes from the agent, or the undo is unbound.
+    let addr = json!({"order_id": "o-2", "customer_id": "c-2", "address": "2 New Road"});
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let id: uuid::Uuid =
+            sqlx::query_scalar("SELECT action_id FROM backstop.propose('orders-bot', 'modify_address', $1)")
+                .bind(&addr)
+                .fetch_one(t.pool())
+                .await
+                .unwrap();
+        ids.push(id);
+    }
+    let (_, comp): (String, String) = sqlx::query_as("SELECT * FROM backstop.record_result($1, true, '{}')")
+        .bind(ids[0])
+        .fetch_one(t.pool())
+        .await
+        .unwrap();
+    assert_eq!(comp, "unbound: address");
+    let (_, comp): (String, String) = sqlx::query_as(
+        "SELECT * FROM backstop.record_result($1, true, '{}', '{\"previous_address\": \"2 Old Road\"}')",
+    )
+    .bind(ids[1])
+    .fetch_one(t.pool())
+    .await
+    .unwrap();
+    assert_eq!(comp, "staged");
+    let inv: serde_json::Value = sqlx::query_scalar("SELECT inverse_params FROM backstop.actions WHERE action_id = $1")
+        .bind(ids[1])
+        .fetch_one(t.pool())
+        .await
+        .unwrap();
+    assert_eq!(inv, json!({"order_id": "o-2", "address": "2 Old Road"}));
+}
+
+/// What the registry refuses about values, classes by value, agent bindings
+/// and webhooks, each with the key and a way out.
+#[test]
+fn the_registry_names_what_is_wrong_with_new_declarations() {
+    let bad = r#"
+[tools.refund]
+class = "irreversible"
+params = ["items", "to"]
+value = "items[.price"
+value_required = true
+direction = "sideways"
+class_by = { param = "to", values = { card = "reversible", gift = "read" } }
+
+[tools.move]
+class = "reversible"
+params = ["id"]
+inverse = "unmove"
+bind = { id = "params.id", where = "agent." }
+
+[tools.unmove]
+class = "irreversible"
+params = ["id", "where"]
+executor = { kind = "webhook", url = "env:1BAD" }
+
+[tools.log_it]
+class = "irreversible"
+executor = { kind = "webhook", url = "https://backoffice.example/undo", headers = { Authorization = "Bearer literal" } }
+"#;
+    let issues = backstop::registry::parse("tools.toml", bad).unwrap_err();
+    let text: Vec<String> = issues.iter().map(|i| format!("{}: {}", i.key, i.message)).collect();
+    let has = |key: &str, words: &str| {
+        assert!(
+            text.iter().any(|t| t.starts_with(key) && t.contains(words)),
+            "no {key} … {words} in {text:#?}"
+        )
+    };
+    has("tools.refund.value", "not a value expression");
+    has("tools.refund.direction", "\"out\"");
+    has("tools.refund.class_by.values.card", "needs an inverse");
+    has(
+        "tools.refund.class_by.values.gift",
+        "reversible, conditional or irreversible",
+    );
+    has("tools.move.bind.where", "names no field");
+    has("tools.unmove.executor.url", "env:NAME");
+    has("tools.log_it.executor.headers.Authorization", "environment");
+    let good = r#"
+[tools.refund]
+class = "reversible"
+params = ["items", "to", "shipping"]
+value = "items[].price + shipping"
+value_required = true
+direction = "out"
+class_by = { param = "to", values = { card = "reversible", gift = "irreversible" } }
+inverse = "unrefund"
+bind = { id = "result.id", note = "agent.note" }
+
+[tools.unrefund]
+class = "irreversible"
+params = ["id", "note"]
+executor = { kind = "webhook", url = "env:BACKOFFICE_URL", headers = { Authorization = "env:TOKEN", X-Team = "support" } }
+"#;
+    let reg = backstop::registry::parse("tools.toml", good).unwrap();
+    let t = reg.tool("refund").unwrap();
+    assert!(t.value_required && t.direction.as_deref() == Some("out"));
+    assert_eq!(t.class_param.as_deref(), Some("to"));
+}

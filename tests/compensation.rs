@@ -45,6 +45,21 @@ async fn act(
     corr: Option<&str>,
     parent: Option<Uuid>,
 ) -> Uuid {
+    act_after(pool, agent, tool, function, params, corr, parent, &[]).await
+}
+
+/// `act`, declaring the earlier actions this one depends on.
+#[allow(clippy::too_many_arguments)]
+async fn act_after(
+    pool: &PgPool,
+    agent: &str,
+    tool: &str,
+    function: &str,
+    params: Value,
+    corr: Option<&str>,
+    parent: Option<Uuid>,
+    depends_on: &[Uuid],
+) -> Uuid {
     let d = contract::propose(
         pool,
         &Proposal {
@@ -54,6 +69,7 @@ async fn act(
             confidence: Some(0.99),
             correlation_id: corr.map(str::to_string),
             parent_action: parent,
+            depends_on: depends_on.to_vec(),
             ..Default::default()
         },
     )
@@ -104,7 +120,10 @@ async fn comp_status(pool: &PgPool, id: Uuid) -> String {
 async fn plans_pull_in_dependents_and_order_them_in_reverse() {
     let t = setup().await;
     let p = t.pool();
-    // A chain: root -> child (parent link) -> grandchild; a later action on the same ticket; an unrelated one.
+    // A chain: root -> child (parent link) -> grandchild; a later action
+    // declaring it depends on root; a later action on the same ticket that
+    // declares nothing (a correlation id groups, it does not cause); an
+    // unrelated one.
     let root = refund(p, "refund-bot", "c-1", 10, Some("ticket-1"), None).await;
     let child = act(
         p,
@@ -117,20 +136,35 @@ async fn plans_pull_in_dependents_and_order_them_in_reverse() {
     )
     .await;
     let grandchild = refund(p, "refund-bot", "c-3", 20, None, Some(child)).await;
-    let same_ticket = refund(p, "other-bot", "c-4", 30, Some("ticket-1"), None).await;
+    let declared = act_after(
+        p,
+        "other-bot",
+        "issue_refund",
+        "payments.issue_refund",
+        json!({"customer_id": "c-4", "amount": 30}),
+        Some("ticket-1"),
+        None,
+        &[root],
+    )
+    .await;
+    let same_ticket = refund(p, "other-bot", "c-6", 25, Some("ticket-1"), None).await;
     let unrelated = refund(p, "refund-bot", "c-5", 40, Some("ticket-2"), None).await;
 
     let plan = compensation::plan(p, &Selection::Actions(vec![root])).await.unwrap();
     let ids: Vec<Uuid> = plan.steps.iter().map(|s| s.action_id).collect();
-    assert!(!ids.contains(&unrelated));
+    assert!(
+        !ids.contains(&unrelated) && !ids.contains(&same_ticket),
+        "{}",
+        compensation::render(&plan)
+    );
     assert_eq!(ids.len(), 4, "{}", compensation::render(&plan));
     // Reverse order of execution.
-    assert_eq!(ids, vec![same_ticket, grandchild, child, root]);
+    assert_eq!(ids, vec![declared, grandchild, child, root]);
     let step = |id: Uuid| plan.steps.iter().find(|s| s.action_id == id).unwrap();
     assert!(step(root).selected && !step(child).selected);
     assert_eq!(step(child).caused_by, Some(root));
     assert_eq!(step(grandchild).caused_by, Some(child));
-    assert_eq!(step(same_ticket).caused_by, Some(root));
+    assert_eq!(step(declared).caused_by, Some(root));
     assert_eq!(plan.totals.dependents, 3);
     assert_eq!(plan.totals.will_compensate, 4);
     assert_eq!(plan.totals.value_recovered, 60.into());
@@ -149,7 +183,7 @@ async fn plans_pull_in_dependents_and_order_them_in_reverse() {
             .fetch_all(p)
             .await
             .unwrap();
-    assert!(wait.contains(&child) && wait.contains(&same_ticket), "{wait:?}");
+    assert!(wait.contains(&child) && wait.contains(&declared), "{wait:?}");
     common::drain(p, "w1").await;
     let finished: Vec<Uuid> =
         sqlx::query_scalar("SELECT action_id FROM backstop.action_log WHERE kind = 'compensated' ORDER BY seq")
@@ -158,7 +192,7 @@ async fn plans_pull_in_dependents_and_order_them_in_reverse() {
             .unwrap();
     let pos = |id: Uuid| finished.iter().position(|x| *x == id).unwrap();
     assert!(
-        pos(grandchild) < pos(child) && pos(child) < pos(root) && pos(same_ticket) < pos(root),
+        pos(grandchild) < pos(child) && pos(child) < pos(root) && pos(declared) < pos(root),
         "{finished:?}"
     );
     let tier: String = sqlx::query_scalar("SELECT tier FROM crm.customers WHERE customer_id = 'c-2'")
@@ -173,6 +207,13 @@ async fn plans_pull_in_dependents_and_order_them_in_reverse() {
             .await
             .unwrap();
     assert_eq!(bal, 40.into());
+    // So does the one that only shared the ticket.
+    let bal: rust_decimal::Decimal =
+        sqlx::query_scalar("SELECT balance FROM payments.accounts WHERE customer_id = 'c-6'")
+            .fetch_one(p)
+            .await
+            .unwrap();
+    assert_eq!(bal, 25.into());
 }
 
 #[tokio::test]

@@ -78,9 +78,12 @@ pub async fn compensate(cfg: &Config, args: &CompensateArgs) -> Result<()> {
     } else {
         print!("{}", compensation::render(&plan));
         let requested = outcomes.iter().filter(|o| o.outcome == "requested").count();
+        // The log names the session's login, whatever --operator says.
+        let login: String = sqlx::query_scalar("SELECT backstop.actor()")
+            .fetch_one(&db.pool)
+            .await?;
         println!(
-            "plan {plan_id}: {requested} compensation(s) requested by {}; a worker (backstop worker) runs them",
-            cfg.operator
+            "plan {plan_id}: {requested} compensation(s) requested by {login}; a worker (backstop worker) runs them"
         );
     }
     Ok(())

@@ -4,7 +4,7 @@
 //! header (webhook), so a repeat returns the first outcome instead of acting
 //! twice.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -14,7 +14,7 @@ use sqlx::{Acquire, PgPool};
 use tokio::sync::Mutex;
 
 use crate::contract::Claim;
-use crate::registry::{Executor, Registry};
+use crate::registry::{Executor, Registry, resolve_env};
 
 /// What running an inverse came to.
 #[derive(Debug, Clone, PartialEq)]
@@ -93,8 +93,12 @@ impl Executors {
                 Ok(pool) => sql_call(&pool, function, claim).await,
                 Err(e) => ExecOutcome::Retry(e),
             },
-            Some(Executor::Webhook { url, timeout_seconds }) => {
-                self.webhook(url, Duration::from_secs_f64(*timeout_seconds), claim)
+            Some(Executor::Webhook {
+                url,
+                timeout_seconds,
+                headers,
+            }) => {
+                self.webhook(url, headers, Duration::from_secs_f64(*timeout_seconds), claim)
                     .await
             }
             Some(Executor::Manual) | None => ExecOutcome::Retry(format!(
@@ -104,29 +108,49 @@ impl Executors {
         }
     }
 
-    async fn webhook(&self, url: &str, timeout: Duration, claim: &Claim) -> ExecOutcome {
+    /// `url` and header values may be `env:NAME`. What lands in the log (the
+    /// outcome's text) names the declared url, never the resolved one, and
+    /// never a header's value: both may carry secrets.
+    async fn webhook(
+        &self,
+        url: &str,
+        headers: &BTreeMap<String, String>,
+        timeout: Duration,
+        claim: &Claim,
+    ) -> ExecOutcome {
+        let target = match resolve_env(url) {
+            Ok(u) => u,
+            Err(e) => return ExecOutcome::Retry(format!("webhook {url}: {e}")),
+        };
+        // The back office decides whether the inverse may still run: it gets
+        // the condition and the deadline the action was staged with.
         let body = json!({
             "action_id": claim.action_id,
             "agent": claim.agent,
             "tool": claim.tool,
             "inverse_tool": claim.inverse_tool,
             "params": claim.inverse_params,
+            "condition": claim.condition,
+            "deadline": claim.deadline,
             "attempt": claim.attempt,
         });
-        let res = self
+        let mut req = self
             .http
-            .post(url)
+            .post(&target)
             .timeout(timeout)
-            .header("Idempotency-Key", claim.action_id.to_string())
-            .json(&body)
-            .send()
-            .await;
-        let res = match res {
+            .header("Idempotency-Key", claim.action_id.to_string());
+        for (name, value) in headers {
+            match resolve_env(value) {
+                Ok(v) => req = req.header(name.as_str(), v),
+                Err(e) => return ExecOutcome::Retry(format!("webhook {url}: header {name}: {e}")),
+            }
+        }
+        let res = match req.json(&body).send().await {
             Ok(r) => r,
             Err(e) if e.is_timeout() => {
                 return ExecOutcome::Retry(format!("webhook {url} timed out after {timeout:?}"));
             }
-            Err(e) => return ExecOutcome::Retry(format!("webhook {url}: {e}")),
+            Err(e) => return ExecOutcome::Retry(format!("webhook {url}: {}", e.without_url())),
         };
         let status = res.status();
         let text = res.text().await.unwrap_or_default();

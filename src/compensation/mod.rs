@@ -51,6 +51,10 @@ pub struct PlanStep {
     pub detail: Option<String>,
     pub inverse_tool: Option<String>,
     pub inverse_params: Option<Value>,
+    /// Which way the action's money went: "out" (the company paid) or "in".
+    #[sqlx(default)]
+    #[serde(default)]
+    pub direction: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -58,6 +62,12 @@ pub struct PlanTotals {
     pub steps: usize,
     pub will_compensate: usize,
     pub value_recovered: Decimal,
+    /// Of value_recovered: money paid out that comes back.
+    #[serde(default)]
+    pub recovered_out: Decimal,
+    /// Of value_recovered: money taken in that goes back to whoever paid it.
+    #[serde(default)]
+    pub recovered_in: Decimal,
     pub value_not_recoverable: Decimal,
     pub entities_touched: usize,
     pub dependents: usize,
@@ -129,6 +139,8 @@ fn totals(steps: &[PlanStep]) -> PlanTotals {
         steps: steps.len(),
         will_compensate: 0,
         value_recovered: Decimal::ZERO,
+        recovered_out: Decimal::ZERO,
+        recovered_in: Decimal::ZERO,
         value_not_recoverable: Decimal::ZERO,
         entities_touched: 0,
         dependents: steps.iter().filter(|s| !s.selected).count(),
@@ -140,6 +152,11 @@ fn totals(steps: &[PlanStep]) -> PlanTotals {
             "requested" => {
                 t.will_compensate += 1;
                 t.value_recovered += v;
+                match s.direction.as_deref() {
+                    Some("out") => t.recovered_out += v,
+                    Some("in") => t.recovered_in += v,
+                    _ => {}
+                }
             }
             "irreversible" | "expired" | "condition_failed" | "conflict" => t.value_not_recoverable += v,
             _ => {}
@@ -163,6 +180,18 @@ pub async fn request(pool: &PgPool, plan: &Plan, reason: &str) -> Result<(Uuid, 
     }
     let out = contract::request_compensation(pool, &ids, reason, Some(plan_id)).await?;
     Ok((plan_id, out))
+}
+
+/// " (money out: $X back; money in: $Y returned)" when the registry gave directions.
+pub fn directions(t: &PlanTotals) -> String {
+    if t.recovered_out.is_zero() && t.recovered_in.is_zero() {
+        return String::new();
+    }
+    format!(
+        " (money out: {} comes back; money in: {} goes back to payers)",
+        money(Some(t.recovered_out)),
+        money(Some(t.recovered_in))
+    )
 }
 
 pub fn outcome_label(o: &str) -> &str {
@@ -212,12 +241,13 @@ pub fn render(plan: &Plan) -> String {
     }
     let tt = &plan.totals;
     format!(
-        "{}\n{} step(s), {} to compensate ({} pulled in as dependents); value recovered {}, not recoverable {}; {} customer(s)/entities touched\n",
+        "{}\n{} step(s), {} to compensate ({} pulled in as dependents); value recovered {}{}, not recoverable {}; {} customer(s)/entities touched\n",
         t.render(),
         tt.steps,
         tt.will_compensate,
         tt.dependents,
         money(Some(tt.value_recovered)),
+        directions(tt),
         money(Some(tt.value_not_recoverable)),
         tt.entities_touched
     )

@@ -127,6 +127,10 @@ pub struct Proposal {
     pub correlation_id: Option<String>,
     pub parent_action: Option<Uuid>,
     pub idempotency_key: Option<String>,
+    /// Earlier actions this one depends on: a rollback of one of them plans
+    /// this one too (a correlation id only groups).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<Uuid>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -138,7 +142,7 @@ pub struct Decision {
 
 pub async fn propose<'e, E: PgExecutor<'e>>(ex: E, p: &Proposal) -> Result<Decision> {
     let row: (Uuid, String, String) = sqlx::query_as(
-        "SELECT action_id, verdict, reason FROM backstop.propose($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        "SELECT action_id, verdict, reason FROM backstop.propose($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
     )
     .bind(&p.agent)
     .bind(&p.tool)
@@ -150,6 +154,7 @@ pub async fn propose<'e, E: PgExecutor<'e>>(ex: E, p: &Proposal) -> Result<Decis
     .bind(&p.correlation_id)
     .bind(p.parent_action)
     .bind(&p.idempotency_key)
+    .bind((!p.depends_on.is_empty()).then_some(&p.depends_on))
     .fetch_one(ex)
     .await
     .map_err(refine)?;

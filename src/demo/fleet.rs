@@ -312,6 +312,7 @@ fn proposal(agent: &str, tool: &str, params: Value, confidence: f64, reasoning: 
         correlation_id: None,
         parent_action: None,
         idempotency_key: None,
+        depends_on: Vec::new(),
     }
 }
 

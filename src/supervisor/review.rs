@@ -71,7 +71,7 @@ pub async fn review_one(
     let row = sqlx::query(
         "SELECT a.agent, a.tool, a.class, a.amount, a.confidence, a.cost_to_reverse, a.verdict, a.status,
                 a.policy_version, (SELECT policy_version FROM backstop.active) AS active_version,
-                p.params, x.result
+                p.params, x.result, p.detail ->> 'direction' AS direction, a.entity
            FROM backstop.actions a
            -- With the times, each lookup goes to one partition of the log.
            JOIN backstop.action_log p ON p.seq = a.proposed_seq AND p.at = a.proposed_at
@@ -93,6 +93,8 @@ pub async fn review_one(
     let judged_by: Option<i64> = row.get("policy_version");
     let active: Option<i64> = row.get("active_version");
     let params: Value = row.get::<Option<Value>, _>("params").unwrap_or(Value::Null);
+    let direction: Option<String> = row.get("direction");
+    let entity: Option<String> = row.get("entity");
     let result: Value = row.get::<Option<Value>, _>("result").unwrap_or(Value::Null);
     let base = json!({"review": why, "tool": tool, "amount": amount, "confidence": confidence, "params": params, "result": result});
     let mut raised = Vec::new();
@@ -111,7 +113,7 @@ pub async fn review_one(
     //    approved are theirs; stateful rules would count the action twice.)
     if verdict == "allow" && status == "executed" {
         let (v, reason, rule): (Option<String>, Option<String>, Option<String>) = sqlx::query_as(
-            "SELECT (e).verdict, (e).reason, (e).rule FROM (SELECT backstop.evaluate($1, $2, $3, $4, $5, $6, $7, $8, true) AS e) s",
+            "SELECT (e).verdict, (e).reason, (e).rule FROM (SELECT backstop.evaluate($1, $2, $3, $4, $5, $6, $7, $8, true, $9, $10) AS e) s",
         )
         .bind(active)
         .bind(&agent)
@@ -121,6 +123,8 @@ pub async fn review_one(
         .bind(cost)
         .bind(confidence)
         .bind(&params)
+        .bind(&direction)
+        .bind(&entity)
         .fetch_one(&mut *conn)
         .await?;
         if let Some(v) = v.filter(|v| v != "allow") {

@@ -1138,6 +1138,8 @@ mod tests {
                 steps: 1,
                 will_compensate: 1,
                 value_recovered: Decimal::from(100),
+                recovered_out: Decimal::ZERO,
+                recovered_in: Decimal::ZERO,
                 value_not_recoverable: Decimal::ZERO,
                 entities_touched: 1,
                 dependents: 0,

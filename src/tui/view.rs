@@ -916,11 +916,12 @@ fn plan(s: &State, f: &mut Frame, area: Rect, theme: &Theme) {
     let Some(p) = &s.plan else { return };
     let mut lines = vec![Line::styled(
         format!(
-            "Rollback plan: {} step(s), {} to compensate ({} pulled in as dependents), recovering {}, not recoverable {}, {} entities touched",
+            "Rollback plan: {} step(s), {} to compensate ({} pulled in as dependents), recovering {}{}, not recoverable {}, {} entities touched",
             p.totals.steps,
             p.totals.will_compensate,
             p.totals.dependents,
             money(Some(p.totals.value_recovered)),
+            crate::compensation::directions(&p.totals),
             money(Some(p.totals.value_not_recoverable)),
             p.totals.entities_touched
         ),

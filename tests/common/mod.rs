@@ -82,6 +82,18 @@ pub fn url_for(db: &str) -> String {
     server().db_url.replace("{db}", db)
 }
 
+/// `url` with `login` as its user (and no password: the test servers trust
+/// local logins), for running the binary as one duty's login.
+#[allow(dead_code)]
+pub fn login_url(url: &str, login: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("postgres", url));
+    let rest = match rest.split_once('@') {
+        Some((_, after)) if !rest[..rest.find('@').unwrap_or(0)].contains('/') => after,
+        _ => rest,
+    };
+    format!("{scheme}://{login}@{rest}")
+}
+
 pub fn admin_url() -> String {
     server().admin_url.clone()
 }
