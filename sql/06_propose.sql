@@ -154,7 +154,17 @@ BEGIN
         IF t.value_param IS NOT NULL THEN
             -- The registry's value expression decides the money at stake; an
             -- amount the agent passes must agree with it.
-            v_value := backstop._value_of(p_params, t.value_param);
+            IF strpos(t.value_param, '[') = 0 AND strpos(t.value_param, '+') = 0 THEN
+                -- One path, the common case: no function call on the hot path.
+                v_txt := backstop.path_get(p_params, t.value_param) #>> '{}';
+                IF v_txt IS NOT NULL AND v_txt ~ '^[0-9]{1,13}(\.[0-9]{1,6})?$' THEN
+                    v_value := v_txt::numeric;
+                ELSE
+                    v_value := backstop._value_of(p_params, t.value_param);
+                END IF;
+            ELSE
+                v_value := backstop._value_of(p_params, t.value_param);
+            END IF;
             IF v_value IS NOT NULL THEN
                 PERFORM backstop._check_amount('propose', v_value);
                 IF p_amount IS NULL THEN

@@ -246,6 +246,24 @@ async fn amounts_results_and_agent_bindings() {
         .await
         .unwrap();
     assert_eq!(inv, json!({"order_id": "o-2", "address": "2 Old Road"}));
+    // depends_on names known actions only; a bad one changes nothing.
+    let before = t.log_len().await;
+    let e = sqlx::query("SELECT * FROM backstop.propose('orders-bot', 'modify_address', $1, depends_on => $2)")
+        .bind(&addr)
+        .bind(vec![ids[0], uuid::Uuid::new_v4()])
+        .execute(t.pool())
+        .await
+        .unwrap_err();
+    assert_eq!(common::code(&e), "P0002", "{e}");
+    let many: Vec<uuid::Uuid> = (0..101).map(|_| ids[0]).collect();
+    let e = sqlx::query("SELECT * FROM backstop.propose('orders-bot', 'modify_address', $1, depends_on => $2)")
+        .bind(&addr)
+        .bind(many)
+        .execute(t.pool())
+        .await
+        .unwrap_err();
+    assert_eq!(common::code(&e), "22023", "{e}");
+    assert_eq!(t.log_len().await, before);
 }
 
 /// What the registry refuses about values, classes by value, agent bindings

@@ -214,6 +214,8 @@ async fn plans_pull_in_dependents_and_order_them_in_reverse() {
             .await
             .unwrap();
     assert_eq!(bal, 25.into());
+    // depends_on is rebuilt from the log like every other column.
+    assert_eq!(t.count("SELECT count(*) FROM backstop.projection_diffs()").await, 0);
 }
 
 #[tokio::test]
