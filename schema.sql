@@ -515,7 +515,7 @@ $$;
 
 ALTER FUNCTION backstop._raise_finding(p_kind text, p_severity text, p_agent text, p_action uuid, p_detail jsonb, p_actor text, OUT finding_id uuid, OUT merged boolean) OWNER TO backstop_owner;
 
-CREATE FUNCTION backstop._remember(p_version bigint, p_memory boolean, p_agent text, p_params jsonb, p_amount numeric, p_seq bigint, p_direction text DEFAULT NULL::text, p_entity text DEFAULT NULL::text) RETURNS void
+CREATE FUNCTION backstop._remember(p_version bigint, p_memory boolean, p_agent text, p_params jsonb, p_amount numeric, p_seq bigint, p_direction text, p_entity text, p_cumulative boolean, p_entity_cumulative boolean) RETURNS void
     LANGUAGE plpgsql
     SET search_path TO 'pg_catalog', 'backstop', 'pg_temp'
     AS $$
@@ -524,13 +524,11 @@ DECLARE
     k text;
     v text;
 BEGIN
-    IF coalesce(p_amount, 0) > 0 AND p_direction IS DISTINCT FROM 'in'
-       AND (SELECT p.has_cumulative FROM backstop.policy_versions p WHERE p.version = p_version) THEN
+    IF coalesce(p_amount, 0) > 0 AND p_direction IS DISTINCT FROM 'in' AND p_cumulative THEN
         INSERT INTO backstop.agent_value_minutes AS m (agent, minute, total)
         VALUES (p_agent, date_trunc('minute', now()), p_amount)
         ON CONFLICT (agent, minute) DO UPDATE SET total = m.total + excluded.total;
-        IF p_entity IS NOT NULL AND EXISTS (SELECT 1 FROM backstop.policy_rules x
-                                             WHERE x.version = p_version AND x.kind = 'cumulative' AND x.per = 'entity') THEN
+        IF p_entity IS NOT NULL AND p_entity_cumulative THEN
             INSERT INTO backstop.entity_value_minutes AS m (entity, minute, total)
             VALUES (p_entity, date_trunc('minute', now()), p_amount)
             ON CONFLICT (entity, minute) DO UPDATE SET total = m.total + excluded.total;
@@ -559,7 +557,7 @@ BEGIN
 END
 $$;
 
-ALTER FUNCTION backstop._remember(p_version bigint, p_memory boolean, p_agent text, p_params jsonb, p_amount numeric, p_seq bigint, p_direction text, p_entity text) OWNER TO backstop_owner;
+ALTER FUNCTION backstop._remember(p_version bigint, p_memory boolean, p_agent text, p_params jsonb, p_amount numeric, p_seq bigint, p_direction text, p_entity text, p_cumulative boolean, p_entity_cumulative boolean) OWNER TO backstop_owner;
 
 CREATE FUNCTION backstop._trusted() RETURNS boolean
     LANGUAGE plpgsql STABLE
@@ -720,6 +718,7 @@ DECLARE
     v_seq bigint;
     v_at timestamptz;
     v_params jsonb;
+    v_direction text;
 BEGIN
     IF p_id IS NULL THEN
         PERFORM backstop._bad('approve', 'action_id is required');
@@ -758,14 +757,16 @@ BEGIN
          WHERE x.action_id = p_id;
         DELETE FROM backstop.approval_queue q WHERE q.action_id = p_id;
         -- The proposal by (seq, at): one partition; carried_log only when archived.
-        SELECT l.params INTO v_params FROM backstop.action_log l
+        SELECT l.params, l.detail ->> 'direction' INTO v_params, v_direction FROM backstop.action_log l
          WHERE l.seq = a.proposed_seq AND l.at = a.proposed_at AND l.kind <> 'carried';
         IF NOT FOUND THEN
-            SELECT l.params INTO v_params FROM backstop.carried_log l WHERE l.seq = a.proposed_seq AND l.at = a.proposed_at;
+            SELECT l.params, l.detail ->> 'direction' INTO v_params, v_direction
+              FROM backstop.carried_log l WHERE l.seq = a.proposed_seq AND l.at = a.proposed_at;
         END IF;
-        PERFORM backstop._remember(a.policy_version,
-            (SELECT p.param_memory FROM backstop.policy_versions p WHERE p.version = a.policy_version),
-            a.agent, v_params, a.amount, v_seq);
+        -- An approved action counts like an allowed one (per agent, per entity).
+        PERFORM backstop._remember(a.policy_version, p.param_memory, a.agent, v_params, a.amount, v_seq,
+                                   v_direction, a.entity, p.has_cumulative, p.entity_cumulative)
+           FROM backstop.policy_versions p WHERE p.version = a.policy_version;
     ELSE
         UPDATE backstop.actions x SET approvals = v_n, updated_seq = v_seq WHERE x.action_id = p_id;
         UPDATE backstop.approval_queue q SET approvals = v_n WHERE q.action_id = p_id;
@@ -1600,7 +1601,9 @@ BEGIN
     UPDATE backstop.policy_versions p
        SET param_memory = EXISTS (SELECT 1 FROM backstop.policy_rules r
                                    WHERE r.version = v_new AND r.kind IN ('new_counterparty', 'changed_value')),
-           has_cumulative = EXISTS (SELECT 1 FROM backstop.policy_rules r WHERE r.version = v_new AND r.kind = 'cumulative')
+           has_cumulative = EXISTS (SELECT 1 FROM backstop.policy_rules r WHERE r.version = v_new AND r.kind = 'cumulative'),
+           entity_cumulative = EXISTS (SELECT 1 FROM backstop.policy_rules r
+                                        WHERE r.version = v_new AND r.kind = 'cumulative' AND r.per = 'entity')
      WHERE p.version = v_new;
     UPDATE backstop.active SET policy_version = v_new;
     PERFORM pg_notify('backstop_control', jsonb_build_object('event', 'policy_loaded', 'version', v_new, 'seq', v_seq)::text);
@@ -2080,7 +2083,7 @@ BEGIN
     PERFORM FROM backstop.kill_gate;
     -- Read after the kill-switch locks are held.
     SELECT a.registry_version AS reg, a.policy_version AS pol, pv.hold_expiry, pv.expiry_effect,
-           pv.param_memory, pv.has_cumulative, t AS tool_row
+           pv.param_memory, pv.has_cumulative, pv.entity_cumulative, t AS tool_row
       INTO c
       FROM backstop.active a
       LEFT JOIN backstop.policy_versions pv ON pv.version = a.policy_version
@@ -2103,7 +2106,7 @@ BEGIN
                 -- One path, the common case: no function call on the hot path.
                 v_txt := backstop.path_get(p_params, t.value_param) #>> '{}';
                 IF v_txt IS NOT NULL AND v_txt ~ '^[0-9]{1,13}(\.[0-9]{1,6})?$' THEN
-                    v_value := v_txt::numeric;
+                    v_value := trim_scale(v_txt::numeric);
                 ELSE
                     v_value := backstop._value_of(p_params, t.value_param);
                 END IF;
@@ -2182,7 +2185,8 @@ BEGIN
                                              held_at, expires_at, proposed_seq)
         VALUES (v_id, p_agent, p_tool, p_amount, e.rule, e.reason, e.approvals, v_at, v_expires, v_seq);
     ELSIF e.verdict = 'allow' AND ((c.has_cumulative AND p_amount > 0) OR c.param_memory) THEN
-        PERFORM backstop._remember(c.pol, c.param_memory, p_agent, p_params, p_amount, v_seq, v_direction, v_entity);
+        PERFORM backstop._remember(c.pol, c.param_memory, p_agent, p_params, p_amount, v_seq, v_direction, v_entity,
+                                   c.has_cumulative, c.entity_cumulative);
     END IF;
 
     action_id := v_id;
@@ -3533,6 +3537,7 @@ CREATE TABLE backstop.policy_versions (
     four_eyes_above numeric,
     param_memory boolean DEFAULT false NOT NULL,
     has_cumulative boolean DEFAULT false NOT NULL,
+    entity_cumulative boolean DEFAULT false NOT NULL,
     CONSTRAINT policy_versions_expiry_effect_check CHECK ((expiry_effect = ANY (ARRAY['block'::text, 'allow'::text])))
 );
 
@@ -3696,7 +3701,10 @@ CREATE VIEW backstop.rebuilt_policy_versions AS
           WHERE ((r.value ->> 'kind'::text) = ANY (ARRAY['new_counterparty'::text, 'changed_value'::text])))) AS param_memory,
     (EXISTS ( SELECT 1
            FROM jsonb_array_elements(((l.detail -> 'doc'::text) -> 'rules'::text)) r(value)
-          WHERE ((r.value ->> 'kind'::text) = 'cumulative'::text))) AS has_cumulative
+          WHERE ((r.value ->> 'kind'::text) = 'cumulative'::text))) AS has_cumulative,
+    (EXISTS ( SELECT 1
+           FROM jsonb_array_elements(((l.detail -> 'doc'::text) -> 'rules'::text)) r(value)
+          WHERE (((r.value ->> 'kind'::text) = 'cumulative'::text) AND ((r.value ->> 'per'::text) = 'entity'::text)))) AS entity_cumulative
    FROM backstop.rebuild_log l
   WHERE (l.kind = 'policy_loaded'::text);
 
@@ -4461,7 +4469,7 @@ REVOKE ALL ON FUNCTION backstop._protect_partition(p text) FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION backstop._raise_finding(p_kind text, p_severity text, p_agent text, p_action uuid, p_detail jsonb, p_actor text, OUT finding_id uuid, OUT merged boolean) FROM PUBLIC;
 
-REVOKE ALL ON FUNCTION backstop._remember(p_version bigint, p_memory boolean, p_agent text, p_params jsonb, p_amount numeric, p_seq bigint, p_direction text, p_entity text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION backstop._remember(p_version bigint, p_memory boolean, p_agent text, p_params jsonb, p_amount numeric, p_seq bigint, p_direction text, p_entity text, p_cumulative boolean, p_entity_cumulative boolean) FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION backstop._trusted() FROM PUBLIC;
 

@@ -22,6 +22,9 @@ ALTER TABLE backstop.policy_rules
     ADD COLUMN direction text CHECK (direction IN ('out', 'in')),
     ADD COLUMN per       text NOT NULL DEFAULT 'agent' CHECK (per IN ('agent', 'entity'));
 
+-- Whether a policy has a per-entity cumulative rule (read once per proposal).
+ALTER TABLE backstop.policy_versions ADD COLUMN entity_cumulative boolean NOT NULL DEFAULT false;
+
 CREATE TABLE backstop.entity_value_minutes (
     entity text        NOT NULL,
     minute timestamptz NOT NULL,

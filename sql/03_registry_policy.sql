@@ -290,7 +290,9 @@ BEGIN
     UPDATE backstop.policy_versions p
        SET param_memory = EXISTS (SELECT 1 FROM backstop.policy_rules r
                                    WHERE r.version = v_new AND r.kind IN ('new_counterparty', 'changed_value')),
-           has_cumulative = EXISTS (SELECT 1 FROM backstop.policy_rules r WHERE r.version = v_new AND r.kind = 'cumulative')
+           has_cumulative = EXISTS (SELECT 1 FROM backstop.policy_rules r WHERE r.version = v_new AND r.kind = 'cumulative'),
+           entity_cumulative = EXISTS (SELECT 1 FROM backstop.policy_rules r
+                                        WHERE r.version = v_new AND r.kind = 'cumulative' AND r.per = 'entity')
      WHERE p.version = v_new;
     UPDATE backstop.active SET policy_version = v_new;
     PERFORM pg_notify('backstop_control', jsonb_build_object('event', 'policy_loaded', 'version', v_new, 'seq', v_seq)::text);

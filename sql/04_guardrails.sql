@@ -124,22 +124,21 @@ SELECT backstop._grant('evaluate', 'supervisor');
 COMMENT ON FUNCTION backstop.evaluate IS 'Evaluates the pre-action rules of one policy version for one action; first match wins. p_stateless skips rules that depend on what else was allowed (for after-the-fact review); p_direction (out, in) and p_entity are the tool''s direction of money and the call''s entity. Callers: supervisor (its after-the-fact review), and propose. Returns backstop.verdict (verdict, reason, rule, approvals).';
 
 -- What an allowed action teaches the parameter rules and the cumulative window.
--- Money coming in never counts against a cumulative limit.
+-- Money coming in never counts against a cumulative limit. The caller
+-- passes what the policy version has (it read the row already).
 CREATE FUNCTION backstop._remember(p_version bigint, p_memory boolean, p_agent text, p_params jsonb, p_amount numeric, p_seq bigint,
-                                   p_direction text DEFAULT NULL, p_entity text DEFAULT NULL)
+                                   p_direction text, p_entity text, p_cumulative boolean, p_entity_cumulative boolean)
 RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog, backstop, pg_temp AS $$
 DECLARE
     r record;
     k text;
     v text;
 BEGIN
-    IF coalesce(p_amount, 0) > 0 AND p_direction IS DISTINCT FROM 'in'
-       AND (SELECT p.has_cumulative FROM backstop.policy_versions p WHERE p.version = p_version) THEN
+    IF coalesce(p_amount, 0) > 0 AND p_direction IS DISTINCT FROM 'in' AND p_cumulative THEN
         INSERT INTO backstop.agent_value_minutes AS m (agent, minute, total)
         VALUES (p_agent, date_trunc('minute', now()), p_amount)
         ON CONFLICT (agent, minute) DO UPDATE SET total = m.total + excluded.total;
-        IF p_entity IS NOT NULL AND EXISTS (SELECT 1 FROM backstop.policy_rules x
-                                             WHERE x.version = p_version AND x.kind = 'cumulative' AND x.per = 'entity') THEN
+        IF p_entity IS NOT NULL AND p_entity_cumulative THEN
             INSERT INTO backstop.entity_value_minutes AS m (entity, minute, total)
             VALUES (p_entity, date_trunc('minute', now()), p_amount)
             ON CONFLICT (entity, minute) DO UPDATE SET total = m.total + excluded.total;

@@ -135,7 +135,7 @@ BEGIN
     PERFORM FROM backstop.kill_gate;
     -- Read after the kill-switch locks are held.
     SELECT a.registry_version AS reg, a.policy_version AS pol, pv.hold_expiry, pv.expiry_effect,
-           pv.param_memory, pv.has_cumulative, t AS tool_row
+           pv.param_memory, pv.has_cumulative, pv.entity_cumulative, t AS tool_row
       INTO c
       FROM backstop.active a
       LEFT JOIN backstop.policy_versions pv ON pv.version = a.policy_version
@@ -158,7 +158,7 @@ BEGIN
                 -- One path, the common case: no function call on the hot path.
                 v_txt := backstop.path_get(p_params, t.value_param) #>> '{}';
                 IF v_txt IS NOT NULL AND v_txt ~ '^[0-9]{1,13}(\.[0-9]{1,6})?$' THEN
-                    v_value := v_txt::numeric;
+                    v_value := trim_scale(v_txt::numeric);
                 ELSE
                     v_value := backstop._value_of(p_params, t.value_param);
                 END IF;
@@ -237,7 +237,8 @@ BEGIN
                                              held_at, expires_at, proposed_seq)
         VALUES (v_id, p_agent, p_tool, p_amount, e.rule, e.reason, e.approvals, v_at, v_expires, v_seq);
     ELSIF e.verdict = 'allow' AND ((c.has_cumulative AND p_amount > 0) OR c.param_memory) THEN
-        PERFORM backstop._remember(c.pol, c.param_memory, p_agent, p_params, p_amount, v_seq, v_direction, v_entity);
+        PERFORM backstop._remember(c.pol, c.param_memory, p_agent, p_params, p_amount, v_seq, v_direction, v_entity,
+                                   c.has_cumulative, c.entity_cumulative);
     END IF;
 
     action_id := v_id;

@@ -24,6 +24,7 @@ DECLARE
     v_seq bigint;
     v_at timestamptz;
     v_params jsonb;
+    v_direction text;
 BEGIN
     IF p_id IS NULL THEN
         PERFORM backstop._bad('approve', 'action_id is required');
@@ -62,14 +63,16 @@ BEGIN
          WHERE x.action_id = p_id;
         DELETE FROM backstop.approval_queue q WHERE q.action_id = p_id;
         -- The proposal by (seq, at): one partition; carried_log only when archived.
-        SELECT l.params INTO v_params FROM backstop.action_log l
+        SELECT l.params, l.detail ->> 'direction' INTO v_params, v_direction FROM backstop.action_log l
          WHERE l.seq = a.proposed_seq AND l.at = a.proposed_at AND l.kind <> 'carried';
         IF NOT FOUND THEN
-            SELECT l.params INTO v_params FROM backstop.carried_log l WHERE l.seq = a.proposed_seq AND l.at = a.proposed_at;
+            SELECT l.params, l.detail ->> 'direction' INTO v_params, v_direction
+              FROM backstop.carried_log l WHERE l.seq = a.proposed_seq AND l.at = a.proposed_at;
         END IF;
-        PERFORM backstop._remember(a.policy_version,
-            (SELECT p.param_memory FROM backstop.policy_versions p WHERE p.version = a.policy_version),
-            a.agent, v_params, a.amount, v_seq);
+        -- An approved action counts like an allowed one (per agent, per entity).
+        PERFORM backstop._remember(a.policy_version, p.param_memory, a.agent, v_params, a.amount, v_seq,
+                                   v_direction, a.entity, p.has_cumulative, p.entity_cumulative)
+           FROM backstop.policy_versions p WHERE p.version = a.policy_version;
     ELSE
         UPDATE backstop.actions x SET approvals = v_n, updated_seq = v_seq WHERE x.action_id = p_id;
         UPDATE backstop.approval_queue q SET approvals = v_n WHERE q.action_id = p_id;

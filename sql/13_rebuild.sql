@@ -29,7 +29,9 @@ SELECT (l.detail ->> 'version')::bigint AS version, l.detail ->> 'sha256' AS sha
        (l.detail -> 'doc' -> 'settings' ->> 'four_eyes_above')::numeric AS four_eyes_above,
        EXISTS (SELECT 1 FROM jsonb_array_elements(l.detail -> 'doc' -> 'rules') r
                 WHERE r ->> 'kind' IN ('new_counterparty', 'changed_value')) AS param_memory,
-       EXISTS (SELECT 1 FROM jsonb_array_elements(l.detail -> 'doc' -> 'rules') r WHERE r ->> 'kind' = 'cumulative') AS has_cumulative
+       EXISTS (SELECT 1 FROM jsonb_array_elements(l.detail -> 'doc' -> 'rules') r WHERE r ->> 'kind' = 'cumulative') AS has_cumulative,
+       EXISTS (SELECT 1 FROM jsonb_array_elements(l.detail -> 'doc' -> 'rules') r
+                WHERE r ->> 'kind' = 'cumulative' AND r ->> 'per' = 'entity') AS entity_cumulative
   FROM backstop.rebuild_log l WHERE l.kind = 'policy_loaded';
 COMMENT ON VIEW backstop.rebuilt_policy_versions IS 'backstop.policy_versions rebuilt from the log alone; verify compares the two (projection_diffs). Readers: viewer.';
 

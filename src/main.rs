@@ -148,14 +148,15 @@ enum Command {
     /// Approve a held action.
     Approve {
         action_id: String,
-        #[arg(long, default_value = "")]
+        /// Why (recorded in the log); `--reason` works too, as for reject.
+        #[arg(long, default_value = "", alias = "reason")]
         note: String,
     },
     /// Reject a held action.
     Reject {
         action_id: String,
         /// Why (recorded in the log and shown to the agent).
-        #[arg(long)]
+        #[arg(long, alias = "note")]
         reason: String,
     },
     /// Plan and request the rollback of actions (and the actions that depend on them).

@@ -387,6 +387,25 @@ async fn a_customer_service_fleet_adopts_backstop_end_to_end() {
         execute(&returns_bot, &office, *id, &steps[*i]).await;
     }
 
+    // What was approved counts toward the customer's day like what was
+    // allowed: one more small refund to c-20 is held too, and rejected.
+    let more = Step {
+        agent: "returns_bot",
+        tool: "return_items",
+        params: json!({"order_id": "o-22", "customer_id": "c-20", "refund_to": "card", "items": [item(10.0)]}),
+        ticket: "T-22".into(),
+        inverse_params: None,
+    };
+    let d = propose(&returns_bot, "returns_bot", &more).await;
+    assert_eq!(d.verdict, Verdict::Hold, "{}", d.reason);
+    assert!(d.reason.contains("$900 already refunded"), "{}", d.reason);
+    run(backstop(
+        &t,
+        "bob",
+        &["reject", &d.action_id.to_string(), "--reason", "enough for today"],
+        &[],
+    ));
+
     // The operator undoes the returns agent's hour: its returns to a card are
     // cancelled, those to a gift card are final, and the cancellations that
     // shared their tickets stay.
@@ -407,7 +426,11 @@ async fn a_customer_service_fleet_adopts_backstop_end_to_end() {
     ));
     let out: Value = serde_json::from_slice(&o.stdout).unwrap();
     let plan_steps = out["plan"]["steps"].as_array().unwrap();
-    assert_eq!(plan_steps.len(), 13, "12 returns and the blocked one: {out}");
+    assert_eq!(
+        plan_steps.len(),
+        14,
+        "12 returns, the blocked one and the rejected one: {out}"
+    );
     assert!(
         plan_steps.iter().all(|s| s["tool"] == "return_items"),
         "correlation pulled in others: {out}"
