@@ -203,9 +203,12 @@ async fn a_hold_a_critical_finding_and_a_pause_arrive_once_each_across_failures_
     .await;
     b.stop();
 
-    let s = seen.lock().unwrap();
+    let (accepted, attempts) = {
+        let s = seen.lock().unwrap();
+        (s.accepted.clone(), s.attempts.clone())
+    };
     // Exactly once each: one accepted body per target and event, after two refusals.
-    let mut got: Vec<(String, String)> = s.accepted.iter().map(|(p, e, _)| (p.clone(), e.clone())).collect();
+    let mut got: Vec<(String, String)> = accepted.iter().map(|(p, e, _)| (p.clone(), e.clone())).collect();
     got.sort();
     let finding_id: String = sqlx::query_scalar("SELECT event FROM backstop.notify_outbox WHERE kind = 'finding'")
         .fetch_one(t.pool())
@@ -224,13 +227,12 @@ async fn a_hold_a_critical_finding_and_a_pause_arrive_once_each_across_failures_
     ];
     want.sort();
     assert_eq!(got, want);
-    for (k, n) in &s.attempts {
+    for (k, n) in &attempts {
         assert_eq!(*n, 3, "{k:?}");
     }
 
     // The hold's message: what an approver needs, and the exact commands.
-    let body = &s
-        .accepted
+    let body = &accepted
         .iter()
         .find(|(p, e, _)| p == "json" && *e == hold_event)
         .unwrap()
@@ -259,7 +261,7 @@ async fn a_hold_a_critical_finding_and_a_pause_arrive_once_each_across_failures_
     }
     assert_eq!(body["commands"]["approve"], json!(format!("backstop approve {id}")));
     assert_eq!(body["data"]["agent"], json!("payer-bot"));
-    let slack = &s.accepted.iter().find(|(p, _, _)| p == "slack").unwrap().2;
+    let slack = &accepted.iter().find(|(p, _, _)| p == "slack").unwrap().2;
     assert!(
         slack["text"]
             .as_str()
@@ -267,13 +269,12 @@ async fn a_hold_a_critical_finding_and_a_pause_arrive_once_each_across_failures_
             .contains(&format!("`backstop approve {id}`")),
         "{slack}"
     );
-    let pause = &s.accepted.iter().find(|(_, e, _)| *e == paused_event).unwrap().2;
+    let pause = &accepted.iter().find(|(_, e, _)| *e == paused_event).unwrap().2;
     assert!(
         pause["text"].as_str().unwrap().contains("PAUSED: the whole fleet"),
         "{pause}"
     );
     assert!(pause["text"].as_str().unwrap().contains("incident 42"), "{pause}");
-    drop(s);
 
     // Each delivery is in the log; nothing failed; no URL anywhere in it.
     assert_eq!(
