@@ -291,3 +291,100 @@ async fn a_process_whose_database_is_gone_says_so() {
     .unwrap();
     drop(s);
 }
+
+/// Every `backstop_*` name in a text.
+fn metric_names(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let b = text.as_bytes();
+    let mut i = 0;
+    while let Some(off) = text[i..].find("backstop_") {
+        let start = i + off;
+        let boundary = start == 0 || !(b[start - 1].is_ascii_alphanumeric() || b[start - 1] == b'_');
+        let end = text[start..]
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .map_or(text.len(), |e| start + e);
+        // "backstop_*" in a comment is a pattern, not a name.
+        if boundary && end > start + "backstop_".len() {
+            out.push(text[start..end].to_string());
+        }
+        i = end;
+    }
+    out
+}
+
+#[test]
+fn the_alert_rules_and_the_dashboard_use_only_exported_metrics_and_pass_promtool() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
+    let rules_path = root.join("prometheus/alerts.yml");
+    let rules = std::fs::read_to_string(&rules_path).unwrap();
+    let dash: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("grafana/backstop.json")).unwrap())
+            .expect("the dashboard is JSON");
+    let mut exprs = Vec::new();
+    for p in dash["panels"].as_array().expect("panels") {
+        for t in p["targets"].as_array().expect("targets") {
+            exprs.push(t["expr"].as_str().expect("an expr").to_string());
+        }
+    }
+    assert!(exprs.len() >= 10, "{exprs:?}");
+    let declared = backstop::metrics::exported_names();
+    let mut used = metric_names(&rules);
+    for e in &exprs {
+        used.extend(metric_names(e));
+    }
+    for name in &used {
+        assert!(
+            declared.contains(name),
+            "{name} is used in deploy/ but the binary does not export it"
+        );
+    }
+    for alert in [
+        "BackstopFleetPaused",
+        "BackstopHoldPastHalfItsExpiry",
+        "BackstopCriticalFinding",
+        "BackstopCompensationFailed",
+        "BackstopSealLag",
+        "BackstopSupervisorDown",
+    ] {
+        assert!(rules.contains(&format!("alert: {alert}\n")), "{alert} missing");
+    }
+
+    // promtool (Debian's prometheus package) checks the syntax, runs the
+    // rules' unit tests, and parses every dashboard query.
+    let have = Command::new("promtool").arg("--version").output().is_ok();
+    if !have {
+        assert!(
+            std::env::var("BACKSTOP_REQUIRE_PROMTOOL").as_deref() != Ok("1"),
+            "promtool is required (apt-get install prometheus)"
+        );
+        eprintln!("promtool not installed: checked metric names only");
+        return;
+    }
+    let run = |args: &[&std::ffi::OsStr], dir: &std::path::Path| {
+        let out = Command::new("promtool").args(args).current_dir(dir).output().unwrap();
+        assert!(
+            out.status.success(),
+            "promtool {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let prom = root.join("prometheus");
+    run(&["check".as_ref(), "rules".as_ref(), "alerts.yml".as_ref()], &prom);
+    run(&["test".as_ref(), "rules".as_ref(), "alerts_test.yml".as_ref()], &prom);
+    run(&["check".as_ref(), "config".as_ref(), "prometheus.yml".as_ref()], &prom);
+    let dir = tempfile::tempdir().unwrap();
+    let records: String = exprs
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            format!(
+                "      - record: dashboard_query_{i}\n        expr: {}\n",
+                serde_json::to_string(e).unwrap()
+            )
+        })
+        .collect();
+    let file = dir.path().join("dashboard.yml");
+    std::fs::write(&file, format!("groups:\n  - name: dashboard\n    rules:\n{records}")).unwrap();
+    run(&["check".as_ref(), "rules".as_ref(), file.as_os_str()], dir.path());
+}
