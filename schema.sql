@@ -3234,7 +3234,8 @@ BEGIN
             v_event := 'drill:' || coalesce(NEW.detail ->> 'drill_id', NEW.seq::text);
             v_payload := jsonb_strip_nulls(jsonb_build_object(
                 'drill_id', NEW.detail ->> 'drill_id', 'agent', NEW.agent, 'by', NEW.actor,
-                'scenario', NEW.detail ->> 'scenario', 'score', NEW.detail -> 'score'));
+                'attempted', NEW.detail -> 'attempted', 'blocked', NEW.detail -> 'blocked',
+                'score', NEW.detail -> 'score'));
         ELSE
             RETURN NULL;
         END CASE;

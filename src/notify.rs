@@ -117,7 +117,20 @@ pub fn text(kind: &str, p: &Value, code: &str) -> String {
             s(p, "status"),
             num(p, "attempts")
         ),
-        "drill" => format!("Backstop drill {} by {}", s(p, "drill_id"), s(p, "by")),
+        "drill" => {
+            let sc = &p["score"];
+            let secs = |k: &str| sc[k].as_f64().map_or("never".to_string(), |v| format!("{v:.1}s"));
+            format!(
+                "Backstop DRILL {} on {}: {} attempted, {} blocked; detected {}, paused {}, compensated {}",
+                s(p, "drill_id"),
+                p["agent"].as_str().unwrap_or("?"),
+                num(p, "attempted"),
+                num(p, "blocked"),
+                secs("time_to_detect"),
+                secs("time_to_pause"),
+                secs("time_to_compensate")
+            )
+        }
         other => format!("Backstop {other}"),
     }
 }

@@ -403,3 +403,104 @@ fn a_webhook_url_in_the_file_is_refused_and_names_the_fix() {
     let plain = policy::parse("policy.toml", &base, Some(&reg)).unwrap();
     assert!(plain.doc().get("notify").is_none());
 }
+
+#[tokio::test]
+async fn each_route_takes_only_what_it_names() {
+    let t = setup(
+        r#"
+[notify]
+[[notify.targets]]
+name = "big-holds"
+url = "env:A"
+holds_above = 5000
+
+[[notify.targets]]
+name = "high-findings"
+url = "env:B"
+findings = "high"
+
+[[notify.targets]]
+name = "ops"
+url = "env:C"
+format = "slack"
+pauses = true
+compensation_failures = true
+drills = true
+"#,
+    )
+    .await;
+    sqlx::raw_sql(
+        "SELECT backstop.propose('payer-bot', 'pay_supplier',
+             jsonb_build_object('payee', 'acme', 'iban', 'DE00', 'amount', 900, 'invoice_id', 'inv-small'));
+         SELECT backstop.propose('payer-bot', 'pay_supplier',
+             jsonb_build_object('payee', 'acme', 'iban', 'DE00', 'amount', 9000, 'invoice_id', 'inv-big'));
+         SELECT backstop.raise_finding('drift', 'medium', 'payer-bot', NULL, '{\"rule\": \"m\"}');
+         SELECT backstop.raise_finding('drift', 'high', 'other-bot', NULL, '{\"rule\": \"h\"}');
+         SELECT backstop.pause('tool', 'pay_supplier', 'checking');
+         SELECT backstop.resume('tool', 'pay_supplier', 'checked');
+         SELECT backstop.record_drill('{\"drill_id\": \"d-1\", \"agent\": \"drill-bot\", \"attempted\": 3, \"blocked\": 1, \"score\": {}}');",
+    )
+    .execute(t.pool())
+    .await
+    .unwrap();
+    // A compensation that ends in a conflict: a final failure.
+    let id: uuid::Uuid = sqlx::query_scalar(
+        "SELECT action_id FROM backstop.propose('credit-bot', 'issue_credit',
+             jsonb_build_object('customer_id', 'c-1', 'amount', 5), confidence => 0.99)",
+    )
+    .fetch_one(t.pool())
+    .await
+    .unwrap();
+    sqlx::query("SELECT backstop.record_result($1, true, '{\"credit_id\": \"cr-1\"}')")
+        .bind(id)
+        .execute(t.pool())
+        .await
+        .unwrap();
+    sqlx::query("SELECT backstop.request_compensation(ARRAY[$1]::uuid[], 'test')")
+        .bind(id)
+        .execute(t.pool())
+        .await
+        .unwrap();
+    sqlx::query("SELECT count(*) FROM backstop.claim_compensations('w-1')")
+        .execute(t.pool())
+        .await
+        .unwrap();
+    sqlx::query("SELECT backstop.finish_compensation($1, 'w-1', false, '{\"outcome\": \"conflict\"}')")
+        .bind(id)
+        .execute(t.pool())
+        .await
+        .unwrap();
+
+    let rows: Vec<(String, String, String)> =
+        sqlx::query_as("SELECT target, kind, format FROM backstop.notify_outbox ORDER BY target, kind")
+            .fetch_all(t.pool())
+            .await
+            .unwrap();
+    let got: Vec<(&str, &str)> = rows.iter().map(|r| (r.0.as_str(), r.1.as_str())).collect();
+    assert_eq!(
+        got,
+        vec![
+            ("big-holds", "hold"),
+            // The high finding, and the one the failed compensation raised (high).
+            ("high-findings", "finding"),
+            ("high-findings", "finding"),
+            ("ops", "compensation_failed"),
+            ("ops", "drill"),
+            ("ops", "pause"),
+            ("ops", "resume"),
+        ],
+        "{rows:?}"
+    );
+    assert!(rows.iter().filter(|r| r.0 == "ops").all(|r| r.2 == "slack"));
+    let big: Value = sqlx::query_scalar("SELECT payload FROM backstop.notify_outbox WHERE kind = 'hold'")
+        .fetch_one(t.pool())
+        .await
+        .unwrap();
+    assert_eq!(big["amount"], json!(9000));
+    let drill: Value = sqlx::query_scalar("SELECT payload FROM backstop.notify_outbox WHERE kind = 'drill'")
+        .fetch_one(t.pool())
+        .await
+        .unwrap();
+    let text = backstop::notify::text("drill", &drill, "");
+    assert!(text.contains("d-1") && text.contains("3 attempted"), "{text}");
+}
