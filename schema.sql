@@ -442,6 +442,15 @@ $$;
 
 ALTER FUNCTION backstop._may_act_as(p_agent text) OWNER TO backstop_owner;
 
+CREATE FUNCTION backstop._oldest_unread(after pg_snapshot, after_txid xid8, after_seq bigint) RETURNS timestamp with time zone
+    LANGUAGE sql STABLE
+    SET search_path TO 'pg_catalog', 'backstop', 'pg_temp'
+    AS $$
+    SELECT min(t.at) FROM backstop.tail(after, pg_current_snapshot(), after_txid, after_seq, 100) t
+$$;
+
+ALTER FUNCTION backstop._oldest_unread(after pg_snapshot, after_txid xid8, after_seq bigint) OWNER TO backstop_owner;
+
 CREATE FUNCTION backstop._paused_reason(scope text, target text, reason text, changed_by text) RETURNS text
     LANGUAGE sql IMMUTABLE
     SET search_path TO 'pg_catalog', 'backstop', 'pg_temp'
@@ -558,6 +567,16 @@ END
 $$;
 
 ALTER FUNCTION backstop._remember(p_version bigint, p_memory boolean, p_agent text, p_params jsonb, p_amount numeric, p_seq bigint, p_direction text, p_entity text, p_cumulative boolean, p_entity_cumulative boolean) OWNER TO backstop_owner;
+
+CREATE FUNCTION backstop._severity_rank(s text) RETURNS integer
+    LANGUAGE sql IMMUTABLE
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+    SELECT CASE s WHEN 'info' THEN 1 WHEN 'low' THEN 2 WHEN 'medium' THEN 3 WHEN 'high' THEN 4
+                  WHEN 'critical' THEN 5 END
+$$;
+
+ALTER FUNCTION backstop._severity_rank(s text) OWNER TO backstop_owner;
 
 CREATE FUNCTION backstop._trusted() RETURNS boolean
     LANGUAGE plpgsql STABLE
@@ -913,6 +932,45 @@ $$;
 ALTER FUNCTION backstop.claim_compensations(worker text, tools text[], max integer, lease interval) OWNER TO backstop_owner;
 
 COMMENT ON FUNCTION backstop.claim_compensations(worker text, tools text[], max integer, lease interval) IS 'Claims up to max queued compensations (optionally only of the given inverse tools) for a worker, with a lease (FOR UPDATE SKIP LOCKED). Callers: worker. Returns the claimed compensations.';
+
+CREATE FUNCTION backstop.claim_notifications(supervisor text, max integer DEFAULT 10, lease interval DEFAULT '00:00:30'::interval) RETURNS TABLE(event text, target text, kind text, format text, url_env text, payload jsonb, attempt integer, max_attempts integer)
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'backstop', 'pg_temp'
+    AS $$
+#variable_conflict use_column
+DECLARE
+    p_name text := claim_notifications.supervisor;
+    v_until timestamptz;
+BEGIN
+    PERFORM backstop._check_name('claim_notifications', 'supervisor', p_name);
+    p_name := backstop._process(p_name);
+    IF claim_notifications.max IS NULL OR claim_notifications.max < 1 OR claim_notifications.max > 1000 THEN
+        PERFORM backstop._bad('claim_notifications', format('max must be between 1 and 1000; got %s', coalesce(claim_notifications.max::text, 'null')));
+    END IF;
+    IF claim_notifications.lease IS NULL OR claim_notifications.lease < interval '1 second' OR claim_notifications.lease > interval '1 hour' THEN
+        PERFORM backstop._bad('claim_notifications', format('lease must be between 1 second and 1 hour; got %s', coalesce(claim_notifications.lease::text, 'null')));
+    END IF;
+    v_until := clock_timestamp() + claim_notifications.lease;
+    RETURN QUERY
+    WITH ready AS (
+        SELECT o.event, o.target FROM backstop.notify_outbox o
+         WHERE o.status IN ('pending', 'sending') AND o.next_attempt_at <= clock_timestamp()
+         ORDER BY o.next_attempt_at
+         LIMIT claim_notifications.max
+           FOR UPDATE SKIP LOCKED
+    )
+    UPDATE backstop.notify_outbox o
+       SET status = 'sending', claimed_by = p_name, attempts = o.attempts + 1,
+           lease_until = v_until, next_attempt_at = v_until
+      FROM ready
+     WHERE o.event = ready.event AND o.target = ready.target
+    RETURNING o.event, o.target, o.kind, o.format, o.url_env, o.payload, o.attempts, o.max_attempts;
+END
+$$;
+
+ALTER FUNCTION backstop.claim_notifications(supervisor text, max integer, lease interval) OWNER TO backstop_owner;
+
+COMMENT ON FUNCTION backstop.claim_notifications(supervisor text, max integer, lease interval) IS 'Claims up to max notifications due for delivery, with a lease (FOR UPDATE SKIP LOCKED); a lease that ends makes the notification due again. Callers: supervisor. Returns (event, target, kind, format, url_env, payload, attempt, max_attempts).';
 
 CREATE TABLE backstop.reviews (
     action_id uuid NOT NULL,
@@ -1504,6 +1562,64 @@ ALTER FUNCTION backstop.finish_compensations(worker text, results jsonb) OWNER T
 
 COMMENT ON FUNCTION backstop.finish_compensations(worker text, results jsonb) IS 'finish_compensation for a batch: results is a JSON array of {action_id, ok, detail}. Callers: worker. Returns (action_id, status) per entry.';
 
+CREATE FUNCTION backstop.finish_notification(event text, target text, supervisor text, ok boolean, detail jsonb DEFAULT NULL::jsonb) RETURNS text
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'backstop', 'pg_temp'
+    AS $$
+DECLARE
+    p_event text := finish_notification.event;
+    p_target text := finish_notification.target;
+    p_name text := finish_notification.supervisor;
+    p_detail jsonb := coalesce(finish_notification.detail, '{}');
+    o backstop.notify_outbox%ROWTYPE;
+    v_status text;
+    v_seq bigint;
+    v_at timestamptz;
+BEGIN
+    PERFORM backstop._check_name('finish_notification', 'supervisor', p_name);
+    PERFORM backstop._check_json('finish_notification', 'detail', p_detail, 65536, false);
+    p_name := backstop._process(p_name);
+    SELECT * INTO o FROM backstop.notify_outbox x WHERE x.event = p_event AND x.target = p_target FOR UPDATE;
+    IF NOT FOUND THEN
+        PERFORM backstop._bad('finish_notification', format('no notification %s for target %s', p_event, p_target), 'P0002');
+    END IF;
+    IF o.status <> 'sending' OR o.claimed_by IS DISTINCT FROM p_name THEN
+        PERFORM backstop._bad('finish_notification', format('%s does not hold notification %s for %s (it is %s%s)',
+            p_name, p_event, p_target, o.status, coalesce(', held by ' || o.claimed_by, '')), '55000');
+    END IF;
+    IF ok THEN
+        v_status := 'delivered';
+    ELSIF o.attempts < o.max_attempts THEN
+        v_status := 'pending';
+    ELSE
+        v_status := 'failed';
+    END IF;
+    IF v_status = 'pending' THEN
+        -- A retry is not an event: only deliveries and final failures are logged.
+        UPDATE backstop.notify_outbox x
+           SET status = 'pending', lease_until = NULL, last_error = left(p_detail::text, 2000),
+               next_attempt_at = clock_timestamp()
+                   + make_interval(secs => least(300, o.backoff_seconds * power(2, o.attempts - 1)))
+         WHERE x.event = p_event AND x.target = p_target;
+        RETURN v_status;
+    END IF;
+    SELECT l.seq, l.at INTO v_seq, v_at FROM backstop._append(
+        CASE WHEN ok THEN 'notification_sent' ELSE 'notification_failed' END, backstop.actor(),
+        o.payload ->> 'agent', o.payload ->> 'tool', (o.payload ->> 'action_id')::uuid,
+        jsonb_build_object('event', o.event, 'target', o.target, 'kind', o.kind, 'format', o.format,
+                           'attempts', o.attempts, 'event_seq', o.seq, 'by', p_name, 'delivery', p_detail)) l;
+    UPDATE backstop.notify_outbox x
+       SET status = v_status, lease_until = NULL, done_at = v_at, done_seq = v_seq,
+           last_error = CASE WHEN ok THEN x.last_error ELSE left(p_detail::text, 2000) END
+     WHERE x.event = p_event AND x.target = p_target;
+    RETURN v_status;
+END
+$$;
+
+ALTER FUNCTION backstop.finish_notification(event text, target text, supervisor text, ok boolean, detail jsonb) OWNER TO backstop_owner;
+
+COMMENT ON FUNCTION backstop.finish_notification(event text, target text, supervisor text, ok boolean, detail jsonb) IS 'Reports one delivery attempt of a claimed notification: delivered (logged as notification_sent), retried later with exponential backoff, or after max_attempts failed for good (logged as notification_failed). Callers: supervisor (the one holding the claim). Returns the status: delivered, pending or failed.';
+
 CREATE FUNCTION backstop.load_policy(doc jsonb, sha256 text, source text) RETURNS TABLE(version bigint, changed boolean, summary jsonb)
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'backstop', 'pg_temp'
@@ -1685,6 +1801,97 @@ $_$;
 ALTER FUNCTION backstop.load_registry(doc jsonb, sha256 text, source text) OWNER TO backstop_owner;
 
 COMMENT ON FUNCTION backstop.load_registry(doc jsonb, sha256 text, source text) IS 'Loads a validated tool registry document (from `backstop load`) as a new version and appends registry_loaded; an identical document changes nothing. Callers: policy. Returns (version, changed, summary of what changed).';
+
+CREATE FUNCTION backstop.metrics() RETURNS TABLE(metric text, labels jsonb, value double precision)
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'backstop', 'pg_temp'
+    AS $$
+DECLARE
+    s backstop.seals%ROWTYPE;
+    c jsonb;
+    v_t timestamptz;
+BEGIN
+    RETURN QUERY
+    SELECT 'proposals', jsonb_build_object('agent', a.agent, 'tool', a.tool_label, 'verdict', a.verdict), count(*)::float8
+      FROM (SELECT x.agent, x.verdict,
+                   CASE WHEN EXISTS (SELECT 1 FROM backstop.tools t WHERE t.name = x.tool) THEN x.tool
+                        ELSE '(unregistered)' END AS tool_label
+              FROM backstop.actions x) a
+     GROUP BY a.agent, a.tool_label, a.verdict;
+
+    RETURN QUERY
+    SELECT m.metric, '{}'::jsonb, m.value FROM (
+        SELECT 'held_actions' AS metric, count(*)::float8 AS value FROM backstop.approval_queue
+        UNION ALL SELECT 'held_value', coalesce(sum(q.amount), 0)::float8 FROM backstop.approval_queue q
+        UNION ALL SELECT 'held_oldest_timestamp_seconds', extract(epoch FROM min(q.held_at))::float8 FROM backstop.approval_queue q
+        UNION ALL SELECT 'held_half_expiry_timestamp_seconds',
+                         extract(epoch FROM min(q.held_at + (q.expires_at - q.held_at) / 2))::float8 FROM backstop.approval_queue q
+        UNION ALL SELECT 'compensation_oldest_queued_timestamp_seconds', extract(epoch FROM min(x.requested_at))::float8
+                    FROM backstop.compensations x WHERE x.status = 'requested'
+        UNION ALL SELECT 'review_oldest_due_timestamp_seconds', extract(epoch FROM min(r.due_at))::float8
+                    FROM backstop.reviews r WHERE r.status <> 'done' AND r.due_at <= now()
+        UNION ALL SELECT 'reviews_pending', count(*)::float8 FROM backstop.reviews r WHERE r.status <> 'done'
+        UNION ALL SELECT 'fleet_paused', count(*)::float8 FROM backstop.kill_switches k WHERE k.scope = 'fleet' AND k.paused
+        UNION ALL SELECT 'policy_version', a.policy_version::float8 FROM backstop.active a
+        UNION ALL SELECT 'registry_version', a.registry_version::float8 FROM backstop.active a
+        UNION ALL SELECT 'contract_version', backstop.contract_version()::float8
+        UNION ALL SELECT 'log_last_seq', (SELECT CASE WHEN q.is_called THEN q.last_value ELSE 0 END FROM backstop.action_log_seq q)::float8
+        UNION ALL SELECT 'notification_oldest_pending_timestamp_seconds', extract(epoch FROM min(o.created_at))::float8
+                    FROM backstop.notify_outbox o WHERE o.status IN ('pending', 'sending')
+    ) m WHERE m.value IS NOT NULL;
+
+    -- Every combination, zeros included: a series that vanishes at zero
+    -- breaks rates and alerts.
+    RETURN QUERY
+    SELECT 'findings_open', jsonb_build_object('kind', k.kind, 'severity', v.severity),
+           (SELECT count(*) FROM backstop.findings f WHERE f.status = 'open' AND f.kind = k.kind AND f.severity = v.severity)::float8
+      FROM unnest(ARRAY['policy_violation', 'low_confidence', 'sampled_divergence', 'drift', 'complaint_spike',
+                        'compensation_failed']) k(kind),
+           unnest(ARRAY['info', 'low', 'medium', 'high', 'critical']) v(severity);
+
+    RETURN QUERY
+    SELECT 'paused_scopes', jsonb_build_object('scope', sc.scope),
+           (SELECT count(*) FROM backstop.kill_switches k WHERE k.paused AND k.scope = sc.scope)::float8
+      FROM unnest(ARRAY['fleet', 'agent', 'tool']) sc(scope);
+
+    RETURN QUERY
+    SELECT 'compensations', jsonb_build_object('status', st.status),
+           (SELECT count(*) FROM backstop.compensations x WHERE x.status = st.status)::float8
+      FROM unnest(ARRAY['requested', 'running', 'compensated', 'failed', 'expired', 'condition_failed', 'conflict']) st(status);
+
+    RETURN QUERY
+    SELECT 'notifications', jsonb_build_object('status', st.status),
+           (SELECT count(*) FROM backstop.notify_outbox o WHERE o.status = st.status)::float8
+      FROM unnest(ARRAY['pending', 'sending', 'delivered', 'failed']) st(status);
+
+    -- Seal lag: the oldest row committed after what the seals cover.
+    SELECT * INTO s FROM backstop.seals x ORDER BY x.seal_no DESC LIMIT 1;
+    IF NOT FOUND THEN
+        v_t := backstop._oldest_unread('1:1:', '0', 0);
+    ELSIF s.complete THEN
+        v_t := backstop._oldest_unread(s.upto_snap, '0', 0);
+    ELSE
+        v_t := backstop._oldest_unread(s.after_snap, s.to_txid, s.to_seq);
+    END IF;
+    IF v_t IS NOT NULL THEN
+        metric := 'oldest_unsealed_timestamp_seconds'; labels := '{}'; value := extract(epoch FROM v_t);
+        RETURN NEXT;
+    END IF;
+
+    -- Tail lag: the oldest row the supervisors have not followed yet.
+    SELECT sc.cursor INTO c FROM backstop.supervisor_cursor sc WHERE sc.name = 'main';
+    v_t := backstop._oldest_unread(coalesce(c ->> 'after', '1:1:')::pg_snapshot,
+                                   coalesce(c ->> 'after_txid', '0')::xid8, coalesce((c ->> 'after_seq')::bigint, 0));
+    IF v_t IS NOT NULL THEN
+        metric := 'oldest_unfollowed_timestamp_seconds'; labels := '{}'; value := extract(epoch FROM v_t);
+        RETURN NEXT;
+    END IF;
+END
+$$;
+
+ALTER FUNCTION backstop.metrics() OWNER TO backstop_owner;
+
+COMMENT ON FUNCTION backstop.metrics() IS 'The fleet''s figures for Prometheus, from the database''s state (the same from any process): proposals by agent, tool and verdict; held actions; open findings; pauses; compensations; notifications; and the times of the oldest held, queued, due, unsealed and unfollowed rows. Callers: viewer, supervisor, worker. Returns (metric, labels, value).';
 
 CREATE FUNCTION backstop.money(v numeric) RETURNS text
     LANGUAGE sql STABLE
@@ -3094,6 +3301,104 @@ $$;
 
 ALTER FUNCTION backstop.tg_append_only() OWNER TO backstop_owner;
 
+CREATE FUNCTION backstop.tg_notify() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'backstop', 'pg_temp'
+    AS $$
+DECLARE
+    v_cfg jsonb;
+    v_kind text;
+    v_event text;
+    v_payload jsonb;
+    v_amount numeric;
+    v_severity text;
+    t jsonb;
+    v_take boolean;
+BEGIN
+    SELECT p.doc -> 'notify' INTO v_cfg
+      FROM backstop.active a JOIN backstop.policy_versions p ON p.version = a.policy_version;
+    IF v_cfg IS NULL OR jsonb_typeof(v_cfg -> 'targets') IS DISTINCT FROM 'array'
+       OR jsonb_array_length(v_cfg -> 'targets') = 0 THEN
+        RETURN NULL;
+    END IF;
+    BEGIN
+        CASE NEW.kind
+        WHEN 'held' THEN
+            v_kind := 'hold';
+            v_event := 'hold:' || NEW.action_id;
+            v_amount := NEW.amount;
+            v_payload := jsonb_strip_nulls(jsonb_build_object(
+                'action_id', NEW.action_id, 'agent', NEW.agent, 'tool', NEW.tool, 'amount', NEW.amount,
+                'confidence', NEW.confidence, 'reasoning', left(NEW.reasoning, 2000),
+                'correlation_id', NEW.correlation_id,
+                'rule', NEW.detail ->> 'rule', 'reason', NEW.detail ->> 'reason',
+                'class', NEW.detail ->> 'class', 'cost_to_reverse', NEW.detail -> 'cost_to_reverse',
+                'approvals_needed', NEW.detail -> 'approvals_needed',
+                'expires_at', NEW.detail ->> 'expires_at', 'expiry_effect', NEW.detail ->> 'expiry_effect',
+                'policy_version', NEW.policy_version));
+        WHEN 'finding' THEN
+            -- A repeat merged into an open finding is the same event.
+            IF (NEW.detail ->> 'merged')::boolean THEN
+                RETURN NULL;
+            END IF;
+            v_kind := 'finding';
+            v_event := 'finding:' || (NEW.detail ->> 'finding_id');
+            v_severity := NEW.detail ->> 'severity';
+            v_payload := jsonb_strip_nulls(jsonb_build_object(
+                'finding_id', NEW.detail ->> 'finding_id', 'kind', NEW.detail ->> 'kind', 'severity', v_severity,
+                'agent', NEW.agent, 'action_id', NEW.action_id, 'rule', NEW.detail -> 'evidence' ->> 'rule',
+                'remediation', NEW.detail -> 'evidence' ->> 'remediation'));
+        WHEN 'paused', 'resumed' THEN
+            v_kind := CASE NEW.kind WHEN 'paused' THEN 'pause' ELSE 'resume' END;
+            v_event := NEW.kind || ':' || NEW.seq;
+            v_payload := jsonb_build_object('scope', NEW.detail ->> 'scope', 'target', NEW.detail ->> 'target',
+                                            'reason', NEW.detail ->> 'reason', 'by', NEW.actor);
+        WHEN 'compensation_failed' THEN
+            v_kind := 'compensation_failed';
+            v_event := 'compensation_failed:' || NEW.action_id;
+            v_payload := jsonb_strip_nulls(jsonb_build_object(
+                'action_id', NEW.action_id, 'agent', NEW.agent, 'tool', NEW.tool,
+                'status', NEW.detail ->> 'status', 'attempts', NEW.detail -> 'attempt',
+                'inverse_tool', NEW.detail ->> 'inverse_tool', 'worker', NEW.detail ->> 'worker'));
+        WHEN 'drill' THEN
+            v_kind := 'drill';
+            v_event := 'drill:' || coalesce(NEW.detail ->> 'drill_id', NEW.seq::text);
+            v_payload := jsonb_strip_nulls(jsonb_build_object(
+                'drill_id', NEW.detail ->> 'drill_id', 'agent', NEW.agent, 'by', NEW.actor,
+                'attempted', NEW.detail -> 'attempted', 'blocked', NEW.detail -> 'blocked',
+                'score', NEW.detail -> 'score'));
+        ELSE
+            RETURN NULL;
+        END CASE;
+        v_payload := v_payload || jsonb_build_object('seq', NEW.seq, 'at', NEW.at);
+        FOR t IN SELECT x FROM jsonb_array_elements(v_cfg -> 'targets') x LOOP
+            v_take := CASE v_kind
+                WHEN 'hold' THEN t ? 'holds_above' AND coalesce(v_amount, 0) >= (t ->> 'holds_above')::numeric
+                WHEN 'finding' THEN t ? 'findings' AND backstop._severity_rank(v_severity) >= backstop._severity_rank(t ->> 'findings')
+                WHEN 'pause' THEN coalesce((t ->> 'pauses')::boolean, false)
+                WHEN 'resume' THEN coalesce((t ->> 'pauses')::boolean, false)
+                WHEN 'compensation_failed' THEN coalesce((t ->> 'compensation_failures')::boolean, false)
+                WHEN 'drill' THEN coalesce((t ->> 'drills')::boolean, false)
+                ELSE false END;
+            IF coalesce(v_take, false) THEN
+                INSERT INTO backstop.notify_outbox (event, target, kind, format, url_env, seq, payload, max_attempts,
+                                                    backoff_seconds, next_attempt_at, created_at)
+                VALUES (v_event, t ->> 'name', v_kind, t ->> 'format', t ->> 'url_env', NEW.seq, v_payload,
+                        coalesce((v_cfg ->> 'max_attempts')::integer, 8),
+                        coalesce((v_cfg ->> 'backoff_seconds')::double precision, 2),
+                        clock_timestamp(), clock_timestamp())
+                ON CONFLICT (event, target) DO NOTHING;
+            END IF;
+        END LOOP;
+    EXCEPTION WHEN OTHERS THEN
+        RAISE WARNING 'backstop: no notification queued for log row %: %', NEW.seq, SQLERRM;
+    END;
+    RETURN NULL;
+END
+$$;
+
+ALTER FUNCTION backstop.tg_notify() OWNER TO backstop_owner;
+
 CREATE FUNCTION backstop.tg_own_txid() RETURNS trigger
     LANGUAGE plpgsql
     SET search_path TO 'pg_catalog', 'pg_temp'
@@ -3488,6 +3793,31 @@ CREATE TABLE backstop.log_retention (
 ALTER TABLE backstop.log_retention OWNER TO backstop_owner;
 
 COMMENT ON TABLE backstop.log_retention IS 'One row per retention cut: partitions dropped, rows, seals, the archive''s manifest. Readers: every duty but agent.';
+
+CREATE TABLE backstop.notify_outbox (
+    event text NOT NULL,
+    target text NOT NULL,
+    kind text NOT NULL,
+    format text NOT NULL,
+    url_env text NOT NULL,
+    seq bigint NOT NULL,
+    payload jsonb NOT NULL,
+    status text DEFAULT 'pending'::text NOT NULL,
+    attempts integer DEFAULT 0 NOT NULL,
+    max_attempts integer NOT NULL,
+    backoff_seconds double precision NOT NULL,
+    next_attempt_at timestamp with time zone NOT NULL,
+    claimed_by text,
+    lease_until timestamp with time zone,
+    created_at timestamp with time zone NOT NULL,
+    done_at timestamp with time zone,
+    done_seq bigint,
+    last_error text
+);
+
+ALTER TABLE backstop.notify_outbox OWNER TO backstop_owner;
+
+COMMENT ON TABLE backstop.notify_outbox IS 'Notifications queued for webhook targets by the events that raise them, and their delivery state. Readers: every duty but agent; written by the contract and the supervisors.';
 
 CREATE TABLE backstop.param_values (
     agent text NOT NULL,
@@ -4293,6 +4623,9 @@ ALTER TABLE ONLY backstop.log_partitions
 ALTER TABLE ONLY backstop.log_retention
     ADD CONSTRAINT log_retention_pkey PRIMARY KEY (cut);
 
+ALTER TABLE ONLY backstop.notify_outbox
+    ADD CONSTRAINT notify_outbox_pkey PRIMARY KEY (event, target);
+
 ALTER TABLE ONLY backstop.param_values
     ADD CONSTRAINT param_values_pkey PRIMARY KEY (agent, key_param, key, param);
 
@@ -4367,6 +4700,8 @@ CREATE INDEX findings_agent ON backstop.findings USING btree (agent, raised_at);
 
 CREATE UNIQUE INDEX findings_unresolved ON backstop.findings USING btree (dedup_key) WHERE (status <> 'resolved'::text);
 
+CREATE INDEX notify_outbox_ready ON backstop.notify_outbox USING btree (next_attempt_at) WHERE (status = ANY (ARRAY['pending'::text, 'sending'::text]));
+
 CREATE INDEX reviews_ready ON backstop.reviews USING btree (due_at) WHERE (status <> 'done'::text);
 
 CREATE INDEX rollups_bucket ON backstop.rollups USING btree (bucket);
@@ -4384,6 +4719,8 @@ ALTER INDEX backstop.action_log_txid ATTACH PARTITION backstop.action_log_defaul
 CREATE TRIGGER action_log_no_truncate BEFORE TRUNCATE ON backstop.action_log FOR EACH STATEMENT EXECUTE FUNCTION backstop.tg_append_only();
 
 CREATE TRIGGER action_log_no_update BEFORE DELETE OR UPDATE ON backstop.action_log FOR EACH STATEMENT EXECUTE FUNCTION backstop.tg_append_only();
+
+CREATE TRIGGER action_log_notify AFTER INSERT ON backstop.action_log FOR EACH ROW WHEN ((new.kind = ANY (ARRAY['held'::text, 'finding'::text, 'paused'::text, 'resumed'::text, 'compensation_failed'::text, 'drill'::text]))) EXECUTE FUNCTION backstop.tg_notify();
 
 CREATE TRIGGER action_log_own_txid BEFORE INSERT ON backstop.action_log FOR EACH ROW WHEN ((new.txid IS DISTINCT FROM pg_current_xact_id())) EXECUTE FUNCTION backstop.tg_own_txid();
 
@@ -4461,6 +4798,8 @@ REVOKE ALL ON FUNCTION backstop._kill_switch(p_agent text, p_tool text, OUT scop
 
 REVOKE ALL ON FUNCTION backstop._may_act_as(p_agent text) FROM PUBLIC;
 
+REVOKE ALL ON FUNCTION backstop._oldest_unread(after pg_snapshot, after_txid xid8, after_seq bigint) FROM PUBLIC;
+
 REVOKE ALL ON FUNCTION backstop._paused_reason(scope text, target text, reason text, changed_by text) FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION backstop._process(p_name text) FROM PUBLIC;
@@ -4470,6 +4809,8 @@ REVOKE ALL ON FUNCTION backstop._protect_partition(p text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION backstop._raise_finding(p_kind text, p_severity text, p_agent text, p_action uuid, p_detail jsonb, p_actor text, OUT finding_id uuid, OUT merged boolean) FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION backstop._remember(p_version bigint, p_memory boolean, p_agent text, p_params jsonb, p_amount numeric, p_seq bigint, p_direction text, p_entity text, p_cumulative boolean, p_entity_cumulative boolean) FROM PUBLIC;
+
+REVOKE ALL ON FUNCTION backstop._severity_rank(s text) FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION backstop._trusted() FROM PUBLIC;
 
@@ -4506,6 +4847,9 @@ GRANT ALL ON FUNCTION backstop.canon(l backstop.action_log, version smallint) TO
 
 REVOKE ALL ON FUNCTION backstop.claim_compensations(worker text, tools text[], max integer, lease interval) FROM PUBLIC;
 GRANT ALL ON FUNCTION backstop.claim_compensations(worker text, tools text[], max integer, lease interval) TO backstop_worker;
+
+REVOKE ALL ON FUNCTION backstop.claim_notifications(supervisor text, max integer, lease interval) FROM PUBLIC;
+GRANT ALL ON FUNCTION backstop.claim_notifications(supervisor text, max integer, lease interval) TO backstop_supervisor;
 
 GRANT SELECT ON TABLE backstop.reviews TO backstop_viewer;
 
@@ -4571,11 +4915,19 @@ GRANT ALL ON FUNCTION backstop.finish_compensation(action_id uuid, worker text, 
 REVOKE ALL ON FUNCTION backstop.finish_compensations(worker text, results jsonb) FROM PUBLIC;
 GRANT ALL ON FUNCTION backstop.finish_compensations(worker text, results jsonb) TO backstop_worker;
 
+REVOKE ALL ON FUNCTION backstop.finish_notification(event text, target text, supervisor text, ok boolean, detail jsonb) FROM PUBLIC;
+GRANT ALL ON FUNCTION backstop.finish_notification(event text, target text, supervisor text, ok boolean, detail jsonb) TO backstop_supervisor;
+
 REVOKE ALL ON FUNCTION backstop.load_policy(doc jsonb, sha256 text, source text) FROM PUBLIC;
 GRANT ALL ON FUNCTION backstop.load_policy(doc jsonb, sha256 text, source text) TO backstop_policy;
 
 REVOKE ALL ON FUNCTION backstop.load_registry(doc jsonb, sha256 text, source text) FROM PUBLIC;
 GRANT ALL ON FUNCTION backstop.load_registry(doc jsonb, sha256 text, source text) TO backstop_policy;
+
+REVOKE ALL ON FUNCTION backstop.metrics() FROM PUBLIC;
+GRANT ALL ON FUNCTION backstop.metrics() TO backstop_viewer;
+GRANT ALL ON FUNCTION backstop.metrics() TO backstop_supervisor;
+GRANT ALL ON FUNCTION backstop.metrics() TO backstop_worker;
 
 REVOKE ALL ON FUNCTION backstop.money(v numeric) FROM PUBLIC;
 GRANT ALL ON FUNCTION backstop.money(v numeric) TO backstop_viewer;
@@ -4670,6 +5022,8 @@ GRANT ALL ON FUNCTION backstop.tail(after pg_snapshot, upto pg_snapshot, after_t
 
 REVOKE ALL ON FUNCTION backstop.tg_append_only() FROM PUBLIC;
 
+REVOKE ALL ON FUNCTION backstop.tg_notify() FROM PUBLIC;
+
 REVOKE ALL ON FUNCTION backstop.tg_own_txid() FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION backstop.tg_seals_append_only() FROM PUBLIC;
@@ -4720,6 +5074,8 @@ GRANT SELECT ON TABLE backstop.log_partitioning TO backstop_viewer;
 GRANT SELECT ON TABLE backstop.log_partitions TO backstop_viewer;
 
 GRANT SELECT ON TABLE backstop.log_retention TO backstop_viewer;
+
+GRANT SELECT ON TABLE backstop.notify_outbox TO backstop_viewer;
 
 GRANT SELECT ON TABLE backstop.param_values TO backstop_viewer;
 

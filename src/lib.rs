@@ -18,6 +18,8 @@ pub mod db;
 pub mod demo;
 pub mod filecheck;
 pub mod housekeeping;
+pub mod metrics;
+pub mod notify;
 pub mod output;
 pub mod policy;
 pub mod registry;

@@ -199,6 +199,9 @@ enum Command {
         /// Only these inverse tools, comma-separated.
         #[arg(long, value_delimiter = ',')]
         tools: Option<Vec<String>>,
+        /// Serve Prometheus metrics on ADDR (e.g. 127.0.0.1:9187) at /metrics.
+        #[arg(long, value_name = "ADDR")]
+        metrics: Option<std::net::SocketAddr>,
     },
     /// Check the log against its seals, and every projection against its rebuild from the log.
     Verify {
@@ -241,6 +244,9 @@ enum Command {
         /// Do not load and watch tools.toml and policy.toml (use the versions in the database).
         #[arg(long)]
         no_watch: bool,
+        /// Serve Prometheus metrics on ADDR (e.g. 127.0.0.1:9186) at /metrics.
+        #[arg(long, value_name = "ADDR")]
+        metrics: Option<std::net::SocketAddr>,
         #[command(flatten)]
         files: Files,
     },
@@ -564,6 +570,7 @@ async fn run(cfg: Config, command: Option<Command>, readonly: bool) -> anyhow::R
             batch,
             lease,
             tools,
+            metrics,
         }) => {
             anyhow::ensure!((1..=1000).contains(&batch), "--batch must be between 1 and 1000");
             let lease = backstop::filecheck::parse_duration(&lease).map_err(|e| anyhow::anyhow!("--lease: {e}"))?;
@@ -574,7 +581,7 @@ async fn run(cfg: Config, command: Option<Command>, readonly: bool) -> anyhow::R
             opts.batch = batch;
             opts.lease = std::time::Duration::from_secs_f64(lease);
             opts.tools = tools;
-            commands::worker(&cfg, opts).await
+            commands::worker(&cfg, opts, metrics).await
         }
         Some(Command::Verify {
             no_seal,
@@ -594,12 +601,17 @@ async fn run(cfg: Config, command: Option<Command>, readonly: bool) -> anyhow::R
         }
         Some(Command::Seal) => commands::seal(&cfg).await,
         Some(Command::Log { limit, follow }) => commands::log(&cfg, limit, follow).await,
-        Some(Command::Supervise { name, no_watch, files }) => {
+        Some(Command::Supervise {
+            name,
+            no_watch,
+            metrics,
+            files,
+        }) => {
             let cfg = with_files(cfg, files);
             let opts = backstop::supervisor::SupervisorOptions::named(
                 &name.unwrap_or_else(|| format!("supervisor-{}", std::process::id())),
             );
-            commands::supervise(&cfg, opts, !no_watch).await
+            commands::supervise(&cfg, opts, !no_watch, metrics).await
         }
         Some(Command::Findings { all }) => commands::findings(&cfg, all).await,
         Some(Command::Ack { finding_id, note }) => commands::finding_status(&cfg, &finding_id, &note, false).await,

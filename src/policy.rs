@@ -188,6 +188,38 @@ pub struct Settings {
     pub four_eyes_above: Option<f64>,
 }
 
+/// A webhook target of `[notify]` and what is routed to it. The URL is a
+/// secret: only the name of the environment variable that holds it is kept
+/// (and so loaded into the database and the log).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NotifyTarget {
+    pub name: String,
+    pub url_env: String,
+    /// json | slack
+    pub format: String,
+    /// Holds of at least this amount (0: every hold).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub holds_above: Option<f64>,
+    /// New findings at or above this severity.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub findings: Option<String>,
+    /// Pauses and resumes.
+    pub pauses: bool,
+    pub compensation_failures: bool,
+    pub drills: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NotifySettings {
+    pub targets: Vec<NotifyTarget>,
+    pub max_attempts: u32,
+    /// The first retry's delay; doubled per attempt (at most 5 minutes).
+    pub backoff_seconds: f64,
+}
+
+pub const NOTIFY_FORMATS: &[&str] = &["json", "slack"];
+pub const SEVERITIES: &[&str] = &["info", "low", "medium", "high", "critical"];
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Policy {
     pub settings: Settings,
@@ -195,6 +227,7 @@ pub struct Policy {
     pub lists: BTreeMap<String, ListDef>,
     pub supervisor: SupervisorSettings,
     pub compensation: CompensationSettings,
+    pub notify: Option<NotifySettings>,
     pub sha256: String,
 }
 
@@ -213,6 +246,29 @@ struct FileDoc {
     lists: BTreeMap<String, Spanned<ListFileDef>>,
     supervisor: Option<Spanned<SupervisorDef>>,
     compensation: Option<Spanned<CompensationDef>>,
+    notify: Option<Spanned<NotifyDef>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NotifyDef {
+    max_attempts: Option<Spanned<i64>>,
+    backoff: Option<Spanned<String>>,
+    #[serde(default)]
+    targets: Vec<Spanned<NotifyTargetDef>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NotifyTargetDef {
+    name: Spanned<String>,
+    url: Spanned<String>,
+    format: Option<Spanned<String>>,
+    holds_above: Option<Spanned<f64>>,
+    findings: Option<Spanned<String>>,
+    pauses: Option<bool>,
+    compensation_failures: Option<bool>,
+    drills: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -972,6 +1028,8 @@ pub fn parse(file: &str, text: &str, registry: Option<&Registry>) -> Result<Poli
         }
     }
 
+    let notify = doc.notify.as_ref().map(|n| parse_notify(n.get_ref(), &mut ck));
+
     if ck.issues.is_empty() {
         Ok(Policy {
             settings,
@@ -979,6 +1037,7 @@ pub fn parse(file: &str, text: &str, registry: Option<&Registry>) -> Result<Poli
             lists,
             supervisor,
             compensation,
+            notify,
             sha256: sha256_hex(text),
         })
     } else {
@@ -986,16 +1045,148 @@ pub fn parse(file: &str, text: &str, registry: Option<&Registry>) -> Result<Poli
     }
 }
 
+fn parse_notify(d: &NotifyDef, ck: &mut Checker) -> NotifySettings {
+    let mut out = NotifySettings {
+        targets: Vec::new(),
+        max_attempts: 8,
+        backoff_seconds: 2.0,
+    };
+    if let Some(m) = &d.max_attempts {
+        if (1..=100).contains(m.get_ref()) {
+            out.max_attempts = *m.get_ref() as u32;
+        } else {
+            ck.at(
+                m.span(),
+                "notify.max_attempts",
+                format!("between 1 and 100; got {}", m.get_ref()),
+            );
+        }
+    }
+    if let Some(b) = &d.backoff {
+        match parse_duration(b.get_ref()) {
+            Ok(v) if (0.01..=3600.0).contains(&v) => out.backoff_seconds = v,
+            Ok(_) => ck.at(b.span(), "notify.backoff", "between 10ms and 1h"),
+            Err(e) => ck.at(b.span(), "notify.backoff", e),
+        }
+    }
+    let mut names = BTreeSet::new();
+    for (i, t) in d.targets.iter().enumerate() {
+        let td = t.get_ref();
+        let name = td.name.get_ref().clone();
+        let key = format!("notify.targets[{i}] ({name})");
+        let ok_name = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+        if !ok_name {
+            ck.at(
+                td.name.span(),
+                format!("{key}.name"),
+                "1-64 letters, digits, '_', '-' or '.'",
+            );
+        }
+        if !names.insert(name.clone()) {
+            ck.at(td.name.span(), format!("{key}.name"), "target names must be unique");
+        }
+        // The URL of a webhook is a credential: it must not reach the
+        // database or the log, so the file names where to find it.
+        let url = td.url.get_ref();
+        let url_env = match url.strip_prefix("env:") {
+            Some(v)
+                if !v.is_empty()
+                    && v.len() <= 128
+                    && v.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+                    && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') =>
+            {
+                v.to_string()
+            }
+            _ => {
+                ck.at(
+                    td.url.span(),
+                    format!("{key}.url"),
+                    "a webhook URL is a secret: write url = \"env:NAME\" and set NAME in the supervisor's environment",
+                );
+                String::new()
+            }
+        };
+        let format = td
+            .format
+            .as_ref()
+            .map(|f| f.get_ref().clone())
+            .unwrap_or_else(|| "json".into());
+        if let Some(f) = &td.format
+            && !NOTIFY_FORMATS.contains(&f.get_ref().as_str())
+        {
+            ck.at(
+                f.span(),
+                format!("{key}.format"),
+                format!("{:?} is not a format; valid: json, slack", f.get_ref()),
+            );
+        }
+        if let Some(h) = &td.holds_above
+            && !(h.get_ref().is_finite() && (0.0..=1e12).contains(h.get_ref()))
+        {
+            ck.at(h.span(), format!("{key}.holds_above"), "an amount between 0 and 1e12");
+        }
+        if let Some(f) = &td.findings
+            && !SEVERITIES.contains(&f.get_ref().as_str())
+        {
+            let hint = suggest(f.get_ref(), SEVERITIES)
+                .map(|s| format!(" (did you mean {s:?}?)"))
+                .unwrap_or_default();
+            ck.at(
+                f.span(),
+                format!("{key}.findings"),
+                format!(
+                    "{:?} is not a severity{hint}; valid: {}",
+                    f.get_ref(),
+                    SEVERITIES.join(", ")
+                ),
+            );
+        }
+        let target = NotifyTarget {
+            name,
+            url_env,
+            format,
+            holds_above: td.holds_above.as_ref().map(|h| *h.get_ref()),
+            findings: td.findings.as_ref().map(|f| f.get_ref().clone()),
+            pauses: td.pauses.unwrap_or(false),
+            compensation_failures: td.compensation_failures.unwrap_or(false),
+            drills: td.drills.unwrap_or(false),
+        };
+        if target.holds_above.is_none()
+            && target.findings.is_none()
+            && !target.pauses
+            && !target.compensation_failures
+            && !target.drills
+        {
+            ck.at(
+                t.span(),
+                &key,
+                "a target receives something: holds_above, findings, pauses, compensation_failures or drills",
+            );
+        }
+        out.targets.push(target);
+    }
+    out
+}
+
 impl Policy {
     /// The normalized document loaded into the database (and kept in the log).
     pub fn doc(&self) -> Value {
-        json!({
+        let mut doc = json!({
             "settings": self.settings,
             "rules": self.rules,
             "lists": self.lists,
             "supervisor": self.supervisor,
             "compensation": self.compensation,
-        })
+        });
+        // Only when present: a policy without it loads as it always did.
+        if let Some(n) = &self.notify {
+            doc["notify"] = json!(n);
+        }
+        doc
     }
 
     /// The policy document of a version as stored in the database.

@@ -46,6 +46,8 @@ const CONTRACT: &[&str] = &[
     "record_drill",
     "claim_reviews",
     "complete_review",
+    "claim_notifications",
+    "finish_notification",
     "schedule_reviews",
     "ensure_log_partitions",
     // Retention (the owner's, through backstop archive).

@@ -89,8 +89,20 @@ pub async fn compensate(cfg: &Config, args: &CompensateArgs) -> Result<()> {
     Ok(())
 }
 
-pub async fn worker(cfg: &Config, opts: backstop::compensation::worker::WorkerOptions) -> Result<()> {
+pub async fn worker(
+    cfg: &Config,
+    opts: backstop::compensation::worker::WorkerOptions,
+    metrics: Option<std::net::SocketAddr>,
+) -> Result<()> {
     let db = open(cfg, "backstop worker", (opts.batch as u32).max(2) + 2).await?;
+    let metrics = match metrics {
+        Some(addr) => {
+            let (bound, h) = backstop::metrics::serve(addr, db.pool.clone(), "worker", &opts.name).await?;
+            eprintln!("backstop worker {}: metrics on http://{bound}/metrics", opts.name);
+            Some(h)
+        }
+        None => None,
+    };
     let (tx, rx) = tokio::sync::watch::channel(false);
     let housekeeping = backstop::housekeeping::spawn(db.pool.clone());
     eprintln!("backstop worker {}: running on {} (Ctrl-C stops)", opts.name, db.label);
@@ -100,6 +112,9 @@ pub async fn worker(cfg: &Config, opts: backstop::compensation::worker::WorkerOp
     let _ = tx.send(true);
     let stats = handle.await??;
     housekeeping.abort();
+    if let Some(m) = metrics {
+        m.abort();
+    }
     if cfg.json {
         print_json(&stats)?;
     } else {

@@ -11,6 +11,7 @@ pub async fn supervise(
     cfg: &Config,
     mut opts: backstop::supervisor::SupervisorOptions,
     watch_files: bool,
+    metrics: Option<std::net::SocketAddr>,
 ) -> Result<()> {
     // Decisions are recorded as the supervisor, whoever started it.
     let mut c = cfg.clone();
@@ -35,6 +36,14 @@ pub async fn supervise(
         }));
     }
     let housekeeping = backstop::housekeeping::spawn(db.pool.clone());
+    let metrics = match metrics {
+        Some(addr) => {
+            let (bound, h) = backstop::metrics::serve(addr, db.pool.clone(), "supervisor", &opts.name).await?;
+            eprintln!("backstop supervise {}: metrics on http://{bound}/metrics", opts.name);
+            Some(h)
+        }
+        None => None,
+    };
     eprintln!(
         "backstop supervise {}: running on {} (Ctrl-C stops)",
         opts.name, db.label
@@ -45,6 +54,9 @@ pub async fn supervise(
     let _ = tx.send(true);
     let stats = handle.await??;
     housekeeping.abort();
+    if let Some(m) = metrics {
+        m.abort();
+    }
     if let Some(r) = reload {
         r.abort();
     }

@@ -135,6 +135,8 @@ text_enum! {
     Drill => "drill",
     Carried => "carried",
     LogArchived => "log_archived",
+    NotificationSent => "notification_sent",
+    NotificationFailed => "notification_failed",
 }
 }
 

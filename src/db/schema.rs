@@ -49,6 +49,7 @@ pub static CONTRACT: &[ContractFile] = contract_files![
     "13_rebuild.sql",
     "14_retention.sql",
     "15_checks.sql",
+    "16_notify.sql",
     "99_finish.sql",
 ];
 

@@ -409,6 +409,9 @@ pub async fn drift_pass_reading(
 /// Run until `stop` turns true.
 pub async fn run(pool: PgPool, opts: SupervisorOptions, mut stop: watch::Receiver<bool>) -> Result<SupervisorStats> {
     let mut stats = SupervisorStats::default();
+    // Notifications go out on their own task: a slow webhook must not hold
+    // up the tail or the reviews.
+    let notifier = tokio::spawn(crate::notify::run(pool.clone(), opts.name.clone(), stop.clone()));
     let mut last_drift = tokio::time::Instant::now() - opts.drift_every;
     while !*stop.borrow() {
         let work = async {
@@ -437,5 +440,7 @@ pub async fn run(pool: PgPool, opts: SupervisorOptions, mut stop: watch::Receive
             }
         }
     }
+    // Let the notifier finish what it sent, so its outcome is recorded.
+    let _ = notifier.await;
     Ok(stats)
 }
