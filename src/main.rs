@@ -328,6 +328,9 @@ enum BenchCommand {
         /// Rows in the log for the drift pass.
         #[arg(long, default_value_t = 10_000_000)]
         log_rows: i64,
+        /// Serve the supervisor's /metrics and scrape it every second during the load.
+        #[arg(long)]
+        metrics: bool,
     },
     /// What a retention cut costs: archive export rate, and agents' latency while partitions are dropped.
     Retention {
@@ -704,9 +707,10 @@ async fn run(cfg: Config, command: Option<Command>, readonly: bool) -> anyhow::R
                 rate,
                 seconds,
                 log_rows,
+                metrics,
             } => {
                 check_load(rate, seconds, log_rows)?;
-                let r = bench::supervisor::run(&cfg, rate, seconds, log_rows, !cfg.json).await?;
+                let r = bench::supervisor::run_scraped(&cfg, rate, seconds, log_rows, !cfg.json, metrics).await?;
                 report(&cfg, &r, bench::supervisor::render)
             }
             BenchCommand::Compensation { count } => {

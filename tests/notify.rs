@@ -506,3 +506,70 @@ drills = true
     let text = backstop::notify::text("drill", &drill, "");
     assert!(text.contains("d-1") && text.contains("3 attempted"), "{text}");
 }
+
+#[tokio::test]
+async fn only_supervisors_deliver_and_only_the_claimant_reports() {
+    let t = setup(NOTIFY).await;
+    sqlx::query("SELECT backstop.pause('fleet', NULL, 'roles test')")
+        .execute(t.pool())
+        .await
+        .unwrap();
+    let mut logins = common::Logins::new(&t);
+    let sup_a = logins.login(&t, "nsup_a", Some("supervisor")).await;
+    let sup_b = logins.login(&t, "nsup_b", Some("supervisor")).await;
+    let worker = logins.login(&t, "nworker", Some("worker")).await;
+    let agent = logins.login(&t, "nagent", Some("agent")).await;
+    let viewer = logins.login(&t, "nviewer", Some("viewer")).await;
+    for p in [&worker, &agent, &viewer] {
+        let e = sqlx::query("SELECT * FROM backstop.claim_notifications('x')")
+            .execute(p)
+            .await
+            .unwrap_err();
+        assert_eq!(common::code(&e), "42501", "{e}");
+    }
+    let claimed: Vec<(String, String)> = sqlx::query_as("SELECT event, target FROM backstop.claim_notifications('a')")
+        .fetch_all(&sup_a)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1, "{claimed:?}");
+    let (event, target) = &claimed[0];
+    // Another supervisor neither gets it again nor may report on it.
+    let again: Vec<(String, String)> = sqlx::query_as("SELECT event, target FROM backstop.claim_notifications('b')")
+        .fetch_all(&sup_b)
+        .await
+        .unwrap();
+    assert!(again.is_empty());
+    let e = sqlx::query("SELECT backstop.finish_notification($1, $2, 'a', true)")
+        .bind(event)
+        .bind(target)
+        .execute(&sup_b)
+        .await
+        .unwrap_err();
+    assert_eq!(common::code(&e), "55000", "{e}");
+    let st: String = sqlx::query_scalar("SELECT backstop.finish_notification($1, $2, 'a', true)")
+        .bind(event)
+        .bind(target)
+        .fetch_one(&sup_a)
+        .await
+        .unwrap();
+    assert_eq!(st, "delivered");
+    let by: String = sqlx::query_scalar("SELECT actor FROM backstop.action_log WHERE kind = 'notification_sent'")
+        .fetch_one(t.pool())
+        .await
+        .unwrap();
+    assert_eq!(by, common::Logins::name("nsup_a"));
+    // The figures: the duties that watch, not agents.
+    for p in [&sup_a, &worker, &viewer] {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM backstop.metrics()")
+            .fetch_one(p)
+            .await
+            .unwrap();
+        assert!(n > 0);
+    }
+    let e = sqlx::query("SELECT count(*) FROM backstop.metrics()")
+        .execute(&agent)
+        .await
+        .unwrap_err();
+    assert_eq!(common::code(&e), "42501", "{e}");
+    logins.drop_all(vec![sup_a, sup_b, worker, agent, viewer]).await;
+}

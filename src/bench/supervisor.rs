@@ -27,6 +27,8 @@ pub struct SupervisorReport {
     pub agents: i64,
     pub drift_pass_ms: f64,
     pub raw_counts_ms: f64,
+    /// Scrapes of the supervisor's /metrics during the load (`--metrics`: one a second).
+    pub scrapes: u64,
 }
 
 /// Append `rows` synthetic decisions by `agents` agents spread over the last
@@ -63,8 +65,21 @@ pub async fn fill_log(pool: &PgPool, rows: i64, agents: i64, hours: f64, progres
 }
 
 pub async fn run(cfg: &Config, rate: f64, secs: f64, log_rows: i64, progress: bool) -> Result<SupervisorReport> {
+    run_scraped(cfg, rate, secs, log_rows, progress, false).await
+}
+
+/// `run`, with the supervisor's metrics served and scraped once a second
+/// during the load when `scraped` (its figures should not move).
+pub async fn run_scraped(
+    cfg: &Config,
+    rate: f64,
+    secs: f64,
+    log_rows: i64,
+    progress: bool,
+    scraped: bool,
+) -> Result<SupervisorReport> {
     let bench = BenchDb::create(cfg, 16).await?;
-    let r = measure(cfg, &bench, rate, secs, log_rows, progress).await;
+    let r = measure(cfg, &bench, rate, secs, log_rows, progress, scraped).await;
     bench.drop_now().await?;
     r
 }
@@ -76,6 +91,7 @@ async fn measure(
     secs: f64,
     log_rows: i64,
     progress: bool,
+    scraped: bool,
 ) -> Result<SupervisorReport> {
     let pool = bench.db.pool.clone();
     let server = super::server_facts(&pool).await?;
@@ -97,6 +113,34 @@ async fn measure(
     let mut opts = SupervisorOptions::named("bench-supervisor");
     opts.tick = Duration::from_millis(50);
     let sup = tokio::spawn(supervisor::run(sup_db.pool.clone(), opts, rx));
+    let scrapes = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let scraper = if scraped {
+        let (addr, server) = backstop::metrics::serve(
+            ([127, 0, 0, 1], 0).into(),
+            sup_db.pool.clone(),
+            "supervisor",
+            "bench-supervisor",
+        )
+        .await?;
+        let url = format!("http://{addr}/metrics");
+        let client = reqwest::Client::new();
+        let n = scrapes.clone();
+        let task = tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                every.tick().await;
+                if let Ok(r) = client.get(&url).send().await
+                    && r.status().is_success()
+                    && r.text().await.is_ok()
+                {
+                    n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        });
+        Some((server, task))
+    } else {
+        None
+    };
     // The load: server-side loops through the contract, paced per 100 ms slice.
     let t0 = Instant::now();
     let per_slice = (rate / 10.0).max(1.0) as i64;
@@ -129,6 +173,10 @@ async fn measure(
         }
     }
     let elapsed = t0.elapsed().as_secs_f64();
+    if let Some((server, task)) = scraper {
+        task.abort();
+        server.abort();
+    }
     // Let the supervisor finish what is due.
     let wait = Instant::now();
     loop {
@@ -203,6 +251,7 @@ async fn measure(
         agents: 100,
         drift_pass_ms: drift_ms,
         raw_counts_ms: raw_ms,
+        scrapes: scrapes.load(std::sync::atomic::Ordering::Relaxed),
     })
 }
 
@@ -223,5 +272,9 @@ pub fn render(r: &SupervisorReport) -> String {
         r.drift_pass_ms,
         r.raw_counts_ms,
         r.drift_pass_ms / r.raw_counts_ms.max(1e-9)
-    )
+    ) + &if r.scrapes > 0 {
+        format!("with /metrics scraped {} times during the load\n", r.scrapes)
+    } else {
+        String::new()
+    }
 }
