@@ -317,3 +317,134 @@ async fn two_thousand_holds_are_counted_and_the_biggest_listed() {
     assert!(screen.contains("1000 more not shown"), "{screen}");
     assert!(screen.contains("$2,600"), "{screen}");
 }
+
+#[tokio::test]
+async fn a_finding_says_what_the_supervisor_did_and_drift_holds_while_the_shift_lasts() {
+    use backstop::supervisor::{Found, SupervisorStats, raise_and_act};
+    let t = TestDb::new().await;
+    t.load_assets().await;
+    let (_, mut settings) = backstop::policy::active_supervisor(t.pool()).await.unwrap();
+    settings.actions.insert("complaint_spike".into(), "pause".into());
+    settings.actions.insert("policy_violation".into(), "compensate".into());
+    settings.actions.insert("low_confidence".into(), "flag".into());
+    let (refund, v) = propose(
+        &t,
+        "comp-bot",
+        "issue_refund",
+        json!({"customer_id": "c-3", "amount": 40}),
+        None,
+    )
+    .await;
+    assert_eq!(v, Verdict::Allow);
+    contract::record_result(t.pool(), refund, true, Some(&json!({"refund_id": "rf-1"})), None)
+        .await
+        .unwrap();
+    let sup = t.as_operator("supervisor").await;
+    let mut conn = sup.acquire().await.unwrap();
+    let mut stats = SupervisorStats::default();
+    let mut raise = async |kind: &str, agent: &str, action_id: Option<Uuid>| {
+        raise_and_act(
+            &mut conn,
+            &settings,
+            Found {
+                kind,
+                severity: "high",
+                agent: Some(agent),
+                action_id,
+                evidence: &json!({"rule": kind, "reason": "test"}),
+            },
+            &mut stats,
+        )
+        .await
+        .unwrap()
+        .finding_id
+    };
+    let paused = raise("complaint_spike", "loud-bot", None).await;
+    let compensated = raise("policy_violation", "comp-bot", Some(refund)).await;
+    let flagged = raise("low_confidence", "quiet-bot", None).await;
+    drop(conn);
+
+    let snap = backstop::tui::data::snapshot(t.pool()).await.unwrap();
+    let label = |id: Uuid| {
+        snap.findings
+            .iter()
+            .find(|f| f.finding_id == id)
+            .map(|f| f.status_label())
+            .unwrap()
+    };
+    assert_eq!(label(paused), "auto-paused");
+    assert_eq!(label(compensated), "auto-comp. 0/1");
+    assert_eq!(label(flagged), "open");
+    // Once a worker has tried it (this test's has no executor for the
+    // inverse, so it fails), the finding says so.
+    common::drain(t.pool(), "room-worker").await;
+    let snap = backstop::tui::data::snapshot(t.pool()).await.unwrap();
+    let f = snap.findings.iter().find(|f| f.finding_id == compensated).unwrap();
+    assert_eq!(f.status_label(), "auto-comp. failed");
+
+    // An agent that switched tools and stayed switched: both sliding windows
+    // now see only the new tool.
+    let d = settings.drift.clone();
+    let now = chrono::Utc::now();
+    let secs = |s: f64| chrono::Duration::milliseconds((s * 1000.0) as i64);
+    let span = secs(d.recent_seconds + d.baseline_seconds);
+    let switched = now - span - span / 2;
+    let mut c = t.superuser().await;
+    let mut at = now - span * 3;
+    while at < now {
+        let tool = if at < switched {
+            "tool:lookup"
+        } else {
+            "tool:issue_refund"
+        };
+        sqlx::query("INSERT INTO backstop.rollups (agent, bucket, counts) VALUES ('shift-bot', $1, $2)")
+            .bind(at)
+            .bind(json!({"verdict:allow": 20, tool: 20, "amount:none": 20, "conf:0.95-1": 20}))
+            .execute(&mut c)
+            .await
+            .unwrap();
+        at += secs(d.bucket_seconds);
+    }
+    let drift_of = |s: &backstop::tui::state::Snapshot| {
+        s.fleet
+            .iter()
+            .find(|a| a.agent == "shift-bot")
+            .map(|a| (a.drift, a.drift_since))
+            .unwrap()
+    };
+    let snap = backstop::tui::data::snapshot(t.pool()).await.unwrap();
+    let (before, since) = drift_of(&snap);
+    assert!(before.unwrap() < d.threshold && since.is_none(), "{before:?}");
+    // The supervisor flagged the switch when it happened: while that finding
+    // is unresolved the room keeps comparing with the baseline before it.
+    let f = contract::raise_finding(
+        &sup,
+        "drift",
+        "high",
+        Some("shift-bot"),
+        None,
+        &json!({"rule": "drift"}),
+    )
+    .await
+    .unwrap();
+    let raised = chrono::SubsecRound::trunc_subsecs(switched + secs(d.recent_seconds) / 2, 6);
+    sqlx::query("UPDATE backstop.findings SET raised_at = $1 WHERE finding_id = $2")
+        .bind(raised)
+        .bind(f.finding_id)
+        .execute(&mut c)
+        .await
+        .unwrap();
+    let snap = backstop::tui::data::snapshot(t.pool()).await.unwrap();
+    let (held, since) = drift_of(&snap);
+    assert!(held.unwrap() > 0.5, "the shift is still there: {held:?}");
+    assert_eq!(since, Some(raised));
+    let di = &snap.dists["shift-bot"];
+    assert_eq!(di.baseline_before, Some(raised));
+    assert_eq!(di.dims["tool"]["lookup"], (1.0, 0.0));
+    // Resolved: back to the sliding windows.
+    contract::resolve_finding(t.pool(), f.finding_id, "new tool is intended")
+        .await
+        .unwrap();
+    let snap = backstop::tui::data::snapshot(t.pool()).await.unwrap();
+    assert_eq!(drift_of(&snap).1, None);
+}

@@ -164,6 +164,7 @@ fn fixture() -> State {
             dims,
             baseline_n: 600,
             recent_n: 120,
+            baseline_before: Some(now() - Duration::seconds(40)),
         },
     );
     let agent = |name: &str, per: f64, held: i64, value: i64, findings: i64, drift: Option<f64>| AgentRow {
@@ -175,6 +176,7 @@ fn fixture() -> State {
         held_value: Decimal::from(value),
         findings,
         drift,
+        drift_since: None,
     };
     s.data.fleet = vec![
         agent("crm-bot", 12.0, 0, 0, 0, Some(0.004)),
@@ -183,6 +185,8 @@ fn fixture() -> State {
         agent("refund-bot", 30.0, 2, 47350, 1, Some(0.062)),
     ];
     s.data.fleet[1].paused = Some(("supervisor".into(), "complaint spike".into()));
+    // refund-bot's drift finding is open: its drift is against the baseline before it.
+    s.data.fleet[3].drift_since = Some(now() - Duration::seconds(40));
     s.data.approvals = vec![
         HeldRow {
             action_id: id(5),
@@ -225,6 +229,7 @@ fn fixture() -> State {
             count: 1,
             last_at: now() - Duration::seconds(40),
             detail: json!({"top_changes": [{"category": "tool:issue_refund", "baseline": 0.05, "recent": 0.3}]}),
+            auto: None,
         },
         FindingRow {
             finding_id: id(101),
@@ -237,6 +242,7 @@ fn fixture() -> State {
             count: 1,
             last_at: now() - Duration::seconds(200),
             detail: json!({"signals_in_window": 9}),
+            auto: Some("auto-paused".into()),
         },
     ];
     s.data.comps = vec![
@@ -460,6 +466,7 @@ fn busy() -> State {
             held_value: Decimal::from(50 * i),
             findings: 0,
             drift: None,
+            drift_since: None,
         })
         .collect();
     s.data.approvals = (0..2000u128)
@@ -491,6 +498,7 @@ fn busy() -> State {
             count: 1,
             last_at: now() - Duration::seconds(i as i64 * 10),
             detail: json!({"reason": "tool mix changed"}),
+            auto: None,
         })
         .collect();
     s.data.comps = (0..60u128)

@@ -193,6 +193,9 @@ pub struct AgentRow {
     pub held_value: Decimal,
     pub findings: i64,
     pub drift: Option<f64>,
+    /// Set while a drift finding is unresolved: the drift is measured against
+    /// the baseline before the window that raised it (see `data::snapshot`).
+    pub drift_since: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -202,6 +205,8 @@ pub struct Dists {
     pub dims: BTreeMap<String, BTreeMap<String, (f64, f64)>>,
     pub baseline_n: u64,
     pub recent_n: u64,
+    /// The baseline is the one before this drift finding was raised.
+    pub baseline_before: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -232,6 +237,25 @@ pub struct FindingRow {
     pub count: i32,
     pub last_at: DateTime<Utc>,
     pub detail: Value,
+    /// What the supervisor did about it by itself (a pause still in force, the
+    /// compensations it requested and how they stand), so an automatically
+    /// handled finding does not read as merely `open`.
+    #[sqlx(default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auto: Option<String>,
+}
+
+impl FindingRow {
+    /// The status as a person reads it: the review state, and what the
+    /// supervisor already did.
+    pub fn status_label(&self) -> String {
+        match (&self.auto, self.status.as_str()) {
+            (None, st) => st.to_string(),
+            (Some(a), "open") => a.clone(),
+            (Some(a), "acknowledged") => format!("ack., {a}"),
+            (Some(a), st) => format!("{st}, {a}"),
+        }
+    }
 }
 
 /// Most severe first: critical, high, medium, low, anything else.

@@ -121,6 +121,7 @@ pub fn update(s: &mut State, msg: Msg) -> Vec<Effect> {
                         held_value: held.iter().filter_map(|h| h.amount).sum(),
                         findings: 0,
                         drift: None,
+                        drift_since: None,
                         agent,
                     };
                     s.data.fleet.push(row);
@@ -1351,6 +1352,7 @@ mod tests {
             held_value: Decimal::ZERO,
             findings: 0,
             drift: None,
+            drift_since: None,
         }];
         keys(&mut s, ":pau");
         update(&mut s, press_code(KeyCode::Tab));
@@ -1416,6 +1418,7 @@ mod tests {
             count: 1,
             last_at: now(),
             detail: json!({}),
+            auto: None,
         }];
         update(&mut s, press('4'));
         update(&mut s, press('A'));

@@ -433,7 +433,11 @@ fn fleet(s: &State, f: &mut Frame, area: Rect, theme: &Theme) {
                     } else {
                         String::new()
                     }),
-                    Span::from(a.drift.map(|d| format!("{d:.3}")).unwrap_or_default()),
+                    Span::from(match (a.drift, a.drift_since) {
+                        (Some(d), Some(t)) => format!("{d:.3} vs before {}", t.format("%H:%M")),
+                        (Some(d), None) => format!("{d:.3}"),
+                        (None, _) => String::new(),
+                    }),
                 ],
             );
             if i == sel { row.style(theme.selected()) } else { row }
@@ -461,10 +465,19 @@ fn fleet(s: &State, f: &mut Frame, area: Rect, theme: &Theme) {
     match agent.as_ref().and_then(|a| s.data.dists.get(a)) {
         Some(d) => {
             lines.push(Line::styled(
-                format!(
-                    "{}: baseline {} decisions vs recent {}",
-                    d.agent, d.baseline_n, d.recent_n
-                ),
+                match d.baseline_before {
+                    Some(t) => format!(
+                        "{}: baseline before the drift finding of {} UTC ({} decisions; kept until it is resolved) vs recent {}",
+                        d.agent,
+                        t.format("%H:%M:%S"),
+                        d.baseline_n,
+                        d.recent_n
+                    ),
+                    None => format!(
+                        "{}: baseline {} decisions vs recent {}",
+                        d.agent, d.baseline_n, d.recent_n
+                    ),
+                },
                 theme.bold(),
             ));
             for (dim, cats) in &d.dims {
@@ -642,8 +655,8 @@ fn findings(s: &State, f: &mut Frame, area: Rect, theme: &Theme) {
         Constraint::Length(10),
         Constraint::Length(18),
         Constraint::Length(14),
-        Constraint::Length(28),
-        Constraint::Length(12),
+        Constraint::Length(18),
+        Constraint::Length(22),
         Constraint::Length(4),
         Constraint::Length(8),
         Constraint::Min(10),
@@ -663,7 +676,7 @@ fn findings(s: &State, f: &mut Frame, area: Rect, theme: &Theme) {
                     Span::from(x.kind.clone()),
                     Span::from(x.agent.clone().unwrap_or_default()),
                     Span::from(x.rule.clone().unwrap_or_default()),
-                    Span::from(x.status.clone()),
+                    Span::from(x.status_label()),
                     Span::from(x.count.to_string()),
                     Span::from(x.last_at.format("%H:%M:%S").to_string()),
                     Span::from(evidence),
@@ -1039,8 +1052,13 @@ fn agent_summary(s: &State, f: &mut Frame, area: Rect, theme: &Theme) {
                 .fleet
                 .iter()
                 .find(|x| x.agent == a)
-                .and_then(|x| x.drift)
-                .map(|x| format!("  drift {x:.3}"))
+                .and_then(|x| {
+                    let since = x
+                        .drift_since
+                        .map(|t| format!(" vs the baseline before the drift finding of {}", t.format("%H:%M")))
+                        .unwrap_or_default();
+                    x.drift.map(|d| format!("  drift {d:.3}{since}"))
+                })
                 .unwrap_or_default();
             format!(" {a}  tools {}  verdicts {verdicts}{drift}", spark(&tools))
         }
