@@ -616,3 +616,59 @@ fn findings_most_severe_first_with_a_symbol_and_cut_cells_end_in_an_ellipsis() {
     assert!(screen.contains("a-very-long-a…"), "{screen}");
     assert!(!screen.contains("a-very-long-agent"), "{screen}");
 }
+
+#[test]
+fn enter_shows_the_whole_text_of_a_cut_cell_and_plan_lines_end_in_an_ellipsis() {
+    use backstop::tui::update::press_code;
+    use crossterm::event::KeyCode;
+    let long = "the agent refunded the same order three times within a minute, each time citing a different ticket, and the customer had already withdrawn the complaint END-OF-EVIDENCE";
+    let mut s = fixture();
+    s.size = Some((120, 40));
+    s.data.findings[1].detail = json!({ "violation": long });
+    s.view = View::Findings;
+    let table = render(&s, 120, 40);
+    assert!(!table.contains("END-OF-EVIDENCE"), "the cell is cut:\n{table}");
+    assert!(update(&mut s, press_code(KeyCode::Enter)).is_empty());
+    assert_eq!(s.mode, Mode::Note { scroll: 0 });
+    let note = render(&s, 120, 40);
+    assert!(
+        note.contains("END-OF-EVIDENCE") && note.contains("ack., auto-paused"),
+        "{note}"
+    );
+    insta::assert_snapshot!("finding_note_120x40", note);
+    update(&mut s, press_code(KeyCode::Esc));
+    assert_eq!(s.mode, Mode::Normal);
+
+    // A log row about no action (a pause) shows its whole reason.
+    s.view = View::Log;
+    let mut paused = row(48300, "paused", "ana", "", None, None, None);
+    paused.tool = None;
+    paused.detail = json!({ "scope": "agent", "target": "refund-bot", "reason": long });
+    update(
+        &mut s,
+        Msg::Rows {
+            rows: vec![paused],
+            lag_ms: None,
+        },
+    );
+    update(&mut s, press_code(KeyCode::Enter));
+    assert_eq!(s.mode, Mode::Note { scroll: 0 });
+    let note = render(&s, 80, 24);
+    assert!(note.contains("END-OF-EVIDENCE"), "{note}");
+    update(&mut s, press_code(KeyCode::Esc));
+
+    // A rollback plan's line longer than the screen ends in an ellipsis.
+    let mut plan = big_plan();
+    plan.steps[0].detail = Some(long.into());
+    update(&mut s, Msg::Plan(plan));
+    let screen = render(&s, 80, 24);
+    let first = screen
+        .lines()
+        .find(|l| l.contains(&id(40_000).to_string()[..8]))
+        .expect("the first step");
+    assert!(first.trim_end_matches(['"', ' ']).ends_with('…'), "{first}");
+    assert!(
+        screen.contains("Rollback plan: 100 step(s)") && screen.contains('…'),
+        "{screen}"
+    );
+}

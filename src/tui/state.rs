@@ -98,6 +98,11 @@ pub enum Mode {
     Detail {
         scroll: u16,
     },
+    /// The whole of a row that is not an action (a finding, a log row), in
+    /// labelled lines: what a cut cell leaves out.
+    Note {
+        scroll: u16,
+    },
     Help,
 }
 
@@ -390,6 +395,15 @@ pub struct HistoryEntry {
     pub seal: Option<(i64, Vec<u8>)>,
 }
 
+/// A row's whole text, for `Mode::Note`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Note {
+    pub title: String,
+    pub lines: Vec<(String, String)>,
+    /// The action the row is about: Enter opens its detail.
+    pub action: Option<Uuid>,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Notice {
     pub at: DateTime<Utc>,
@@ -422,6 +436,7 @@ pub struct State {
     pub filter: Filter,
     pub data: Snapshot,
     pub detail: Option<Detail>,
+    pub note: Option<Note>,
     pub plan: Option<Plan>,
     pub notice: Option<Notice>,
     pub policy_events: VecDeque<Notice>,
@@ -456,6 +471,7 @@ impl State {
             filter: Filter::default(),
             data: Snapshot::default(),
             detail: None,
+            note: None,
             plan: None,
             notice: None,
             policy_events: VecDeque::new(),

@@ -7,7 +7,7 @@ use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use uuid::Uuid;
 
 use super::keys::COMMANDS;
-use super::state::{Conn, Detail, Filter, LOG_CAP, Mode, Purpose, Snapshot, State, View};
+use super::state::{Conn, Detail, Filter, FindingRow, LOG_CAP, Mode, Note, Purpose, Snapshot, State, View};
 use crate::compensation::Plan;
 use crate::contract::{ControlEvent, EventKind as K, LogRow, Scope};
 
@@ -483,6 +483,44 @@ fn on_key(s: &mut State, k: KeyEvent) -> Vec<Effect> {
                 Vec::new()
             }
         },
+        Mode::Note { scroll } => match k.code {
+            KeyCode::Char('j') | KeyCode::Down => {
+                s.mode = Mode::Note {
+                    scroll: scroll.saturating_add(1),
+                };
+                Vec::new()
+            }
+            KeyCode::Char('k') | KeyCode::Up => {
+                s.mode = Mode::Note {
+                    scroll: scroll.saturating_sub(1),
+                };
+                Vec::new()
+            }
+            KeyCode::PageDown => {
+                s.mode = Mode::Note {
+                    scroll: scroll.saturating_add(10),
+                };
+                Vec::new()
+            }
+            KeyCode::PageUp => {
+                s.mode = Mode::Note {
+                    scroll: scroll.saturating_sub(10),
+                };
+                Vec::new()
+            }
+            KeyCode::Char('P') => pause_fleet(s),
+            KeyCode::Enter if s.note.as_ref().is_some_and(|n| n.action.is_some()) => {
+                let id = s.note.take().and_then(|n| n.action);
+                s.mode = Mode::Detail { scroll: 0 };
+                s.detail = None;
+                id.map(Effect::LoadDetail).into_iter().collect()
+            }
+            _ => {
+                s.mode = Mode::Normal;
+                s.note = None;
+                Vec::new()
+            }
+        },
         Mode::Help => {
             if k.code == KeyCode::Char('P') {
                 return pause_fleet(s);
@@ -682,6 +720,21 @@ fn normal_key(s: &mut State, k: KeyEvent) -> Vec<Effect> {
                 }
                 Vec::new()
             }
+            // A finding is more than its action: its whole evidence first.
+            View::Findings => {
+                match s
+                    .cursor_key()
+                    .and_then(|k| s.data.findings.iter().find(|f| f.finding_id.to_string() == k))
+                    .map(finding_note)
+                {
+                    Some(n) => {
+                        s.note = Some(n);
+                        s.mode = Mode::Note { scroll: 0 };
+                    }
+                    None => s.notify("no finding here", false),
+                }
+                Vec::new()
+            }
             _ => match s.cursor_action() {
                 Some(id) => {
                     s.mode = Mode::Detail { scroll: 0 };
@@ -689,7 +742,18 @@ fn normal_key(s: &mut State, k: KeyEvent) -> Vec<Effect> {
                     vec![Effect::LoadDetail(id)]
                 }
                 None => {
-                    s.notify("this row is not an action", false);
+                    // A row about no action (a pause, a policy, a finding) in full.
+                    let row = s
+                        .cursor_key()
+                        .and_then(|k| k.parse::<i64>().ok())
+                        .and_then(|seq| s.visible_log().into_iter().find(|r| r.seq == seq).map(log_note));
+                    match row {
+                        Some(n) => {
+                            s.note = Some(n);
+                            s.mode = Mode::Note { scroll: 0 };
+                        }
+                        None => s.notify("this row is not an action", false),
+                    }
                     Vec::new()
                 }
             },
@@ -845,6 +909,70 @@ fn acting_key(s: &mut State, c: char) -> Vec<Effect> {
             Vec::new()
         }
         _ => Vec::new(),
+    }
+}
+
+fn pretty_json(v: &serde_json::Value) -> String {
+    serde_json::to_string_pretty(v).unwrap_or_default()
+}
+
+/// A finding in full: the evidence a table cell cuts, and the record behind it.
+pub fn finding_note(f: &FindingRow) -> Note {
+    let mut lines = vec![
+        ("finding".to_string(), f.finding_id.to_string()),
+        ("severity / kind".into(), format!("{} / {}", f.severity, f.kind)),
+        ("agent".into(), f.agent.clone().unwrap_or_else(|| "(none)".into())),
+        ("rule".into(), f.rule.clone().unwrap_or_else(|| "(none)".into())),
+        ("status".into(), f.status_label()),
+        (
+            "seen".into(),
+            format!(
+                "{} time(s), last at {}",
+                f.count,
+                f.last_at.format("%Y-%m-%d %H:%M:%S UTC")
+            ),
+        ),
+        (
+            "action".into(),
+            f.action_id
+                .map(|a| format!("{a} (Enter opens it)"))
+                .unwrap_or_else(|| "(none)".into()),
+        ),
+        ("evidence".into(), super::view::evidence_text(&f.detail)),
+    ];
+    if let Some(r) = f.detail["remediation"].as_str() {
+        lines.push(("remediation".into(), r.to_string()));
+    }
+    lines.push(("recorded".into(), pretty_json(&f.detail)));
+    Note {
+        title: format!("finding {}", f.finding_id),
+        lines,
+        action: f.action_id,
+    }
+}
+
+/// A log row in full: its reason and everything it recorded.
+pub fn log_note(r: &LogRow) -> Note {
+    let mut lines = vec![
+        ("seq".to_string(), r.seq.to_string()),
+        ("at".into(), r.at.format("%Y-%m-%d %H:%M:%S%.3f UTC").to_string()),
+        ("event".into(), r.kind.to_string()),
+        ("by".into(), r.actor.clone()),
+    ];
+    if let Some(a) = &r.agent {
+        lines.push(("agent".into(), a.clone()));
+    }
+    if let Some(t) = &r.tool {
+        lines.push(("tool".into(), t.clone()));
+    }
+    if let Some(reason) = r.detail["reason"].as_str() {
+        lines.push(("reason".into(), reason.to_string()));
+    }
+    lines.push(("recorded".into(), pretty_json(&r.detail)));
+    Note {
+        title: format!("log row {}", r.seq),
+        lines,
+        action: r.action_id,
     }
 }
 

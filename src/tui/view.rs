@@ -88,6 +88,7 @@ pub fn view(s: &State, f: &mut Frame, theme: &Theme) {
     match &s.mode {
         Mode::Help => help(s, f, body, theme),
         Mode::Detail { scroll } => detail(s, f, body, *scroll, theme),
+        Mode::Note { scroll } => note(s, f, body, *scroll, theme),
         Mode::Plan => plan(s, f, body, theme),
         _ => match (s.view, compact) {
             (_, true) | (View::Log, false) => log(s, f, body, theme, compact),
@@ -774,20 +775,45 @@ fn compensations(s: &State, f: &mut Frame, area: Rect, theme: &Theme) {
     f.render_widget(table, area);
 }
 
+/// Labelled lines, a value continuing on indented lines (wrapped, never cut).
+fn labelled<'a>(pairs: &[(String, String)], theme: &Theme) -> Vec<Line<'a>> {
+    pairs
+        .iter()
+        .flat_map(|(k, v)| {
+            let mut out = vec![Line::from(vec![
+                Span::styled(format!("{k}: "), theme.bold()),
+                Span::raw(v.lines().next().unwrap_or("").to_string()),
+            ])];
+            out.extend(v.lines().skip(1).map(|l| Line::from(format!("    {l}"))));
+            out
+        })
+        .collect()
+}
+
+fn note(s: &State, f: &mut Frame, area: Rect, scroll: u16, theme: &Theme) {
+    let Some(n) = &s.note else { return };
+    let keys = if n.action.is_some() {
+        "Enter the action, Esc back, j/k scroll"
+    } else {
+        "Esc back, j/k scroll"
+    };
+    f.render_widget(
+        Paragraph::new(labelled(&n.lines, theme))
+            .wrap(Wrap { trim: false })
+            .scroll((scroll, 0))
+            .block(
+                Block::default()
+                    .borders(Borders::TOP)
+                    .title(format!(" {} ({keys}) ", n.title)),
+            ),
+        area,
+    );
+}
+
 fn detail(s: &State, f: &mut Frame, area: Rect, scroll: u16, theme: &Theme) {
     let lines: Vec<Line> = match &s.detail {
         None => vec![Line::from("loading ...")],
-        Some(d) => detail_lines(d)
-            .iter()
-            .flat_map(|(k, v)| {
-                let mut out = vec![Line::from(vec![
-                    Span::styled(format!("{k}: "), theme.bold()),
-                    Span::raw(v.lines().next().unwrap_or("").to_string()),
-                ])];
-                out.extend(v.lines().skip(1).map(|l| Line::from(format!("    {l}"))));
-                out
-            })
-            .collect(),
+        Some(d) => labelled(&detail_lines(d), theme),
     };
     let title = s
         .detail
@@ -925,22 +951,56 @@ fn detail_lines(d: &Detail) -> Vec<(String, String)> {
     lines
 }
 
+/// A line cut to `width` columns, ending in `…` where cut (never silently).
+fn fit_line<'a>(spans: Vec<Span<'a>>, width: usize) -> Line<'a> {
+    let total: usize = spans.iter().map(|sp| sp.content.chars().count()).sum();
+    if total <= width {
+        return Line::from(spans);
+    }
+    let mut left = width;
+    let mut out = Vec::new();
+    for sp in spans {
+        let n = sp.content.chars().count();
+        if n < left {
+            left -= n;
+            out.push(sp);
+        } else {
+            out.push(Span::styled(cut(&sp.content, left), sp.style));
+            break;
+        }
+    }
+    Line::from(out)
+}
+
 fn plan(s: &State, f: &mut Frame, area: Rect, theme: &Theme) {
     let Some(p) = &s.plan else { return };
-    let mut lines = vec![Line::styled(
-        format!(
-            "Rollback plan: {} step(s), {} to compensate ({} pulled in as dependents), recovering {}, not recoverable {}, {} entities touched",
-            p.totals.steps,
-            p.totals.will_compensate,
-            p.totals.dependents,
-            money(Some(p.totals.value_recovered)),
-            money(Some(p.totals.value_not_recoverable)),
-            p.totals.entities_touched
+    let width = area.width as usize;
+    let mut lines = vec![
+        fit_line(
+            vec![Span::styled(
+                format!(
+                    "Rollback plan: {} step(s), {} to compensate ({} pulled in as dependents)",
+                    p.totals.steps, p.totals.will_compensate, p.totals.dependents,
+                ),
+                theme.bold(),
+            )],
+            width,
         ),
-        theme.bold(),
-    )];
-    // The top line, the totals and the keys take three lines; the steps scroll in the rest.
-    let room = area.height.saturating_sub(3) as usize;
+        fit_line(
+            vec![Span::styled(
+                format!(
+                    "recovering {}, not recoverable {}, {} entities touched",
+                    money(Some(p.totals.value_recovered)),
+                    money(Some(p.totals.value_not_recoverable)),
+                    p.totals.entities_touched
+                ),
+                theme.bold(),
+            )],
+            width,
+        ),
+    ];
+    // The top line, the totals and the keys take four lines; the steps scroll in the rest.
+    let room = area.height.saturating_sub(4) as usize;
     let len = p.steps.len();
     let fit = if len > room {
         room.saturating_sub(2).max(1)
@@ -974,17 +1034,20 @@ fn plan(s: &State, f: &mut Frame, area: Rect, theme: &Theme) {
         } else {
             theme.fg(Color::Red)
         };
-        lines.push(Line::from(vec![
-            Span::raw(format!(
-                "  {}  {:<14} {:<18} {:>10}  ",
-                &st.action_id.to_string()[..8],
-                cut(&st.agent, 14),
-                cut(&st.tool, 18),
-                money(st.amount)
-            )),
-            Span::styled(format!("{outcome:<20}"), style),
-            Span::raw(format!(" {via}  {}", st.detail.clone().unwrap_or_default())),
-        ]));
+        lines.push(fit_line(
+            vec![
+                Span::raw(format!(
+                    "  {}  {:<14} {:<18} {:>10}  ",
+                    &st.action_id.to_string()[..8],
+                    cut(&st.agent, 14),
+                    cut(&st.tool, 18),
+                    money(st.amount)
+                )),
+                Span::styled(format!("{outcome:<20}"), style),
+                Span::raw(format!(" {via}  {}", st.detail.clone().unwrap_or_default())),
+            ],
+            width,
+        ));
     }
     if len > fit {
         lines.push(Line::styled(
