@@ -448,3 +448,71 @@ async fn a_finding_says_what_the_supervisor_did_and_drift_holds_while_the_shift_
     let snap = backstop::tui::data::snapshot(t.pool()).await.unwrap();
     assert_eq!(drift_of(&snap).1, None);
 }
+
+#[tokio::test]
+async fn a_plan_leaves_reads_out_and_the_request_is_the_plan_shown() {
+    use backstop::compensation::{self, Selection};
+    let t = TestDb::with_operator("room-ana").await;
+    t.load_assets().await;
+    let mut executed = Vec::new();
+    for (tool, params, result) in [
+        ("lookup_customer", json!({"customer_id": "c-3"}), json!({})),
+        (
+            "issue_refund",
+            json!({"customer_id": "c-3", "amount": 40}),
+            json!({"refund_id": "rf-1"}),
+        ),
+        (
+            "issue_refund",
+            json!({"customer_id": "c-4", "amount": 30}),
+            json!({"refund_id": "rf-2"}),
+        ),
+    ] {
+        let (id, v) = propose(&t, "comp-bot", tool, params, None).await;
+        assert_eq!(v, Verdict::Allow, "{tool}");
+        contract::record_result(t.pool(), id, true, Some(&result), None)
+            .await
+            .unwrap();
+        executed.push(id);
+    }
+    let plan = compensation::plan(t.pool(), &Selection::Actions(executed.clone()))
+        .await
+        .unwrap();
+    assert!(
+        plan.steps.iter().all(|s| s.action_id != executed[0]),
+        "the read is not a step: {:?}",
+        plan.steps
+    );
+    assert_eq!((plan.steps.len(), plan.totals.read_only), (2, 1));
+    assert_eq!(plan.totals.value_not_recoverable, 0.into());
+    assert!(compensation::render(&plan).contains("1 read-only action needs no undo"));
+
+    // The room requests exactly the steps it showed, and says what changed
+    // since: here another operator requested one of them in between.
+    let shown: Vec<(Uuid, String)> = plan.steps.iter().map(|s| (s.action_id, s.outcome.clone())).collect();
+    contract::request_compensation(t.pool(), &[executed[2]], "someone else first", None)
+        .await
+        .unwrap();
+    let ids: Vec<Uuid> = shown.iter().map(|s| s.0).collect();
+    let got = contract::request_compensation(t.pool(), &ids, "from the plan", None)
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 2, "no step added, none dropped");
+    let diff = compensation::differences(&shown, &got);
+    assert_eq!(
+        diff,
+        vec![format!(
+            "{} was will compensate, now already requested",
+            &executed[2].to_string()[..8]
+        )]
+    );
+    // The read was never requested nor logged as something to remediate.
+    assert_eq!(
+        t.count(&format!(
+            "SELECT count(*) FROM backstop.action_log WHERE action_id = '{}' AND kind LIKE 'compensation%'",
+            executed[0]
+        ))
+        .await,
+        0
+    );
+}

@@ -421,6 +421,7 @@ fn overlays() {
             value_not_recoverable: Decimal::ZERO,
             entities_touched: 2,
             dependents: 1,
+            read_only: 0,
         },
     });
     insta::assert_snapshot!("plan_120x40", render(&s, 120, 40));
@@ -548,6 +549,7 @@ fn big_plan() -> Plan {
             value_not_recoverable: Decimal::ZERO,
             entities_touched: 100,
             dependents: 99,
+            read_only: 0,
         },
     }
 }
@@ -660,6 +662,7 @@ fn enter_shows_the_whole_text_of_a_cut_cell_and_plan_lines_end_in_an_ellipsis() 
     // A rollback plan's line longer than the screen ends in an ellipsis.
     let mut plan = big_plan();
     plan.steps[0].detail = Some(long.into());
+    plan.totals.read_only = 2;
     update(&mut s, Msg::Plan(plan));
     let screen = render(&s, 80, 24);
     let first = screen

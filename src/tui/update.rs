@@ -35,8 +35,10 @@ pub enum Effect {
     Refresh,
     LoadDetail(Uuid),
     Plan(Vec<Uuid>),
+    /// Request exactly the steps of the plan on screen, with the outcome
+    /// each was shown with (the reply says where the database now differs).
     Request {
-        ids: Vec<Uuid>,
+        shown: Vec<(Uuid, String)>,
         reason: String,
     },
     Approve(Uuid),
@@ -356,10 +358,16 @@ fn on_key(s: &mut State, k: KeyEvent) -> Vec<Effect> {
                         Purpose::Reject(id) => vec![Effect::Reject { id: *id, note }],
                         Purpose::Compensate(ids) => {
                             s.marks.clear();
-                            vec![Effect::Request {
-                                ids: ids.clone(),
-                                reason: note,
-                            }]
+                            let outcome = |id: &Uuid| {
+                                s.plan
+                                    .as_ref()
+                                    .and_then(|p| p.steps.iter().find(|st| st.action_id == *id))
+                                    .map(|st| st.outcome.clone())
+                                    .unwrap_or_default()
+                            };
+                            let shown = ids.iter().map(|id| (*id, outcome(id))).collect();
+                            s.plan = None;
+                            vec![Effect::Request { shown, reason: note }]
                         }
                         Purpose::Acknowledge(id) => vec![Effect::Acknowledge { id: *id, note }],
                         Purpose::Resolve(id) => vec![Effect::Resolve { id: *id, note }],
@@ -1270,6 +1278,7 @@ mod tests {
                 value_not_recoverable: Decimal::ZERO,
                 entities_touched: 1,
                 dependents: 0,
+                read_only: 0,
             },
         };
         update(&mut s, Msg::Plan(plan.clone()));
@@ -1286,7 +1295,7 @@ mod tests {
         }
         update(&mut s, press('n'));
         assert_eq!(s.mode, Mode::Normal);
-        update(&mut s, Msg::Plan(plan));
+        update(&mut s, Msg::Plan(plan.clone()));
         update(&mut s, press('y'));
         assert!(matches!(
             s.mode,
@@ -1302,6 +1311,38 @@ mod tests {
         keys(&mut s, "wrong customer");
         let fx = update(&mut s, press_code(KeyCode::Enter));
         assert!(matches!(&fx[..], [Effect::Request { reason, .. }] if reason == "wrong customer"));
+        // What is requested is the plan that was on screen, step by step, with the outcome shown.
+        let (a, b) = (Uuid::from_u128(7), Uuid::from_u128(8));
+        let step = |id: Uuid, outcome: &str| crate::compensation::PlanStep {
+            action_id: id,
+            selected: true,
+            caused_by: None,
+            agent: "refund-bot".into(),
+            tool: "issue_refund".into(),
+            class: Some("conditional".into()),
+            amount: None,
+            entity: None,
+            correlation_id: None,
+            status: "executed".into(),
+            executed_seq: Some(1),
+            outcome: outcome.into(),
+            detail: None,
+            inverse_tool: None,
+            inverse_params: None,
+        };
+        let mut shown = plan.clone();
+        shown.steps = vec![step(a, "requested"), step(b, "expired")];
+        update(&mut s, Msg::Plan(shown));
+        update(&mut s, press('y'));
+        keys(&mut s, "wrong customer");
+        let fx = update(&mut s, press_code(KeyCode::Enter));
+        assert_eq!(
+            fx,
+            vec![Effect::Request {
+                shown: vec![(a, "requested".into()), (b, "expired".into())],
+                reason: "wrong customer".into()
+            }]
+        );
         assert!(s.marks.is_empty());
     }
 

@@ -992,15 +992,20 @@ fn plan(s: &State, f: &mut Frame, area: Rect, theme: &Theme) {
                     "recovering {}, not recoverable {}, {} entities touched",
                     money(Some(p.totals.value_recovered)),
                     money(Some(p.totals.value_not_recoverable)),
-                    p.totals.entities_touched
+                    p.totals.entities_touched,
                 ),
                 theme.bold(),
             )],
             width,
         ),
     ];
-    // The top line, the totals and the keys take four lines; the steps scroll in the rest.
-    let room = area.height.saturating_sub(4) as usize;
+    // Reads are left out of the steps and counted on a line of their own.
+    if let Some(l) = crate::compensation::read_only_line(&p.totals) {
+        lines.push(fit_line(vec![Span::raw(l)], width));
+    }
+    // The top line, the totals and the keys take the lines above and one
+    // below; the steps scroll in the rest.
+    let room = area.height.saturating_sub(lines.len() as u16 + 2) as usize;
     let len = p.steps.len();
     let fit = if len > room {
         room.saturating_sub(2).max(1)
