@@ -675,3 +675,16 @@ fn enter_shows_the_whole_text_of_a_cut_cell_and_plan_lines_end_in_an_ellipsis() 
         "{screen}"
     );
 }
+
+#[test]
+fn the_tab_line_names_the_filter_keys_a_view_cannot_use() {
+    let mut s = fixture();
+    s.filter = backstop::tui::state::Filter::parse("agent:refund-bot tool:issue_refund").unwrap();
+    s.view = View::Fleet;
+    let screen = render(&s, 120, 40);
+    assert!(screen.contains("(tool not in this view)"), "{screen}");
+    assert!(!screen.contains("crm-bot"), "the fleet filters by agent:\n{screen}");
+    s.view = View::Log;
+    let screen = render(&s, 120, 40);
+    assert!(!screen.contains("not in this view"), "{screen}");
+}

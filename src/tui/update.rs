@@ -822,7 +822,15 @@ fn acting_key(s: &mut State, c: char) -> Vec<Effect> {
                     if !s.marks.remove(&id) {
                         s.marks.insert(id);
                     }
-                    move_cursor(s, 1);
+                    // Past the other rows of the same action (its verdict,
+                    // its result): space there would undo the mark just made.
+                    let keys = s.keys();
+                    let mut i = s.cursor_index();
+                    let start = i;
+                    while i + 1 < keys.len() && ids_of(s, &keys[i + 1..i + 2]).first() == Some(&id) {
+                        i += 1;
+                    }
+                    move_cursor(s, (i - start) as isize + 1);
                 }
                 None => s.notify("this row is not an action", false),
             }
@@ -833,16 +841,30 @@ fn acting_key(s: &mut State, c: char) -> Vec<Effect> {
             match s.range_anchor.take() {
                 None => {
                     s.range_anchor = s.cursor_key();
-                    s.notify("range started: move and press V again", false);
+                    s.notify(
+                        "range: from this row; move and press V again to mark the rows between (Esc cancels)",
+                        false,
+                    );
                 }
                 Some(anchor) => {
                     let keys = s.keys();
                     let start = keys.iter().position(|k| *k == anchor).unwrap_or(here);
-                    let (lo, hi) = (start.min(here), start.max(here));
-                    let ids = ids_of(s, &keys[lo..=hi.min(keys.len().saturating_sub(1))]);
-                    let n = ids.len();
-                    s.marks.extend(ids);
-                    s.notify(format!("{n} marked"), false);
+                    let (lo, hi) = (start.min(here), start.max(here).min(keys.len().saturating_sub(1)));
+                    let mut ids = ids_of(s, &keys[lo..=hi]);
+                    ids.sort();
+                    ids.dedup();
+                    let new = ids.iter().filter(|id| !s.marks.contains(id)).count();
+                    s.marks.extend(ids.iter().copied());
+                    // One message: rows, distinct actions, and the marks in all.
+                    s.notify(
+                        format!(
+                            "range: {} row(s), {} action(s) ({new} newly marked); {} marked in all",
+                            hi + 1 - lo,
+                            ids.len(),
+                            s.marks.len()
+                        ),
+                        false,
+                    );
                 }
             }
             Vec::new()
@@ -1706,6 +1728,96 @@ mod tests {
         s.data.known_agents = None;
         assert!(run(&mut s, ":pause agent login-bot").is_empty());
         assert!(matches!(s.mode, Mode::ConfirmPause { .. }));
+    }
+
+    #[test]
+    fn marking_one_row_of_an_action_does_not_unmark_it_on_the_next() {
+        let mut s = State::new("test", "ana", false, now());
+        let (a, b) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        // Newest first: a's result, a's verdict, then b.
+        let rows = vec![
+            row(1, "allowed", "x", Some(b)),
+            row(2, "allowed", "x", Some(a)),
+            row(3, "executed", "x", Some(a)),
+        ];
+        update(&mut s, Msg::Rows { rows, lag_ms: None });
+        update(&mut s, press(' '));
+        update(&mut s, press(' '));
+        assert_eq!(s.marks, [a, b].into(), "both marked, neither toggled back");
+        // Back on a's other row, space is an honest toggle.
+        update(&mut s, press('k'));
+        update(&mut s, press(' '));
+        assert_eq!(s.marks, [b].into());
+        // V says, once, what the range held.
+        update(&mut s, press('u'));
+        update(&mut s, press('g'));
+        update(&mut s, press('V'));
+        assert!(s.notice.as_ref().unwrap().text.starts_with("range: from this row"));
+        update(&mut s, press('j'));
+        update(&mut s, press('V'));
+        assert_eq!(
+            s.notice.as_ref().unwrap().text,
+            "range: 2 row(s), 1 action(s) (1 newly marked); 1 marked in all"
+        );
+    }
+
+    #[test]
+    fn a_filter_reaches_every_view_that_shows_its_field_and_statuses_can_be_typed() {
+        let (mut s, ids) = state_with_rows(3);
+        s.status_of.insert(ids[0], "comp. requested".into());
+        for typed in [
+            "/status:\"comp. requested\"",
+            "/status:comp-requested",
+            "/status:comp_requested",
+        ] {
+            keys(&mut s, "/");
+            update(
+                &mut s,
+                Msg::Key(KeyEvent::new(KeyCode::Char('u'), KeyModifiers::CONTROL)),
+            );
+            keys(&mut s, &typed[1..]);
+            update(&mut s, press_code(KeyCode::Enter));
+            assert_eq!(s.mode, Mode::Normal, "{typed}");
+            assert_eq!(s.visible_log().len(), 1, "{typed}");
+        }
+        // Re-opening the prompt shows a value it can parse again.
+        assert_eq!(
+            Filter::parse(&s.filter.describe()).unwrap(),
+            s.filter,
+            "{}",
+            s.filter.describe()
+        );
+        assert!(
+            Filter::parse("verdict:maybe")
+                .unwrap_err()
+                .contains("allow, hold, block")
+        );
+        assert!(Filter::parse("status:\"open").unwrap_err().contains("quote"));
+        // Views filter by the fields they show and name the ones they cannot.
+        s.filter = Filter::parse("agent:refund-bot tool:issue_refund").unwrap();
+        s.data.fleet = ["refund-bot", "other-bot"]
+            .iter()
+            .map(|a| AgentRow {
+                agent: a.to_string(),
+                paused: None,
+                per_bucket: vec![],
+                per_minute: 0.0,
+                held: 0,
+                held_value: Decimal::ZERO,
+                findings: 0,
+                drift: None,
+                drift_since: None,
+            })
+            .collect();
+        assert_eq!(s.visible_fleet().len(), 1);
+        assert_eq!(s.filter.ignored_by(View::Fleet), vec!["tool"]);
+        assert!(s.filter.ignored_by(View::Compensations).is_empty());
+        assert_eq!(
+            Filter::parse("amount>5 verdict:hold")
+                .unwrap()
+                .ignored_by(View::Findings),
+            vec!["verdict", "amount"]
+        );
     }
 
     #[test]

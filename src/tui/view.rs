@@ -196,9 +196,6 @@ fn tabs(s: &State, f: &mut Frame, area: Rect, theme: &Theme, compact: bool) {
         spans.push(Span::styled(label, st));
     }
     let mut right = String::new();
-    if !s.filter.is_empty() {
-        right.push_str(&format!("filter: {}  ", s.filter.describe()));
-    }
     let paused: Vec<&crate::tui::state::Switch> =
         s.data.switches.iter().filter(|sw| sw.scope != Scope::Fleet).collect();
     match (paused.len(), compact) {
@@ -207,7 +204,24 @@ fn tabs(s: &State, f: &mut Frame, area: Rect, theme: &Theme, compact: bool) {
         (n, _) => right.push_str(&format!("{n} PAUSED  ")),
     }
     right.push_str(&format!("{} UTC ", s.now.format("%H:%M:%S")));
-    let used: usize = spans.iter().map(|sp| sp.content.chars().count()).sum::<usize>() + right.chars().count();
+    let tabs_w: usize = spans.iter().map(|sp| sp.content.chars().count()).sum();
+    if !s.filter.is_empty() {
+        // Say which keys this view cannot filter by, rather than look
+        // filtered; the description gives way (cut with …) before that does.
+        let ignored = s.filter.ignored_by(s.shown_view());
+        let note = if ignored.is_empty() {
+            String::new()
+        } else {
+            format!(" ({} not in this view)", ignored.join(", "))
+        };
+        let room = (area.width as usize).saturating_sub(tabs_w + right.chars().count() + 3);
+        let desc = cut(
+            &format!("filter: {}", s.filter.describe()),
+            room.saturating_sub(note.chars().count()).max(8),
+        );
+        right = format!(" {desc}{note}  {right}");
+    }
+    let used = tabs_w + right.chars().count();
     spans.push(Span::raw(" ".repeat((area.width as usize).saturating_sub(used))));
     spans.push(Span::raw(right));
     f.render_widget(Paragraph::new(Line::from(spans)), area);
@@ -389,8 +403,8 @@ fn bar(share: f64, width: usize) -> String {
 fn fleet(s: &State, f: &mut Frame, area: Rect, theme: &Theme) {
     let parts = Layout::vertical([Constraint::Percentage(55), Constraint::Percentage(45)]).split(area);
     let sel = s.cursor_index_of(View::Fleet);
-    let all = &s.data.fleet;
-    let (start, shown) = window(all, sel, rows_fit(parts[0], all.len(), false));
+    let all = s.visible_fleet();
+    let (start, shown) = window(&all, sel, rows_fit(parts[0], all.len(), false));
     let n = shown.len();
     let widths = [
         Constraint::Length(1),
@@ -461,7 +475,7 @@ fn fleet(s: &State, f: &mut Frame, area: Rect, theme: &Theme) {
         ));
     f.render_widget(table, parts[0]);
 
-    let agent = s.data.fleet.get(sel).map(|a| a.agent.clone());
+    let agent = all.get(sel).map(|a| a.agent.clone());
     let mut lines = Vec::new();
     match agent.as_ref().and_then(|a| s.data.dists.get(a)) {
         Some(d) => {
@@ -705,9 +719,9 @@ fn findings(s: &State, f: &mut Frame, area: Rect, theme: &Theme) {
 }
 
 fn compensations(s: &State, f: &mut Frame, area: Rect, theme: &Theme) {
-    let rows = &s.data.comps;
+    let rows = s.visible_comps();
     let sel = s.cursor_index_of(View::Compensations);
-    let (start, shown) = window(rows, sel, rows_fit(area, rows.len(), false));
+    let (start, shown) = window(&rows, sel, rows_fit(area, rows.len(), false));
     let n = shown.len();
     let widths = [
         Constraint::Length(2),
@@ -1088,7 +1102,11 @@ fn help(s: &State, f: &mut Frame, area: Rect, theme: &Theme) {
         "  :fleet :log :approvals :findings :compensations  :clear (filter)  :quit",
     ));
     lines.push(Line::styled(
-        "Filter (/): agent:NAME tool:NAME verdict:hold status:executed amount>500 free text",
+        format!("Filter (/): {}", super::state::FILTER_SYNTAX),
+        theme.dim(),
+    ));
+    lines.push(Line::styled(
+        "  each view filters by the fields it shows; the tab line names a key a view cannot use",
         theme.dim(),
     ));
     f.render_widget(
