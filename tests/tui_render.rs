@@ -316,7 +316,19 @@ fn paused_banner_at_every_size() {
         by: "ana".into(),
         reason: "fleet paused from the control room (P) by ana".into(),
     });
-    insta::assert_snapshot!("paused_120x40", render(&s, 120, 40));
+    let screen = render(&s, 120, 40);
+    let top = screen.lines().next().unwrap_or_default().to_string();
+    // The banner keeps the header's facts, and says who paused it once.
+    assert!(
+        top.contains("PAUSED") && top.contains("LIVE") && top.contains("lag 12ms") && top.contains("2 held"),
+        "{top}"
+    );
+    assert_eq!(top.matches("fleet paused").count(), 1, "{top}");
+    insta::assert_snapshot!("paused_120x40", screen);
+    s.readonly = true;
+    let top = render(&s, 120, 40).lines().next().unwrap_or_default().to_string();
+    assert!(top.contains("(read-only)") && !top.contains("R resumes"), "{top}");
+    s.readonly = false;
     insta::assert_snapshot!("paused_80x24", render(&s, 80, 24));
     let small = render(&s, 30, 6);
     assert!(small.contains("PAUSED"), "{small}");

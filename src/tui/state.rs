@@ -527,6 +527,8 @@ pub struct State {
     pub filter: Filter,
     pub data: Snapshot,
     pub detail: Option<Detail>,
+    /// The action whose detail is open (or loading): rows about it reload it.
+    pub detail_for: Option<Uuid>,
     pub note: Option<Note>,
     pub plan: Option<Plan>,
     pub notice: Option<Notice>,
@@ -562,6 +564,7 @@ impl State {
             filter: Filter::default(),
             data: Snapshot::default(),
             detail: None,
+            detail_for: None,
             note: None,
             plan: None,
             notice: None,

@@ -133,7 +133,9 @@ pub fn update(s: &mut State, msg: Msg) -> Vec<Effect> {
             Vec::new()
         }
         Msg::Detail(d) => {
-            if matches!(s.mode, Mode::Detail { .. }) {
+            // Only the detail still open: a slow load for an action left
+            // behind does not replace the one on screen.
+            if matches!(s.mode, Mode::Detail { .. }) && s.detail_for == Some(d.action_id) {
                 s.detail = Some(*d);
             }
             Vec::new()
@@ -234,6 +236,10 @@ fn on_rows(s: &mut State, mut rows: Vec<LogRow>) -> Vec<Effect> {
         );
     }
     let n = rows.len();
+    // The open detail is about an action that just changed: load it again.
+    let reload = s
+        .detail_for
+        .filter(|id| matches!(s.mode, Mode::Detail { .. }) && rows.iter().any(|r| r.action_id == Some(*id)));
     for r in rows {
         s.log.push_front(r);
     }
@@ -252,7 +258,12 @@ fn on_rows(s: &mut State, mut rows: Vec<LogRow>) -> Vec<Effect> {
     } else {
         s.new_rows += n;
     }
-    if refresh { vec![Effect::Refresh] } else { Vec::new() }
+    let mut fx = Vec::new();
+    if refresh {
+        fx.push(Effect::Refresh);
+    }
+    fx.extend(reload.map(Effect::LoadDetail));
+    fx
 }
 
 fn move_cursor(s: &mut State, delta: isize) {
@@ -488,6 +499,7 @@ fn on_key(s: &mut State, k: KeyEvent) -> Vec<Effect> {
             _ => {
                 s.mode = Mode::Normal;
                 s.detail = None;
+                s.detail_for = None;
                 Vec::new()
             }
         },
@@ -521,6 +533,7 @@ fn on_key(s: &mut State, k: KeyEvent) -> Vec<Effect> {
                 let id = s.note.take().and_then(|n| n.action);
                 s.mode = Mode::Detail { scroll: 0 };
                 s.detail = None;
+                s.detail_for = id;
                 id.map(Effect::LoadDetail).into_iter().collect()
             }
             _ => {
@@ -747,6 +760,7 @@ fn normal_key(s: &mut State, k: KeyEvent) -> Vec<Effect> {
                 Some(id) => {
                     s.mode = Mode::Detail { scroll: 0 };
                     s.detail = None;
+                    s.detail_for = Some(id);
                     vec![Effect::LoadDetail(id)]
                 }
                 None => {
@@ -1818,6 +1832,54 @@ mod tests {
                 .ignored_by(View::Findings),
             vec!["verdict", "amount"]
         );
+    }
+
+    #[test]
+    fn the_open_detail_reloads_when_its_action_changes() {
+        let (mut s, ids) = state_with_rows(2);
+        update(&mut s, press('j'));
+        assert_eq!(
+            update(&mut s, press_code(KeyCode::Enter)),
+            vec![Effect::LoadDetail(ids[0])]
+        );
+        let detail = |id| {
+            Msg::Detail(Box::new(Detail {
+                action_id: id,
+                action: None,
+            }))
+        };
+        // A late answer about another action does not take the screen.
+        update(&mut s, detail(ids[1]));
+        assert!(s.detail.is_none());
+        update(&mut s, detail(ids[0]));
+        assert_eq!(s.detail.as_ref().map(|d| d.action_id), Some(ids[0]));
+        let fx = update(
+            &mut s,
+            Msg::Rows {
+                rows: vec![row(10, "executed", "refund-bot", Some(ids[0]))],
+                lag_ms: None,
+            },
+        );
+        assert!(fx.contains(&Effect::LoadDetail(ids[0])), "{fx:?}");
+        assert!(s.detail.is_some(), "the old record stays until the new one comes");
+        let fx = update(
+            &mut s,
+            Msg::Rows {
+                rows: vec![row(11, "executed", "refund-bot", Some(ids[1]))],
+                lag_ms: None,
+            },
+        );
+        assert!(!fx.iter().any(|e| matches!(e, Effect::LoadDetail(_))), "{fx:?}");
+        // Closed: nothing reloads.
+        update(&mut s, press_code(KeyCode::Esc));
+        let fx = update(
+            &mut s,
+            Msg::Rows {
+                rows: vec![row(12, "compensated", "refund-bot", Some(ids[0]))],
+                lag_ms: None,
+            },
+        );
+        assert!(!fx.iter().any(|e| matches!(e, Effect::LoadDetail(_))), "{fx:?}");
     }
 
     #[test]

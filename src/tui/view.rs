@@ -107,12 +107,22 @@ pub fn view(s: &State, f: &mut Frame, theme: &Theme) {
     footer(s, f, parts[i + 1], theme, compact);
 }
 
+/// The PAUSED banner's own words: who paused the fleet and why, said once
+/// (a reason that already says "fleet paused ... by WHO" is not prefixed again).
 fn pause_text(s: &State) -> Option<String> {
+    pause_parts(s).map(|(why, undo)| format!(" ■ PAUSED  {why}{undo}"))
+}
+
+fn pause_parts(s: &State) -> Option<(String, &'static str)> {
     let sw = s.fleet_paused()?;
-    Some(format!(
-        " ■ PAUSED  fleet paused by {}: {}  (R resumes)",
-        sw.by, sw.reason
-    ))
+    let lower = sw.reason.to_lowercase();
+    let why = if lower.contains("fleet paused") && lower.contains(&sw.by.to_lowercase()) {
+        sw.reason.clone()
+    } else {
+        format!("fleet paused by {}: {}", sw.by, sw.reason)
+    };
+    let undo = if s.readonly { "" } else { "  (R resumes)" };
+    Some((why, undo))
 }
 
 fn too_small(s: &State, f: &mut Frame, area: Rect, theme: &Theme) {
@@ -132,16 +142,6 @@ fn too_small(s: &State, f: &mut Frame, area: Rect, theme: &Theme) {
 }
 
 fn header(s: &State, f: &mut Frame, area: Rect, theme: &Theme) {
-    if let Some(p) = pause_text(s) {
-        f.render_widget(
-            Paragraph::new(Line::styled(
-                format!("{p:<w$}", w = area.width as usize),
-                theme.banner(),
-            )),
-            area,
-        );
-        return;
-    }
     let (conn, cs) = match &s.conn {
         Conn::Live => ("● LIVE".to_string(), theme.fg(Color::Green)),
         Conn::Connecting => ("… CONNECTING".to_string(), theme.fg(Color::Yellow)),
@@ -152,6 +152,27 @@ fn header(s: &State, f: &mut Frame, area: Rect, theme: &Theme) {
     };
     let lag = s.lag_ms.map(|l| format!("  lag {l}ms")).unwrap_or_default();
     let (held, value) = s.held_total();
+    let readonly = if s.readonly { " (read-only)" } else { "" };
+    // Paused: the banner takes the line, and the header's facts stay on it.
+    if let Some((why, undo)) = pause_parts(s) {
+        let facts = format!(
+            " {conn}{lag}  {} held {}  {} findings{readonly} ",
+            held,
+            money(Some(value)),
+            s.open_findings()
+        );
+        let w = area.width as usize;
+        let room = w.saturating_sub(facts.chars().count());
+        // The reason gives way (cut with …) before how to undo it does.
+        let head = " ■ PAUSED  ";
+        let why = cut(
+            &why,
+            room.saturating_sub(head.chars().count() + undo.chars().count()).max(1),
+        );
+        let text = format!("{:<room$}{facts}", format!("{head}{why}{undo}"));
+        f.render_widget(Paragraph::new(Line::styled(cut(&text, w), theme.banner())), area);
+        return;
+    }
     let right = format!(
         " {} agents  {} held {}  {} findings ",
         s.data.fleet.len(),
@@ -167,7 +188,7 @@ fn header(s: &State, f: &mut Frame, area: Rect, theme: &Theme) {
     };
     let left = vec![
         Span::styled(" BACKSTOP ", theme.bold()),
-        Span::raw(format!("{where_}{}  ", if s.readonly { " (read-only)" } else { "" })),
+        Span::raw(format!("{where_}{readonly}  ")),
         Span::styled(conn, cs),
         Span::raw(format!("{lag} ")),
     ];
