@@ -516,3 +516,77 @@ async fn a_plan_leaves_reads_out_and_the_request_is_the_plan_shown() {
         0
     );
 }
+
+#[tokio::test]
+async fn mark_by_query_marks_from_the_database_and_the_plan_follows_the_marks() {
+    let t = TestDb::with_operator("room-ana").await;
+    t.load_assets().await;
+    // More actions than the room keeps from history, and some it must not mark.
+    sqlx::query(
+        "DO $$ DECLARE a uuid; BEGIN
+           FOR i IN 1 .. 60 LOOP
+             SELECT action_id INTO a FROM backstop.propose('bulk-bot', 'issue_refund', jsonb_build_object('customer_id', 'c-' || i, 'amount', 5), confidence => 0.99);
+             PERFORM backstop.record_result(a, true, jsonb_build_object('refund_id', 'rf-' || i));
+           END LOOP;
+           FOR i IN 1 .. 5 LOOP
+             SELECT action_id INTO a FROM backstop.propose('bulk-bot', 'lookup_customer', jsonb_build_object('customer_id', 'c-' || i), confidence => 0.99);
+             PERFORM backstop.record_result(a, true, '{}');
+             SELECT action_id INTO a FROM backstop.propose('other-bot', 'issue_refund', jsonb_build_object('customer_id', 'o-' || i, 'amount', 5), confidence => 0.99);
+             PERFORM backstop.record_result(a, true, jsonb_build_object('refund_id', 'ro-' || i));
+           END LOOP; END $$",
+    )
+    .execute(t.pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        t.count("SELECT count(*) FROM backstop.actions WHERE agent = 'bulk-bot' AND tool = 'issue_refund' AND status = 'executed'")
+            .await,
+        60
+    );
+
+    let (ktx, krx) = mpsc::unbounded_channel::<Event>();
+    let events = Box::pin(futures_util::stream::unfold(krx, |mut rx| async move {
+        rx.recv().await.map(|e| (Ok(e), rx))
+    }));
+    let db = t.db.clone();
+    let room = tokio::spawn(async move {
+        let mut term = Terminal::new(TestBackend::new(120, 40)).unwrap();
+        let opts = RoomOptions {
+            history: 50,
+            ..Default::default()
+        };
+        run_loop(&mut term, events, db, "room-ana", opts, false).await.unwrap()
+    });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    send(&ktx, ":mark agent bulk-bot since 1h tool issue_refund").await;
+    ktx.send(key(KeyCode::Enter)).unwrap();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    send(&ktx, "c").await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    send(&ktx, "y").await;
+    send(&ktx, "bulk refunds in error").await;
+    ktx.send(key(KeyCode::Enter)).unwrap();
+    wait_until("the compensation of every marked refund", || async {
+        t.count(
+            "SELECT count(*) FROM backstop.compensations WHERE agent = 'bulk-bot' AND requested_by = 'room-ana' AND reason = 'bulk refunds in error'",
+        )
+        .await
+            == 60
+    })
+    .await;
+    ktx.send(Event::Key(KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL)))
+        .unwrap();
+    let state = tokio::time::timeout(Duration::from_secs(10), room)
+        .await
+        .unwrap()
+        .unwrap();
+    // The room started with 50 rows of history (at most 50 actions): all 60
+    // came from the query, not from what it held.
+    assert_eq!(state.mode, backstop::tui::state::Mode::Normal);
+    assert_eq!(
+        t.count("SELECT count(*) FROM backstop.compensations WHERE agent <> 'bulk-bot' OR tool <> 'issue_refund'")
+            .await,
+        0,
+        "nothing else was requested"
+    );
+}

@@ -479,3 +479,19 @@ pub async fn detail(pool: &PgPool, id: Uuid) -> Result<Detail> {
         }),
     })
 }
+
+/// Marks from the database rather than from the rows the room holds: every
+/// action of an agent proposed since a time, optionally of one tool (an index
+/// on (agent, proposed_at) answers it).
+pub async fn actions_of(pool: &PgPool, agent: &str, since: DateTime<Utc>, tool: Option<&str>) -> Result<Vec<Uuid>> {
+    Ok(sqlx::query_scalar(
+        "SELECT action_id FROM backstop.actions
+          WHERE agent = $1 AND proposed_at >= $2 AND ($3::text IS NULL OR tool = $3)
+          ORDER BY proposed_at LIMIT 100000",
+    )
+    .bind(agent)
+    .bind(since)
+    .bind(tool)
+    .fetch_all(pool)
+    .await?)
+}

@@ -423,6 +423,18 @@ pub fn run_effect(ctx: Ctx, e: Effect) {
                     .map(|seq| format!("{} resumed (log seq {seq})", describe(scope, &target)))
                     .map_err(|e| e.to_string()),
             ),
+            Effect::MarkQuery { agent, since, tool } => {
+                let what = match &tool {
+                    Some(t) => format!("of {agent} with {t} since {}", since.format("%H:%M:%S")),
+                    None => format!("of {agent} since {}", since.format("%H:%M:%S")),
+                };
+                Msg::Marked {
+                    what,
+                    ids: data::actions_of(&ctx.read, &agent, since, tool.as_deref())
+                        .await
+                        .map_err(|e| e.to_string()),
+                }
+            }
             Effect::Acknowledge { id, note } => Msg::Done(
                 "acknowledge".into(),
                 contract::acknowledge_finding(pool, id, &note)

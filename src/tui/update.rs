@@ -28,6 +28,11 @@ pub enum Msg {
     Notify(Result<ControlEvent, String>),
     /// An effect finished: what, and its outcome or error.
     Done(String, Result<String, String>),
+    /// The actions a `:mark` query found in the database, and what it asked.
+    Marked {
+        what: String,
+        ids: Result<Vec<Uuid>, String>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -59,6 +64,12 @@ pub enum Effect {
     Acknowledge {
         id: Uuid,
         note: String,
+    },
+    /// Find the actions to mark in the database (not only the rows in memory).
+    MarkQuery {
+        agent: String,
+        since: DateTime<Utc>,
+        tool: Option<String>,
     },
     Resolve {
         id: Uuid,
@@ -177,6 +188,23 @@ pub fn update(s: &mut State, msg: Msg) -> Vec<Effect> {
                 Err(e) => s.notify(e, true),
             }
             vec![Effect::Refresh]
+        }
+        Msg::Marked { what, ids } => {
+            match ids {
+                Ok(ids) => {
+                    let n = ids.len();
+                    s.marks.extend(ids);
+                    s.notify(
+                        format!(
+                            "{n} action(s) {what} marked, from the database; {} marked in all; c plans their rollback",
+                            s.marks.len()
+                        ),
+                        false,
+                    );
+                }
+                Err(e) => s.notify(format!("mark {what} failed: {e}"), true),
+            }
+            Vec::new()
         }
         Msg::Done(what, result) => {
             match result {
@@ -1112,6 +1140,8 @@ fn complete(s: &State, input: &str) -> String {
     input.to_string()
 }
 
+const MARK_SYNTAX: &str = ":mark agent NAME since 1h [tool NAME]";
+
 fn run_command(s: &mut State, input: String) -> Vec<Effect> {
     let words: Vec<&str> = input.split_whitespace().collect();
     let op = s.operator.clone();
@@ -1138,6 +1168,39 @@ fn run_command(s: &mut State, input: String) -> Vec<Effect> {
             };
             s.view = View::Log;
             s.notify(format!("filter: agent:{name}"), false);
+            Vec::new()
+        }
+        ["mark", ..] if !acting(s) => Vec::new(),
+        ["mark", "agent", agent, "since", dur, rest @ ..] => {
+            let tool = match rest {
+                [] => None,
+                ["tool", t] => Some(t.to_string()),
+                _ => {
+                    s.notify(
+                        format!("{MARK_SYNTAX}: after the duration only `tool NAME` may follow"),
+                        true,
+                    );
+                    return Vec::new();
+                }
+            };
+            match crate::filecheck::parse_duration(dur) {
+                Ok(secs) => {
+                    let since = s.now - chrono::Duration::milliseconds((secs * 1000.0) as i64);
+                    s.notify(format!("finding the actions of {agent} since {dur} ..."), false);
+                    vec![Effect::MarkQuery {
+                        agent: agent.to_string(),
+                        since,
+                        tool,
+                    }]
+                }
+                Err(e) => {
+                    s.notify(format!("{e} ({MARK_SYNTAX})"), true);
+                    Vec::new()
+                }
+            }
+        }
+        ["mark", ..] => {
+            s.notify(format!("the syntax is {MARK_SYNTAX}"), true);
             Vec::new()
         }
         ["pause", "fleet"] | ["pause"] => pause_fleet(s),
@@ -1174,7 +1237,7 @@ fn run_command(s: &mut State, input: String) -> Vec<Effect> {
         }
         _ => {
             s.notify(
-                format!("unknown command :{input} (try :agent NAME, :pause agent NAME, :pause tool NAME, :resume ..., :findings, :quit; Tab completes)"),
+                format!("unknown command :{input} (try :agent NAME, :mark agent NAME since 1h [tool NAME], :pause agent NAME, :pause tool NAME, :resume ..., :findings, :quit; Tab completes)"),
                 true,
             );
             Vec::new()
@@ -1880,6 +1943,54 @@ mod tests {
             },
         );
         assert!(!fx.iter().any(|e| matches!(e, Effect::LoadDetail(_))), "{fx:?}");
+    }
+
+    #[test]
+    fn mark_by_query_asks_the_database() {
+        let (mut s, _) = state_with_rows(1);
+        let run = |s: &mut State, cmd: &str| {
+            keys(s, cmd);
+            update(s, press_code(KeyCode::Enter))
+        };
+        assert_eq!(
+            run(&mut s, ":mark agent bulk-bot since 1h tool issue_refund"),
+            vec![Effect::MarkQuery {
+                agent: "bulk-bot".into(),
+                since: now() - chrono::Duration::hours(1),
+                tool: Some("issue_refund".into()),
+            }]
+        );
+        assert!(matches!(
+            &run(&mut s, ":mark agent bulk-bot since 30m")[..],
+            [Effect::MarkQuery { tool: None, .. }]
+        ));
+        for bad in [
+            ":mark agent bulk-bot since soon",
+            ":mark bulk-bot",
+            ":mark agent a since 1h tool",
+        ] {
+            assert!(run(&mut s, bad).is_empty(), "{bad}");
+            let n = s.notice.clone().unwrap();
+            assert!(
+                n.error && n.text.contains(":mark agent NAME since 1h"),
+                "{bad}: {}",
+                n.text
+            );
+        }
+        let (a, b) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        update(
+            &mut s,
+            Msg::Marked {
+                what: "of bulk-bot".into(),
+                ids: Ok(vec![a, b]),
+            },
+        );
+        assert_eq!(s.marks, [a, b].into());
+        // c plans the rollback of exactly the marks.
+        update(&mut s, press('2'));
+        assert_eq!(update(&mut s, press('c')), vec![Effect::Plan(vec![a, b])]);
+        s.readonly = true;
+        assert!(run(&mut s, ":mark agent bulk-bot since 1h").is_empty());
     }
 
     #[test]

@@ -1120,6 +1120,9 @@ fn help(s: &State, f: &mut Frame, area: Rect, theme: &Theme) {
         "  :agent NAME  :pause fleet|agent NAME|tool NAME  :resume fleet|agent NAME|tool NAME",
     ));
     lines.push(Line::from(
+        "  :mark agent NAME since 1h [tool NAME]  (marks every such action in the database; c plans them)",
+    ));
+    lines.push(Line::from(
         "  :fleet :log :approvals :findings :compensations  :clear (filter)  :quit",
     ));
     lines.push(Line::styled(
