@@ -115,11 +115,15 @@ fn pause_text(s: &State) -> Option<String> {
 
 fn pause_parts(s: &State) -> Option<(String, &'static str)> {
     let sw = s.fleet_paused()?;
-    let lower = sw.reason.to_lowercase();
-    let why = if lower.contains("fleet paused") && lower.contains(&sw.by.to_lowercase()) {
-        sw.reason.clone()
-    } else {
-        format!("fleet paused by {}: {}", sw.by, sw.reason)
+    // The room's own reason reads "fleet paused from ... by WHO": said as
+    // "fleet paused by WHO: from ...", not "fleet paused by WHO: fleet paused ... by WHO".
+    let own = sw
+        .reason
+        .strip_prefix("fleet paused ")
+        .and_then(|r| r.strip_suffix(&format!(" by {}", sw.by)));
+    let why = match own {
+        Some(rest) => format!("fleet paused by {}: {rest}", sw.by),
+        None => format!("fleet paused by {}: {}", sw.by, sw.reason),
     };
     let undo = if s.readonly { "" } else { "  (R resumes)" };
     Some((why, undo))
@@ -155,13 +159,19 @@ fn header(s: &State, f: &mut Frame, area: Rect, theme: &Theme) {
     let readonly = if s.readonly { " (read-only)" } else { "" };
     // Paused: the banner takes the line, and the header's facts stay on it.
     if let Some((why, undo)) = pause_parts(s) {
-        let facts = format!(
-            " {conn}{lag}  {} held {}  {} findings{readonly} ",
-            held,
-            money(Some(value)),
-            s.open_findings()
-        );
         let w = area.width as usize;
+        // Narrow: the facts that say whether the room can be trusted (live,
+        // lag, held, read-only) stay; the value and findings give way to who paused.
+        let facts = if w >= 110 {
+            format!(
+                " {conn}{lag}  {} held {}  {} findings{readonly} ",
+                held,
+                money(Some(value)),
+                s.open_findings()
+            )
+        } else {
+            format!(" {conn}{lag}  {held} held{readonly} ")
+        };
         let room = w.saturating_sub(facts.chars().count());
         // The reason gives way (cut with …) before how to undo it does.
         let head = " ■ PAUSED  ";
