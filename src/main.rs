@@ -444,8 +444,18 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
-            eprintln!("backstop: {}", chain.join(": "));
+            // A cause that repeats what was already said is said once.
+            let mut said = String::new();
+            for c in e.chain().map(|c| c.to_string()) {
+                if said.contains(c.as_str()) {
+                    continue;
+                }
+                if !said.is_empty() {
+                    said.push_str(": ");
+                }
+                said.push_str(&c);
+            }
+            eprintln!("backstop: {said}");
             ExitCode::FAILURE
         }
     }

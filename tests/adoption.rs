@@ -333,3 +333,108 @@ executor = { kind = "webhook", url = "env:BACKOFFICE_URL", headers = { Authoriza
     assert!(t.value_required && t.direction.as_deref() == Some("out"));
     assert_eq!(t.class_param.as_deref(), Some("to"));
 }
+
+/// What goes wrong connecting is said once, in plain words, with its cause.
+#[test]
+fn connection_errors_say_their_cause_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = common::url_for("backstop_nosuch_database_here");
+    for (url, want) in [
+        // Nothing listens on port 1: refused at once, not a pool timing out.
+        ("postgres://postgres@127.0.0.1:1/x", "connection refused"),
+        (
+            missing.as_str(),
+            "database \"backstop_nosuch_database_here\" does not exist",
+        ),
+        ("not a url", "is not a valid database URL"),
+        ("postgres://a:b@host:notaport/db", "invalid port number"),
+    ] {
+        let o = backstop(dir.path(), Some(url), &["log", "--limit", "1"]);
+        let err = stderr(&o);
+        assert!(!o.status.success(), "{url}");
+        assert_eq!(err.matches(want).count(), 1, "{url}: said once: {err}");
+        assert!(!err.contains("pool timed out"), "{url}: {err}");
+        assert_eq!(err.lines().count(), 1, "{url}: {err}");
+    }
+}
+
+/// `backstop log --follow`: one header, and columns that stay where they are
+/// while rows of other widths arrive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_followed_log_keeps_one_header_and_its_columns() {
+    use std::io::{BufRead, BufReader};
+    let t = TestDb::new().await;
+    t.load_assets().await;
+    let propose = |agent: &'static str| {
+        let pool = t.pool().clone();
+        async move {
+            backstop::contract::propose(
+                &pool,
+                &backstop::contract::Proposal {
+                    agent: agent.into(),
+                    tool: "lookup_customer".into(),
+                    params: json!({"customer_id": "c-1"}),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        }
+    };
+    propose("a").await;
+    // Killed however the test ends, so no follower outlives it.
+    struct Follower(std::process::Child);
+    impl Drop for Follower {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = Follower(
+        Command::new(env!("CARGO_BIN_EXE_backstop"))
+            .args(["log", "--follow", "--limit", "5"])
+            .env("DATABASE_URL", &t.url)
+            .env("NO_COLOR", "1")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let out = child.0.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for l in BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(l).is_err() {
+                return;
+            }
+        }
+    });
+    let mut lines = Vec::new();
+    let wait_for = |what: &str, lines: &mut Vec<String>| {
+        while !lines.iter().any(|l: &String| l.contains(what)) {
+            let l = rx
+                .recv_timeout(std::time::Duration::from_secs(20))
+                .unwrap_or_else(|_| panic!("{what} did not arrive: {lines:?}"));
+            lines.push(l);
+        }
+    };
+    wait_for(" a ", &mut lines);
+    // Batches whose cells are wider than the first one's.
+    propose("a-much-longer-agent-name-than-before").await;
+    // Cut to its column with an ellipsis.
+    wait_for("a-much-longer-a…", &mut lines);
+    propose("mid-sized-agent").await;
+    wait_for("mid-sized-agent", &mut lines);
+    drop(child);
+    assert_eq!(lines.iter().filter(|l| l.starts_with("seq ")).count(), 1, "{lines:#?}");
+    // Every line's event column starts where the header's does.
+    let col = lines[0].find("event").unwrap();
+    for l in &lines[1..] {
+        let at = l.char_indices().nth(col).map(|(i, _)| i).unwrap_or(l.len());
+        assert!(
+            l[..at].ends_with("  ") && !l[at..].starts_with(' '),
+            "the event column moved:\n{}\n{l}",
+            lines[0]
+        );
+    }
+}

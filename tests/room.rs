@@ -317,3 +317,276 @@ async fn two_thousand_holds_are_counted_and_the_biggest_listed() {
     assert!(screen.contains("1000 more not shown"), "{screen}");
     assert!(screen.contains("$2,600"), "{screen}");
 }
+
+#[tokio::test]
+async fn a_finding_says_what_the_supervisor_did_and_drift_holds_while_the_shift_lasts() {
+    use backstop::supervisor::{Found, SupervisorStats, raise_and_act};
+    let t = TestDb::new().await;
+    t.load_assets().await;
+    let (_, mut settings) = backstop::policy::active_supervisor(t.pool()).await.unwrap();
+    settings.actions.insert("complaint_spike".into(), "pause".into());
+    settings.actions.insert("policy_violation".into(), "compensate".into());
+    settings.actions.insert("low_confidence".into(), "flag".into());
+    let (refund, v) = propose(
+        &t,
+        "comp-bot",
+        "issue_refund",
+        json!({"customer_id": "c-3", "amount": 40}),
+        None,
+    )
+    .await;
+    assert_eq!(v, Verdict::Allow);
+    contract::record_result(t.pool(), refund, true, Some(&json!({"refund_id": "rf-1"})), None)
+        .await
+        .unwrap();
+    let sup = t.as_operator("supervisor").await;
+    let mut conn = sup.acquire().await.unwrap();
+    let mut stats = SupervisorStats::default();
+    let mut raise = async |kind: &str, agent: &str, action_id: Option<Uuid>| {
+        raise_and_act(
+            &mut conn,
+            &settings,
+            Found {
+                kind,
+                severity: "high",
+                agent: Some(agent),
+                action_id,
+                evidence: &json!({"rule": kind, "reason": "test"}),
+            },
+            &mut stats,
+        )
+        .await
+        .unwrap()
+        .finding_id
+    };
+    let paused = raise("complaint_spike", "loud-bot", None).await;
+    let compensated = raise("policy_violation", "comp-bot", Some(refund)).await;
+    let flagged = raise("low_confidence", "quiet-bot", None).await;
+    drop(conn);
+
+    let snap = backstop::tui::data::snapshot(t.pool()).await.unwrap();
+    let label = |id: Uuid| {
+        snap.findings
+            .iter()
+            .find(|f| f.finding_id == id)
+            .map(|f| f.status_label())
+            .unwrap()
+    };
+    assert_eq!(label(paused), "auto-paused");
+    assert_eq!(label(compensated), "auto-comp. 0/1");
+    assert_eq!(label(flagged), "open");
+    // Once a worker has tried it (this test's has no executor for the
+    // inverse, so it fails), the finding says so.
+    common::drain(t.pool(), "room-worker").await;
+    let snap = backstop::tui::data::snapshot(t.pool()).await.unwrap();
+    let f = snap.findings.iter().find(|f| f.finding_id == compensated).unwrap();
+    assert_eq!(f.status_label(), "auto-comp. failed");
+
+    // An agent that switched tools and stayed switched: both sliding windows
+    // now see only the new tool.
+    let d = settings.drift.clone();
+    let now = chrono::Utc::now();
+    let secs = |s: f64| chrono::Duration::milliseconds((s * 1000.0) as i64);
+    let span = secs(d.recent_seconds + d.baseline_seconds);
+    let switched = now - span - span / 2;
+    let mut c = t.superuser().await;
+    let mut at = now - span * 3;
+    while at < now {
+        let tool = if at < switched {
+            "tool:lookup"
+        } else {
+            "tool:issue_refund"
+        };
+        sqlx::query("INSERT INTO backstop.rollups (agent, bucket, counts) VALUES ('shift-bot', $1, $2)")
+            .bind(at)
+            .bind(json!({"verdict:allow": 20, tool: 20, "amount:none": 20, "conf:0.95-1": 20}))
+            .execute(&mut c)
+            .await
+            .unwrap();
+        at += secs(d.bucket_seconds);
+    }
+    let drift_of = |s: &backstop::tui::state::Snapshot| {
+        s.fleet
+            .iter()
+            .find(|a| a.agent == "shift-bot")
+            .map(|a| (a.drift, a.drift_since))
+            .unwrap()
+    };
+    let snap = backstop::tui::data::snapshot(t.pool()).await.unwrap();
+    let (before, since) = drift_of(&snap);
+    assert!(before.unwrap() < d.threshold && since.is_none(), "{before:?}");
+    // The supervisor flagged the switch when it happened: while that finding
+    // is unresolved the room keeps comparing with the baseline before it.
+    let f = contract::raise_finding(
+        &sup,
+        "drift",
+        "high",
+        Some("shift-bot"),
+        None,
+        &json!({"rule": "drift"}),
+    )
+    .await
+    .unwrap();
+    let raised = chrono::SubsecRound::trunc_subsecs(switched + secs(d.recent_seconds) / 2, 6);
+    sqlx::query("UPDATE backstop.findings SET raised_at = $1 WHERE finding_id = $2")
+        .bind(raised)
+        .bind(f.finding_id)
+        .execute(&mut c)
+        .await
+        .unwrap();
+    let snap = backstop::tui::data::snapshot(t.pool()).await.unwrap();
+    let (held, since) = drift_of(&snap);
+    assert!(held.unwrap() > 0.5, "the shift is still there: {held:?}");
+    assert_eq!(since, Some(raised));
+    let di = &snap.dists["shift-bot"];
+    assert_eq!(di.baseline_before, Some(raised));
+    assert_eq!(di.dims["tool"]["lookup"], (1.0, 0.0));
+    // Resolved: back to the sliding windows.
+    contract::resolve_finding(t.pool(), f.finding_id, "new tool is intended")
+        .await
+        .unwrap();
+    let snap = backstop::tui::data::snapshot(t.pool()).await.unwrap();
+    assert_eq!(drift_of(&snap).1, None);
+}
+
+#[tokio::test]
+async fn a_plan_leaves_reads_out_and_the_request_is_the_plan_shown() {
+    use backstop::compensation::{self, Selection};
+    let t = TestDb::with_operator("room-ana").await;
+    t.load_assets().await;
+    let mut executed = Vec::new();
+    for (tool, params, result) in [
+        ("lookup_customer", json!({"customer_id": "c-3"}), json!({})),
+        (
+            "issue_refund",
+            json!({"customer_id": "c-3", "amount": 40}),
+            json!({"refund_id": "rf-1"}),
+        ),
+        (
+            "issue_refund",
+            json!({"customer_id": "c-4", "amount": 30}),
+            json!({"refund_id": "rf-2"}),
+        ),
+    ] {
+        let (id, v) = propose(&t, "comp-bot", tool, params, None).await;
+        assert_eq!(v, Verdict::Allow, "{tool}");
+        contract::record_result(t.pool(), id, true, Some(&result), None)
+            .await
+            .unwrap();
+        executed.push(id);
+    }
+    let plan = compensation::plan(t.pool(), &Selection::Actions(executed.clone()))
+        .await
+        .unwrap();
+    assert!(
+        plan.steps.iter().all(|s| s.action_id != executed[0]),
+        "the read is not a step: {:?}",
+        plan.steps
+    );
+    assert_eq!((plan.steps.len(), plan.totals.read_only), (2, 1));
+    assert_eq!(plan.totals.value_not_recoverable, 0.into());
+    assert!(compensation::render(&plan).contains("1 read-only action needs no undo"));
+
+    // The room requests exactly the steps it showed, and says what changed
+    // since: here another operator requested one of them in between.
+    let shown: Vec<(Uuid, String)> = plan.steps.iter().map(|s| (s.action_id, s.outcome.clone())).collect();
+    contract::request_compensation(t.pool(), &[executed[2]], "someone else first", None)
+        .await
+        .unwrap();
+    let ids: Vec<Uuid> = shown.iter().map(|s| s.0).collect();
+    let got = contract::request_compensation(t.pool(), &ids, "from the plan", None)
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 2, "no step added, none dropped");
+    let diff = compensation::differences(&shown, &got);
+    assert_eq!(
+        diff,
+        vec![format!(
+            "{} was will compensate, now already requested",
+            &executed[2].to_string()[..8]
+        )]
+    );
+    // The read was never requested nor logged as something to remediate.
+    assert_eq!(
+        t.count(&format!(
+            "SELECT count(*) FROM backstop.action_log WHERE action_id = '{}' AND kind LIKE 'compensation%'",
+            executed[0]
+        ))
+        .await,
+        0
+    );
+}
+
+#[tokio::test]
+async fn mark_by_query_marks_from_the_database_and_the_plan_follows_the_marks() {
+    let t = TestDb::with_operator("room-ana").await;
+    t.load_assets().await;
+    // More actions than the room keeps from history, and some it must not mark.
+    sqlx::query(
+        "DO $$ DECLARE a uuid; BEGIN
+           FOR i IN 1 .. 60 LOOP
+             SELECT action_id INTO a FROM backstop.propose('bulk-bot', 'issue_refund', jsonb_build_object('customer_id', 'c-' || i, 'amount', 5), confidence => 0.99);
+             PERFORM backstop.record_result(a, true, jsonb_build_object('refund_id', 'rf-' || i));
+           END LOOP;
+           FOR i IN 1 .. 5 LOOP
+             SELECT action_id INTO a FROM backstop.propose('bulk-bot', 'lookup_customer', jsonb_build_object('customer_id', 'c-' || i), confidence => 0.99);
+             PERFORM backstop.record_result(a, true, '{}');
+             SELECT action_id INTO a FROM backstop.propose('other-bot', 'issue_refund', jsonb_build_object('customer_id', 'o-' || i, 'amount', 5), confidence => 0.99);
+             PERFORM backstop.record_result(a, true, jsonb_build_object('refund_id', 'ro-' || i));
+           END LOOP; END $$",
+    )
+    .execute(t.pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        t.count("SELECT count(*) FROM backstop.actions WHERE agent = 'bulk-bot' AND tool = 'issue_refund' AND status = 'executed'")
+            .await,
+        60
+    );
+
+    let (ktx, krx) = mpsc::unbounded_channel::<Event>();
+    let events = Box::pin(futures_util::stream::unfold(krx, |mut rx| async move {
+        rx.recv().await.map(|e| (Ok(e), rx))
+    }));
+    let db = t.db.clone();
+    let room = tokio::spawn(async move {
+        let mut term = Terminal::new(TestBackend::new(120, 40)).unwrap();
+        let opts = RoomOptions {
+            history: 50,
+            ..Default::default()
+        };
+        run_loop(&mut term, events, db, "room-ana", opts, false).await.unwrap()
+    });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    send(&ktx, ":mark agent bulk-bot since 1h tool issue_refund").await;
+    ktx.send(key(KeyCode::Enter)).unwrap();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    send(&ktx, "c").await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    send(&ktx, "y").await;
+    send(&ktx, "bulk refunds in error").await;
+    ktx.send(key(KeyCode::Enter)).unwrap();
+    wait_until("the compensation of every marked refund", || async {
+        t.count(
+            "SELECT count(*) FROM backstop.compensations WHERE agent = 'bulk-bot' AND requested_by = 'room-ana' AND reason = 'bulk refunds in error'",
+        )
+        .await
+            == 60
+    })
+    .await;
+    ktx.send(Event::Key(KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL)))
+        .unwrap();
+    let state = tokio::time::timeout(Duration::from_secs(10), room)
+        .await
+        .unwrap()
+        .unwrap();
+    // The room started with 50 rows of history (at most 50 actions): all 60
+    // came from the query, not from what it held.
+    assert_eq!(state.mode, backstop::tui::state::Mode::Normal);
+    assert_eq!(
+        t.count("SELECT count(*) FROM backstop.compensations WHERE agent <> 'bulk-bot' OR tool <> 'issue_refund'")
+            .await,
+        0,
+        "nothing else was requested"
+    );
+}

@@ -164,6 +164,7 @@ fn fixture() -> State {
             dims,
             baseline_n: 600,
             recent_n: 120,
+            baseline_before: Some(now() - Duration::seconds(40)),
         },
     );
     let agent = |name: &str, per: f64, held: i64, value: i64, findings: i64, drift: Option<f64>| AgentRow {
@@ -175,6 +176,7 @@ fn fixture() -> State {
         held_value: Decimal::from(value),
         findings,
         drift,
+        drift_since: None,
     };
     s.data.fleet = vec![
         agent("crm-bot", 12.0, 0, 0, 0, Some(0.004)),
@@ -183,6 +185,8 @@ fn fixture() -> State {
         agent("refund-bot", 30.0, 2, 47350, 1, Some(0.062)),
     ];
     s.data.fleet[1].paused = Some(("supervisor".into(), "complaint spike".into()));
+    // refund-bot's drift finding is open: its drift is against the baseline before it.
+    s.data.fleet[3].drift_since = Some(now() - Duration::seconds(40));
     s.data.approvals = vec![
         HeldRow {
             action_id: id(5),
@@ -225,6 +229,7 @@ fn fixture() -> State {
             count: 1,
             last_at: now() - Duration::seconds(40),
             detail: json!({"top_changes": [{"category": "tool:issue_refund", "baseline": 0.05, "recent": 0.3}]}),
+            auto: None,
         },
         FindingRow {
             finding_id: id(101),
@@ -237,6 +242,7 @@ fn fixture() -> State {
             count: 1,
             last_at: now() - Duration::seconds(200),
             detail: json!({"signals_in_window": 9}),
+            auto: Some("auto-paused".into()),
         },
     ];
     s.data.comps = vec![
@@ -310,7 +316,19 @@ fn paused_banner_at_every_size() {
         by: "ana".into(),
         reason: "fleet paused from the control room (P) by ana".into(),
     });
-    insta::assert_snapshot!("paused_120x40", render(&s, 120, 40));
+    let screen = render(&s, 120, 40);
+    let top = screen.lines().next().unwrap_or_default().to_string();
+    // The banner keeps the header's facts, and says who paused it once.
+    assert!(
+        top.contains("PAUSED") && top.contains("LIVE") && top.contains("lag 12ms") && top.contains("2 held"),
+        "{top}"
+    );
+    assert_eq!(top.matches("fleet paused").count(), 1, "{top}");
+    insta::assert_snapshot!("paused_120x40", screen);
+    s.readonly = true;
+    let top = render(&s, 120, 40).lines().next().unwrap_or_default().to_string();
+    assert!(top.contains("(read-only)") && !top.contains("R resumes"), "{top}");
+    s.readonly = false;
     insta::assert_snapshot!("paused_80x24", render(&s, 80, 24));
     let small = render(&s, 30, 6);
     assert!(small.contains("PAUSED"), "{small}");
@@ -419,6 +437,7 @@ fn overlays() {
             value_not_recoverable: Decimal::ZERO,
             entities_touched: 2,
             dependents: 1,
+            read_only: 0,
         },
     });
     insta::assert_snapshot!("plan_120x40", render(&s, 120, 40));
@@ -464,6 +483,7 @@ fn busy() -> State {
             held_value: Decimal::from(50 * i),
             findings: 0,
             drift: None,
+            drift_since: None,
         })
         .collect();
     s.data.approvals = (0..2000u128)
@@ -495,6 +515,7 @@ fn busy() -> State {
             count: 1,
             last_at: now() - Duration::seconds(i as i64 * 10),
             detail: json!({"reason": "tool mix changed"}),
+            auto: None,
         })
         .collect();
     s.data.comps = (0..60u128)
@@ -547,6 +568,7 @@ fn big_plan() -> Plan {
             value_not_recoverable: Decimal::ZERO,
             entities_touched: 100,
             dependents: 99,
+            read_only: 0,
         },
     }
 }
@@ -614,4 +636,74 @@ fn findings_most_severe_first_with_a_symbol_and_cut_cells_end_in_an_ellipsis() {
     let screen = render(&s, 120, 40);
     assert!(screen.contains("a-very-long-a…"), "{screen}");
     assert!(!screen.contains("a-very-long-agent"), "{screen}");
+}
+
+#[test]
+fn enter_shows_the_whole_text_of_a_cut_cell_and_plan_lines_end_in_an_ellipsis() {
+    use backstop::tui::update::press_code;
+    use crossterm::event::KeyCode;
+    let long = "the agent refunded the same order three times within a minute, each time citing a different ticket, and the customer had already withdrawn the complaint END-OF-EVIDENCE";
+    let mut s = fixture();
+    s.size = Some((120, 40));
+    s.data.findings[1].detail = json!({ "violation": long });
+    s.view = View::Findings;
+    let table = render(&s, 120, 40);
+    assert!(!table.contains("END-OF-EVIDENCE"), "the cell is cut:\n{table}");
+    assert!(update(&mut s, press_code(KeyCode::Enter)).is_empty());
+    assert_eq!(s.mode, Mode::Note { scroll: 0 });
+    let note = render(&s, 120, 40);
+    assert!(
+        note.contains("END-OF-EVIDENCE") && note.contains("ack., auto-paused"),
+        "{note}"
+    );
+    insta::assert_snapshot!("finding_note_120x40", note);
+    update(&mut s, press_code(KeyCode::Esc));
+    assert_eq!(s.mode, Mode::Normal);
+
+    // A log row about no action (a pause) shows its whole reason.
+    s.view = View::Log;
+    let mut paused = row(48300, "paused", "ana", "", None, None, None);
+    paused.tool = None;
+    paused.detail = json!({ "scope": "agent", "target": "refund-bot", "reason": long });
+    update(
+        &mut s,
+        Msg::Rows {
+            rows: vec![paused],
+            lag_ms: None,
+        },
+    );
+    update(&mut s, press_code(KeyCode::Enter));
+    assert_eq!(s.mode, Mode::Note { scroll: 0 });
+    let note = render(&s, 80, 24);
+    assert!(note.contains("END-OF-EVIDENCE"), "{note}");
+    update(&mut s, press_code(KeyCode::Esc));
+
+    // A rollback plan's line longer than the screen ends in an ellipsis.
+    let mut plan = big_plan();
+    plan.steps[0].detail = Some(long.into());
+    plan.totals.read_only = 2;
+    update(&mut s, Msg::Plan(plan));
+    let screen = render(&s, 80, 24);
+    let first = screen
+        .lines()
+        .find(|l| l.contains(&id(40_000).to_string()[..8]))
+        .expect("the first step");
+    assert!(first.trim_end_matches(['"', ' ']).ends_with('…'), "{first}");
+    assert!(
+        screen.contains("Rollback plan: 100 step(s)") && screen.contains('…'),
+        "{screen}"
+    );
+}
+
+#[test]
+fn the_tab_line_names_the_filter_keys_a_view_cannot_use() {
+    let mut s = fixture();
+    s.filter = backstop::tui::state::Filter::parse("agent:refund-bot tool:issue_refund").unwrap();
+    s.view = View::Fleet;
+    let screen = render(&s, 120, 40);
+    assert!(screen.contains("(tool not in this view)"), "{screen}");
+    assert!(!screen.contains("crm-bot"), "the fleet filters by agent:\n{screen}");
+    s.view = View::Log;
+    let screen = render(&s, 120, 40);
+    assert!(!screen.contains("not in this view"), "{screen}");
 }

@@ -11,13 +11,14 @@ use backstop::tui::state::FindingRow;
 
 pub async fn findings(cfg: &Config, all: bool) -> Result<()> {
     let db = open(cfg, "backstop findings", 1).await?;
-    let rows: Vec<FindingRow> = sqlx::query_as(
+    let mut rows: Vec<FindingRow> = sqlx::query_as(
         "SELECT finding_id, kind, severity, agent, action_id, rule, status, count, last_at, detail FROM backstop.findings \
           WHERE $1 OR status <> 'resolved' ORDER BY last_at DESC LIMIT 500",
     )
     .bind(all)
     .fetch_all(&db.pool)
     .await?;
+    backstop::tui::data::mark_automatic(&db.pool, &mut rows).await?;
     if cfg.json {
         return print_json(&rows);
     }
@@ -29,7 +30,7 @@ pub async fn findings(cfg: &Config, all: bool) -> Result<()> {
             r.severity.clone(),
             r.agent.clone().unwrap_or_default(),
             r.rule.clone().unwrap_or_default(),
-            r.status.clone(),
+            r.status_label(),
             r.count.to_string(),
             time(r.last_at),
         ]);

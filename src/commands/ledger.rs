@@ -113,10 +113,14 @@ pub async fn verify(
 pub async fn log(cfg: &Config, limit: i64, follow: bool) -> Result<()> {
     let db = open(cfg, "backstop log", 2).await?;
     let (rows, mut tail) = contract::tail::Tail::with_history(&db.pool, limit, 1000).await?;
-    emit_rows(cfg, &rows)?;
     if !follow {
-        return Ok(());
+        return emit_rows(cfg, &rows);
     }
+    // Followed: one header, then every batch in the same fixed columns.
+    if !cfg.json {
+        print!("{}", backstop::output::follow_header());
+    }
+    emit_follow(cfg, &rows)?;
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => return Ok(()),
@@ -125,12 +129,22 @@ pub async fn log(cfg: &Config, limit: i64, follow: bool) -> Result<()> {
         match tail.poll(&db.pool).await {
             Ok(mut rows) => {
                 rows.sort_by_key(|r| r.seq);
-                emit_rows(cfg, &rows)?;
+                emit_follow(cfg, &rows)?;
             }
             // The cursor did not move: the next poll resumes exactly here.
             Err(e) => eprintln!("backstop log: {e}; retrying"),
         }
     }
+}
+
+fn emit_follow(cfg: &Config, rows: &[contract::LogRow]) -> Result<()> {
+    if cfg.json {
+        return emit_rows(cfg, rows);
+    }
+    print!("{}", backstop::output::follow_rows(rows));
+    // Lines reach a pipe as they come, not when a buffer fills.
+    std::io::Write::flush(&mut std::io::stdout())?;
+    Ok(())
 }
 
 fn emit_rows(cfg: &Config, rows: &[contract::LogRow]) -> Result<()> {

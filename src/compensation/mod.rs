@@ -71,6 +71,10 @@ pub struct PlanTotals {
     pub value_not_recoverable: Decimal,
     pub entities_touched: usize,
     pub dependents: usize,
+    /// Actions of read-only tools the selection reached: they changed
+    /// nothing, so the plan leaves them out and only counts them.
+    #[serde(default)]
+    pub read_only: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -79,6 +83,49 @@ pub struct Plan {
     /// Reverse order of execution: the order the inverses will run in.
     pub steps: Vec<PlanStep>,
     pub totals: PlanTotals,
+}
+
+/// The class of tools that only read.
+pub const READ_CLASS: &str = "read";
+
+/// The line a plan adds for the reads it left out (`None`: there were none).
+pub fn read_only_line(t: &PlanTotals) -> Option<String> {
+    match t.read_only {
+        0 => None,
+        1 => Some("1 read-only action needs no undo".into()),
+        n => Some(format!("{n} read-only actions need no undo")),
+    }
+}
+
+/// Where a request's outcomes differ from the plan a person was shown (the
+/// database decides again when it records the request: another operator or
+/// a closing window may have changed a step since).
+pub fn differences(shown: &[(Uuid, String)], got: &[CompensationOutcome]) -> Vec<String> {
+    let mut out = Vec::new();
+    for (id, was) in shown {
+        match got.iter().find(|o| o.action_id == *id) {
+            Some(o) if o.outcome == *was => {}
+            Some(o) => out.push(format!(
+                "{} was {}, now {}",
+                &id.to_string()[..8],
+                outcome_label(was),
+                outcome_label(&o.outcome)
+            )),
+            None => out.push(format!(
+                "{} was {}, not in the request",
+                &id.to_string()[..8],
+                outcome_label(was)
+            )),
+        }
+    }
+    for o in got.iter().filter(|o| !shown.iter().any(|(id, _)| *id == o.action_id)) {
+        out.push(format!(
+            "{} was not shown, now {}",
+            &o.action_id.to_string()[..8],
+            outcome_label(&o.outcome)
+        ));
+    }
+    out
 }
 
 /// The seed actions of a selection.
@@ -121,12 +168,17 @@ pub async fn plan(pool: &PgPool, sel: &Selection) -> Result<Plan> {
             });
         }
     }
-    let steps: Vec<PlanStep> = sqlx::query_as("SELECT * FROM backstop.compensation_plan($1)")
+    let mut steps: Vec<PlanStep> = sqlx::query_as("SELECT * FROM backstop.compensation_plan($1)")
         .bind(&seeds)
         .fetch_all(pool)
         .await
         .map_err(refine)?;
-    let totals = totals(&steps);
+    // A read changed nothing: listing it as irreversible would ask a person
+    // to remediate what needs no undo, and requesting it would log it so.
+    let before = steps.len();
+    steps.retain(|s| s.class.as_deref() != Some(READ_CLASS));
+    let mut totals = totals(&steps);
+    totals.read_only = before - steps.len();
     Ok(Plan {
         selection: sel.clone(),
         steps,
@@ -144,6 +196,7 @@ fn totals(steps: &[PlanStep]) -> PlanTotals {
         value_not_recoverable: Decimal::ZERO,
         entities_touched: 0,
         dependents: steps.iter().filter(|s| !s.selected).count(),
+        read_only: 0,
     };
     let mut entities = BTreeSet::new();
     for s in steps {
@@ -240,8 +293,9 @@ pub fn render(plan: &Plan) -> String {
         ]);
     }
     let tt = &plan.totals;
+    let reads = read_only_line(tt).map(|l| format!("{l}\n")).unwrap_or_default();
     format!(
-        "{}\n{} step(s), {} to compensate ({} pulled in as dependents); value recovered {}{}, not recoverable {}; {} customer(s)/entities touched\n",
+        "{}\n{} step(s), {} to compensate ({} pulled in as dependents); value recovered {}{}, not recoverable {}; {} customer(s)/entities touched\n{reads}",
         t.render(),
         tt.steps,
         tt.will_compensate,

@@ -54,6 +54,32 @@ pub struct Db {
     pub embedded: Option<Arc<EmbeddedPg>>,
 }
 
+/// A malformed DATABASE_URL in plain words, once (sqlx repeats its cause).
+fn bad_url(e: &sqlx::Error) -> String {
+    let why = match e {
+        sqlx::Error::Configuration(inner) => inner.to_string(),
+        other => other.to_string(),
+    };
+    format!("DATABASE_URL is not a valid database URL ({why}); the form is postgres://USER:PASSWORD@HOST:PORT/DATABASE")
+}
+
+/// A connection error as a person reads it: the server's own message, or
+/// the operating system's (connection refused, no such host), said once.
+pub fn plain_error(e: &sqlx::Error) -> String {
+    match e {
+        sqlx::Error::Database(d) => d.message().to_string(),
+        sqlx::Error::Io(io) => match io.kind() {
+            std::io::ErrorKind::ConnectionRefused => {
+                "connection refused (is the server running and listening on that host and port?)".into()
+            }
+            _ => io.to_string(),
+        },
+        sqlx::Error::Tls(t) => format!("TLS: {t}"),
+        sqlx::Error::Configuration(c) => c.to_string(),
+        other => other.to_string(),
+    }
+}
+
 impl Db {
     /// Open the database named by the config to use it: a server's schema is
     /// checked, never changed (that is `backstop migrate`'s); the embedded
@@ -73,8 +99,7 @@ impl Db {
         }
         let (base, embedded) = match &cfg.url {
             Some(url) => (
-                PgConnectOptions::from_str(url)
-                    .with_context(|| "DATABASE_URL is not a valid postgres:// URL".to_string())?,
+                PgConnectOptions::from_str(url).map_err(|e| anyhow::anyhow!(bad_url(&e)))?,
                 None,
             ),
             None => {
@@ -165,12 +190,22 @@ impl Db {
     pub async fn connect_with(base: PgConnectOptions, cfg: &DbConfig, embedded: Option<Arc<EmbeddedPg>>) -> Result<Db> {
         let options = session_options(base, cfg);
         let label = describe(&options, embedded.is_some());
+        // One connection first: a pool retries a refused connection until
+        // its acquire timeout and then says only "pool timed out"; a single
+        // attempt fails at once with the cause.
+        match tokio::time::timeout(Duration::from_secs(10), PgConnection::connect_with(&options)).await {
+            Ok(Ok(c)) => {
+                let _ = c.close().await;
+            }
+            Ok(Err(e)) => anyhow::bail!("cannot connect to {label}: {}", plain_error(&e)),
+            Err(_) => anyhow::bail!("cannot connect to {label}: no answer within 10 s"),
+        }
         let pool = PgPoolOptions::new()
             .max_connections(cfg.max_connections.max(1))
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options.clone())
             .await
-            .with_context(|| format!("connecting to {label}"))?;
+            .map_err(|e| anyhow::anyhow!("cannot connect to {label}: {}", plain_error(&e)))?;
         Ok(Db {
             pool,
             options,

@@ -680,9 +680,10 @@ async fn log_timeline(
                                 .map(|s| format!("divergence {s:.3} over {}", ev["threshold"]))
                         })
                         .or_else(|| {
-                            ev["limit"]
-                                .as_f64()
-                                .map(|l| format!("confidence {} below {l}", ev["confidence"]))
+                            ev["limit"].as_f64().map(|l| match ev["confidence"].as_f64() {
+                                Some(c) => format!("confidence {c:.2} below {l}"),
+                                None => format!("confidence {} below {l}", ev["confidence"]),
+                            })
                         })
                         .or_else(|| {
                             ev["signals_in_window"]

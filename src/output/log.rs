@@ -22,6 +22,54 @@ pub fn render_log(rows: &[LogRow]) -> String {
     t.render()
 }
 
+/// Fixed column widths for a log that keeps coming (`backstop log --follow`):
+/// widths fitted to each batch would move the columns from one batch to the
+/// next, so every line is laid out alike and a cell too long is cut with `…`.
+const FOLLOW_COLS: [(&str, usize); 7] = [
+    ("seq", 10),
+    ("time", 8),
+    ("actor", 14),
+    ("event", 22),
+    ("agent", 16),
+    ("tool", 20),
+    ("amount", 12),
+];
+
+fn follow_line(cells: &[String], detail: &str) -> String {
+    let mut line = String::new();
+    for ((_, w), c) in FOLLOW_COLS.iter().zip(cells) {
+        line.push_str(&format!("{:<w$}  ", cut(c, *w), w = *w));
+    }
+    line.push_str(detail);
+    format!("{}\n", line.trim_end())
+}
+
+/// The header of a followed log, printed once.
+pub fn follow_header() -> String {
+    let names: Vec<String> = FOLLOW_COLS.iter().map(|(n, _)| n.to_string()).collect();
+    follow_line(&names, "detail")
+}
+
+/// Rows of a followed log, in the fixed columns of `follow_header`.
+pub fn follow_rows(rows: &[LogRow]) -> String {
+    rows.iter()
+        .map(|r| {
+            follow_line(
+                &[
+                    r.seq.to_string(),
+                    time(r.at),
+                    r.actor.clone(),
+                    r.kind.to_string(),
+                    r.agent.clone().unwrap_or_default(),
+                    r.tool.clone().unwrap_or_default(),
+                    money(r.amount),
+                ],
+                &summarize(r),
+            )
+        })
+        .collect()
+}
+
 /// The part of an event's detail a person wants to see first.
 fn summarize(r: &LogRow) -> String {
     let d = &r.detail;

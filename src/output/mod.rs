@@ -11,7 +11,7 @@ use rust_decimal::Decimal;
 use serde::Serialize;
 use serde_json::Value;
 
-pub use log::render_log;
+pub use log::{follow_header, follow_rows, render_log};
 pub use verify::render_verify;
 
 /// Pretty JSON on stdout: what `--json` prints.

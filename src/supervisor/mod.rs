@@ -105,9 +105,11 @@ pub async fn raise_and_act(
         match settings.actions.get(kind).map(String::as_str) {
             Some("compensate") => {
                 if let Some(id) = action_id {
-                    // The action and its dependents, while still reversible.
+                    // The action and its dependents, while still reversible
+                    // (reads changed nothing and need no undo).
                     let plan: Vec<(Uuid, String, Option<String>)> = sqlx::query_as(
-                        "SELECT action_id, outcome, detail FROM backstop.compensation_plan(ARRAY[$1]::uuid[])",
+                        "SELECT action_id, outcome, detail FROM backstop.compensation_plan(ARRAY[$1]::uuid[])
+                          WHERE class IS DISTINCT FROM 'read'",
                     )
                     .bind(id)
                     .fetch_all(&mut *conn)

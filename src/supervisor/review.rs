@@ -96,7 +96,11 @@ pub async fn review_one(
     let direction: Option<String> = row.get("direction");
     let entity: Option<String> = row.get("entity");
     let result: Value = row.get::<Option<Value>, _>("result").unwrap_or(Value::Null);
-    let base = json!({"review": why, "tool": tool, "amount": amount, "confidence": confidence, "params": params, "result": result});
+    // An f32 widened to f64 prints as 0.6399999856948853; its shortest
+    // decimal (0.64) is the value the agent sent.
+    let said: Option<f64> = confidence.map(|c| c.to_string().parse().unwrap_or(f64::from(c)));
+    let base =
+        json!({"review": why, "tool": tool, "amount": amount, "confidence": said, "params": params, "result": result});
     let mut raised = Vec::new();
     let found = |kind: &'static str, severity: &'static str, extra: Value| {
         let mut e = base.clone();

@@ -35,6 +35,43 @@ pub async fn snapshot(pool: &PgPool) -> Result<Snapshot> {
         let w = windows.entry(agent).or_default();
         *(if recent { &mut w.1 } else { &mut w.0 }).entry(key).or_insert(0) += n.max(0) as u64;
     }
+    // Why drift used to decay to 0 while an agent stayed shifted: both
+    // windows slide, so once the shift is older than the recent window it
+    // fills the baseline too and the two agree. While a drift finding is
+    // unresolved, its agent is compared with the baseline before the window
+    // that raised it (when that baseline still has enough decisions).
+    let pinned: Vec<(String, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT agent, min(raised_at) FROM backstop.findings
+          WHERE kind = 'drift' AND status <> 'resolved' AND agent IS NOT NULL GROUP BY agent",
+    )
+    .fetch_all(pool)
+    .await?;
+    let recent_len = now - recent_start;
+    let baseline_len = recent_start - baseline_start;
+    let mut pinned_since: HashMap<String, DateTime<Utc>> = HashMap::new();
+    for (agent, raised) in pinned {
+        let end = raised - recent_len;
+        let keys: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT k.key, sum(k.value::bigint)::bigint
+               FROM backstop.rollups r, jsonb_each_text(r.counts) k
+              WHERE r.agent = $1 AND r.bucket >= $2 AND r.bucket < $3 GROUP BY 1",
+        )
+        .bind(&agent)
+        .bind(end - baseline_len)
+        .bind(end)
+        .fetch_all(pool)
+        .await?;
+        let base: BTreeMap<String, u64> = keys.into_iter().map(|(k, n)| (k, n.max(0) as u64)).collect();
+        let decisions: u64 = base
+            .iter()
+            .filter(|(k, _)| k.starts_with("verdict:"))
+            .map(|(_, n)| n)
+            .sum();
+        if decisions >= d.min_samples as u64 {
+            windows.entry(agent.clone()).or_default().0 = base;
+            pinned_since.insert(agent, raised);
+        }
+    }
     // Activity per bucket over the last 15 buckets.
     let spark_start = now - chrono::Duration::milliseconds((d.bucket_seconds * 15_000.0) as i64);
     let activity: Vec<(String, DateTime<Utc>, i64)> = sqlx::query_as(
@@ -77,7 +114,7 @@ pub async fn snapshot(pool: &PgPool) -> Result<Snapshot> {
             .await?;
     let held_count: i64 = held_by_agent.iter().map(|h| h.1).sum();
     let held_sum: Decimal = held_by_agent.iter().map(|h| h.2).sum();
-    let findings: Vec<FindingRow> = sqlx::query_as(
+    let mut findings: Vec<FindingRow> = sqlx::query_as(
         "SELECT finding_id, kind, severity, agent, action_id, rule, status, count, last_at, detail
            FROM backstop.findings WHERE status <> 'resolved'
           ORDER BY CASE severity WHEN 'critical' THEN 0 WHEN 'high' THEN 1 WHEN 'medium' THEN 2 WHEN 'low' THEN 3 ELSE 4 END,
@@ -86,6 +123,7 @@ pub async fn snapshot(pool: &PgPool) -> Result<Snapshot> {
     )
     .fetch_all(pool)
     .await?;
+    mark_automatic(pool, &mut findings).await?;
     let comps: Vec<CompRow> = sqlx::query(
         "SELECT action_id, agent, tool, inverse_tool, status, attempts, worker, reason, requested_by, requested_at,
                 last_detail ->> 'error' AS last_error
@@ -180,7 +218,9 @@ pub async fn snapshot(pool: &PgPool) -> Result<Snapshot> {
             .map(|(_, v)| v)
             .sum();
         if !b.is_empty() || !r.is_empty() {
-            dists.insert(agent.clone(), dists_of(&agent, &b, &r));
+            let mut di = dists_of(&agent, &b, &r);
+            di.baseline_before = pinned_since.get(&agent).copied();
+            dists.insert(agent.clone(), di);
         }
         let held = held_by_agent.iter().find(|h| h.0 == agent);
         fleet.push(AgentRow {
@@ -197,6 +237,7 @@ pub async fn snapshot(pool: &PgPool) -> Result<Snapshot> {
                 .filter(|f| f.agent.as_deref() == Some(&agent) && f.status == "open")
                 .count() as i64,
             drift: a.map(|a| a.score),
+            drift_since: pinned_since.get(&agent).copied(),
             agent,
         });
     }
@@ -214,6 +255,62 @@ pub async fn snapshot(pool: &PgPool) -> Result<Snapshot> {
         known_agents,
         known_tools,
     })
+}
+
+/// Say on each finding what the supervisor did about it by itself. Its pause
+/// and its compensation requests carry the finding's id in their reason
+/// (`supervisor: KIND finding ID (RULE)`), which is how they are found.
+pub async fn mark_automatic(pool: &PgPool, findings: &mut [FindingRow]) -> Result<()> {
+    if findings.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = findings.iter().map(|f| f.finding_id).collect();
+    let paused: Vec<(Uuid, String)> = sqlx::query_as(
+        "SELECT x.fid, k.scope || ' ' || k.target
+           FROM backstop.kill_switches k,
+                LATERAL (SELECT substring(k.reason FROM 'finding ([0-9a-f-]{36})')::uuid AS fid) x
+          WHERE k.paused AND k.reason LIKE 'supervisor: %' AND x.fid = ANY ($1)",
+    )
+    .bind(&ids)
+    .fetch_all(pool)
+    .await?;
+    // Only compensations requested since the oldest listed finding was raised.
+    let comps: Vec<(Uuid, String, i64)> = sqlx::query_as(
+        "SELECT x.fid, c.status, count(*)
+           FROM backstop.compensations c,
+                LATERAL (SELECT substring(c.reason FROM 'finding ([0-9a-f-]{36})')::uuid AS fid) x
+          WHERE c.requested_seq >= (SELECT coalesce(min(f.raised_seq), 0) FROM backstop.findings f WHERE f.finding_id = ANY ($1))
+            AND c.reason LIKE 'supervisor: %' AND x.fid = ANY ($1)
+          GROUP BY 1, 2",
+    )
+    .bind(&ids)
+    .fetch_all(pool)
+    .await?;
+    for f in findings.iter_mut() {
+        let mut said = Vec::new();
+        if paused.iter().any(|p| p.0 == f.finding_id) {
+            said.push("auto-paused".to_string());
+        }
+        let mine: Vec<&(Uuid, String, i64)> = comps.iter().filter(|c| c.0 == f.finding_id).collect();
+        if !mine.is_empty() {
+            let total: i64 = mine.iter().map(|c| c.2).sum();
+            let done: i64 = mine.iter().filter(|c| c.1 == "compensated").map(|c| c.2).sum();
+            let bad = mine
+                .iter()
+                .any(|c| matches!(c.1.as_str(), "failed" | "conflict" | "condition_failed" | "expired"));
+            said.push(if bad {
+                "auto-comp. failed".to_string()
+            } else if done == total {
+                "auto-compensated".to_string()
+            } else {
+                format!("auto-comp. {done}/{total}")
+            });
+        }
+        if !said.is_empty() {
+            f.auto = Some(said.join(", "));
+        }
+    }
+    Ok(())
 }
 
 fn dists_of(agent: &str, b: &BTreeMap<String, u64>, r: &BTreeMap<String, u64>) -> Dists {
@@ -250,6 +347,7 @@ fn dists_of(agent: &str, b: &BTreeMap<String, u64>, r: &BTreeMap<String, u64>) -
         dims,
         baseline_n: n(b),
         recent_n: n(r),
+        baseline_before: None,
     }
 }
 
@@ -380,4 +478,20 @@ pub async fn detail(pool: &PgPool, id: Uuid) -> Result<Detail> {
             history,
         }),
     })
+}
+
+/// Marks from the database rather than from the rows the room holds: every
+/// action of an agent proposed since a time, optionally of one tool (an index
+/// on (agent, proposed_at) answers it).
+pub async fn actions_of(pool: &PgPool, agent: &str, since: DateTime<Utc>, tool: Option<&str>) -> Result<Vec<Uuid>> {
+    Ok(sqlx::query_scalar(
+        "SELECT action_id FROM backstop.actions
+          WHERE agent = $1 AND proposed_at >= $2 AND ($3::text IS NULL OR tool = $3)
+          ORDER BY proposed_at LIMIT 100000",
+    )
+    .bind(agent)
+    .bind(since)
+    .bind(tool)
+    .fetch_all(pool)
+    .await?)
 }

@@ -184,6 +184,7 @@ pub fn help(readonly: bool) -> Vec<&'static KeyHelp> {
 /// The commands `:` understands, for completion and help.
 pub const COMMANDS: &[&str] = &[
     "agent",
+    "mark agent",
     "pause fleet",
     "pause agent",
     "pause tool",

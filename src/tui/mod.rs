@@ -367,12 +367,23 @@ pub fn run_effect(ctx: Ctx, e: Effect) {
                 Ok(p) => Msg::Plan(p),
                 Err(e) => Msg::Done("plan".into(), Err(e.to_string())),
             },
-            Effect::Request { ids, reason } => {
-                let r = contract::request_compensation(pool, &ids, &reason, None)
+            Effect::Request { shown, reason } => {
+                let ids: Vec<uuid::Uuid> = shown.iter().map(|(id, _)| *id).collect();
+                // One plan id for the request, as `backstop compensate` does.
+                let r = contract::request_compensation(pool, &ids, &reason, Some(uuid::Uuid::new_v4()))
                     .await
                     .map(|out| {
                         let n = out.iter().filter(|o| o.outcome == "requested").count();
-                        format!("{n} compensation(s) requested; follow them in view 5")
+                        let diff = compensation::differences(&shown, &out);
+                        if diff.is_empty() {
+                            format!("{n} compensation(s) requested, as planned; follow them in view 5")
+                        } else {
+                            format!(
+                                "{n} compensation(s) requested; {} step(s) changed since the plan was shown: {}",
+                                diff.len(),
+                                diff.join("; ")
+                            )
+                        }
                     });
                 Msg::Done("compensate".into(), r.map_err(|e| e.to_string()))
             }
@@ -412,6 +423,18 @@ pub fn run_effect(ctx: Ctx, e: Effect) {
                     .map(|seq| format!("{} resumed (log seq {seq})", describe(scope, &target)))
                     .map_err(|e| e.to_string()),
             ),
+            Effect::MarkQuery { agent, since, tool } => {
+                let what = match &tool {
+                    Some(t) => format!("of {agent} with {t} since {}", since.format("%H:%M:%S")),
+                    None => format!("of {agent} since {}", since.format("%H:%M:%S")),
+                };
+                Msg::Marked {
+                    what,
+                    ids: data::actions_of(&ctx.read, &agent, since, tool.as_deref())
+                        .await
+                        .map_err(|e| e.to_string()),
+                }
+            }
             Effect::Acknowledge { id, note } => Msg::Done(
                 "acknowledge".into(),
                 contract::acknowledge_finding(pool, id, &note)

@@ -46,7 +46,53 @@ impl View {
 }
 
 /// The filter's syntax, for hints.
-pub const FILTER_SYNTAX: &str = "agent:NAME tool:NAME verdict:hold status:executed amount>500 free text";
+pub const FILTER_SYNTAX: &str = "agent:NAME tool:NAME verdict:allow|hold|block status:executed status:\"comp. requested\" (or comp-requested) amount>500 free text";
+
+/// The verdicts `verdict:` accepts.
+const VERDICTS: &[&str] = &["allow", "hold", "block"];
+
+/// A status as typed and as shown compare equal when they differ only in
+/// case, dots, dashes and underscores: `comp-requested` is `comp. requested`.
+pub fn status_key(s: &str) -> String {
+    s.to_lowercase()
+        .chars()
+        .filter(|c| *c != '.')
+        .map(|c| if c == '-' || c == '_' { ' ' } else { c })
+        .collect::<String>()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Words of a filter, a double-quoted part kept whole (`status:"comp. requested"`).
+fn filter_words(s: &str) -> Result<Vec<String>, String> {
+    let mut words = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    let mut any = false;
+    for c in s.chars() {
+        match c {
+            '"' => {
+                quoted = !quoted;
+                any = true;
+            }
+            c if c.is_whitespace() && !quoted => {
+                if any || !cur.is_empty() {
+                    words.push(std::mem::take(&mut cur));
+                }
+                any = false;
+            }
+            c => cur.push(c),
+        }
+    }
+    if quoted {
+        return Err(format!("a quote is not closed: the syntax is {FILTER_SYNTAX}"));
+    }
+    if any || !cur.is_empty() {
+        words.push(cur);
+    }
+    Ok(words)
+}
 
 /// What the text input is for.
 #[derive(Debug, Clone, PartialEq)]
@@ -98,6 +144,11 @@ pub enum Mode {
     Detail {
         scroll: u16,
     },
+    /// The whole of a row that is not an action (a finding, a log row), in
+    /// labelled lines: what a cut cell leaves out.
+    Note {
+        scroll: u16,
+    },
     Help,
 }
 
@@ -123,14 +174,22 @@ impl Filter {
     pub fn parse(s: &str) -> Result<Filter, String> {
         let mut f = Filter::default();
         let mut text = Vec::new();
-        for tok in s.split_whitespace() {
+        for tok in filter_words(s)? {
+            let tok = tok.as_str();
             if let Some(v) = tok.strip_prefix("agent:") {
                 f.agent = Some(v.to_string());
             } else if let Some(v) = tok.strip_prefix("tool:") {
                 f.tool = Some(v.to_string());
             } else if let Some(v) = tok.strip_prefix("verdict:") {
-                f.verdict = Some(v.to_lowercase());
+                let v = v.to_lowercase();
+                if !VERDICTS.contains(&v.as_str()) {
+                    return Err(format!("verdict:{v}: a verdict is one of {}", VERDICTS.join(", ")));
+                }
+                f.verdict = Some(v);
             } else if let Some(v) = tok.strip_prefix("status:") {
+                if v.trim().is_empty() {
+                    return Err(format!("status: needs a value: the syntax is {FILTER_SYNTAX}"));
+                }
                 f.status = Some(v.to_lowercase());
             } else if let Some(v) = tok.strip_prefix("amount>") {
                 let d: Decimal = v
@@ -145,13 +204,46 @@ impl Filter {
             {
                 return Err(format!("unknown filter key {k}: the syntax is {FILTER_SYNTAX}"));
             } else {
-                text.push(tok);
+                text.push(tok.to_string());
             }
         }
         if !text.is_empty() {
             f.text = Some(text.join(" ").to_lowercase());
         }
         Ok(f)
+    }
+
+    /// The keys in force that a view does not show (it cannot filter by them).
+    pub fn ignored_by(&self, view: View) -> Vec<&'static str> {
+        let applies: &[&str] = match view {
+            View::Log => &["agent", "tool", "verdict", "status", "amount", "text"],
+            View::Fleet => &["agent", "text"],
+            View::Approvals => &["agent", "tool", "amount", "text"],
+            View::Findings => &["agent", "status", "text"],
+            View::Compensations => &["agent", "tool", "status", "text"],
+        };
+        let set = [
+            ("agent", self.agent.is_some()),
+            ("tool", self.tool.is_some()),
+            ("verdict", self.verdict.is_some()),
+            ("status", self.status.is_some()),
+            ("amount", self.amount_above.is_some()),
+            ("text", self.text.is_some()),
+        ];
+        set.iter()
+            .filter(|(k, on)| *on && !applies.contains(k))
+            .map(|(k, _)| *k)
+            .collect()
+    }
+
+    fn status_is(&self, status: &str) -> bool {
+        self.status
+            .as_ref()
+            .is_none_or(|want| status_key(status) == status_key(want))
+    }
+
+    fn text_in(&self, hay: &str) -> bool {
+        self.text.as_ref().is_none_or(|t| hay.to_lowercase().contains(t))
     }
 
     pub fn is_empty(&self) -> bool {
@@ -170,7 +262,11 @@ impl Filter {
             parts.push(format!("verdict:{v}"));
         }
         if let Some(s) = &self.status {
-            parts.push(format!("status:{s}"));
+            if s.contains(char::is_whitespace) {
+                parts.push(format!("status:\"{s}\""));
+            } else {
+                parts.push(format!("status:{s}"));
+            }
         }
         if let Some(a) = &self.amount_above {
             parts.push(format!("amount>{a}"));
@@ -193,6 +289,9 @@ pub struct AgentRow {
     pub held_value: Decimal,
     pub findings: i64,
     pub drift: Option<f64>,
+    /// Set while a drift finding is unresolved: the drift is measured against
+    /// the baseline before the window that raised it (see `data::snapshot`).
+    pub drift_since: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -202,6 +301,8 @@ pub struct Dists {
     pub dims: BTreeMap<String, BTreeMap<String, (f64, f64)>>,
     pub baseline_n: u64,
     pub recent_n: u64,
+    /// The baseline is the one before this drift finding was raised.
+    pub baseline_before: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -232,6 +333,25 @@ pub struct FindingRow {
     pub count: i32,
     pub last_at: DateTime<Utc>,
     pub detail: Value,
+    /// What the supervisor did about it by itself (a pause still in force, the
+    /// compensations it requested and how they stand), so an automatically
+    /// handled finding does not read as merely `open`.
+    #[sqlx(default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auto: Option<String>,
+}
+
+impl FindingRow {
+    /// The status as a person reads it: the review state, and what the
+    /// supervisor already did.
+    pub fn status_label(&self) -> String {
+        match (&self.auto, self.status.as_str()) {
+            (None, st) => st.to_string(),
+            (Some(a), "open") => a.clone(),
+            (Some(a), "acknowledged") => format!("ack., {a}"),
+            (Some(a), st) => format!("{st}, {a}"),
+        }
+    }
 }
 
 /// Most severe first: critical, high, medium, low, anything else.
@@ -366,6 +486,15 @@ pub struct HistoryEntry {
     pub seal: Option<(i64, Vec<u8>)>,
 }
 
+/// A row's whole text, for `Mode::Note`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Note {
+    pub title: String,
+    pub lines: Vec<(String, String)>,
+    /// The action the row is about: Enter opens its detail.
+    pub action: Option<Uuid>,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Notice {
     pub at: DateTime<Utc>,
@@ -398,6 +527,9 @@ pub struct State {
     pub filter: Filter,
     pub data: Snapshot,
     pub detail: Option<Detail>,
+    /// The action whose detail is open (or loading): rows about it reload it.
+    pub detail_for: Option<Uuid>,
+    pub note: Option<Note>,
     pub plan: Option<Plan>,
     pub notice: Option<Notice>,
     pub policy_events: VecDeque<Notice>,
@@ -432,6 +564,8 @@ impl State {
             filter: Filter::default(),
             data: Snapshot::default(),
             detail: None,
+            detail_for: None,
+            note: None,
             plan: None,
             notice: None,
             policy_events: VecDeque::new(),
@@ -527,13 +661,13 @@ impl State {
                 return false;
             }
         }
-        if let Some(s) = &f.status {
+        if f.status.is_some() {
             let st = r
                 .action_id
                 .and_then(|a| self.status_of.get(&a))
                 .map(String::as_str)
                 .unwrap_or("");
-            if st != s {
+            if !f.status_is(st) {
                 return false;
             }
         }
@@ -560,6 +694,40 @@ impl State {
         true
     }
 
+    /// The fleet's agents the filter keeps (by agent and text).
+    pub fn visible_fleet(&self) -> Vec<&AgentRow> {
+        let f = &self.filter;
+        self.data
+            .fleet
+            .iter()
+            .filter(|a| f.agent.as_ref().is_none_or(|x| &a.agent == x))
+            .filter(|a| f.text_in(&a.agent))
+            .collect()
+    }
+
+    /// The compensations the filter keeps (agent, tool, status, text).
+    pub fn visible_comps(&self) -> Vec<&CompRow> {
+        let f = &self.filter;
+        self.data
+            .comps
+            .iter()
+            .filter(|c| f.agent.as_ref().is_none_or(|a| &c.agent == a))
+            .filter(|c| f.tool.as_ref().is_none_or(|t| &c.tool == t))
+            .filter(|c| f.status_is(&c.status))
+            .filter(|c| {
+                f.text_in(&format!(
+                    "{} {} {} {} {} {}",
+                    c.agent,
+                    c.tool,
+                    c.inverse_tool,
+                    c.requested_by,
+                    c.reason,
+                    c.last_error.as_deref().unwrap_or("")
+                ))
+            })
+            .collect()
+    }
+
     pub fn visible_approvals(&self) -> Vec<&HeldRow> {
         let f = &self.filter;
         let mut v: Vec<&HeldRow> = self
@@ -569,6 +737,15 @@ impl State {
             .filter(|h| f.agent.as_ref().is_none_or(|a| &h.agent == a))
             .filter(|h| f.tool.as_ref().is_none_or(|t| &h.tool == t))
             .filter(|h| f.amount_above.is_none_or(|m| h.amount.is_some_and(|a| a > m)))
+            .filter(|h| {
+                f.text_in(&format!(
+                    "{} {} {} {}",
+                    h.agent,
+                    h.tool,
+                    h.rule.as_deref().unwrap_or(""),
+                    h.reason
+                ))
+            })
             .collect();
         // Highest value first, then oldest.
         v.sort_by(|a, b| b.amount.cmp(&a.amount).then(a.held_at.cmp(&b.held_at)));
@@ -584,6 +761,23 @@ impl State {
             .iter()
             .filter(|x| x.status != "resolved")
             .filter(|x| f.agent.as_ref().is_none_or(|a| x.agent.as_ref() == Some(a)))
+            // A finding's status is its review state or what the supervisor did.
+            .filter(|x| {
+                f.status_is(&x.status)
+                    || x.auto
+                        .as_deref()
+                        .is_some_and(|a| a.split(", ").any(|part| f.status_is(part)))
+            })
+            .filter(|x| {
+                f.text_in(&format!(
+                    "{} {} {} {} {}",
+                    x.kind,
+                    x.severity,
+                    x.rule.as_deref().unwrap_or(""),
+                    super::view::evidence_text(&x.detail),
+                    x.detail
+                ))
+            })
             .collect();
         v.sort_by(|a, b| {
             severity_rank(&a.severity)
@@ -602,7 +796,7 @@ impl State {
     /// Identity keys of the rows of a view, in display order.
     pub fn keys_of(&self, view: View) -> Vec<String> {
         match view {
-            View::Fleet => self.data.fleet.iter().map(|a| a.agent.clone()).collect(),
+            View::Fleet => self.visible_fleet().iter().map(|a| a.agent.clone()).collect(),
             View::Log => self.visible_log().iter().map(|r| r.seq.to_string()).collect(),
             View::Approvals => self
                 .visible_approvals()
@@ -614,7 +808,7 @@ impl State {
                 .iter()
                 .map(|f| f.finding_id.to_string())
                 .collect(),
-            View::Compensations => self.data.comps.iter().map(|c| c.action_id.to_string()).collect(),
+            View::Compensations => self.visible_comps().iter().map(|c| c.action_id.to_string()).collect(),
         }
     }
 

@@ -7,7 +7,7 @@ use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use uuid::Uuid;
 
 use super::keys::COMMANDS;
-use super::state::{Conn, Detail, Filter, LOG_CAP, Mode, Purpose, Snapshot, State, View};
+use super::state::{Conn, Detail, Filter, FindingRow, LOG_CAP, Mode, Note, Purpose, Snapshot, State, View};
 use crate::compensation::Plan;
 use crate::contract::{ControlEvent, EventKind as K, LogRow, Scope};
 
@@ -28,6 +28,11 @@ pub enum Msg {
     Notify(Result<ControlEvent, String>),
     /// An effect finished: what, and its outcome or error.
     Done(String, Result<String, String>),
+    /// The actions a `:mark` query found in the database, and what it asked.
+    Marked {
+        what: String,
+        ids: Result<Vec<Uuid>, String>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -35,8 +40,10 @@ pub enum Effect {
     Refresh,
     LoadDetail(Uuid),
     Plan(Vec<Uuid>),
+    /// Request exactly the steps of the plan on screen, with the outcome
+    /// each was shown with (the reply says where the database now differs).
     Request {
-        ids: Vec<Uuid>,
+        shown: Vec<(Uuid, String)>,
         reason: String,
     },
     Approve(Uuid),
@@ -57,6 +64,12 @@ pub enum Effect {
     Acknowledge {
         id: Uuid,
         note: String,
+    },
+    /// Find the actions to mark in the database (not only the rows in memory).
+    MarkQuery {
+        agent: String,
+        since: DateTime<Utc>,
+        tool: Option<String>,
     },
     Resolve {
         id: Uuid,
@@ -121,6 +134,7 @@ pub fn update(s: &mut State, msg: Msg) -> Vec<Effect> {
                         held_value: held.iter().filter_map(|h| h.amount).sum(),
                         findings: 0,
                         drift: None,
+                        drift_since: None,
                         agent,
                     };
                     s.data.fleet.push(row);
@@ -130,7 +144,9 @@ pub fn update(s: &mut State, msg: Msg) -> Vec<Effect> {
             Vec::new()
         }
         Msg::Detail(d) => {
-            if matches!(s.mode, Mode::Detail { .. }) {
+            // Only the detail still open: a slow load for an action left
+            // behind does not replace the one on screen.
+            if matches!(s.mode, Mode::Detail { .. }) && s.detail_for == Some(d.action_id) {
                 s.detail = Some(*d);
             }
             Vec::new()
@@ -172,6 +188,23 @@ pub fn update(s: &mut State, msg: Msg) -> Vec<Effect> {
                 Err(e) => s.notify(e, true),
             }
             vec![Effect::Refresh]
+        }
+        Msg::Marked { what, ids } => {
+            match ids {
+                Ok(ids) => {
+                    let n = ids.len();
+                    s.marks.extend(ids);
+                    s.notify(
+                        format!(
+                            "{n} action(s) {what} marked, from the database; {} marked in all; c plans their rollback",
+                            s.marks.len()
+                        ),
+                        false,
+                    );
+                }
+                Err(e) => s.notify(format!("mark {what} failed: {e}"), true),
+            }
+            Vec::new()
         }
         Msg::Done(what, result) => {
             match result {
@@ -231,6 +264,10 @@ fn on_rows(s: &mut State, mut rows: Vec<LogRow>) -> Vec<Effect> {
         );
     }
     let n = rows.len();
+    // The open detail is about an action that just changed: load it again.
+    let reload = s
+        .detail_for
+        .filter(|id| matches!(s.mode, Mode::Detail { .. }) && rows.iter().any(|r| r.action_id == Some(*id)));
     for r in rows {
         s.log.push_front(r);
     }
@@ -249,7 +286,12 @@ fn on_rows(s: &mut State, mut rows: Vec<LogRow>) -> Vec<Effect> {
     } else {
         s.new_rows += n;
     }
-    if refresh { vec![Effect::Refresh] } else { Vec::new() }
+    let mut fx = Vec::new();
+    if refresh {
+        fx.push(Effect::Refresh);
+    }
+    fx.extend(reload.map(Effect::LoadDetail));
+    fx
 }
 
 fn move_cursor(s: &mut State, delta: isize) {
@@ -355,10 +397,16 @@ fn on_key(s: &mut State, k: KeyEvent) -> Vec<Effect> {
                         Purpose::Reject(id) => vec![Effect::Reject { id: *id, note }],
                         Purpose::Compensate(ids) => {
                             s.marks.clear();
-                            vec![Effect::Request {
-                                ids: ids.clone(),
-                                reason: note,
-                            }]
+                            let outcome = |id: &Uuid| {
+                                s.plan
+                                    .as_ref()
+                                    .and_then(|p| p.steps.iter().find(|st| st.action_id == *id))
+                                    .map(|st| st.outcome.clone())
+                                    .unwrap_or_default()
+                            };
+                            let shown = ids.iter().map(|id| (*id, outcome(id))).collect();
+                            s.plan = None;
+                            vec![Effect::Request { shown, reason: note }]
                         }
                         Purpose::Acknowledge(id) => vec![Effect::Acknowledge { id: *id, note }],
                         Purpose::Resolve(id) => vec![Effect::Resolve { id: *id, note }],
@@ -479,6 +527,46 @@ fn on_key(s: &mut State, k: KeyEvent) -> Vec<Effect> {
             _ => {
                 s.mode = Mode::Normal;
                 s.detail = None;
+                s.detail_for = None;
+                Vec::new()
+            }
+        },
+        Mode::Note { scroll } => match k.code {
+            KeyCode::Char('j') | KeyCode::Down => {
+                s.mode = Mode::Note {
+                    scroll: scroll.saturating_add(1),
+                };
+                Vec::new()
+            }
+            KeyCode::Char('k') | KeyCode::Up => {
+                s.mode = Mode::Note {
+                    scroll: scroll.saturating_sub(1),
+                };
+                Vec::new()
+            }
+            KeyCode::PageDown => {
+                s.mode = Mode::Note {
+                    scroll: scroll.saturating_add(10),
+                };
+                Vec::new()
+            }
+            KeyCode::PageUp => {
+                s.mode = Mode::Note {
+                    scroll: scroll.saturating_sub(10),
+                };
+                Vec::new()
+            }
+            KeyCode::Char('P') => pause_fleet(s),
+            KeyCode::Enter if s.note.as_ref().is_some_and(|n| n.action.is_some()) => {
+                let id = s.note.take().and_then(|n| n.action);
+                s.mode = Mode::Detail { scroll: 0 };
+                s.detail = None;
+                s.detail_for = id;
+                id.map(Effect::LoadDetail).into_iter().collect()
+            }
+            _ => {
+                s.mode = Mode::Normal;
+                s.note = None;
                 Vec::new()
             }
         },
@@ -681,14 +769,41 @@ fn normal_key(s: &mut State, k: KeyEvent) -> Vec<Effect> {
                 }
                 Vec::new()
             }
+            // A finding is more than its action: its whole evidence first.
+            View::Findings => {
+                match s
+                    .cursor_key()
+                    .and_then(|k| s.data.findings.iter().find(|f| f.finding_id.to_string() == k))
+                    .map(finding_note)
+                {
+                    Some(n) => {
+                        s.note = Some(n);
+                        s.mode = Mode::Note { scroll: 0 };
+                    }
+                    None => s.notify("no finding here", false),
+                }
+                Vec::new()
+            }
             _ => match s.cursor_action() {
                 Some(id) => {
                     s.mode = Mode::Detail { scroll: 0 };
                     s.detail = None;
+                    s.detail_for = Some(id);
                     vec![Effect::LoadDetail(id)]
                 }
                 None => {
-                    s.notify("this row is not an action", false);
+                    // A row about no action (a pause, a policy, a finding) in full.
+                    let row = s
+                        .cursor_key()
+                        .and_then(|k| k.parse::<i64>().ok())
+                        .and_then(|seq| s.visible_log().into_iter().find(|r| r.seq == seq).map(log_note));
+                    match row {
+                        Some(n) => {
+                            s.note = Some(n);
+                            s.mode = Mode::Note { scroll: 0 };
+                        }
+                        None => s.notify("this row is not an action", false),
+                    }
                     Vec::new()
                 }
             },
@@ -749,7 +864,15 @@ fn acting_key(s: &mut State, c: char) -> Vec<Effect> {
                     if !s.marks.remove(&id) {
                         s.marks.insert(id);
                     }
-                    move_cursor(s, 1);
+                    // Past the other rows of the same action (its verdict,
+                    // its result): space there would undo the mark just made.
+                    let keys = s.keys();
+                    let mut i = s.cursor_index();
+                    let start = i;
+                    while i + 1 < keys.len() && ids_of(s, &keys[i + 1..i + 2]).first() == Some(&id) {
+                        i += 1;
+                    }
+                    move_cursor(s, (i - start) as isize + 1);
                 }
                 None => s.notify("this row is not an action", false),
             }
@@ -760,16 +883,30 @@ fn acting_key(s: &mut State, c: char) -> Vec<Effect> {
             match s.range_anchor.take() {
                 None => {
                     s.range_anchor = s.cursor_key();
-                    s.notify("range started: move and press V again", false);
+                    s.notify(
+                        "range: from this row; move and press V again to mark the rows between (Esc cancels)",
+                        false,
+                    );
                 }
                 Some(anchor) => {
                     let keys = s.keys();
                     let start = keys.iter().position(|k| *k == anchor).unwrap_or(here);
-                    let (lo, hi) = (start.min(here), start.max(here));
-                    let ids = ids_of(s, &keys[lo..=hi.min(keys.len().saturating_sub(1))]);
-                    let n = ids.len();
-                    s.marks.extend(ids);
-                    s.notify(format!("{n} marked"), false);
+                    let (lo, hi) = (start.min(here), start.max(here).min(keys.len().saturating_sub(1)));
+                    let mut ids = ids_of(s, &keys[lo..=hi]);
+                    ids.sort();
+                    ids.dedup();
+                    let new = ids.iter().filter(|id| !s.marks.contains(id)).count();
+                    s.marks.extend(ids.iter().copied());
+                    // One message: rows, distinct actions, and the marks in all.
+                    s.notify(
+                        format!(
+                            "range: {} row(s), {} action(s) ({new} newly marked); {} marked in all",
+                            hi + 1 - lo,
+                            ids.len(),
+                            s.marks.len()
+                        ),
+                        false,
+                    );
                 }
             }
             Vec::new()
@@ -844,6 +981,70 @@ fn acting_key(s: &mut State, c: char) -> Vec<Effect> {
             Vec::new()
         }
         _ => Vec::new(),
+    }
+}
+
+fn pretty_json(v: &serde_json::Value) -> String {
+    serde_json::to_string_pretty(v).unwrap_or_default()
+}
+
+/// A finding in full: the evidence a table cell cuts, and the record behind it.
+pub fn finding_note(f: &FindingRow) -> Note {
+    let mut lines = vec![
+        ("finding".to_string(), f.finding_id.to_string()),
+        ("severity / kind".into(), format!("{} / {}", f.severity, f.kind)),
+        ("agent".into(), f.agent.clone().unwrap_or_else(|| "(none)".into())),
+        ("rule".into(), f.rule.clone().unwrap_or_else(|| "(none)".into())),
+        ("status".into(), f.status_label()),
+        (
+            "seen".into(),
+            format!(
+                "{} time(s), last at {}",
+                f.count,
+                f.last_at.format("%Y-%m-%d %H:%M:%S UTC")
+            ),
+        ),
+        (
+            "action".into(),
+            f.action_id
+                .map(|a| format!("{a} (Enter opens it)"))
+                .unwrap_or_else(|| "(none)".into()),
+        ),
+        ("evidence".into(), super::view::evidence_text(&f.detail)),
+    ];
+    if let Some(r) = f.detail["remediation"].as_str() {
+        lines.push(("remediation".into(), r.to_string()));
+    }
+    lines.push(("recorded".into(), pretty_json(&f.detail)));
+    Note {
+        title: format!("finding {}", f.finding_id),
+        lines,
+        action: f.action_id,
+    }
+}
+
+/// A log row in full: its reason and everything it recorded.
+pub fn log_note(r: &LogRow) -> Note {
+    let mut lines = vec![
+        ("seq".to_string(), r.seq.to_string()),
+        ("at".into(), r.at.format("%Y-%m-%d %H:%M:%S%.3f UTC").to_string()),
+        ("event".into(), r.kind.to_string()),
+        ("by".into(), r.actor.clone()),
+    ];
+    if let Some(a) = &r.agent {
+        lines.push(("agent".into(), a.clone()));
+    }
+    if let Some(t) = &r.tool {
+        lines.push(("tool".into(), t.clone()));
+    }
+    if let Some(reason) = r.detail["reason"].as_str() {
+        lines.push(("reason".into(), reason.to_string()));
+    }
+    lines.push(("recorded".into(), pretty_json(&r.detail)));
+    Note {
+        title: format!("log row {}", r.seq),
+        lines,
+        action: r.action_id,
     }
 }
 
@@ -939,6 +1140,8 @@ fn complete(s: &State, input: &str) -> String {
     input.to_string()
 }
 
+const MARK_SYNTAX: &str = ":mark agent NAME since 1h [tool NAME]";
+
 fn run_command(s: &mut State, input: String) -> Vec<Effect> {
     let words: Vec<&str> = input.split_whitespace().collect();
     let op = s.operator.clone();
@@ -965,6 +1168,39 @@ fn run_command(s: &mut State, input: String) -> Vec<Effect> {
             };
             s.view = View::Log;
             s.notify(format!("filter: agent:{name}"), false);
+            Vec::new()
+        }
+        ["mark", ..] if !acting(s) => Vec::new(),
+        ["mark", "agent", agent, "since", dur, rest @ ..] => {
+            let tool = match rest {
+                [] => None,
+                ["tool", t] => Some(t.to_string()),
+                _ => {
+                    s.notify(
+                        format!("{MARK_SYNTAX}: after the duration only `tool NAME` may follow"),
+                        true,
+                    );
+                    return Vec::new();
+                }
+            };
+            match crate::filecheck::parse_duration(dur) {
+                Ok(secs) => {
+                    let since = s.now - chrono::Duration::milliseconds((secs * 1000.0) as i64);
+                    s.notify(format!("finding the actions of {agent} since {dur} ..."), false);
+                    vec![Effect::MarkQuery {
+                        agent: agent.to_string(),
+                        since,
+                        tool,
+                    }]
+                }
+                Err(e) => {
+                    s.notify(format!("{e} ({MARK_SYNTAX})"), true);
+                    Vec::new()
+                }
+            }
+        }
+        ["mark", ..] => {
+            s.notify(format!("the syntax is {MARK_SYNTAX}"), true);
             Vec::new()
         }
         ["pause", "fleet"] | ["pause"] => pause_fleet(s),
@@ -1001,7 +1237,7 @@ fn run_command(s: &mut State, input: String) -> Vec<Effect> {
         }
         _ => {
             s.notify(
-                format!("unknown command :{input} (try :agent NAME, :pause agent NAME, :pause tool NAME, :resume ..., :findings, :quit; Tab completes)"),
+                format!("unknown command :{input} (try :agent NAME, :mark agent NAME since 1h [tool NAME], :pause agent NAME, :pause tool NAME, :resume ..., :findings, :quit; Tab completes)"),
                 true,
             );
             Vec::new()
@@ -1143,6 +1379,7 @@ mod tests {
                 value_not_recoverable: Decimal::ZERO,
                 entities_touched: 1,
                 dependents: 0,
+                read_only: 0,
             },
         };
         update(&mut s, Msg::Plan(plan.clone()));
@@ -1159,7 +1396,7 @@ mod tests {
         }
         update(&mut s, press('n'));
         assert_eq!(s.mode, Mode::Normal);
-        update(&mut s, Msg::Plan(plan));
+        update(&mut s, Msg::Plan(plan.clone()));
         update(&mut s, press('y'));
         assert!(matches!(
             s.mode,
@@ -1175,6 +1412,39 @@ mod tests {
         keys(&mut s, "wrong customer");
         let fx = update(&mut s, press_code(KeyCode::Enter));
         assert!(matches!(&fx[..], [Effect::Request { reason, .. }] if reason == "wrong customer"));
+        // What is requested is the plan that was on screen, step by step, with the outcome shown.
+        let (a, b) = (Uuid::from_u128(7), Uuid::from_u128(8));
+        let step = |id: Uuid, outcome: &str| crate::compensation::PlanStep {
+            action_id: id,
+            selected: true,
+            caused_by: None,
+            agent: "refund-bot".into(),
+            tool: "issue_refund".into(),
+            class: Some("conditional".into()),
+            amount: None,
+            entity: None,
+            correlation_id: None,
+            status: "executed".into(),
+            executed_seq: Some(1),
+            outcome: outcome.into(),
+            detail: None,
+            inverse_tool: None,
+            inverse_params: None,
+            direction: None,
+        };
+        let mut shown = plan.clone();
+        shown.steps = vec![step(a, "requested"), step(b, "expired")];
+        update(&mut s, Msg::Plan(shown));
+        update(&mut s, press('y'));
+        keys(&mut s, "wrong customer");
+        let fx = update(&mut s, press_code(KeyCode::Enter));
+        assert_eq!(
+            fx,
+            vec![Effect::Request {
+                shown: vec![(a, "requested".into()), (b, "expired".into())],
+                reason: "wrong customer".into()
+            }]
+        );
         assert!(s.marks.is_empty());
     }
 
@@ -1353,6 +1623,7 @@ mod tests {
             held_value: Decimal::ZERO,
             findings: 0,
             drift: None,
+            drift_since: None,
         }];
         keys(&mut s, ":pau");
         update(&mut s, press_code(KeyCode::Tab));
@@ -1418,6 +1689,7 @@ mod tests {
             count: 1,
             last_at: now(),
             detail: json!({}),
+            auto: None,
         }];
         update(&mut s, press('4'));
         update(&mut s, press('A'));
@@ -1536,6 +1808,192 @@ mod tests {
         s.data.known_agents = None;
         assert!(run(&mut s, ":pause agent login-bot").is_empty());
         assert!(matches!(s.mode, Mode::ConfirmPause { .. }));
+    }
+
+    #[test]
+    fn marking_one_row_of_an_action_does_not_unmark_it_on_the_next() {
+        let mut s = State::new("test", "ana", false, now());
+        let (a, b) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        // Newest first: a's result, a's verdict, then b.
+        let rows = vec![
+            row(1, "allowed", "x", Some(b)),
+            row(2, "allowed", "x", Some(a)),
+            row(3, "executed", "x", Some(a)),
+        ];
+        update(&mut s, Msg::Rows { rows, lag_ms: None });
+        update(&mut s, press(' '));
+        update(&mut s, press(' '));
+        assert_eq!(s.marks, [a, b].into(), "both marked, neither toggled back");
+        // Back on a's other row, space is an honest toggle.
+        update(&mut s, press('k'));
+        update(&mut s, press(' '));
+        assert_eq!(s.marks, [b].into());
+        // V says, once, what the range held.
+        update(&mut s, press('u'));
+        update(&mut s, press('g'));
+        update(&mut s, press('V'));
+        assert!(s.notice.as_ref().unwrap().text.starts_with("range: from this row"));
+        update(&mut s, press('j'));
+        update(&mut s, press('V'));
+        assert_eq!(
+            s.notice.as_ref().unwrap().text,
+            "range: 2 row(s), 1 action(s) (1 newly marked); 1 marked in all"
+        );
+    }
+
+    #[test]
+    fn a_filter_reaches_every_view_that_shows_its_field_and_statuses_can_be_typed() {
+        let (mut s, ids) = state_with_rows(3);
+        s.status_of.insert(ids[0], "comp. requested".into());
+        for typed in [
+            "/status:\"comp. requested\"",
+            "/status:comp-requested",
+            "/status:comp_requested",
+        ] {
+            keys(&mut s, "/");
+            update(
+                &mut s,
+                Msg::Key(KeyEvent::new(KeyCode::Char('u'), KeyModifiers::CONTROL)),
+            );
+            keys(&mut s, &typed[1..]);
+            update(&mut s, press_code(KeyCode::Enter));
+            assert_eq!(s.mode, Mode::Normal, "{typed}");
+            assert_eq!(s.visible_log().len(), 1, "{typed}");
+        }
+        // Re-opening the prompt shows a value it can parse again.
+        assert_eq!(
+            Filter::parse(&s.filter.describe()).unwrap(),
+            s.filter,
+            "{}",
+            s.filter.describe()
+        );
+        assert!(
+            Filter::parse("verdict:maybe")
+                .unwrap_err()
+                .contains("allow, hold, block")
+        );
+        assert!(Filter::parse("status:\"open").unwrap_err().contains("quote"));
+        // Views filter by the fields they show and name the ones they cannot.
+        s.filter = Filter::parse("agent:refund-bot tool:issue_refund").unwrap();
+        s.data.fleet = ["refund-bot", "other-bot"]
+            .iter()
+            .map(|a| AgentRow {
+                agent: a.to_string(),
+                paused: None,
+                per_bucket: vec![],
+                per_minute: 0.0,
+                held: 0,
+                held_value: Decimal::ZERO,
+                findings: 0,
+                drift: None,
+                drift_since: None,
+            })
+            .collect();
+        assert_eq!(s.visible_fleet().len(), 1);
+        assert_eq!(s.filter.ignored_by(View::Fleet), vec!["tool"]);
+        assert!(s.filter.ignored_by(View::Compensations).is_empty());
+        assert_eq!(
+            Filter::parse("amount>5 verdict:hold")
+                .unwrap()
+                .ignored_by(View::Findings),
+            vec!["verdict", "amount"]
+        );
+    }
+
+    #[test]
+    fn the_open_detail_reloads_when_its_action_changes() {
+        let (mut s, ids) = state_with_rows(2);
+        update(&mut s, press('j'));
+        assert_eq!(
+            update(&mut s, press_code(KeyCode::Enter)),
+            vec![Effect::LoadDetail(ids[0])]
+        );
+        let detail = |id| {
+            Msg::Detail(Box::new(Detail {
+                action_id: id,
+                action: None,
+            }))
+        };
+        // A late answer about another action does not take the screen.
+        update(&mut s, detail(ids[1]));
+        assert!(s.detail.is_none());
+        update(&mut s, detail(ids[0]));
+        assert_eq!(s.detail.as_ref().map(|d| d.action_id), Some(ids[0]));
+        let fx = update(
+            &mut s,
+            Msg::Rows {
+                rows: vec![row(10, "executed", "refund-bot", Some(ids[0]))],
+                lag_ms: None,
+            },
+        );
+        assert!(fx.contains(&Effect::LoadDetail(ids[0])), "{fx:?}");
+        assert!(s.detail.is_some(), "the old record stays until the new one comes");
+        let fx = update(
+            &mut s,
+            Msg::Rows {
+                rows: vec![row(11, "executed", "refund-bot", Some(ids[1]))],
+                lag_ms: None,
+            },
+        );
+        assert!(!fx.iter().any(|e| matches!(e, Effect::LoadDetail(_))), "{fx:?}");
+        // Closed: nothing reloads.
+        update(&mut s, press_code(KeyCode::Esc));
+        let fx = update(
+            &mut s,
+            Msg::Rows {
+                rows: vec![row(12, "compensated", "refund-bot", Some(ids[0]))],
+                lag_ms: None,
+            },
+        );
+        assert!(!fx.iter().any(|e| matches!(e, Effect::LoadDetail(_))), "{fx:?}");
+    }
+
+    #[test]
+    fn mark_by_query_asks_the_database() {
+        let (mut s, _) = state_with_rows(1);
+        let run = |s: &mut State, cmd: &str| {
+            keys(s, cmd);
+            update(s, press_code(KeyCode::Enter))
+        };
+        assert_eq!(
+            run(&mut s, ":mark agent bulk-bot since 1h tool issue_refund"),
+            vec![Effect::MarkQuery {
+                agent: "bulk-bot".into(),
+                since: now() - chrono::Duration::hours(1),
+                tool: Some("issue_refund".into()),
+            }]
+        );
+        assert!(matches!(
+            &run(&mut s, ":mark agent bulk-bot since 30m")[..],
+            [Effect::MarkQuery { tool: None, .. }]
+        ));
+        for bad in [
+            ":mark agent bulk-bot since soon",
+            ":mark bulk-bot",
+            ":mark agent a since 1h tool",
+        ] {
+            assert!(run(&mut s, bad).is_empty(), "{bad}");
+            let n = s.notice.clone().unwrap();
+            assert!(
+                n.error && n.text.contains(":mark agent NAME since 1h"),
+                "{bad}: {}",
+                n.text
+            );
+        }
+        let (a, b) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        update(
+            &mut s,
+            Msg::Marked {
+                what: "of bulk-bot".into(),
+                ids: Ok(vec![a, b]),
+            },
+        );
+        assert_eq!(s.marks, [a, b].into());
+        // c plans the rollback of exactly the marks.
+        update(&mut s, press('2'));
+        assert_eq!(update(&mut s, press('c')), vec![Effect::Plan(vec![a, b])]);
+        s.readonly = true;
+        assert!(run(&mut s, ":mark agent bulk-bot since 1h").is_empty());
     }
 
     #[test]

@@ -88,6 +88,7 @@ pub fn view(s: &State, f: &mut Frame, theme: &Theme) {
     match &s.mode {
         Mode::Help => help(s, f, body, theme),
         Mode::Detail { scroll } => detail(s, f, body, *scroll, theme),
+        Mode::Note { scroll } => note(s, f, body, *scroll, theme),
         Mode::Plan => plan(s, f, body, theme),
         _ => match (s.view, compact) {
             (_, true) | (View::Log, false) => log(s, f, body, theme, compact),
@@ -106,12 +107,26 @@ pub fn view(s: &State, f: &mut Frame, theme: &Theme) {
     footer(s, f, parts[i + 1], theme, compact);
 }
 
+/// The PAUSED banner's own words: who paused the fleet and why, said once
+/// (a reason that already says "fleet paused ... by WHO" is not prefixed again).
 fn pause_text(s: &State) -> Option<String> {
+    pause_parts(s).map(|(why, undo)| format!(" ■ PAUSED  {why}{undo}"))
+}
+
+fn pause_parts(s: &State) -> Option<(String, &'static str)> {
     let sw = s.fleet_paused()?;
-    Some(format!(
-        " ■ PAUSED  fleet paused by {}: {}  (R resumes)",
-        sw.by, sw.reason
-    ))
+    // The room's own reason reads "fleet paused from ... by WHO": said as
+    // "fleet paused by WHO: from ...", not "fleet paused by WHO: fleet paused ... by WHO".
+    let own = sw
+        .reason
+        .strip_prefix("fleet paused ")
+        .and_then(|r| r.strip_suffix(&format!(" by {}", sw.by)));
+    let why = match own {
+        Some(rest) => format!("fleet paused by {}: {rest}", sw.by),
+        None => format!("fleet paused by {}: {}", sw.by, sw.reason),
+    };
+    let undo = if s.readonly { "" } else { "  (R resumes)" };
+    Some((why, undo))
 }
 
 fn too_small(s: &State, f: &mut Frame, area: Rect, theme: &Theme) {
@@ -131,16 +146,6 @@ fn too_small(s: &State, f: &mut Frame, area: Rect, theme: &Theme) {
 }
 
 fn header(s: &State, f: &mut Frame, area: Rect, theme: &Theme) {
-    if let Some(p) = pause_text(s) {
-        f.render_widget(
-            Paragraph::new(Line::styled(
-                format!("{p:<w$}", w = area.width as usize),
-                theme.banner(),
-            )),
-            area,
-        );
-        return;
-    }
     let (conn, cs) = match &s.conn {
         Conn::Live => ("● LIVE".to_string(), theme.fg(Color::Green)),
         Conn::Connecting => ("… CONNECTING".to_string(), theme.fg(Color::Yellow)),
@@ -151,6 +156,33 @@ fn header(s: &State, f: &mut Frame, area: Rect, theme: &Theme) {
     };
     let lag = s.lag_ms.map(|l| format!("  lag {l}ms")).unwrap_or_default();
     let (held, value) = s.held_total();
+    let readonly = if s.readonly { " (read-only)" } else { "" };
+    // Paused: the banner takes the line, and the header's facts stay on it.
+    if let Some((why, undo)) = pause_parts(s) {
+        let w = area.width as usize;
+        // Narrow: the facts that say whether the room can be trusted (live,
+        // lag, held, read-only) stay; the value and findings give way to who paused.
+        let facts = if w >= 110 {
+            format!(
+                " {conn}{lag}  {} held {}  {} findings{readonly} ",
+                held,
+                money(Some(value)),
+                s.open_findings()
+            )
+        } else {
+            format!(" {conn}{lag}  {held} held{readonly} ")
+        };
+        let room = w.saturating_sub(facts.chars().count());
+        // The reason gives way (cut with …) before how to undo it does.
+        let head = " ■ PAUSED  ";
+        let why = cut(
+            &why,
+            room.saturating_sub(head.chars().count() + undo.chars().count()).max(1),
+        );
+        let text = format!("{:<room$}{facts}", format!("{head}{why}{undo}"));
+        f.render_widget(Paragraph::new(Line::styled(cut(&text, w), theme.banner())), area);
+        return;
+    }
     let right = format!(
         " {} agents  {} held {}  {} findings ",
         s.data.fleet.len(),
@@ -166,7 +198,7 @@ fn header(s: &State, f: &mut Frame, area: Rect, theme: &Theme) {
     };
     let left = vec![
         Span::styled(" BACKSTOP ", theme.bold()),
-        Span::raw(format!("{where_}{}  ", if s.readonly { " (read-only)" } else { "" })),
+        Span::raw(format!("{where_}{readonly}  ")),
         Span::styled(conn, cs),
         Span::raw(format!("{lag} ")),
     ];
@@ -195,9 +227,6 @@ fn tabs(s: &State, f: &mut Frame, area: Rect, theme: &Theme, compact: bool) {
         spans.push(Span::styled(label, st));
     }
     let mut right = String::new();
-    if !s.filter.is_empty() {
-        right.push_str(&format!("filter: {}  ", s.filter.describe()));
-    }
     let paused: Vec<&crate::tui::state::Switch> =
         s.data.switches.iter().filter(|sw| sw.scope != Scope::Fleet).collect();
     match (paused.len(), compact) {
@@ -206,7 +235,24 @@ fn tabs(s: &State, f: &mut Frame, area: Rect, theme: &Theme, compact: bool) {
         (n, _) => right.push_str(&format!("{n} PAUSED  ")),
     }
     right.push_str(&format!("{} UTC ", s.now.format("%H:%M:%S")));
-    let used: usize = spans.iter().map(|sp| sp.content.chars().count()).sum::<usize>() + right.chars().count();
+    let tabs_w: usize = spans.iter().map(|sp| sp.content.chars().count()).sum();
+    if !s.filter.is_empty() {
+        // Say which keys this view cannot filter by, rather than look
+        // filtered; the description gives way (cut with …) before that does.
+        let ignored = s.filter.ignored_by(s.shown_view());
+        let note = if ignored.is_empty() {
+            String::new()
+        } else {
+            format!(" ({} not in this view)", ignored.join(", "))
+        };
+        let room = (area.width as usize).saturating_sub(tabs_w + right.chars().count() + 3);
+        let desc = cut(
+            &format!("filter: {}", s.filter.describe()),
+            room.saturating_sub(note.chars().count()).max(8),
+        );
+        right = format!(" {desc}{note}  {right}");
+    }
+    let used = tabs_w + right.chars().count();
     spans.push(Span::raw(" ".repeat((area.width as usize).saturating_sub(used))));
     spans.push(Span::raw(right));
     f.render_widget(Paragraph::new(Line::from(spans)), area);
@@ -388,8 +434,8 @@ fn bar(share: f64, width: usize) -> String {
 fn fleet(s: &State, f: &mut Frame, area: Rect, theme: &Theme) {
     let parts = Layout::vertical([Constraint::Percentage(55), Constraint::Percentage(45)]).split(area);
     let sel = s.cursor_index_of(View::Fleet);
-    let all = &s.data.fleet;
-    let (start, shown) = window(all, sel, rows_fit(parts[0], all.len(), false));
+    let all = s.visible_fleet();
+    let (start, shown) = window(&all, sel, rows_fit(parts[0], all.len(), false));
     let n = shown.len();
     let widths = [
         Constraint::Length(1),
@@ -433,7 +479,11 @@ fn fleet(s: &State, f: &mut Frame, area: Rect, theme: &Theme) {
                     } else {
                         String::new()
                     }),
-                    Span::from(a.drift.map(|d| format!("{d:.3}")).unwrap_or_default()),
+                    Span::from(match (a.drift, a.drift_since) {
+                        (Some(d), Some(t)) => format!("{d:.3} vs before {}", t.format("%H:%M")),
+                        (Some(d), None) => format!("{d:.3}"),
+                        (None, _) => String::new(),
+                    }),
                 ],
             );
             if i == sel { row.style(theme.selected()) } else { row }
@@ -456,15 +506,24 @@ fn fleet(s: &State, f: &mut Frame, area: Rect, theme: &Theme) {
         ));
     f.render_widget(table, parts[0]);
 
-    let agent = s.data.fleet.get(sel).map(|a| a.agent.clone());
+    let agent = all.get(sel).map(|a| a.agent.clone());
     let mut lines = Vec::new();
     match agent.as_ref().and_then(|a| s.data.dists.get(a)) {
         Some(d) => {
             lines.push(Line::styled(
-                format!(
-                    "{}: baseline {} decisions vs recent {}",
-                    d.agent, d.baseline_n, d.recent_n
-                ),
+                match d.baseline_before {
+                    Some(t) => format!(
+                        "{}: baseline before the drift finding of {} UTC ({} decisions; kept until it is resolved) vs recent {}",
+                        d.agent,
+                        t.format("%H:%M:%S"),
+                        d.baseline_n,
+                        d.recent_n
+                    ),
+                    None => format!(
+                        "{}: baseline {} decisions vs recent {}",
+                        d.agent, d.baseline_n, d.recent_n
+                    ),
+                },
                 theme.bold(),
             ));
             for (dim, cats) in &d.dims {
@@ -642,8 +701,8 @@ fn findings(s: &State, f: &mut Frame, area: Rect, theme: &Theme) {
         Constraint::Length(10),
         Constraint::Length(18),
         Constraint::Length(14),
-        Constraint::Length(28),
-        Constraint::Length(12),
+        Constraint::Length(18),
+        Constraint::Length(22),
         Constraint::Length(4),
         Constraint::Length(8),
         Constraint::Min(10),
@@ -663,7 +722,7 @@ fn findings(s: &State, f: &mut Frame, area: Rect, theme: &Theme) {
                     Span::from(x.kind.clone()),
                     Span::from(x.agent.clone().unwrap_or_default()),
                     Span::from(x.rule.clone().unwrap_or_default()),
-                    Span::from(x.status.clone()),
+                    Span::from(x.status_label()),
                     Span::from(x.count.to_string()),
                     Span::from(x.last_at.format("%H:%M:%S").to_string()),
                     Span::from(evidence),
@@ -691,9 +750,9 @@ fn findings(s: &State, f: &mut Frame, area: Rect, theme: &Theme) {
 }
 
 fn compensations(s: &State, f: &mut Frame, area: Rect, theme: &Theme) {
-    let rows = &s.data.comps;
+    let rows = s.visible_comps();
     let sel = s.cursor_index_of(View::Compensations);
-    let (start, shown) = window(rows, sel, rows_fit(area, rows.len(), false));
+    let (start, shown) = window(&rows, sel, rows_fit(area, rows.len(), false));
     let n = shown.len();
     let widths = [
         Constraint::Length(2),
@@ -761,20 +820,45 @@ fn compensations(s: &State, f: &mut Frame, area: Rect, theme: &Theme) {
     f.render_widget(table, area);
 }
 
+/// Labelled lines, a value continuing on indented lines (wrapped, never cut).
+fn labelled<'a>(pairs: &[(String, String)], theme: &Theme) -> Vec<Line<'a>> {
+    pairs
+        .iter()
+        .flat_map(|(k, v)| {
+            let mut out = vec![Line::from(vec![
+                Span::styled(format!("{k}: "), theme.bold()),
+                Span::raw(v.lines().next().unwrap_or("").to_string()),
+            ])];
+            out.extend(v.lines().skip(1).map(|l| Line::from(format!("    {l}"))));
+            out
+        })
+        .collect()
+}
+
+fn note(s: &State, f: &mut Frame, area: Rect, scroll: u16, theme: &Theme) {
+    let Some(n) = &s.note else { return };
+    let keys = if n.action.is_some() {
+        "Enter the action, Esc back, j/k scroll"
+    } else {
+        "Esc back, j/k scroll"
+    };
+    f.render_widget(
+        Paragraph::new(labelled(&n.lines, theme))
+            .wrap(Wrap { trim: false })
+            .scroll((scroll, 0))
+            .block(
+                Block::default()
+                    .borders(Borders::TOP)
+                    .title(format!(" {} ({keys}) ", n.title)),
+            ),
+        area,
+    );
+}
+
 fn detail(s: &State, f: &mut Frame, area: Rect, scroll: u16, theme: &Theme) {
     let lines: Vec<Line> = match &s.detail {
         None => vec![Line::from("loading ...")],
-        Some(d) => detail_lines(d)
-            .iter()
-            .flat_map(|(k, v)| {
-                let mut out = vec![Line::from(vec![
-                    Span::styled(format!("{k}: "), theme.bold()),
-                    Span::raw(v.lines().next().unwrap_or("").to_string()),
-                ])];
-                out.extend(v.lines().skip(1).map(|l| Line::from(format!("    {l}"))));
-                out
-            })
-            .collect(),
+        Some(d) => labelled(&detail_lines(d), theme),
     };
     let title = s
         .detail
@@ -912,23 +996,62 @@ fn detail_lines(d: &Detail) -> Vec<(String, String)> {
     lines
 }
 
+/// A line cut to `width` columns, ending in `…` where cut (never silently).
+fn fit_line<'a>(spans: Vec<Span<'a>>, width: usize) -> Line<'a> {
+    let total: usize = spans.iter().map(|sp| sp.content.chars().count()).sum();
+    if total <= width {
+        return Line::from(spans);
+    }
+    let mut left = width;
+    let mut out = Vec::new();
+    for sp in spans {
+        let n = sp.content.chars().count();
+        if n < left {
+            left -= n;
+            out.push(sp);
+        } else {
+            out.push(Span::styled(cut(&sp.content, left), sp.style));
+            break;
+        }
+    }
+    Line::from(out)
+}
+
 fn plan(s: &State, f: &mut Frame, area: Rect, theme: &Theme) {
     let Some(p) = &s.plan else { return };
-    let mut lines = vec![Line::styled(
-        format!(
-            "Rollback plan: {} step(s), {} to compensate ({} pulled in as dependents), recovering {}{}, not recoverable {}, {} entities touched",
-            p.totals.steps,
-            p.totals.will_compensate,
-            p.totals.dependents,
-            money(Some(p.totals.value_recovered)),
-            crate::compensation::directions(&p.totals),
-            money(Some(p.totals.value_not_recoverable)),
-            p.totals.entities_touched
+    let width = area.width as usize;
+    let mut lines = vec![
+        fit_line(
+            vec![Span::styled(
+                format!(
+                    "Rollback plan: {} step(s), {} to compensate ({} pulled in as dependents)",
+                    p.totals.steps, p.totals.will_compensate, p.totals.dependents,
+                ),
+                theme.bold(),
+            )],
+            width,
         ),
-        theme.bold(),
-    )];
-    // The top line, the totals and the keys take three lines; the steps scroll in the rest.
-    let room = area.height.saturating_sub(3) as usize;
+        fit_line(
+            vec![Span::styled(
+                format!(
+                    "recovering {}{}, not recoverable {}, {} entities touched",
+                    money(Some(p.totals.value_recovered)),
+                    crate::compensation::directions(&p.totals),
+                    money(Some(p.totals.value_not_recoverable)),
+                    p.totals.entities_touched,
+                ),
+                theme.bold(),
+            )],
+            width,
+        ),
+    ];
+    // Reads are left out of the steps and counted on a line of their own.
+    if let Some(l) = crate::compensation::read_only_line(&p.totals) {
+        lines.push(fit_line(vec![Span::raw(l)], width));
+    }
+    // The top line, the totals and the keys take the lines above and one
+    // below; the steps scroll in the rest.
+    let room = area.height.saturating_sub(lines.len() as u16 + 2) as usize;
     let len = p.steps.len();
     let fit = if len > room {
         room.saturating_sub(2).max(1)
@@ -962,17 +1085,20 @@ fn plan(s: &State, f: &mut Frame, area: Rect, theme: &Theme) {
         } else {
             theme.fg(Color::Red)
         };
-        lines.push(Line::from(vec![
-            Span::raw(format!(
-                "  {}  {:<14} {:<18} {:>10}  ",
-                &st.action_id.to_string()[..8],
-                cut(&st.agent, 14),
-                cut(&st.tool, 18),
-                money(st.amount)
-            )),
-            Span::styled(format!("{outcome:<20}"), style),
-            Span::raw(format!(" {via}  {}", st.detail.clone().unwrap_or_default())),
-        ]));
+        lines.push(fit_line(
+            vec![
+                Span::raw(format!(
+                    "  {}  {:<14} {:<18} {:>10}  ",
+                    &st.action_id.to_string()[..8],
+                    cut(&st.agent, 14),
+                    cut(&st.tool, 18),
+                    money(st.amount)
+                )),
+                Span::styled(format!("{outcome:<20}"), style),
+                Span::raw(format!(" {via}  {}", st.detail.clone().unwrap_or_default())),
+            ],
+            width,
+        ));
     }
     if len > fit {
         lines.push(Line::styled(
@@ -1005,10 +1131,17 @@ fn help(s: &State, f: &mut Frame, area: Rect, theme: &Theme) {
         "  :agent NAME  :pause fleet|agent NAME|tool NAME  :resume fleet|agent NAME|tool NAME",
     ));
     lines.push(Line::from(
+        "  :mark agent NAME since 1h [tool NAME]  (marks every such action in the database; c plans them)",
+    ));
+    lines.push(Line::from(
         "  :fleet :log :approvals :findings :compensations  :clear (filter)  :quit",
     ));
     lines.push(Line::styled(
-        "Filter (/): agent:NAME tool:NAME verdict:hold status:executed amount>500 free text",
+        format!("Filter (/): {}", super::state::FILTER_SYNTAX),
+        theme.dim(),
+    ));
+    lines.push(Line::styled(
+        "  each view filters by the fields it shows; the tab line names a key a view cannot use",
         theme.dim(),
     ));
     f.render_widget(
@@ -1040,8 +1173,13 @@ fn agent_summary(s: &State, f: &mut Frame, area: Rect, theme: &Theme) {
                 .fleet
                 .iter()
                 .find(|x| x.agent == a)
-                .and_then(|x| x.drift)
-                .map(|x| format!("  drift {x:.3}"))
+                .and_then(|x| {
+                    let since = x
+                        .drift_since
+                        .map(|t| format!(" vs the baseline before the drift finding of {}", t.format("%H:%M")))
+                        .unwrap_or_default();
+                    x.drift.map(|d| format!("  drift {d:.3}{since}"))
+                })
                 .unwrap_or_default();
             format!(" {a}  tools {}  verdicts {verdicts}{drift}", spark(&tools))
         }
