@@ -184,6 +184,20 @@ enum Command {
         #[arg(long)]
         tool: Option<String>,
     },
+    /// An MCP gateway on stdio: serves the upstream MCP server's tools, every call through Backstop.
+    ///
+    /// In an agent's MCP configuration: backstop mcp --agent refunds-bot -- python3 payments_server.py
+    Mcp {
+        /// The agent every call is proposed as (this login must be it, or mapped to it).
+        #[arg(long)]
+        agent: String,
+        /// How long a held call waits for approval before the agent is told it is held (e.g. 30s, 5m).
+        #[arg(long, default_value = "60s")]
+        hold_wait: String,
+        /// The upstream MCP server's command and arguments.
+        #[arg(last = true, required = true, value_name = "CMD")]
+        command: Vec<String>,
+    },
     /// Run requested compensations (exactly once each) until Ctrl-C.
     Worker {
         /// This worker's name in the log (default: worker-HOST-PID).
@@ -557,6 +571,28 @@ async fn run(cfg: Config, command: Option<Command>, readonly: bool) -> anyhow::R
                 dry_run,
             };
             commands::compensate(&cfg, &args).await
+        }
+        Some(Command::Mcp {
+            agent,
+            hold_wait,
+            command,
+        }) => {
+            let wait =
+                backstop::filecheck::parse_duration(&hold_wait).map_err(|e| anyhow::anyhow!("--hold-wait: {e}"))?;
+            anyhow::ensure!(
+                (0.0..=86400.0).contains(&wait),
+                "--hold-wait must be between 0s and 24h"
+            );
+            commands::mcp(
+                &cfg,
+                backstop::mcp::GatewayOptions {
+                    agent,
+                    hold_wait: std::time::Duration::from_secs_f64(wait),
+                    poll: std::time::Duration::from_secs(10),
+                    command,
+                },
+            )
+            .await
         }
         Some(Command::Worker {
             name,

@@ -10,6 +10,7 @@ mod compensate;
 mod findings;
 mod fleet;
 mod ledger;
+mod mcp;
 mod pause;
 mod supervise;
 
@@ -27,6 +28,7 @@ pub use compensate::{CompensateArgs, compensate, worker};
 pub use findings::{finding_status, findings};
 pub use fleet::{drill, simulate};
 pub use ledger::{log, seal, verify, verify_replica};
+pub use mcp::mcp;
 pub use pause::{pause, resume};
 pub use supervise::supervise;
 
