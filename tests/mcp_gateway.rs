@@ -43,7 +43,7 @@ fn python_missing() -> Option<String> {
 
 /// A database with the shipped registry and policy and an agent login, or
 /// None (after saying why) when Python's MCP SDK is missing and not required.
-async fn setup(test: &str) -> Option<(TestDb, Logins, PgPool)> {
+async fn setup(test: &str, login: &str) -> Option<(TestDb, Logins, PgPool, String)> {
     if let Some(why) = python_missing() {
         if std::env::var("BACKSTOP_REQUIRE_PYTHON").is_ok_and(|v| v == "1") {
             panic!("BACKSTOP_REQUIRE_PYTHON=1 but {why}");
@@ -54,12 +54,9 @@ async fn setup(test: &str) -> Option<(TestDb, Logins, PgPool)> {
     let t = TestDb::new().await;
     t.load_assets().await;
     let mut logins = Logins::new(&t);
-    let agent = logins.login(&t, "mcpbot", Some("agent")).await;
-    Some((t, logins, agent))
-}
-
-fn agent_name() -> String {
-    Logins::name("mcpbot")
+    // A login per test: logins are cluster-wide and the tests run at once.
+    let agent = logins.login(&t, login, Some("agent")).await;
+    Some((t, logins, agent, Logins::name(login)))
 }
 
 /// `url` with another user name.
@@ -77,16 +74,16 @@ fn script(name: &str) -> PathBuf {
 
 /// The agent's MCP client, making `calls` through `backstop mcp` started on
 /// the ledger server, connected to the database as the agent's login.
-fn spawn_client(t: &TestDb, ledger: &Path, hold_wait: &str, calls: Value) -> Child {
+fn spawn_client(t: &TestDb, agent: &str, ledger: &Path, hold_wait: &str, calls: Value) -> Child {
     Command::new("python3")
         .arg(script("agent_client.py"))
         .arg(calls.to_string())
         .arg("--")
         .arg(env!("CARGO_BIN_EXE_backstop"))
-        .args(["mcp", "--agent", &agent_name(), "--hold-wait", hold_wait, "--"])
+        .args(["mcp", "--agent", agent, "--hold-wait", hold_wait, "--"])
         .arg("python3")
         .arg(script("ledger_server.py"))
-        .env("DATABASE_URL", url_as(&t.url, &agent_name()))
+        .env("DATABASE_URL", url_as(&t.url, agent))
         .env("LEDGER", ledger)
         .env_remove("BACKSTOP_OPERATOR")
         .stdin(Stdio::null())
@@ -165,7 +162,7 @@ async fn log_kinds(pool: &PgPool, id: Uuid) -> Vec<String> {
 
 #[tokio::test]
 async fn allowed_calls_are_forwarded_and_recorded_and_unknown_tools_blocked() {
-    let Some((t, logins, agent)) = setup("allowed_calls_are_forwarded_and_recorded").await else {
+    let Some((t, logins, agent, name)) = setup("allowed_calls_are_forwarded_and_recorded", "mcp_allow").await else {
         return;
     };
     let p = t.pool();
@@ -174,7 +171,7 @@ async fn allowed_calls_are_forwarded_and_recorded_and_unknown_tools_blocked() {
         {"tool": "issue_refund", "arguments": {"customer_id": "c-m1", "amount": 120, "order_id": "o-1"}},
         {"tool": "delete_customer", "arguments": {"customer_id": "c-m1"}},
     ]);
-    let (tools, answers) = finish(spawn_client(&t, &ledger, "5s", calls)).await;
+    let (tools, answers) = finish(spawn_client(&t, &name, &ledger, "5s", calls)).await;
     assert_eq!(
         tools,
         ["delete_customer", "get_balance", "issue_refund", "reverse_refund"]
@@ -197,7 +194,7 @@ async fn allowed_calls_are_forwarded_and_recorded_and_unknown_tools_blocked() {
             .fetch_one(p)
             .await
             .unwrap();
-    assert_eq!(agent_of, agent_name());
+    assert_eq!(agent_of, name.clone());
     assert_eq!(inverse["refund_id"], refund_id.as_str(), "{inverse}");
 
     // The unknown tool: blocked and logged by the contract, never forwarded.
@@ -218,13 +215,13 @@ async fn allowed_calls_are_forwarded_and_recorded_and_unknown_tools_blocked() {
 
 #[tokio::test]
 async fn a_held_call_waits_for_two_approvals_with_progress_then_runs() {
-    let Some((t, logins, agent)) = setup("a_held_call_waits_for_two_approvals").await else {
+    let Some((t, logins, agent, name)) = setup("a_held_call_waits_for_two_approvals", "mcp_hold").await else {
         return;
     };
     let p = t.pool();
     let ledger = ledger_path(&t);
     let calls = json!([{"tool": "issue_refund", "arguments": {"customer_id": "c-m2", "amount": 12000}}]);
-    let child = spawn_client(&t, &ledger, "120s", calls);
+    let child = spawn_client(&t, &name, &ledger, "120s", calls);
     let t0 = Instant::now();
     let id = loop {
         let held: Option<Uuid> = sqlx::query_scalar("SELECT action_id FROM backstop.actions WHERE status = 'held'")
@@ -264,7 +261,7 @@ async fn a_held_call_waits_for_two_approvals_with_progress_then_runs() {
 
 #[tokio::test]
 async fn holds_past_the_wait_blocks_and_pauses_come_back_as_tool_errors() {
-    let Some((t, logins, agent)) = setup("holds_past_the_wait_blocks_and_pauses").await else {
+    let Some((t, logins, agent, name)) = setup("holds_past_the_wait_blocks_and_pauses", "mcp_block").await else {
         return;
     };
     let p = t.pool();
@@ -277,7 +274,7 @@ async fn holds_past_the_wait_blocks_and_pauses_come_back_as_tool_errors() {
         {"tool": "issue_refund", "arguments": {"customer_id": "c-m3", "amount": 20000}},
         {"tool": "issue_refund", "arguments": {"customer_id": "c-m9", "amount": 10}},
     ]);
-    let (_, answers) = finish(spawn_client(&t, &ledger, "0s", calls)).await;
+    let (_, answers) = finish(spawn_client(&t, &name, &ledger, "0s", calls)).await;
     let (held_id, status) = action_of(p, "c-m3").await;
     assert_eq!(status, "held");
     let held = answers[0]["text"].as_str().unwrap();
@@ -289,12 +286,12 @@ async fn holds_past_the_wait_blocks_and_pauses_come_back_as_tool_errors() {
     assert!(blocked.contains("c-m9 is churned or suppressed"), "{blocked}");
 
     sqlx::query("SELECT backstop.pause('agent', $1, 'refund loop under investigation')")
-        .bind(agent_name())
+        .bind(name.clone())
         .execute(p)
         .await
         .unwrap();
     let calls = json!([{"tool": "issue_refund", "arguments": {"customer_id": "c-m4", "amount": 10}}]);
-    let (_, answers) = finish(spawn_client(&t, &ledger, "0s", calls)).await;
+    let (_, answers) = finish(spawn_client(&t, &name, &ledger, "0s", calls)).await;
     assert_eq!(answers[0]["is_error"], true);
     let paused = answers[0]["text"].as_str().unwrap();
     assert!(paused.contains("refund loop under investigation"), "{paused}");
@@ -305,4 +302,210 @@ async fn holds_past_the_wait_blocks_and_pauses_come_back_as_tool_errors() {
     );
     cleanup(&ledger);
     logins.drop_all(vec![agent]).await;
+}
+
+/// A registry for the ledger server's tools whose inverse runs through the
+/// `mcp` executor on the same server (sharing `ledger`), and a small policy.
+fn write_config(dir: &Path, ledger: &Path) -> (PathBuf, PathBuf) {
+    let command = json!([
+        "env",
+        format!("LEDGER={}", ledger.display()),
+        "python3",
+        script("ledger_server.py")
+    ]);
+    let tools = format!(
+        r#"[tools.issue_refund]
+class = "reversible"
+description = "Refund money to a customer"
+params = ["customer_id", "amount", "order_id", "reason"]
+result = ["refund_id", "status"]
+value = "amount"
+entity = "customer_id"
+inverse = "reverse_refund"
+bind = {{ refund_id = "result.refund_id", customer_id = "params.customer_id", amount = "params.amount" }}
+
+[tools.reverse_refund]
+class = "irreversible"
+description = "Take back a refund"
+params = ["refund_id", "customer_id", "amount"]
+executor = {{ kind = "mcp", command = {command}, timeout = "60s" }}
+"#
+    );
+    let policy = r#"[settings]
+hold_expiry = "1h"
+four_eyes_above = 10000
+
+[[rules]]
+name = "large"
+kind = "amount_over"
+threshold = 1000
+effect = "hold"
+reason = "{amount} is above {threshold}"
+"#;
+    std::fs::create_dir_all(dir).unwrap();
+    let (t, p) = (dir.join("tools.toml"), dir.join("policy.toml"));
+    std::fs::write(&t, tools).unwrap();
+    std::fs::write(&p, policy).unwrap();
+    (t, p)
+}
+
+#[tokio::test]
+async fn a_requested_compensation_runs_the_inverse_on_the_mcp_server_exactly_once() {
+    let Some((t, logins, agent, name)) = setup(
+        "a_requested_compensation_runs_the_inverse_on_the_mcp_server",
+        "mcp_undo",
+    )
+    .await
+    else {
+        return;
+    };
+    let p = t.pool();
+    let ledger = ledger_path(&t);
+    let dir = std::env::temp_dir().join(format!("backstop-{}-mcp-config", t.name));
+    let (tools, policy) = write_config(&dir, &ledger);
+    backstop::demo::script::load_config(p, &tools, &policy)
+        .await
+        .expect("load the MCP registry");
+
+    let calls = json!([{"tool": "issue_refund", "arguments": {"customer_id": "c-m5", "amount": 50}}]);
+    let (_, answers) = finish(spawn_client(&t, &name, &ledger, "5s", calls)).await;
+    assert_eq!(answers[0]["is_error"], false, "{}", answers[0]);
+    let refund_id = answers[0]["structured"]["refund_id"].as_str().unwrap().to_string();
+    let (id, status) = action_of(p, "c-m5").await;
+    assert_eq!(status, "executed");
+
+    let ops = t.as_operator("oncall").await;
+    let plan = backstop::compensation::plan(&ops, &backstop::compensation::Selection::Actions(vec![id]))
+        .await
+        .unwrap();
+    backstop::compensation::request(&ops, &plan, "refunded the wrong customer")
+        .await
+        .unwrap();
+
+    // A worker that called the server and died before recording it: the
+    // inverse ran once, with the action id as its key.
+    let (inverse_tool, inverse_params): (String, Value) =
+        sqlx::query_as("SELECT inverse_tool, inverse_params FROM backstop.actions WHERE action_id = $1")
+            .bind(id)
+            .fetch_one(p)
+            .await
+            .unwrap();
+    let claim = contract::Claim {
+        action_id: id,
+        agent: name.clone(),
+        tool: "issue_refund".into(),
+        inverse_tool,
+        inverse_params,
+        deadline: None,
+        condition: None,
+        attempt: 1,
+        lease_until: chrono::Utc::now(),
+        blocked_by: None,
+    };
+    let command: Vec<String> = vec![
+        "env".into(),
+        format!("LEDGER={}", ledger.display()),
+        "python3".into(),
+        script("ledger_server.py").display().to_string(),
+    ];
+    let first = backstop::compensation::mcp::run(&command, Duration::from_secs(60), &claim).await;
+    assert!(
+        matches!(first, backstop::compensation::executor::ExecOutcome::Done(_)),
+        "{first:?}"
+    );
+
+    // The restarted worker runs it again: the server answers with the first
+    // outcome, and the compensation completes.
+    common::drain(p, "mcp-test-worker").await;
+    let comp: String = sqlx::query_scalar("SELECT status FROM backstop.compensations WHERE action_id = $1")
+        .bind(id)
+        .fetch_one(p)
+        .await
+        .unwrap();
+    assert_eq!(comp, "compensated");
+    let book: Value = serde_json::from_str(&std::fs::read_to_string(&ledger).unwrap()).unwrap();
+    assert_eq!(book["refunds"][&refund_id]["status"], "reversed", "{book}");
+    assert_eq!(book["balances"]["c-m5"].as_f64(), Some(0.0), "reversed twice: {book}");
+    assert_eq!(
+        server_calls(&ledger),
+        ["issue_refund", "reverse_refund", "reverse_refund"]
+    );
+    let calls = std::fs::read_to_string(ledger.with_extension("json.calls")).unwrap();
+    let keys: Vec<Value> = calls
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|c| c["tool"] == "reverse_refund")
+        .map(|c| c["args"]["key"].clone())
+        .collect();
+    assert_eq!(keys, [json!(id.to_string()), json!(id.to_string())]);
+    std::fs::remove_dir_all(&dir).ok();
+    cleanup(&ledger);
+    logins.drop_all(vec![agent]).await;
+}
+
+#[tokio::test]
+async fn the_mcp_executor_maps_tool_errors_to_conflict_condition_failed_and_retry() {
+    if python_missing().is_some() {
+        return setup("the_mcp_executor_maps_tool_errors", "mcp_exec")
+            .await
+            .map(|_| ())
+            .unwrap_or(());
+    }
+    let dir = std::env::temp_dir().join(format!("backstop-mcp-exec-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ledger = dir.join("ledger.json");
+    let book = json!({"refunds": {
+        "rf-w": {"customer_id": "c", "amount": 5, "status": "withdrawn"},
+        "rf-r": {"customer_id": "c", "amount": 5, "status": "reversed"}
+    }, "balances": {}});
+    std::fs::write(&ledger, book.to_string()).unwrap();
+    let command: Vec<String> = vec![
+        "env".into(),
+        format!("LEDGER={}", ledger.display()),
+        "python3".into(),
+        script("ledger_server.py").display().to_string(),
+    ];
+    let claim = |refund: &str| contract::Claim {
+        action_id: Uuid::new_v4(),
+        agent: "a".into(),
+        tool: "issue_refund".into(),
+        inverse_tool: "reverse_refund".into(),
+        inverse_params: json!({"refund_id": refund, "customer_id": "c", "amount": 5}),
+        deadline: None,
+        condition: None,
+        attempt: 1,
+        lease_until: chrono::Utc::now(),
+        blocked_by: None,
+    };
+    use backstop::compensation::executor::ExecOutcome;
+    let run = |c| {
+        let command = command.clone();
+        async move { backstop::compensation::mcp::run(&command, Duration::from_secs(60), &c).await }
+    };
+    let withdrawn = run(claim("rf-w")).await;
+    assert!(
+        matches!(withdrawn, ExecOutcome::ConditionFailed(ref m) if m.contains("withdrawn")),
+        "{withdrawn:?}"
+    );
+    let reversed = run(claim("rf-r")).await;
+    assert!(
+        matches!(reversed, ExecOutcome::Conflict(ref m) if m.contains("is reversed")),
+        "{reversed:?}"
+    );
+    let missing = run(claim("rf-none")).await;
+    assert!(
+        matches!(missing, ExecOutcome::Retry(ref m) if m.contains("no refund rf-none")),
+        "{missing:?}"
+    );
+    let gone = backstop::compensation::mcp::run(
+        &["/nonexistent/mcp-server".to_string()],
+        Duration::from_secs(60),
+        &claim("rf-w"),
+    )
+    .await;
+    assert!(
+        matches!(gone, ExecOutcome::Retry(ref m) if m.contains("cannot start")),
+        "{gone:?}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
 }

@@ -1,6 +1,7 @@
 """A small MCP server for the gateway's tests (Python `mcp` SDK 2.x, stdio).
 
-A refund and its inverse over a tiny ledger, plus a read and a tool the
+A refund and its inverse (which honours the idempotency key in the call's
+_meta) over a tiny ledger, plus a read and a tool the
 registry does not know. The ledger lives in the JSON file $LEDGER (so the
 test can read what happened, and every server started on it shares it);
 every call is also appended to $LEDGER.calls, one JSON line each, with the
@@ -14,10 +15,13 @@ import os
 import uuid
 from typing import Any
 
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
 from mcp_types import ToolAnnotations
 
 LEDGER = os.environ["LEDGER"]
+# Where Backstop's mcp executor puts the action id (src/compensation/mcp.rs).
+IDEMPOTENCY_META = "io.backstop/idempotency-key"
 server = MCPServer("ledger")
 
 
@@ -41,10 +45,6 @@ def note(tool: str, args: dict[str, Any]) -> None:
         f.write(json.dumps({"tool": tool, "args": args}) + "\n")
 
 
-class RefundResult(dict):  # type: ignore[type-arg]
-    pass
-
-
 @server.tool(annotations=ToolAnnotations(destructive_hint=False, read_only_hint=False))
 def issue_refund(customer_id: str, amount: float, order_id: str = "", reason: str = "") -> dict[str, Any]:
     """Refund money to a customer."""
@@ -59,20 +59,38 @@ def issue_refund(customer_id: str, amount: float, order_id: str = "", reason: st
     return {"refund_id": refund_id, "status": "issued"}
 
 
+def idempotency_key(ctx: Context) -> str | None:
+    meta = ctx.request_context.meta
+    if meta is None:
+        return None
+    fields = meta if isinstance(meta, dict) else meta.model_dump(by_alias=True)
+    key = fields.get(IDEMPOTENCY_META)
+    return None if key is None else str(key)
+
+
 @server.tool(annotations=ToolAnnotations(destructive_hint=True))
-def reverse_refund(refund_id: str, customer_id: str, amount: float) -> dict[str, Any]:
-    """Take back a refund the customer has not withdrawn."""
-    note("reverse_refund", {"refund_id": refund_id})
+def reverse_refund(refund_id: str, customer_id: str, amount: float, ctx: Context) -> dict[str, Any]:
+    """Take back a refund the customer has not withdrawn (once per idempotency key)."""
+    key = idempotency_key(ctx)
+    note("reverse_refund", {"refund_id": refund_id, "key": key})
     ledger = load()
+    done = ledger.setdefault("keys", {})
+    if key is not None and key in done:
+        return done[key]  # a repeat: the first answer, nothing done again
     r = ledger["refunds"].get(refund_id)
     if r is None:
-        raise ValueError(f"no refund {refund_id}")
-    if r["status"] == "reversed":
-        return {"refund_id": refund_id, "status": "reversed", "already": True}
+        raise ToolError(f"no refund {refund_id}")
+    if r["status"] == "withdrawn":
+        raise ToolError(f"condition failed: refund {refund_id} was withdrawn by the customer")
+    if r["status"] != "issued":
+        raise ToolError(f"conflict: refund {refund_id} is {r['status']}")
     r["status"] = "reversed"
     ledger["balances"][customer_id] = ledger["balances"].get(customer_id, 0) - amount
+    answer = {"refund_id": refund_id, "status": "reversed"}
+    if key is not None:
+        done[key] = answer
     save(ledger)
-    return {"refund_id": refund_id, "status": "reversed"}
+    return answer
 
 
 @server.tool(annotations=ToolAnnotations(read_only_hint=True))
