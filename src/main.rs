@@ -135,6 +135,12 @@ enum Command {
         /// Overwrite files that exist.
         #[arg(long)]
         force: bool,
+        /// Draft tools.toml from an MCP server's tool list: backstop init --from-mcp -- CMD ARGS.
+        #[arg(long, requires = "server")]
+        from_mcp: bool,
+        /// The MCP server's command and arguments (with --from-mcp).
+        #[arg(last = true, value_name = "CMD", id = "server")]
+        server: Vec<String>,
     },
     /// Check and load tools.toml and policy.toml as new versions (where they changed), both or neither.
     Load {
@@ -530,7 +536,19 @@ async fn run(cfg: Config, command: Option<Command>, readonly: bool) -> anyhow::R
             };
             commands::check(&cfg, &tools, &policy).await
         }
-        Some(Command::Init { dir, force }) => commands::init(&cfg, dir.as_deref(), force),
+        Some(Command::Init {
+            dir,
+            force,
+            from_mcp,
+            server,
+        }) => {
+            if from_mcp {
+                commands::init_from_mcp(&cfg, dir.as_deref(), force, &server).await
+            } else {
+                anyhow::ensure!(server.is_empty(), "a command after -- is the MCP server of --from-mcp");
+                commands::init(&cfg, dir.as_deref(), force)
+            }
+        }
         Some(Command::Load { files }) => commands::load(&with_files(cfg, files)).await,
         Some(Command::Pause(s)) => {
             let target = scope_target(&s)?;

@@ -509,3 +509,84 @@ async fn the_mcp_executor_maps_tool_errors_to_conflict_condition_failed_and_retr
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+fn backstop_cmd(dir: &Path) -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_backstop"));
+    c.current_dir(dir)
+        .env_remove("DATABASE_URL")
+        .env_remove("BACKSTOP_TOOLS")
+        .env_remove("BACKSTOP_POLICY");
+    c
+}
+
+#[tokio::test]
+async fn init_from_mcp_drafts_a_registry_that_check_accepts_once_its_todos_are_filled() {
+    if python_missing().is_some() {
+        return setup("init_from_mcp_drafts_a_registry", "mcp_init")
+            .await
+            .map(|_| ())
+            .unwrap_or(());
+    }
+    let dir = std::env::temp_dir().join(format!("backstop-mcp-init-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = backstop_cmd(&dir)
+        .args(["init", ".", "--from-mcp", "--", "python3"])
+        .arg(script("ledger_server.py"))
+        .env("LEDGER", dir.join("ledger.json"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let drafted = std::fs::read_to_string(dir.join("tools.toml")).unwrap();
+    let doc: toml::Table = drafted.parse().expect("the draft is TOML");
+    let tool = |n: &str| doc["tools"][n].as_table().unwrap().clone();
+    assert_eq!(tool("get_balance")["class"].as_str(), Some("read"), "{drafted}");
+    assert_eq!(
+        tool("reverse_refund")["class"].as_str(),
+        Some("irreversible"),
+        "{drafted}"
+    );
+    assert_eq!(tool("issue_refund")["class"].as_str(), Some("reversible"), "{drafted}");
+    let params: Vec<String> = tool("issue_refund")["params"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v.as_str().map(String::from))
+        .collect();
+    assert_eq!(params, ["amount", "customer_id", "order_id", "reason"]);
+    assert!(
+        drafted.contains("# TODO: inverse: the tool that undoes issue_refund"),
+        "{drafted}"
+    );
+
+    // check names what is left to decide: the reversible tools' inverses.
+    let check = backstop_cmd(&dir).arg("check").output().unwrap();
+    let said = String::from_utf8_lossy(&check.stderr).into_owned() + &String::from_utf8_lossy(&check.stdout);
+    assert!(!check.status.success(), "{said}");
+    assert!(said.contains("tools.issue_refund.inverse"), "{said}");
+    assert!(said.contains("tools.delete_customer.inverse"), "{said}");
+
+    // The team decides: refunds are undone by reverse_refund, deleting a
+    // customer cannot be.
+    let filled = drafted
+        .replace(
+            "# inverse = \"undo_issue_refund\"",
+            "inverse = \"reverse_refund\"\nresult = [\"refund_id\", \"status\"]",
+        )
+        .replace(
+            "# bind = { amount = \"params.amount\", customer_id = \"params.customer_id\" }",
+            "bind = { amount = \"params.amount\", customer_id = \"params.customer_id\", refund_id = \"result.refund_id\" }",
+        )
+        .replace(
+            "[tools.delete_customer]\nclass = \"reversible\"",
+            "[tools.delete_customer]\nclass = \"irreversible\"",
+        );
+    std::fs::write(dir.join("tools.toml"), filled).unwrap();
+    let check = backstop_cmd(&dir).arg("check").output().unwrap();
+    assert!(
+        check.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}

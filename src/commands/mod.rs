@@ -21,7 +21,7 @@ use backstop::config::Config;
 use backstop::db::Db;
 
 pub use access::{grant, roles};
-pub use admin::{check, init, load, migrate};
+pub use admin::{check, init, init_from_mcp, load, migrate};
 pub use approvals::{approve, reject};
 pub use archive::{archive, verify_archive};
 pub use compensate::{CompensateArgs, compensate, worker};

@@ -29,6 +29,20 @@ use uuid::Uuid;
 
 use crate::contract::{self, Proposal, Verdict};
 
+pub mod draft;
+
+/// The tools the MCP server started by `command` lists (it is stopped after).
+pub async fn upstream_tools(command: &[String]) -> Result<Vec<Tool>> {
+    let upstream = connect_upstream(command).await?;
+    let tools = upstream
+        .peer()
+        .list_all_tools()
+        .await
+        .context("the upstream MCP server did not list its tools");
+    upstream.cancel().await.ok();
+    tools
+}
+
 /// How the gateway runs.
 #[derive(Debug, Clone)]
 pub struct GatewayOptions {
