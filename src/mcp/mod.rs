@@ -183,7 +183,7 @@ impl Gateway {
                     .with_message(format!("held for approval (action {action_id}): {reason}"));
                 ctx.peer.notify_progress(p).await.ok();
             } else if reason != last_reason {
-                tracing_note(&format!("action {action_id} held: {reason}"));
+                note(&format!("action {action_id} held: {reason}"));
             }
             last_reason = reason;
             let wait = self.inner.opts.poll.min(total - elapsed);
@@ -249,7 +249,7 @@ impl Gateway {
         };
         if let Err(e) = contract::record_result(&inner.pool, d.action_id, ok, Some(&result), None).await {
             // The call was made; the agent must hear that its record failed.
-            tracing_note(&format!("action {}: recording the result failed: {e}", d.action_id));
+            note(&format!("action {}: recording the result failed: {e}", d.action_id));
             return Ok(tool_error(format!(
                 "the call ran but backstop could not record its result (action {}): {e}",
                 d.action_id
@@ -260,7 +260,7 @@ impl Gateway {
 }
 
 /// The gateway's own log line: stderr, since stdout is the MCP channel.
-fn tracing_note(msg: &str) {
+fn note(msg: &str) {
     eprintln!("backstop mcp: {msg}");
 }
 

@@ -167,7 +167,7 @@ def as_result(v: Any) -> Optional[Dict[str, Any]]:
     if v is None:
         return None
     if isinstance(v, Mapping):
-        return jsonable(v)
+        return {str(k): jsonable(x) for k, x in v.items()}
     return {"value": jsonable(v)}
 
 

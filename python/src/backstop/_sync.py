@@ -40,7 +40,7 @@ def _one(conn: psycopg.Connection[Any], query: str, args: Tuple[Any, ...]) -> Tu
     except psycopg.Error as e:
         raise translate(e) from e
     assert row is not None  # each of these functions returns one row
-    return cast(Tuple[Any, ...], tuple(row))
+    return tuple(row)
 
 
 def propose(conn: psycopg.Connection[Any], p: Proposal) -> Tuple[UUID, str, str]:

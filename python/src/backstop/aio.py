@@ -47,7 +47,7 @@ async def _one(conn: psycopg.AsyncConnection[Any], query: str, args: Tuple[Any, 
     except psycopg.Error as e:
         raise translate(e) from e
     assert row is not None  # each of these functions returns one row
-    return cast(Tuple[Any, ...], tuple(row))
+    return tuple(row)
 
 
 async def propose(conn: psycopg.AsyncConnection[Any], p: Proposal) -> Tuple[UUID, str, str]:
