@@ -233,7 +233,7 @@ impl Gateway {
             Verdict::Hold => {
                 return Ok(tool_error(format!(
                     "held for approval by backstop: action {} is waiting for a decision ({reason}); \
-                     the call was not made. Ask again later: the same call gets the decision.",
+                     the call was not made. Calling again proposes it anew.",
                     d.action_id
                 )));
             }
