@@ -18,6 +18,7 @@ pub mod db;
 pub mod demo;
 pub mod filecheck;
 pub mod housekeeping;
+pub mod mcp;
 pub mod metrics;
 pub mod notify;
 pub mod output;

@@ -135,6 +135,12 @@ enum Command {
         /// Overwrite files that exist.
         #[arg(long)]
         force: bool,
+        /// Draft tools.toml from an MCP server's tool list: backstop init --from-mcp -- CMD ARGS.
+        #[arg(long, requires = "server")]
+        from_mcp: bool,
+        /// The MCP server's command and arguments (with --from-mcp).
+        #[arg(last = true, value_name = "CMD", id = "server")]
+        server: Vec<String>,
     },
     /// Check and load tools.toml and policy.toml as new versions (where they changed), both or neither.
     Load {
@@ -184,6 +190,20 @@ enum Command {
         /// Only the selected actions that called this tool.
         #[arg(long)]
         tool: Option<String>,
+    },
+    /// An MCP gateway on stdio: serves the upstream MCP server's tools, every call through Backstop.
+    ///
+    /// In an agent's MCP configuration: backstop mcp --agent refunds-bot -- python3 payments_server.py
+    Mcp {
+        /// The agent every call is proposed as (this login must be it, or mapped to it).
+        #[arg(long)]
+        agent: String,
+        /// How long a held call waits for approval before the agent is told it is held (e.g. 30s, 5m).
+        #[arg(long, default_value = "60s")]
+        hold_wait: String,
+        /// The upstream MCP server's command and arguments.
+        #[arg(last = true, required = true, value_name = "CMD")]
+        command: Vec<String>,
     },
     /// Run requested compensations (exactly once each) until Ctrl-C.
     Worker {
@@ -536,7 +556,19 @@ async fn run(cfg: Config, command: Option<Command>, readonly: bool) -> anyhow::R
             };
             commands::check(&cfg, &tools, &policy).await
         }
-        Some(Command::Init { dir, force }) => commands::init(&cfg, dir.as_deref(), force),
+        Some(Command::Init {
+            dir,
+            force,
+            from_mcp,
+            server,
+        }) => {
+            if from_mcp {
+                commands::init_from_mcp(&cfg, dir.as_deref(), force, &server).await
+            } else {
+                anyhow::ensure!(server.is_empty(), "a command after -- is the MCP server of --from-mcp");
+                commands::init(&cfg, dir.as_deref(), force)
+            }
+        }
         Some(Command::Load { files }) => commands::load(&with_files(cfg, files)).await,
         Some(Command::Pause(s)) => {
             let target = scope_target(&s)?;
@@ -577,6 +609,28 @@ async fn run(cfg: Config, command: Option<Command>, readonly: bool) -> anyhow::R
                 dry_run,
             };
             commands::compensate(&cfg, &args).await
+        }
+        Some(Command::Mcp {
+            agent,
+            hold_wait,
+            command,
+        }) => {
+            let wait =
+                backstop::filecheck::parse_duration(&hold_wait).map_err(|e| anyhow::anyhow!("--hold-wait: {e}"))?;
+            anyhow::ensure!(
+                (0.0..=86400.0).contains(&wait),
+                "--hold-wait must be between 0s and 24h"
+            );
+            commands::mcp(
+                &cfg,
+                backstop::mcp::GatewayOptions {
+                    agent,
+                    hold_wait: std::time::Duration::from_secs_f64(wait),
+                    poll: std::time::Duration::from_secs(10),
+                    command,
+                },
+            )
+            .await
         }
         Some(Command::Worker {
             name,

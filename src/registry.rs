@@ -13,7 +13,7 @@ use toml::Spanned;
 use crate::filecheck::{Checker, Issue, decimal, parse_duration, sha256_hex, suggest};
 
 pub const CLASSES: &[&str] = &["read", "reversible", "conditional", "irreversible"];
-pub const EXECUTORS: &[&str] = &["sql", "webhook", "demo", "manual"];
+pub const EXECUTORS: &[&str] = &["sql", "webhook", "mcp", "demo", "manual"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -62,6 +62,9 @@ pub enum Executor {
         #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
         headers: BTreeMap<String, String>,
     },
+    /// A tool call of the same name on an MCP server started from `command`
+    /// (stdio), the action id in the call's `_meta` (src/compensation/mcp.rs).
+    Mcp { command: Vec<String>, timeout_seconds: f64 },
     /// The demo's simulated business systems (functions in the same database).
     Demo { function: String },
     /// No automation: a person runs it; the worker leaves it alone.
@@ -185,6 +188,7 @@ struct ExecutorDef {
     timeout: Option<String>,
     #[serde(default)]
     headers: BTreeMap<String, String>,
+    command: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -684,6 +688,26 @@ pub fn parse(file: &str, text: &str) -> Result<Registry, Vec<Issue>> {
                                 e.span(),
                                 format!("{ekey}.url"),
                                 "a webhook executor needs url = \"http(s)://...\" or url = \"env:NAME\" (a URL with a secret in it)",
+                            );
+                            None
+                        }
+                    },
+                    "mcp" => match &ed.command {
+                        Some(command) if !command.is_empty() => Some(Executor::Mcp {
+                            command: command.clone(),
+                            timeout_seconds: match &ed.timeout {
+                                Some(t) => parse_duration(t).unwrap_or_else(|m| {
+                                    ck.at(e.span(), format!("{ekey}.timeout"), m);
+                                    30.0
+                                }),
+                                None => 30.0,
+                            },
+                        }),
+                        _ => {
+                            ck.at(
+                                e.span(),
+                                format!("{ekey}.command"),
+                                "an mcp executor needs command = [\"program\", \"arg\", ...] (the MCP server, over stdio)",
                             );
                             None
                         }

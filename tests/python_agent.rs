@@ -4,7 +4,7 @@
 //! by the agent and undone by a compensation worker; and the agent's answers
 //! to a block, a failing tool and a contract error.
 //!
-//! Needs `python3` with psycopg 3.2 or later. Without them the tests say why
+//! Needs `python3` with psycopg 3.2 or later and the client (`pip install ./python`). Without them the tests say why
 //! and pass, unless BACKSTOP_REQUIRE_PYTHON=1 (CI sets it), which makes a
 //! missing Python a failure rather than a silent skip.
 
@@ -28,7 +28,7 @@ use uuid::Uuid;
 /// How long one agent run may take before the test gives up on it.
 const AGENT_TIMEOUT: Duration = Duration::from_secs(90);
 
-const PROBE: &str = "import psycopg, sys\n\
+const PROBE: &str = "import psycopg, sys, backstop\n\
                      v = tuple(int(p) for p in psycopg.__version__.split('.')[:2])\n\
                      sys.exit(0 if v >= (3, 2) else 'psycopg ' + psycopg.__version__ + ' is older than 3.2')";
 
@@ -40,7 +40,7 @@ fn python_missing() -> &'static Option<String> {
             Err(e) => Some(format!("python3 cannot be run: {e}")),
             Ok(o) if o.status.success() => None,
             Ok(o) => Some(format!(
-                "python3 has no usable psycopg ({}): python3 -m pip install \"psycopg[binary]\"",
+                "python3 has no usable psycopg or Backstop client ({}): python3 -m pip install \"psycopg[binary]\" ./python",
                 String::from_utf8_lossy(&o.stderr).trim()
             )),
         },

@@ -148,10 +148,22 @@ pub async fn load(cfg: &Config) -> Result<()> {
 /// `backstop init [DIR]`: the starting registry and policy, never over a
 /// file that exists unless told to.
 pub fn init(cfg: &Config, dir: Option<&std::path::Path>, force: bool) -> Result<()> {
+    write_starter(cfg, dir, force, backstop::config::STARTER_TOOLS)
+}
+
+/// `init --from-mcp`: the starter policy, and tools.toml drafted from the
+/// MCP server's tool list.
+pub async fn init_from_mcp(cfg: &Config, dir: Option<&std::path::Path>, force: bool, server: &[String]) -> Result<()> {
+    let tools = backstop::mcp::upstream_tools(server).await?;
+    let text = backstop::mcp::draft::draft_registry(&tools, server);
+    write_starter(cfg, dir, force, &text)
+}
+
+fn write_starter(cfg: &Config, dir: Option<&std::path::Path>, force: bool, tools: &str) -> Result<()> {
     let dir = dir.unwrap_or(std::path::Path::new("."));
     std::fs::create_dir_all(dir).map_err(|e| anyhow::anyhow!("creating {}: {e}", dir.display()))?;
     let files = [
-        (dir.join("tools.toml"), backstop::config::STARTER_TOOLS),
+        (dir.join("tools.toml"), tools),
         (dir.join("policy.toml"), backstop::config::STARTER_POLICY),
     ];
     if !force && let Some((p, _)) = files.iter().find(|(p, _)| p.exists()) {

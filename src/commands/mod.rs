@@ -10,6 +10,7 @@ mod compensate;
 mod findings;
 mod fleet;
 mod ledger;
+mod mcp;
 mod pause;
 mod supervise;
 
@@ -20,13 +21,14 @@ use backstop::config::Config;
 use backstop::db::Db;
 
 pub use access::{grant, roles};
-pub use admin::{check, init, load, migrate};
+pub use admin::{check, init, init_from_mcp, load, migrate};
 pub use approvals::{approve, reject};
 pub use archive::{archive, verify_archive};
 pub use compensate::{CompensateArgs, compensate, worker};
 pub use findings::{finding_status, findings};
 pub use fleet::{drill, simulate};
 pub use ledger::{log, seal, verify, verify_replica};
+pub use mcp::mcp;
 pub use pause::{pause, resume};
 pub use supervise::supervise;
 

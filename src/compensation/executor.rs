@@ -101,6 +101,10 @@ impl Executors {
                 self.webhook(url, headers, Duration::from_secs_f64(*timeout_seconds), claim)
                     .await
             }
+            Some(Executor::Mcp {
+                command,
+                timeout_seconds,
+            }) => super::mcp::run(command, Duration::from_secs_f64(*timeout_seconds), claim).await,
             Some(Executor::Manual) | None => ExecOutcome::Retry(format!(
                 "{} has no automatic executor: a person must run it",
                 claim.inverse_tool

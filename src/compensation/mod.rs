@@ -2,6 +2,7 @@
 //! anything runs), and the workers that run the inverses exactly once.
 
 pub mod executor;
+pub mod mcp;
 pub mod worker;
 
 use std::collections::BTreeSet;

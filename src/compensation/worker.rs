@@ -62,7 +62,7 @@ fn runnable(reg: &Registry, only: &Option<Vec<String>>) -> Vec<String> {
         .filter(|t| {
             matches!(
                 t.executor,
-                Some(Executor::Sql { .. } | Executor::Webhook { .. } | Executor::Demo { .. })
+                Some(Executor::Sql { .. } | Executor::Webhook { .. } | Executor::Mcp { .. } | Executor::Demo { .. })
             )
         })
         .filter(|t| only.as_ref().is_none_or(|o| o.contains(&t.name)))
