@@ -1567,6 +1567,7 @@ CREATE FUNCTION backstop.finish_notification(event text, target text, supervisor
     SET search_path TO 'pg_catalog', 'backstop', 'pg_temp'
     AS $$
 DECLARE
+    v_kind text;
     p_event text := finish_notification.event;
     p_target text := finish_notification.target;
     p_name text := finish_notification.supervisor;
@@ -1603,8 +1604,9 @@ BEGIN
          WHERE x.event = p_event AND x.target = p_target;
         RETURN v_status;
     END IF;
+    v_kind := CASE WHEN ok THEN 'notification_sent' ELSE 'notification_failed' END;
     SELECT l.seq, l.at INTO v_seq, v_at FROM backstop._append(
-        CASE WHEN ok THEN 'notification_sent' ELSE 'notification_failed' END, backstop.actor(),
+        v_kind, backstop.actor(),
         o.payload ->> 'agent', o.payload ->> 'tool', (o.payload ->> 'action_id')::uuid,
         jsonb_build_object('event', o.event, 'target', o.target, 'kind', o.kind, 'format', o.format,
                            'attempts', o.attempts, 'event_seq', o.seq, 'by', p_name, 'delivery', p_detail)) l;
@@ -3307,7 +3309,7 @@ CREATE FUNCTION backstop.tg_notify() RETURNS trigger
     AS $$
 DECLARE
     v_cfg jsonb;
-    v_kind text;
+    v_route text;
     v_event text;
     v_payload jsonb;
     v_amount numeric;
@@ -3324,7 +3326,7 @@ BEGIN
     BEGIN
         CASE NEW.kind
         WHEN 'held' THEN
-            v_kind := 'hold';
+            v_route := 'hold';
             v_event := 'hold:' || NEW.action_id;
             v_amount := NEW.amount;
             v_payload := jsonb_strip_nulls(jsonb_build_object(
@@ -3341,7 +3343,7 @@ BEGIN
             IF (NEW.detail ->> 'merged')::boolean THEN
                 RETURN NULL;
             END IF;
-            v_kind := 'finding';
+            v_route := 'finding';
             v_event := 'finding:' || (NEW.detail ->> 'finding_id');
             v_severity := NEW.detail ->> 'severity';
             v_payload := jsonb_strip_nulls(jsonb_build_object(
@@ -3349,19 +3351,19 @@ BEGIN
                 'agent', NEW.agent, 'action_id', NEW.action_id, 'rule', NEW.detail -> 'evidence' ->> 'rule',
                 'remediation', NEW.detail -> 'evidence' ->> 'remediation'));
         WHEN 'paused', 'resumed' THEN
-            v_kind := CASE NEW.kind WHEN 'paused' THEN 'pause' ELSE 'resume' END;
+            v_route := CASE NEW.kind WHEN 'paused' THEN 'pause' ELSE 'resume' END;
             v_event := NEW.kind || ':' || NEW.seq;
             v_payload := jsonb_build_object('scope', NEW.detail ->> 'scope', 'target', NEW.detail ->> 'target',
                                             'reason', NEW.detail ->> 'reason', 'by', NEW.actor);
         WHEN 'compensation_failed' THEN
-            v_kind := 'compensation_failed';
+            v_route := 'compensation_failed';
             v_event := 'compensation_failed:' || NEW.action_id;
             v_payload := jsonb_strip_nulls(jsonb_build_object(
                 'action_id', NEW.action_id, 'agent', NEW.agent, 'tool', NEW.tool,
                 'status', NEW.detail ->> 'status', 'attempts', NEW.detail -> 'attempt',
                 'inverse_tool', NEW.detail ->> 'inverse_tool', 'worker', NEW.detail ->> 'worker'));
         WHEN 'drill' THEN
-            v_kind := 'drill';
+            v_route := 'drill';
             v_event := 'drill:' || coalesce(NEW.detail ->> 'drill_id', NEW.seq::text);
             v_payload := jsonb_strip_nulls(jsonb_build_object(
                 'drill_id', NEW.detail ->> 'drill_id', 'agent', NEW.agent, 'by', NEW.actor,
@@ -3372,7 +3374,7 @@ BEGIN
         END CASE;
         v_payload := v_payload || jsonb_build_object('seq', NEW.seq, 'at', NEW.at);
         FOR t IN SELECT x FROM jsonb_array_elements(v_cfg -> 'targets') x LOOP
-            v_take := CASE v_kind
+            v_take := CASE v_route
                 WHEN 'hold' THEN t ? 'holds_above' AND coalesce(v_amount, 0) >= (t ->> 'holds_above')::numeric
                 WHEN 'finding' THEN t ? 'findings' AND backstop._severity_rank(v_severity) >= backstop._severity_rank(t ->> 'findings')
                 WHEN 'pause' THEN coalesce((t ->> 'pauses')::boolean, false)
@@ -3383,7 +3385,7 @@ BEGIN
             IF coalesce(v_take, false) THEN
                 INSERT INTO backstop.notify_outbox (event, target, kind, format, url_env, seq, payload, max_attempts,
                                                     backoff_seconds, next_attempt_at, created_at)
-                VALUES (v_event, t ->> 'name', v_kind, t ->> 'format', t ->> 'url_env', NEW.seq, v_payload,
+                VALUES (v_event, t ->> 'name', v_route, t ->> 'format', t ->> 'url_env', NEW.seq, v_payload,
                         coalesce((v_cfg ->> 'max_attempts')::integer, 8),
                         coalesce((v_cfg ->> 'backoff_seconds')::double precision, 2),
                         clock_timestamp(), clock_timestamp())

@@ -545,7 +545,14 @@ async fn a_customer_service_fleet_adopts_backstop_end_to_end() {
     .unwrap();
     assert_eq!(secrets, 0, "a secret or the back office's address reached the log");
 
-    // Anyone may check the whole story against the log.
+    // The owner's sealer runs beside them in production (sealing is the
+    // owner's); then anyone may check the whole story against the log.
+    let mut seal = Command::new(env!("CARGO_BIN_EXE_backstop"));
+    seal.arg("seal")
+        .current_dir(std::env::temp_dir())
+        .env("DATABASE_URL", &t.url)
+        .env_remove("BACKSTOP_OPERATOR");
+    run(seal);
     run(backstop(&t, "auditor", &["verify"], &[]));
 
     pools.extend([orders_bot, returns_bot, fees_bot]);
