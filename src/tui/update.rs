@@ -499,27 +499,9 @@ fn on_key(s: &mut State, k: KeyEvent) -> Vec<Effect> {
             }
         },
         Mode::Detail { scroll } => match k.code {
-            KeyCode::Char('j') | KeyCode::Down => {
+            code if scrolled(code, scroll).is_some() => {
                 s.mode = Mode::Detail {
-                    scroll: scroll.saturating_add(1),
-                };
-                Vec::new()
-            }
-            KeyCode::Char('k') | KeyCode::Up => {
-                s.mode = Mode::Detail {
-                    scroll: scroll.saturating_sub(1),
-                };
-                Vec::new()
-            }
-            KeyCode::PageDown => {
-                s.mode = Mode::Detail {
-                    scroll: scroll.saturating_add(10),
-                };
-                Vec::new()
-            }
-            KeyCode::PageUp => {
-                s.mode = Mode::Detail {
-                    scroll: scroll.saturating_sub(10),
+                    scroll: scrolled(code, scroll).unwrap_or(scroll),
                 };
                 Vec::new()
             }
@@ -532,27 +514,9 @@ fn on_key(s: &mut State, k: KeyEvent) -> Vec<Effect> {
             }
         },
         Mode::Note { scroll } => match k.code {
-            KeyCode::Char('j') | KeyCode::Down => {
+            code if scrolled(code, scroll).is_some() => {
                 s.mode = Mode::Note {
-                    scroll: scroll.saturating_add(1),
-                };
-                Vec::new()
-            }
-            KeyCode::Char('k') | KeyCode::Up => {
-                s.mode = Mode::Note {
-                    scroll: scroll.saturating_sub(1),
-                };
-                Vec::new()
-            }
-            KeyCode::PageDown => {
-                s.mode = Mode::Note {
-                    scroll: scroll.saturating_add(10),
-                };
-                Vec::new()
-            }
-            KeyCode::PageUp => {
-                s.mode = Mode::Note {
-                    scroll: scroll.saturating_sub(10),
+                    scroll: scrolled(code, scroll).unwrap_or(scroll),
                 };
                 Vec::new()
             }
@@ -1248,6 +1212,17 @@ fn run_command(s: &mut State, input: String) -> Vec<Effect> {
 fn switch(s: &mut State, v: View) -> Vec<Effect> {
     s.view = v;
     Vec::new()
+}
+
+/// Where j/k/PgDn/PgUp move a scrolled text (the detail, a note); None for other keys.
+fn scrolled(code: KeyCode, scroll: u16) -> Option<u16> {
+    match code {
+        KeyCode::Char('j') | KeyCode::Down => Some(scroll.saturating_add(1)),
+        KeyCode::Char('k') | KeyCode::Up => Some(scroll.saturating_sub(1)),
+        KeyCode::PageDown => Some(scroll.saturating_add(10)),
+        KeyCode::PageUp => Some(scroll.saturating_sub(10)),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
