@@ -187,7 +187,9 @@ BEGIN
 
     IF k.scope IS NOT NULL THEN
         e := ROW('block', backstop._paused_reason(k.scope, k.target, k.reason, k.changed_by), 'kill_switch', 0);
-    ELSIF v_known AND t.value_required AND p_amount IS NULL THEN
+    -- Required means the params carry it: an amount the agent states alone
+    -- is its word, not the call's.
+    ELSIF v_known AND t.value_required AND v_value IS NULL THEN
         e := ROW('block', format('%s puts money at stake and its value is required: params.%s carries none', p_tool, t.value_param),
                  'value_required', 0);
     ELSIF v_known AND t.inverse_only THEN

@@ -202,6 +202,15 @@ async fn amounts_results_and_agent_bindings() {
     assert_eq!(common::code(&e), "22023", "{e}");
     assert!(e.to_string().contains("disagrees"), "{e}");
     assert_eq!(t.log_len().await, before);
+    // A required value comes from the call: the agent's amount alone is its word.
+    let (verdict, reason): (String, String) =
+        sqlx::query_as("SELECT verdict, reason FROM backstop.propose('fees-bot', 'charge_fee', $1, amount => 5)")
+            .bind(json!({"order_id": "o-1", "customer_id": "c-1"}))
+            .fetch_one(t.pool())
+            .await
+            .unwrap();
+    assert_eq!(verdict, "block", "{reason}");
+    assert!(reason.contains("value is required"), "{reason}");
     // A tool that returns a bare string.
     let (status, comp): (String, String) =
         sqlx::query_as("SELECT * FROM backstop.record_result($1, true, '\"ch-9\"'::jsonb)")
