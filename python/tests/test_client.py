@@ -211,3 +211,23 @@ def test_a_guarded_tool_function(admin: Any, agent_conn: Any) -> None:
         refund_again("c-py-11", 30)
     aid = one(admin, "SELECT action_id FROM backstop.actions WHERE entity = 'c-py-11'")
     assert log_kinds(admin, aid) == ["allowed", "failed"]
+
+
+def test_depends_on_is_what_a_rollback_follows(admin: Any, agent_conn: Any) -> None:
+    refund = refund_tool(admin, AGENT)
+    first = {"customer_id": "c-py-dep-1", "amount": 30}
+    with backstop.action(agent_conn, "issue_refund", first, correlation_id="ticket-dep") as a:
+        a.record(refund(**first))
+    second = {"customer_id": "c-py-dep-2", "amount": 20}
+    with backstop.action(agent_conn, "issue_refund", second, depends_on=[a.action_id]) as b:
+        b.record(refund(**second))
+    # Same ticket, nothing declared: grouped, not dependent.
+    third = {"customer_id": "c-py-dep-3", "amount": 10}
+    with backstop.action(agent_conn, "issue_refund", third, correlation_id="ticket-dep") as c:
+        c.record(refund(**third))
+    plan = [r[0] for r in admin.execute(
+        "SELECT action_id FROM backstop.compensation_plan(ARRAY[%s]::uuid[])", (a.action_id,)).fetchall()]
+    assert set(plan) == {a.action_id, b.action_id}
+    # The key is the call: declaring a dependency makes another request.
+    assert backstop.derive_key("issue_refund", second, None, None, None) != \
+        backstop.derive_key("issue_refund", second, None, None, None, [a.action_id])

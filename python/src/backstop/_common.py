@@ -8,7 +8,7 @@ import json
 import re
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Type
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Type
 from uuid import UUID
 
 import psycopg
@@ -48,7 +48,8 @@ CONTROL = "backstop_control"
 PROPOSE = """SELECT action_id, verdict, reason FROM backstop.propose(
     agent => %s, tool => %s, params => %s, amount => %s::numeric,
     confidence => %s::double precision, reasoning => %s, inputs => %s,
-    correlation_id => %s, parent_action => %s::uuid, idempotency_key => %s)"""
+    correlation_id => %s, parent_action => %s::uuid, idempotency_key => %s,
+    depends_on => %s::uuid[])"""
 DECISION = "SELECT verdict, reason FROM backstop.decision(%s::uuid)"
 RECORD = "SELECT status, compensation FROM backstop.record_result(%s::uuid, %s, %s, %s)"
 
@@ -184,6 +185,7 @@ def derive_key(
     amount: Any,
     correlation_id: Optional[str],
     parent: Optional[Any],
+    depends_on: Optional[Sequence[Any]] = None,
 ) -> str:
     """The default idempotency key: a hash of what the call asks for.
 
@@ -200,6 +202,9 @@ def derive_key(
         "correlation_id": correlation_id,
         "parent": None if parent is None else str(parent),
     }
+    if depends_on:
+        # Only when given, so keys derived before depends_on existed still match.
+        what["depends_on"] = sorted(str(d) for d in depends_on)
     text = json.dumps(what, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return "py:" + hashlib.sha256(text.encode()).hexdigest()
 
@@ -224,6 +229,9 @@ class Proposal:
     correlation_id: Optional[str] = None
     parent: Optional[Any] = None
     idempotency_key: Optional[str] = None
+    # Earlier actions this one relies on: a rollback of one of them plans this
+    # one too (a correlation id only groups).
+    depends_on: Optional[List[str]] = None
 
     def args(self) -> Tuple[Any, ...]:
         return (
@@ -237,6 +245,7 @@ class Proposal:
             self.correlation_id,
             None if self.parent is None else str(self.parent),
             self.idempotency_key,
+            self.depends_on,
         )
 
 
@@ -252,14 +261,16 @@ def make_proposal(
     correlation_id: Optional[str],
     parent: Optional[Any],
     idempotency_key: Any,
+    depends_on: Optional[Sequence[Any]] = None,
 ) -> Proposal:
     # The agent defaults to the login: an agent's own login acts as itself.
     who = agent or login
     if not who:
         raise BadInput("action: no agent: pass agent= or connect as the agent's login")
     p = dict(params or {})
-    key = derive_key(tool, p, amount, correlation_id, parent) if idempotency_key is AUTO else idempotency_key
-    return Proposal(who, tool, p, amount, confidence, reasoning, inputs, correlation_id, parent, key)
+    key = derive_key(tool, p, amount, correlation_id, parent, depends_on) if idempotency_key is AUTO else idempotency_key
+    deps = [str(d) for d in depends_on] if depends_on else None
+    return Proposal(who, tool, p, amount, confidence, reasoning, inputs, correlation_id, parent, key, deps)
 
 
 def check_autocommit(conn: Any) -> None:
@@ -277,6 +288,7 @@ CALL_OPTIONS = (
     "_inputs",
     "_correlation_id",
     "_parent",
+    "_depends_on",
     "_idempotency_key",
     "_timeout",
 )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import time
 from types import TracebackType
-from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Type, TypeVar, Union, cast
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple, Type, TypeVar, Union, cast
 from uuid import UUID
 
 import psycopg
@@ -193,6 +193,7 @@ def action(
     inputs: Any = None,
     correlation_id: Optional[str] = None,
     parent: Optional[Union[UUID, str]] = None,
+    depends_on: Optional[Sequence[Union[UUID, str]]] = None,
     idempotency_key: Any = AUTO,
     timeout: Optional[float] = 3600.0,
     poll: float = 10.0,
@@ -215,6 +216,7 @@ def action(
         correlation_id,
         parent,
         idempotency_key,
+        depends_on,
     )
     return Action(conn, p, timeout, poll)
 
@@ -233,7 +235,7 @@ def guarded(
     (a dict, or wrapped as {"value": ...}). Without `connection`, the first
     argument of each call is the connection and is not a param. A call may
     add `_reasoning=`, `_confidence=`, `_amount=`, `_inputs=`,
-    `_correlation_id=`, `_parent=`, `_idempotency_key=`, `_timeout=`.
+    `_correlation_id=`, `_parent=`, `_depends_on=`, `_idempotency_key=`, `_timeout=`.
     """
 
     def decorate(fn: F) -> F:
@@ -257,6 +259,7 @@ def guarded(
                 inputs=options.get("inputs"),
                 correlation_id=options.get("correlation_id"),
                 parent=options.get("parent"),
+                depends_on=options.get("depends_on"),
                 idempotency_key=options.get("idempotency_key", AUTO),
                 timeout=options.get("timeout", timeout),
                 poll=poll,

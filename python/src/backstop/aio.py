@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import time
 from types import TracebackType
-from typing import Any, Awaitable, Callable, Dict, Mapping, Optional, Tuple, Type, TypeVar, Union, cast
+from typing import Any, Awaitable, Callable, Dict, Mapping, Optional, Sequence, Tuple, Type, TypeVar, Union, cast
 from uuid import UUID
 
 import psycopg
@@ -187,6 +187,7 @@ def action(
     inputs: Any = None,
     correlation_id: Optional[str] = None,
     parent: Optional[Union[UUID, str]] = None,
+    depends_on: Optional[Sequence[Union[UUID, str]]] = None,
     idempotency_key: Any = AUTO,
     timeout: Optional[float] = 3600.0,
     poll: float = 10.0,
@@ -204,6 +205,7 @@ def action(
         correlation_id,
         parent,
         idempotency_key,
+        depends_on,
     )
     return AsyncAction(conn, p, timeout, poll)
 
@@ -241,6 +243,7 @@ def guarded(
                 inputs=options.get("inputs"),
                 correlation_id=options.get("correlation_id"),
                 parent=options.get("parent"),
+                depends_on=options.get("depends_on"),
                 idempotency_key=options.get("idempotency_key", AUTO),
                 timeout=options.get("timeout", timeout),
                 poll=poll,
