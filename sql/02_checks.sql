@@ -18,7 +18,7 @@ $$;
 CREATE FUNCTION backstop._check_name(fn text, what text, v text) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, backstop, pg_temp AS $$
 BEGIN
-    IF v IS NULL OR v !~ '^[A-Za-z0-9][A-Za-z0-9._:@/-]{0,127}$' THEN
+    IF v IS NULL OR length(v) > 128 OR v !~ '^[A-Za-z0-9][A-Za-z0-9._:@/-]*$' THEN
         PERFORM backstop._bad(fn, format('%s must be 1 to 128 characters of letters, digits and . _ : @ / -, starting with a letter or digit; got %s',
                                          what, coalesce(quote_literal(left(v, 60)), 'null')));
     END IF;

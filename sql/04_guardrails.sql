@@ -19,7 +19,7 @@ RETURNS backstop.verdict
 LANGUAGE plpgsql SET search_path = pg_catalog, backstop, pg_temp STABLE AS $$
 DECLARE
     res backstop.verdict;
-    r backstop.policy_rules%ROWTYPE;
+    r record;
     o jsonb;
     thr numeric;
     cb real;
@@ -27,7 +27,6 @@ DECLARE
     v text;
     k text;
     total numeric;
-    lt backstop.policy_list_tables%ROWTYPE;
     pv backstop.policy_versions%ROWTYPE;
 BEGIN
     res.verdict := 'allow';
@@ -36,13 +35,19 @@ BEGIN
     IF p_version IS NULL THEN
         RETURN res;
     END IF;
-    FOR r IN SELECT * FROM backstop.policy_rules WHERE version = p_version ORDER BY ord LOOP
-        CONTINUE WHEN p_stateless AND r.kind IN ('cumulative', 'new_counterparty', 'changed_value');
-        CONTINUE WHEN r.agents IS NOT NULL AND NOT (p_agent = ANY (r.agents));
-        CONTINUE WHEN r.tools IS NOT NULL AND NOT (p_tool = ANY (r.tools));
-        CONTINUE WHEN r.classes IS NOT NULL AND NOT (coalesce(p_class, 'unknown') = ANY (r.classes));
-        -- A rule about money out says nothing about money in, nor about a tool with no direction.
-        CONTINUE WHEN r.direction IS NOT NULL AND r.direction IS DISTINCT FROM p_direction;
+    -- The rules' filters are applied by the query (one executor pass, not a
+    -- PL/pgSQL test per rule), and a list's table comes with its rule.
+    FOR r IN SELECT pr.*, lt.table_name AS list_table, lt.column_name AS list_column
+               FROM backstop.policy_rules pr
+               LEFT JOIN backstop.policy_list_tables lt ON lt.version = pr.version AND lt.list = pr.list
+              WHERE pr.version = p_version
+                AND NOT (coalesce(p_stateless, false) AND pr.kind IN ('cumulative', 'new_counterparty', 'changed_value'))
+                AND (pr.agents IS NULL OR p_agent = ANY (pr.agents))
+                AND (pr.tools IS NULL OR p_tool = ANY (pr.tools))
+                AND (pr.classes IS NULL OR coalesce(p_class, 'unknown') = ANY (pr.classes))
+                -- A rule about money out says nothing about money in, nor about a tool with no direction.
+                AND (pr.direction IS NULL OR pr.direction = p_direction)
+              ORDER BY pr.ord LOOP
         -- Per-agent overrides take precedence over per-tool ones.
         o := coalesce(r.overrides -> ('agent:' || p_agent), r.overrides -> ('tool:' || p_tool));
         CONTINUE WHEN o IS NOT NULL AND (o ->> 'enabled') = 'false';
@@ -74,10 +79,9 @@ BEGIN
             IF v IS NULL THEN
                 hit := false;
             ELSE
-                SELECT * INTO lt FROM backstop.policy_list_tables t WHERE t.version = p_version AND t.list = r.list;
-                IF FOUND THEN
+                IF r.list_table IS NOT NULL THEN
                     -- Read as the check role: a table is the policy author's, not ours.
-                    hit := backstop_check.in_list(lt.table_name, lt.column_name, v);
+                    hit := backstop_check.in_list(r.list_table, r.list_column, v);
                 ELSE
                     hit := EXISTS (SELECT 1 FROM backstop.policy_lists pl
                                     WHERE pl.version = p_version AND pl.list = r.list AND pl.value = v);

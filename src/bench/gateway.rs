@@ -200,16 +200,13 @@ async fn run_floor(
     measure(&stop, &done, secs, tasks).await
 }
 
-async fn run_gateway(
-    url: &sqlx::postgres::PgConnectOptions,
-    agents: usize,
-    secs: f64,
-    round: usize,
-) -> Result<(f64, Vec<f64>)> {
+/// Each agent on its own agent login, named like it.
+async fn run_gateway(agents: &[(String, sqlx::postgres::PgConnectOptions)], secs: f64) -> Result<(f64, Vec<f64>)> {
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
-    for a in 0..agents {
+    for (a, (agent, url)) in agents.iter().enumerate() {
+        let agent = agent.clone();
         let mut c = PgConnection::connect_with(url).await?;
         let (stop, done) = (stop.clone(), done.clone());
         tasks.push(tokio::spawn(async move {
@@ -221,7 +218,7 @@ async fn run_gateway(
                 let d = contract::propose(
                     &mut c,
                     &Proposal {
-                        agent: format!("bench-agent-{round}-{a}"),
+                        agent: agent.clone(),
                         tool: "issue_refund".into(),
                         params,
                         confidence: Some(0.93),
@@ -314,7 +311,8 @@ async fn run_all(
         }
         let raw = run_raw(&opts, n, secs).await?;
         let (floor, mut floor_lat) = run_floor(&opts, n, secs, round).await?;
-        let (gw, mut lat) = run_gateway(&opts, n, secs, round).await?;
+        let logins = bench.agent_logins(&format!("bench-agent-{round}"), n).await?;
+        let (gw, mut lat) = run_gateway(&logins, secs).await?;
         rows.push(GatewayRow {
             agents: n,
             raw_inserts_per_s: raw,
@@ -413,17 +411,20 @@ pub async fn run_prefilled(cfg: &Config, agents: usize, secs: f64, prefill: i64,
     let bench = BenchDb::create(cfg, 4).await?;
     let r = async {
         let (pool, _) = prepare(cfg, &bench).await?;
-        let opts = bench.db.options.clone();
         if progress {
             eprintln!("bench gateway: {agents} agent(s) on an empty log for {secs}s ...");
         }
-        let empty = run_gateway(&opts, agents, secs, 0).await?.0;
+        let empty = run_gateway(&bench.agent_logins("bench-agent-empty", agents).await?, secs)
+            .await?
+            .0;
         crate::bench::supervisor::fill_log(&pool, prefill, 100, 24.0, progress).await?;
         sqlx::query("ANALYZE backstop.action_log").execute(&pool).await?;
         if progress {
             eprintln!("bench gateway: {agents} agent(s) on a {prefill}-row log for {secs}s ...");
         }
-        let full = run_gateway(&opts, agents, secs, 1).await?.0;
+        let full = run_gateway(&bench.agent_logins("bench-agent-full", agents).await?, secs)
+            .await?
+            .0;
         anyhow::Ok((empty, full))
     }
     .await;

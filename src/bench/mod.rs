@@ -25,6 +25,9 @@ pub struct BenchDb {
     admin: Option<PgConnectOptions>,
     name: String,
     _embedded: Option<std::sync::Arc<EmbeddedPg>>,
+    /// Logins made for this run (roles are the server's, not the
+    /// database's): dropped with the database.
+    logins: std::sync::Mutex<Vec<String>>,
 }
 
 impl BenchDb {
@@ -71,7 +74,45 @@ impl BenchDb {
             admin: Some(admin),
             name,
             _embedded: embedded,
+            logins: std::sync::Mutex::new(Vec::new()),
         })
+    }
+
+    /// `n` agent logins with the agent duty, each named like the agent it
+    /// acts as (`PREFIX-0`, `PREFIX-1`, ...), as agents log in in
+    /// production: the gateway's identity check then takes its common path.
+    /// Returns each agent's name and connection options.
+    pub async fn agent_logins(&self, prefix: &str, n: usize) -> Result<Vec<(String, PgConnectOptions)>> {
+        let mut c = PgConnection::connect_with(&self.db.options).await?;
+        let role: String = sqlx::query_scalar("SELECT role_name FROM backstop.duties WHERE duty = 'agent'")
+            .fetch_one(&mut c)
+            .await?;
+        let password = uuid::Uuid::new_v4().simple().to_string();
+        let mut out = Vec::with_capacity(n);
+        for i in 0..n {
+            // Roles belong to the server: the process id keeps two runs apart.
+            let login = format!("{prefix}-{}-{i}", std::process::id());
+            let sql: String = sqlx::query_scalar(
+                "SELECT format('DROP ROLE IF EXISTS %1$I; CREATE ROLE %1$I LOGIN PASSWORD %2$L IN ROLE %3$I', $1::text, $2::text, $3::text)",
+            )
+            .bind(&login)
+            .bind(&password)
+            .bind(&role)
+            .fetch_one(&mut c)
+            .await?;
+            self.logins
+                .lock()
+                .map_err(|_| anyhow::anyhow!("login list poisoned"))?
+                .push(login.clone());
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                .execute(&mut c)
+                .await
+                .with_context(|| format!("creating the benchmark's agent login {login} (the role needs CREATEROLE)"))?;
+            let opts = self.db.options.clone().username(&login).password(&password);
+            out.push((login, opts));
+        }
+        c.close().await?;
+        Ok(out)
     }
 
     pub fn name(&self) -> &str {
@@ -114,6 +155,14 @@ impl BenchDb {
                 self.name
             )))
             .await?;
+            let logins = std::mem::take(&mut *self.logins.lock().map_err(|_| anyhow::anyhow!("login list poisoned"))?);
+            for login in logins {
+                let sql: String = sqlx::query_scalar("SELECT format('DROP ROLE IF EXISTS %I', $1::text)")
+                    .bind(&login)
+                    .fetch_one(&mut c)
+                    .await?;
+                c.execute(sqlx::AssertSqlSafe(sql)).await?;
+            }
         }
         Ok(())
     }
