@@ -99,6 +99,18 @@ $$;
 
 ALTER FUNCTION backstop._check_confidence(fn text, v real) OWNER TO backstop_owner;
 
+CREATE FUNCTION backstop._check_error(state text, msg text) RETURNS text
+    LANGUAGE sql IMMUTABLE
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+    SELECT CASE WHEN left(state, 2) IN ('42', '25', '0A', '21', '53', '54', '57')
+                THEN format('%s (SQLSTATE %s)', left(msg, 500), state)
+                ELSE format('failed with SQLSTATE %s (its message is not shown: it may quote data the check read)', state)
+           END
+$$;
+
+ALTER FUNCTION backstop._check_error(state text, msg text) OWNER TO backstop_owner;
+
 CREATE FUNCTION backstop._check_json(fn text, what text, v jsonb, max_bytes integer, must_be_object boolean) RETURNS void
     LANGUAGE plpgsql
     SET search_path TO 'pg_catalog', 'backstop', 'pg_temp'
@@ -1172,7 +1184,7 @@ CREATE FUNCTION backstop.contract_version() RETURNS integer
     LANGUAGE sql IMMUTABLE
     SET search_path TO 'pg_catalog', 'backstop', 'pg_temp'
     AS $$
-    SELECT 5
+    SELECT 6
 $$;
 
 ALTER FUNCTION backstop.contract_version() OWNER TO backstop_owner;
@@ -2000,6 +2012,102 @@ $$;
 ALTER FUNCTION backstop.pause(scope text, target text, reason text) OWNER TO backstop_owner;
 
 COMMENT ON FUNCTION backstop.pause(scope text, target text, reason text) IS 'Pauses the fleet, an agent or a tool (scope ''fleet'' | ''agent'' | ''tool''); no covered action is allowed after it commits. Appends paused and notifies backstop_control. Callers: commander, supervisor. Returns (seq, was_paused).';
+
+CREATE FUNCTION backstop.precheck(action_id uuid) RETURNS TABLE(name text, kind text, severity text, message text, error text)
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+DECLARE
+    p_id uuid := precheck.action_id;
+    a record;
+    v_params jsonb;
+    v_sup jsonb;
+    v_checks jsonb;
+    v_limit double precision;
+    c jsonb;
+    v_msg text;
+    v_ran boolean;
+    v_state text;
+    v_text text;
+    v_locked boolean;
+    v_out_of_time boolean := false;
+BEGIN
+    IF p_id IS NULL THEN
+        PERFORM backstop._bad('precheck', 'action_id is required');
+    END IF;
+    SELECT x.tool, x.amount, x.confidence, x.proposed_seq, x.proposed_at INTO a
+      FROM backstop.actions x WHERE x.action_id = p_id;
+    IF NOT FOUND THEN
+        PERFORM backstop._bad('precheck', format('unknown action_id %s', p_id), 'P0002');
+    END IF;
+    SELECT l.params INTO v_params FROM backstop.action_log l WHERE l.seq = a.proposed_seq AND l.at = a.proposed_at;
+    SELECT v.doc -> 'supervisor' INTO v_sup
+      FROM backstop.active ac JOIN backstop.policy_versions v ON v.version = ac.policy_version;
+    -- Without a policy the supervisor runs on its defaults
+    -- (SupervisorSettings::default in src/policy.rs): confidence below 0.7
+    -- is reviewed, and there are no checks.
+    IF v_sup IS NULL THEN
+        v_limit := 0.7;
+    ELSIF jsonb_typeof(v_sup -> 'review_all' -> 'confidence_below') = 'number' THEN
+        v_limit := (v_sup -> 'review_all' ->> 'confidence_below')::double precision;
+    END IF;
+    -- As the supervisor compares them: the real widened to double precision.
+    IF a.confidence IS NOT NULL AND v_limit IS NOT NULL AND a.confidence::double precision < v_limit THEN
+        name := 'confidence_below';
+        kind := 'low_confidence';
+        severity := 'medium';
+        message := format('confidence %s is below %s', a.confidence, v_limit);
+        error := NULL;
+        RETURN NEXT;
+    END IF;
+    v_checks := CASE WHEN jsonb_typeof(v_sup -> 'checks') = 'array' THEN v_sup -> 'checks' ELSE '[]' END;
+    v_locked := EXISTS (SELECT 1 FROM pg_catalog.pg_locks l
+                         WHERE l.pid = pg_catalog.pg_backend_pid() AND l.locktype = 'advisory');
+    FOR c IN SELECT e FROM jsonb_array_elements(v_checks) e
+              WHERE e ->> 'tool' IS NULL OR e ->> 'tool' = a.tool LOOP
+        name := c ->> 'name';
+        kind := coalesce(c ->> 'kind', 'policy_violation');
+        severity := coalesce(c ->> 'severity', 'high');
+        message := NULL;
+        error := NULL;
+        IF v_out_of_time THEN
+            error := 'not run: the time ran out on an earlier check';
+        ELSIF v_locked THEN
+            error := 'not run: this session holds advisory locks, and a check could take one of them again unseen; call precheck from a session that holds none';
+        ELSE
+            v_msg := NULL;
+            v_ran := false;
+            BEGIN
+                PERFORM set_config('transaction_read_only', 'on', true);
+                v_msg := backstop_check.run(c ->> 'query', v_params, NULL, a.amount);
+                v_ran := true;
+                -- Undo whatever the check did; v_msg survives.
+                RAISE EXCEPTION USING ERRCODE = 'BKP01', MESSAGE = 'backstop.precheck: rolling the check back';
+            EXCEPTION
+                WHEN query_canceled THEN
+                    error := 'timed out: the caller''s statement_timeout ran out during this check';
+                    v_out_of_time := true;
+                WHEN OTHERS THEN
+                    GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_text = MESSAGE_TEXT;
+                    IF NOT (v_state = 'BKP01' AND v_ran) THEN
+                        error := backstop._check_error(v_state, v_text);
+                    END IF;
+            END;
+            -- A session-level advisory lock outlives the rollback; the
+            -- session held none before the check.
+            PERFORM pg_catalog.pg_advisory_unlock_all();
+            IF v_ran THEN
+                message := left(v_msg, 2000);
+            END IF;
+        END IF;
+        RETURN NEXT;
+    END LOOP;
+END
+$$;
+
+ALTER FUNCTION backstop.precheck(action_id uuid) OWNER TO backstop_owner;
+
+COMMENT ON FUNCTION backstop.precheck(action_id uuid) IS 'The policy''s supervisor checks for a held action''s tool, and the low-confidence rule, run now (read-only, rolled back, as the check role) before anyone approves it. Callers: viewer, approver, operator (the room''s approval card). Returns (name, kind, severity, message: NULL when it passed, error: when the check itself failed). Refuses an unknown action (P0002).';
 
 CREATE FUNCTION backstop.prepare_cut(cut timestamp with time zone, first_seal bigint, last_seal bigint, head_hash bytea) RETURNS TABLE(rows_before bigint, carried integer)
     LANGUAGE plpgsql
@@ -3521,15 +3629,18 @@ CREATE FUNCTION backstop_check.run(query text, params jsonb, result jsonb, amoun
     AS $$
 DECLARE
     msg text;
+    c refcursor;
 BEGIN
-    EXECUTE query INTO msg USING params, result, amount;
+    OPEN c FOR EXECUTE query USING params, result, amount;
+    FETCH c INTO msg;
+    CLOSE c;
     RETURN msg;
 END
 $$;
 
 ALTER FUNCTION backstop_check.run(query text, params jsonb, result jsonb, amount numeric) OWNER TO backstop_check;
 
-COMMENT ON FUNCTION backstop_check.run(query text, params jsonb, result jsonb, amount numeric) IS 'Runs one of the policy''s supervisor checks with the check role''s rights. Callers: supervisor (in a read-only savepoint). Returns the violation''s message, or NULL.';
+COMMENT ON FUNCTION backstop_check.run(query text, params jsonb, result jsonb, amount numeric) IS 'Runs one of the policy''s supervisor checks (one statement returning rows) with the check role''s rights. Callers: supervisor (in a read-only savepoint), the owner (precheck, in a read-only subtransaction). Returns the violation''s message, or NULL.';
 
 CREATE SEQUENCE backstop.action_log_seq
     START WITH 1
@@ -4795,6 +4906,8 @@ REVOKE ALL ON FUNCTION backstop._check_amount(fn text, v numeric) FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION backstop._check_confidence(fn text, v real) FROM PUBLIC;
 
+REVOKE ALL ON FUNCTION backstop._check_error(state text, msg text) FROM PUBLIC;
+
 REVOKE ALL ON FUNCTION backstop._check_json(fn text, what text, v jsonb, max_bytes integer, must_be_object boolean) FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION backstop._check_name(fn text, what text, v text) FROM PUBLIC;
@@ -4961,6 +5074,11 @@ GRANT ALL ON FUNCTION backstop.path_get(doc jsonb, path text) TO backstop_viewer
 REVOKE ALL ON FUNCTION backstop.pause(scope text, target text, reason text) FROM PUBLIC;
 GRANT ALL ON FUNCTION backstop.pause(scope text, target text, reason text) TO backstop_commander;
 GRANT ALL ON FUNCTION backstop.pause(scope text, target text, reason text) TO backstop_supervisor;
+
+REVOKE ALL ON FUNCTION backstop.precheck(action_id uuid) FROM PUBLIC;
+GRANT ALL ON FUNCTION backstop.precheck(action_id uuid) TO backstop_viewer;
+GRANT ALL ON FUNCTION backstop.precheck(action_id uuid) TO backstop_approver;
+GRANT ALL ON FUNCTION backstop.precheck(action_id uuid) TO backstop_operator;
 
 REVOKE ALL ON FUNCTION backstop.prepare_cut(cut timestamp with time zone, first_seal bigint, last_seal bigint, head_hash bytea) FROM PUBLIC;
 

@@ -20,17 +20,28 @@ $check$;
 -- One policy check: the query with $1 = the action's params, $2 = its
 -- result, $3 = its amount; its first column of its first row is the
 -- violation's message (NULL or no row: the check passed).
+--
+-- The query is opened as a cursor, which takes exactly one statement that
+-- returns rows: a string of several statements, or a utility statement
+-- (DEALLOCATE, PREPARE, DO, SET), is refused before anything runs. A
+-- read-only savepoint rolls back what a query writes, but not what a
+-- utility statement does to the caller's session: DEALLOCATE and PREPARE
+-- outlive any rollback, and a statement prepared under a name the caller's
+-- driver uses would run later with the caller's rights.
 CREATE FUNCTION backstop_check.run(query text, params jsonb, result jsonb, amount numeric) RETURNS text
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     msg text;
+    c refcursor;
 BEGIN
-    EXECUTE query INTO msg USING params, result, amount;
+    OPEN c FOR EXECUTE query USING params, result, amount;
+    FETCH c INTO msg;
+    CLOSE c;
     RETURN msg;
 END
 $$;
 REVOKE ALL ON FUNCTION backstop_check.run(text, jsonb, jsonb, numeric) FROM PUBLIC;
-COMMENT ON FUNCTION backstop_check.run IS 'Runs one of the policy''s supervisor checks with the check role''s rights. Callers: supervisor (in a read-only savepoint). Returns the violation''s message, or NULL.';
+COMMENT ON FUNCTION backstop_check.run IS 'Runs one of the policy''s supervisor checks (one statement returning rows) with the check role''s rights. Callers: supervisor (in a read-only savepoint), the owner (precheck, in a read-only subtransaction). Returns the violation''s message, or NULL.';
 
 -- Whether a policy list kept in a table holds a value.
 -- The table is named by text and resolved here: resolving it needs USAGE on
@@ -59,3 +70,130 @@ BEGIN
     EXECUTE format('SET LOCAL ROLE %I', current_setting('backstop.owner_role'));
 END
 $check$;
+
+
+-- A check's error as an approver may read it. The check role reads business
+-- tables an approver may not, and a data error quotes the value it choked on
+-- (`invalid input syntax for type integer: "..."`): such messages are not
+-- passed on, only their SQLSTATE. Classes whose messages name objects and
+-- states, never values, are passed on whole: 42 (a missing grant, table or
+-- column; a syntax error), 25 (a write refused in read-only mode), 0A, 21,
+-- 53, 54, 57.
+CREATE FUNCTION backstop._check_error(state text, msg text) RETURNS text
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT CASE WHEN left(state, 2) IN ('42', '25', '0A', '21', '53', '54', '57')
+                THEN format('%s (SQLSTATE %s)', left(msg, 500), state)
+                ELSE format('failed with SQLSTATE %s (its message is not shown: it may quote data the check read)', state)
+           END
+$$;
+
+-- The supervisor's checks on a held action, run now, before anyone approves
+-- it: the policy in force's [[supervisor.checks]] for the action's tool,
+-- with $1 = its params, $2 = NULL (it has not run), $3 = its amount; and the
+-- low-confidence rule (supervisor.review_all.confidence_below) when the
+-- action's confidence is below it. One row per check: message NULL = passed;
+-- error = the check itself failed (a missing grant, the caller's
+-- statement_timeout running out), never the caller's error.
+--
+-- Nothing a check does stays. Each runs as the check role
+-- (backstop_check.run) in a subtransaction of its own made read-only, which
+-- is then rolled back by raising a private exception once the message is
+-- in a variable (a PL/pgSQL variable keeps its value through the rollback):
+-- so even in the caller's read-write transaction a check writes nothing,
+-- and a session advisory lock it takes is released. A session that already
+-- holds advisory locks gets no checks run (a check could take one of them
+-- again, and that cannot be told apart from the caller's own), each row
+-- saying so. The time limit is the caller's: set statement_timeout (the room
+-- uses 2s); when it runs out, that check says so and the rest are not run.
+CREATE FUNCTION backstop.precheck(action_id uuid)
+RETURNS TABLE (name text, kind text, severity text, message text, error text)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    p_id uuid := precheck.action_id;
+    a record;
+    v_params jsonb;
+    v_sup jsonb;
+    v_checks jsonb;
+    v_limit double precision;
+    c jsonb;
+    v_msg text;
+    v_ran boolean;
+    v_state text;
+    v_text text;
+    v_locked boolean;
+    v_out_of_time boolean := false;
+BEGIN
+    IF p_id IS NULL THEN
+        PERFORM backstop._bad('precheck', 'action_id is required');
+    END IF;
+    SELECT x.tool, x.amount, x.confidence, x.proposed_seq, x.proposed_at INTO a
+      FROM backstop.actions x WHERE x.action_id = p_id;
+    IF NOT FOUND THEN
+        PERFORM backstop._bad('precheck', format('unknown action_id %s', p_id), 'P0002');
+    END IF;
+    SELECT l.params INTO v_params FROM backstop.action_log l WHERE l.seq = a.proposed_seq AND l.at = a.proposed_at;
+    SELECT v.doc -> 'supervisor' INTO v_sup
+      FROM backstop.active ac JOIN backstop.policy_versions v ON v.version = ac.policy_version;
+    -- Without a policy the supervisor runs on its defaults
+    -- (SupervisorSettings::default in src/policy.rs): confidence below 0.7
+    -- is reviewed, and there are no checks.
+    IF v_sup IS NULL THEN
+        v_limit := 0.7;
+    ELSIF jsonb_typeof(v_sup -> 'review_all' -> 'confidence_below') = 'number' THEN
+        v_limit := (v_sup -> 'review_all' ->> 'confidence_below')::double precision;
+    END IF;
+    -- As the supervisor compares them: the real widened to double precision.
+    IF a.confidence IS NOT NULL AND v_limit IS NOT NULL AND a.confidence::double precision < v_limit THEN
+        name := 'confidence_below';
+        kind := 'low_confidence';
+        severity := 'medium';
+        message := format('confidence %s is below %s', a.confidence, v_limit);
+        error := NULL;
+        RETURN NEXT;
+    END IF;
+    v_checks := CASE WHEN jsonb_typeof(v_sup -> 'checks') = 'array' THEN v_sup -> 'checks' ELSE '[]' END;
+    v_locked := EXISTS (SELECT 1 FROM pg_catalog.pg_locks l
+                         WHERE l.pid = pg_catalog.pg_backend_pid() AND l.locktype = 'advisory');
+    FOR c IN SELECT e FROM jsonb_array_elements(v_checks) e
+              WHERE e ->> 'tool' IS NULL OR e ->> 'tool' = a.tool LOOP
+        name := c ->> 'name';
+        kind := coalesce(c ->> 'kind', 'policy_violation');
+        severity := coalesce(c ->> 'severity', 'high');
+        message := NULL;
+        error := NULL;
+        IF v_out_of_time THEN
+            error := 'not run: the time ran out on an earlier check';
+        ELSIF v_locked THEN
+            error := 'not run: this session holds advisory locks, and a check could take one of them again unseen; call precheck from a session that holds none';
+        ELSE
+            v_msg := NULL;
+            v_ran := false;
+            BEGIN
+                PERFORM set_config('transaction_read_only', 'on', true);
+                v_msg := backstop_check.run(c ->> 'query', v_params, NULL, a.amount);
+                v_ran := true;
+                -- Undo whatever the check did; v_msg survives.
+                RAISE EXCEPTION USING ERRCODE = 'BKP01', MESSAGE = 'backstop.precheck: rolling the check back';
+            EXCEPTION
+                WHEN query_canceled THEN
+                    error := 'timed out: the caller''s statement_timeout ran out during this check';
+                    v_out_of_time := true;
+                WHEN OTHERS THEN
+                    GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_text = MESSAGE_TEXT;
+                    IF NOT (v_state = 'BKP01' AND v_ran) THEN
+                        error := backstop._check_error(v_state, v_text);
+                    END IF;
+            END;
+            -- A session-level advisory lock outlives the rollback; the
+            -- session held none before the check.
+            PERFORM pg_catalog.pg_advisory_unlock_all();
+            IF v_ran THEN
+                message := left(v_msg, 2000);
+            END IF;
+        END IF;
+        RETURN NEXT;
+    END LOOP;
+END
+$$;
+SELECT backstop._grant('precheck', 'viewer', 'approver', 'operator');
+COMMENT ON FUNCTION backstop.precheck IS 'The policy''s supervisor checks for a held action''s tool, and the low-confidence rule, run now (read-only, rolled back, as the check role) before anyone approves it. Callers: viewer, approver, operator (the room''s approval card). Returns (name, kind, severity, message: NULL when it passed, error: when the check itself failed). Refuses an unknown action (P0002).';

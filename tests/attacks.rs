@@ -97,6 +97,11 @@ async fn policy_checks_cannot_write_or_escalate_and_loading_is_a_duty_of_its_own
         "SELECT backstop.pause('fleet', NULL, 'from a check')::text".to_string(),
         "SELECT pg_sleep(30)::text".to_string(),
         "SELECT NULL::text FROM pg_advisory_lock(1112757332, 0)".to_string(),
+        // Utility statements outlive any rollback: dropping the supervisor's
+        // prepared statements (or preparing one under a name its driver
+        // uses) must not run at all.
+        "SELECT 'x'; DEALLOCATE ALL; SELECT 'y'".to_string(),
+        "PREPARE sqlx_s_1 AS SELECT backstop.pause('fleet', NULL, 'hijacked')".to_string(),
     ];
     let checks = escalations
         .iter()
@@ -762,4 +767,215 @@ async fn an_agents_login_never_approves_its_agents_actions() {
     assert_eq!(code(&e), "42501", "{e}");
     assert_eq!(t.log_len().await, before);
     logins.drop_all(vec![viewer, both]).await;
+}
+
+/// 13. The approval card's checks (`precheck`) run the policy's code before
+/// anyone approves: an agent cannot call it; an approver's call, even in a
+/// read-write transaction, keeps nothing a check did (a write the check role
+/// may make, a session advisory lock, a setting, a prepared statement); a
+/// check that fails or runs out of time is a row's error, not a failed
+/// call; a data error's message, which may quote what the check role read,
+/// is not passed on.
+#[tokio::test]
+async fn precheck_runs_the_checks_now_and_keeps_nothing_they_do() {
+    let t = TestDb::new().await;
+    t.load_assets().await;
+    let mut logins = Logins::new(&t);
+    let agent = logins.login(&t, "atk_pre_agent", Some("agent")).await;
+    let approver = logins.login(&t, "atk_pre_appr", Some("approver")).await;
+    let viewer = logins.login(&t, "atk_pre_view", Some("viewer")).await;
+    map_agent(t.pool(), &Logins::name("atk_pre_agent"), "refund-bot").await;
+
+    // The deployment let the check role write a business table (a mistake
+    // this call must survive), and an order worth 572.00.
+    sqlx::raw_sql(
+        "GRANT INSERT, UPDATE ON payments.orders TO backstop_check;
+         INSERT INTO payments.orders (order_id, customer_id, total) VALUES ('O-T1', 'c-31', 572.00);",
+    )
+    .execute(t.pool())
+    .await
+    .unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/demo");
+    let reg = backstop::registry::read(&root.join("tools.toml")).unwrap();
+    let mut pol = backstop::policy::read(&root.join("policy.toml"), Some(&reg)).unwrap();
+    let attacks = [
+        (
+            "attack_update",
+            "WITH u AS (UPDATE payments.orders SET total = 0 RETURNING 1) SELECT 'updated ' || count(*) FROM u",
+        ),
+        (
+            "attack_insert",
+            "WITH i AS (INSERT INTO payments.orders (order_id, customer_id, total) VALUES ('O-EVIL', 'c-x', 1) RETURNING 1) SELECT 'inserted' FROM i",
+        ),
+        ("attack_lock", "SELECT NULL::text FROM pg_advisory_lock(1112757399, 1)"),
+        (
+            "attack_setting",
+            "SELECT set_config('backstop.operator', 'mallory', false)",
+        ),
+        ("attack_prepare", "PREPARE sqlx_s_1 AS SELECT 'hijacked'"),
+        ("attack_deallocate", "SELECT 'x'; DEALLOCATE ALL; SELECT 'y'"),
+        (
+            "attack_data_error",
+            "SELECT (SELECT customer_id FROM payments.orders WHERE order_id = $1 ->> 'order_id')::int::text",
+        ),
+        ("attack_sleep", "SELECT pg_sleep(30)::text"),
+        ("after_the_sleep", "SELECT 'never run'"),
+    ];
+    for (name, query) in attacks {
+        pol.supervisor.checks.push(backstop::policy::Check {
+            name: name.into(),
+            tool: Some("issue_refund".into()),
+            kind: "policy_violation".into(),
+            severity: "high".into(),
+            query: query.into(),
+        });
+    }
+    pol.sha256 = format!("{:064x}", 13);
+    backstop::policy::sync(t.pool(), &pol, "attack").await.unwrap();
+
+    let params = json!({"customer_id": "c-31", "order_id": "O-T1", "amount": 47000, "reason": "billing dispute"});
+    let (id, verdict, _): (Uuid, String, String) = sqlx::query_as(
+        "SELECT action_id, verdict, reason FROM backstop.propose('refund-bot', 'issue_refund', $1, confidence => 0.62,
+                reasoning => 'matching their claimed lifetime spend')",
+    )
+    .bind(&params)
+    .fetch_one(&agent)
+    .await
+    .unwrap();
+    assert_eq!(verdict, "hold");
+
+    // The agent cannot run its own checks ahead (nor learn what they say).
+    let e = sqlx::query("SELECT * FROM backstop.precheck($1)")
+        .bind(id)
+        .fetch_all(&agent)
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "42501", "{e}");
+    // An unknown action is refused.
+    let e = sqlx::query("SELECT * FROM backstop.precheck($1)")
+        .bind(Uuid::new_v4())
+        .fetch_all(&approver)
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "P0002", "{e}");
+
+    let orders = || async {
+        t.count("SELECT count(*) FROM payments.orders WHERE total = 0 OR order_id = 'O-EVIL'")
+            .await
+    };
+    let log_before = t.log_len().await;
+    let actions_before: Value = sqlx::query_scalar("SELECT to_jsonb(a) FROM backstop.actions a WHERE action_id = $1")
+        .bind(id)
+        .fetch_one(t.pool())
+        .await
+        .unwrap();
+    // An approver's call in a read-write transaction with a time limit.
+    let mut conn = approver.acquire().await.unwrap();
+    let mut tx = conn.begin().await.unwrap();
+    tx.execute("SET LOCAL statement_timeout = '2s'").await.unwrap();
+    let rows: Vec<(String, String, Option<String>, Option<String>)> =
+        sqlx::query_as("SELECT name, severity, message, error FROM backstop.precheck($1)")
+            .bind(id)
+            .fetch_all(&mut *tx)
+            .await
+            .expect("a check that fails is a row, not a failed call");
+    let row = |n: &str| {
+        rows.iter()
+            .find(|r| r.0 == n)
+            .cloned()
+            .unwrap_or_else(|| panic!("no row {n}: {rows:?}"))
+    };
+    // The check that caught the $47,000 refund afterwards warns before.
+    let (_, sev, msg, err) = row("refund_within_order_total");
+    assert_eq!(sev, "critical");
+    assert_eq!(
+        msg.as_deref(),
+        Some("refund of 47000 is more than order O-T1 was worth (572.00)"),
+        "{err:?}"
+    );
+    let (_, _, msg, _) = row("confidence_below");
+    assert_eq!(msg.as_deref(), Some("confidence 0.62 is below 0.7"));
+    // Checks of other tools do not apply.
+    assert!(!rows.iter().any(|r| r.0 == "critical_contract_cancelled"), "{rows:?}");
+    for (n, says) in [
+        ("attack_update", "read-only"),
+        ("attack_insert", "read-only"),
+        ("attack_prepare", "cannot open PREPARE"),
+        ("attack_deallocate", "multi-query"),
+        ("attack_sleep", "timed out"),
+        ("after_the_sleep", "not run"),
+    ] {
+        let (_, _, msg, err) = row(n);
+        assert!(
+            msg.is_none() && err.as_deref().is_some_and(|e| e.contains(says)),
+            "{n}: {msg:?} {err:?}"
+        );
+    }
+    let (_, _, msg, err) = row("attack_data_error");
+    let err = err.unwrap_or_default();
+    assert!(msg.is_none() && err.contains("22P02") && !err.contains("c-31"), "{err}");
+    // The lock and the setting a check took ran (a message, or none) and did not stay.
+    assert_eq!(row("attack_setting").2.as_deref(), Some("mallory"));
+    let locks: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()")
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+    assert_eq!(locks, 0, "a check's advisory lock outlived it");
+    let op: Option<String> = sqlx::query_scalar("SELECT current_setting('backstop.operator', true)")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    assert_ne!(op.as_deref(), Some("mallory"));
+    // (SQL-level PREPAREs show their own text; the driver's, the query's.)
+    let prepared: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM pg_prepared_statements WHERE statement ILIKE 'PREPARE%'")
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+    assert_eq!(prepared, 0);
+    // The caller's own transaction is as writable as before, and commits.
+    tx.commit().await.unwrap();
+    // The connection's prepared statements were not dropped: it still works.
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM backstop.approval_queue WHERE action_id = $1")
+        .bind(id)
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    drop(conn);
+    assert_eq!(orders().await, 0, "a check wrote a business table");
+    assert_eq!(t.log_len().await, log_before, "precheck appended to the log");
+    let actions_after: Value = sqlx::query_scalar("SELECT to_jsonb(a) FROM backstop.actions a WHERE action_id = $1")
+        .bind(id)
+        .fetch_one(t.pool())
+        .await
+        .unwrap();
+    assert_eq!(actions_before, actions_after);
+    let held: i64 = t
+        .count("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = 1112757399")
+        .await;
+    assert_eq!(held, 0);
+
+    // A session that holds an advisory lock gets no checks run: the lock
+    // could be taken again by a check, unseen.
+    let mut tx = viewer.begin().await.unwrap();
+    tx.execute("SELECT pg_advisory_xact_lock(1112757398, 1)").await.unwrap();
+    let rows: Vec<(String, Option<String>)> = sqlx::query_as("SELECT name, error FROM backstop.precheck($1)")
+        .bind(id)
+        .fetch_all(&mut *tx)
+        .await
+        .unwrap();
+    let policy_checks: Vec<&(String, Option<String>)> = rows.iter().filter(|r| r.0 != "confidence_below").collect();
+    assert!(!policy_checks.is_empty());
+    assert!(
+        policy_checks
+            .iter()
+            .all(|r| r.1.as_deref().is_some_and(|e| e.contains("holds advisory locks"))),
+        "{rows:?}"
+    );
+    tx.rollback().await.unwrap();
+    assert_eq!(orders().await, 0);
+    assert_eq!(t.log_len().await, log_before);
+    logins.drop_all(vec![agent, approver, viewer]).await;
 }

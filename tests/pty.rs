@@ -159,6 +159,54 @@ async fn a_small_terminal_never_acts_on_rows_it_does_not_show() {
     quit(&mut keys, &mut child);
 }
 
+/// The approval card in the real binary at 80x24, as an approver's login:
+/// the check the supervisor runs after a refund warns on screen before
+/// anyone approves it, and again on the approving key's question; any key
+/// but y approves nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_approval_card_warns_before_approval_at_80x24() {
+    let t = TestDb::new().await;
+    t.load_assets().await;
+    let mut logins = common::Logins::new(&t);
+    let approver = logins.login(&t, "pty_card", Some("approver")).await;
+    sqlx::query("INSERT INTO payments.orders (order_id, customer_id, total) VALUES ('O-572', 'c-57', 572.00)")
+        .execute(t.pool())
+        .await
+        .unwrap();
+    let held = contract::propose(
+        t.pool(),
+        &Proposal {
+            agent: "refund-bot-2".into(),
+            tool: "issue_refund".into(),
+            params: json!({"customer_id": "c-57", "order_id": "O-572", "amount": 47000, "reason": "billing dispute"}),
+            confidence: Some(0.81),
+            reasoning: Some("Ticket T-47000: matching their claimed lifetime spend.".into()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(held.verdict, Verdict::Hold);
+    let url = common::login_url(&t.url, &common::Logins::name("pty_card"));
+    let (screen, mut keys, mut child) = spawn_room(&url, 24, 80, &[]);
+    screen.wait_for("the room", |s| s.contains("LIVE"));
+    keys.write_all(b"3").unwrap();
+    screen.wait_for("the card's failing check", |s| {
+        s.contains("$47,000 issue_refund by refund-bot-2")
+            && s.contains("✗ refund_within_order_total (critical): refund of 47000")
+            && s.contains("reasoning: Ticket T-47000")
+    });
+    keys.write_all(b"a").unwrap();
+    screen.wait_for("the approval question with the warning", |s| {
+        s.contains("Approve $47,000 issue_refund by refund-bot-2? ✗ 1 check fails y / N")
+    });
+    keys.write_all(b"n").unwrap();
+    screen.wait_for("not approved", |s| s.contains("not approved"));
+    assert_eq!(t.count("SELECT count(*) FROM backstop.approvals").await, 0);
+    quit(&mut keys, &mut child);
+    logins.drop_all(vec![approver]).await;
+}
+
 /// (log rows, loaded registry and policy versions, kill switches)
 async fn writes(t: &TestDb) -> (i64, i64, i64) {
     (

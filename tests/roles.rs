@@ -24,7 +24,7 @@ fn allowed(duty: &str, f: &str) -> bool {
     // Sealing is the owner's alone (a duty that could seal could hold the
     // sealer up).
     let house = ["expire_held", "ensure_log_partitions"];
-    let read = ["tail", "compensation_plan"];
+    let read = ["tail", "compensation_plan", "precheck"];
     match duty {
         "agent" => ["propose", "decision", "record_result", "report_signal"].contains(&f),
         "viewer" => read.contains(&f),

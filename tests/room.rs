@@ -590,3 +590,99 @@ async fn mark_by_query_marks_from_the_database_and_the_plan_follows_the_marks() 
         "nothing else was requested"
     );
 }
+
+/// The approval card's checks against a real database: before anyone
+/// approves a $47,000 refund on a $572 order, an approver's login, reading
+/// as the room does (read-only, with a time limit), is told so; after two
+/// approvals and the refund, the supervisor's review raises it as before.
+#[tokio::test]
+async fn the_card_warns_before_approval_of_what_the_supervisor_finds_after() {
+    use backstop::supervisor::SupervisorStats;
+    use sqlx::Acquire;
+    let t = TestDb::new().await;
+    t.load_assets().await;
+    let mut logins = common::Logins::new(&t);
+    let approver = logins.login(&t, "room_card_appr", Some("approver")).await;
+    sqlx::query("INSERT INTO payments.orders (order_id, customer_id, total) VALUES ('O-572', 'c-57', 572.00)")
+        .execute(t.pool())
+        .await
+        .unwrap();
+    let d = contract::propose(
+        t.pool(),
+        &Proposal {
+            agent: "refund-bot-2".into(),
+            tool: "issue_refund".into(),
+            params: json!({"customer_id": "c-57", "order_id": "O-572", "amount": 47000, "reason": "billing dispute"}),
+            confidence: Some(0.81),
+            reasoning: Some("Ticket T-47000: matching their claimed lifetime spend of $47,000.".into()),
+            inputs: Some(json!({"ticket": "T-47000"})),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(d.verdict, Verdict::Hold, "{}", d.reason);
+    let id = d.action_id;
+
+    // What the card shows, read by the approver's own login.
+    let info = backstop::tui::data::card(&approver, id).await.unwrap();
+    assert_eq!(info.confidence, Some(0.81));
+    assert!(
+        info.reasoning
+            .as_deref()
+            .is_some_and(|r| r.starts_with("Ticket T-47000"))
+    );
+    assert_eq!(info.inputs, Some(json!({"ticket": "T-47000"})));
+    let log_before = t.log_len().await;
+    let checks = backstop::tui::data::precheck(&approver, id).await.unwrap();
+    let caught = checks
+        .iter()
+        .find(|c| c.name == "refund_within_order_total")
+        .unwrap_or_else(|| panic!("{checks:?}"));
+    assert_eq!(
+        caught.message.as_deref(),
+        Some("refund of 47000 is more than order O-572 was worth (572.00)")
+    );
+    assert_eq!((caught.severity.as_str(), caught.error.as_deref()), ("critical", None));
+    // 0.81 is above the review's 0.7: no low-confidence row.
+    assert_eq!(checks.len(), 1, "{checks:?}");
+    assert_eq!(t.log_len().await, log_before, "the card's reads append nothing");
+    assert_eq!(
+        t.count("SELECT count(*) FROM backstop.findings").await,
+        0,
+        "nothing raised before approval"
+    );
+
+    // Two people approve anyway; the refund is issued.
+    for who in ["ana", "bob"] {
+        let pool = t.as_operator(who).await;
+        contract::approve(&pool, id, "the customer is important").await.unwrap();
+    }
+    contract::record_result(
+        t.pool(),
+        id,
+        true,
+        Some(&json!({"refund_id": "rf-47000", "status": "issued"})),
+        None,
+    )
+    .await
+    .unwrap();
+    // The supervisor's review finds it, as it always did.
+    let (_, settings) = backstop::policy::active_supervisor(t.pool()).await.unwrap();
+    let mut conn = t.pool().acquire().await.unwrap();
+    let mut tx = conn.begin().await.unwrap();
+    let mut stats = SupervisorStats::default();
+    let raised = backstop::supervisor::review::review_one(&mut tx, &settings, id, "amount_over", &mut stats)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert!(raised.iter().any(|r| r.kind == "policy_violation"), "{}", raised.len());
+    let found = t
+        .count(&format!(
+            "SELECT count(*) FROM backstop.findings WHERE action_id = '{id}' AND rule = 'refund_within_order_total'
+                AND severity = 'critical' AND detail ->> 'violation' = 'refund of 47000 is more than order O-572 was worth (572.00)'"
+        ))
+        .await;
+    assert_eq!(found, 1);
+    logins.drop_all(vec![approver]).await;
+}

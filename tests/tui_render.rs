@@ -283,6 +283,47 @@ fn fixture() -> State {
     s
 }
 
+/// The record of the held $47,000 refund, as Enter shows it.
+fn refund_detail(action_id: Uuid) -> Detail {
+    Detail {
+        action_id,
+        action: Some(ActionDetail {
+            agent: "refund-bot".into(),
+            tool: "issue_refund".into(),
+            class: Some("conditional".into()),
+            status: ActionStatus::Held,
+            amount: Some(Decimal::from(47000)),
+            confidence: Some(0.62),
+            cost_to_reverse: Some(Decimal::from(1500)),
+            verdict: Verdict::Hold,
+            reason: "$47,000 is above $10,000: two approvers".into(),
+            rule: Some("four_eyes".into()),
+            policy_version: Some(2),
+            registry_version: Some(1),
+            proposal: Some(Proposed {
+                reasoning: Some("Customer threatened to churn; matching their claimed lifetime spend.".into()),
+                inputs: None,
+                params: Some(json!({"amount": 47000, "customer_id": "c-1002"})),
+            }),
+            result: None,
+            correlation_id: Some("ticket-48208".into()),
+            parent_action: None,
+            related: Vec::new(),
+            inverse_tool: None,
+            inverse_params: None,
+            inverse_missing: None,
+            compensation: None,
+            history: vec![HistoryEntry {
+                seq: 48208,
+                at: now() - Duration::seconds(4),
+                kind: EventKind::Held,
+                actor: "refund-bot".into(),
+                seal: Some((12, vec![0xab; 32])),
+            }],
+        }),
+    }
+}
+
 fn render(s: &State, w: u16, h: u16) -> String {
     let mut t = Terminal::new(TestBackend::new(w, h)).unwrap();
     t.draw(|f| view(s, f, &Theme { color: false })).unwrap();
@@ -349,43 +390,7 @@ fn overlays() {
     assert!(!ro.contains("space mark"), "{ro}");
     s.readonly = false;
     s.mode = Mode::Detail { scroll: 0 };
-    s.detail = Some(Detail {
-        action_id: id(5),
-        action: Some(ActionDetail {
-            agent: "refund-bot".into(),
-            tool: "issue_refund".into(),
-            class: Some("conditional".into()),
-            status: ActionStatus::Held,
-            amount: Some(Decimal::from(47000)),
-            confidence: Some(0.62),
-            cost_to_reverse: Some(Decimal::from(1500)),
-            verdict: Verdict::Hold,
-            reason: "$47,000 is above $10,000: two approvers".into(),
-            rule: Some("four_eyes".into()),
-            policy_version: Some(2),
-            registry_version: Some(1),
-            proposal: Some(Proposed {
-                reasoning: Some("Customer threatened to churn; matching their claimed lifetime spend.".into()),
-                inputs: None,
-                params: Some(json!({"amount": 47000, "customer_id": "c-1002"})),
-            }),
-            result: None,
-            correlation_id: Some("ticket-48208".into()),
-            parent_action: None,
-            related: Vec::new(),
-            inverse_tool: None,
-            inverse_params: None,
-            inverse_missing: None,
-            compensation: None,
-            history: vec![HistoryEntry {
-                seq: 48208,
-                at: now() - Duration::seconds(4),
-                kind: EventKind::Held,
-                actor: "refund-bot".into(),
-                seal: Some((12, vec![0xab; 32])),
-            }],
-        }),
-    });
+    s.detail = Some(refund_detail(id(5)));
     insta::assert_snapshot!("detail_120x40", render(&s, 120, 40));
     s.mode = Mode::Plan;
     s.plan = Some(Plan {
@@ -706,4 +711,229 @@ fn the_tab_line_names_the_filter_keys_a_view_cannot_use() {
     s.view = View::Log;
     let screen = render(&s, 120, 40);
     assert!(!screen.contains("not in this view"), "{screen}");
+}
+
+/// What the agent said about a held refund, and checks that fail, pass, or
+/// have not answered yet.
+fn card_info() -> backstop::tui::state::CardInfo {
+    backstop::tui::state::CardInfo {
+        class: Some("conditional".into()),
+        confidence: Some(0.81),
+        reasoning: Some(
+            "Ticket T-47000: c-1002 says the whole account was mis-billed since 2021; matching their claimed lifetime spend.\nEND-OF-REASONING"
+                .into(),
+        ),
+        inputs: Some(json!({"ticket": "T-47000", "channel": "email"})),
+        params: Some(json!({"customer_id": "c-1002", "order_id": "O-1", "amount": 47000, "reason": "billing dispute"})),
+        correlation_id: Some("ticket-T-47000".into()),
+    }
+}
+
+fn check(name: &str, severity: &str, message: Option<&str>, error: Option<&str>) -> backstop::tui::state::CheckResult {
+    backstop::tui::state::CheckResult {
+        name: name.into(),
+        kind: "policy_violation".into(),
+        severity: severity.into(),
+        message: message.map(Into::into),
+        error: error.map(Into::into),
+    }
+}
+
+/// A refund of `amount` checked against an order worth 572.00.
+fn failing_checks(amount: &str) -> Vec<backstop::tui::state::CheckResult> {
+    let message = format!("refund of {amount} is more than order O-1 was worth (572.00)");
+    vec![
+        check("customer_not_churned", "high", None, None),
+        check("refund_within_order_total", "critical", Some(&message), None),
+    ]
+}
+
+/// The busy room on the approvals view, 25 rows down, with the highlighted
+/// hold's card as far as `checks` says (None: still running).
+fn busy_card(w: u16, h: u16, checks: Option<Vec<backstop::tui::state::CheckResult>>) -> State {
+    let mut s = busy();
+    s.size = Some((w, h));
+    update(&mut s, backstop::tui::update::press('3'));
+    press_n(&mut s, 'j', 25);
+    if let Some(id) = s.card_target() {
+        update(&mut s, Msg::Card(id, Ok(Box::new(card_info()))));
+        if let Some(c) = checks {
+            update(&mut s, Msg::Checks(id, Ok(c)));
+        }
+    }
+    s
+}
+
+#[test]
+fn the_approval_card_shows_the_evidence_and_the_checks_run_now_at_every_size() {
+    let passing = vec![
+        check("customer_not_churned", "high", None, None),
+        check("refund_within_order_total", "critical", None, None),
+    ];
+    for (w, h) in [(80, 24), (200, 60)] {
+        for (name, checks) in [
+            ("failing", Some(failing_checks("4934"))),
+            ("passing", Some(passing.clone())),
+            ("running", None),
+        ] {
+            let s = busy_card(w, h, checks);
+            let screen = render(&s, w, h);
+            // The card is about the highlighted row: its amount and agent head it.
+            let sel = s.visible_approvals()[s.cursor_index()].clone();
+            let head = format!("{} issue_refund by {}", backstop::output::money(sel.amount), sel.agent);
+            assert!(screen.contains(&head), "{name} {w}x{h}: {head}\n{screen}");
+            assert!(screen.contains("▶"), "{screen}");
+            match name {
+                "failing" => assert!(
+                    screen.contains("✗ refund_within_order_total (critical): refund of 4934")
+                        && screen.contains("✓ 1 check passed"),
+                    "{screen}"
+                ),
+                "passing" => assert!(screen.contains("✓ 2 checks passed"), "{screen}"),
+                _ => assert!(screen.contains("checks: running…"), "{screen}"),
+            }
+            assert!(
+                screen.contains("confidence 0.81") && screen.contains("reasoning: Ticket T-47000"),
+                "{screen}"
+            );
+            insta::assert_snapshot!(format!("card_{name}_{w}x{h}"), screen);
+        }
+    }
+    // The whole card where it has room: reasoning, params and inputs in full.
+    let wide = render(&busy_card(200, 60, Some(failing_checks("4934"))), 200, 60);
+    assert!(
+        wide.contains("END-OF-REASONING") && wide.contains("\"channel\":\"email\"") && !wide.contains("↓ more: Enter"),
+        "{wide}"
+    );
+    // Cut where it has not, with a mark that says so.
+    let small = render(&busy_card(80, 24, Some(failing_checks("4934"))), 80, 24);
+    assert!(small.contains("↓ more: Enter shows the whole record"), "{small}");
+}
+
+#[test]
+fn approving_names_the_amount_and_the_failing_check_on_the_key_itself() {
+    for (w, h) in [(80, 24), (200, 60)] {
+        let mut s = busy_card(w, h, Some(failing_checks("4934")));
+        let id = s.card_target().expect("a highlighted hold");
+        update(&mut s, backstop::tui::update::press('a'));
+        assert_eq!(s.mode, Mode::ConfirmApprove(id));
+        let screen = render(&s, w, h);
+        let sel = s.data.approvals.iter().find(|x| x.action_id == id).unwrap().clone();
+        let ask = screen.lines().rev().nth(1).unwrap_or_default().to_string();
+        assert!(
+            ask.contains(&format!("Approve {}", backstop::output::money(sel.amount)))
+                && ask.contains("✗ 1 check fails")
+                && ask.contains("y / N"),
+            "{ask}"
+        );
+        if w >= 120 {
+            assert!(ask.contains("✗ 1 check fails: refund_within_order_total"), "{ask}");
+        }
+        insta::assert_snapshot!(format!("card_confirm_{w}x{h}"), screen);
+        // Any key but y: nothing approved.
+        let fx = update(&mut s, backstop::tui::update::press('n'));
+        assert!(
+            !fx.iter()
+                .any(|e| matches!(e, backstop::tui::update::Effect::Approve(_)))
+        );
+    }
+    // Where the approvals view does not fit (60x20), the log's held row asks
+    // the same question, with the same warning; Enter shows the checks too.
+    let mut s = busy();
+    s.size = Some((60, 20));
+    let held = s.log.iter().find(|r| r.kind == EventKind::Held).unwrap().clone();
+    let id = held.action_id.unwrap();
+    s.data.approvals[0] = HeldRow {
+        action_id: id,
+        agent: held.agent.clone().unwrap(),
+        tool: "issue_refund".into(),
+        amount: Some(Decimal::from(47000)),
+        rule: Some("four_eyes".into()),
+        reason: "$47,000 is above $10,000: two approvers".into(),
+        approvals: 1,
+        approvals_needed: 2,
+        approved_by: vec!["approver-ana-maria".into()],
+        held_at: now(),
+        expires_at: now() + Duration::seconds(600),
+    };
+    s.cursor.insert(View::Log, held.seq.to_string());
+    s.following = false;
+    let fx = update(&mut s, backstop::tui::update::press('a'));
+    assert_eq!(s.mode, Mode::ConfirmApprove(id));
+    assert!(fx.contains(&backstop::tui::update::Effect::Precheck(id)), "{fx:?}");
+    let running = render(&s, 60, 20);
+    assert!(running.contains("checks running…"), "{running}");
+    update(&mut s, Msg::Checks(id, Ok(failing_checks("47000"))));
+    let screen = render(&s, 60, 20);
+    assert!(
+        screen.contains("Approve $47,000") && screen.contains("✗ 1 check fails") && screen.contains("y / N"),
+        "{screen}"
+    );
+    insta::assert_snapshot!("card_confirm_60x20", screen);
+    update(&mut s, backstop::tui::update::press('n'));
+    update(
+        &mut s,
+        backstop::tui::update::press_code(crossterm::event::KeyCode::Enter),
+    );
+    assert_eq!(s.mode, Mode::Detail { scroll: 0 });
+    s.detail = Some(refund_detail(id));
+    let detail = render(&s, 60, 20);
+    assert!(
+        detail.contains("approvals: 1/2 by approver-ana-maria")
+            && detail.contains("checks now: ✗ refund_within_order_total"),
+        "{detail}"
+    );
+    insta::assert_snapshot!("card_detail_60x20", detail);
+}
+
+#[test]
+fn the_card_follows_the_highlighted_row() {
+    use backstop::tui::update::Effect;
+    let mut s = busy();
+    s.size = Some((200, 60));
+    let fx = update(&mut s, backstop::tui::update::press('3'));
+    let rows: Vec<Uuid> = s.visible_approvals().iter().map(|h| h.action_id).collect();
+    let (first, second) = (rows[0], rows[1]);
+    assert_eq!(fx, vec![Effect::LoadCard(first), Effect::Precheck(first)]);
+    update(&mut s, Msg::Checks(first, Ok(failing_checks("47000"))));
+    assert!(render(&s, 200, 60).contains("✗ refund_within_order_total"));
+
+    let fx = update(&mut s, backstop::tui::update::press('j'));
+    assert_eq!(fx, vec![Effect::LoadCard(second), Effect::Precheck(second)]);
+    assert_eq!(s.card_target(), Some(second));
+    let screen = render(&s, 200, 60);
+    let h = s.data.approvals.iter().find(|x| x.action_id == second).unwrap();
+    assert!(
+        screen.contains(&format!(
+            "{} issue_refund by {}",
+            backstop::output::money(h.amount),
+            h.agent
+        )),
+        "{screen}"
+    );
+    // The first row's failing check is not shown as the second's.
+    assert!(
+        !screen.contains("✗ refund_within_order_total") && screen.contains("checks: running…"),
+        "{screen}"
+    );
+    // A late answer for the row left behind changes nothing on screen.
+    update(&mut s, Msg::Checks(first, Ok(failing_checks("47000"))));
+    assert!(!render(&s, 200, 60).contains("✗ refund_within_order_total"));
+    // a asks about the highlighted row.
+    update(&mut s, backstop::tui::update::press('a'));
+    assert_eq!(s.mode, Mode::ConfirmApprove(second));
+    update(&mut s, backstop::tui::update::press('n'));
+
+    // Back up: the first card is kept, nothing is loaded again.
+    let fx = update(&mut s, backstop::tui::update::press('k'));
+    assert!(fx.is_empty(), "{fx:?}");
+    assert!(render(&s, 200, 60).contains("✗ refund_within_order_total"));
+    // The refresh tick runs the checks again (once at a time).
+    let data = Box::new(s.data.clone());
+    assert_eq!(update(&mut s, Msg::Data(data.clone())), vec![Effect::Precheck(first)]);
+    assert_eq!(update(&mut s, Msg::Data(data)), vec![]);
+    // Other views ask for no card.
+    update(&mut s, Msg::Checks(first, Ok(Vec::new())));
+    update(&mut s, backstop::tui::update::press('2'));
+    assert_eq!(s.card_target(), None);
 }

@@ -12,6 +12,7 @@ pub const CONTRACT_FUNCTIONS: &[&str] = &[
     "resume",
     "request_compensation",
     "compensation_plan",
+    "precheck",
     "acknowledge_finding",
     "resolve_finding",
     "load_registry",

@@ -86,6 +86,11 @@ pub fn printable(s: &str) -> String {
     out
 }
 
+/// The lines of `s`, each printable (see `printable`; a tab is four spaces).
+pub fn printable_lines(s: &str) -> Vec<String> {
+    s.lines().map(|l| printable(&l.replace('\t', "    "))).collect()
+}
+
 fn is_control(ch: char) -> bool {
     let c = ch as u32;
     c < 0x20 || (0x7f..=0x9f).contains(&c)

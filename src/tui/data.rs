@@ -12,8 +12,8 @@ use sqlx::{PgPool, Row};
 use uuid::Uuid;
 
 use super::state::{
-    APPROVALS_SHOWN, ActionDetail, AgentRow, CompRow, CompensationState, Detail, Dists, FindingRow, HeldRow,
-    HistoryEntry, Proposed, Related, Snapshot, Switch,
+    APPROVALS_SHOWN, ActionDetail, AgentRow, CardInfo, CheckResult, CompRow, CompensationState, Detail, Dists,
+    FindingRow, HeldRow, HistoryEntry, Proposed, Related, Snapshot, Switch,
 };
 use crate::contract::{self, ActionStatus, Scope};
 use crate::supervisor::drift;
@@ -494,4 +494,47 @@ pub async fn actions_of(pool: &PgPool, agent: &str, since: DateTime<Utc>, tool: 
     .bind(tool)
     .fetch_all(pool)
     .await?)
+}
+
+/// What the agent said about an action, for its approval card: the action's
+/// row and its proposal's log row (one partition, by the proposal's time).
+pub async fn card(pool: &PgPool, id: Uuid) -> Result<CardInfo> {
+    let row = sqlx::query(
+        "SELECT a.class, a.confidence, a.correlation_id, p.reasoning, p.inputs, p.params
+           FROM backstop.actions a
+           LEFT JOIN backstop.action_log p ON p.seq = a.proposed_seq AND p.at = a.proposed_at
+          WHERE a.action_id = $1",
+    )
+    .bind(id)
+    .fetch_optional(pool)
+    .await?;
+    let Some(r) = row else {
+        anyhow::bail!("action {id} is not in the actions projection");
+    };
+    Ok(CardInfo {
+        class: r.try_get("class")?,
+        confidence: r.try_get("confidence")?,
+        reasoning: r.try_get("reasoning")?,
+        inputs: r.try_get("inputs")?,
+        params: r.try_get("params")?,
+        correlation_id: r.try_get("correlation_id")?,
+    })
+}
+
+/// The supervisor's checks on a held action, run now (`backstop.precheck`),
+/// in a read-only transaction under a statement timeout: nothing they do
+/// stays, and the checks cost the room two seconds at most.
+pub async fn precheck(pool: &PgPool, id: Uuid) -> Result<Vec<CheckResult>> {
+    let mut tx = pool.begin().await?;
+    sqlx::raw_sql("SET TRANSACTION READ ONLY; SET LOCAL statement_timeout = '2s'")
+        .execute(&mut *tx)
+        .await?;
+    let rows: Vec<CheckResult> =
+        sqlx::query_as("SELECT name, kind, severity, message, error FROM backstop.precheck($1)")
+            .bind(id)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(crate::contract::refine)?;
+    tx.rollback().await?;
+    Ok(rows)
 }

@@ -363,6 +363,11 @@ pub fn run_effect(ctx: Ctx, e: Effect) {
                 Ok(d) => Msg::Detail(Box::new(d)),
                 Err(e) => Msg::Done("detail".into(), Err(e.to_string())),
             },
+            Effect::LoadCard(id) => Msg::Card(
+                id,
+                data::card(&ctx.read, id).await.map(Box::new).map_err(|e| e.to_string()),
+            ),
+            Effect::Precheck(id) => Msg::Checks(id, data::precheck(&ctx.read, id).await.map_err(|e| e.to_string())),
             Effect::Plan(ids) => match compensation::plan(pool, &Selection::Actions(ids)).await {
                 Ok(p) => Msg::Plan(p),
                 Err(e) => Msg::Done("plan".into(), Err(e.to_string())),

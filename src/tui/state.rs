@@ -409,6 +409,76 @@ pub struct Snapshot {
     pub known_tools: Option<BTreeSet<String>>,
 }
 
+/// One of the supervisor's checks run now on a held action
+/// (`backstop.precheck`): `message` when it fails, `error` when the check
+/// itself could not run, neither when it passed.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct CheckResult {
+    pub name: String,
+    pub kind: String,
+    pub severity: String,
+    pub message: Option<String>,
+    pub error: Option<String>,
+}
+
+/// What the agent said when it proposed a held action: the card's part
+/// that never changes (the queue's row has the rest).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct CardInfo {
+    pub class: Option<String>,
+    pub confidence: Option<f32>,
+    pub reasoning: Option<String>,
+    pub inputs: Option<Value>,
+    pub params: Option<Value>,
+    pub correlation_id: Option<String>,
+}
+
+/// The checks of a card, as far as they have come.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Checks {
+    /// Asked; no answer yet.
+    Running,
+    Done(Vec<CheckResult>),
+    /// The call itself failed (the database's words).
+    Failed(String),
+}
+
+impl Checks {
+    /// The checks that fail (a message), most severe first.
+    pub fn failing(&self) -> Vec<&CheckResult> {
+        let mut v: Vec<&CheckResult> = match self {
+            Checks::Done(rows) => rows.iter().filter(|c| c.message.is_some()).collect(),
+            _ => Vec::new(),
+        };
+        v.sort_by_key(|c| severity_rank(&c.severity));
+        v
+    }
+}
+
+/// The approval card of one held action: fetched when its row is
+/// highlighted, kept by action id; the checks are run again on each refresh.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Card {
+    /// `None`: loading.
+    pub info: Option<Result<CardInfo, String>>,
+    pub checks: Checks,
+    /// A load of the info is on its way.
+    pub loading: bool,
+    /// A precheck is on its way.
+    pub checking: bool,
+}
+
+impl Default for Card {
+    fn default() -> Self {
+        Card {
+            info: None,
+            checks: Checks::Running,
+            loading: false,
+            checking: false,
+        }
+    }
+}
+
 /// The whole record behind Enter, as the database holds it; `view` formats it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Detail {
@@ -540,6 +610,8 @@ pub struct State {
     pub size: Option<(u16, u16)>,
     /// The first step of the rollback plan on screen.
     pub plan_scroll: usize,
+    /// Approval cards by action id (see `card_for`).
+    pub cards: HashMap<Uuid, Card>,
 }
 
 impl State {
@@ -573,6 +645,7 @@ impl State {
             dirty: true,
             size: None,
             plan_scroll: 0,
+            cards: HashMap::new(),
         }
     }
 
@@ -883,6 +956,25 @@ impl State {
                 .iter()
                 .find(|c| c.action_id.to_string() == key)
                 .map(|c| c.agent.clone()),
+        }
+    }
+
+    /// The held action under the cursor of the view on screen.
+    pub fn held_under_cursor(&self) -> Option<Uuid> {
+        let id = self.cursor_action()?;
+        self.data.approvals.iter().any(|h| h.action_id == id).then_some(id)
+    }
+
+    /// The held action whose card is wanted now: the one being approved,
+    /// the one whose detail is open, or the highlighted row of the
+    /// approvals view on screen. Always the row the acting keys act on.
+    pub fn card_target(&self) -> Option<Uuid> {
+        let held = |id: Uuid| self.data.approvals.iter().any(|h| h.action_id == id);
+        match &self.mode {
+            Mode::ConfirmApprove(id) => Some(*id),
+            Mode::Detail { .. } => self.detail_for.filter(|id| held(*id)),
+            _ if self.shown_view() == View::Approvals => self.held_under_cursor(),
+            _ => None,
         }
     }
 

@@ -7,7 +7,10 @@ use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use uuid::Uuid;
 
 use super::keys::COMMANDS;
-use super::state::{Conn, Detail, Filter, FindingRow, LOG_CAP, Mode, Note, Purpose, Snapshot, State, View};
+use super::state::{
+    CardInfo, CheckResult, Checks, Conn, Detail, Filter, FindingRow, LOG_CAP, Mode, Note, Purpose, Snapshot, State,
+    View,
+};
 use crate::compensation::Plan;
 use crate::contract::{ControlEvent, EventKind as K, LogRow, Scope};
 
@@ -23,6 +26,10 @@ pub enum Msg {
     Conn(Conn),
     Data(Box<Snapshot>),
     Detail(Box<Detail>),
+    /// What the agent said about a held action (the approval card).
+    Card(Uuid, Result<Box<CardInfo>, String>),
+    /// The supervisor's checks run now on a held action (`backstop.precheck`).
+    Checks(Uuid, Result<Vec<CheckResult>, String>),
     Plan(Plan),
     /// A NOTIFY, decoded; or why it could not be.
     Notify(Result<ControlEvent, String>),
@@ -39,6 +46,10 @@ pub enum Msg {
 pub enum Effect {
     Refresh,
     LoadDetail(Uuid),
+    /// Load a held action's card (what the agent said).
+    LoadCard(Uuid),
+    /// Run the supervisor's checks on a held action now, read-only.
+    Precheck(Uuid),
     Plan(Vec<Uuid>),
     /// Request exactly the steps of the plan on screen, with the outcome
     /// each was shown with (the reply says where the database now differs).
@@ -91,6 +102,34 @@ pub fn press_code(code: KeyCode) -> Msg {
 }
 
 pub fn update(s: &mut State, msg: Msg) -> Vec<Effect> {
+    // A refresh of the views runs the card's checks again.
+    let refresh = matches!(msg, Msg::Data(_));
+    let mut fx = on_msg(s, msg);
+    fx.extend(card_effects(s, refresh));
+    fx
+}
+
+/// What the card of the held action in question (`State::card_target`)
+/// still needs: its info once, its checks when first shown and again on
+/// every refresh, never two loads of either at a time.
+fn card_effects(s: &mut State, refresh: bool) -> Vec<Effect> {
+    let Some(id) = s.card_target() else {
+        return Vec::new();
+    };
+    let card = s.cards.entry(id).or_default();
+    let mut fx = Vec::new();
+    if card.info.is_none() && !card.loading {
+        card.loading = true;
+        fx.push(Effect::LoadCard(id));
+    }
+    if !card.checking && (card.checks == Checks::Running || refresh) {
+        card.checking = true;
+        fx.push(Effect::Precheck(id));
+    }
+    fx
+}
+
+fn on_msg(s: &mut State, msg: Msg) -> Vec<Effect> {
     s.dirty = true;
     match msg {
         Msg::Key(k) => on_key(s, k),
@@ -141,6 +180,24 @@ pub fn update(s: &mut State, msg: Msg) -> Vec<Effect> {
                 }
             }
             s.data.fleet.sort_by(|a, b| a.agent.cmp(&b.agent));
+            // Cards of actions no longer held go (one comes back if needed).
+            let held: std::collections::HashSet<Uuid> = s.data.approvals.iter().map(|h| h.action_id).collect();
+            s.cards.retain(|id, _| held.contains(id));
+            Vec::new()
+        }
+        Msg::Card(id, info) => {
+            let card = s.cards.entry(id).or_default();
+            card.loading = false;
+            card.info = Some(info.map(|i| *i));
+            Vec::new()
+        }
+        Msg::Checks(id, rows) => {
+            let card = s.cards.entry(id).or_default();
+            card.checking = false;
+            card.checks = match rows {
+                Ok(r) => Checks::Done(r),
+                Err(e) => Checks::Failed(e),
+            };
             Vec::new()
         }
         Msg::Detail(d) => {
@@ -900,7 +957,7 @@ fn acting_key(s: &mut State, c: char) -> Vec<Effect> {
             s.notify(format!("planning the rollback of {} action(s) ...", ids.len()), false);
             vec![Effect::Plan(ids)]
         }
-        'a' => match held_under_cursor(s) {
+        'a' => match s.held_under_cursor() {
             Some(id) => {
                 s.mode = Mode::ConfirmApprove(id);
                 Vec::new()
@@ -910,7 +967,7 @@ fn acting_key(s: &mut State, c: char) -> Vec<Effect> {
                 Vec::new()
             }
         },
-        'r' => match held_under_cursor(s) {
+        'r' => match s.held_under_cursor() {
             Some(id) => {
                 s.mode = Mode::Input {
                     purpose: Purpose::Reject(id),
@@ -1010,11 +1067,6 @@ pub fn log_note(r: &LogRow) -> Note {
         lines,
         action: r.action_id,
     }
-}
-
-fn held_under_cursor(s: &State) -> Option<Uuid> {
-    let id = s.cursor_action()?;
-    s.data.approvals.iter().any(|h| h.action_id == id).then_some(id)
 }
 
 /// The actions behind a set of row keys of the current view.

@@ -10,7 +10,7 @@ use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Table, Wrap};
 use serde_json::Value;
 
 use super::keys;
-use super::state::{Conn, Detail, Mode, State, View};
+use super::state::{Card, Checks, Conn, Detail, HeldRow, Mode, State, View};
 use crate::contract::{EventKind as K, LogRow, Scope};
 use crate::output::{cut, money};
 
@@ -20,6 +20,8 @@ pub const MIN_H: u16 = 8;
 /// Below this the layout collapses to the log alone.
 pub const FULL_W: u16 = 80;
 pub const FULL_H: u16 = 24;
+/// From this width the approval card sits beside the queue; below, under it.
+pub const CARD_SIDE_W: u16 = 120;
 
 #[derive(Debug, Clone, Copy)]
 pub struct Theme {
@@ -564,18 +566,51 @@ fn countdown(s: &State, until: chrono::DateTime<chrono::Utc>) -> String {
 fn approvals(s: &State, f: &mut Frame, area: Rect, theme: &Theme) {
     let rows = s.visible_approvals();
     let sel = s.cursor_index_of(View::Approvals);
-    let (start, shown) = window(&rows, sel, rows_fit(area, rows.len(), false));
+    // The card is about the highlighted row, the one the acting keys act on:
+    // beside the queue when the terminal is wide, under it otherwise.
+    let (queue, card_area, beside) = match rows.get(sel) {
+        None => (area, None, false),
+        Some(_) if area.width >= CARD_SIDE_W => {
+            let qw = (area.width / 2).clamp(80, 110);
+            let p = Layout::horizontal([Constraint::Length(qw), Constraint::Min(20)]).split(area);
+            (p[0], Some(p[1]), true)
+        }
+        Some(_) => {
+            let qh = (area.height * 2 / 5).max(7);
+            if area.height >= qh + 6 {
+                let p = Layout::vertical([Constraint::Length(qh), Constraint::Min(6)]).split(area);
+                (p[0], Some(p[1]), false)
+            } else {
+                (area, None, false)
+            }
+        }
+    };
+    approvals_table(s, f, queue, theme, &rows, sel, beside);
+    if let (Some(c), Some(h)) = (card_area, rows.get(sel)) {
+        card(s, f, c, h, beside, theme);
+    }
+}
+
+fn approvals_table(s: &State, f: &mut Frame, area: Rect, theme: &Theme, rows: &[&HeldRow], sel: usize, beside: bool) {
+    let (start, shown) = window(rows, sel, rows_fit(area, rows.len(), false));
     let n = shown.len();
-    let widths = [
+    // Beside the card, the rule and reason are the card's: the queue keeps
+    // amount, agent, tool, approvals, expiry and the rule's name.
+    let mut widths = vec![
         Constraint::Length(2),
         Constraint::Length(10),
         Constraint::Length(14),
         Constraint::Length(16),
         Constraint::Length(14),
         Constraint::Length(8),
-        Constraint::Length(22),
-        Constraint::Min(10),
     ];
+    let mut head = vec!["", "amount", "agent", "tool", "approvals", "expires", "rule"];
+    if beside {
+        widths.push(Constraint::Min(8));
+    } else {
+        widths.extend([Constraint::Length(22), Constraint::Min(10)]);
+        head.push("reason");
+    }
     let cw = col_widths(&widths, area.width);
     let body: Vec<Row> = shown
         .iter()
@@ -587,19 +622,19 @@ fn approvals(s: &State, f: &mut Frame, area: Rect, theme: &Theme) {
             } else {
                 format!("{}/{} ({})", h.approvals, h.approvals_needed, h.approved_by.join(", "))
             };
-            let row = fitted(
-                &cw,
-                vec![
-                    Span::from(gutter(s, is_sel, Some(h.action_id))),
-                    Span::from(money(h.amount)),
-                    Span::from(h.agent.clone()),
-                    Span::from(h.tool.clone()),
-                    Span::from(approvals),
-                    Span::from(countdown(s, h.expires_at)),
-                    Span::from(h.rule.clone().unwrap_or_default()),
-                    Span::from(h.reason.clone()),
-                ],
-            );
+            let mut cells = vec![
+                Span::from(gutter(s, is_sel, Some(h.action_id))),
+                Span::from(money(h.amount)),
+                Span::from(h.agent.clone()),
+                Span::from(h.tool.clone()),
+                Span::from(approvals),
+                Span::from(countdown(s, h.expires_at)),
+                Span::from(h.rule.clone().unwrap_or_default()),
+            ];
+            if !beside {
+                cells.push(Span::from(h.reason.clone()));
+            }
+            let row = fitted(&cw, cells);
             if is_sel { row.style(theme.selected()) } else { row }
         })
         .collect();
@@ -619,21 +654,249 @@ fn approvals(s: &State, f: &mut Frame, area: Rect, theme: &Theme) {
         format!(" approvals · {} held, highest value first ", rows.len())
     };
     let table = Table::new(body, widths)
-        .header(
-            Row::new(vec![
-                "",
-                "amount",
-                "agent",
-                "tool",
-                "approvals",
-                "expires",
-                "rule",
-                "reason",
-            ])
-            .style(theme.bold()),
-        )
+        .header(Row::new(head).style(theme.bold()))
         .block(table_block(title, rows.len(), start, n, None, theme));
     f.render_widget(table, area);
+}
+
+/// `text` in lines of at most `width` columns, broken between words (a
+/// longer word is split); its own line breaks kept, control characters
+/// shown escaped.
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let width = width.max(1);
+    let mut out = Vec::new();
+    for para in crate::output::printable_lines(text) {
+        let mut line = String::new();
+        let mut n = 0;
+        for word in para.split(' ') {
+            let wl = word.chars().count();
+            // A word longer than a line (JSON, a URL) fills this one first.
+            if n > 0 && n + 1 + wl > width && wl <= width {
+                out.push(std::mem::take(&mut line));
+                n = 0;
+            }
+            if n > 0 && n < width {
+                line.push(' ');
+                n += 1;
+            } else if n > 0 {
+                out.push(std::mem::take(&mut line));
+                n = 0;
+            }
+            let mut rest: Vec<char> = word.chars().collect();
+            while n + rest.len() > width {
+                let k = width - n;
+                line.extend(rest.drain(..k));
+                out.push(std::mem::take(&mut line));
+                n = 0;
+            }
+            n += rest.len();
+            line.extend(rest);
+        }
+        out.push(line);
+    }
+    if out.is_empty() {
+        out.push(String::new());
+    }
+    out
+}
+
+/// A labelled value wrapped to `width`, the label bold, the rest in `style`.
+fn wrapped<'a>(label: &str, text: &str, style: Style, width: usize, theme: &Theme) -> Vec<Line<'a>> {
+    wrap(&format!("{label}{text}"), width)
+        .into_iter()
+        .enumerate()
+        .map(|(i, l)| match l.strip_prefix(label) {
+            Some(rest) if i == 0 && !label.is_empty() => Line::from(vec![
+                Span::styled(label.to_string(), theme.bold()),
+                Span::styled(rest.to_string(), style),
+            ]),
+            _ => Line::styled(l, style),
+        })
+        .collect()
+}
+
+/// A check's severity as a colour (the word and the symbol say it too).
+fn severity_style(sev: &str, theme: &Theme) -> Style {
+    match sev {
+        "critical" => theme.fg(Color::Red).add_modifier(Modifier::BOLD),
+        "high" => theme.fg(Color::Red),
+        "medium" => theme.fg(Color::Yellow),
+        _ => Style::default(),
+    }
+}
+
+/// JSON on one line, cut (with …) past what a card shows; Enter shows it whole.
+fn json_brief(v: &Option<Value>) -> String {
+    match v {
+        None | Some(Value::Null) => "(none)".into(),
+        Some(v) => cut(&v.to_string(), 2000),
+    }
+}
+
+/// How the checks of a card stand, one line each (the failing ones first,
+/// with their messages; the passed ones counted), with a style key (a
+/// severity, "error", "ok"). `head` starts a line that only says how they
+/// stand ("checks: running…").
+pub fn check_lines(card: Option<&Card>, tool: &str, head: &str) -> Vec<(String, Option<String>)> {
+    let checks = card.map(|c| &c.checks).unwrap_or(&Checks::Running);
+    match checks {
+        Checks::Running => vec![(format!("{head}running…"), None)],
+        Checks::Failed(e) => vec![(format!("{head}could not run ({e})"), Some("error".into()))],
+        Checks::Done(rows) if rows.is_empty() => vec![(format!("no checks apply to {tool}"), None)],
+        Checks::Done(rows) => {
+            let mut out: Vec<(String, Option<String>)> = checks
+                .failing()
+                .into_iter()
+                .map(|c| {
+                    (
+                        format!(
+                            "✗ {} ({}): {}",
+                            c.name,
+                            c.severity,
+                            c.message.as_deref().unwrap_or_default()
+                        ),
+                        Some(c.severity.clone()),
+                    )
+                })
+                .collect();
+            out.extend(rows.iter().filter(|c| c.message.is_none()).filter_map(|c| {
+                c.error
+                    .as_ref()
+                    .map(|e| (format!("? {} could not run: {e}", c.name), Some("error".into())))
+            }));
+            let passed: Vec<&str> = rows
+                .iter()
+                .filter(|c| c.message.is_none() && c.error.is_none())
+                .map(|c| c.name.as_str())
+                .collect();
+            if !passed.is_empty() {
+                let n = passed.len();
+                out.push((
+                    format!(
+                        "✓ {n} check{} passed: {}",
+                        if n == 1 { "" } else { "s" },
+                        passed.join(", ")
+                    ),
+                    Some("ok".into()),
+                ));
+            }
+            out
+        }
+    }
+}
+
+/// The lines of a held action's card, wrapped to `width`.
+fn card_lines<'a>(s: &State, h: &HeldRow, card: Option<&Card>, width: usize, theme: &Theme) -> Vec<Line<'a>> {
+    let mut lines = Vec::new();
+    let rule = h.rule.as_deref().unwrap_or("a rule");
+    lines.extend(wrapped(
+        &format!("held by {rule}: "),
+        &h.reason,
+        theme.verdict("HOLD"),
+        width,
+        theme,
+    ));
+    let approved = if h.approved_by.is_empty() {
+        format!("approvals {}/{}, none yet", h.approvals, h.approvals_needed)
+    } else {
+        format!(
+            "approved {}/{} by {}",
+            h.approvals,
+            h.approvals_needed,
+            h.approved_by.join(", ")
+        )
+    };
+    let info = card.and_then(|c| c.info.as_ref());
+    let confidence = match info {
+        Some(Ok(i)) => i
+            .confidence
+            .map(|c| format!("confidence {c:.2}"))
+            .unwrap_or_else(|| "no confidence given".into()),
+        _ => "confidence …".into(),
+    };
+    lines.extend(wrapped(
+        "",
+        &format!("{confidence} · {approved} · expires in {}", countdown(s, h.expires_at)),
+        Style::default(),
+        width,
+        theme,
+    ));
+    for (text, sev) in check_lines(card, &h.tool, "checks: ") {
+        let style = match sev.as_deref() {
+            Some("ok") => theme.fg(Color::Green),
+            Some("error") => theme.fg(Color::Yellow),
+            Some(sev) => severity_style(sev, theme),
+            None => theme.dim(),
+        };
+        lines.extend(wrapped("", &text, style, width, theme));
+    }
+    match info {
+        None => lines.push(Line::styled("loading what the agent said…", theme.dim())),
+        Some(Err(e)) => lines.extend(wrapped(
+            "",
+            &format!("what the agent said could not be read: {e}"),
+            theme.fg(Color::Red),
+            width,
+            theme,
+        )),
+        Some(Ok(i)) => {
+            lines.extend(wrapped(
+                "reasoning: ",
+                i.reasoning.as_deref().unwrap_or("(none given)"),
+                Style::default(),
+                width,
+                theme,
+            ));
+            lines.extend(wrapped(
+                "params: ",
+                &json_brief(&i.params),
+                Style::default(),
+                width,
+                theme,
+            ));
+            lines.extend(wrapped(
+                "inputs: ",
+                &json_brief(&i.inputs),
+                Style::default(),
+                width,
+                theme,
+            ));
+            if let Some(c) = &i.correlation_id {
+                lines.extend(wrapped("correlation: ", c, Style::default(), width, theme));
+            }
+        }
+    }
+    lines
+}
+
+fn card(s: &State, f: &mut Frame, area: Rect, h: &HeldRow, beside: bool, theme: &Theme) {
+    let borders = if beside {
+        Borders::TOP | Borders::LEFT
+    } else {
+        Borders::TOP
+    };
+    let block = Block::default().borders(borders).title(Line::styled(
+        format!(" {} {} by {} ", money(h.amount), h.tool, h.agent),
+        theme.bold(),
+    ));
+    let inner = block.inner(area);
+    let width = inner.width.saturating_sub(1).max(1) as usize;
+    let mut lines = card_lines(s, h, s.cards.get(&h.action_id), width, theme);
+    let room = inner.height as usize;
+    // Nothing cut without a mark: the last line says there is more.
+    if lines.len() > room && room > 0 {
+        lines.truncate(room - 1);
+        lines.push(Line::styled("↓ more: Enter shows the whole record", theme.bold()));
+    }
+    let lines: Vec<Line> = lines
+        .into_iter()
+        .map(|l| {
+            let mut spans = vec![Span::raw(" ")];
+            spans.extend(l.spans);
+            Line::from(spans).style(l.style)
+        })
+        .collect();
+    f.render_widget(Paragraph::new(lines).block(block), area);
 }
 
 /// One line a person reads: what the supervisor saw, in words.
@@ -858,7 +1121,7 @@ fn note(s: &State, f: &mut Frame, area: Rect, scroll: u16, theme: &Theme) {
 fn detail(s: &State, f: &mut Frame, area: Rect, scroll: u16, theme: &Theme) {
     let lines: Vec<Line> = match &s.detail {
         None => vec![Line::from("loading ...")],
-        Some(d) => labelled(&detail_lines(d), theme),
+        Some(d) => labelled(&detail_lines(d, &held_lines(s, d.action_id)), theme),
     };
     let title = s
         .detail
@@ -881,8 +1144,41 @@ fn pretty(v: &Option<Value>) -> String {
     }
 }
 
+/// What the card says of a held action that its record does not: who
+/// approved it so far, when it expires, and the checks run now.
+fn held_lines(s: &State, id: uuid::Uuid) -> Vec<(String, String)> {
+    let Some(h) = s.data.approvals.iter().find(|h| h.action_id == id) else {
+        return Vec::new();
+    };
+    let by = if h.approved_by.is_empty() {
+        "none yet".to_string()
+    } else {
+        format!("by {}", h.approved_by.join(", "))
+    };
+    vec![
+        (
+            "approvals".into(),
+            format!(
+                "{}/{} {by}; expires in {}",
+                h.approvals,
+                h.approvals_needed,
+                countdown(s, h.expires_at)
+            ),
+        ),
+        (
+            "checks now".into(),
+            check_lines(s.cards.get(&id), &h.tool, "")
+                .into_iter()
+                .map(|(t, _)| t)
+                .collect::<Vec<_>>()
+                .join("\n"),
+        ),
+    ]
+}
+
 /// An action's record as labelled lines; a value may span several lines.
-fn detail_lines(d: &Detail) -> Vec<(String, String)> {
+/// `held`: the lines a held action adds after its verdict.
+fn detail_lines(d: &Detail, held: &[(String, String)]) -> Vec<(String, String)> {
     let id = d.action_id;
     let Some(a) = &d.action else {
         return vec![("action".into(), format!("{id} is not in the actions projection"))];
@@ -921,6 +1217,7 @@ fn detail_lines(d: &Detail) -> Vec<(String, String)> {
             ),
         ),
     ];
+    lines.extend(held.iter().cloned());
     if let Some(p) = &a.proposal {
         lines.push((
             "reasoning".into(),
@@ -1219,20 +1516,7 @@ fn status(s: &State, f: &mut Frame, area: Rect, theme: &Theme) {
             };
             Line::styled(text, theme.banner())
         }
-        Mode::ConfirmApprove(id) => {
-            let text = match s.data.approvals.iter().find(|h| h.action_id == *id) {
-                Some(h) => format!(
-                    " Approve {} {} by {} ({}/{} approvals)? y / N ",
-                    money(h.amount),
-                    cut(&h.tool, 24),
-                    cut(&h.agent, 20),
-                    h.approvals,
-                    h.approvals_needed
-                ),
-                None => format!(" Approve {id}? y / N "),
-            };
-            Line::styled(text, theme.banner())
-        }
+        Mode::ConfirmApprove(id) => Line::styled(approve_question(s, *id, area.width as usize), theme.banner()),
         Mode::ConfirmResume { scope, target } => {
             let what = match scope {
                 Scope::Fleet => "the fleet".to_string(),
@@ -1261,6 +1545,64 @@ fn status(s: &State, f: &mut Frame, area: Rect, theme: &Theme) {
     f.render_widget(Paragraph::new(line), area);
 }
 
+/// Approve's one question: the amount, and any check that fails now, on
+/// the key that approves. The longest form that fits `width`; the amount,
+/// the failing count and `y / N` are in every form.
+pub fn approve_question(s: &State, id: uuid::Uuid, width: usize) -> String {
+    let Some(h) = s.data.approvals.iter().find(|h| h.action_id == id) else {
+        return format!(" Approve {id}? y / N ");
+    };
+    let card = s.cards.get(&id);
+    let failing: Vec<&str> = card
+        .map(|c| c.checks.failing().into_iter().map(|c| c.name.as_str()).collect())
+        .unwrap_or_default();
+    let n = failing.len();
+    let (long, short) = match card.map(|c| &c.checks) {
+        _ if n > 0 => {
+            let head = format!(
+                "✗ {n} check{} fail{}",
+                if n == 1 { "" } else { "s" },
+                if n == 1 { "s" } else { "" }
+            );
+            (format!("{head}: {} ", failing.join(", ")), format!("{head} "))
+        }
+        Some(Checks::Done(rows)) if rows.iter().any(|c| c.error.is_some()) => {
+            let e = rows.iter().filter(|c| c.error.is_some()).count();
+            let t = format!("? {e} check{} could not run ", if e == 1 { "" } else { "s" });
+            (t.clone(), t)
+        }
+        Some(Checks::Done(rows)) if !rows.is_empty() => {
+            let t = format!(
+                "✓ {} check{} passed ",
+                rows.len(),
+                if rows.len() == 1 { "" } else { "s" }
+            );
+            (t.clone(), t)
+        }
+        Some(Checks::Done(_)) => (String::new(), String::new()),
+        Some(Checks::Failed(_)) => ("checks could not run ".into(), "checks could not run ".into()),
+        None | Some(Checks::Running) => ("checks running… ".into(), "checks running… ".into()),
+    };
+    let amount = money(h.amount);
+    let tally = format!(" ({}/{} approvals)", h.approvals, h.approvals_needed);
+    let forms = [
+        format!(" Approve {amount} {} by {}{tally}? {long}y / N ", h.tool, h.agent),
+        format!(" Approve {amount} {} by {}? {long}y / N ", h.tool, h.agent),
+        format!(" Approve {amount} {} by {}? {short}y / N ", h.tool, h.agent),
+        format!(
+            " Approve {amount} {} by {}? {short}y / N ",
+            cut(&h.tool, 16),
+            cut(&h.agent, 14)
+        ),
+        format!(" Approve {amount} by {}? {short}y / N ", cut(&h.agent, 20)),
+    ];
+    forms
+        .iter()
+        .find(|f| f.chars().count() <= width)
+        .cloned()
+        .unwrap_or_else(|| format!(" Approve {amount}? {short}y / N "))
+}
+
 fn footer(s: &State, f: &mut Frame, area: Rect, theme: &Theme, compact: bool) {
     let mut spans = Vec::new();
     let fleet_paused = s.fleet_paused().is_some();
@@ -1282,4 +1624,37 @@ fn footer(s: &State, f: &mut Frame, area: Rect, theme: &Theme, compact: bool) {
         spans.push(Span::raw(format!(" {}  ", k.what)));
     }
     f.render_widget(Paragraph::new(Line::from(spans)), area);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::wrap;
+
+    #[test]
+    fn wrap_keeps_every_character_within_the_width() {
+        let texts = [
+            "held by four_eyes: $47,000 is above $10,000: two approvers",
+            "params: {\"amount\":47000,\"customer_id\":\"c-1002\",\"order_id\":\"O-1\"}",
+            "a  b   c",
+            "line one\nline two\n\nafter a blank",
+            "",
+            "x",
+        ];
+        for text in texts {
+            for width in 1..40 {
+                let lines = wrap(text, width);
+                assert!(lines.iter().all(|l| l.chars().count() <= width), "{width}: {lines:?}");
+                // Only the breaks' spaces go.
+                let squeeze = |s: &str| s.chars().filter(|c| !c.is_whitespace()).collect::<String>();
+                assert_eq!(squeeze(&lines.concat()), squeeze(text), "{width}: {lines:?}");
+            }
+        }
+        // Words are not broken when they fit; a long one fills the line first.
+        assert_eq!(wrap("held by four_eyes", 10), vec!["held by", "four_eyes"]);
+        assert_eq!(
+            wrap("params: {\"a\":1,\"b\":2}", 12),
+            vec!["params: {\"a\"", ":1,\"b\":2}"]
+        );
+        assert_eq!(wrap("ok\x1b[2J", 20), vec!["ok\\x1b[2J"]);
+    }
 }
