@@ -1,0 +1,157 @@
+#!/usr/bin/env bash
+# Count, exactly, the CPU instructions the database spends per action on the
+# gateway (propose + record_result) and on the floor (the same rows written by
+# plain SQL), with valgrind's callgrind on a single-user PostgreSQL backend.
+# Instruction counts do not depend on what else the machine is doing, so two
+# versions of the contract can be compared to a fraction of a percent where a
+# throughput benchmark on a shared 2-core machine moves by 30%.
+#
+#   scripts/profile-gateway.sh                 # both, 300 actions each
+#   N=1000 scripts/profile-gateway.sh          # more actions
+#   KEEP=1 scripts/profile-gateway.sh          # keep the callgrind files (callgrind_annotate)
+#   MAX_OVER_FLOOR=3.15 scripts/profile-gateway.sh   # fail above that gateway / floor (CI)
+#   BIN=target/debug/backstop ...              # any build: it only migrates and loads
+#
+# Every statement is PREPAREd once and EXECUTEd per action, as a driver's
+# cached statements are; each runs in its own transaction. Agents act as their
+# own login (SET SESSION AUTHORIZATION), the shipped demo registry and policy
+# are loaded with the hourly cap lifted, as `backstop bench gateway` does.
+# The figure is the difference between a run of 3N and one of N actions,
+# divided by 2N: start-up, preparing and the first plans cancel out.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N=${N:-300}
+BIN=${BIN:-target/release/backstop}
+PGBIN=${PGBIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)}
+command -v valgrind >/dev/null || { echo "needs valgrind (apt-get install valgrind)" >&2; exit 1; }
+[[ -x $BIN ]] || cargo build --release -q
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/backstop-profile.XXXXXX")
+chmod 755 "$WORK"
+PORT=${PORT:-5497}
+as_pg() { if [[ $(id -u) == 0 ]]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+[[ $(id -u) == 0 ]] && chown postgres "$WORK"
+cleanup() {
+    as_pg "$PGBIN/pg_ctl" -D "$WORK/data" stop -m immediate >/dev/null 2>&1 || true
+    [[ -n ${KEEP:-} ]] && echo "callgrind files kept in $WORK" >&2 || rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+echo "==> a private cluster in $WORK" >&2
+as_pg "$PGBIN/initdb" -D "$WORK/data" -A trust -U postgres >/dev/null
+as_pg "$PGBIN/pg_ctl" -D "$WORK/data" -l "$WORK/log" -o "-p $PORT -k $WORK -c listen_addresses=''" start >/dev/null
+URL="postgres://postgres@localhost:$PORT/profile?host=$WORK"
+psql -q "postgres://postgres@localhost:$PORT/postgres?host=$WORK" -c "CREATE DATABASE profile"
+psql -q "$URL" -f src/demo/systems.sql >/dev/null
+DATABASE_URL=$URL "$BIN" migrate >/dev/null
+sed -E 's/^threshold = 5000$/threshold = 1000000000000/; s/^threshold = 50000$/threshold = 1000000000000/' \
+    assets/demo/policy.toml >"$WORK/policy.toml"
+psql -q "$URL" <<'SQL'
+GRANT USAGE ON SCHEMA crm TO backstop_check;
+GRANT SELECT ON crm.suppression_list TO backstop_check;
+SQL
+DATABASE_URL=$URL "$BIN" load --tools assets/demo/tools.toml --policy "$WORK/policy.toml" >/dev/null
+psql -q "$URL" <<'SQL'
+CREATE ROLE "profile-agent" LOGIN IN ROLE backstop_agent;
+GRANT SELECT ON backstop.actions TO "profile-agent";
+SQL
+psql -q "$URL" -c "SET client_min_messages = warning" -f - <<'SQL' >/dev/null
+CREATE SCHEMA bench_floor;
+CREATE SEQUENCE bench_floor.action_log_seq;
+CREATE TABLE bench_floor.action_log (LIKE backstop.action_log INCLUDING ALL) PARTITION BY RANGE (at);
+CREATE TABLE bench_floor.action_log_now PARTITION OF bench_floor.action_log
+    FOR VALUES FROM (now() - interval '1 day') TO (now() + interval '30 days');
+CREATE TABLE bench_floor.action_log_default PARTITION OF bench_floor.action_log DEFAULT;
+CREATE TABLE bench_floor.actions (LIKE backstop.actions INCLUDING ALL);
+CREATE TABLE bench_floor.agent_value_minutes (LIKE backstop.agent_value_minutes INCLUDING ALL);
+SELECT format('ALTER TABLE bench_floor.%I SET (%s)', c.relname, array_to_string(c.reloptions, ', '))
+  FROM pg_class c WHERE c.relnamespace = 'backstop'::regnamespace
+   AND c.relname IN ('actions', 'agent_value_minutes') AND c.reloptions IS NOT NULL
+UNION ALL
+SELECT replace(pg_get_triggerdef(t.oid), ' ON backstop.', ' ON bench_floor.')
+  FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
+ WHERE c.relnamespace = 'backstop'::regnamespace AND NOT t.tgisinternal AND t.tgparentid = 0
+   AND c.relname IN ('action_log', 'actions', 'agent_value_minutes') \gexec
+GRANT USAGE ON SCHEMA bench_floor TO "profile-agent";
+GRANT ALL ON ALL TABLES IN SCHEMA bench_floor TO "profile-agent";
+GRANT ALL ON ALL SEQUENCES IN SCHEMA bench_floor TO "profile-agent";
+SQL
+as_pg "$PGBIN/pg_ctl" -D "$WORK/data" stop -m fast >/dev/null
+
+# The statements, prepared once; $1 numbers the action.
+python3 - "$WORK" "$N" <<'PY'
+import sys
+work, n = sys.argv[1], int(sys.argv[2])
+params = ("jsonb_build_object('customer_id', 'cust-' || $1, 'amount', 40 + $1 % 60, 'order_id', 'ord-' || $1, "
+          "'reason', repeat('damaged ', 25))")
+result = "jsonb_build_object('refund_id', 'rf-' || $1, 'status', 'issued', 'processor', 'stripe', 'note', repeat('ok ', 43))"
+gateway = [
+    f"PREPARE p(int) AS SELECT action_id FROM backstop.propose('profile-agent', 'issue_refund', {params}, NULL, 0.93, "
+    "repeat('reasoning ', 50), NULL, 'ticket-' || $1)",
+    "PREPARE r(int) AS SELECT * FROM backstop.record_result((SELECT a.action_id FROM backstop.actions a "
+    f"WHERE a.correlation_id = 'ticket-' || $1), true, {result})",
+]
+cols = ("(seq, at, txid, kind, actor, agent, tool, action_id, detail, correlation_id, parent_action, amount, confidence, "
+        "reasoning, inputs, params, result, policy_version, registry_version)")
+floor = [
+    "PREPARE p(int) AS WITH l AS (INSERT INTO bench_floor.action_log AS l " + cols +
+    " VALUES (nextval('bench_floor.action_log_seq'), clock_timestamp(), pg_current_xact_id(), 'allowed', 'profile-agent', "
+    "'profile-agent', 'issue_refund', ('00000000-0000-4000-8000-' || lpad($1::text, 12, '0'))::uuid, "
+    "jsonb_build_object('verdict', 'allow', 'reason', 'allowed by policy', 'class', 'reversible', 'cost_to_reverse', 2.5, "
+    "'entity', 'cust-' || $1, 'amount_from', 'params.amount'), 'ticket-' || $1, NULL, 40 + $1 % 60, 0.93, "
+    f"repeat('reasoning ', 50), NULL, {params}, NULL, 1, 1) RETURNING l.seq, l.at), "
+    "a AS (INSERT INTO bench_floor.actions (action_id, agent, tool, class, amount, confidence, cost_to_reverse, correlation_id, "
+    "parent_action, idempotency_key, entity, verdict, reason, rule, status, approvals_needed, approvals, expires_at, "
+    "expiry_effect, proposed_seq, proposed_at, decided_seq, executed_seq, executed_at, inverse_tool, inverse_params, "
+    "inverse_missing, comp_deadline, comp_condition, policy_version, registry_version, updated_seq) "
+    "SELECT ('00000000-0000-4000-8000-' || lpad($1::text, 12, '0'))::uuid, 'profile-agent', 'issue_refund', 'reversible', "
+    "40 + $1 % 60, 0.93, 2.5, 'ticket-' || $1, NULL, NULL, 'cust-' || $1, 'allow', 'allowed by policy', NULL, 'allowed', "
+    "0, 0, NULL, NULL, l.seq, l.at, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, 1, 1, l.seq FROM l) "
+    "INSERT INTO bench_floor.agent_value_minutes AS m (agent, minute, total) "
+    "VALUES ('profile-agent', date_trunc('minute', now()), 40 + $1 % 60) "
+    "ON CONFLICT (agent, minute) DO UPDATE SET total = m.total + excluded.total",
+    "PREPARE r(int) AS WITH l AS (INSERT INTO bench_floor.action_log AS l " + cols +
+    " VALUES (nextval('bench_floor.action_log_seq'), clock_timestamp(), pg_current_xact_id(), 'executed', 'profile-agent', "
+    "'profile-agent', 'issue_refund', ('00000000-0000-4000-8000-' || lpad($1::text, 12, '0'))::uuid, "
+    "jsonb_build_object('compensation', jsonb_build_object('inverse_tool', 'reverse_refund', 'inverse_params', "
+    "jsonb_build_object('refund_id', 'rf-' || $1))), 'ticket-' || $1, NULL, 40 + $1 % 60, NULL, NULL, NULL, NULL, "
+    f"{result}, 1, 1) RETURNING l.seq, l.at) "
+    "UPDATE bench_floor.actions x SET status = 'executed', executed_seq = l.seq, executed_at = l.at, "
+    "inverse_tool = 'reverse_refund', inverse_params = jsonb_build_object('refund_id', 'rf-' || $1), inverse_missing = NULL, "
+    "comp_deadline = l.at + interval '30 days', comp_condition = NULL, updated_seq = l.seq "
+    "FROM l WHERE x.action_id = ('00000000-0000-4000-8000-' || lpad($1::text, 12, '0'))::uuid",
+]
+for name, prep, base in (("gateway", gateway, 0), ("floor", floor, 0)):
+    for runs in (n, 3 * n):
+        lines = ['SET SESSION AUTHORIZATION "profile-agent";'] + [p + ";" for p in prep]
+        # Each size in its own id range, so no run meets another's rows.
+        start = 1 + (runs // n) * 10 * n
+        for i in range(start, start + runs):
+            lines += [f"EXECUTE p({i});", f"EXECUTE r({i});"]
+        open(f"{work}/{name}.{runs}.sql", "w").write("\n".join(lines) + "\n")
+PY
+
+count() {  # $1 = name, $2 = runs: total instructions of a single-user backend running them
+    as_pg valgrind --tool=callgrind --callgrind-out-file="$WORK/cg.$1.$2" -q "$PGBIN/postgres" --single \
+        -D "$WORK/data" -c log_min_messages=fatal profile <"$WORK/$1.$2.sql" >"$WORK/out.$1.$2" 2>&1
+    if grep -q ERROR "$WORK/out.$1.$2"; then
+        grep -m3 ERROR "$WORK/out.$1.$2" >&2
+        exit 1
+    fi
+    grep -m1 '^summary' "$WORK/cg.$1.$2" | cut -d' ' -f2
+}
+declare -A per
+for name in gateway floor; do
+    echo "==> $name: $N and $((3 * N)) actions under callgrind" >&2
+    a=$(count "$name" "$N")
+    b=$(count "$name" $((3 * N)))
+    per[$name]=$(((b - a) / (2 * N)))
+done
+awk -v g="${per[gateway]}" -v f="${per[floor]}" \
+    'BEGIN { printf "instructions per action: gateway %d, floor %d (gateway / floor %.3f; floor / gateway %.2f)\n", g, f, g / f, f / g }'
+# CI's guard: instruction counts barely move between runs, so a small
+# tolerance holds (MAX_OVER_FLOOR is the recorded gateway / floor plus 10%).
+if [[ -n ${MAX_OVER_FLOOR:-} ]]; then
+    awk -v g="${per[gateway]}" -v f="${per[floor]}" -v m="$MAX_OVER_FLOOR" 'BEGIN {
+        if (g / f > m) { printf "FAIL: the gateway costs %.3f times the floor in instructions, above the allowed %s\n", g / f, m; exit 1 }
+        printf "ok: gateway / floor %.3f is within %s\n", g / f, m }'
+fi
