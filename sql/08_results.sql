@@ -43,7 +43,11 @@ BEGIN
         PERFORM backstop._check_json('record_result', 'result', p_result, 65536, false);
         PERFORM backstop._check_json('record_result', 'inverse_params', p_inv, 65536, true);
     END IF;
-    SELECT x.*, t.class AS t_class, t.inverse AS t_inverse, t.bindings AS t_bindings,
+    -- The columns used, not x.*: every column of a wide row costs its
+    -- executor start a tuple descriptor entry.
+    SELECT x.agent, x.amount, x.class, x.correlation_id, x.executed_at, x.executed_seq, x.inverse_missing,
+           x.inverse_params, x.parent_action, x.policy_version, x.proposed_at, x.proposed_seq, x.registry_version,
+           x.status, x.tool, t.inverse AS t_inverse, t.bindings AS t_bindings,
            t.reversal_window AS t_window, t.condition AS t_condition
       INTO a
       FROM backstop.actions x
