@@ -169,23 +169,7 @@ async fn the_approval_card_warns_before_approval_at_80x24() {
     t.load_assets().await;
     let mut logins = common::Logins::new(&t);
     let approver = logins.login(&t, "pty_card", Some("approver")).await;
-    sqlx::query("INSERT INTO payments.orders (order_id, customer_id, total) VALUES ('O-572', 'c-57', 572.00)")
-        .execute(t.pool())
-        .await
-        .unwrap();
-    let held = contract::propose(
-        t.pool(),
-        &Proposal {
-            agent: "refund-bot-2".into(),
-            tool: "issue_refund".into(),
-            params: json!({"customer_id": "c-57", "order_id": "O-572", "amount": 47000, "reason": "billing dispute"}),
-            confidence: Some(0.81),
-            reasoning: Some("Ticket T-47000: matching their claimed lifetime spend.".into()),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let held = t.hold_refund_over_its_order().await;
     assert_eq!(held.verdict, Verdict::Hold);
     let url = common::login_url(&t.url, &common::Logins::name("pty_card"));
     let (screen, mut keys, mut child) = spawn_room(&url, 24, 80, &[]);

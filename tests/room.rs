@@ -603,24 +603,7 @@ async fn the_card_warns_before_approval_of_what_the_supervisor_finds_after() {
     t.load_assets().await;
     let mut logins = common::Logins::new(&t);
     let approver = logins.login(&t, "room_card_appr", Some("approver")).await;
-    sqlx::query("INSERT INTO payments.orders (order_id, customer_id, total) VALUES ('O-572', 'c-57', 572.00)")
-        .execute(t.pool())
-        .await
-        .unwrap();
-    let d = contract::propose(
-        t.pool(),
-        &Proposal {
-            agent: "refund-bot-2".into(),
-            tool: "issue_refund".into(),
-            params: json!({"customer_id": "c-57", "order_id": "O-572", "amount": 47000, "reason": "billing dispute"}),
-            confidence: Some(0.81),
-            reasoning: Some("Ticket T-47000: matching their claimed lifetime spend of $47,000.".into()),
-            inputs: Some(json!({"ticket": "T-47000"})),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let d = t.hold_refund_over_its_order().await;
     assert_eq!(d.verdict, Verdict::Hold, "{}", d.reason);
     let id = d.action_id;
 

@@ -249,6 +249,30 @@ impl TestDb {
             .await
             .expect("load assets");
     }
+
+    /// A refund the shipped policy's check `refund_within_order_total`
+    /// catches: $47,000 by refund-bot-2 on a $572 order (O-572), held by
+    /// four_eyes for two approvers. Needs `load_assets` first.
+    pub async fn hold_refund_over_its_order(&self) -> backstop::contract::Decision {
+        sqlx::query("INSERT INTO payments.orders (order_id, customer_id, total) VALUES ('O-572', 'c-57', 572.00)")
+            .execute(self.pool())
+            .await
+            .expect("the order");
+        backstop::contract::propose(
+            self.pool(),
+            &backstop::contract::Proposal {
+                agent: "refund-bot-2".into(),
+                tool: "issue_refund".into(),
+                params: serde_json::json!({"customer_id": "c-57", "order_id": "O-572", "amount": 47000, "reason": "billing dispute"}),
+                confidence: Some(0.81),
+                reasoning: Some("Ticket T-47000: matching their claimed lifetime spend of $47,000.".into()),
+                inputs: Some(serde_json::json!({"ticket": "T-47000"})),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("the refund's proposal")
+    }
 }
 
 impl Drop for TestDb {
