@@ -1184,7 +1184,7 @@ CREATE FUNCTION backstop.contract_version() RETURNS integer
     LANGUAGE sql IMMUTABLE
     SET search_path TO 'pg_catalog', 'backstop', 'pg_temp'
     AS $$
-    SELECT 6
+    SELECT 7
 $$;
 
 ALTER FUNCTION backstop.contract_version() OWNER TO backstop_owner;
@@ -1360,26 +1360,34 @@ BEGIN
         v_from := CASE WHEN cfg.width >= interval '28 days' THEN date_trunc('month', clock_timestamp(), 'UTC')
                        ELSE to_timestamp(floor(extract(epoch FROM clock_timestamp()) / v_secs) * v_secs) END;
     END IF;
-    BEGIN
-        WHILE v_from < v_until LOOP
-            v_to := v_from + cfg.width;
-            -- Rows for this range already in the default partition (nothing ran
-            -- ensure for a long while): leave them; writes go on regardless.
-            IF EXISTS (SELECT 1 FROM backstop.action_log_default d WHERE d.at >= v_from AND d.at < v_to) THEN
-                RAISE WARNING 'backstop: log rows for % to % are in the default partition; no partition made for that range', v_from, v_to;
-                RETURN n;
-            END IF;
+    WHILE v_from < v_until LOOP
+        v_to := v_from + cfg.width;
+        -- Rows for this range already in the default partition (nothing ran
+        -- ensure in time): that range stays in the default partition, and
+        -- the ranges after it get their partitions. Stopping here instead
+        -- would send every later row to the default partition too, for
+        -- good: the gap would never close.
+        IF EXISTS (SELECT 1 FROM backstop.action_log_default d WHERE d.at >= v_from AND d.at < v_to) THEN
+            RAISE WARNING 'backstop: log rows for % to % are in the default partition; no partition made for that range (a retention cut past it is refused)', v_from, v_to;
+        ELSE
             v_name := 'action_log_' || to_char(v_from AT TIME ZONE 'UTC', 'YYYYMMDD"_"HH24MISS');
-            EXECUTE format('CREATE TABLE backstop.%I PARTITION OF backstop.action_log FOR VALUES FROM (%L) TO (%L)',
-                           v_name, v_from, v_to);
-            PERFORM backstop._protect_partition(v_name);
-            INSERT INTO backstop.log_partitions (name, from_at, to_at) VALUES (v_name, v_from, v_to);
-            n := n + 1;
-            v_from := v_to;
-        END LOOP;
-    EXCEPTION WHEN lock_not_available THEN
-        RETURN 0;
-    END;
+            BEGIN
+                EXECUTE format('CREATE TABLE backstop.%I PARTITION OF backstop.action_log FOR VALUES FROM (%L) TO (%L)',
+                               v_name, v_from, v_to);
+                PERFORM backstop._protect_partition(v_name);
+                INSERT INTO backstop.log_partitions (name, from_at, to_at) VALUES (v_name, v_from, v_to);
+                n := n + 1;
+            EXCEPTION
+                WHEN lock_not_available THEN
+                    RETURN n;
+                -- A writer put a row in that range into the default partition
+                -- between the test above and the create: as above.
+                WHEN check_violation THEN
+                    RAISE WARNING 'backstop: log rows for % to % are in the default partition; no partition made for that range (a retention cut past it is refused)', v_from, v_to;
+            END;
+        END IF;
+        v_from := v_to;
+    END LOOP;
     RETURN n;
 END
 $$;
@@ -2172,7 +2180,7 @@ BEGIN
         PERFORM backstop._bad(fn, format('seal %s does not have the archive''s head hash: the archive and the live chain differ',
                                          prepare_cut.last_seal), '55000');
     END IF;
-    IF EXISTS (SELECT 1 FROM backstop.projection_diffs()) THEN
+    IF EXISTS (SELECT 1 FROM backstop.projection_diffs(p_cut)) THEN
         PERFORM backstop._bad(fn, 'the projections disagree with the log (see backstop verify); nothing is dropped until they agree', '55000');
     END IF;
 
@@ -2232,7 +2240,7 @@ ALTER FUNCTION backstop.prepare_cut(cut timestamp with time zone, first_seal big
 
 COMMENT ON FUNCTION backstop.prepare_cut(cut timestamp with time zone, first_seal bigint, last_seal bigint, head_hash bytea) IS 'First step of a retention cut: checks every row before the cut is sealed in the archive''s seals and the projections agree, then carries forward what current state still needs. Callers: the owner only (`backstop archive`). Returns (rows_before, carried).';
 
-CREATE FUNCTION backstop.projection_diffs() RETURNS TABLE(projection text, side text, row_data jsonb)
+CREATE FUNCTION backstop.projection_diffs(upto timestamp with time zone DEFAULT NULL::timestamp with time zone) RETURNS TABLE(projection text, side text, row_data jsonb)
     LANGUAGE plpgsql STABLE
     SET search_path TO 'pg_catalog', 'backstop', 'pg_temp'
     AS $_$
@@ -2250,8 +2258,10 @@ DECLARE
         ['log_retention', 'rebuilt_log_retention', '', '']];
     v_cut timestamptz := coalesce((SELECT max(r.cut) FROM backstop.log_retention r), '-infinity');
     v_keep text;
+    v_upto text;
 BEGIN
     FOREACH pair SLICE 1 IN ARRAY pairs LOOP
+        CONTINUE WHEN upto IS NOT NULL AND pair[4] = '';
         IF pair[4] = '' OR v_cut = '-infinity' THEN
             v_keep := 'true';
         ELSE
@@ -2259,20 +2269,24 @@ BEGIN
                              (SELECT string_agg('r.' || quote_ident(k), ', ') FROM unnest(string_to_array(pair[3], ',')) k),
                              (SELECT string_agg('x.' || quote_ident(k), ', ') FROM unnest(string_to_array(pair[3], ',')) k));
         END IF;
+        -- The bound is written into the views' own columns, so the
+        -- planner prunes the log's partitions after the cut.
+        v_upto := CASE WHEN upto IS NULL THEN 'true' ELSE format('x.%I < $2', pair[4]) END;
         RETURN QUERY EXECUTE format(
-            'WITH r AS MATERIALIZED (SELECT * FROM backstop.%2$I),
-                  p AS MATERIALIZED (SELECT x.* FROM backstop.%1$I x WHERE %3$s)
+            'WITH r AS MATERIALIZED (SELECT x.* FROM backstop.%2$I x WHERE %4$s),
+                  p AS MATERIALIZED (SELECT x.* FROM backstop.%1$I x WHERE (%3$s) AND %4$s)
              (SELECT %1$L, ''projection only'', to_jsonb(d) FROM (SELECT * FROM p EXCEPT SELECT * FROM r) d LIMIT 20)
              UNION ALL
              (SELECT %1$L, ''rebuild only'', to_jsonb(d) FROM (SELECT * FROM r EXCEPT SELECT * FROM p) d LIMIT 20)',
-            pair[1], pair[2], v_keep) USING v_cut;
+            pair[1], pair[2], v_keep, v_upto)
+            USING v_cut, upto;
     END LOOP;
 END
 $_$;
 
-ALTER FUNCTION backstop.projection_diffs() OWNER TO backstop_owner;
+ALTER FUNCTION backstop.projection_diffs(upto timestamp with time zone) OWNER TO backstop_owner;
 
-COMMENT ON FUNCTION backstop.projection_diffs() IS 'Rows where a projection differs from its rebuild from the log (empty when they agree). Callers: viewer (verify). Returns (projection, side, row_data).';
+COMMENT ON FUNCTION backstop.projection_diffs(upto timestamp with time zone) IS 'Rows where a projection differs from its rebuild from the log (empty when they agree); with upto, only the rows of the keyed projections (actions, approvals, compensations, findings, signals) that began before it, which a retention cut there takes out of later comparisons. Callers: viewer (verify). Returns (projection, side, row_data).';
 
 CREATE FUNCTION backstop.propose(agent text, tool text, params jsonb, amount double precision DEFAULT NULL::double precision, confidence double precision DEFAULT NULL::double precision, reasoning text DEFAULT NULL::text, inputs jsonb DEFAULT NULL::jsonb, correlation_id text DEFAULT NULL::text, parent_action uuid DEFAULT NULL::uuid, idempotency_key text DEFAULT NULL::text, depends_on uuid[] DEFAULT NULL::uuid[]) RETURNS TABLE(action_id uuid, verdict text, reason text)
     LANGUAGE plpgsql SECURITY DEFINER
@@ -5086,8 +5100,8 @@ GRANT ALL ON FUNCTION backstop.precheck(action_id uuid) TO backstop_operator;
 
 REVOKE ALL ON FUNCTION backstop.prepare_cut(cut timestamp with time zone, first_seal bigint, last_seal bigint, head_hash bytea) FROM PUBLIC;
 
-REVOKE ALL ON FUNCTION backstop.projection_diffs() FROM PUBLIC;
-GRANT ALL ON FUNCTION backstop.projection_diffs() TO backstop_viewer;
+REVOKE ALL ON FUNCTION backstop.projection_diffs(upto timestamp with time zone) FROM PUBLIC;
+GRANT ALL ON FUNCTION backstop.projection_diffs(upto timestamp with time zone) TO backstop_viewer;
 
 REVOKE ALL ON FUNCTION backstop.propose(agent text, tool text, params jsonb, amount double precision, confidence double precision, reasoning text, inputs jsonb, correlation_id text, parent_action uuid, idempotency_key text, depends_on uuid[]) FROM PUBLIC;
 GRANT ALL ON FUNCTION backstop.propose(agent text, tool text, params jsonb, amount double precision, confidence double precision, reasoning text, inputs jsonb, correlation_id text, parent_action uuid, idempotency_key text, depends_on uuid[]) TO backstop_agent;

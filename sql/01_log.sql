@@ -117,26 +117,34 @@ BEGIN
         v_from := CASE WHEN cfg.width >= interval '28 days' THEN date_trunc('month', clock_timestamp(), 'UTC')
                        ELSE to_timestamp(floor(extract(epoch FROM clock_timestamp()) / v_secs) * v_secs) END;
     END IF;
-    BEGIN
-        WHILE v_from < v_until LOOP
-            v_to := v_from + cfg.width;
-            -- Rows for this range already in the default partition (nothing ran
-            -- ensure for a long while): leave them; writes go on regardless.
-            IF EXISTS (SELECT 1 FROM backstop.action_log_default d WHERE d.at >= v_from AND d.at < v_to) THEN
-                RAISE WARNING 'backstop: log rows for % to % are in the default partition; no partition made for that range', v_from, v_to;
-                RETURN n;
-            END IF;
+    WHILE v_from < v_until LOOP
+        v_to := v_from + cfg.width;
+        -- Rows for this range already in the default partition (nothing ran
+        -- ensure in time): that range stays in the default partition, and
+        -- the ranges after it get their partitions. Stopping here instead
+        -- would send every later row to the default partition too, for
+        -- good: the gap would never close.
+        IF EXISTS (SELECT 1 FROM backstop.action_log_default d WHERE d.at >= v_from AND d.at < v_to) THEN
+            RAISE WARNING 'backstop: log rows for % to % are in the default partition; no partition made for that range (a retention cut past it is refused)', v_from, v_to;
+        ELSE
             v_name := 'action_log_' || to_char(v_from AT TIME ZONE 'UTC', 'YYYYMMDD"_"HH24MISS');
-            EXECUTE format('CREATE TABLE backstop.%I PARTITION OF backstop.action_log FOR VALUES FROM (%L) TO (%L)',
-                           v_name, v_from, v_to);
-            PERFORM backstop._protect_partition(v_name);
-            INSERT INTO backstop.log_partitions (name, from_at, to_at) VALUES (v_name, v_from, v_to);
-            n := n + 1;
-            v_from := v_to;
-        END LOOP;
-    EXCEPTION WHEN lock_not_available THEN
-        RETURN 0;
-    END;
+            BEGIN
+                EXECUTE format('CREATE TABLE backstop.%I PARTITION OF backstop.action_log FOR VALUES FROM (%L) TO (%L)',
+                               v_name, v_from, v_to);
+                PERFORM backstop._protect_partition(v_name);
+                INSERT INTO backstop.log_partitions (name, from_at, to_at) VALUES (v_name, v_from, v_to);
+                n := n + 1;
+            EXCEPTION
+                WHEN lock_not_available THEN
+                    RETURN n;
+                -- A writer put a row in that range into the default partition
+                -- between the test above and the create: as above.
+                WHEN check_violation THEN
+                    RAISE WARNING 'backstop: log rows for % to % are in the default partition; no partition made for that range (a retention cut past it is refused)', v_from, v_to;
+            END;
+        END IF;
+        v_from := v_to;
+    END LOOP;
     RETURN n;
 END
 $$;

@@ -205,7 +205,14 @@ COMMENT ON VIEW backstop.rebuilt_log_retention IS 'backstop.log_retention rebuil
 -- After a drop, a projection row from before the cut is compared only when
 -- the rebuild still has its key (its events are live or carried); the rest
 -- were checked when they were archived.
-CREATE FUNCTION backstop.projection_diffs()
+--
+-- With `upto` (a cut being prepared), only what a cut there takes out of
+-- later comparisons: rows of the keyed projections that began before it. The
+-- others (registry, policy, kill switches, the queue, carried rows, cuts)
+-- are compared whole by every verify, whatever was cut. Reading the rebuild
+-- of the keyed projections still reads their kinds of events across the
+-- whole log (a row's later events can lie past the cut).
+CREATE FUNCTION backstop.projection_diffs(upto timestamptz DEFAULT NULL)
 RETURNS TABLE (projection text, side text, row_data jsonb)
 LANGUAGE plpgsql SET search_path = pg_catalog, backstop, pg_temp STABLE AS $$
 DECLARE
@@ -222,8 +229,10 @@ DECLARE
         ['log_retention', 'rebuilt_log_retention', '', '']];
     v_cut timestamptz := coalesce((SELECT max(r.cut) FROM backstop.log_retention r), '-infinity');
     v_keep text;
+    v_upto text;
 BEGIN
     FOREACH pair SLICE 1 IN ARRAY pairs LOOP
+        CONTINUE WHEN upto IS NOT NULL AND pair[4] = '';
         IF pair[4] = '' OR v_cut = '-infinity' THEN
             v_keep := 'true';
         ELSE
@@ -231,15 +240,20 @@ BEGIN
                              (SELECT string_agg('r.' || quote_ident(k), ', ') FROM unnest(string_to_array(pair[3], ',')) k),
                              (SELECT string_agg('x.' || quote_ident(k), ', ') FROM unnest(string_to_array(pair[3], ',')) k));
         END IF;
+        -- The bound is written into the views' own columns, so the
+        -- planner prunes the log's partitions after the cut.
+        v_upto := CASE WHEN upto IS NULL THEN 'true' ELSE format('x.%I < $2', pair[4]) END;
         RETURN QUERY EXECUTE format(
-            'WITH r AS MATERIALIZED (SELECT * FROM backstop.%2$I),
-                  p AS MATERIALIZED (SELECT x.* FROM backstop.%1$I x WHERE %3$s)
+            'WITH r AS MATERIALIZED (SELECT x.* FROM backstop.%2$I x WHERE %4$s),
+                  p AS MATERIALIZED (SELECT x.* FROM backstop.%1$I x WHERE (%3$s) AND %4$s)
              (SELECT %1$L, ''projection only'', to_jsonb(d) FROM (SELECT * FROM p EXCEPT SELECT * FROM r) d LIMIT 20)
              UNION ALL
              (SELECT %1$L, ''rebuild only'', to_jsonb(d) FROM (SELECT * FROM r EXCEPT SELECT * FROM p) d LIMIT 20)',
-            pair[1], pair[2], v_keep) USING v_cut;
+            pair[1], pair[2], v_keep, v_upto)
+            USING v_cut, upto;
     END LOOP;
 END
 $$;
+
 SELECT backstop._grant('projection_diffs', 'viewer');
-COMMENT ON FUNCTION backstop.projection_diffs IS 'Rows where a projection differs from its rebuild from the log (empty when they agree). Callers: viewer (verify). Returns (projection, side, row_data).';
+COMMENT ON FUNCTION backstop.projection_diffs IS 'Rows where a projection differs from its rebuild from the log (empty when they agree); with upto, only the rows of the keyed projections (actions, approvals, compensations, findings, signals) that began before it, which a retention cut there takes out of later comparisons. Callers: viewer (verify). Returns (projection, side, row_data).';

@@ -140,7 +140,7 @@ BEGIN
         PERFORM backstop._bad(fn, format('seal %s does not have the archive''s head hash: the archive and the live chain differ',
                                          prepare_cut.last_seal), '55000');
     END IF;
-    IF EXISTS (SELECT 1 FROM backstop.projection_diffs()) THEN
+    IF EXISTS (SELECT 1 FROM backstop.projection_diffs(p_cut)) THEN
         PERFORM backstop._bad(fn, 'the projections disagree with the log (see backstop verify); nothing is dropped until they agree', '55000');
     END IF;
 

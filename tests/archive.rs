@@ -446,3 +446,151 @@ async fn retention_drops_archived_partitions_and_the_log_still_verifies() {
     );
     assert!(v.problems.iter().any(|p| p.kind == "deleted"), "{:?}", v.problems);
 }
+
+/// Rows for a range nobody made a partition for in time land in the default
+/// partition. That range stays there, but the ranges after it still get
+/// their partitions: before, housekeeping stopped at the first such range
+/// and every later row went to the default partition too, for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_range_left_in_the_default_partition_does_not_stop_the_partitions_after_it() {
+    let t = TestDb::migrated_with(&[("backstop.log_partition_width", "1 hour")]).await;
+    let newest: chrono::DateTime<chrono::Utc> = sqlx::query_scalar("SELECT max(to_at) FROM backstop.log_partitions")
+        .fetch_one(t.pool())
+        .await
+        .unwrap();
+    // A row dated in the next range, written before its partition exists
+    // (the owner may write the log directly; agents' rows are dated now).
+    let stray = newest + chrono::Duration::minutes(5);
+    sqlx::query("INSERT INTO backstop.action_log (at, kind, actor) VALUES ($1, 'bench', 'tester')")
+        .bind(stray)
+        .execute(t.pool())
+        .await
+        .unwrap();
+    // Housekeeping falls behind: four more widths are now due.
+    sqlx::query("UPDATE backstop.log_partitioning SET ahead = 6")
+        .execute(t.pool())
+        .await
+        .unwrap();
+    let made: i32 = sqlx::query_scalar("SELECT backstop.ensure_log_partitions()")
+        .fetch_one(t.pool())
+        .await
+        .unwrap();
+    assert!(
+        made >= 2,
+        "the ranges after the stray row's got partitions ({made} made)"
+    );
+    let covering: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM backstop.log_partitions WHERE from_at <= $1 AND to_at > $1")
+            .bind(stray)
+            .fetch_one(t.pool())
+            .await
+            .unwrap();
+    assert_eq!(
+        covering, 0,
+        "no partition claims the range whose row is in the default partition"
+    );
+    // A row in a later range lands in its own partition, not the default one.
+    let later = newest + chrono::Duration::minutes(90);
+    sqlx::query("INSERT INTO backstop.action_log (at, kind, actor) VALUES ($1, 'bench', 'tester')")
+        .bind(later)
+        .execute(t.pool())
+        .await
+        .unwrap();
+    let in_default: Vec<chrono::DateTime<chrono::Utc>> =
+        sqlx::query_scalar("SELECT at FROM backstop.action_log_default ORDER BY at")
+            .fetch_all(t.pool())
+            .await
+            .unwrap();
+    assert_eq!(
+        in_default,
+        vec![stray],
+        "only the stray row is in the default partition"
+    );
+    // Called again, nothing more is due and nothing fails.
+    let again: i32 = sqlx::query_scalar("SELECT backstop.ensure_log_partitions()")
+        .fetch_one(t.pool())
+        .await
+        .unwrap();
+    assert_eq!(again, 0);
+}
+
+/// The cut checks, in the database, the projection rows it takes out of
+/// later comparisons (those of settled actions from before it), and only
+/// those: a tampered one from before the cut refuses the cut with nothing
+/// dropped; one from after it is left to `verify`, which still sees it.
+#[tokio::test]
+async fn the_cut_checks_the_projection_rows_it_archives_and_verify_the_rest() {
+    let t = TestDb::migrated_with(&[("backstop.log_partition_width", "2 seconds")]).await;
+    tick(&t).await;
+    t.load_assets().await;
+    workload(&t, 0, 5).await;
+    let cut = past_the_newest_partition(&t).await;
+    workload(&t, 100, 3).await;
+    let before: uuid::Uuid = sqlx::query_scalar(
+        "SELECT action_id FROM backstop.actions WHERE proposed_at < $1 ORDER BY proposed_seq LIMIT 1",
+    )
+    .bind(cut)
+    .fetch_one(t.pool())
+    .await
+    .unwrap();
+    let after: uuid::Uuid = sqlx::query_scalar(
+        "SELECT action_id FROM backstop.actions WHERE proposed_at >= $1 ORDER BY proposed_seq LIMIT 1",
+    )
+    .bind(cut)
+    .fetch_one(t.pool())
+    .await
+    .unwrap();
+    let pool = t.pool().clone();
+    let scoped = |upto: chrono::DateTime<chrono::Utc>| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM backstop.projection_diffs($1)")
+                .bind(upto)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(scoped(cut).await, 0, "untouched, the rows before the cut agree");
+
+    // The projection is the owner's; an attacker with the owner's rights
+    // could do this, and the cut must not archive the lie.
+    let mut su = t.superuser().await;
+    sqlx::query("UPDATE backstop.actions SET amount = amount + 1000 WHERE action_id = $1")
+        .bind(after)
+        .execute(&mut su)
+        .await
+        .unwrap();
+    assert_eq!(
+        scoped(cut).await,
+        0,
+        "a row that began after the cut is not the cut's to check"
+    );
+    assert!(
+        t.count("SELECT count(*) FROM backstop.projection_diffs()").await > 0,
+        "verify's comparison sees it"
+    );
+    sqlx::query("UPDATE backstop.actions SET amount = amount + 1000 WHERE action_id = $1")
+        .bind(before)
+        .execute(&mut su)
+        .await
+        .unwrap();
+    assert!(scoped(cut).await > 0, "a row before the cut is");
+    let partitions = t.count("SELECT count(*) FROM backstop.log_partitions").await;
+    let rows = t.log_len().await;
+    let dir = tempfile::tempdir().unwrap();
+    let err = archive::archive(t.pool(), "test", cut, dir.path(), true, false)
+        .await
+        .expect_err("a cut over a tampered projection row is refused");
+    assert!(
+        format!("{err:#}").contains("projections disagree with the log"),
+        "the refusal says why: {err:#}"
+    );
+    assert_eq!(
+        t.count("SELECT count(*) FROM backstop.log_partitions").await,
+        partitions
+    );
+    assert_eq!(t.count("SELECT count(*) FROM backstop.log_retention").await, 0);
+    // Nothing dropped: only what sealing and the refusal's own rows appended.
+    assert!(t.log_len().await >= rows);
+}
