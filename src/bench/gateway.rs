@@ -407,17 +407,73 @@ async fn create_floor_tables(pool: &sqlx::PgPool) -> Result<()> {
 
 /// Gateway throughput on an empty log, then on the same database after
 /// `prefill` rows were appended: what a large log costs each action.
-pub async fn run_prefilled(cfg: &Config, agents: usize, secs: f64, prefill: i64, progress: bool) -> Result<(f64, f64)> {
-    let bench = BenchDb::create(cfg, 4).await?;
+/// What the gateway's speed on a big log is measured against, and what the
+/// big log holds.
+#[derive(Debug, Clone, Serialize)]
+pub struct BigLog {
+    pub empty_actions_per_s: f64,
+    pub full_actions_per_s: f64,
+    pub rows: i64,
+    /// Rows the retention cut dropped, and rows it carried forward.
+    pub cut_rows: i64,
+    pub carried: i32,
+}
+
+/// The gateway on an empty log, then on one of `prefill` rows behind a real
+/// retention cut that carried rows forward (held actions from before it),
+/// as a log looks after months of use: the hot path must not notice either.
+pub async fn run_prefilled(cfg: &Config, agents: usize, secs: f64, prefill: i64, progress: bool) -> Result<BigLog> {
+    // Short partitions, so the cut can come right after the first run; many
+    // made ahead, as a month-wide partition is made weeks ahead in production.
+    let bench = BenchDb::create_with(cfg, 4, &[("backstop.log_partition_width", "5 seconds")]).await?;
     let r = async {
         let (pool, _) = prepare(cfg, &bench).await?;
+        sqlx::query("UPDATE backstop.log_partitioning SET ahead = 100")
+            .execute(&pool)
+            .await?;
+        let ensure = || sqlx::query("SELECT backstop.ensure_log_partitions()").execute(&pool);
+        ensure().await?;
         if progress {
             eprintln!("bench gateway: {agents} agent(s) on an empty log for {secs}s ...");
         }
         let empty = run_gateway(&bench.agent_logins("bench-agent-empty", agents).await?, secs)
             .await?
             .0;
-        crate::bench::supervisor::fill_log(&pool, prefill, 100, 24.0, progress).await?;
+        // Held actions stay open across the cut: it carries their rows.
+        for i in 0..20u64 {
+            let (mut params, _, reasoning) = payload(0, i);
+            params["amount"] = serde_json::json!(20_000 + i);
+            let d = contract::propose(
+                &pool,
+                &Proposal {
+                    agent: "bench-held".into(),
+                    tool: "issue_refund".into(),
+                    params,
+                    confidence: Some(0.93),
+                    reasoning: Some(reasoning),
+                    ..Default::default()
+                },
+            )
+            .await?;
+            anyhow::ensure!(
+                d.verdict == Verdict::Hold,
+                "a $20,000 refund was not held: {}",
+                d.reason
+            );
+        }
+        if progress {
+            eprintln!("bench gateway: a retention cut behind the first run (export, verify, drop) ...");
+        }
+        let cut = backstop::archive::wait_past_newest_partition(&pool).await?;
+        let dir = std::env::temp_dir().join(format!("backstop-bench-big-log-{}", std::process::id()));
+        let out = backstop::archive::archive(&pool, "bench", cut, &dir, true, progress).await;
+        let _ = std::fs::remove_dir_all(&dir);
+        let dropped = out?.dropped.ok_or_else(|| anyhow::anyhow!("the cut dropped nothing"))?;
+        anyhow::ensure!(dropped.carried > 0, "the cut carried nothing forward");
+        // The big log, dated after the cut (nothing may be dated before it).
+        let to: chrono::DateTime<chrono::Utc> = sqlx::query_scalar("SELECT clock_timestamp()").fetch_one(&pool).await?;
+        crate::bench::supervisor::fill_log_between(&pool, prefill, 100, cut, to, progress).await?;
+        ensure().await?;
         sqlx::query("ANALYZE backstop.action_log").execute(&pool).await?;
         if progress {
             eprintln!("bench gateway: {agents} agent(s) on a {prefill}-row log for {secs}s ...");
@@ -425,7 +481,13 @@ pub async fn run_prefilled(cfg: &Config, agents: usize, secs: f64, prefill: i64,
         let full = run_gateway(&bench.agent_logins("bench-agent-full", agents).await?, secs)
             .await?
             .0;
-        anyhow::Ok((empty, full))
+        anyhow::Ok(BigLog {
+            empty_actions_per_s: empty,
+            full_actions_per_s: full,
+            rows: prefill,
+            cut_rows: dropped.rows,
+            carried: dropped.carried,
+        })
     }
     .await;
     bench.drop_now().await?;

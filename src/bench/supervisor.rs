@@ -35,13 +35,28 @@ pub struct SupervisorReport {
 /// `hours`, straight into the log (the benchmark needs volume, not the
 /// contract's checks), in chunks with progress.
 pub async fn fill_log(pool: &PgPool, rows: i64, agents: i64, hours: f64, progress: bool) -> Result<()> {
+    let to = chrono::Utc::now();
+    let from = to - chrono::Duration::milliseconds((hours * 3_600_000.0) as i64);
+    fill_log_between(pool, rows, agents, from, to, progress).await
+}
+
+/// `rows` gateway-like log rows from `agents` agents, dated evenly from
+/// `from` to `to`.
+pub async fn fill_log_between(
+    pool: &PgPool,
+    rows: i64,
+    agents: i64,
+    from: chrono::DateTime<chrono::Utc>,
+    to: chrono::DateTime<chrono::Utc>,
+    progress: bool,
+) -> Result<()> {
     let chunk = 500_000i64;
     let mut done = 0i64;
     while done < rows {
         let n = chunk.min(rows - done);
         sqlx::query(
             "INSERT INTO backstop.action_log (at, kind, actor, agent, tool, action_id, amount, confidence, params, detail)
-             SELECT now() - make_interval(secs => $4 * 3600 * (1 - (g::double precision / $5))),
+             SELECT $4 + ($5 - $4) * (g::double precision / $6),
                     'allowed', 'bench-' || (g % $3), 'bench-' || (g % $3),
                     (ARRAY['issue_refund', 'issue_credit', 'send_email', 'update_customer_field'])[1 + (g * 7 % 4)::int],
                     gen_random_uuid(), (g % 997)::numeric, ((g % 100) / 100.0)::real,
@@ -52,13 +67,14 @@ pub async fn fill_log(pool: &PgPool, rows: i64, agents: i64, hours: f64, progres
         .bind(done)
         .bind(done + n - 1)
         .bind(agents)
-        .bind(hours)
+        .bind(from)
+        .bind(to)
         .bind(rows as f64)
         .execute(pool)
         .await?;
         done += n;
         if progress {
-            eprintln!("bench supervisor: {done} of {rows} log rows");
+            eprintln!("bench: {done} of {rows} log rows");
         }
     }
     Ok(())
