@@ -1078,6 +1078,11 @@ BEGIN
     ELSIF a.status <> 'executed' THEN
         o.outcome := 'not_executed';
         o.detail := a.status;
+    -- A read changed nothing: calling it irreversible would send a person
+    -- to remediate what needs no undo.
+    ELSIF a.class = 'read' THEN
+        o.outcome := 'nothing_to_undo';
+        o.detail := format('%s only reads: nothing changed (log seq %s)', a.tool, a.executed_seq);
     ELSIF a.inverse_tool IS NULL THEN
         o.outcome := 'irreversible';
         o.detail := format('%s is %s: %s (log seq %s)', a.tool, coalesce(a.class, 'unknown'),
@@ -1101,7 +1106,7 @@ $$;
 
 ALTER FUNCTION backstop.compensation_outcome(a backstop.actions, c backstop.compensations) OWNER TO backstop_owner;
 
-COMMENT ON FUNCTION backstop.compensation_outcome(a backstop.actions, c backstop.compensations) IS 'What requesting the compensation of one action would do (requested, irreversible, expired, not_executed, already_requested, already_compensated, ...), shared by compensation_plan and request_compensation. Callers: viewer. Returns backstop.comp_outcome.';
+COMMENT ON FUNCTION backstop.compensation_outcome(a backstop.actions, c backstop.compensations) IS 'What requesting the compensation of one action would do (requested, irreversible, nothing_to_undo, expired, not_executed, already_requested, already_compensated, ...), shared by compensation_plan and request_compensation. Callers: viewer. Returns backstop.comp_outcome.';
 
 CREATE FUNCTION backstop.compensation_plan(seeds uuid[]) RETURNS TABLE(action_id uuid, selected boolean, caused_by uuid, agent text, tool text, class text, amount numeric, entity text, correlation_id text, status text, executed_seq bigint, outcome text, detail text, inverse_tool text, inverse_params jsonb, direction text)
     LANGUAGE sql STABLE

@@ -20,6 +20,11 @@ BEGIN
     ELSIF a.status <> 'executed' THEN
         o.outcome := 'not_executed';
         o.detail := a.status;
+    -- A read changed nothing: calling it irreversible would send a person
+    -- to remediate what needs no undo.
+    ELSIF a.class = 'read' THEN
+        o.outcome := 'nothing_to_undo';
+        o.detail := format('%s only reads: nothing changed (log seq %s)', a.tool, a.executed_seq);
     ELSIF a.inverse_tool IS NULL THEN
         o.outcome := 'irreversible';
         o.detail := format('%s is %s: %s (log seq %s)', a.tool, coalesce(a.class, 'unknown'),
@@ -41,7 +46,7 @@ BEGIN
 END
 $$;
 SELECT backstop._grant('compensation_outcome', 'viewer');
-COMMENT ON FUNCTION backstop.compensation_outcome IS 'What requesting the compensation of one action would do (requested, irreversible, expired, not_executed, already_requested, already_compensated, ...), shared by compensation_plan and request_compensation. Callers: viewer. Returns backstop.comp_outcome.';
+COMMENT ON FUNCTION backstop.compensation_outcome IS 'What requesting the compensation of one action would do (requested, irreversible, nothing_to_undo, expired, not_executed, already_requested, already_compensated, ...), shared by compensation_plan and request_compensation. Callers: viewer. Returns backstop.comp_outcome.';
 
 -- The actions a rollback of `seeds` must consider: the seeds, and every
 -- action that descends from one of them through parent_action or depends_on,
@@ -97,7 +102,7 @@ SELECT backstop._grant('compensation_plan', 'viewer');
 COMMENT ON FUNCTION backstop.compensation_plan IS 'The rollback plan for the seed actions: each seed and every action depending on one (parent_action, depends_on), in the order they would be compensated, with each one''s outcome and the direction of its money. Callers: viewer. Returns one row per action.';
 
 -- Request the staged compensation of each action, as one unit. Outcomes:
--- requested, irreversible, expired, not_executed, already_requested,
+-- requested, irreversible, nothing_to_undo (a read), expired, not_executed, already_requested,
 -- already_compensated (or the terminal state of an earlier attempt:
 -- condition_failed, conflict). A failed compensation may be requested again.
 -- Within a request, an action's inverse waits for the inverses of the later

@@ -515,6 +515,28 @@ async fn a_plan_leaves_reads_out_and_the_request_is_the_plan_shown() {
         .await,
         0
     );
+    // The contract says the same to a client that calls it directly: a read
+    // is nothing to undo, not irreversible, and requesting it requests nothing.
+    let (outcome, detail): (String, String) =
+        sqlx::query_as("SELECT outcome, detail FROM backstop.compensation_plan($1) WHERE action_id = $2")
+            .bind(&executed[..1])
+            .bind(executed[0])
+            .fetch_one(t.pool())
+            .await
+            .unwrap();
+    assert_eq!(outcome, "nothing_to_undo", "{detail}");
+    let direct = contract::request_compensation(t.pool(), &executed[..1], "a client asks for the read", None)
+        .await
+        .unwrap();
+    assert_eq!(direct[0].outcome, "nothing_to_undo");
+    assert_eq!(
+        t.count(&format!(
+            "SELECT count(*) FROM backstop.compensations WHERE action_id = '{}'",
+            executed[0]
+        ))
+        .await,
+        0
+    );
 }
 
 #[tokio::test]

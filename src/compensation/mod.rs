@@ -46,8 +46,8 @@ pub struct PlanStep {
     pub correlation_id: Option<String>,
     pub status: String,
     pub executed_seq: Option<i64>,
-    /// requested (will compensate), irreversible, expired, not_executed,
-    /// already_requested, already_compensated, condition_failed, conflict
+    /// requested (will compensate), irreversible, nothing_to_undo (a read),
+    /// expired, not_executed, already_requested, already_compensated, condition_failed, conflict
     pub outcome: String,
     pub detail: Option<String>,
     pub inverse_tool: Option<String>,
@@ -252,6 +252,7 @@ pub fn outcome_label(o: &str) -> &str {
     match o {
         "requested" => "will compensate",
         "irreversible" => "IRREVERSIBLE",
+        "nothing_to_undo" => "nothing to undo",
         "expired" => "window expired",
         "not_executed" => "not executed",
         "already_requested" => "already requested",

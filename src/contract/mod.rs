@@ -341,8 +341,9 @@ pub async fn report_signal<'e, E: PgExecutor<'e>>(
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct CompensationOutcome {
     pub action_id: Uuid,
-    /// requested, irreversible, expired, not_executed, already_requested,
-    /// already_compensated, condition_failed, conflict
+    /// requested, irreversible, nothing_to_undo (a read), expired,
+    /// not_executed, already_requested, already_compensated,
+    /// condition_failed, conflict
     pub outcome: String,
     pub detail: Option<String>,
 }
