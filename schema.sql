@@ -4113,6 +4113,9 @@ CREATE VIEW backstop.rebuilt_actions AS
             max(l.seq) FILTER (WHERE (l.kind = 'expired'::text)) AS expired_seq,
             max(l.seq) FILTER (WHERE ((l.kind = 'approved'::text) AND ((l.detail ->> 'final'::text))::boolean)) AS approved_seq,
             max(l.seq) FILTER (WHERE (l.kind = ANY (ARRAY['executed'::text, 'failed'::text]))) AS executed_seq,
+            (array_agg(l.kind ORDER BY l.seq DESC) FILTER (WHERE (l.kind = ANY (ARRAY['executed'::text, 'failed'::text]))))[1] AS executed_kind,
+            (array_agg(l.at ORDER BY l.seq DESC) FILTER (WHERE (l.kind = ANY (ARRAY['executed'::text, 'failed'::text]))))[1] AS executed_at,
+            (array_agg((l.detail -> 'compensation'::text) ORDER BY l.seq DESC) FILTER (WHERE (l.kind = ANY (ARRAY['executed'::text, 'failed'::text]))))[1] AS comp,
             max(l.seq) FILTER (WHERE (l.kind = ANY (ARRAY['approved'::text, 'rejected'::text, 'expired'::text, 'executed'::text, 'failed'::text]))) AS last_seq
            FROM backstop.rebuild_log l
           WHERE ((l.action_id IS NOT NULL) AND (l.kind = ANY (ARRAY['approved'::text, 'rejected'::text, 'expired'::text, 'executed'::text, 'failed'::text])))
@@ -4133,7 +4136,7 @@ CREATE VIEW backstop.rebuilt_actions AS
     (p.detail ->> 'reason'::text) AS reason,
     (p.detail ->> 'rule'::text) AS rule,
         CASE
-            WHEN (x.kind IS NOT NULL) THEN x.kind
+            WHEN (ev.executed_kind IS NOT NULL) THEN ev.executed_kind
             WHEN (ev.rejected_seq IS NOT NULL) THEN 'rejected'::text
             WHEN (ev.expired_seq IS NOT NULL) THEN
             CASE
@@ -4150,22 +4153,21 @@ CREATE VIEW backstop.rebuilt_actions AS
     p.seq AS proposed_seq,
     p.at AS proposed_at,
     COALESCE(ev.rejected_seq, ev.expired_seq, ev.approved_seq) AS decided_seq,
-    x.seq AS executed_seq,
-    x.at AS executed_at,
-    ((x.detail -> 'compensation'::text) ->> 'inverse_tool'::text) AS inverse_tool,
-    ((x.detail -> 'compensation'::text) -> 'inverse_params'::text) AS inverse_params,
+    ev.executed_seq,
+    ev.executed_at,
+    (ev.comp ->> 'inverse_tool'::text) AS inverse_tool,
+    (ev.comp -> 'inverse_params'::text) AS inverse_params,
     ( SELECT array_agg(m.value ORDER BY m.value) AS array_agg
-           FROM jsonb_array_elements_text(((x.detail -> 'compensation'::text) -> 'missing'::text)) m(value)) AS inverse_missing,
-    (((x.detail -> 'compensation'::text) ->> 'deadline'::text))::timestamp with time zone AS comp_deadline,
-    ((x.detail -> 'compensation'::text) ->> 'condition'::text) AS comp_condition,
+           FROM jsonb_array_elements_text((ev.comp -> 'missing'::text)) m(value)) AS inverse_missing,
+    ((ev.comp ->> 'deadline'::text))::timestamp with time zone AS comp_deadline,
+    (ev.comp ->> 'condition'::text) AS comp_condition,
     p.policy_version,
     p.registry_version,
     GREATEST(p.seq, ev.last_seq) AS updated_seq,
     ( SELECT array_agg((d.value)::uuid ORDER BY d.value) AS array_agg
            FROM jsonb_array_elements_text((p.detail -> 'depends_on'::text)) d(value)) AS depends_on
-   FROM ((p
-     LEFT JOIN ev ON ((ev.action_id = p.action_id)))
-     LEFT JOIN backstop.rebuild_log x ON ((x.seq = ev.executed_seq)));
+   FROM (p
+     LEFT JOIN ev ON ((ev.action_id = p.action_id)));
 
 ALTER TABLE backstop.rebuilt_actions OWNER TO backstop_owner;
 

@@ -56,6 +56,13 @@ WITH p AS (
            max(l.seq) FILTER (WHERE l.kind = 'expired') AS expired_seq,
            max(l.seq) FILTER (WHERE l.kind = 'approved' AND (l.detail ->> 'final')::boolean) AS approved_seq,
            max(l.seq) FILTER (WHERE l.kind IN ('executed', 'failed')) AS executed_seq,
+           -- The result's own fields, taken here rather than by joining the
+           -- log again on executed_seq: the planner cannot count this
+           -- grouping's rows (it guesses 200), and on a big log it joined
+           -- each of them to every log row in a nested loop (hours).
+           (array_agg(l.kind ORDER BY l.seq DESC) FILTER (WHERE l.kind IN ('executed', 'failed')))[1] AS executed_kind,
+           (array_agg(l.at ORDER BY l.seq DESC) FILTER (WHERE l.kind IN ('executed', 'failed')))[1] AS executed_at,
+           (array_agg(l.detail -> 'compensation' ORDER BY l.seq DESC) FILTER (WHERE l.kind IN ('executed', 'failed')))[1] AS comp,
            max(l.seq) FILTER (WHERE l.kind IN ('approved', 'rejected', 'expired', 'executed', 'failed')) AS last_seq
       FROM backstop.rebuild_log l
      WHERE l.action_id IS NOT NULL AND l.kind IN ('approved', 'rejected', 'expired', 'executed', 'failed')
@@ -65,7 +72,7 @@ SELECT p.action_id, p.agent, p.tool, p.detail ->> 'class' AS class, p.amount, p.
        (p.detail ->> 'cost_to_reverse')::numeric AS cost_to_reverse, p.correlation_id, p.parent_action,
        p.detail ->> 'idempotency_key' AS idempotency_key, p.detail ->> 'entity' AS entity,
        p.detail ->> 'verdict' AS verdict, p.detail ->> 'reason' AS reason, p.detail ->> 'rule' AS rule,
-       CASE WHEN x.kind IS NOT NULL THEN x.kind
+       CASE WHEN ev.executed_kind IS NOT NULL THEN ev.executed_kind
             WHEN ev.rejected_seq IS NOT NULL THEN 'rejected'
             WHEN ev.expired_seq IS NOT NULL THEN CASE WHEN p.detail ->> 'expiry_effect' = 'allow' THEN 'allowed' ELSE 'expired' END
             WHEN ev.approved_seq IS NOT NULL THEN 'allowed'
@@ -75,18 +82,17 @@ SELECT p.action_id, p.agent, p.tool, p.detail ->> 'class' AS class, p.amount, p.
        (p.detail ->> 'expires_at')::timestamptz AS expires_at, p.detail ->> 'expiry_effect' AS expiry_effect,
        p.seq AS proposed_seq, p.at AS proposed_at,
        coalesce(ev.rejected_seq, ev.expired_seq, ev.approved_seq) AS decided_seq,
-       x.seq AS executed_seq, x.at AS executed_at,
-       x.detail -> 'compensation' ->> 'inverse_tool' AS inverse_tool,
-       x.detail -> 'compensation' -> 'inverse_params' AS inverse_params,
-       (SELECT array_agg(m ORDER BY m) FROM jsonb_array_elements_text(x.detail -> 'compensation' -> 'missing') m) AS inverse_missing,
-       (x.detail -> 'compensation' ->> 'deadline')::timestamptz AS comp_deadline,
-       x.detail -> 'compensation' ->> 'condition' AS comp_condition,
+       ev.executed_seq, ev.executed_at,
+       ev.comp ->> 'inverse_tool' AS inverse_tool,
+       ev.comp -> 'inverse_params' AS inverse_params,
+       (SELECT array_agg(m ORDER BY m) FROM jsonb_array_elements_text(ev.comp -> 'missing') m) AS inverse_missing,
+       (ev.comp ->> 'deadline')::timestamptz AS comp_deadline,
+       ev.comp ->> 'condition' AS comp_condition,
        p.policy_version, p.registry_version,
        greatest(p.seq, ev.last_seq) AS updated_seq,
        (SELECT array_agg(d::uuid ORDER BY d) FROM jsonb_array_elements_text(p.detail -> 'depends_on') d) AS depends_on
   FROM p
-  LEFT JOIN ev ON ev.action_id = p.action_id
-  LEFT JOIN backstop.rebuild_log x ON x.seq = ev.executed_seq;
+  LEFT JOIN ev ON ev.action_id = p.action_id;
 COMMENT ON VIEW backstop.rebuilt_actions IS 'backstop.actions rebuilt from the log alone; verify compares the two (projection_diffs). Readers: viewer.';
 
 CREATE VIEW backstop.rebuilt_approval_queue AS
