@@ -417,22 +417,30 @@ pub struct BigLog {
     /// Rows the retention cut dropped, and rows it carried forward.
     pub cut_rows: i64,
     pub carried: i32,
+    /// The log's partitions during each run.
+    pub partitions_empty: i64,
+    pub partitions_full: i64,
 }
 
 /// The gateway on an empty log, then on one of `prefill` rows behind a real
 /// retention cut that carried rows forward (held actions from before it),
 /// as a log looks after months of use: the hot path must not notice either.
 pub async fn run_prefilled(cfg: &Config, agents: usize, secs: f64, prefill: i64, progress: bool) -> Result<BigLog> {
-    // Short partitions, so the cut can come right after the first run; many
-    // made ahead, as a month-wide partition is made weeks ahead in production.
-    let bench = BenchDb::create_with(cfg, 4, &[("backstop.log_partition_width", "5 seconds")]).await?;
+    // Short partitions, so the cut can come soon after the first run, and
+    // enough of them ahead to cover the fill (production's are a month wide,
+    // made two months ahead). Not hundreds: a statement planned once for
+    // every partition locks each of them on every call, so the count of
+    // partitions, unlike their size, costs the gateway.
+    let bench = BenchDb::create_with(cfg, 4, &[("backstop.log_partition_width", "30 seconds")]).await?;
     let r = async {
         let (pool, _) = prepare(cfg, &bench).await?;
-        sqlx::query("UPDATE backstop.log_partitioning SET ahead = 100")
+        sqlx::query("UPDATE backstop.log_partitioning SET ahead = 20")
             .execute(&pool)
             .await?;
         let ensure = || sqlx::query("SELECT backstop.ensure_log_partitions()").execute(&pool);
         ensure().await?;
+        let partitions = || sqlx::query_scalar::<_, i64>("SELECT count(*) FROM backstop.log_partitions").fetch_one(&pool);
+        let partitions_empty = partitions().await?;
         if progress {
             eprintln!("bench gateway: {agents} agent(s) on an empty log for {secs}s ...");
         }
@@ -474,9 +482,20 @@ pub async fn run_prefilled(cfg: &Config, agents: usize, secs: f64, prefill: i64,
         let to: chrono::DateTime<chrono::Utc> = sqlx::query_scalar("SELECT clock_timestamp()").fetch_one(&pool).await?;
         crate::bench::supervisor::fill_log_between(&pool, prefill, 100, cut, to, progress).await?;
         ensure().await?;
-        sqlx::query("ANALYZE backstop.action_log").execute(&pool).await?;
+        // A log that grew over months was sealed and vacuumed as it grew:
+        // the bulk fill's one-time backlog (sealing it, the vacuum its
+        // inserts set off, the checkpoint) is paid before the measurement.
         if progress {
-            eprintln!("bench gateway: {agents} agent(s) on a {prefill}-row log for {secs}s ...");
+            eprintln!("bench gateway: sealing and vacuuming the {prefill}-row log ...");
+        }
+        contract::seal_all(&pool).await?;
+        sqlx::query("VACUUM (ANALYZE) backstop.action_log").execute(&pool).await?;
+        sqlx::query("CHECKPOINT").execute(&pool).await?;
+        let partitions_full = partitions().await?;
+        if progress {
+            eprintln!(
+                "bench gateway: {agents} agent(s) on a {prefill}-row log for {secs}s ({partitions_full} partitions; {partitions_empty} in the empty run) ..."
+            );
         }
         let full = run_gateway(&bench.agent_logins("bench-agent-full", agents).await?, secs)
             .await?
@@ -487,6 +506,8 @@ pub async fn run_prefilled(cfg: &Config, agents: usize, secs: f64, prefill: i64,
             rows: prefill,
             cut_rows: dropped.rows,
             carried: dropped.carried,
+            partitions_empty,
+            partitions_full,
         })
     }
     .await;
