@@ -405,8 +405,6 @@ async fn create_floor_tables(pool: &sqlx::PgPool) -> Result<()> {
     Ok(())
 }
 
-/// Gateway throughput on an empty log, then on the same database after
-/// `prefill` rows were appended: what a large log costs each action.
 /// What the gateway's speed on a big log is measured against, and what the
 /// big log holds.
 #[derive(Debug, Clone, Serialize)]
