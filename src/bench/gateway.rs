@@ -407,17 +407,12 @@ async fn create_floor_tables(pool: &sqlx::PgPool) -> Result<()> {
 
 /// What the gateway's speed on a big log is measured against, and what the
 /// big log holds.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct BigLog {
     pub empty_actions_per_s: f64,
     pub full_actions_per_s: f64,
-    pub rows: i64,
-    /// Rows the retention cut dropped, and rows it carried forward.
-    pub cut_rows: i64,
+    /// Rows the retention cut carried forward.
     pub carried: i32,
-    /// The log's partitions during each run.
-    pub partitions_empty: i64,
-    pub partitions_full: i64,
 }
 
 /// The gateway on an empty log, then on one of `prefill` rows behind a real
@@ -526,11 +521,7 @@ pub async fn run_prefilled(cfg: &Config, agents: usize, secs: f64, prefill: i64,
         anyhow::Ok(BigLog {
             empty_actions_per_s: empty,
             full_actions_per_s: full,
-            rows: prefill,
-            cut_rows: dropped.rows,
             carried: dropped.carried,
-            partitions_empty,
-            partitions_full,
         })
     }
     .await;
