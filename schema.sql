@@ -276,6 +276,20 @@ $$;
 
 ALTER FUNCTION backstop._current_verdict(a backstop.actions) OWNER TO backstop_owner;
 
+CREATE FUNCTION backstop._cut_lock(fn text) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'backstop', 'pg_temp'
+    SET lock_timeout TO '2s'
+    AS $$
+BEGIN
+    PERFORM pg_advisory_xact_lock(1112757362, 0);
+EXCEPTION WHEN lock_not_available THEN
+    PERFORM backstop._bad(fn, 'another cut of the log is running', '55P03');
+END
+$$;
+
+ALTER FUNCTION backstop._cut_lock(fn text) OWNER TO backstop_owner;
+
 CREATE FUNCTION backstop._finding_status(fn text, p_id uuid, p_status text, p_note text) RETURNS TABLE(status text)
     LANGUAGE plpgsql
     SET search_path TO 'pg_catalog', 'backstop', 'pg_temp'
@@ -1287,9 +1301,7 @@ BEGIN
     END IF;
     PERFORM backstop._check_reason(fn, 'location', drop_archived_partitions.location);
     PERFORM backstop._check_reason(fn, 'reason', drop_archived_partitions.reason);
-    IF NOT pg_try_advisory_xact_lock(1112757362, 0) THEN
-        PERFORM backstop._bad(fn, 'another cut of the log is running', '55P03');
-    END IF;
+    PERFORM backstop._cut_lock(fn);
     SELECT * INTO prep FROM backstop.cut_prepared x WHERE x.cut = p_cut;
     IF NOT FOUND OR prep.first_seal IS DISTINCT FROM drop_archived_partitions.first_seal
        OR prep.last_seal IS DISTINCT FROM drop_archived_partitions.last_seal THEN
@@ -2154,9 +2166,7 @@ BEGIN
     IF prepare_cut.head_hash IS NULL OR length(prepare_cut.head_hash) <> 32 THEN
         PERFORM backstop._bad(fn, 'head_hash must be the 32-byte hash of the archive''s last seal');
     END IF;
-    IF NOT pg_try_advisory_xact_lock(1112757362, 0) THEN
-        PERFORM backstop._bad(fn, 'another cut of the log is running', '55P03');
-    END IF;
+    PERFORM backstop._cut_lock(fn);
     SELECT max(x.cut) INTO v_prev FROM backstop.log_retention x;
     IF v_prev IS NOT NULL AND p_cut <= v_prev THEN
         PERFORM backstop._bad(fn, format('the log was already cut at %s', v_prev), '55000');
@@ -4946,6 +4956,8 @@ REVOKE ALL ON FUNCTION backstop._comp_setting(key text, fallback numeric) FROM P
 GRANT SELECT ON TABLE backstop.actions TO backstop_viewer;
 
 REVOKE ALL ON FUNCTION backstop._current_verdict(a backstop.actions) FROM PUBLIC;
+
+REVOKE ALL ON FUNCTION backstop._cut_lock(fn text) FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION backstop._finding_status(fn text, p_id uuid, p_status text, p_note text) FROM PUBLIC;
 

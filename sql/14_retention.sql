@@ -22,6 +22,21 @@
 -- accepts a sealed row missing from the log only when the retention records
 -- account for exactly that many rows and no live row is dated before the cut.
 
+-- One cut at a time. A failed cut's backend sends its error before it ends
+-- its transaction and lets go of this lock, so a cut tried again at once
+-- (backstop archive after a refusal, or a script) waits a moment for it
+-- instead of being told another cut is running; a cut that is running
+-- (prepare_cut can take minutes on a big log) is still refused after 2 s.
+-- The lock is taken in a subtransaction and kept by the caller's.
+CREATE FUNCTION backstop._cut_lock(fn text) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, backstop, pg_temp SET lock_timeout = '2s' AS $$
+BEGIN
+    PERFORM pg_advisory_xact_lock(1112757362, 0);
+EXCEPTION WHEN lock_not_available THEN
+    PERFORM backstop._bad(fn, 'another cut of the log is running', '55P03');
+END
+$$;
+
 -- What dropping the partitions older than `before` would take: the cut (the
 -- newest partition end at or before it), the partitions, their rows, the
 -- seals an archive must hold (from the one after the last archived seal to
@@ -109,9 +124,7 @@ BEGIN
     IF prepare_cut.head_hash IS NULL OR length(prepare_cut.head_hash) <> 32 THEN
         PERFORM backstop._bad(fn, 'head_hash must be the 32-byte hash of the archive''s last seal');
     END IF;
-    IF NOT pg_try_advisory_xact_lock(1112757362, 0) THEN
-        PERFORM backstop._bad(fn, 'another cut of the log is running', '55P03');
-    END IF;
+    PERFORM backstop._cut_lock(fn);
     SELECT max(x.cut) INTO v_prev FROM backstop.log_retention x;
     IF v_prev IS NOT NULL AND p_cut <= v_prev THEN
         PERFORM backstop._bad(fn, format('the log was already cut at %s', v_prev), '55000');
@@ -231,9 +244,7 @@ BEGIN
     END IF;
     PERFORM backstop._check_reason(fn, 'location', drop_archived_partitions.location);
     PERFORM backstop._check_reason(fn, 'reason', drop_archived_partitions.reason);
-    IF NOT pg_try_advisory_xact_lock(1112757362, 0) THEN
-        PERFORM backstop._bad(fn, 'another cut of the log is running', '55P03');
-    END IF;
+    PERFORM backstop._cut_lock(fn);
     SELECT * INTO prep FROM backstop.cut_prepared x WHERE x.cut = p_cut;
     IF NOT FOUND OR prep.first_seal IS DISTINCT FROM drop_archived_partitions.first_seal
        OR prep.last_seal IS DISTINCT FROM drop_archived_partitions.last_seal THEN

@@ -594,3 +594,50 @@ async fn the_cut_checks_the_projection_rows_it_archives_and_verify_the_rest() {
     // Nothing dropped: only what sealing and the refusal's own rows appended.
     assert!(t.log_len().await >= rows);
 }
+
+/// One cut at a time, without a false refusal: a cut tried again right after
+/// a refused one used to be told "another cut of the log is running" when it
+/// reached the server before the refused one's backend had ended its
+/// transaction (the error is sent first), which a loaded machine made common.
+/// A cut that is still running is refused, and nothing changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_waits_for_one_ending_and_is_refused_while_one_runs() {
+    let t = TestDb::new().await;
+    // Inside today's partition: every check before the cut lock passes, the
+    // one after it refuses, so which of the two answers says who got the lock.
+    let cut = chrono::Utc::now() - chrono::Duration::milliseconds(1500);
+    let prepare = || {
+        sqlx::query("SELECT * FROM backstop.prepare_cut($1, 1, 1, $2)")
+            .bind(cut)
+            .bind(vec![0u8; 32])
+            .execute(t.pool())
+    };
+    let err = prepare().await.expect_err("not a partition's end");
+    assert!(err.to_string().contains("not the end of a partition"), "{err}");
+
+    // A cut running in another session holds the lock until it commits.
+    let mut running = t.superuser().await;
+    sqlx::query("BEGIN").execute(&mut running).await.unwrap();
+    sqlx::query("SELECT pg_advisory_xact_lock(1112757362, 0)")
+        .execute(&mut running)
+        .await
+        .unwrap();
+    let (log, prepared) = (
+        t.log_len().await,
+        t.count("SELECT count(*) FROM backstop.cut_prepared").await,
+    );
+    let err = prepare().await.expect_err("refused while another cut runs");
+    assert!(err.to_string().contains("another cut of the log is running"), "{err}");
+    assert_eq!(common::code(&err), "55P03");
+    assert_eq!(t.log_len().await, log);
+    assert_eq!(t.count("SELECT count(*) FROM backstop.cut_prepared").await, prepared);
+
+    // One that ends while this cut waits lets it through to its own checks.
+    let ends = tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        sqlx::query("COMMIT").execute(&mut running).await.unwrap();
+    });
+    let err = prepare().await.expect_err("not a partition's end");
+    assert!(err.to_string().contains("not the end of a partition"), "{err}");
+    ends.await.unwrap();
+}
