@@ -26,6 +26,24 @@ CREATE TYPE backstop.verdict AS (
 
 ALTER TYPE backstop.verdict OWNER TO backstop_owner;
 
+CREATE FUNCTION backstop._add_rollup(agent text, bucket timestamp with time zone, counts jsonb) RETURNS void
+    LANGUAGE sql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'backstop', 'pg_temp'
+    AS $$
+    INSERT INTO backstop.rollups AS r (agent, bucket, counts) VALUES (agent, bucket, counts)
+    ON CONFLICT (agent, bucket) DO UPDATE
+       SET counts = (SELECT jsonb_object_agg(k, v) FROM (
+                       SELECT k, sum(v)::bigint AS v FROM (
+                           SELECT key AS k, value::bigint AS v FROM jsonb_each_text(r.counts)
+                           UNION ALL
+                           SELECT key, value::bigint FROM jsonb_each_text(excluded.counts)) u
+                       GROUP BY k) s)
+$$;
+
+ALTER FUNCTION backstop._add_rollup(agent text, bucket timestamp with time zone, counts jsonb) OWNER TO backstop_owner;
+
+COMMENT ON FUNCTION backstop._add_rollup(agent text, bucket timestamp with time zone, counts jsonb) IS 'Adds decision counts to an agent''s rollup bucket (for drift). Internal: add_rollups only, which counts rows of the log. Returns nothing.';
+
 CREATE FUNCTION backstop._append(p_kind text, p_actor text, p_agent text, p_tool text, p_action uuid, p_detail jsonb DEFAULT '{}'::jsonb, p_correlation text DEFAULT NULL::text, p_parent uuid DEFAULT NULL::uuid, p_amount numeric DEFAULT NULL::numeric, p_confidence real DEFAULT NULL::real, p_reasoning text DEFAULT NULL::text, p_inputs jsonb DEFAULT NULL::jsonb, p_params jsonb DEFAULT NULL::jsonb, p_result jsonb DEFAULT NULL::jsonb, p_policy bigint DEFAULT NULL::bigint, p_registry bigint DEFAULT NULL::bigint, OUT seq bigint, OUT at timestamp with time zone) RETURNS record
     LANGUAGE plpgsql
     SET search_path TO 'pg_catalog', 'backstop', 'pg_temp'
@@ -694,24 +712,6 @@ ALTER FUNCTION backstop.actor() OWNER TO backstop_owner;
 
 COMMENT ON FUNCTION backstop.actor() IS 'Who is acting in this session: the login, or for a trusted session (owner, superuser) the name set in backstop.operator. Callers: every duty. Returns text.';
 
-CREATE FUNCTION backstop.add_rollup(agent text, bucket timestamp with time zone, counts jsonb) RETURNS void
-    LANGUAGE sql SECURITY DEFINER
-    SET search_path TO 'pg_catalog', 'backstop', 'pg_temp'
-    AS $$
-    INSERT INTO backstop.rollups AS r (agent, bucket, counts) VALUES (agent, bucket, counts)
-    ON CONFLICT (agent, bucket) DO UPDATE
-       SET counts = (SELECT jsonb_object_agg(k, v) FROM (
-                       SELECT k, sum(v)::bigint AS v FROM (
-                           SELECT key AS k, value::bigint AS v FROM jsonb_each_text(r.counts)
-                           UNION ALL
-                           SELECT key, value::bigint FROM jsonb_each_text(excluded.counts)) u
-                       GROUP BY k) s)
-$$;
-
-ALTER FUNCTION backstop.add_rollup(agent text, bucket timestamp with time zone, counts jsonb) OWNER TO backstop_owner;
-
-COMMENT ON FUNCTION backstop.add_rollup(agent text, bucket timestamp with time zone, counts jsonb) IS 'Adds decision counts to an agent''s rollup bucket (for drift). Callers: supervisor. Returns nothing.';
-
 CREATE FUNCTION backstop.add_rollups(seqs bigint[], bucket_seconds double precision, ats timestamp with time zone[] DEFAULT NULL::timestamp with time zone[]) RETURNS integer
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'backstop', 'pg_temp'
@@ -737,7 +737,7 @@ BEGIN
                  GROUP BY 1, 2, 3) c
          GROUP BY 1, 2
     LOOP
-        PERFORM backstop.add_rollup(g.agent, g.bucket, g.counts);
+        PERFORM backstop._add_rollup(g.agent, g.bucket, g.counts);
         n := n + 1;
     END LOOP;
     RETURN n;
@@ -1203,7 +1203,7 @@ CREATE FUNCTION backstop.contract_version() RETURNS integer
     LANGUAGE sql IMMUTABLE
     SET search_path TO 'pg_catalog', 'backstop', 'pg_temp'
     AS $$
-    SELECT 7
+    SELECT 8
 $$;
 
 ALTER FUNCTION backstop.contract_version() OWNER TO backstop_owner;
@@ -3081,7 +3081,10 @@ DECLARE
     v_upto pg_snapshot;
 BEGIN
     IF retention_plan.before IS NULL OR NOT isfinite(retention_plan.before) THEN
-        PERFORM backstop._bad('retention_plan', 'before must be a finite time');
+        -- Raised here, not through _bad: this runs as its caller, a viewer,
+        -- who may not call internal functions (the refusal read "permission
+        -- denied for function _bad").
+        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = 'retention_plan: before must be a finite time';
     END IF;
     SELECT max(p.to_at), array_agg(p.name ORDER BY p.from_at) INTO cut, partitions
       FROM backstop.log_partitions p WHERE p.to_at <= least(retention_plan.before, clock_timestamp());
@@ -4931,6 +4934,8 @@ GRANT USAGE ON SCHEMA backstop TO backstop_policy;
 GRANT USAGE ON SCHEMA backstop_check TO backstop_supervisor;
 GRANT USAGE ON SCHEMA backstop_check TO backstop_owner;
 
+REVOKE ALL ON FUNCTION backstop._add_rollup(agent text, bucket timestamp with time zone, counts jsonb) FROM PUBLIC;
+
 REVOKE ALL ON FUNCTION backstop._append(p_kind text, p_actor text, p_agent text, p_tool text, p_action uuid, p_detail jsonb, p_correlation text, p_parent uuid, p_amount numeric, p_confidence real, p_reasoning text, p_inputs jsonb, p_params jsonb, p_result jsonb, p_policy bigint, p_registry bigint, OUT seq bigint, OUT at timestamp with time zone) FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION backstop._bad(fn text, msg text, code text) FROM PUBLIC;
@@ -5003,9 +5008,6 @@ GRANT ALL ON FUNCTION backstop.actor() TO backstop_commander;
 GRANT ALL ON FUNCTION backstop.actor() TO backstop_supervisor;
 GRANT ALL ON FUNCTION backstop.actor() TO backstop_worker;
 GRANT ALL ON FUNCTION backstop.actor() TO backstop_policy;
-
-REVOKE ALL ON FUNCTION backstop.add_rollup(agent text, bucket timestamp with time zone, counts jsonb) FROM PUBLIC;
-GRANT ALL ON FUNCTION backstop.add_rollup(agent text, bucket timestamp with time zone, counts jsonb) TO backstop_supervisor;
 
 REVOKE ALL ON FUNCTION backstop.add_rollups(seqs bigint[], bucket_seconds double precision, ats timestamp with time zone[]) FROM PUBLIC;
 GRANT ALL ON FUNCTION backstop.add_rollups(seqs bigint[], bucket_seconds double precision, ats timestamp with time zone[]) TO backstop_supervisor;

@@ -113,8 +113,10 @@ $$;
 SELECT backstop._grant('complete_review', 'supervisor');
 COMMENT ON FUNCTION backstop.complete_review IS 'Completes a claimed review, raising its findings (a JSON array). Callers: supervisor. Returns whether the review was still held by this supervisor.';
 
--- Add decision counts to an agent's bucket.
-CREATE FUNCTION backstop.add_rollup(agent text, bucket timestamptz, counts jsonb)
+-- Add decision counts to an agent's bucket: add_rollups' step, not granted
+-- (a login that could call it would write any counts it liked, for any
+-- agent, into the distributions the room and drift read).
+CREATE FUNCTION backstop._add_rollup(agent text, bucket timestamptz, counts jsonb)
 RETURNS void LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, backstop, pg_temp AS $$
     INSERT INTO backstop.rollups AS r (agent, bucket, counts) VALUES (agent, bucket, counts)
     ON CONFLICT (agent, bucket) DO UPDATE
@@ -125,8 +127,7 @@ RETURNS void LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, backsto
                            SELECT key, value::bigint FROM jsonb_each_text(excluded.counts)) u
                        GROUP BY k) s)
 $$;
-SELECT backstop._grant('add_rollup', 'supervisor');
-COMMENT ON FUNCTION backstop.add_rollup IS 'Adds decision counts to an agent''s rollup bucket (for drift). Callers: supervisor. Returns nothing.';
+COMMENT ON FUNCTION backstop._add_rollup IS 'Adds decision counts to an agent''s rollup bucket (for drift). Internal: add_rollups only, which counts rows of the log. Returns nothing.';
 
 -- Baseline and recent counts per agent and key, for a drift pass.
 CREATE FUNCTION backstop.drift_counts(baseline_start timestamptz, recent_start timestamptz)
@@ -203,7 +204,7 @@ BEGIN
                  GROUP BY 1, 2, 3) c
          GROUP BY 1, 2
     LOOP
-        PERFORM backstop.add_rollup(g.agent, g.bucket, g.counts);
+        PERFORM backstop._add_rollup(g.agent, g.bucket, g.counts);
         n := n + 1;
     END LOOP;
     RETURN n;

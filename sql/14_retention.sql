@@ -52,7 +52,10 @@ DECLARE
     v_upto pg_snapshot;
 BEGIN
     IF retention_plan.before IS NULL OR NOT isfinite(retention_plan.before) THEN
-        PERFORM backstop._bad('retention_plan', 'before must be a finite time');
+        -- Raised here, not through _bad: this runs as its caller, a viewer,
+        -- who may not call internal functions (the refusal read "permission
+        -- denied for function _bad").
+        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = 'retention_plan: before must be a finite time';
     END IF;
     SELECT max(p.to_at), array_agg(p.name ORDER BY p.from_at) INTO cut, partitions
       FROM backstop.log_partitions p WHERE p.to_at <= least(retention_plan.before, clock_timestamp());

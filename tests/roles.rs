@@ -4,7 +4,7 @@
 
 mod common;
 
-use backstop::contract::roles::CONTRACT_FUNCTIONS;
+use backstop::contract::roles::{CONTRACT_FUNCTIONS, EVERY_DUTY_FUNCTIONS, READ_FUNCTIONS};
 use common::{Logins, TestDb, code};
 use sqlx::{Executor, Row};
 
@@ -49,6 +49,10 @@ fn allowed(duty: &str, f: &str) -> bool {
                 "complete_review",
                 "raise_finding",
                 "add_rollups",
+                "rollups_from_log",
+                "evaluate",
+                "claim_notifications",
+                "finish_notification",
                 "pause",
                 "request_compensation",
                 "report_signal",
@@ -149,6 +153,104 @@ async fn every_cell_of_the_role_matrix_as_real_logins() {
     assert_eq!(code(&e), "42501");
     pools.push(nobody);
     logins.drop_all(pools).await;
+}
+
+/// No grant outside the lists: every function a duty can execute is a cell
+/// of the matrix above, a read-only function of every duty but agent, or one
+/// of the three every duty calls. Internal (`_`) functions are no one's.
+/// Found so: `add_rollup`, which wrote any counts for any agent into the
+/// rollups the room and drift read, was granted to the supervisor and in
+/// none of the lists.
+#[tokio::test]
+async fn every_grant_is_in_the_matrix_or_a_listed_reader_as_real_logins() {
+    let t = TestDb::new().await;
+    let granted: Vec<(String, bool, String)> = sqlx::query_as(
+        "SELECT DISTINCT p.proname::text, p.provolatile <> 'v', d.duty
+           FROM pg_proc p CROSS JOIN backstop.duties d
+          WHERE p.pronamespace = 'backstop'::regnamespace AND d.duty NOT IN ('owner', 'check')
+            AND has_function_privilege(d.role_name, p.oid, 'EXECUTE')
+          ORDER BY 1, 3",
+    )
+    .fetch_all(t.pool())
+    .await
+    .unwrap();
+    assert!(granted.len() > 50, "the query sees the grants: {granted:?}");
+    for (f, read_only, duty) in &granted {
+        assert!(!f.starts_with('_'), "{duty} may execute the internal {f}");
+        let listed = CONTRACT_FUNCTIONS.contains(&f.as_str())
+            || EVERY_DUTY_FUNCTIONS.contains(&f.as_str())
+            || (READ_FUNCTIONS.contains(&f.as_str()) && duty != "agent" && *read_only);
+        assert!(
+            listed,
+            "{duty} may execute {f}, which no list in contract::roles names for it"
+        );
+    }
+    // A function that runs as its caller cannot call an internal one: its
+    // caller would be refused with "permission denied for function _bad"
+    // instead of its own message (retention_plan was).
+    let invoker_calls_internal: Vec<String> = sqlx::query_scalar(
+        "SELECT p.proname::text FROM pg_proc p
+          WHERE p.pronamespace = 'backstop'::regnamespace AND NOT p.prosecdef AND p.proname !~ '^_'
+            AND p.prosrc ~ 'backstop\\._[a-z]'
+            AND EXISTS (SELECT 1 FROM backstop.duties d WHERE d.duty NOT IN ('owner', 'check')
+                           AND has_function_privilege(d.role_name, p.oid, 'EXECUTE'))",
+    )
+    .fetch_all(t.pool())
+    .await
+    .unwrap();
+    assert!(
+        invoker_calls_internal.is_empty(),
+        "run as their callers and call internal functions: {invoker_calls_internal:?}"
+    );
+    for f in READ_FUNCTIONS.iter().chain(EVERY_DUTY_FUNCTIONS) {
+        for duty in DUTIES {
+            let has = granted.iter().any(|(g, _, d)| g == f && d == duty);
+            let want = EVERY_DUTY_FUNCTIONS.contains(f) || *duty != "agent";
+            assert_eq!(has, want, "{duty} and {f}");
+        }
+    }
+
+    // As logins: an agent is refused every reader by privilege, a viewer by
+    // none of them (NULL arguments: a validation error is not a refusal).
+    let mut logins = Logins::new(&t);
+    let agent = logins.login(&t, "t_reader_agent", Some("agent")).await;
+    let viewer = logins.login(&t, "t_reader_viewer", Some("viewer")).await;
+    let sigs: Vec<(String, Vec<String>)> = sqlx::query(
+        "SELECT p.proname, array(SELECT format_type(x, NULL) FROM unnest(p.proargtypes) x)
+           FROM pg_proc p WHERE p.pronamespace = 'backstop'::regnamespace AND p.proname = ANY ($1)",
+    )
+    .bind(
+        READ_FUNCTIONS
+            .iter()
+            .chain(EVERY_DUTY_FUNCTIONS)
+            .map(|s| s.to_string())
+            .collect::<Vec<_>>(),
+    )
+    .fetch_all(t.pool())
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| (r.get(0), r.get(1)))
+    .collect();
+    assert!(sigs.len() >= READ_FUNCTIONS.len() + EVERY_DUTY_FUNCTIONS.len());
+    let log = t.log_len().await;
+    for (f, types) in &sigs {
+        let args: Vec<String> = types.iter().map(|ty| format!("NULL::{ty}")).collect();
+        let sql = format!("SELECT * FROM backstop.{f}({})", args.join(", "));
+        for (who, pool) in [("agent", &agent), ("viewer", &viewer)] {
+            let r = sqlx::query(sqlx::AssertSqlSafe(sql.clone())).fetch_all(pool).await;
+            let denied = matches!(&r, Err(e) if code(e) == "42501" && e.to_string().contains("permission denied"));
+            let want = who == "agent" && !EVERY_DUTY_FUNCTIONS.contains(&f.as_str());
+            assert_eq!(
+                denied,
+                want,
+                "{who} calling {f}: {:?}",
+                r.as_ref().err().map(|e| e.to_string())
+            );
+        }
+    }
+    assert_eq!(t.log_len().await, log, "reading wrote nothing");
+    logins.drop_all(vec![agent, viewer]).await;
 }
 
 #[tokio::test]

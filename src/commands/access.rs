@@ -4,7 +4,7 @@ use anyhow::{Context, Result, bail};
 
 use super::open;
 use backstop::config::Config;
-use backstop::contract::roles::{CONTRACT_FUNCTIONS, role_matrix};
+use backstop::contract::roles::{CONTRACT_FUNCTIONS, EVERY_DUTY_FUNCTIONS, READ_FUNCTIONS, role_matrix};
 use backstop::output::print_json;
 
 /// `backstop roles`: who may call what.
@@ -46,6 +46,11 @@ pub async fn roles(cfg: &Config) -> Result<()> {
             .join(", ")
     );
     println!("viewer also reads every table; every duty but agent includes viewer.");
+    println!(
+        "viewer (so every duty but agent) also calls these read-only functions: {}.",
+        READ_FUNCTIONS.join(", ")
+    );
+    println!("every duty, agent included, calls {}.", EVERY_DUTY_FUNCTIONS.join(", "));
     Ok(())
 }
 

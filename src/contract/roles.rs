@@ -27,11 +27,46 @@ pub const CONTRACT_FUNCTIONS: &[&str] = &[
     "complete_review",
     "raise_finding",
     "add_rollups",
+    "rollups_from_log",
+    "evaluate",
+    "claim_notifications",
+    "finish_notification",
     "expire_held",
     "seal",
     "ensure_log_partitions",
     "tail",
 ];
+
+/// Read-only functions (stable or immutable) that every duty but `agent`
+/// may call, through `viewer`: the figures, plans and digests the CLI, the
+/// room and `verify` read. Every function a duty may call is in
+/// `CONTRACT_FUNCTIONS`, here or in `EVERY_DUTY_FUNCTIONS`; a test holds the
+/// database's grants to that.
+pub const READ_FUNCTIONS: &[&str] = &[
+    "canon",
+    "compensation_outcome",
+    "cost_to_reverse",
+    "drift_counts",
+    "metrics",
+    "money",
+    "path_get",
+    "projection_diffs",
+    "retention_plan",
+    "review_reason",
+    "rollup_bucket",
+    "rollup_keys",
+    "row_digest",
+    "rules_of",
+    "sample_bucket",
+    "seal_genesis",
+    "seal_hash",
+    "signal_counts",
+    "tools_of",
+];
+
+/// What every duty, an agent included, may call: who the session is, the
+/// contract's version, and the hash a decision's NOTIFY carries.
+pub const EVERY_DUTY_FUNCTIONS: &[&str] = &["actor", "contract_version", "decision_key"];
 
 /// The duty × function matrix as the database has it: (duty, role, function, allowed).
 pub async fn role_matrix(pool: &sqlx::PgPool) -> sqlx::Result<Vec<(String, String, String, bool)>> {
