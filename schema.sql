@@ -1881,6 +1881,13 @@ BEGIN
         UNION ALL SELECT 'log_last_seq', (SELECT CASE WHEN q.is_called THEN q.last_value ELSE 0 END FROM backstop.action_log_seq q)::float8
         UNION ALL SELECT 'notification_oldest_pending_timestamp_seconds', extract(epoch FROM min(o.created_at))::float8
                     FROM backstop.notify_outbox o WHERE o.status IN ('pending', 'sending')
+        -- Rows that found no partition for their time (housekeeping fell
+        -- behind): a retention cut cannot pass them. Counted up to 10,000,
+        -- so a scrape stays cheap however many there are.
+        UNION ALL SELECT 'log_default_partition_rows',
+                         (SELECT count(*) FROM (SELECT 1 FROM backstop.action_log_default LIMIT 10000) d)::float8
+        UNION ALL SELECT 'log_partitioned_until_timestamp_seconds', extract(epoch FROM max(p.to_at))::float8
+                    FROM backstop.log_partitions p
     ) m WHERE m.value IS NOT NULL;
 
     -- Every combination, zeros included: a series that vanishes at zero
@@ -1934,7 +1941,7 @@ $$;
 
 ALTER FUNCTION backstop.metrics() OWNER TO backstop_owner;
 
-COMMENT ON FUNCTION backstop.metrics() IS 'The fleet''s figures for Prometheus, from the database''s state (the same from any process): proposals by agent, tool and verdict; held actions; open findings; pauses; compensations; notifications; and the times of the oldest held, queued, due, unsealed and unfollowed rows. Callers: viewer, supervisor, worker. Returns (metric, labels, value).';
+COMMENT ON FUNCTION backstop.metrics() IS 'The fleet''s figures for Prometheus, from the database''s state (the same from any process): proposals by agent, tool and verdict; held actions; open findings; pauses; compensations; notifications; rows in the log''s default partition and how far its partitions reach; and the times of the oldest held, queued, due, unsealed and unfollowed rows. Callers: viewer, supervisor, worker. Returns (metric, labels, value).';
 
 CREATE FUNCTION backstop.money(v numeric) RETURNS text
     LANGUAGE sql STABLE

@@ -86,6 +86,14 @@ pub const FROM_DATABASE: &[Def] = &[
     gauge("registry_version", "The tool registry version in force"),
     gauge("contract_version", "The SQL contract's version"),
     gauge("log_last_seq", "The last sequence number the action log issued"),
+    gauge(
+        "log_default_partition_rows",
+        "Log rows in the default partition, up to 10000: written when no partition existed for their time (housekeeping fell behind); a retention cut cannot pass them",
+    ),
+    gauge(
+        "log_partitioned_until_timestamp_seconds",
+        "Where the log's last partition ends; rows written after it go to the default partition",
+    ),
 ];
 
 /// The names this process exports, as Prometheus sees them.

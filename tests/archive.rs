@@ -506,6 +506,18 @@ async fn a_range_left_in_the_default_partition_does_not_stop_the_partitions_afte
         vec![stray],
         "only the stray row is in the default partition"
     );
+    // And the metrics say so, for the alert that asks why.
+    let metric = |name: &'static str| {
+        sqlx::query_scalar::<_, f64>("SELECT value FROM backstop.metrics() WHERE metric = $1")
+            .bind(name)
+            .fetch_one(t.pool())
+    };
+    assert_eq!(metric("log_default_partition_rows").await.unwrap(), 1.0);
+    let until: f64 = sqlx::query_scalar("SELECT extract(epoch FROM max(to_at))::float8 FROM backstop.log_partitions")
+        .fetch_one(t.pool())
+        .await
+        .unwrap();
+    assert_eq!(metric("log_partitioned_until_timestamp_seconds").await.unwrap(), until);
     // Called again, nothing more is due and nothing fails.
     let again: i32 = sqlx::query_scalar("SELECT backstop.ensure_log_partitions()")
         .fetch_one(t.pool())

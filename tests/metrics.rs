@@ -345,6 +345,8 @@ fn the_alert_rules_and_the_dashboard_use_only_exported_metrics_and_pass_promtool
         "BackstopCompensationFailed",
         "BackstopSealLag",
         "BackstopSupervisorDown",
+        "BackstopLogRowsInDefaultPartition",
+        "BackstopLogPartitionsRunningOut",
     ] {
         assert!(rules.contains(&format!("alert: {alert}\n")), "{alert} missing");
     }
