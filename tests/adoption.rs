@@ -447,3 +447,133 @@ async fn a_followed_log_keeps_one_header_and_its_columns() {
         );
     }
 }
+
+/// `backstop log --follow` as a viewer's login: a dropped connection is said
+/// once and mended (the rows written meanwhile arrive, none twice); a duty
+/// taken away ends it with the refusal, not a retry every 200 ms forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_followed_log_rides_out_a_lost_connection_and_stops_on_a_refusal() {
+    use std::io::{BufRead, BufReader};
+    let t = TestDb::new().await;
+    t.load_assets().await;
+    let mut logins = common::Logins::new(&t);
+    let viewer_pool = logins.login(&t, "follow_viewer", Some("viewer")).await;
+    let login = common::Logins::name("follow_viewer");
+    let propose = |customer: &'static str| {
+        let pool = t.pool().clone();
+        async move {
+            backstop::contract::propose(
+                &pool,
+                &backstop::contract::Proposal {
+                    agent: "refund-bot".into(),
+                    tool: "lookup_customer".into(),
+                    params: json!({"customer_id": customer}),
+                    correlation_id: Some(customer.into()),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        }
+    };
+    struct Follower(std::process::Child);
+    impl Drop for Follower {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = Follower(
+        Command::new(env!("CARGO_BIN_EXE_backstop"))
+            .args(["log", "--follow", "--limit", "1", "--json"])
+            .env("DATABASE_URL", common::login_url(&t.url, &login))
+            .env("NO_COLOR", "1")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let (tx, rx) = std::sync::mpsc::channel::<(bool, String)>();
+    for (is_err, pipe) in [
+        (
+            false,
+            Box::new(child.0.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+        ),
+        (true, Box::new(child.0.stderr.take().unwrap())),
+    ] {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for l in BufReader::new(pipe).lines().map_while(Result::ok) {
+                if tx.send((is_err, l)).is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    let mut seen: Vec<(bool, String)> = Vec::new();
+    let wait_for = |what: &str, seen: &mut Vec<(bool, String)>| {
+        while !seen.iter().any(|(_, l)| l.contains(what)) {
+            let l = rx
+                .recv_timeout(std::time::Duration::from_secs(30))
+                .unwrap_or_else(|_| panic!("{what} did not arrive: {seen:#?}"));
+            seen.push(l);
+        }
+    };
+    propose("c-before").await;
+    wait_for("c-before", &mut seen);
+
+    // The follower's connections are cut, twice over, with a row written
+    // between: it is read once the follower is back.
+    let cut = || async {
+        sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1")
+            .bind(&login)
+            .execute(t.pool())
+            .await
+            .unwrap();
+    };
+    cut().await;
+    propose("c-during").await;
+    cut().await;
+    propose("c-after").await;
+    wait_for("c-after", &mut seen);
+    let count = |what: &str, seen: &[(bool, String)]| seen.iter().filter(|(_, l)| l.contains(what)).count();
+    assert_eq!(count("c-during", &seen), 1, "{seen:#?}");
+    assert_eq!(count("c-after", &seen), 1, "{seen:#?}");
+    let said: Vec<&String> = seen.iter().filter(|(e, _)| *e).map(|(_, l)| l).collect();
+    assert!(
+        said.len() <= 4,
+        "a lost connection is said once per loss, not per poll: {said:#?}"
+    );
+
+    // The duty taken away: the follower stops, saying why.
+    sqlx::query(sqlx::AssertSqlSafe(format!("REVOKE backstop_viewer FROM \"{login}\"")))
+        .execute(t.pool())
+        .await
+        .unwrap();
+    cut().await;
+    let status = {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            if let Some(s) = child.0.try_wait().unwrap() {
+                break s;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "still following after its duty went: {seen:#?}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    };
+    assert!(!status.success());
+    while let Ok(l) = rx.recv_timeout(std::time::Duration::from_secs(2)) {
+        seen.push(l);
+    }
+    let said: Vec<&String> = seen.iter().filter(|(e, _)| *e).map(|(_, l)| l).collect();
+    assert!(
+        said.iter()
+            .any(|l| l.contains("stopped") && l.contains("permission denied")),
+        "{said:#?}"
+    );
+    drop(child);
+    logins.drop_all(vec![viewer_pool]).await;
+}

@@ -121,19 +121,53 @@ pub async fn log(cfg: &Config, limit: i64, follow: bool) -> Result<()> {
         print!("{}", backstop::output::follow_header());
     }
     emit_follow(cfg, &rows)?;
+    // A lost connection is said once and retried, more slowly while it
+    // lasts; a refusal that waiting cannot mend (a duty taken away, the
+    // contract gone) ends the command with it.
+    let mut failing: Option<String> = None;
+    let mut wait = std::time::Duration::from_millis(200);
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => return Ok(()),
-            _ = tokio::time::sleep(std::time::Duration::from_millis(200)) => {}
+            _ = tokio::time::sleep(wait) => {}
         }
         match tail.poll(&db.pool).await {
             Ok(mut rows) => {
+                if failing.take().is_some() {
+                    eprintln!("backstop log: reading the log again; nothing was missed");
+                }
+                wait = std::time::Duration::from_millis(200);
                 rows.sort_by_key(|r| r.seq);
                 emit_follow(cfg, &rows)?;
             }
+            Err(e) if !retryable(&e) => {
+                return Err(anyhow::Error::new(e).context("backstop log --follow stopped"));
+            }
             // The cursor did not move: the next poll resumes exactly here.
-            Err(e) => eprintln!("backstop log: {e}; retrying"),
+            Err(e) => {
+                let msg = e.to_string();
+                if failing.as_deref() != Some(msg.as_str()) {
+                    eprintln!("backstop log: {msg}; retrying every few seconds (Ctrl-C to stop)");
+                    failing = Some(msg);
+                }
+                wait = (wait * 2).min(std::time::Duration::from_secs(5));
+            }
         }
+    }
+}
+
+/// Whether waiting may mend the error: the connection or the server, not a
+/// refusal (privilege, a missing function, bad data).
+fn retryable(e: &contract::ContractError) -> bool {
+    match e {
+        contract::ContractError::Database(sqlx::Error::Database(d)) => {
+            let code = d.code().unwrap_or_default();
+            // 08 connection, 53 resources, 57 operator intervention
+            // (shutdown, cancel), 40 serialization or deadlock.
+            ["08", "53", "57", "40"].iter().any(|c| code.starts_with(c))
+        }
+        contract::ContractError::Database(_) => true,
+        _ => false,
     }
 }
 
