@@ -2571,6 +2571,37 @@ ALTER FUNCTION backstop.propose(agent text, tool text, params jsonb, amount doub
 
 COMMENT ON FUNCTION backstop.propose(agent text, tool text, params jsonb, amount double precision, confidence double precision, reasoning text, inputs jsonb, correlation_id text, parent_action uuid, idempotency_key text, depends_on uuid[]) IS 'The agent''s gateway: checks the kill switch, the registry and the policy, appends proposed and the verdict, and returns (action_id, verdict ''allow'' | ''hold'' | ''block'', reason). depends_on names earlier actions this one depends on (with parent_action, what a rollback plan follows; a correlation id only groups). A replay of the same request (same idempotency key, tool, params and amount) answers with the action''s state now; a key reused for another request is refused. Callers: agent (as itself or an agent mapped to its login in agent_logins).';
 
+CREATE FUNCTION backstop.prune_value_minutes(max_rows integer DEFAULT 10000) RETURNS integer
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'backstop', 'pg_temp'
+    AS $$
+DECLARE
+    v_before timestamptz;
+    n integer;
+    m integer;
+BEGIN
+    IF max_rows IS NULL OR max_rows < 1 OR max_rows > 1000000 THEN
+        PERFORM backstop._bad('prune_value_minutes', format('max_rows must be 1 to 1000000; got %s', coalesce(max_rows::text, 'null')));
+    END IF;
+    SELECT date_trunc('minute', now() - greatest(coalesce(max(r.rule_window), interval '0'), interval '31 days'))
+           - interval '1 minute'
+      INTO v_before FROM backstop.policy_rules r WHERE r.kind = 'cumulative';
+    DELETE FROM backstop.agent_value_minutes a
+     WHERE (a.agent, a.minute) IN (SELECT x.agent, x.minute FROM backstop.agent_value_minutes x
+                                    WHERE x.minute < v_before LIMIT max_rows);
+    GET DIAGNOSTICS n = ROW_COUNT;
+    DELETE FROM backstop.entity_value_minutes e
+     WHERE (e.entity, e.minute) IN (SELECT x.entity, x.minute FROM backstop.entity_value_minutes x
+                                     WHERE x.minute < v_before LIMIT max_rows);
+    GET DIAGNOSTICS m = ROW_COUNT;
+    RETURN n + m;
+END
+$$;
+
+ALTER FUNCTION backstop.prune_value_minutes(max_rows integer) OWNER TO backstop_owner;
+
+COMMENT ON FUNCTION backstop.prune_value_minutes(max_rows integer) IS 'Deletes per-minute cumulative totals older than every window could read (the longest cumulative window ever loaded, and at least 31 days), at most max_rows from each table per call. Callers: every duty but viewer and agent (housekeeping). Returns the number deleted.';
+
 CREATE FUNCTION backstop.raise_finding(kind text, severity text, agent text DEFAULT NULL::text, action_id uuid DEFAULT NULL::uuid, detail jsonb DEFAULT NULL::jsonb) RETURNS TABLE(finding_id uuid, merged boolean)
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'backstop', 'pg_temp'
@@ -4869,11 +4900,15 @@ CREATE UNIQUE INDEX actions_idempotency ON backstop.actions USING btree (agent, 
 
 CREATE INDEX actions_parent ON backstop.actions USING btree (parent_action) WHERE (parent_action IS NOT NULL);
 
+CREATE INDEX agent_value_minutes_minute ON backstop.agent_value_minutes USING btree (minute);
+
 CREATE INDEX approval_queue_expiry ON backstop.approval_queue USING btree (expires_at);
 
 CREATE INDEX carried_log_action ON backstop.carried_log USING btree (action_id) WHERE (action_id IS NOT NULL);
 
 CREATE INDEX compensations_ready ON backstop.compensations USING btree (next_attempt_at) WHERE (status = ANY (ARRAY['requested'::text, 'running'::text]));
+
+CREATE INDEX entity_value_minutes_minute ON backstop.entity_value_minutes USING btree (minute);
 
 CREATE INDEX findings_agent ON backstop.findings USING btree (agent, raised_at);
 
@@ -5133,6 +5168,13 @@ GRANT ALL ON FUNCTION backstop.projection_diffs(upto timestamp with time zone) T
 
 REVOKE ALL ON FUNCTION backstop.propose(agent text, tool text, params jsonb, amount double precision, confidence double precision, reasoning text, inputs jsonb, correlation_id text, parent_action uuid, idempotency_key text, depends_on uuid[]) FROM PUBLIC;
 GRANT ALL ON FUNCTION backstop.propose(agent text, tool text, params jsonb, amount double precision, confidence double precision, reasoning text, inputs jsonb, correlation_id text, parent_action uuid, idempotency_key text, depends_on uuid[]) TO backstop_agent;
+
+REVOKE ALL ON FUNCTION backstop.prune_value_minutes(max_rows integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION backstop.prune_value_minutes(max_rows integer) TO backstop_approver;
+GRANT ALL ON FUNCTION backstop.prune_value_minutes(max_rows integer) TO backstop_operator;
+GRANT ALL ON FUNCTION backstop.prune_value_minutes(max_rows integer) TO backstop_commander;
+GRANT ALL ON FUNCTION backstop.prune_value_minutes(max_rows integer) TO backstop_supervisor;
+GRANT ALL ON FUNCTION backstop.prune_value_minutes(max_rows integer) TO backstop_worker;
 
 REVOKE ALL ON FUNCTION backstop.raise_finding(kind text, severity text, agent text, action_id uuid, detail jsonb) FROM PUBLIC;
 GRANT ALL ON FUNCTION backstop.raise_finding(kind text, severity text, agent text, action_id uuid, detail jsonb) TO backstop_supervisor;

@@ -175,4 +175,35 @@ $$;
 COMMENT ON TABLE backstop.counterparties IS 'Values each agent has used per parameter (for the new_counterparty rule). Readers: every duty but agent.';
 COMMENT ON TABLE backstop.param_values IS 'The last value of a parameter per agent and key (for the changed_value rule). Readers: every duty but agent.';
 COMMENT ON TABLE backstop.entity_value_minutes IS 'Allowed value per entity (the tool''s entity, e.g. a customer) per minute (for cumulative rules with per = entity). Readers: every duty but agent.';
+-- The per-minute totals no window reads any more: older than the longest
+-- cumulative window of any policy version ever loaded, and than 31 days (so
+-- a new policy's longer window, up to 31 days, still counts its whole
+-- window). Nothing a decision depends on changes, so nothing is logged.
+CREATE FUNCTION backstop.prune_value_minutes(max_rows integer DEFAULT 10000)
+RETURNS integer LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, backstop, pg_temp AS $$
+DECLARE
+    v_before timestamptz;
+    n integer;
+    m integer;
+BEGIN
+    IF max_rows IS NULL OR max_rows < 1 OR max_rows > 1000000 THEN
+        PERFORM backstop._bad('prune_value_minutes', format('max_rows must be 1 to 1000000; got %s', coalesce(max_rows::text, 'null')));
+    END IF;
+    SELECT date_trunc('minute', now() - greatest(coalesce(max(r.rule_window), interval '0'), interval '31 days'))
+           - interval '1 minute'
+      INTO v_before FROM backstop.policy_rules r WHERE r.kind = 'cumulative';
+    DELETE FROM backstop.agent_value_minutes a
+     WHERE (a.agent, a.minute) IN (SELECT x.agent, x.minute FROM backstop.agent_value_minutes x
+                                    WHERE x.minute < v_before LIMIT max_rows);
+    GET DIAGNOSTICS n = ROW_COUNT;
+    DELETE FROM backstop.entity_value_minutes e
+     WHERE (e.entity, e.minute) IN (SELECT x.entity, x.minute FROM backstop.entity_value_minutes x
+                                     WHERE x.minute < v_before LIMIT max_rows);
+    GET DIAGNOSTICS m = ROW_COUNT;
+    RETURN n + m;
+END
+$$;
+SELECT backstop._grant('prune_value_minutes', 'approver', 'operator', 'commander', 'supervisor', 'worker');
+COMMENT ON FUNCTION backstop.prune_value_minutes IS 'Deletes per-minute cumulative totals older than every window could read (the longest cumulative window ever loaded, and at least 31 days), at most max_rows from each table per call. Callers: every duty but viewer and agent (housekeeping). Returns the number deleted.';
+
 COMMENT ON TABLE backstop.agent_value_minutes IS 'Allowed value per agent per minute (for the cumulative rule). Readers: every duty but agent.';

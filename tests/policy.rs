@@ -679,3 +679,60 @@ async fn concurrent_proposals_during_policy_switches_are_explained_by_their_vers
         .await;
     assert!(used >= 4, "the proposals spanned only {used} versions");
 }
+
+/// The cumulative rule's per-minute totals do not grow for ever: those older
+/// than any window could read are pruned (housekeeping calls this every five
+/// minutes), and a window loaded later that is longer keeps its own.
+#[tokio::test]
+async fn per_minute_totals_no_window_reads_are_pruned() {
+    let t = setup().await;
+    let add = |table: &'static str, key: &'static str, days: i64| {
+        let pool = t.pool().clone();
+        async move {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "INSERT INTO backstop.{table} VALUES ($1, date_trunc('minute', now() - make_interval(days => $2::int)), 100)"
+            )))
+            .bind(key)
+            .bind(days as i32)
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+    };
+    add("agent_value_minutes", "old-bot", 40).await;
+    add("agent_value_minutes", "old-bot", 20).await;
+    add("agent_value_minutes", "old-bot", 0).await;
+    add("entity_value_minutes", "c-old", 40).await;
+    add("entity_value_minutes", "c-old", 0).await;
+    let rows = || async {
+        t.count("SELECT count(*) FROM backstop.agent_value_minutes WHERE agent = 'old-bot'")
+            .await
+            + t.count("SELECT count(*) FROM backstop.entity_value_minutes WHERE entity = 'c-old'")
+                .await
+    };
+    let prune = || async {
+        sqlx::query_scalar::<_, i32>("SELECT backstop.prune_value_minutes()")
+            .fetch_one(t.pool())
+            .await
+            .unwrap()
+    };
+    // The shipped policy's windows are an hour and ten minutes: 31 days stay.
+    assert_eq!(prune().await, 2);
+    assert_eq!(rows().await, 3);
+    assert_eq!(prune().await, 0, "nothing more to prune");
+
+    // A policy with a 60-day window: its 40-day-old totals stay.
+    let mut text = std::fs::read_to_string(assets().join("policy.toml")).unwrap();
+    assert!(text.contains("window = \"1h\""));
+    text = text.replacen("window = \"1h\"", "window = \"60d\"", 1);
+    load_policy_text(&t, &text).await;
+    add("agent_value_minutes", "old-bot", 40).await;
+    assert_eq!(prune().await, 0);
+    assert_eq!(rows().await, 4);
+
+    let e = sqlx::query("SELECT backstop.prune_value_minutes(0)")
+        .execute(t.pool())
+        .await
+        .expect_err("a bad max_rows");
+    assert!(e.to_string().contains("max_rows must be 1 to 1000000"), "{e}");
+}

@@ -23,7 +23,7 @@ const DUTIES: &[&str] = &[
 fn allowed(duty: &str, f: &str) -> bool {
     // Sealing is the owner's alone (a duty that could seal could hold the
     // sealer up).
-    let house = ["expire_held", "ensure_log_partitions"];
+    let house = ["expire_held", "ensure_log_partitions", "prune_value_minutes"];
     let read = ["tail", "compensation_plan", "precheck"];
     match duty {
         "agent" => ["propose", "decision", "record_result", "report_signal"].contains(&f),

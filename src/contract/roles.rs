@@ -32,6 +32,7 @@ pub const CONTRACT_FUNCTIONS: &[&str] = &[
     "claim_notifications",
     "finish_notification",
     "expire_held",
+    "prune_value_minutes",
     "seal",
     "ensure_log_partitions",
     "tail",
