@@ -300,7 +300,7 @@ CREATE FUNCTION backstop._cut_lock(fn text) RETURNS void
     SET lock_timeout TO '2s'
     AS $$
 BEGIN
-    PERFORM pg_advisory_xact_lock(1112757362, 0);
+    PERFORM FROM backstop.job_locks j WHERE j.name = 'cut' FOR UPDATE;
 EXCEPTION WHEN lock_not_available THEN
     PERFORM backstop._bad(fn, 'another cut of the log is running', '55P03');
 END
@@ -473,6 +473,15 @@ $$;
 
 ALTER FUNCTION backstop._kill_switch(p_agent text, p_tool text, OUT scope text, OUT target text, OUT reason text, OUT changed_by text) OWNER TO backstop_owner;
 
+CREATE FUNCTION backstop._lock_key(v text) RETURNS bigint
+    LANGUAGE sql STABLE
+    SET search_path TO 'pg_catalog', 'backstop', 'pg_temp'
+    AS $$
+    SELECT hashtextextended(v, (SELECT s.salt FROM backstop.lock_salt s))
+$$;
+
+ALTER FUNCTION backstop._lock_key(v text) OWNER TO backstop_owner;
+
 CREATE FUNCTION backstop._may_act_as(p_agent text) RETURNS boolean
     LANGUAGE plpgsql STABLE
     SET search_path TO 'pg_catalog', 'backstop', 'pg_temp'
@@ -534,34 +543,46 @@ CREATE FUNCTION backstop._raise_finding(p_kind text, p_severity text, p_agent te
     AS $$
 DECLARE
     v_rule text := p_detail ->> 'rule';
-    v_key text := coalesce(p_detail ->> 'dedup_key',
-                           concat_ws('|', p_kind, p_agent, p_action::text, v_rule));
+    v_key text := concat_ws('|', p_kind, p_agent, p_action::text, v_rule);
+    v_severity text := p_severity;
     f backstop.findings%ROWTYPE;
     v_seq bigint;
     v_at timestamptz;
 BEGIN
-    -- Two supervisors raising the same finding at once: one creates, one merges.
-    PERFORM pg_advisory_xact_lock(1112757331, hashtext(v_key));
-    SELECT * INTO f FROM backstop.findings x WHERE x.dedup_key = v_key AND x.status <> 'resolved' FOR UPDATE;
-    IF FOUND THEN
-        finding_id := f.finding_id;
-        merged := true;
-    ELSE
-        finding_id := gen_random_uuid();
-        merged := false;
-    END IF;
+    LOOP
+        SELECT * INTO f FROM backstop.findings x WHERE x.dedup_key = v_key AND x.status <> 'resolved' FOR UPDATE;
+        IF FOUND THEN
+            finding_id := f.finding_id;
+            merged := true;
+            IF array_position(ARRAY['info', 'low', 'medium', 'high', 'critical'], f.severity)
+               > array_position(ARRAY['info', 'low', 'medium', 'high', 'critical'], p_severity) THEN
+                v_severity := f.severity;
+            END IF;
+            EXIT;
+        END IF;
+        -- Placeholders for the log row's seq and time, set below.
+        BEGIN
+            finding_id := gen_random_uuid();
+            merged := false;
+            INSERT INTO backstop.findings (finding_id, kind, severity, agent, action_id, rule, detail, dedup_key, status,
+                                           count, raised_by, raised_seq, raised_at, last_seq, last_at)
+            VALUES (finding_id, p_kind, p_severity, p_agent, p_action, v_rule, p_detail, v_key, 'open',
+                    1, p_actor, 0, clock_timestamp(), 0, clock_timestamp());
+            EXIT;
+        EXCEPTION WHEN unique_violation THEN
+            -- Raised by another at the same moment: merge into theirs.
+        END;
+    END LOOP;
     SELECT l.seq, l.at INTO v_seq, v_at FROM backstop._append('finding', p_actor, p_agent, NULL, p_action,
-        jsonb_build_object('finding_id', finding_id, 'kind', p_kind, 'severity', p_severity, 'merged', merged,
+        jsonb_build_object('finding_id', finding_id, 'kind', p_kind, 'severity', v_severity, 'merged', merged,
                            'dedup_key', v_key, 'evidence', p_detail)) l;
     IF merged THEN
         UPDATE backstop.findings x SET count = x.count + 1, last_seq = v_seq, last_at = v_at, detail = p_detail,
-               severity = p_severity
+               severity = v_severity
          WHERE x.finding_id = f.finding_id;
     ELSE
-        INSERT INTO backstop.findings (finding_id, kind, severity, agent, action_id, rule, detail, dedup_key, status,
-                                       count, raised_by, raised_seq, raised_at, last_seq, last_at)
-        VALUES (finding_id, p_kind, p_severity, p_agent, p_action, v_rule, p_detail, v_key, 'open',
-                1, p_actor, v_seq, v_at, v_seq, v_at);
+        UPDATE backstop.findings x SET raised_seq = v_seq, raised_at = v_at, last_seq = v_seq, last_at = v_at
+         WHERE x.finding_id = _raise_finding.finding_id;
     END IF;
 END
 $$;
@@ -958,6 +979,20 @@ $$;
 ALTER FUNCTION backstop.claim_compensations(worker text, tools text[], max integer, lease interval) OWNER TO backstop_owner;
 
 COMMENT ON FUNCTION backstop.claim_compensations(worker text, tools text[], max integer, lease interval) IS 'Claims up to max queued compensations (optionally only of the given inverse tools) for a worker, with a lease (FOR UPDATE SKIP LOCKED). Callers: worker. Returns the claimed compensations.';
+
+CREATE FUNCTION backstop.claim_drift_pass() RETURNS boolean
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'backstop', 'pg_temp'
+    AS $$
+BEGIN
+    PERFORM FROM backstop.job_locks j WHERE j.name = 'drift' FOR UPDATE SKIP LOCKED;
+    RETURN FOUND;
+END
+$$;
+
+ALTER FUNCTION backstop.claim_drift_pass() OWNER TO backstop_owner;
+
+COMMENT ON FUNCTION backstop.claim_drift_pass() IS 'Claims the drift pass for the calling transaction (one supervisor at a time). Callers: supervisor. Returns whether it was claimed.';
 
 CREATE FUNCTION backstop.claim_notifications(supervisor text, max integer DEFAULT 10, lease interval DEFAULT '00:00:30'::interval) RETURNS TABLE(event text, target text, kind text, format text, url_env text, payload jsonb, attempt integer, max_attempts integer)
     LANGUAGE plpgsql SECURITY DEFINER
@@ -1368,7 +1403,10 @@ BEGIN
     IF v_from IS NOT NULL AND v_from >= v_until THEN
         RETURN 0;
     END IF;
-    IF NOT pg_try_advisory_xact_lock(1112757360, 0) THEN
+    -- One maker at a time, on a row no duty can lock (an advisory lock any
+    -- login could hold, and stop partitions being made).
+    PERFORM FROM backstop.job_locks j WHERE j.name = 'partitions' FOR UPDATE SKIP LOCKED;
+    IF NOT FOUND THEN
         RETURN 0;
     END IF;
     SELECT max(p.to_at) INTO v_from FROM backstop.log_partitions p;
@@ -2412,7 +2450,7 @@ BEGIN
 
     IF p_key IS NOT NULL THEN
         -- Serialize callers that share a key; the second sees the first's answer.
-        PERFORM pg_advisory_xact_lock(1112757330, hashtext(p_agent || '/' || p_key));
+        PERFORM pg_advisory_xact_lock(backstop._lock_key('propose/' || p_agent || '/' || p_key));
         SELECT x.* INTO a FROM backstop.actions x WHERE x.agent = p_agent AND x.idempotency_key = p_key;
         IF FOUND THEN
             -- A replay answers with the action's state now (a pause since
@@ -2614,6 +2652,10 @@ BEGIN
                                                                 'drift', 'complaint_spike', 'compensation_failed') THEN
         PERFORM backstop._bad('raise_finding', format('kind must be one of policy_violation, low_confidence, sampled_divergence, drift, complaint_spike, compensation_failed; got %s',
                                                       coalesce(quote_literal(raise_finding.kind), 'null')));
+    END IF;
+    IF raise_finding.kind = 'compensation_failed' THEN
+        -- The contract raises it when a compensation fails (finish_compensation).
+        PERFORM backstop._bad('raise_finding', 'compensation_failed findings are raised by the contract when a compensation fails, not by a caller', '42501');
     END IF;
     IF raise_finding.severity IS NULL OR raise_finding.severity NOT IN ('info', 'low', 'medium', 'high', 'critical') THEN
         PERFORM backstop._bad('raise_finding', format('severity must be one of info, low, medium, high, critical; got %s',
@@ -2864,7 +2906,7 @@ BEGIN
                                                                coalesce(quote_literal(left(report_config_rejected.sha256, 70)), 'null')));
     END IF;
     PERFORM backstop._check_json('report_config_rejected', 'errors', report_config_rejected.errors, 65536, false);
-    PERFORM pg_advisory_xact_lock(1112757333, hashtext(report_config_rejected.file || report_config_rejected.sha256));
+    PERFORM pg_advisory_xact_lock(backstop._lock_key('rejected/' || report_config_rejected.file || '/' || report_config_rejected.sha256));
     SELECT r.seq INTO v_seq FROM backstop.config_rejections r
      WHERE r.file = report_config_rejected.file AND r.sha256 = report_config_rejected.sha256;
     IF FOUND THEN
@@ -3936,6 +3978,14 @@ ALTER TABLE backstop.findings OWNER TO backstop_owner;
 
 COMMENT ON TABLE backstop.findings IS 'Supervisor findings, merged by dedup key while unresolved. Readers: every duty but agent.';
 
+CREATE TABLE backstop.job_locks (
+    name text NOT NULL
+);
+
+ALTER TABLE backstop.job_locks OWNER TO backstop_owner;
+
+COMMENT ON TABLE backstop.job_locks IS 'One row per job that runs one at a time (making partitions, a retention cut, the drift pass), locked FOR UPDATE by the contract. Readers: none need it.';
+
 CREATE TABLE backstop.kill_gate (
 );
 
@@ -3957,6 +4007,14 @@ CREATE TABLE backstop.kill_switches (
 ALTER TABLE backstop.kill_switches OWNER TO backstop_owner;
 
 COMMENT ON TABLE backstop.kill_switches IS 'The kill switch: the latest pause or resume of each scope (fleet, agent, tool). Readers: every duty but agent.';
+
+CREATE TABLE backstop.lock_salt (
+    salt bigint NOT NULL
+);
+
+ALTER TABLE backstop.lock_salt OWNER TO backstop_owner;
+
+COMMENT ON TABLE backstop.lock_salt IS 'The secret salt of the contract''s per-request advisory lock keys. Readers: none.';
 
 CREATE TABLE backstop.log_partitioning (
     one boolean DEFAULT true NOT NULL,
@@ -4818,6 +4876,9 @@ ALTER TABLE ONLY backstop.entity_value_minutes
 ALTER TABLE ONLY backstop.findings
     ADD CONSTRAINT findings_pkey PRIMARY KEY (finding_id);
 
+ALTER TABLE ONLY backstop.job_locks
+    ADD CONSTRAINT job_locks_pkey PRIMARY KEY (name);
+
 ALTER TABLE ONLY backstop.kill_switches
     ADD CONSTRAINT kill_switches_pkey PRIMARY KEY (scope, target);
 
@@ -5016,6 +5077,8 @@ REVOKE ALL ON FUNCTION backstop._has_duty(VARIADIC p_duties text[]) FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION backstop._kill_switch(p_agent text, p_tool text, OUT scope text, OUT target text, OUT reason text, OUT changed_by text) FROM PUBLIC;
 
+REVOKE ALL ON FUNCTION backstop._lock_key(v text) FROM PUBLIC;
+
 REVOKE ALL ON FUNCTION backstop._may_act_as(p_agent text) FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION backstop._oldest_unread(after pg_snapshot, after_txid xid8, after_seq bigint) FROM PUBLIC;
@@ -5064,6 +5127,9 @@ GRANT ALL ON FUNCTION backstop.canon(l backstop.action_log, version smallint) TO
 
 REVOKE ALL ON FUNCTION backstop.claim_compensations(worker text, tools text[], max integer, lease interval) FROM PUBLIC;
 GRANT ALL ON FUNCTION backstop.claim_compensations(worker text, tools text[], max integer, lease interval) TO backstop_worker;
+
+REVOKE ALL ON FUNCTION backstop.claim_drift_pass() FROM PUBLIC;
+GRANT ALL ON FUNCTION backstop.claim_drift_pass() TO backstop_supervisor;
 
 REVOKE ALL ON FUNCTION backstop.claim_notifications(supervisor text, max integer, lease interval) FROM PUBLIC;
 GRANT ALL ON FUNCTION backstop.claim_notifications(supervisor text, max integer, lease interval) TO backstop_supervisor;

@@ -108,7 +108,10 @@ BEGIN
     IF v_from IS NOT NULL AND v_from >= v_until THEN
         RETURN 0;
     END IF;
-    IF NOT pg_try_advisory_xact_lock(1112757360, 0) THEN
+    -- One maker at a time, on a row no duty can lock (an advisory lock any
+    -- login could hold, and stop partitions being made).
+    PERFORM FROM backstop.job_locks j WHERE j.name = 'partitions' FOR UPDATE SKIP LOCKED;
+    IF NOT FOUND THEN
         RETURN 0;
     END IF;
     SELECT max(p.to_at) INTO v_from FROM backstop.log_partitions p;
@@ -203,8 +206,19 @@ SELECT backstop._protect_partition(c.relname)
   FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
  WHERE i.inhparent = 'backstop.action_log'::regclass;
 
+-- The contract's own locks and the salt of its advisory keys are no
+-- reader's business: a viewer who could read the salt could name a key.
+DO $locks$
+BEGIN
+    EXECUTE format('REVOKE ALL ON backstop.job_locks, backstop.lock_salt FROM PUBLIC, %I',
+                   (SELECT d.role_name FROM backstop.duties d WHERE d.duty = 'viewer'));
+END
+$locks$;
+
 -- What the tables this file writes hold, for clients reading them.
 COMMENT ON TABLE backstop.action_log IS 'The append-only action log, partitioned by time: every proposal, verdict, decision, result, compensation, pause, finding and signal. The source of truth; every other table is a projection of it. Readers: every duty but agent.';
 COMMENT ON TABLE backstop.action_log_default IS 'The log''s default partition: rows for which no time partition existed. Readers: every duty but agent.';
 COMMENT ON TABLE backstop.log_partitions IS 'The log''s time partitions (name, range). Readers: every duty but agent.';
 COMMENT ON TABLE backstop.log_partitioning IS 'How wide the log''s partitions are and how many are created ahead. Readers: every duty but agent.';
+COMMENT ON TABLE backstop.job_locks IS 'One row per job that runs one at a time (making partitions, a retention cut, the drift pass), locked FOR UPDATE by the contract. Readers: none need it.';
+COMMENT ON TABLE backstop.lock_salt IS 'The secret salt of the contract''s per-request advisory lock keys. Readers: none.';

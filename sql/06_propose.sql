@@ -107,7 +107,7 @@ BEGIN
 
     IF p_key IS NOT NULL THEN
         -- Serialize callers that share a key; the second sees the first's answer.
-        PERFORM pg_advisory_xact_lock(1112757330, hashtext(p_agent || '/' || p_key));
+        PERFORM pg_advisory_xact_lock(backstop._lock_key('propose/' || p_agent || '/' || p_key));
         SELECT x.* INTO a FROM backstop.actions x WHERE x.agent = p_agent AND x.idempotency_key = p_key;
         IF FOUND THEN
             -- A replay answers with the action's state now (a pause since

@@ -58,39 +58,57 @@ $$;
 SELECT backstop._grant('report_signal', 'agent', 'operator', 'supervisor');
 COMMENT ON FUNCTION backstop.report_signal IS 'Records a customer-channel signal (complaint, chargeback, ...) about an agent or a correlation id; the supervisor counts them for complaint spikes. Callers: agent, operator, supervisor. Returns (seq, traced_agent, traced_action).';
 
+-- The key is the contract's own (kind, agent, action, rule): a caller's
+-- detail cannot name another finding to merge into. A merge never lowers the
+-- severity. Two raisers of one finding at once meet on the unique index of
+-- unresolved keys, not on an advisory lock: any login can take an advisory
+-- lock, and an agent held the one for its own complaint spike, so the
+-- supervisor waited for ever (holding the shared cursor) and never paused it.
 CREATE FUNCTION backstop._raise_finding(p_kind text, p_severity text, p_agent text, p_action uuid, p_detail jsonb, p_actor text,
                                         OUT finding_id uuid, OUT merged boolean)
 LANGUAGE plpgsql SET search_path = pg_catalog, backstop, pg_temp AS $$
 DECLARE
     v_rule text := p_detail ->> 'rule';
-    v_key text := coalesce(p_detail ->> 'dedup_key',
-                           concat_ws('|', p_kind, p_agent, p_action::text, v_rule));
+    v_key text := concat_ws('|', p_kind, p_agent, p_action::text, v_rule);
+    v_severity text := p_severity;
     f backstop.findings%ROWTYPE;
     v_seq bigint;
     v_at timestamptz;
 BEGIN
-    -- Two supervisors raising the same finding at once: one creates, one merges.
-    PERFORM pg_advisory_xact_lock(1112757331, hashtext(v_key));
-    SELECT * INTO f FROM backstop.findings x WHERE x.dedup_key = v_key AND x.status <> 'resolved' FOR UPDATE;
-    IF FOUND THEN
-        finding_id := f.finding_id;
-        merged := true;
-    ELSE
-        finding_id := gen_random_uuid();
-        merged := false;
-    END IF;
+    LOOP
+        SELECT * INTO f FROM backstop.findings x WHERE x.dedup_key = v_key AND x.status <> 'resolved' FOR UPDATE;
+        IF FOUND THEN
+            finding_id := f.finding_id;
+            merged := true;
+            IF array_position(ARRAY['info', 'low', 'medium', 'high', 'critical'], f.severity)
+               > array_position(ARRAY['info', 'low', 'medium', 'high', 'critical'], p_severity) THEN
+                v_severity := f.severity;
+            END IF;
+            EXIT;
+        END IF;
+        -- Placeholders for the log row's seq and time, set below.
+        BEGIN
+            finding_id := gen_random_uuid();
+            merged := false;
+            INSERT INTO backstop.findings (finding_id, kind, severity, agent, action_id, rule, detail, dedup_key, status,
+                                           count, raised_by, raised_seq, raised_at, last_seq, last_at)
+            VALUES (finding_id, p_kind, p_severity, p_agent, p_action, v_rule, p_detail, v_key, 'open',
+                    1, p_actor, 0, clock_timestamp(), 0, clock_timestamp());
+            EXIT;
+        EXCEPTION WHEN unique_violation THEN
+            -- Raised by another at the same moment: merge into theirs.
+        END;
+    END LOOP;
     SELECT l.seq, l.at INTO v_seq, v_at FROM backstop._append('finding', p_actor, p_agent, NULL, p_action,
-        jsonb_build_object('finding_id', finding_id, 'kind', p_kind, 'severity', p_severity, 'merged', merged,
+        jsonb_build_object('finding_id', finding_id, 'kind', p_kind, 'severity', v_severity, 'merged', merged,
                            'dedup_key', v_key, 'evidence', p_detail)) l;
     IF merged THEN
         UPDATE backstop.findings x SET count = x.count + 1, last_seq = v_seq, last_at = v_at, detail = p_detail,
-               severity = p_severity
+               severity = v_severity
          WHERE x.finding_id = f.finding_id;
     ELSE
-        INSERT INTO backstop.findings (finding_id, kind, severity, agent, action_id, rule, detail, dedup_key, status,
-                                       count, raised_by, raised_seq, raised_at, last_seq, last_at)
-        VALUES (finding_id, p_kind, p_severity, p_agent, p_action, v_rule, p_detail, v_key, 'open',
-                1, p_actor, v_seq, v_at, v_seq, v_at);
+        UPDATE backstop.findings x SET raised_seq = v_seq, raised_at = v_at, last_seq = v_seq, last_at = v_at
+         WHERE x.finding_id = _raise_finding.finding_id;
     END IF;
 END
 $$;
@@ -106,6 +124,10 @@ BEGIN
                                                                 'drift', 'complaint_spike', 'compensation_failed') THEN
         PERFORM backstop._bad('raise_finding', format('kind must be one of policy_violation, low_confidence, sampled_divergence, drift, complaint_spike, compensation_failed; got %s',
                                                       coalesce(quote_literal(raise_finding.kind), 'null')));
+    END IF;
+    IF raise_finding.kind = 'compensation_failed' THEN
+        -- The contract raises it when a compensation fails (finish_compensation).
+        PERFORM backstop._bad('raise_finding', 'compensation_failed findings are raised by the contract when a compensation fails, not by a caller', '42501');
     END IF;
     IF raise_finding.severity IS NULL OR raise_finding.severity NOT IN ('info', 'low', 'medium', 'high', 'critical') THEN
         PERFORM backstop._bad('raise_finding', format('severity must be one of info, low, medium, high, critical; got %s',

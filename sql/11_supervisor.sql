@@ -228,6 +228,20 @@ $$;
 SELECT backstop._grant('rollups_from_log', 'supervisor');
 COMMENT ON FUNCTION backstop.rollups_from_log IS 'Rollups recomputed from the raw log for a time range, to check the stored ones. Callers: supervisor. Returns (agent, bucket, counts).';
 
+-- One drift pass at a time across supervisors: true when this transaction
+-- now holds the pass (until it ends), false when another does. A row no duty
+-- can lock: an advisory lock any agent could have held, and stopped drift
+-- detection for the fleet.
+CREATE FUNCTION backstop.claim_drift_pass() RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, backstop, pg_temp AS $$
+BEGIN
+    PERFORM FROM backstop.job_locks j WHERE j.name = 'drift' FOR UPDATE SKIP LOCKED;
+    RETURN FOUND;
+END
+$$;
+SELECT backstop._grant('claim_drift_pass', 'supervisor');
+COMMENT ON FUNCTION backstop.claim_drift_pass IS 'Claims the drift pass for the calling transaction (one supervisor at a time). Callers: supervisor. Returns whether it was claimed.';
+
 -- Drills: the tabletop exercise's score, kept in the log so runs compare.
 CREATE FUNCTION backstop.record_drill(report jsonb)
 RETURNS bigint

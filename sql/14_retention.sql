@@ -27,11 +27,12 @@
 -- (backstop archive after a refusal, or a script) waits a moment for it
 -- instead of being told another cut is running; a cut that is running
 -- (prepare_cut can take minutes on a big log) is still refused after 2 s.
--- The lock is taken in a subtransaction and kept by the caller's.
+-- The lock is a row no duty can lock (an advisory lock was any login's to
+-- hold), taken in a subtransaction and kept by the caller's.
 CREATE FUNCTION backstop._cut_lock(fn text) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, backstop, pg_temp SET lock_timeout = '2s' AS $$
 BEGIN
-    PERFORM pg_advisory_xact_lock(1112757362, 0);
+    PERFORM FROM backstop.job_locks j WHERE j.name = 'cut' FOR UPDATE;
 EXCEPTION WHEN lock_not_available THEN
     PERFORM backstop._bad(fn, 'another cut of the log is running', '55P03');
 END

@@ -630,7 +630,7 @@ async fn a_cut_waits_for_one_ending_and_is_refused_while_one_runs() {
     // A cut running in another session holds the lock until it commits.
     let mut running = t.superuser().await;
     sqlx::query("BEGIN").execute(&mut running).await.unwrap();
-    sqlx::query("SELECT pg_advisory_xact_lock(1112757362, 0)")
+    sqlx::query("SELECT FROM backstop.job_locks WHERE name = 'cut' FOR UPDATE")
         .execute(&mut running)
         .await
         .unwrap();

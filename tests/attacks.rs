@@ -979,3 +979,132 @@ async fn precheck_runs_the_checks_now_and_keeps_nothing_they_do() {
     assert_eq!(t.log_len().await, log_before);
     logins.drop_all(vec![agent, approver, viewer]).await;
 }
+
+/// 11. Advisory locks are any login's to take, so the contract no longer
+/// waits on one a login can name: an agent holding every key the contract
+/// used (its own complaint spike's finding, making partitions, the cut, the
+/// drift pass, another agent's idempotency key) stops no job and no other
+/// agent, and cannot lock or read what replaced them. Found by an adversary
+/// pass: with the finding's key held, the supervisor waited for ever on the
+/// agent's complaint spike, holding the shared cursor, and never paused it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_holding_advisory_locks_stops_no_job_and_no_other_agent() {
+    let t = TestDb::new().await;
+    t.load_assets().await;
+    let mut logins = Logins::new(&t);
+    let agent = logins.login(&t, "atk_lock_agent", Some("agent")).await;
+    let other = logins.login(&t, "atk_lock_other", Some("agent")).await;
+    let supervisor = logins.login(&t, "atk_lock_super", Some("supervisor")).await;
+    let approver = logins.login(&t, "atk_lock_appr", Some("approver")).await;
+    let viewer = logins.login(&t, "atk_lock_viewer", Some("viewer")).await;
+    map_agent(t.pool(), &Logins::name("atk_lock_agent"), "refund-bot").await;
+    map_agent(t.pool(), &Logins::name("atk_lock_other"), "refund-bot-2").await;
+
+    // Session locks, held until this connection closes.
+    let mut holder = agent.acquire().await.unwrap();
+    for key in [
+        "1112757331, hashtext('complaint_spike|refund-bot||complaint_spike')",
+        "1112757331, hashtext('complaint_spike|refund-bot|complaint_spike')",
+        "1112757360, 0",
+        "1112757362, 0",
+        "1112757350, 0",
+        "1112757330, hashtext('refund-bot-2/order-9')",
+        "1112757333, 0",
+    ] {
+        let got: bool = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT pg_try_advisory_lock({key})")))
+            .fetch_one(&mut *holder)
+            .await
+            .unwrap();
+        assert!(got, "{key}");
+    }
+    // What replaced them is no duty's to lock or read.
+    for (who, pool) in [("agent", &agent), ("viewer", &viewer), ("supervisor", &supervisor)] {
+        for sql in [
+            "SELECT FROM backstop.job_locks FOR UPDATE SKIP LOCKED",
+            "SELECT salt FROM backstop.lock_salt",
+            "LOCK TABLE backstop.job_locks IN ACCESS SHARE MODE",
+        ] {
+            let mut tx = pool.begin().await.unwrap();
+            let e = sqlx::query(sql).execute(&mut *tx).await.expect_err(sql);
+            assert_eq!(code(&e), "42501", "{who}: {sql}: {e}");
+        }
+    }
+
+    // Each call below would wait on a key the agent holds; a 5 s statement
+    // timeout turns such a wait into a failure instead of a hung test.
+    async fn timed(pool: &PgPool) -> sqlx::Transaction<'static, sqlx::Postgres> {
+        let mut tx = pool.begin().await.unwrap();
+        tx.execute("SET LOCAL statement_timeout = '5s'").await.unwrap();
+        tx
+    }
+    let mut tx = timed(&supervisor).await;
+    let (finding, merged): (Uuid, bool) = sqlx::query_as(
+        "SELECT * FROM backstop.raise_finding('complaint_spike', 'high', 'refund-bot', NULL, '{\"rule\": \"complaint_spike\"}')",
+    )
+    .fetch_one(&mut *tx)
+    .await
+    .expect("the supervisor raises the agent's complaint spike");
+    assert!(!merged);
+    let claimed: bool = sqlx::query_scalar("SELECT backstop.claim_drift_pass()")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    assert!(claimed, "the drift pass");
+    tx.commit().await.unwrap();
+
+    sqlx::query("UPDATE backstop.log_partitioning SET ahead = ahead + 2")
+        .execute(t.pool())
+        .await
+        .unwrap();
+    let mut tx = timed(&approver).await;
+    let made: i32 = sqlx::query_scalar("SELECT backstop.ensure_log_partitions()")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert!(made >= 1, "partitions are made ({made})");
+
+    let mut tx = timed(&other).await;
+    let (_, verdict): (Uuid, String) = sqlx::query_as(
+        "SELECT action_id, verdict FROM backstop.propose('refund-bot-2', 'issue_refund', $1, confidence => 0.97, idempotency_key => 'order-9')",
+    )
+    .bind(refund("c-9", 20))
+    .fetch_one(&mut *tx)
+    .await
+    .expect("another agent's keyed proposal");
+    tx.commit().await.unwrap();
+    assert_eq!(verdict, "allow");
+
+    // A supervisor cannot name another finding to merge into, lower a
+    // finding's severity, or raise the contract's compensation failures.
+    let (named, merged): (Uuid, bool) =
+        sqlx::query_as("SELECT * FROM backstop.raise_finding('drift', 'info', NULL, NULL, $1)")
+            .bind(json!({"dedup_key": "complaint_spike|refund-bot|complaint_spike", "rule": "quiet"}))
+            .fetch_one(&supervisor)
+            .await
+            .unwrap();
+    assert!(!merged && named != finding, "a dedup_key in detail names nothing");
+    let (again, merged): (Uuid, bool) = sqlx::query_as(
+        "SELECT * FROM backstop.raise_finding('complaint_spike', 'info', 'refund-bot', NULL, '{\"rule\": \"complaint_spike\"}')",
+    )
+    .fetch_one(&supervisor)
+    .await
+    .unwrap();
+    assert!(merged && again == finding);
+    let severity: String = sqlx::query_scalar("SELECT severity FROM backstop.findings WHERE finding_id = $1")
+        .bind(finding)
+        .fetch_one(t.pool())
+        .await
+        .unwrap();
+    assert_eq!(severity, "high", "a merge never lowers the severity");
+    let e = sqlx::query("SELECT * FROM backstop.raise_finding('compensation_failed', 'info', 'refund-bot')")
+        .fetch_all(&supervisor)
+        .await
+        .expect_err("the contract's own kind");
+    assert_eq!(code(&e), "42501", "{e}");
+    let diffs = t.count("SELECT count(*) FROM backstop.projection_diffs()").await;
+    assert_eq!(diffs, 0, "the findings equal their rebuild from the log");
+
+    drop(holder);
+    logins.drop_all(vec![agent, other, supervisor, approver, viewer]).await;
+}

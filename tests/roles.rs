@@ -49,6 +49,7 @@ fn allowed(duty: &str, f: &str) -> bool {
                 "complete_review",
                 "raise_finding",
                 "add_rollups",
+                "claim_drift_pass",
                 "rollups_from_log",
                 "evaluate",
                 "claim_notifications",

@@ -27,6 +27,7 @@ pub const CONTRACT_FUNCTIONS: &[&str] = &[
     "complete_review",
     "raise_finding",
     "add_rollups",
+    "claim_drift_pass",
     "rollups_from_log",
     "evaluate",
     "claim_notifications",

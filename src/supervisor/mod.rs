@@ -336,7 +336,7 @@ pub async fn drift_pass_reading(
     stats: &mut SupervisorStats,
 ) -> Result<Vec<(String, drift::Assessment)>> {
     let mut tx = pool.begin().await?;
-    let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(1112757350, 0)")
+    let got: bool = sqlx::query_scalar("SELECT backstop.claim_drift_pass()")
         .fetch_one(&mut *tx)
         .await?;
     if !got {
