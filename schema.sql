@@ -3669,6 +3669,35 @@ $$;
 
 ALTER FUNCTION backstop.tg_seals_append_only() OWNER TO backstop_owner;
 
+CREATE FUNCTION backstop.tg_supervisor_cursor() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'backstop', 'pg_temp'
+    AS $_$
+BEGIN
+    NEW.updated_by := backstop.actor();
+    NEW.updated_at := now();
+    BEGIN
+        IF jsonb_typeof(NEW.cursor) IS DISTINCT FROM 'object'
+           OR jsonb_typeof(NEW.cursor -> 'after') IS DISTINCT FROM 'string'
+           OR jsonb_typeof(NEW.cursor -> 'after_txid') IS DISTINCT FROM 'string'
+           -- (PostgreSQL 15's xid8 input takes any text, 'x' as 0.)
+           OR NEW.cursor ->> 'after_txid' !~ '^[0-9]{1,20}$'
+           OR jsonb_typeof(NEW.cursor -> 'after_seq') IS DISTINCT FROM 'number'
+           OR jsonb_typeof(coalesce(NEW.cursor -> 'upto', 'null')) NOT IN ('string', 'null') THEN
+            RAISE EXCEPTION USING ERRCODE = '22023';
+        END IF;
+        PERFORM (NEW.cursor ->> 'after')::pg_snapshot, (NEW.cursor ->> 'upto')::pg_snapshot,
+                (NEW.cursor ->> 'after_txid')::xid8, (NEW.cursor ->> 'after_seq')::bigint;
+    EXCEPTION WHEN OTHERS THEN
+        RAISE EXCEPTION USING ERRCODE = '22023',
+            MESSAGE = format('supervisor_cursor: not a tail cursor (after, upto, after_txid, after_seq): %s', left(NEW.cursor::text, 200));
+    END;
+    RETURN NEW;
+END
+$_$;
+
+ALTER FUNCTION backstop.tg_supervisor_cursor() OWNER TO backstop_owner;
+
 CREATE TABLE backstop.tools (
     version bigint NOT NULL,
     name text NOT NULL,
@@ -5007,6 +5036,8 @@ CREATE TRIGGER seals_no_truncate BEFORE TRUNCATE ON backstop.seals FOR EACH STAT
 
 CREATE TRIGGER seals_no_update BEFORE DELETE OR UPDATE ON backstop.seals FOR EACH STATEMENT EXECUTE FUNCTION backstop.tg_seals_append_only();
 
+CREATE TRIGGER supervisor_cursor_checked BEFORE INSERT OR UPDATE ON backstop.supervisor_cursor FOR EACH ROW EXECUTE FUNCTION backstop.tg_supervisor_cursor();
+
 ALTER TABLE ONLY backstop.approval_queue
     ADD CONSTRAINT approval_queue_action_id_fkey FOREIGN KEY (action_id) REFERENCES backstop.actions(action_id);
 
@@ -5322,6 +5353,8 @@ REVOKE ALL ON FUNCTION backstop.tg_notify() FROM PUBLIC;
 REVOKE ALL ON FUNCTION backstop.tg_own_txid() FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION backstop.tg_seals_append_only() FROM PUBLIC;
+
+REVOKE ALL ON FUNCTION backstop.tg_supervisor_cursor() FROM PUBLIC;
 
 GRANT SELECT ON TABLE backstop.tools TO backstop_viewer;
 

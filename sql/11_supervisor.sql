@@ -228,6 +228,37 @@ $$;
 SELECT backstop._grant('rollups_from_log', 'supervisor');
 COMMENT ON FUNCTION backstop.rollups_from_log IS 'Rollups recomputed from the raw log for a time range, to check the stored ones. Callers: supervisor. Returns (agent, bucket, counts).';
 
+-- Supervisors write their shared cursor directly (in the transaction that
+-- holds it FOR UPDATE). What they write is checked here: the name is the
+-- session's, never the row's, and the cursor must be one the tail can read,
+-- else every reader of it (metrics(), the other supervisors) would fail.
+CREATE FUNCTION backstop.tg_supervisor_cursor() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, backstop, pg_temp AS $$
+BEGIN
+    NEW.updated_by := backstop.actor();
+    NEW.updated_at := now();
+    BEGIN
+        IF jsonb_typeof(NEW.cursor) IS DISTINCT FROM 'object'
+           OR jsonb_typeof(NEW.cursor -> 'after') IS DISTINCT FROM 'string'
+           OR jsonb_typeof(NEW.cursor -> 'after_txid') IS DISTINCT FROM 'string'
+           -- (PostgreSQL 15's xid8 input takes any text, 'x' as 0.)
+           OR NEW.cursor ->> 'after_txid' !~ '^[0-9]{1,20}$'
+           OR jsonb_typeof(NEW.cursor -> 'after_seq') IS DISTINCT FROM 'number'
+           OR jsonb_typeof(coalesce(NEW.cursor -> 'upto', 'null')) NOT IN ('string', 'null') THEN
+            RAISE EXCEPTION USING ERRCODE = '22023';
+        END IF;
+        PERFORM (NEW.cursor ->> 'after')::pg_snapshot, (NEW.cursor ->> 'upto')::pg_snapshot,
+                (NEW.cursor ->> 'after_txid')::xid8, (NEW.cursor ->> 'after_seq')::bigint;
+    EXCEPTION WHEN OTHERS THEN
+        RAISE EXCEPTION USING ERRCODE = '22023',
+            MESSAGE = format('supervisor_cursor: not a tail cursor (after, upto, after_txid, after_seq): %s', left(NEW.cursor::text, 200));
+    END;
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER supervisor_cursor_checked BEFORE INSERT OR UPDATE ON backstop.supervisor_cursor
+    FOR EACH ROW EXECUTE FUNCTION backstop.tg_supervisor_cursor();
+
 -- One drift pass at a time across supervisors: true when this transaction
 -- now holds the pass (until it ends), false when another does. A row no duty
 -- can lock: an advisory lock any agent could have held, and stopped drift

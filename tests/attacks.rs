@@ -1108,3 +1108,53 @@ async fn an_agent_holding_advisory_locks_stops_no_job_and_no_other_agent() {
     drop(holder);
     logins.drop_all(vec![agent, other, supervisor, approver, viewer]).await;
 }
+
+/// 12. The supervisors' shared cursor takes only what the tail can read, and
+/// the name of whoever wrote it is the session's: a bad cursor once made
+/// `metrics()` fail for every viewer and worker.
+#[tokio::test]
+async fn a_supervisor_cannot_break_the_shared_cursor_or_sign_for_another() {
+    let t = TestDb::new().await;
+    let mut logins = Logins::new(&t);
+    let supervisor = logins.login(&t, "atk_cursor", Some("supervisor")).await;
+    let viewer = logins.login(&t, "atk_cursor_viewer", Some("viewer")).await;
+    for bad in [
+        json!({"after": "not a snapshot", "after_txid": "0", "after_seq": 0}),
+        json!({"after": "1:1:", "after_txid": "x", "after_seq": 0}),
+        json!({"after": "1:1:"}),
+        json!("1:1:"),
+    ] {
+        let e = sqlx::query(
+            "INSERT INTO backstop.supervisor_cursor (name, cursor, updated_at, updated_by) VALUES ('main', $1, now(), 'supervisor-1')",
+        )
+        .bind(&bad)
+        .execute(&supervisor)
+        .await
+        .expect_err("a bad cursor");
+        assert_eq!(code(&e), "22023", "{bad}: {e}");
+    }
+    assert_eq!(t.count("SELECT count(*) FROM backstop.supervisor_cursor").await, 0);
+    sqlx::query(
+        "INSERT INTO backstop.supervisor_cursor (name, cursor, updated_at, updated_by) VALUES ('main', $1, now(), 'supervisor-1')",
+    )
+    .bind(json!({"after": "1:1:", "upto": null, "after_txid": "0", "after_seq": 0}))
+    .execute(&supervisor)
+    .await
+    .unwrap();
+    let by: String = sqlx::query_scalar("SELECT updated_by FROM backstop.supervisor_cursor WHERE name = 'main'")
+        .fetch_one(t.pool())
+        .await
+        .unwrap();
+    assert_eq!(by, Logins::name("atk_cursor"), "the session's name, not the row's");
+    let e = sqlx::query("UPDATE backstop.supervisor_cursor SET cursor = '{\"after\": \"nope\"}'")
+        .execute(&supervisor)
+        .await
+        .expect_err("a bad update");
+    assert_eq!(code(&e), "22023", "{e}");
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM backstop.metrics()")
+        .fetch_one(&viewer)
+        .await
+        .expect("metrics still read");
+    assert!(n > 0);
+    logins.drop_all(vec![supervisor, viewer]).await;
+}
