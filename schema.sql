@@ -662,7 +662,7 @@ CREATE FUNCTION backstop._value_number(p_path text, v jsonb) RETURNS numeric
 DECLARE
     t text := v #>> '{}';
 BEGIN
-    IF jsonb_typeof(v) NOT IN ('number', 'string') OR t !~ '^[0-9]{1,13}(\.[0-9]{1,12})?$' THEN
+    IF jsonb_typeof(v) NOT IN ('number', 'string') OR t !~ '^[0-9]{1,13}([.][0-9]{1,12})?$' THEN
         PERFORM backstop._bad('propose', format('params.%s carries the value at stake and must be a non-negative number; got %s',
                                                 p_path, quote_literal(left(v::text, 40))));
     END IF;
@@ -2507,7 +2507,7 @@ BEGIN
             IF strpos(t.value_param, '[') = 0 AND strpos(t.value_param, '+') = 0 THEN
                 -- One path, the common case: no function call on the hot path.
                 v_txt := backstop.path_get(p_params, t.value_param) #>> '{}';
-                IF length(v_txt) <= 20 AND v_txt ~ '^[0-9]+(\.[0-9]+)?$'
+                IF length(v_txt) <= 20 AND v_txt ~ '^[0-9]+([.][0-9]+)?$'
                    AND length(split_part(v_txt, '.', 1)) <= 13 AND length(split_part(v_txt, '.', 2)) <= 6 THEN
                     v_value := trim_scale(v_txt::numeric);
                 ELSE
@@ -2690,6 +2690,14 @@ BEGIN
     PERFORM backstop._check_json('record_drill', 'report', report, 65536, true);
     IF jsonb_typeof(report -> 'drill_id') IS DISTINCT FROM 'string' THEN
         PERFORM backstop._bad('record_drill', 'report.drill_id is required');
+    END IF;
+    -- The log's agent column: a name like any other, never free text (a
+    -- newline in it forged a second line in `backstop log`).
+    IF report ? 'agent' AND jsonb_typeof(report -> 'agent') <> 'null' THEN
+        IF jsonb_typeof(report -> 'agent') <> 'string' THEN
+            PERFORM backstop._bad('record_drill', 'report.agent must be a name');
+        END IF;
+        PERFORM backstop._check_name('record_drill', 'report.agent', report ->> 'agent');
     END IF;
     SELECT l.seq INTO v_seq FROM backstop._append('drill', backstop.actor(), report ->> 'agent', NULL, NULL, report) l;
     RETURN v_seq;
@@ -2957,7 +2965,12 @@ BEGIN
         END IF;
         v_action := v_txt::uuid;
         SELECT x.agent, coalesce(p_corr, x.correlation_id) INTO p_agent, p_corr FROM backstop.actions x WHERE x.action_id = v_action;
-        IF NOT FOUND THEN
+        IF v_own_only AND (NOT FOUND OR NOT backstop._may_act_as(p_agent)) THEN
+            -- One answer for another agent's action and for none: neither
+            -- names the other agent nor says the id exists.
+            PERFORM backstop._bad('report_signal', format('detail.action_id %s is not an action of login %s''s agents',
+                                                          v_action, session_user), '42501');
+        ELSIF NOT FOUND THEN
             PERFORM backstop._bad('report_signal', format('detail.action_id %s is not a known action', v_action), 'P0002');
         END IF;
     ELSIF p_agent IS NULL AND p_corr IS NOT NULL THEN

@@ -68,7 +68,7 @@ LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, backstop, pg_temp AS $$
 DECLARE
     t text := v #>> '{}';
 BEGIN
-    IF jsonb_typeof(v) NOT IN ('number', 'string') OR t !~ '^[0-9]{1,13}(\.[0-9]{1,12})?$' THEN
+    IF jsonb_typeof(v) NOT IN ('number', 'string') OR t !~ '^[0-9]{1,13}([.][0-9]{1,12})?$' THEN
         PERFORM backstop._bad('propose', format('params.%s carries the value at stake and must be a non-negative number; got %s',
                                                 p_path, quote_literal(left(v::text, 40))));
     END IF;

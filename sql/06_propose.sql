@@ -164,7 +164,7 @@ BEGIN
             IF strpos(t.value_param, '[') = 0 AND strpos(t.value_param, '+') = 0 THEN
                 -- One path, the common case: no function call on the hot path.
                 v_txt := backstop.path_get(p_params, t.value_param) #>> '{}';
-                IF length(v_txt) <= 20 AND v_txt ~ '^[0-9]+(\.[0-9]+)?$'
+                IF length(v_txt) <= 20 AND v_txt ~ '^[0-9]+([.][0-9]+)?$'
                    AND length(split_part(v_txt, '.', 1)) <= 13 AND length(split_part(v_txt, '.', 2)) <= 6 THEN
                     v_value := trim_scale(v_txt::numeric);
                 ELSE

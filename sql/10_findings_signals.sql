@@ -29,7 +29,12 @@ BEGIN
         END IF;
         v_action := v_txt::uuid;
         SELECT x.agent, coalesce(p_corr, x.correlation_id) INTO p_agent, p_corr FROM backstop.actions x WHERE x.action_id = v_action;
-        IF NOT FOUND THEN
+        IF v_own_only AND (NOT FOUND OR NOT backstop._may_act_as(p_agent)) THEN
+            -- One answer for another agent's action and for none: neither
+            -- names the other agent nor says the id exists.
+            PERFORM backstop._bad('report_signal', format('detail.action_id %s is not an action of login %s''s agents',
+                                                          v_action, session_user), '42501');
+        ELSIF NOT FOUND THEN
             PERFORM backstop._bad('report_signal', format('detail.action_id %s is not a known action', v_action), 'P0002');
         END IF;
     ELSIF p_agent IS NULL AND p_corr IS NOT NULL THEN

@@ -284,6 +284,14 @@ BEGIN
     IF jsonb_typeof(report -> 'drill_id') IS DISTINCT FROM 'string' THEN
         PERFORM backstop._bad('record_drill', 'report.drill_id is required');
     END IF;
+    -- The log's agent column: a name like any other, never free text (a
+    -- newline in it forged a second line in `backstop log`).
+    IF report ? 'agent' AND jsonb_typeof(report -> 'agent') <> 'null' THEN
+        IF jsonb_typeof(report -> 'agent') <> 'string' THEN
+            PERFORM backstop._bad('record_drill', 'report.agent must be a name');
+        END IF;
+        PERFORM backstop._check_name('record_drill', 'report.agent', report ->> 'agent');
+    END IF;
     SELECT l.seq INTO v_seq FROM backstop._append('drill', backstop.actor(), report ->> 'agent', NULL, NULL, report) l;
     RETURN v_seq;
 END

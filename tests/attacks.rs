@@ -202,6 +202,21 @@ async fn an_agent_cannot_act_on_or_learn_another_agents_actions() {
         .unwrap_err();
     assert_eq!(code(&e), "42501");
     assert_eq!(log_len(t.pool()).await, before, "a refused call appended");
+    // Another agent's action id and an unknown one get the same refusal,
+    // which names neither the other agent nor whether the id exists.
+    let mut said = Vec::new();
+    for action in [id, Uuid::new_v4()] {
+        let e = sqlx::query("SELECT * FROM backstop.report_signal('complaint', NULL, NULL, $1)")
+            .bind(json!({"action_id": action}))
+            .fetch_one(&b)
+            .await
+            .unwrap_err();
+        assert_eq!(code(&e), "42501", "{e}");
+        assert!(!e.to_string().contains("refund-bot"), "{e}");
+        said.push(e.to_string().replace(&action.to_string(), "ID"));
+    }
+    assert_eq!(said[0], said[1]);
+    assert_eq!(log_len(t.pool()).await, before, "a refused call appended");
     let (traced_agent, traced_action): (Option<String>, Option<Uuid>) = sqlx::query_as(
         "SELECT traced_agent, traced_action FROM backstop.report_signal('complaint', NULL, 'ticket-77', '{}')",
     )
@@ -1156,5 +1171,44 @@ async fn a_supervisor_cannot_break_the_shared_cursor_or_sign_for_another() {
         .await
         .expect("metrics still read");
     assert!(n > 0);
-    logins.drop_all(vec![supervisor, viewer]).await;
+
+    // Nor does an operator's drill report put free text in the log's agent
+    // column (a newline there forged a second line of `backstop log`).
+    let operator = logins.login(&t, "atk_cursor_op", Some("operator")).await;
+    let before = log_len(t.pool()).await;
+    for agent in [json!("drill-bot\nFAKE: paused by commander"), json!(7)] {
+        let e = sqlx::query("SELECT backstop.record_drill($1)")
+            .bind(json!({"drill_id": "d-1", "agent": agent}))
+            .execute(&operator)
+            .await
+            .expect_err("not a name");
+        assert_eq!(code(&e), "22023", "{e}");
+    }
+    assert_eq!(log_len(t.pool()).await, before);
+    sqlx::query("SELECT backstop.record_drill('{\"drill_id\": \"d-1\", \"agent\": \"drill-bot\"}')")
+        .execute(&operator)
+        .await
+        .unwrap();
+    logins.drop_all(vec![supervisor, viewer, operator]).await;
+}
+
+/// 13. PL/pgSQL reads a function's literals with the caller's settings: with
+/// `standard_conforming_strings = off`, `\.` in a pattern became "any
+/// character", so "5e2" passed as an amount. The patterns hold no backslash
+/// now, and "anything but a non-negative number is refused" holds whatever
+/// the session sets.
+#[tokio::test]
+async fn a_session_setting_does_not_loosen_the_number_checks() {
+    let t = TestDb::new().await;
+    t.load_assets().await;
+    let mut c = t.superuser().await;
+    c.execute("SET standard_conforming_strings = off").await.unwrap();
+    let before = log_len(t.pool()).await;
+    let e = sqlx::query("SELECT * FROM backstop.propose('refund-bot', 'issue_refund', $1)")
+        .bind(json!({"customer_id": "c-1", "order_id": "o-1", "amount": "5e2"}))
+        .fetch_one(&mut c)
+        .await
+        .expect_err("5e2 is not a plain number");
+    assert!(e.to_string().contains("must be a non-negative number"), "{e}");
+    assert_eq!(log_len(t.pool()).await, before);
 }
