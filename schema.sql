@@ -1452,7 +1452,7 @@ ALTER FUNCTION backstop.ensure_log_partitions() OWNER TO backstop_owner;
 COMMENT ON FUNCTION backstop.ensure_log_partitions() IS 'Creates the log partitions that now + ahead x width needs; cheap when none is due, gives up after 100 ms of lock wait. Callers: every duty but viewer and agent (housekeeping). Returns the number created.';
 
 CREATE FUNCTION backstop.evaluate(p_version bigint, p_agent text, p_tool text, p_class text, p_amount numeric, p_cost numeric, p_confidence real, p_params jsonb, p_stateless boolean DEFAULT false, p_direction text DEFAULT NULL::text, p_entity text DEFAULT NULL::text) RETURNS backstop.verdict
-    LANGUAGE plpgsql STABLE
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'backstop', 'pg_temp'
     AS $$
 DECLARE
@@ -3342,6 +3342,40 @@ ALTER FUNCTION backstop.rules_of(p_version bigint, doc jsonb) OWNER TO backstop_
 
 COMMENT ON FUNCTION backstop.rules_of(p_version bigint, doc jsonb) IS 'The policy_rules rows of a policy document (used by load_policy and the rebuild that verify compares). Callers: viewer. Returns SETOF backstop.policy_rules.';
 
+CREATE FUNCTION backstop.run_check(action_id uuid, check_name text) RETURNS text
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+DECLARE
+    a record;
+    v_query text;
+BEGIN
+    SELECT x.tool, x.amount, p.params, coalesce(r.result, 'null'::jsonb) AS result INTO a
+      FROM backstop.actions x
+      JOIN backstop.action_log p ON p.seq = x.proposed_seq AND p.at = x.proposed_at
+      LEFT JOIN backstop.action_log r ON r.seq = x.executed_seq AND r.at = x.executed_at
+     WHERE x.action_id = run_check.action_id;
+    IF NOT FOUND THEN
+        PERFORM backstop._bad('run_check', format('unknown action_id %s', coalesce(run_check.action_id::text, 'null')), 'P0002');
+    END IF;
+    SELECT c ->> 'query' INTO v_query
+      FROM backstop.active ac JOIN backstop.policy_versions v ON v.version = ac.policy_version,
+           jsonb_array_elements(CASE WHEN jsonb_typeof(v.doc -> 'supervisor' -> 'checks') = 'array'
+                                     THEN v.doc -> 'supervisor' -> 'checks' ELSE '[]' END) c
+     WHERE c ->> 'name' = run_check.check_name AND (c ->> 'tool' IS NULL OR c ->> 'tool' = a.tool)
+     LIMIT 1;
+    IF v_query IS NULL THEN
+        PERFORM backstop._bad('run_check', format('the policy in force has no check %s for tool %s',
+                                                  coalesce(quote_literal(run_check.check_name), 'null'), a.tool), 'P0002');
+    END IF;
+    RETURN backstop_check.run(v_query, a.params, a.result, a.amount);
+END
+$$;
+
+ALTER FUNCTION backstop.run_check(action_id uuid, check_name text) OWNER TO backstop_owner;
+
+COMMENT ON FUNCTION backstop.run_check(action_id uuid, check_name text) IS 'Runs the policy in force''s check of that name on one action (its params, result and amount, read from the log), as the check role. Callers: supervisor (its review, in a read-only savepoint). Returns the violation''s message, or NULL.';
+
 CREATE FUNCTION backstop.sample_bucket(id uuid) RETURNS integer
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
     SET search_path TO 'pg_catalog', 'backstop', 'pg_temp'
@@ -3779,7 +3813,7 @@ $_$;
 
 ALTER FUNCTION backstop_check.in_list(tbl text, col text, v text) OWNER TO backstop_check;
 
-COMMENT ON FUNCTION backstop_check.in_list(tbl text, col text, v text) IS 'Whether a policy list kept in a table holds a value, read with the check role''s rights. Callers: the owner (propose), supervisor (evaluate in its review). Returns boolean.';
+COMMENT ON FUNCTION backstop_check.in_list(tbl text, col text, v text) IS 'Whether a policy list kept in a table holds a value, read with the check role''s rights. Callers: the owner only (evaluate, in propose and in the supervisor''s review). Returns boolean.';
 
 CREATE FUNCTION backstop_check.run(query text, params jsonb, result jsonb, amount numeric) RETURNS text
     LANGUAGE plpgsql SECURITY DEFINER
@@ -3798,7 +3832,7 @@ $$;
 
 ALTER FUNCTION backstop_check.run(query text, params jsonb, result jsonb, amount numeric) OWNER TO backstop_check;
 
-COMMENT ON FUNCTION backstop_check.run(query text, params jsonb, result jsonb, amount numeric) IS 'Runs one of the policy''s supervisor checks (one statement returning rows) with the check role''s rights. Callers: supervisor (in a read-only savepoint), the owner (precheck, in a read-only subtransaction). Returns the violation''s message, or NULL.';
+COMMENT ON FUNCTION backstop_check.run(query text, params jsonb, result jsonb, amount numeric) IS 'Runs one of the policy''s supervisor checks (one statement returning rows) with the check role''s rights. Callers: the owner only (run_check for the supervisor''s review, precheck, each in a read-only savepoint or subtransaction). Returns the violation''s message, or NULL.';
 
 CREATE SEQUENCE backstop.action_log_seq
     START WITH 1
@@ -5339,6 +5373,9 @@ GRANT SELECT ON TABLE backstop.policy_rules TO backstop_viewer;
 REVOKE ALL ON FUNCTION backstop.rules_of(p_version bigint, doc jsonb) FROM PUBLIC;
 GRANT ALL ON FUNCTION backstop.rules_of(p_version bigint, doc jsonb) TO backstop_viewer;
 
+REVOKE ALL ON FUNCTION backstop.run_check(action_id uuid, check_name text) FROM PUBLIC;
+GRANT ALL ON FUNCTION backstop.run_check(action_id uuid, check_name text) TO backstop_supervisor;
+
 REVOKE ALL ON FUNCTION backstop.sample_bucket(id uuid) FROM PUBLIC;
 GRANT ALL ON FUNCTION backstop.sample_bucket(id uuid) TO backstop_viewer;
 
@@ -5375,10 +5412,8 @@ REVOKE ALL ON FUNCTION backstop.tools_of(p_version bigint, doc jsonb) FROM PUBLI
 GRANT ALL ON FUNCTION backstop.tools_of(p_version bigint, doc jsonb) TO backstop_viewer;
 
 REVOKE ALL ON FUNCTION backstop_check.in_list(tbl text, col text, v text) FROM PUBLIC;
-GRANT ALL ON FUNCTION backstop_check.in_list(tbl text, col text, v text) TO backstop_supervisor;
 
 REVOKE ALL ON FUNCTION backstop_check.run(query text, params jsonb, result jsonb, amount numeric) FROM PUBLIC;
-GRANT ALL ON FUNCTION backstop_check.run(query text, params jsonb, result jsonb, amount numeric) TO backstop_supervisor;
 
 GRANT SELECT ON TABLE backstop.action_log_default TO backstop_viewer;
 

@@ -41,7 +41,7 @@ BEGIN
 END
 $$;
 REVOKE ALL ON FUNCTION backstop_check.run(text, jsonb, jsonb, numeric) FROM PUBLIC;
-COMMENT ON FUNCTION backstop_check.run IS 'Runs one of the policy''s supervisor checks (one statement returning rows) with the check role''s rights. Callers: supervisor (in a read-only savepoint), the owner (precheck, in a read-only subtransaction). Returns the violation''s message, or NULL.';
+COMMENT ON FUNCTION backstop_check.run IS 'Runs one of the policy''s supervisor checks (one statement returning rows) with the check role''s rights. Callers: the owner only (run_check for the supervisor''s review, precheck, each in a read-only savepoint or subtransaction). Returns the violation''s message, or NULL.';
 
 -- Whether a policy list kept in a table holds a value.
 -- The table is named by text and resolved here: resolving it needs USAGE on
@@ -58,18 +58,53 @@ BEGIN
 END
 $$;
 REVOKE ALL ON FUNCTION backstop_check.in_list(text, text, text) FROM PUBLIC;
-COMMENT ON FUNCTION backstop_check.in_list IS 'Whether a policy list kept in a table holds a value, read with the check role''s rights. Callers: the owner (propose), supervisor (evaluate in its review). Returns boolean.';
+COMMENT ON FUNCTION backstop_check.in_list IS 'Whether a policy list kept in a table holds a value, read with the check role''s rights. Callers: the owner only (evaluate, in propose and in the supervisor''s review). Returns boolean.';
 
+-- Neither is granted to any duty: a supervisor that could call them ran any
+-- query it liked, or read any column, with the check role's rights (the
+-- business tables a deployment grants for checks, PII included), outside
+-- any read-only savepoint. The owner's functions call them: run_check with
+-- a check the policy in force names, evaluate with the policy's lists.
 DO $check$
 BEGIN
-    EXECUTE format('GRANT EXECUTE ON FUNCTION backstop_check.run(text, jsonb, jsonb, numeric) TO %I',
-                   current_setting('backstop.supervisor_role'));
-    -- The supervisor's review evaluates the policy, lists included.
-    EXECUTE format('GRANT EXECUTE ON FUNCTION backstop_check.in_list(text, text, text) TO %I',
-                   current_setting('backstop.supervisor_role'));
     EXECUTE format('SET LOCAL ROLE %I', current_setting('backstop.owner_role'));
 END
 $check$;
+
+-- One of the policy's checks on one action, for the supervisor's review: the
+-- query is the policy in force's check of that name for the action's tool,
+-- $1 and $3 the action's params and amount, $2 its result (JSON null when it
+-- has none), all read here, never the caller's. The caller runs it in a
+-- read-only savepoint under a time limit and rolls it back (review.rs).
+CREATE FUNCTION backstop.run_check(action_id uuid, check_name text) RETURNS text
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    a record;
+    v_query text;
+BEGIN
+    SELECT x.tool, x.amount, p.params, coalesce(r.result, 'null'::jsonb) AS result INTO a
+      FROM backstop.actions x
+      JOIN backstop.action_log p ON p.seq = x.proposed_seq AND p.at = x.proposed_at
+      LEFT JOIN backstop.action_log r ON r.seq = x.executed_seq AND r.at = x.executed_at
+     WHERE x.action_id = run_check.action_id;
+    IF NOT FOUND THEN
+        PERFORM backstop._bad('run_check', format('unknown action_id %s', coalesce(run_check.action_id::text, 'null')), 'P0002');
+    END IF;
+    SELECT c ->> 'query' INTO v_query
+      FROM backstop.active ac JOIN backstop.policy_versions v ON v.version = ac.policy_version,
+           jsonb_array_elements(CASE WHEN jsonb_typeof(v.doc -> 'supervisor' -> 'checks') = 'array'
+                                     THEN v.doc -> 'supervisor' -> 'checks' ELSE '[]' END) c
+     WHERE c ->> 'name' = run_check.check_name AND (c ->> 'tool' IS NULL OR c ->> 'tool' = a.tool)
+     LIMIT 1;
+    IF v_query IS NULL THEN
+        PERFORM backstop._bad('run_check', format('the policy in force has no check %s for tool %s',
+                                                  coalesce(quote_literal(run_check.check_name), 'null'), a.tool), 'P0002');
+    END IF;
+    RETURN backstop_check.run(v_query, a.params, a.result, a.amount);
+END
+$$;
+SELECT backstop._grant('run_check', 'supervisor');
+COMMENT ON FUNCTION backstop.run_check IS 'Runs the policy in force''s check of that name on one action (its params, result and amount, read from the log), as the check role. Callers: supervisor (its review, in a read-only savepoint). Returns the violation''s message, or NULL.';
 
 
 -- A check's error as an approver may read it. The check role reads business

@@ -1172,6 +1172,23 @@ async fn a_supervisor_cannot_break_the_shared_cursor_or_sign_for_another() {
         .expect("metrics still read");
     assert!(n > 0);
 
+    // The check role's functions are the owner's to call: a supervisor ran
+    // any query, and read any column, with that role's rights through them.
+    for sql in [
+        "SELECT backstop_check.run('SELECT current_user::text', NULL, NULL, NULL)",
+        "SELECT backstop_check.in_list('backstop.duties', 'role_name', 'x')",
+    ] {
+        let e = sqlx::query(sql).execute(&supervisor).await.expect_err(sql);
+        assert_eq!(code(&e), "42501", "{sql}: {e}");
+    }
+    // It names a check of the policy in force and an action, nothing more.
+    let e = sqlx::query("SELECT backstop.run_check($1, 'anything')")
+        .bind(Uuid::new_v4())
+        .execute(&supervisor)
+        .await
+        .expect_err("an unknown action");
+    assert_eq!(code(&e), "P0002", "{e}");
+
     // Nor does an operator's drill report put free text in the log's agent
     // column (a newline there forged a second line of `backstop log`).
     let operator = logins.login(&t, "atk_cursor_op", Some("operator")).await;

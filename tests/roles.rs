@@ -50,6 +50,7 @@ fn allowed(duty: &str, f: &str) -> bool {
                 "raise_finding",
                 "add_rollups",
                 "claim_drift_pass",
+                "run_check",
                 "rollups_from_log",
                 "evaluate",
                 "claim_notifications",

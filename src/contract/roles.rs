@@ -28,6 +28,7 @@ pub const CONTRACT_FUNCTIONS: &[&str] = &[
     "raise_finding",
     "add_rollups",
     "claim_drift_pass",
+    "run_check",
     "rollups_from_log",
     "evaluate",
     "claim_notifications",

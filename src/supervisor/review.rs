@@ -163,11 +163,11 @@ pub async fn review_one(
         sqlx::raw_sql("SET LOCAL transaction_read_only = on; SET LOCAL statement_timeout = '2s'")
             .execute(&mut *conn)
             .await?;
-        let out: Result<Option<String>, sqlx::Error> = sqlx::query_scalar("SELECT backstop_check.run($1, $2, $3, $4)")
-            .bind(&check.query)
-            .bind(&params)
-            .bind(&result)
-            .bind(amount)
+        // The database reads the query from the policy in force and the
+        // inputs from the log: the supervisor names the check, nothing more.
+        let out: Result<Option<String>, sqlx::Error> = sqlx::query_scalar("SELECT backstop.run_check($1, $2)")
+            .bind(action_id)
+            .bind(&check.name)
             .fetch_one(&mut *conn)
             .await;
         // A session-level advisory lock outlives the savepoint: drop any a
