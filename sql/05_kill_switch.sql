@@ -34,7 +34,8 @@ DECLARE
     v_timeout text;
     v_locked boolean := false;
     v_pid integer;
-    v_ended integer := 0;
+    v_ended integer[] := '{}';
+    v_unendable boolean;
 BEGIN
     IF p_scope IS NULL OR p_scope NOT IN ('fleet', 'agent', 'tool') THEN
         PERFORM backstop._bad('pause', format('scope must be fleet, agent or tool; got %s', coalesce(quote_literal(p_scope), 'null')));
@@ -50,28 +51,34 @@ BEGIN
     -- ones until this commits. Pauses are rare: every scope takes the gate.
     -- A session that holds the gate and does not let go (an agent's
     -- transaction left open, a reader of the gate) is ended: the kill switch
-    -- does not wait on it, and what it proposed never commits.
+    -- does not wait on it, and what it proposed never commits. It tries until
+    -- it has the gate (a holder that took it after one round's look is
+    -- ended in the next; a fixed number of rounds and then an untimed wait
+    -- let one that came late hold the pause up), and waits untimed only
+    -- when the holders left are sessions it may not end (a superuser's).
+    -- Another pause holding the gate is waited for, not ended.
     v_timeout := current_setting('lock_timeout');
-    FOR i IN 1..10 LOOP
+    LOOP
+        v_unendable := false;
         BEGIN
             PERFORM set_config('lock_timeout', '100ms', true);
             LOCK TABLE backstop.kill_gate IN ACCESS EXCLUSIVE MODE;
             v_locked := true;
-            EXIT;
         EXCEPTION WHEN lock_not_available THEN
             FOR v_pid IN SELECT l.pid FROM pg_locks l
                           WHERE l.locktype = 'relation' AND l.relation = 'backstop.kill_gate'::regclass
                             AND l.database = (SELECT d.oid FROM pg_database d WHERE d.datname = current_database())
-                            AND l.granted AND l.pid <> pg_backend_pid() LOOP
+                            AND l.granted AND l.mode <> 'AccessExclusiveLock' AND l.pid <> pg_backend_pid() LOOP
                 BEGIN
-                    IF pg_terminate_backend(v_pid) THEN
-                        v_ended := v_ended + 1;
+                    IF pg_terminate_backend(v_pid) AND NOT v_pid = ANY (v_ended) THEN
+                        v_ended := v_ended || v_pid;
                     END IF;
                 EXCEPTION WHEN insufficient_privilege THEN
-                    NULL;  -- a superuser's session: wait for it below
+                    v_unendable := true;
                 END;
             END LOOP;
         END;
+        EXIT WHEN v_locked OR v_unendable;
     END LOOP;
     PERFORM set_config('lock_timeout', v_timeout, true);
     IF NOT v_locked THEN
@@ -82,7 +89,7 @@ BEGIN
         CASE WHEN p_scope = 'agent' THEN p_target END, CASE WHEN p_scope = 'tool' THEN p_target END, NULL,
         jsonb_strip_nulls(jsonb_build_object('scope', p_scope, 'target', p_target, 'reason', pause.reason,
                                              'was_paused', coalesce(v_was, false),
-                                             'sessions_ended', nullif(v_ended, 0)))) l;
+                                             'sessions_ended', nullif(cardinality(v_ended), 0)))) l;
     INSERT INTO backstop.kill_switches AS k (scope, target, paused, reason, changed_by, changed_seq, changed_at)
     VALUES (p_scope, p_target, true, pause.reason, v_actor, v_seq, v_at)
     ON CONFLICT (scope, target) DO UPDATE

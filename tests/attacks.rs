@@ -1229,3 +1229,39 @@ async fn a_session_setting_does_not_loosen_the_number_checks() {
     assert!(e.to_string().contains("must be a non-negative number"), "{e}");
     assert_eq!(log_len(t.pool()).await, before);
 }
+
+/// 14. Two pauses at once both land: the second waits for the first, which
+/// holds the gate, instead of ending its session as it ends an agent's (and
+/// so losing the first pause).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_pauses_at_once_both_land() {
+    let t = TestDb::new().await;
+    t.load_assets().await;
+    let mut logins = Logins::new(&t);
+    let first = logins.login(&t, "atk_pause_a", Some("commander")).await;
+    let second = logins.login(&t, "atk_pause_b", Some("commander")).await;
+    let mut tx = first.begin().await.unwrap();
+    sqlx::query("SELECT * FROM backstop.pause('agent', 'refund-bot', 'first')")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    let other = second.clone();
+    let waiting = tokio::spawn(async move {
+        sqlx::query("SELECT * FROM backstop.pause('agent', 'refund-bot-2', 'second')")
+            .fetch_one(&other)
+            .await
+    });
+    // The second pause is waiting on the gate the first holds.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(!waiting.is_finished(), "the second pause waits for the first");
+    tx.commit().await.expect("the first pause was not ended");
+    waiting.await.unwrap().expect("the second pause lands");
+    let paused: Vec<String> = sqlx::query_scalar(
+        "SELECT target FROM backstop.kill_switches WHERE scope = 'agent' AND paused ORDER BY target",
+    )
+    .fetch_all(t.pool())
+    .await
+    .unwrap();
+    assert_eq!(paused, ["refund-bot", "refund-bot-2"]);
+    logins.drop_all(vec![first, second]).await;
+}
