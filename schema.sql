@@ -741,6 +741,10 @@ DECLARE
     g record;
     n integer := 0;
 BEGIN
+    -- As the policy allows (supervisor.drift.bucket: 1 s to 31 days).
+    IF bucket_seconds IS NULL OR NOT bucket_seconds BETWEEN 1 AND 2678400 THEN
+        PERFORM backstop._bad('add_rollups', format('bucket_seconds must be 1 to 2678400; got %s', coalesce(bucket_seconds::text, 'null')));
+    END IF;
     IF ats IS NULL THEN
         -- (The slow way: every partition is asked for each seq.)
         SELECT array_agg(l.seq), array_agg(l.at) INTO seqs, ats
@@ -748,10 +752,11 @@ BEGIN
     ELSIF cardinality(ats) <> cardinality(seqs) THEN
         PERFORM backstop._bad('add_rollups', 'ats must give one time per seq');
     END IF;
+    -- A row named twice in one call counts once.
     FOR g IN
         SELECT c.agent, c.bucket, jsonb_object_agg(c.key, c.n) AS counts
           FROM (SELECT l.agent, backstop.rollup_bucket(l.at, bucket_seconds) AS bucket, k.key, count(*) AS n
-                  FROM unnest(seqs, ats) s(seq, at)
+                  FROM (SELECT DISTINCT u.seq, u.at FROM unnest(seqs, ats) u(seq, at)) s
                  CROSS JOIN LATERAL (SELECT x.* FROM backstop.action_log x WHERE x.seq = s.seq AND x.at = s.at) l
                  CROSS JOIN LATERAL unnest(backstop.rollup_keys(l.kind, l.tool, l.amount, l.confidence, l.detail)) k(key)
                  WHERE l.agent IS NOT NULL

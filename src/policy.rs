@@ -879,6 +879,10 @@ pub fn parse(file: &str, text: &str, registry: Option<&Registry>) -> Result<Poli
                 "supervisor.drift.bucket",
                 &mut supervisor.drift.bucket_seconds,
             );
+            // add_rollups takes buckets of 1 s to 31 days.
+            if supervisor.drift.bucket_seconds > 2_678_400.0 {
+                ck.at(dr.span(), "supervisor.drift.bucket", "must be at most 31d");
+            }
             if let Some(t) = d.threshold {
                 if !(t > 0.0 && t <= 1.0) {
                     ck.at(

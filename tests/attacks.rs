@@ -1120,6 +1120,33 @@ async fn an_agent_holding_advisory_locks_stops_no_job_and_no_other_agent() {
     let diffs = t.count("SELECT count(*) FROM backstop.projection_diffs()").await;
     assert_eq!(diffs, 0, "the findings equal their rebuild from the log");
 
+    // Nor inflate an agent's distribution by naming one row many times.
+    let (seq, at): (i64, chrono::DateTime<chrono::Utc>) =
+        sqlx::query_as("SELECT seq, at FROM backstop.action_log WHERE agent = 'refund-bot-2' AND kind = 'allowed'")
+            .fetch_one(t.pool())
+            .await
+            .unwrap();
+    sqlx::query("SELECT backstop.add_rollups($1, 60, $2)")
+        .bind(vec![seq; 500])
+        .bind(vec![at; 500])
+        .execute(&supervisor)
+        .await
+        .unwrap();
+    let counted: i64 = sqlx::query_scalar(
+        "SELECT (counts ->> 'verdict:allow')::bigint FROM backstop.rollups WHERE agent = 'refund-bot-2'",
+    )
+    .fetch_one(t.pool())
+    .await
+    .unwrap();
+    assert_eq!(counted, 1, "a row named 500 times counts once");
+    let e = sqlx::query("SELECT backstop.add_rollups($1, -1e9, $2)")
+        .bind(vec![seq])
+        .bind(vec![at])
+        .execute(&supervisor)
+        .await
+        .expect_err("a negative bucket");
+    assert_eq!(code(&e), "22023", "{e}");
+
     drop(holder);
     logins.drop_all(vec![agent, other, supervisor, approver, viewer]).await;
 }

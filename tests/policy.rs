@@ -392,6 +392,13 @@ fn every_validation_error_names_file_line_column_key_and_what_is_valid() {
         "{}",
         e[0]
     );
+    // A drift bucket wider than the database folds (31 days).
+    let e = issue("p.toml", tools, Some("[supervisor.drift]\nbucket = \"60d\"\n"));
+    assert!(
+        e.iter()
+            .any(|x| x.contains("supervisor.drift.bucket: must be at most 31d")),
+        "{e:?}"
+    );
     // A rule that needs a setting it lacks, and a rule naming an unregistered tool.
     let e = issue(
         "p.toml",
