@@ -367,6 +367,17 @@ fn connection_errors_say_their_cause_once() {
     }
 }
 
+/// A `backstop log --follow` child, killed however the test ends, so no
+/// follower outlives it.
+struct Follower(std::process::Child);
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// `backstop log --follow`: one header, and columns that stay where they are
 /// while rows of other widths arrive.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -391,14 +402,6 @@ async fn a_followed_log_keeps_one_header_and_its_columns() {
         }
     };
     propose("a").await;
-    // Killed however the test ends, so no follower outlives it.
-    struct Follower(std::process::Child);
-    impl Drop for Follower {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
     let mut child = Follower(
         Command::new(env!("CARGO_BIN_EXE_backstop"))
             .args(["log", "--follow", "--limit", "5"])
@@ -476,13 +479,6 @@ async fn a_followed_log_rides_out_a_lost_connection_and_stops_on_a_refusal() {
             .unwrap();
         }
     };
-    struct Follower(std::process::Child);
-    impl Drop for Follower {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
     let mut child = Follower(
         Command::new(env!("CARGO_BIN_EXE_backstop"))
             .args(["log", "--follow", "--limit", "1", "--json"])

@@ -19,6 +19,36 @@ const DUTIES: &[&str] = &[
     "policy",
 ];
 
+/// Each named function of the contract (every overload) with its argument types.
+async fn signatures(t: &TestDb, names: Vec<String>) -> Vec<(String, Vec<String>)> {
+    sqlx::query(
+        "SELECT p.proname, array(SELECT format_type(x, NULL) FROM unnest(p.proargtypes) x)
+           FROM pg_proc p WHERE p.pronamespace = 'backstop'::regnamespace AND p.proname = ANY ($1)",
+    )
+    .bind(names)
+    .fetch_all(t.pool())
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| (r.get(0), r.get(1)))
+    .collect()
+}
+
+/// Call `backstop.f` with NULL arguments of its types: whether the database
+/// refused it by privilege (an allowed call is refused by validation, or
+/// succeeds, never by privilege), and what it answered.
+async fn call_with_nulls(
+    pool: &sqlx::PgPool,
+    f: &str,
+    types: &[String],
+) -> (bool, Result<Vec<sqlx::postgres::PgRow>, sqlx::Error>) {
+    let args: Vec<String> = types.iter().map(|ty| format!("NULL::{ty}")).collect();
+    let sql = format!("SELECT * FROM backstop.{f}({})", args.join(", "));
+    let r = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(pool).await;
+    let denied = matches!(&r, Err(e) if code(e) == "42501" && e.to_string().contains("permission denied"));
+    (denied, r)
+}
+
 /// The specification: what each duty may call.
 fn allowed(duty: &str, f: &str) -> bool {
     // Sealing is the owner's alone (a duty that could seal could hold the
@@ -79,17 +109,7 @@ async fn every_cell_of_the_role_matrix_as_real_logins() {
     let t = TestDb::new().await;
     t.load_assets().await;
     let mut logins = Logins::new(&t);
-    let sigs: Vec<(String, Vec<String>)> = sqlx::query(
-        "SELECT p.proname, array(SELECT format_type(x, NULL) FROM unnest(p.proargtypes) x)
-           FROM pg_proc p WHERE p.pronamespace = 'backstop'::regnamespace AND p.proname = ANY ($1)",
-    )
-    .bind(CONTRACT_FUNCTIONS.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-    .fetch_all(t.pool())
-    .await
-    .unwrap()
-    .iter()
-    .map(|r| (r.get(0), r.get(1)))
-    .collect();
+    let sigs = signatures(&t, CONTRACT_FUNCTIONS.iter().map(|s| s.to_string()).collect()).await;
     let mut pools = Vec::new();
     let mut cells = 0;
     for duty in DUTIES {
@@ -97,10 +117,7 @@ async fn every_cell_of_the_role_matrix_as_real_logins() {
         for (f, types) in &sigs {
             // NULL arguments: an allowed call is refused by validation (or
             // succeeds), never by privilege; a denied one only by privilege.
-            let args: Vec<String> = types.iter().map(|ty| format!("NULL::{ty}")).collect();
-            let sql = format!("SELECT * FROM backstop.{f}({})", args.join(", "));
-            let r = sqlx::query(sqlx::AssertSqlSafe(sql.clone())).fetch_all(&pool).await;
-            let denied = matches!(&r, Err(e) if code(e) == "42501" && e.to_string().contains("permission denied"));
+            let (denied, r) = call_with_nulls(&pool, f, types).await;
             assert_eq!(
                 !denied,
                 allowed(duty, f),
@@ -217,31 +234,20 @@ async fn every_grant_is_in_the_matrix_or_a_listed_reader_as_real_logins() {
     let mut logins = Logins::new(&t);
     let agent = logins.login(&t, "t_reader_agent", Some("agent")).await;
     let viewer = logins.login(&t, "t_reader_viewer", Some("viewer")).await;
-    let sigs: Vec<(String, Vec<String>)> = sqlx::query(
-        "SELECT p.proname, array(SELECT format_type(x, NULL) FROM unnest(p.proargtypes) x)
-           FROM pg_proc p WHERE p.pronamespace = 'backstop'::regnamespace AND p.proname = ANY ($1)",
-    )
-    .bind(
+    let sigs = signatures(
+        &t,
         READ_FUNCTIONS
             .iter()
             .chain(EVERY_DUTY_FUNCTIONS)
             .map(|s| s.to_string())
-            .collect::<Vec<_>>(),
+            .collect(),
     )
-    .fetch_all(t.pool())
-    .await
-    .unwrap()
-    .iter()
-    .map(|r| (r.get(0), r.get(1)))
-    .collect();
+    .await;
     assert!(sigs.len() >= READ_FUNCTIONS.len() + EVERY_DUTY_FUNCTIONS.len());
     let log = t.log_len().await;
     for (f, types) in &sigs {
-        let args: Vec<String> = types.iter().map(|ty| format!("NULL::{ty}")).collect();
-        let sql = format!("SELECT * FROM backstop.{f}({})", args.join(", "));
         for (who, pool) in [("agent", &agent), ("viewer", &viewer)] {
-            let r = sqlx::query(sqlx::AssertSqlSafe(sql.clone())).fetch_all(pool).await;
-            let denied = matches!(&r, Err(e) if code(e) == "42501" && e.to_string().contains("permission denied"));
+            let (denied, r) = call_with_nulls(pool, f, types).await;
             let want = who == "agent" && !EVERY_DUTY_FUNCTIONS.contains(&f.as_str());
             assert_eq!(
                 denied,
