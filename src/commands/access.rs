@@ -45,7 +45,9 @@ pub async fn roles(cfg: &Config) -> Result<()> {
             .collect::<Vec<_>>()
             .join(", ")
     );
-    println!("viewer also reads every table; every duty but agent includes viewer.");
+    println!(
+        "viewer also reads every table but the kill switch's gate and the contract's own locks; every duty but agent includes viewer."
+    );
     println!(
         "viewer (so every duty but agent) also calls these read-only functions: {}.",
         READ_FUNCTIONS.join(", ")
