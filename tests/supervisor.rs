@@ -656,3 +656,65 @@ async fn rollups_equal_the_aggregate_of_the_raw_log() {
         "tools, verdicts, outcomes, amount and confidence buckets are all counted: {keys}"
     );
 }
+
+/// A result recorded after a pause that covers its agent or tool (the action
+/// was allowed before the pause) is a finding: the tool ran, or finished,
+/// while the people who paused thought it stopped. One recorded before the
+/// pause, and one of another agent, are not.
+#[tokio::test]
+async fn a_result_recorded_after_its_agents_pause_is_a_finding() {
+    let (t, s) = setup(&test_policy("")).await;
+    let refund = |c: &str| json!({"customer_id": c, "amount": 20, "order_id": "o-1", "reason": "damaged"});
+    let before = executed(t.pool(), "refund-bot", "issue_refund", refund("c-1"), 0.97).await;
+    let propose = |agent: &'static str, c: &'static str| {
+        let pool = t.pool().clone();
+        let params = refund(c);
+        async move {
+            let d = contract::propose(
+                &pool,
+                &Proposal {
+                    agent: agent.into(),
+                    tool: "issue_refund".into(),
+                    params,
+                    confidence: Some(0.97),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+            assert_eq!(d.verdict, Verdict::Allow, "{}", d.reason);
+            d.action_id
+        }
+    };
+    let in_flight = propose("refund-bot", "c-2").await;
+    let other = propose("refund-bot-2", "c-3").await;
+    contract::pause(t.pool(), contract::Scope::Agent, Some("refund-bot"), "incident 7")
+        .await
+        .unwrap();
+    for id in [in_flight, other] {
+        contract::record_result(t.pool(), id, true, Some(&json!({"refund_id": "rf"})), None)
+            .await
+            .unwrap();
+    }
+    let mut stats = SupervisorStats::default();
+    follow_all(&sup(&t).await, &s, &mut stats).await;
+    let found: Vec<(Uuid, String, Value)> =
+        sqlx::query_as("SELECT action_id, severity, detail FROM backstop.findings WHERE rule = 'executed_after_pause'")
+            .fetch_all(t.pool())
+            .await
+            .unwrap();
+    assert_eq!(found.len(), 1, "{found:?}");
+    let (id, severity, detail) = &found[0];
+    assert_eq!(*id, in_flight);
+    assert_ne!(*id, before);
+    assert_eq!(severity, "high");
+    assert_eq!(detail["pause"]["reason"], "incident 7");
+    assert_eq!(detail["pause"]["scope"], "agent");
+    // Followed again, nothing more.
+    follow_all(&sup(&t).await, &s, &mut stats).await;
+    assert_eq!(
+        t.count("SELECT count(*) FROM backstop.findings WHERE rule = 'executed_after_pause'")
+            .await,
+        1
+    );
+}

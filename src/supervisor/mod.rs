@@ -215,6 +215,12 @@ pub async fn tail_step(
                     .fetch_one(&mut *tx)
                     .await?;
             stats.reviews_scheduled += n as u64;
+            let results: Vec<(i64, Uuid)> = rows
+                .iter()
+                .filter(|r| r.kind.is_result())
+                .filter_map(|r| r.action_id.map(|a| (r.seq, a)))
+                .collect();
+            after_pause_check(&mut tx, settings, &results, stats).await?;
         }
         let mut signal_agents: BTreeMap<String, Vec<i64>> = BTreeMap::new();
         for r in rows.iter().filter(|r| r.kind == EventKind::Signal) {
@@ -257,6 +263,50 @@ pub fn is_spike(
         recent >= min_count as i64 && recent as f64 >= factor * expected,
         expected,
     )
+}
+
+/// Results recorded after a pause that covers their agent or tool (the
+/// action was allowed before it): the tool ran, or finished, while the fleet,
+/// the agent or the tool was paused. The database keeps the truth of what
+/// happened; this says it to the people the pause was for.
+async fn after_pause_check(
+    conn: &mut PgConnection,
+    settings: &SupervisorSettings,
+    results: &[(i64, Uuid)],
+    stats: &mut SupervisorStats,
+) -> Result<()> {
+    if results.is_empty() {
+        return Ok(());
+    }
+    let (seqs, ids): (Vec<i64>, Vec<Uuid>) = results.iter().copied().unzip();
+    let hits: Vec<(Uuid, String, Value)> = sqlx::query_as(
+        "SELECT a.action_id, a.agent,
+                jsonb_build_object('rule', 'executed_after_pause', 'tool', a.tool, 'result_seq', r.seq,
+                                   'pause', jsonb_build_object('scope', k.scope, 'target', k.target, 'by', k.changed_by,
+                                                               'reason', k.reason, 'seq', k.changed_seq))
+           FROM unnest($1::bigint[], $2::uuid[]) r(seq, action_id)
+           JOIN backstop.actions a ON a.action_id = r.action_id
+           JOIN LATERAL (SELECT * FROM backstop.kill_switches k
+                          WHERE k.paused AND k.changed_seq < r.seq
+                            AND (k.scope = 'fleet' OR (k.scope = 'agent' AND k.target = a.agent)
+                                 OR (k.scope = 'tool' AND k.target = a.tool))
+                          ORDER BY k.changed_seq LIMIT 1) k ON true",
+    )
+    .bind(&seqs)
+    .bind(&ids)
+    .fetch_all(&mut *conn)
+    .await?;
+    for (action_id, agent, evidence) in hits {
+        let found = Found {
+            kind: "policy_violation",
+            severity: "high",
+            agent: Some(&agent),
+            action_id: Some(action_id),
+            evidence: &evidence,
+        };
+        raise_and_act(conn, settings, found, stats).await?;
+    }
+    Ok(())
 }
 
 async fn complaint_check(
