@@ -151,12 +151,18 @@ enum Command {
     Pause(ScopeArgs),
     /// Resume what a pause stopped.
     Resume(ScopeArgs),
-    /// Approve a held action.
+    /// Approve a held action: says what it approves and runs the policy's
+    /// checks on it first; a check that fails stops it (nothing changed)
+    /// unless --over-failing-checks.
     Approve {
         action_id: String,
         /// Why (recorded in the log); `--reason` works too, as for reject.
         #[arg(long, default_value = "", alias = "reason")]
         note: String,
+        /// Approve even when one of the policy's checks fails on the action
+        /// now, or cannot run (the approval's note in the log names them).
+        #[arg(long)]
+        over_failing_checks: bool,
     },
     /// Reject a held action.
     Reject {
@@ -586,7 +592,11 @@ async fn run(cfg: Config, command: Option<Command>, readonly: bool) -> anyhow::R
                 .unwrap_or_else(|| format!("resumed from the command line by {}", cfg.operator));
             commands::resume(&cfg, s.scope, target.as_deref(), &reason).await
         }
-        Some(Command::Approve { action_id, note }) => commands::approve(&cfg, &action_id, &note).await,
+        Some(Command::Approve {
+            action_id,
+            note,
+            over_failing_checks,
+        }) => commands::approve(&cfg, &action_id, &note, over_failing_checks).await,
         Some(Command::Reject { action_id, reason }) => commands::reject(&cfg, &action_id, &reason).await,
         Some(Command::Compensate {
             action_ids,

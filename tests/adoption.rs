@@ -573,3 +573,61 @@ async fn a_followed_log_rides_out_a_lost_connection_and_stops_on_a_refusal() {
     drop(child);
     logins.drop_all(vec![viewer_pool]).await;
 }
+
+/// `backstop approve ID` from a notification is where most approvals come
+/// from: it says what it approves and runs the policy's checks first, as the
+/// room's card does. A check that fails stops it with nothing changed; going
+/// over it takes a flag, and the log's note names the check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_approval_runs_the_checks_first_and_names_a_failing_one() {
+    let t = TestDb::new().await;
+    t.load_assets().await;
+    let held = t.hold_refund_over_its_order().await;
+    assert_eq!(held.verdict, backstop::contract::Verdict::Hold);
+    let id = held.action_id.to_string();
+    let mut logins = common::Logins::new(&t);
+    let ana = logins.login(&t, "cli_ana", Some("approver")).await;
+    let url = common::login_url(&t.url, &common::Logins::name("cli_ana"));
+    let dir = tempfile::tempdir().unwrap();
+    let approvals = || t.count("SELECT count(*) FROM backstop.action_log WHERE kind = 'approved'");
+
+    let o = backstop(dir.path(), Some(&url), &["approve", &id, "--note", "looks fine"]);
+    let e = stderr(&o);
+    assert!(!o.status.success(), "approved over a failing check: {e}");
+    assert!(
+        e.contains("refund_within_order_total") && e.contains("572") && e.contains("Nothing changed"),
+        "{e}"
+    );
+    assert!(
+        e.contains("issue_refund of 47000 by refund-bot-2"),
+        "says what it would approve: {e}"
+    );
+    assert_eq!(approvals().await, 0);
+
+    let o = backstop(
+        dir.path(),
+        Some(&url),
+        &["approve", &id, "--note", "customer escalation", "--over-failing-checks"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("refund_within_order_total") && out.contains("approved over it"),
+        "{out}"
+    );
+    assert!(out.contains("still needs 1 more approval"), "{out}");
+    let note: String = sqlx::query_scalar("SELECT detail ->> 'note' FROM backstop.action_log WHERE kind = 'approved'")
+        .fetch_one(t.pool())
+        .await
+        .unwrap();
+    assert_eq!(
+        note,
+        "customer escalation [approved over failing checks: refund_within_order_total]"
+    );
+
+    // Not held: refused, and says so.
+    let o = backstop(dir.path(), Some(&url), &["approve", &uuid::Uuid::new_v4().to_string()]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("nothing was approved"), "{}", stderr(&o));
+    logins.drop_all(vec![ana]).await;
+}

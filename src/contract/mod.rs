@@ -226,6 +226,36 @@ pub async fn approve<'e, E: PgExecutor<'e>>(ex: E, action_id: Uuid, note: &str) 
     })
 }
 
+/// One of the supervisor's checks run now on a held action
+/// (`backstop.precheck`): `message` when it fails, `error` when the check
+/// itself could not run, neither when it passed.
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+pub struct CheckResult {
+    pub name: String,
+    pub kind: String,
+    pub severity: String,
+    pub message: Option<String>,
+    pub error: Option<String>,
+}
+
+/// The supervisor's checks on a held action, run now (`backstop.precheck`),
+/// in a read-only transaction under a 2 s statement timeout: nothing they do
+/// stays, and they cost the caller two seconds at most.
+pub async fn precheck(pool: &sqlx::PgPool, id: Uuid) -> Result<Vec<CheckResult>> {
+    let mut tx = pool.begin().await?;
+    sqlx::raw_sql("SET TRANSACTION READ ONLY; SET LOCAL statement_timeout = '2s'")
+        .execute(&mut *tx)
+        .await?;
+    let rows: Vec<CheckResult> =
+        sqlx::query_as("SELECT name, kind, severity, message, error FROM backstop.precheck($1)")
+            .bind(id)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(refine)?;
+    tx.rollback().await?;
+    Ok(rows)
+}
+
 pub async fn reject<'e, E: PgExecutor<'e>>(ex: E, action_id: Uuid, note: &str) -> Result<()> {
     sqlx::query("SELECT verdict FROM backstop.reject($1, $2)")
         .bind(action_id)

@@ -521,20 +521,7 @@ pub async fn card(pool: &PgPool, id: Uuid) -> Result<CardInfo> {
     })
 }
 
-/// The supervisor's checks on a held action, run now (`backstop.precheck`),
-/// in a read-only transaction under a statement timeout: nothing they do
-/// stays, and the checks cost the room two seconds at most.
+/// The supervisor's checks on a held action, run now (read-only, 2 s at most).
 pub async fn precheck(pool: &PgPool, id: Uuid) -> Result<Vec<CheckResult>> {
-    let mut tx = pool.begin().await?;
-    sqlx::raw_sql("SET TRANSACTION READ ONLY; SET LOCAL statement_timeout = '2s'")
-        .execute(&mut *tx)
-        .await?;
-    let rows: Vec<CheckResult> =
-        sqlx::query_as("SELECT name, kind, severity, message, error FROM backstop.precheck($1)")
-            .bind(id)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(crate::contract::refine)?;
-    tx.rollback().await?;
-    Ok(rows)
+    Ok(crate::contract::precheck(pool, id).await?)
 }

@@ -409,17 +409,7 @@ pub struct Snapshot {
     pub known_tools: Option<BTreeSet<String>>,
 }
 
-/// One of the supervisor's checks run now on a held action
-/// (`backstop.precheck`): `message` when it fails, `error` when the check
-/// itself could not run, neither when it passed.
-#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
-pub struct CheckResult {
-    pub name: String,
-    pub kind: String,
-    pub severity: String,
-    pub message: Option<String>,
-    pub error: Option<String>,
-}
+pub use crate::contract::CheckResult;
 
 /// What the agent said when it proposed a held action: the card's part
 /// that never changes (the queue's row has the rest).
