@@ -473,15 +473,6 @@ $$;
 
 ALTER FUNCTION backstop._kill_switch(p_agent text, p_tool text, OUT scope text, OUT target text, OUT reason text, OUT changed_by text) OWNER TO backstop_owner;
 
-CREATE FUNCTION backstop._lock_key(v text) RETURNS bigint
-    LANGUAGE sql STABLE
-    SET search_path TO 'pg_catalog', 'backstop', 'pg_temp'
-    AS $$
-    SELECT hashtextextended(v, (SELECT s.salt FROM backstop.lock_salt s))
-$$;
-
-ALTER FUNCTION backstop._lock_key(v text) OWNER TO backstop_owner;
-
 CREATE FUNCTION backstop._may_act_as(p_agent text) RETURNS boolean
     LANGUAGE plpgsql STABLE
     SET search_path TO 'pg_catalog', 'backstop', 'pg_temp'
@@ -543,7 +534,9 @@ CREATE FUNCTION backstop._raise_finding(p_kind text, p_severity text, p_agent te
     AS $$
 DECLARE
     v_rule text := p_detail ->> 'rule';
-    v_key text := concat_ws('|', p_kind, p_agent, p_action::text, v_rule);
+    -- A JSON array: no rule text (free, '|' and all) can spell another key.
+    v_key text := jsonb_build_array(p_kind, p_agent, p_action, v_rule)::text;
+    v_round integer := 0;
     v_severity text := p_severity;
     f backstop.findings%ROWTYPE;
     v_seq bigint;
@@ -559,6 +552,15 @@ BEGIN
                 v_severity := f.severity;
             END IF;
             EXIT;
+        END IF;
+        -- Past READ COMMITTED the snapshot never sees the other raiser's
+        -- row, and the retry would spin: the caller retries the transaction.
+        v_round := v_round + 1;
+        IF v_round > 1 AND current_setting('transaction_isolation') <> 'read committed' THEN
+            RAISE EXCEPTION USING ERRCODE = '40001',
+                MESSAGE = 'raise_finding: the same finding was raised at the same moment; retry the transaction';
+        ELSIF v_round > 10 THEN
+            RAISE EXCEPTION USING ERRCODE = '40001', MESSAGE = 'raise_finding: could not raise or merge the finding; retry';
         END IF;
         -- Placeholders for the log row's seq and time, set below.
         BEGIN
@@ -2462,7 +2464,9 @@ BEGIN
 
     IF p_key IS NOT NULL THEN
         -- Serialize callers that share a key; the second sees the first's answer.
-        PERFORM pg_advisory_xact_lock(backstop._lock_key('propose/' || p_agent || '/' || p_key));
+        -- On a row only the contract writes: an advisory lock's key any
+        -- login could take, or read in pg_locks and work back to.
+        INSERT INTO backstop.request_claims (scope, key) VALUES ('propose/' || p_agent, p_key) ON CONFLICT DO NOTHING;
         SELECT x.* INTO a FROM backstop.actions x WHERE x.agent = p_agent AND x.idempotency_key = p_key;
         IF FOUND THEN
             -- A replay answers with the action's state now (a pause since
@@ -2926,7 +2930,8 @@ BEGIN
                                                                coalesce(quote_literal(left(report_config_rejected.sha256, 70)), 'null')));
     END IF;
     PERFORM backstop._check_json('report_config_rejected', 'errors', report_config_rejected.errors, 65536, false);
-    PERFORM pg_advisory_xact_lock(backstop._lock_key('rejected/' || report_config_rejected.file || '/' || report_config_rejected.sha256));
+    INSERT INTO backstop.request_claims (scope, key)
+    VALUES ('rejected/' || report_config_rejected.sha256, report_config_rejected.file) ON CONFLICT DO NOTHING;
     SELECT r.seq INTO v_seq FROM backstop.config_rejections r
      WHERE r.file = report_config_rejected.file AND r.sha256 = report_config_rejected.sha256;
     IF FOUND THEN
@@ -4096,14 +4101,6 @@ ALTER TABLE backstop.kill_switches OWNER TO backstop_owner;
 
 COMMENT ON TABLE backstop.kill_switches IS 'The kill switch: the latest pause or resume of each scope (fleet, agent, tool). Readers: every duty but agent.';
 
-CREATE TABLE backstop.lock_salt (
-    salt bigint NOT NULL
-);
-
-ALTER TABLE backstop.lock_salt OWNER TO backstop_owner;
-
-COMMENT ON TABLE backstop.lock_salt IS 'The secret salt of the contract''s per-request advisory lock keys. Readers: none.';
-
 CREATE TABLE backstop.log_partitioning (
     one boolean DEFAULT true NOT NULL,
     width interval NOT NULL,
@@ -4835,6 +4832,15 @@ ALTER TABLE backstop.registry_versions OWNER TO backstop_owner;
 
 COMMENT ON TABLE backstop.registry_versions IS 'Every tool registry loaded, with its document and what changed. Readers: every duty but agent.';
 
+CREATE TABLE backstop.request_claims (
+    scope text NOT NULL,
+    key text NOT NULL
+);
+
+ALTER TABLE backstop.request_claims OWNER TO backstop_owner;
+
+COMMENT ON TABLE backstop.request_claims IS 'Keys of requests that run once per key (an agent''s idempotency key, a rejected file), claimed by the contract. Readers: none need it.';
+
 CREATE TABLE backstop.rollups (
     agent text NOT NULL,
     bucket timestamp with time zone NOT NULL,
@@ -5006,6 +5012,9 @@ ALTER TABLE ONLY backstop.policy_versions
 ALTER TABLE ONLY backstop.registry_versions
     ADD CONSTRAINT registry_versions_pkey PRIMARY KEY (version);
 
+ALTER TABLE ONLY backstop.request_claims
+    ADD CONSTRAINT request_claims_pkey PRIMARY KEY (scope, key);
+
 ALTER TABLE ONLY backstop.reviews
     ADD CONSTRAINT reviews_pkey PRIMARY KEY (action_id);
 
@@ -5166,8 +5175,6 @@ REVOKE ALL ON FUNCTION backstop._grant(fn text, VARIADIC duties text[]) FROM PUB
 REVOKE ALL ON FUNCTION backstop._has_duty(VARIADIC p_duties text[]) FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION backstop._kill_switch(p_agent text, p_tool text, OUT scope text, OUT target text, OUT reason text, OUT changed_by text) FROM PUBLIC;
-
-REVOKE ALL ON FUNCTION backstop._lock_key(v text) FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION backstop._may_act_as(p_agent text) FROM PUBLIC;
 

@@ -10,11 +10,16 @@ CREATE INDEX entity_value_minutes_minute ON backstop.entity_value_minutes (minut
 -- Locks only the contract can take. Advisory locks are any login's: an agent
 -- that held the key a job serialized on (making partitions, a retention cut,
 -- the drift pass) stopped that job for as long as it liked. A job now locks
--- its row here (FOR UPDATE, which needs a privilege no duty has); per-request
--- keys (an idempotency key, a rejected file) stay advisory, hashed with a
--- secret salt no duty can read, so no one can name another's key ahead of it.
+-- its row here (FOR UPDATE, which needs a privilege no duty has).
 CREATE TABLE backstop.job_locks (name text PRIMARY KEY);
 INSERT INTO backstop.job_locks VALUES ('partitions'), ('cut'), ('drift');
-CREATE TABLE backstop.lock_salt (salt bigint NOT NULL);
-INSERT INTO backstop.lock_salt
-SELECT ('x' || encode(substring(decode(md5(gen_random_uuid()::text || clock_timestamp()::text), 'hex') FROM 1 FOR 8), 'hex'))::bit(64)::bigint;
+
+-- Requests that must run once per key (an agent's idempotency key, a
+-- rejected file's content) claim the key here first: a second caller with
+-- the same key waits on the first's row until it commits, then finds its
+-- answer. Only the contract writes here, so no login can hold a key.
+CREATE TABLE backstop.request_claims (
+    scope text NOT NULL,
+    key   text NOT NULL,
+    PRIMARY KEY (scope, key)
+);

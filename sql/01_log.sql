@@ -206,11 +206,10 @@ SELECT backstop._protect_partition(c.relname)
   FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
  WHERE i.inhparent = 'backstop.action_log'::regclass;
 
--- The contract's own locks and the salt of its advisory keys are no
--- reader's business: a viewer who could read the salt could name a key.
+-- The contract's own locks are no reader's business.
 DO $locks$
 BEGIN
-    EXECUTE format('REVOKE ALL ON backstop.job_locks, backstop.lock_salt FROM PUBLIC, %I',
+    EXECUTE format('REVOKE ALL ON backstop.job_locks, backstop.request_claims FROM PUBLIC, %I',
                    (SELECT d.role_name FROM backstop.duties d WHERE d.duty = 'viewer'));
 END
 $locks$;
@@ -221,4 +220,4 @@ COMMENT ON TABLE backstop.action_log_default IS 'The log''s default partition: r
 COMMENT ON TABLE backstop.log_partitions IS 'The log''s time partitions (name, range). Readers: every duty but agent.';
 COMMENT ON TABLE backstop.log_partitioning IS 'How wide the log''s partitions are and how many are created ahead. Readers: every duty but agent.';
 COMMENT ON TABLE backstop.job_locks IS 'One row per job that runs one at a time (making partitions, a retention cut, the drift pass), locked FOR UPDATE by the contract. Readers: none need it.';
-COMMENT ON TABLE backstop.lock_salt IS 'The secret salt of the contract''s per-request advisory lock keys. Readers: none.';
+COMMENT ON TABLE backstop.request_claims IS 'Keys of requests that run once per key (an agent''s idempotency key, a rejected file), claimed by the contract. Readers: none need it.';

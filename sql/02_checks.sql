@@ -15,15 +15,6 @@ BEGIN
 END
 $$;
 
--- A per-request advisory lock key (an idempotency key, a rejected file's
--- content), hashed with the database's secret salt (migration 0006): any
--- login can take advisory locks, but none can name this key ahead of the
--- request it serializes.
-CREATE FUNCTION backstop._lock_key(v text) RETURNS bigint
-LANGUAGE sql STABLE SET search_path = pg_catalog, backstop, pg_temp AS $$
-    SELECT hashtextextended(v, (SELECT s.salt FROM backstop.lock_salt s))
-$$;
-
 CREATE FUNCTION backstop._check_name(fn text, what text, v text) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, backstop, pg_temp AS $$
 BEGIN

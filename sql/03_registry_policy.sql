@@ -322,7 +322,8 @@ BEGIN
                                                                coalesce(quote_literal(left(report_config_rejected.sha256, 70)), 'null')));
     END IF;
     PERFORM backstop._check_json('report_config_rejected', 'errors', report_config_rejected.errors, 65536, false);
-    PERFORM pg_advisory_xact_lock(backstop._lock_key('rejected/' || report_config_rejected.file || '/' || report_config_rejected.sha256));
+    INSERT INTO backstop.request_claims (scope, key)
+    VALUES ('rejected/' || report_config_rejected.sha256, report_config_rejected.file) ON CONFLICT DO NOTHING;
     SELECT r.seq INTO v_seq FROM backstop.config_rejections r
      WHERE r.file = report_config_rejected.file AND r.sha256 = report_config_rejected.sha256;
     IF FOUND THEN

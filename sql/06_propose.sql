@@ -107,7 +107,9 @@ BEGIN
 
     IF p_key IS NOT NULL THEN
         -- Serialize callers that share a key; the second sees the first's answer.
-        PERFORM pg_advisory_xact_lock(backstop._lock_key('propose/' || p_agent || '/' || p_key));
+        -- On a row only the contract writes: an advisory lock's key any
+        -- login could take, or read in pg_locks and work back to.
+        INSERT INTO backstop.request_claims (scope, key) VALUES ('propose/' || p_agent, p_key) ON CONFLICT DO NOTHING;
         SELECT x.* INTO a FROM backstop.actions x WHERE x.agent = p_agent AND x.idempotency_key = p_key;
         IF FOUND THEN
             -- A replay answers with the action's state now (a pause since

@@ -74,7 +74,9 @@ CREATE FUNCTION backstop._raise_finding(p_kind text, p_severity text, p_agent te
 LANGUAGE plpgsql SET search_path = pg_catalog, backstop, pg_temp AS $$
 DECLARE
     v_rule text := p_detail ->> 'rule';
-    v_key text := concat_ws('|', p_kind, p_agent, p_action::text, v_rule);
+    -- A JSON array: no rule text (free, '|' and all) can spell another key.
+    v_key text := jsonb_build_array(p_kind, p_agent, p_action, v_rule)::text;
+    v_round integer := 0;
     v_severity text := p_severity;
     f backstop.findings%ROWTYPE;
     v_seq bigint;
@@ -90,6 +92,15 @@ BEGIN
                 v_severity := f.severity;
             END IF;
             EXIT;
+        END IF;
+        -- Past READ COMMITTED the snapshot never sees the other raiser's
+        -- row, and the retry would spin: the caller retries the transaction.
+        v_round := v_round + 1;
+        IF v_round > 1 AND current_setting('transaction_isolation') <> 'read committed' THEN
+            RAISE EXCEPTION USING ERRCODE = '40001',
+                MESSAGE = 'raise_finding: the same finding was raised at the same moment; retry the transaction';
+        ELSIF v_round > 10 THEN
+            RAISE EXCEPTION USING ERRCODE = '40001', MESSAGE = 'raise_finding: could not raise or merge the finding; retry';
         END IF;
         -- Placeholders for the log row's seq and time, set below.
         BEGIN

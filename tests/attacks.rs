@@ -1036,7 +1036,8 @@ async fn an_agent_holding_advisory_locks_stops_no_job_and_no_other_agent() {
     for (who, pool) in [("agent", &agent), ("viewer", &viewer), ("supervisor", &supervisor)] {
         for sql in [
             "SELECT FROM backstop.job_locks FOR UPDATE SKIP LOCKED",
-            "SELECT salt FROM backstop.lock_salt",
+            "SELECT * FROM backstop.request_claims",
+            "SELECT FROM backstop.request_claims FOR UPDATE",
             "LOCK TABLE backstop.job_locks IN ACCESS SHARE MODE",
         ] {
             let mut tx = pool.begin().await.unwrap();
@@ -1099,6 +1100,14 @@ async fn an_agent_holding_advisory_locks_stops_no_job_and_no_other_agent() {
             .await
             .unwrap();
     assert!(!merged && named != finding, "a dedup_key in detail names nothing");
+    // Nor spell the key with a '|' in the rule (the key was joined with '|').
+    let (spelled, merged): (Uuid, bool) =
+        sqlx::query_as("SELECT * FROM backstop.raise_finding('complaint_spike', 'info', NULL, NULL, $1)")
+            .bind(json!({"rule": "refund-bot|complaint_spike"}))
+            .fetch_one(&supervisor)
+            .await
+            .unwrap();
+    assert!(!merged && spelled != finding, "a rule spells no other key");
     let (again, merged): (Uuid, bool) = sqlx::query_as(
         "SELECT * FROM backstop.raise_finding('complaint_spike', 'info', 'refund-bot', NULL, '{\"rule\": \"complaint_spike\"}')",
     )
@@ -1291,4 +1300,41 @@ async fn two_pauses_at_once_both_land() {
     .unwrap();
     assert_eq!(paused, ["refund-bot", "refund-bot-2"]);
     logins.drop_all(vec![first, second]).await;
+}
+
+/// 15. Two proposals with one idempotency key at once make one action: the
+/// second waits on the first's claim of the key (a row only the contract
+/// writes) and answers with the first's action once it commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_key_proposed_twice_at_once_makes_one_action() {
+    let t = TestDb::new().await;
+    t.load_assets().await;
+    let mut first = t.pool().begin().await.unwrap();
+    let (id, verdict): (Uuid, String) = sqlx::query_as(
+        "SELECT action_id, verdict FROM backstop.propose('refund-bot', 'issue_refund', $1, confidence => 0.97, idempotency_key => 'order-9')",
+    )
+    .bind(refund("c-9", 20))
+    .fetch_one(&mut *first)
+    .await
+    .unwrap();
+    assert_eq!(verdict, "allow");
+    let pool = t.pool().clone();
+    let second = tokio::spawn(async move {
+        sqlx::query_as::<_, (Uuid, String)>(
+            "SELECT action_id, verdict FROM backstop.propose('refund-bot', 'issue_refund', $1, confidence => 0.97, idempotency_key => 'order-9')",
+        )
+        .bind(refund("c-9", 20))
+        .fetch_one(&pool)
+        .await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!second.is_finished(), "the second waits for the first's claim");
+    first.commit().await.unwrap();
+    let (again, _) = second.await.unwrap().expect("the second answers");
+    assert_eq!(again, id, "the first's action");
+    assert_eq!(
+        t.count("SELECT count(*) FROM backstop.actions WHERE idempotency_key = 'order-9'")
+            .await,
+        1
+    );
 }
