@@ -718,3 +718,61 @@ async fn a_result_recorded_after_its_agents_pause_is_a_finding() {
         1
     );
 }
+
+/// A lock another session keeps does not hold the shared cursor: an agent's
+/// transaction left open on a replay of its result (which locks the action)
+/// made the supervisor's automatic compensation wait for ever inside the
+/// cursor's transaction, and every supervisor with it. Now the finding is
+/// raised, the compensation is left to a person, and the batch goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_left_open_by_an_agent_does_not_stall_the_supervisors() {
+    let (t, s) = setup(&test_policy("")).await;
+    let d = contract::propose(
+        t.pool(),
+        &Proposal {
+            agent: "refund-bot".into(),
+            tool: "issue_refund".into(),
+            params: json!({"customer_id": "c-4", "amount": 20, "order_id": "o-4", "reason": "damaged"}),
+            confidence: Some(0.97),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(d.verdict, Verdict::Allow, "{}", d.reason);
+    contract::pause(t.pool(), contract::Scope::Agent, Some("refund-bot"), "incident 8")
+        .await
+        .unwrap();
+    contract::record_result(t.pool(), d.action_id, true, Some(&json!({"refund_id": "rf-4"})), None)
+        .await
+        .unwrap();
+    // The agent replays its result in a transaction it leaves open.
+    let mut held = t.pool().begin().await.unwrap();
+    contract::record_result(&mut *held, d.action_id, true, Some(&json!({"refund_id": "rf-4"})), None)
+        .await
+        .unwrap();
+
+    let mut stats = SupervisorStats::default();
+    let sup = sup(&t).await;
+    tokio::time::timeout(Duration::from_secs(60), follow_all(&sup, &s, &mut stats))
+        .await
+        .expect("the supervisor follows the log past the locked action");
+    let found: i64 = t
+        .count(&format!(
+            "SELECT count(*) FROM backstop.findings WHERE rule = 'executed_after_pause' AND action_id = '{}'",
+            d.action_id
+        ))
+        .await;
+    assert_eq!(found, 1, "the finding is raised");
+    assert_eq!(
+        t.count(&format!(
+            "SELECT count(*) FROM backstop.compensations WHERE action_id = '{}'",
+            d.action_id
+        ))
+        .await,
+        0,
+        "the compensation is a person's to request"
+    );
+    assert!(stats.rows_followed > 0, "the cursor moved past it");
+    held.rollback().await.unwrap();
+}

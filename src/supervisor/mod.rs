@@ -100,8 +100,67 @@ pub async fn raise_and_act(
     stats.findings += u64::from(!f.merged);
     let mut done = None;
     if !f.merged {
+        // The automatic action in a savepoint: a lock another session holds
+        // on what it touches (an agent's transaction left open on its
+        // action) past the caller's lock_timeout leaves the finding raised
+        // and says the action is a person's to take, rather than failing it.
+        sqlx::query("SAVEPOINT backstop_act").execute(&mut *conn).await?;
+        match act(conn, settings, kind, agent, action_id, evidence, f.finding_id, stats).await {
+            Ok(d) => {
+                sqlx::query("RELEASE SAVEPOINT backstop_act")
+                    .execute(&mut *conn)
+                    .await?;
+                done = d;
+            }
+            Err(e) if is_lock_timeout(&e) => {
+                sqlx::query("ROLLBACK TO SAVEPOINT backstop_act")
+                    .execute(&mut *conn)
+                    .await?;
+                done = Some(format!(
+                    "automatic {} not taken: another session holds a lock on it; take it by hand",
+                    settings.actions.get(kind).map(String::as_str).unwrap_or("action")
+                ));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(Raised {
+        finding_id: f.finding_id,
+        kind: kind.to_string(),
+        merged: f.merged,
+        action: done,
+    })
+}
+
+/// Whether an error is a lock wait cut short by lock_timeout (55P03).
+pub fn is_lock_timeout(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<sqlx::Error>()
+            .and_then(|s| s.as_database_error())
+            .and_then(|d| d.code())
+            .is_some_and(|code| code == "55P03")
+            || c.downcast_ref::<contract::ContractError>()
+                .and_then(|ce| ce.code())
+                .is_some_and(|code| code == "55P03")
+    })
+}
+
+/// The automatic action the policy names for a new finding's kind.
+#[allow(clippy::too_many_arguments)]
+async fn act(
+    conn: &mut PgConnection,
+    settings: &SupervisorSettings,
+    kind: &str,
+    agent: Option<&str>,
+    action_id: Option<Uuid>,
+    evidence: &Value,
+    finding_id: Uuid,
+    stats: &mut SupervisorStats,
+) -> Result<Option<String>> {
+    let mut done = None;
+    {
         let rule = evidence["rule"].as_str().unwrap_or(kind);
-        let reason = format!("supervisor: {kind} finding {} ({rule})", f.finding_id);
+        let reason = format!("supervisor: {kind} finding {} ({rule})", finding_id);
         match settings.actions.get(kind).map(String::as_str) {
             Some("compensate") => {
                 if let Some(id) = action_id {
@@ -156,12 +215,7 @@ pub async fn raise_and_act(
             _ => {}
         }
     }
-    Ok(Raised {
-        finding_id: f.finding_id,
-        kind: kind.to_string(),
-        merged: f.merged,
-        action: done,
-    })
+    Ok(done)
 }
 
 /// Follow the log one batch: schedule reviews, fold rollups, check signals.
@@ -174,6 +228,10 @@ pub async fn tail_step(
     stats: &mut SupervisorStats,
 ) -> Result<Option<usize>> {
     let mut tx = pool.begin().await?;
+    // This transaction holds the shared cursor: no lock another session
+    // keeps (an agent's transaction left open on its action, an operator's
+    // on a finding) may hold every supervisor up with it.
+    sqlx::query("SET LOCAL lock_timeout = '2s'").execute(&mut *tx).await?;
     sqlx::query(
         "INSERT INTO backstop.supervisor_cursor (name, cursor, updated_at, updated_by) VALUES ('main', $1, now(), $2) ON CONFLICT DO NOTHING",
     )
@@ -304,9 +362,39 @@ async fn after_pause_check(
             action_id: Some(action_id),
             evidence: &evidence,
         };
-        raise_and_act(conn, settings, found, stats).await?;
+        raise_and_act_or_skip(conn, settings, found, stats).await?;
     }
     Ok(())
+}
+
+/// `raise_and_act` in a savepoint, for the cursor's transaction: when a lock
+/// another session holds outlasts the lock_timeout, this finding is skipped
+/// (said on stderr; the next row about it raises it again) and the batch
+/// goes on.
+async fn raise_and_act_or_skip(
+    conn: &mut PgConnection,
+    settings: &SupervisorSettings,
+    found: Found<'_>,
+    stats: &mut SupervisorStats,
+) -> Result<()> {
+    let what = format!("{} finding on {}", found.kind, found.agent.unwrap_or("(no agent)"));
+    sqlx::query("SAVEPOINT backstop_raise").execute(&mut *conn).await?;
+    match raise_and_act(conn, settings, found, stats).await {
+        Ok(_) => {
+            sqlx::query("RELEASE SAVEPOINT backstop_raise")
+                .execute(&mut *conn)
+                .await?;
+            Ok(())
+        }
+        Err(e) if is_lock_timeout(&e) => {
+            sqlx::query("ROLLBACK TO SAVEPOINT backstop_raise")
+                .execute(&mut *conn)
+                .await?;
+            eprintln!("backstop supervise: {what} skipped for now: another session holds a lock it needs ({e:#})");
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
 }
 
 async fn complaint_check(
@@ -364,7 +452,7 @@ async fn complaint_check(
         action_id: None,
         evidence: &evidence,
     };
-    raise_and_act(conn, settings, found, stats).await?;
+    raise_and_act_or_skip(conn, settings, found, stats).await?;
     Ok(())
 }
 
