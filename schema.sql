@@ -1456,7 +1456,7 @@ $$;
 
 ALTER FUNCTION backstop.ensure_log_partitions() OWNER TO backstop_owner;
 
-COMMENT ON FUNCTION backstop.ensure_log_partitions() IS 'Creates the log partitions that now + ahead x width needs; cheap when none is due, gives up after 100 ms of lock wait. Callers: every duty but viewer and agent (housekeeping). Returns the number created.';
+COMMENT ON FUNCTION backstop.ensure_log_partitions() IS 'Creates the log partitions that now + ahead x width needs; cheap when none is due, gives up after 100 ms of lock wait. Callers: the owner only (housekeeping in processes that run as the owner, backstop seal). Returns the number created.';
 
 CREATE FUNCTION backstop.evaluate(p_version bigint, p_agent text, p_tool text, p_class text, p_amount numeric, p_cost numeric, p_confidence real, p_params jsonb, p_stateless boolean DEFAULT false, p_direction text DEFAULT NULL::text, p_entity text DEFAULT NULL::text) RETURNS backstop.verdict
     LANGUAGE plpgsql STABLE SECURITY DEFINER
@@ -5273,11 +5273,6 @@ GRANT ALL ON FUNCTION backstop.drift_counts(baseline_start timestamp with time z
 REVOKE ALL ON FUNCTION backstop.drop_archived_partitions(cut timestamp with time zone, first_seal bigint, last_seal bigint, head_hash bytea, manifest_sha256 text, location text, reason text) FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION backstop.ensure_log_partitions() FROM PUBLIC;
-GRANT ALL ON FUNCTION backstop.ensure_log_partitions() TO backstop_approver;
-GRANT ALL ON FUNCTION backstop.ensure_log_partitions() TO backstop_operator;
-GRANT ALL ON FUNCTION backstop.ensure_log_partitions() TO backstop_commander;
-GRANT ALL ON FUNCTION backstop.ensure_log_partitions() TO backstop_supervisor;
-GRANT ALL ON FUNCTION backstop.ensure_log_partitions() TO backstop_worker;
 
 REVOKE ALL ON FUNCTION backstop.evaluate(p_version bigint, p_agent text, p_tool text, p_class text, p_amount numeric, p_cost numeric, p_confidence real, p_params jsonb, p_stateless boolean, p_direction text, p_entity text) FROM PUBLIC;
 GRANT ALL ON FUNCTION backstop.evaluate(p_version bigint, p_agent text, p_tool text, p_class text, p_amount numeric, p_cost numeric, p_confidence real, p_params jsonb, p_stateless boolean, p_direction text, p_entity text) TO backstop_supervisor;

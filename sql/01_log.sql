@@ -151,8 +151,12 @@ BEGIN
     RETURN n;
 END
 $$;
-SELECT backstop._grant('ensure_log_partitions', 'approver', 'operator', 'commander', 'supervisor', 'worker');
-COMMENT ON FUNCTION backstop.ensure_log_partitions IS 'Creates the log partitions that now + ahead x width needs; cheap when none is due, gives up after 100 ms of lock wait. Callers: every duty but viewer and agent (housekeeping). Returns the number created.';
+-- The owner's alone, as sealing is: making a partition takes the log's
+-- exclusive lock until the caller's transaction ends, so a duty's login
+-- that called this in a transaction it left open froze every write to the
+-- log, pauses included. Processes that run as the owner (the sealer, a
+-- supervisor or worker started under the owner's login) make partitions.
+COMMENT ON FUNCTION backstop.ensure_log_partitions IS 'Creates the log partitions that now + ahead x width needs; cheap when none is due, gives up after 100 ms of lock wait. Callers: the owner only (housekeeping in processes that run as the owner, backstop seal). Returns the number created.';
 
 -- Every append goes through here so that the contract functions share one
 -- column list.

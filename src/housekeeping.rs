@@ -23,6 +23,12 @@ pub fn spawn(pool: PgPool) -> JoinHandle<()> {
             .fetch_one(&pool)
             .await
             .unwrap_or(false);
+        // Partitions likewise: making one locks the whole log until it commits.
+        let may_partition: bool =
+            sqlx::query_scalar("SELECT has_function_privilege('backstop.ensure_log_partitions()', 'EXECUTE')")
+                .fetch_one(&pool)
+                .await
+                .unwrap_or(false);
         let mut seal = tokio::time::interval(SEAL_EVERY);
         let mut expire = tokio::time::interval(EXPIRE_EVERY);
         let mut prune = tokio::time::interval(PRUNE_EVERY);
@@ -32,7 +38,9 @@ pub fn spawn(pool: PgPool) -> JoinHandle<()> {
                 _ = expire.tick() => {
                     let _ = crate::contract::expire_held(&pool).await;
                     // Log partitions ahead of need (a lookup when there is nothing to do).
-                    let _ = sqlx::query("SELECT backstop.ensure_log_partitions()").execute(&pool).await;
+                    if may_partition {
+                        let _ = sqlx::query("SELECT backstop.ensure_log_partitions()").execute(&pool).await;
+                    }
                 }
                 // The cumulative rule's totals no window reads any more.
                 _ = prune.tick() => {

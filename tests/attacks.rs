@@ -1072,7 +1072,14 @@ async fn an_agent_holding_advisory_locks_stops_no_job_and_no_other_agent() {
         .execute(t.pool())
         .await
         .unwrap();
-    let mut tx = timed(&approver).await;
+    // Making partitions locks the whole log until the caller commits: no
+    // duty's (an approver who left it open froze every write, pauses too).
+    let e = sqlx::query("SELECT backstop.ensure_log_partitions()")
+        .execute(&approver)
+        .await
+        .expect_err("the owner's");
+    assert_eq!(code(&e), "42501", "{e}");
+    let mut tx = timed(t.pool()).await;
     let made: i32 = sqlx::query_scalar("SELECT backstop.ensure_log_partitions()")
         .fetch_one(&mut *tx)
         .await

@@ -10,6 +10,11 @@ use backstop::output::{print_json, render_log, render_verify};
 
 pub async fn seal(cfg: &Config) -> Result<()> {
     let db = open(cfg, "backstop seal", 1).await?;
+    // The owner's other housekeeping: `backstop seal` in a loop is the
+    // sealer a deployment runs, and the partitions ahead are the owner's too.
+    sqlx::query("SELECT backstop.ensure_log_partitions()")
+        .execute(&db.pool)
+        .await?;
     let seals = contract::seal_all(&db.pool).await?;
     if cfg.json {
         print_json(&seals)?;
