@@ -1733,6 +1733,13 @@ BEGIN
     IF load_policy.source IS NULL OR btrim(load_policy.source) = '' OR length(load_policy.source) > 4096 THEN
         RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = 'load_policy: ' || 'source must name where the document came from (1 to 4096 characters)';
     END IF;
+    -- The cumulative window, as the binary checks it: per-minute totals older
+    -- than 31 days are pruned, so a longer window would count less than it says.
+    IF EXISTS (SELECT 1 FROM jsonb_array_elements(doc -> 'rules') r
+                WHERE jsonb_typeof(r -> 'window_seconds') = 'number'
+                  AND NOT (r ->> 'window_seconds')::double precision BETWEEN 60 AND 2678400) THEN
+        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = 'load_policy: a rule''s window must be 1 minute to 31 days';
+    END IF;
     LOCK TABLE backstop.policy_versions IN EXCLUSIVE MODE;
     SELECT a.policy_version INTO v_cur FROM backstop.active a;
     IF v_cur IS NOT NULL AND (SELECT p.sha256 FROM backstop.policy_versions p WHERE p.version = v_cur) = load_policy.sha256 THEN

@@ -556,7 +556,18 @@ pub fn parse(file: &str, text: &str, registry: Option<&Registry>) -> Result<Poli
                 None
             }
             (Some(w), true) => match parse_duration(w.get_ref()) {
-                Ok(v) if v >= 60.0 => Some(v),
+                // At most 31 days: the per-minute totals older than that
+                // are pruned (prune_value_minutes), so a longer window would
+                // count less than it says.
+                Ok(v) if (60.0..=2_678_400.0).contains(&v) => Some(v),
+                Ok(v) if v > 2_678_400.0 => {
+                    ck.at(
+                        w.span(),
+                        format!("{key}.window"),
+                        "at most 31d: older per-minute totals are pruned",
+                    );
+                    None
+                }
                 Ok(_) => {
                     ck.at(
                         w.span(),

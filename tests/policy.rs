@@ -728,13 +728,17 @@ async fn per_minute_totals_no_window_reads_are_pruned() {
     assert_eq!(rows().await, 3);
     assert_eq!(prune().await, 0, "nothing more to prune");
 
-    // A policy with a 60-day window: its 40-day-old totals stay.
-    let mut text = std::fs::read_to_string(assets().join("policy.toml")).unwrap();
+    // So no window may be longer than 31 days: it would count less than it
+    // says (the 31-day-old totals are gone).
+    let text = std::fs::read_to_string(assets().join("policy.toml")).unwrap();
     assert!(text.contains("window = \"1h\""));
-    text = text.replacen("window = \"1h\"", "window = \"60d\"", 1);
-    load_policy_text(&t, &text).await;
-    add("agent_value_minutes", "old-bot", 40).await;
-    assert_eq!(prune().await, 0);
+    let long = text.replacen("window = \"1h\"", "window = \"60d\"", 1);
+    let e = policy::parse("test-policy.toml", &long, Some(&shipped_registry())).expect_err("a 60-day window");
+    assert!(format!("{e:?}").contains("at most 31d"), "{e:?}");
+    let longest = text.replacen("window = \"1h\"", "window = \"31d\"", 1);
+    load_policy_text(&t, &longest).await;
+    add("agent_value_minutes", "old-bot", 30).await;
+    assert_eq!(prune().await, 0, "a 31-day window keeps its 30-day-old totals");
     assert_eq!(rows().await, 4);
 
     let e = sqlx::query("SELECT backstop.prune_value_minutes(0)")
