@@ -104,18 +104,16 @@ pub async fn raise_and_act(
         // on what it touches (an agent's transaction left open on its
         // action) past the caller's lock_timeout leaves the finding raised
         // and says the action is a person's to take, rather than failing it.
-        sqlx::query("SAVEPOINT backstop_act").execute(&mut *conn).await?;
-        match act(conn, settings, kind, agent, action_id, evidence, f.finding_id, stats).await {
+        // (A savepoint inside the caller's transaction, a transaction of its
+        // own outside one.)
+        let mut sp = sqlx::Connection::begin(&mut *conn).await?;
+        match act(&mut sp, settings, kind, agent, action_id, evidence, f.finding_id, stats).await {
             Ok(d) => {
-                sqlx::query("RELEASE SAVEPOINT backstop_act")
-                    .execute(&mut *conn)
-                    .await?;
+                sp.commit().await?;
                 done = d;
             }
             Err(e) if is_lock_timeout(&e) => {
-                sqlx::query("ROLLBACK TO SAVEPOINT backstop_act")
-                    .execute(&mut *conn)
-                    .await?;
+                sp.rollback().await?;
                 done = Some(format!(
                     "automatic {} not taken: another session holds a lock on it; take it by hand",
                     settings.actions.get(kind).map(String::as_str).unwrap_or("action")
@@ -378,18 +376,14 @@ async fn raise_and_act_or_skip(
     stats: &mut SupervisorStats,
 ) -> Result<()> {
     let what = format!("{} finding on {}", found.kind, found.agent.unwrap_or("(no agent)"));
-    sqlx::query("SAVEPOINT backstop_raise").execute(&mut *conn).await?;
-    match raise_and_act(conn, settings, found, stats).await {
+    let mut sp = sqlx::Connection::begin(&mut *conn).await?;
+    match raise_and_act(&mut sp, settings, found, stats).await {
         Ok(_) => {
-            sqlx::query("RELEASE SAVEPOINT backstop_raise")
-                .execute(&mut *conn)
-                .await?;
+            sp.commit().await?;
             Ok(())
         }
         Err(e) if is_lock_timeout(&e) => {
-            sqlx::query("ROLLBACK TO SAVEPOINT backstop_raise")
-                .execute(&mut *conn)
-                .await?;
+            sp.rollback().await?;
             eprintln!("backstop supervise: {what} skipped for now: another session holds a lock it needs ({e:#})");
             Ok(())
         }
