@@ -468,6 +468,9 @@ pub async fn drift_pass_reading(
     stats: &mut SupervisorStats,
 ) -> Result<Vec<(String, drift::Assessment)>> {
     let mut tx = pool.begin().await?;
+    // As the cursor's transaction: no lock another session keeps holds the
+    // drift pass (and its automatic actions) for more than 2 s.
+    sqlx::query("SET LOCAL lock_timeout = '2s'").execute(&mut *tx).await?;
     let got: bool = sqlx::query_scalar("SELECT backstop.claim_drift_pass()")
         .fetch_one(&mut *tx)
         .await?;

@@ -32,6 +32,11 @@ pub async fn review_step(
             .await?;
     for (id, reason) in &claims {
         let mut tx = pool.begin().await?;
+        // A lock another session keeps on what a review acts on (an agent's
+        // transaction left open on its action) is waited for 2 s at most:
+        // the finding is raised and its automatic action left to a person
+        // (raise_and_act), and the review's log row says so.
+        sqlx::query("SET LOCAL lock_timeout = '2s'").execute(&mut *tx).await?;
         let raised = review_one(&mut tx, settings, *id, reason, stats).await?;
         let findings: Vec<Value> = raised
             .iter()
