@@ -639,7 +639,7 @@ async fn the_card_warns_before_approval_of_what_the_supervisor_finds_after() {
     );
     assert_eq!(info.inputs, Some(json!({"ticket": "T-47000"})));
     let log_before = t.log_len().await;
-    let checks = backstop::tui::data::precheck(&approver, id).await.unwrap();
+    let checks = backstop::contract::precheck(&approver, id).await.unwrap();
     let caught = checks
         .iter()
         .find(|c| c.name == "refund_within_order_total")

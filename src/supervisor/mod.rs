@@ -156,62 +156,60 @@ async fn act(
     stats: &mut SupervisorStats,
 ) -> Result<Option<String>> {
     let mut done = None;
-    {
-        let rule = evidence["rule"].as_str().unwrap_or(kind);
-        let reason = format!("supervisor: {kind} finding {} ({rule})", finding_id);
-        match settings.actions.get(kind).map(String::as_str) {
-            Some("compensate") => {
-                if let Some(id) = action_id {
-                    // The action and its dependents, while still reversible
-                    // (reads changed nothing and need no undo).
-                    let plan: Vec<(Uuid, String, Option<String>)> = sqlx::query_as(
-                        "SELECT action_id, outcome, detail FROM backstop.compensation_plan(ARRAY[$1]::uuid[])
+    let rule = evidence["rule"].as_str().unwrap_or(kind);
+    let reason = format!("supervisor: {kind} finding {} ({rule})", finding_id);
+    match settings.actions.get(kind).map(String::as_str) {
+        Some("compensate") => {
+            if let Some(id) = action_id {
+                // The action and its dependents, while still reversible
+                // (reads changed nothing and need no undo).
+                let plan: Vec<(Uuid, String, Option<String>)> = sqlx::query_as(
+                    "SELECT action_id, outcome, detail FROM backstop.compensation_plan(ARRAY[$1]::uuid[])
                           WHERE class IS DISTINCT FROM 'read'",
-                    )
-                    .bind(id)
-                    .fetch_all(&mut *conn)
-                    .await?;
-                    let ids: Vec<Uuid> = plan.iter().filter(|p| p.1 == "requested").map(|p| p.0).collect();
-                    // What cannot be undone is said with its remediation, so the
-                    // finding tells a person what is left for them to do.
-                    let left: Vec<String> = plan
-                        .iter()
-                        .filter(|p| p.1 != "requested")
-                        .map(|p| format!("{}: {}", p.1, p.2.as_deref().unwrap_or("")))
-                        .collect();
-                    let mut said = Vec::new();
-                    if !ids.is_empty() {
-                        contract::request_compensation(&mut *conn, &ids, &reason, None).await?;
-                        stats.compensations_requested += ids.len() as u64;
-                        said.push(format!("compensation requested for {} action(s)", ids.len()));
-                    }
-                    if !left.is_empty() {
-                        said.push(format!("not undone automatically: {}", left.join("; ")));
-                    }
-                    done = Some(if said.is_empty() {
-                        "nothing left to compensate automatically".into()
-                    } else {
-                        said.join("; ")
-                    });
+                )
+                .bind(id)
+                .fetch_all(&mut *conn)
+                .await?;
+                let ids: Vec<Uuid> = plan.iter().filter(|p| p.1 == "requested").map(|p| p.0).collect();
+                // What cannot be undone is said with its remediation, so the
+                // finding tells a person what is left for them to do.
+                let left: Vec<String> = plan
+                    .iter()
+                    .filter(|p| p.1 != "requested")
+                    .map(|p| format!("{}: {}", p.1, p.2.as_deref().unwrap_or("")))
+                    .collect();
+                let mut said = Vec::new();
+                if !ids.is_empty() {
+                    contract::request_compensation(&mut *conn, &ids, &reason, None).await?;
+                    stats.compensations_requested += ids.len() as u64;
+                    said.push(format!("compensation requested for {} action(s)", ids.len()));
                 }
+                if !left.is_empty() {
+                    said.push(format!("not undone automatically: {}", left.join("; ")));
+                }
+                done = Some(if said.is_empty() {
+                    "nothing left to compensate automatically".into()
+                } else {
+                    said.join("; ")
+                });
             }
-            Some("pause") => {
-                if let Some(a) = agent {
-                    let paused: bool = sqlx::query_scalar(
+        }
+        Some("pause") => {
+            if let Some(a) = agent {
+                let paused: bool = sqlx::query_scalar(
                         "SELECT EXISTS (SELECT 1 FROM backstop.kill_switches WHERE scope = 'agent' AND target = $1 AND paused)",
                     )
                     .bind(a)
                     .fetch_one(&mut *conn)
                     .await?;
-                    if !paused {
-                        contract::pause(&mut *conn, Scope::Agent, Some(a), &reason).await?;
-                        stats.pauses += 1;
-                        done = Some(format!("agent {a} paused"));
-                    }
+                if !paused {
+                    contract::pause(&mut *conn, Scope::Agent, Some(a), &reason).await?;
+                    stats.pauses += 1;
+                    done = Some(format!("agent {a} paused"));
                 }
             }
-            _ => {}
         }
+        _ => {}
     }
     Ok(done)
 }
@@ -253,11 +251,14 @@ pub async fn tail_step(
             .bind(&ats)
             .execute(&mut *tx)
             .await?;
-        let executed: Vec<Uuid> = rows
+        // Results (executed, failed) with their seqs: reviews take the ids,
+        // the check for results after a pause both.
+        let results: Vec<(i64, Uuid)> = rows
             .iter()
             .filter(|r| r.kind.is_result())
-            .filter_map(|r| r.action_id)
+            .filter_map(|r| r.action_id.map(|a| (r.seq, a)))
             .collect();
+        let executed: Vec<Uuid> = results.iter().map(|r| r.1).collect();
         if !executed.is_empty() {
             let ra = &settings.review_all;
             let n: i32 =
@@ -271,11 +272,6 @@ pub async fn tail_step(
                     .fetch_one(&mut *tx)
                     .await?;
             stats.reviews_scheduled += n as u64;
-            let results: Vec<(i64, Uuid)> = rows
-                .iter()
-                .filter(|r| r.kind.is_result())
-                .filter_map(|r| r.action_id.map(|a| (r.seq, a)))
-                .collect();
             after_pause_check(&mut tx, settings, &results, stats).await?;
         }
         let mut signal_agents: BTreeMap<String, Vec<i64>> = BTreeMap::new();

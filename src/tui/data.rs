@@ -12,8 +12,8 @@ use sqlx::{PgPool, Row};
 use uuid::Uuid;
 
 use super::state::{
-    APPROVALS_SHOWN, ActionDetail, AgentRow, CardInfo, CheckResult, CompRow, CompensationState, Detail, Dists,
-    FindingRow, HeldRow, HistoryEntry, Proposed, Related, Snapshot, Switch,
+    APPROVALS_SHOWN, ActionDetail, AgentRow, CardInfo, CompRow, CompensationState, Detail, Dists, FindingRow, HeldRow,
+    HistoryEntry, Proposed, Related, Snapshot, Switch,
 };
 use crate::contract::{self, ActionStatus, Scope};
 use crate::supervisor::drift;
@@ -519,9 +519,4 @@ pub async fn card(pool: &PgPool, id: Uuid) -> Result<CardInfo> {
         params: r.try_get("params")?,
         correlation_id: r.try_get("correlation_id")?,
     })
-}
-
-/// The supervisor's checks on a held action, run now (read-only, 2 s at most).
-pub async fn precheck(pool: &PgPool, id: Uuid) -> Result<Vec<CheckResult>> {
-    Ok(crate::contract::precheck(pool, id).await?)
 }

@@ -367,7 +367,12 @@ pub fn run_effect(ctx: Ctx, e: Effect) {
                 id,
                 data::card(&ctx.read, id).await.map(Box::new).map_err(|e| e.to_string()),
             ),
-            Effect::Precheck(id) => Msg::Checks(id, data::precheck(&ctx.read, id).await.map_err(|e| e.to_string())),
+            Effect::Precheck(id) => Msg::Checks(
+                id,
+                crate::contract::precheck(&ctx.read, id)
+                    .await
+                    .map_err(|e| e.to_string()),
+            ),
             Effect::Plan(ids) => match compensation::plan(pool, &Selection::Actions(ids)).await {
                 Ok(p) => Msg::Plan(p),
                 Err(e) => Msg::Done("plan".into(), Err(e.to_string())),
