@@ -1245,7 +1245,7 @@ CREATE FUNCTION backstop.contract_version() RETURNS integer
     LANGUAGE sql IMMUTABLE
     SET search_path TO 'pg_catalog', 'backstop', 'pg_temp'
     AS $$
-    SELECT 8
+    SELECT 9
 $$;
 
 ALTER FUNCTION backstop.contract_version() OWNER TO backstop_owner;
@@ -2632,6 +2632,76 @@ ALTER FUNCTION backstop.propose(agent text, tool text, params jsonb, amount doub
 
 COMMENT ON FUNCTION backstop.propose(agent text, tool text, params jsonb, amount double precision, confidence double precision, reasoning text, inputs jsonb, correlation_id text, parent_action uuid, idempotency_key text, depends_on uuid[]) IS 'The agent''s gateway: checks the kill switch, the registry and the policy, appends proposed and the verdict, and returns (action_id, verdict ''allow'' | ''hold'' | ''block'', reason). depends_on names earlier actions this one depends on (with parent_action, what a rollback plan follows; a correlation id only groups). A replay of the same request (same idempotency key, tool, params and amount) answers with the action''s state now; a key reused for another request is refused. Callers: agent (as itself or an agent mapped to its login in agent_logins).';
 
+CREATE FUNCTION backstop.propose_batch(requests jsonb) RETURNS TABLE(i integer, action_id uuid, verdict text, reason text)
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+DECLARE
+    r jsonb;
+    n integer := 0;
+    d record;
+    v_bad text;
+    v_state text;
+    v_msg text;
+    v_detail text;
+    v_hint text;
+BEGIN
+    IF requests IS NULL OR jsonb_typeof(requests) <> 'array' OR jsonb_array_length(requests) NOT BETWEEN 1 AND 500 THEN
+        RAISE EXCEPTION USING ERRCODE = '22023',
+            MESSAGE = 'propose_batch: requests must be a JSON array of 1 to 500 objects, each with propose()''s arguments by name';
+    END IF;
+    -- A misspelt key would otherwise be dropped without a word (an
+    -- "ammount" never checked against the params).
+    SELECT format('request %s: %s', e.k - 1,
+                  CASE WHEN jsonb_typeof(e.v) <> 'object' THEN 'not a JSON object'
+                       ELSE 'unknown key(s) ' || (SELECT string_agg(quote_ident(key), ', ' ORDER BY key) FROM jsonb_object_keys(e.v) key
+                                                  WHERE key <> ALL ('{agent,tool,params,amount,confidence,reasoning,inputs,correlation_id,parent_action,idempotency_key,depends_on}'))
+                       END)
+      INTO v_bad
+      FROM jsonb_array_elements(requests) WITH ORDINALITY e(v, k)
+     WHERE jsonb_typeof(e.v) <> 'object'
+        OR EXISTS (SELECT 1 FROM jsonb_object_keys(e.v) key
+                    WHERE key <> ALL ('{agent,tool,params,amount,confidence,reasoning,inputs,correlation_id,parent_action,idempotency_key,depends_on}'))
+     ORDER BY e.k
+     LIMIT 1;
+    IF v_bad IS NOT NULL THEN
+        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = 'propose_batch: ' || v_bad;
+    END IF;
+    -- One block for the whole loop (one subtransaction, not one a request):
+    -- it only puts the request's index on the error.
+    BEGIN
+        FOR r IN SELECT e.v FROM jsonb_array_elements(requests) e(v) LOOP
+            SELECT p.action_id, p.verdict, p.reason INTO d
+              FROM backstop.propose(r ->> 'agent', r ->> 'tool', r -> 'params',
+                                    (r ->> 'amount')::double precision, (r ->> 'confidence')::double precision,
+                                    r ->> 'reasoning', r -> 'inputs', r ->> 'correlation_id',
+                                    (r ->> 'parent_action')::uuid, r ->> 'idempotency_key',
+                                    CASE WHEN jsonb_typeof(r -> 'depends_on') = 'array'
+                                         THEN ARRAY(SELECT x::uuid FROM jsonb_array_elements_text(r -> 'depends_on') x) END) p;
+            i := n;
+            action_id := d.action_id;
+            verdict := d.verdict;
+            reason := d.reason;
+            RETURN NEXT;
+            n := n + 1;
+        END LOOP;
+    EXCEPTION WHEN OTHERS THEN
+        GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_msg = MESSAGE_TEXT, v_detail = PG_EXCEPTION_DETAIL,
+                                v_hint = PG_EXCEPTION_HINT;
+        -- The contract's own refusals carry a message alone.
+        IF v_detail = '' AND v_hint = '' THEN
+            RAISE EXCEPTION USING ERRCODE = v_state, MESSAGE = format('propose_batch: request %s: %s', n, v_msg);
+        END IF;
+        RAISE EXCEPTION USING ERRCODE = v_state, MESSAGE = format('propose_batch: request %s: %s', n, v_msg),
+                              DETAIL = v_detail, HINT = v_hint;
+    END;
+END
+$$;
+
+ALTER FUNCTION backstop.propose_batch(requests jsonb) OWNER TO backstop_owner;
+
+COMMENT ON FUNCTION backstop.propose_batch(requests jsonb) IS 'propose() for a JSON array of 1 to 500 requests (objects with propose()''s arguments by name), in order, in one transaction: a gateway serving several agents makes one call, one commit and one kill-switch gate for them. Every check of propose() applies to each request, identity included. All or nothing: the first refused request aborts the batch (nothing written) with its error, prefixed "propose_batch: request I:". Callers: agent. Returns (i: the request''s index from 0, action_id, verdict, reason).';
+
 CREATE FUNCTION backstop.prune_value_minutes(max_rows integer DEFAULT 10000) RETURNS integer
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'backstop', 'pg_temp'
@@ -2881,6 +2951,67 @@ $$;
 ALTER FUNCTION backstop.record_result(action_id uuid, ok boolean, result jsonb, inverse_params jsonb) OWNER TO backstop_owner;
 
 COMMENT ON FUNCTION backstop.record_result(action_id uuid, ok boolean, result jsonb, inverse_params jsonb) IS 'Records the outcome of an allowed action (executed or failed) and, for a reversible or conditional tool, stages its compensation in the same transaction. Callers: agent. Returns (status, compensation: staged, or why not).';
+
+CREATE FUNCTION backstop.record_results(results jsonb) RETURNS TABLE(i integer, status text, compensation text)
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+DECLARE
+    r jsonb;
+    n integer := 0;
+    d record;
+    v_bad text;
+    v_state text;
+    v_msg text;
+    v_detail text;
+    v_hint text;
+BEGIN
+    IF results IS NULL OR jsonb_typeof(results) <> 'array' OR jsonb_array_length(results) NOT BETWEEN 1 AND 500 THEN
+        RAISE EXCEPTION USING ERRCODE = '22023',
+            MESSAGE = 'record_results: results must be a JSON array of 1 to 500 objects, each with record_result()''s arguments by name';
+    END IF;
+    SELECT format('result %s: %s', e.k - 1,
+                  CASE WHEN jsonb_typeof(e.v) <> 'object' THEN 'not a JSON object'
+                       ELSE 'unknown key(s) ' || (SELECT string_agg(quote_ident(key), ', ' ORDER BY key) FROM jsonb_object_keys(e.v) key
+                                                  WHERE key <> ALL ('{action_id,ok,result,inverse_params}'))
+                       END)
+      INTO v_bad
+      FROM jsonb_array_elements(results) WITH ORDINALITY e(v, k)
+     WHERE jsonb_typeof(e.v) <> 'object'
+        OR EXISTS (SELECT 1 FROM jsonb_object_keys(e.v) key WHERE key <> ALL ('{action_id,ok,result,inverse_params}'))
+     ORDER BY e.k
+     LIMIT 1;
+    IF v_bad IS NOT NULL THEN
+        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = 'record_results: ' || v_bad;
+    END IF;
+    BEGIN
+        FOR r IN SELECT e.v FROM jsonb_array_elements(results) e(v) LOOP
+            SELECT x.status, x.compensation INTO d
+              FROM backstop.record_result((r ->> 'action_id')::uuid, (r ->> 'ok')::boolean,
+                                          -- A JSON null result is no result, as SQL NULL is.
+                                          nullif(r -> 'result', 'null'::jsonb), nullif(r -> 'inverse_params', 'null'::jsonb)) x;
+            i := n;
+            status := d.status;
+            compensation := d.compensation;
+            RETURN NEXT;
+            n := n + 1;
+        END LOOP;
+    EXCEPTION WHEN OTHERS THEN
+        GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_msg = MESSAGE_TEXT, v_detail = PG_EXCEPTION_DETAIL,
+                                v_hint = PG_EXCEPTION_HINT;
+        -- The contract's own refusals carry a message alone.
+        IF v_detail = '' AND v_hint = '' THEN
+            RAISE EXCEPTION USING ERRCODE = v_state, MESSAGE = format('record_results: result %s: %s', n, v_msg);
+        END IF;
+        RAISE EXCEPTION USING ERRCODE = v_state, MESSAGE = format('record_results: result %s: %s', n, v_msg),
+                              DETAIL = v_detail, HINT = v_hint;
+    END;
+END
+$$;
+
+ALTER FUNCTION backstop.record_results(results jsonb) OWNER TO backstop_owner;
+
+COMMENT ON FUNCTION backstop.record_results(results jsonb) IS 'record_result() for a JSON array of 1 to 500 results (objects with action_id, ok, result, inverse_params), in order, in one transaction; all or nothing: the first refused result aborts the call (nothing written) with its error, prefixed "record_results: result I:". Callers: agent. Returns (i: the result''s index from 0, status, compensation).';
 
 CREATE FUNCTION backstop.reject(action_id uuid, note text) RETURNS TABLE(verdict text)
     LANGUAGE plpgsql SECURITY DEFINER
@@ -5334,6 +5465,9 @@ GRANT ALL ON FUNCTION backstop.projection_diffs(upto timestamp with time zone) T
 REVOKE ALL ON FUNCTION backstop.propose(agent text, tool text, params jsonb, amount double precision, confidence double precision, reasoning text, inputs jsonb, correlation_id text, parent_action uuid, idempotency_key text, depends_on uuid[]) FROM PUBLIC;
 GRANT ALL ON FUNCTION backstop.propose(agent text, tool text, params jsonb, amount double precision, confidence double precision, reasoning text, inputs jsonb, correlation_id text, parent_action uuid, idempotency_key text, depends_on uuid[]) TO backstop_agent;
 
+REVOKE ALL ON FUNCTION backstop.propose_batch(requests jsonb) FROM PUBLIC;
+GRANT ALL ON FUNCTION backstop.propose_batch(requests jsonb) TO backstop_agent;
+
 REVOKE ALL ON FUNCTION backstop.prune_value_minutes(max_rows integer) FROM PUBLIC;
 GRANT ALL ON FUNCTION backstop.prune_value_minutes(max_rows integer) TO backstop_approver;
 GRANT ALL ON FUNCTION backstop.prune_value_minutes(max_rows integer) TO backstop_operator;
@@ -5349,6 +5483,9 @@ GRANT ALL ON FUNCTION backstop.record_drill(report jsonb) TO backstop_operator;
 
 REVOKE ALL ON FUNCTION backstop.record_result(action_id uuid, ok boolean, result jsonb, inverse_params jsonb) FROM PUBLIC;
 GRANT ALL ON FUNCTION backstop.record_result(action_id uuid, ok boolean, result jsonb, inverse_params jsonb) TO backstop_agent;
+
+REVOKE ALL ON FUNCTION backstop.record_results(results jsonb) FROM PUBLIC;
+GRANT ALL ON FUNCTION backstop.record_results(results jsonb) TO backstop_agent;
 
 REVOKE ALL ON FUNCTION backstop.reject(action_id uuid, note text) FROM PUBLIC;
 GRANT ALL ON FUNCTION backstop.reject(action_id uuid, note text) TO backstop_approver;

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Count, exactly, the CPU instructions the database spends per action on the
-# gateway (propose + record_result) and on the floor (the same rows written by
-# plain SQL), with valgrind's callgrind on a single-user PostgreSQL backend.
+# gateway (propose + record_result), on the floor (the same rows written by
+# plain SQL) and on the gateway batched by 16 (propose_batch + record_results,
+# as contract::gateway sends them), with valgrind's callgrind on a
+# single-user PostgreSQL backend.
 # Instruction counts do not depend on what else the machine is doing, so two
 # versions of the contract can be compared to a fraction of a percent where a
 # throughput benchmark on a shared 2-core machine moves by 30%.
@@ -10,6 +12,7 @@
 #   N=1000 scripts/profile-gateway.sh          # more actions
 #   KEEP=1 scripts/profile-gateway.sh          # keep the callgrind files (callgrind_annotate)
 #   MAX_OVER_FLOOR=3.07 scripts/profile-gateway.sh   # fail above that gateway / floor (CI)
+#   MAX_BATCHED_OVER_FLOOR=1.74 ...            # the same for an action batched by 16 (CI)
 #   BIN=target/debug/backstop ...              # any build: it only migrates and loads
 #
 # Every statement is PREPAREd once and EXECUTEd per action, as a driver's
@@ -21,6 +24,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${N:-300}
+# Batches are whole: the batched runs count a multiple of 16 actions.
+NB=$(((N + 15) / 16 * 16))
 BIN=${BIN:-target/release/backstop}
 PGBIN=${PGBIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)}
 command -v valgrind >/dev/null || { echo "needs valgrind (apt-get install valgrind)" >&2; exit 1; }
@@ -78,9 +83,9 @@ SQL
 as_pg "$PGBIN/pg_ctl" -D "$WORK/data" stop -m fast >/dev/null
 
 # The statements, prepared once; $1 numbers the action.
-python3 - "$WORK" "$N" <<'PY'
+python3 - "$WORK" "$N" "$NB" <<'PY'
 import sys
-work, n = sys.argv[1], int(sys.argv[2])
+work, n, nb = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 params = ("jsonb_build_object('customer_id', 'cust-' || $1, 'amount', 40 + $1 % 60, 'order_id', 'ord-' || $1, "
           "'reason', repeat('damaged ', 25))")
 result = "jsonb_build_object('refund_id', 'rf-' || $1, 'status', 'issued', 'processor', 'stripe', 'note', repeat('ok ', 43))"
@@ -120,12 +125,27 @@ floor = [
     "comp_deadline = l.at + interval '30 days', comp_condition = NULL, updated_seq = l.seq "
     "FROM l WHERE x.action_id = ('00000000-0000-4000-8000-' || lpad($1::text, 12, '0'))::uuid",
 ]
-for name, prep, base in (("gateway", gateway, 0), ("floor", floor, 0)):
+# The batching gateway's calls: B proposals in one propose_batch, then their
+# B results in one record_results, each call its own transaction; $1 numbers
+# the batch's first action.
+B = 16
+req = ("jsonb_build_object('agent', 'profile-agent', 'tool', 'issue_refund', 'params', "
+       + params.replace("$1", "g") + ", 'confidence', 0.93, 'reasoning', repeat('reasoning ', 50), "
+       "'correlation_id', 'ticket-' || g)")
+res = ("jsonb_build_object('action_id', (SELECT a.action_id FROM backstop.actions a WHERE a.correlation_id = 'ticket-' || g), "
+       "'ok', true, 'result', " + result.replace("$1", "g") + ")")
+batched = [
+    f"PREPARE p(int) AS SELECT count(*) FROM backstop.propose_batch((SELECT jsonb_agg({req} ORDER BY g) "
+    f"FROM generate_series($1, $1 + {B - 1}) g))",
+    f"PREPARE r(int) AS SELECT count(*) FROM backstop.record_results((SELECT jsonb_agg({res} ORDER BY g) "
+    f"FROM generate_series($1, $1 + {B - 1}) g))",
+]
+for name, prep, step, n in (("gateway", gateway, 1, n), ("floor", floor, 1, n), ("batched", batched, B, nb)):
     for runs in (n, 3 * n):
         lines = ['SET SESSION AUTHORIZATION "profile-agent";'] + [p + ";" for p in prep]
         # Each size in its own id range, so no run meets another's rows.
         start = 1 + (runs // n) * 10 * n
-        for i in range(start, start + runs):
+        for i in range(start, start + runs, step):
             lines += [f"EXECUTE p({i});", f"EXECUTE r({i});"]
         open(f"{work}/{name}.{runs}.sql", "w").write("\n".join(lines) + "\n")
 PY
@@ -140,16 +160,23 @@ count() {  # $1 = name, $2 = runs: total instructions of a single-user backend r
     grep -m1 '^summary' "$WORK/cg.$1.$2" | cut -d' ' -f2
 }
 declare -A per
-for name in gateway floor; do
-    echo "==> $name: $N and $((3 * N)) actions under callgrind" >&2
-    a=$(count "$name" "$N")
-    b=$(count "$name" $((3 * N)))
-    per[$name]=$(((b - a) / (2 * N)))
+for name in gateway floor batched; do
+    n=$N
+    [[ $name == batched ]] && n=$NB
+    echo "==> $name: $n and $((3 * n)) actions under callgrind" >&2
+    a=$(count "$name" "$n")
+    b=$(count "$name" $((3 * n)))
+    per[$name]=$(((b - a) / (2 * n)))
 done
-awk -v g="${per[gateway]}" -v f="${per[floor]}" \
-    'BEGIN { printf "instructions per action: gateway %d, floor %d (gateway / floor %.3f; floor / gateway %.2f)\n", g, f, g / f, f / g }'
+awk -v g="${per[gateway]}" -v f="${per[floor]}" -v b="${per[batched]}" \
+    'BEGIN { printf "instructions per action: gateway %d, floor %d (gateway / floor %.3f; floor / gateway %.2f); batched by 16: %d (%.3f of the floor'"'"'s; floor / batched %.2f)\n", g, f, g / f, f / g, b, b / f, f / b }'
 # CI's guard: instruction counts barely move between runs, so a small
 # tolerance holds (MAX_OVER_FLOOR is the recorded gateway / floor plus 10%).
+if [[ -n ${MAX_BATCHED_OVER_FLOOR:-} ]]; then
+    awk -v b="${per[batched]}" -v f="${per[floor]}" -v m="$MAX_BATCHED_OVER_FLOOR" 'BEGIN {
+        if (b / f > m) { printf "FAIL: a batched action costs %.3f times the floor in instructions, above the allowed %s\n", b / f, m; exit 1 }
+        printf "ok: batched / floor %.3f is within %s\n", b / f, m }'
+fi
 if [[ -n ${MAX_OVER_FLOOR:-} ]]; then
     awk -v g="${per[gateway]}" -v f="${per[floor]}" -v m="$MAX_OVER_FLOOR" 'BEGIN {
         if (g / f > m) { printf "FAIL: the gateway costs %.3f times the floor in instructions, above the allowed %s\n", g / f, m; exit 1 }

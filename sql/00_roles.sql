@@ -139,7 +139,7 @@ $$;
 -- sql/CHANGELOG.md. Clients check it before they call anything.
 CREATE FUNCTION backstop.contract_version() RETURNS integer
 LANGUAGE sql SET search_path = pg_catalog, backstop, pg_temp IMMUTABLE AS $$
-    SELECT 8
+    SELECT 9
 $$;
 SELECT backstop._grant('contract_version', 'viewer', 'agent', 'approver', 'operator', 'commander', 'supervisor', 'worker', 'policy');
 COMMENT ON FUNCTION backstop.contract_version IS 'The version of the SQL contract this database runs (sql/CHANGELOG.md); a client checks it before it calls anything. Callers: every duty. Returns integer.';

@@ -266,6 +266,84 @@ $$;
 SELECT backstop._grant('propose', 'agent');
 COMMENT ON FUNCTION backstop.propose IS 'The agent''s gateway: checks the kill switch, the registry and the policy, appends proposed and the verdict, and returns (action_id, verdict ''allow'' | ''hold'' | ''block'', reason). depends_on names earlier actions this one depends on (with parent_action, what a rollback plan follows; a correlation id only groups). A replay of the same request (same idempotency key, tool, params and amount) answers with the action''s state now; a key reused for another request is refused. Callers: agent (as itself or an agent mapped to its login in agent_logins).';
 
+-- Many proposals in one call and one transaction, for a gateway process
+-- that serves several agents (one login mapped to them in agent_logins):
+-- one commit, one round trip, one kill-switch gate for the batch. Each
+-- request is propose()'s, in order, with every check propose() makes (its
+-- identity check included: the login must be able to act as each request's
+-- agent); a later request sees an earlier one's writes (cumulative limits,
+-- idempotency keys). All or nothing: the first refused request aborts the
+-- batch, nothing is written, and the error names the request by index, so
+-- the gateway can resubmit the others.
+-- Invoker's rights: it runs propose() as the caller would, and adds no
+-- right of its own.
+CREATE FUNCTION backstop.propose_batch(requests jsonb)
+RETURNS TABLE (i integer, action_id uuid, verdict text, reason text)
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    r jsonb;
+    n integer := 0;
+    d record;
+    v_bad text;
+    v_state text;
+    v_msg text;
+    v_detail text;
+    v_hint text;
+BEGIN
+    IF requests IS NULL OR jsonb_typeof(requests) <> 'array' OR jsonb_array_length(requests) NOT BETWEEN 1 AND 500 THEN
+        RAISE EXCEPTION USING ERRCODE = '22023',
+            MESSAGE = 'propose_batch: requests must be a JSON array of 1 to 500 objects, each with propose()''s arguments by name';
+    END IF;
+    -- A misspelt key would otherwise be dropped without a word (an
+    -- "ammount" never checked against the params).
+    SELECT format('request %s: %s', e.k - 1,
+                  CASE WHEN jsonb_typeof(e.v) <> 'object' THEN 'not a JSON object'
+                       ELSE 'unknown key(s) ' || (SELECT string_agg(quote_ident(key), ', ' ORDER BY key) FROM jsonb_object_keys(e.v) key
+                                                  WHERE key <> ALL ('{agent,tool,params,amount,confidence,reasoning,inputs,correlation_id,parent_action,idempotency_key,depends_on}'))
+                       END)
+      INTO v_bad
+      FROM jsonb_array_elements(requests) WITH ORDINALITY e(v, k)
+     WHERE jsonb_typeof(e.v) <> 'object'
+        OR EXISTS (SELECT 1 FROM jsonb_object_keys(e.v) key
+                    WHERE key <> ALL ('{agent,tool,params,amount,confidence,reasoning,inputs,correlation_id,parent_action,idempotency_key,depends_on}'))
+     ORDER BY e.k
+     LIMIT 1;
+    IF v_bad IS NOT NULL THEN
+        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = 'propose_batch: ' || v_bad;
+    END IF;
+    -- One block for the whole loop (one subtransaction, not one a request):
+    -- it only puts the request's index on the error.
+    BEGIN
+        FOR r IN SELECT e.v FROM jsonb_array_elements(requests) e(v) LOOP
+            SELECT p.action_id, p.verdict, p.reason INTO d
+              FROM backstop.propose(r ->> 'agent', r ->> 'tool', r -> 'params',
+                                    (r ->> 'amount')::double precision, (r ->> 'confidence')::double precision,
+                                    r ->> 'reasoning', r -> 'inputs', r ->> 'correlation_id',
+                                    (r ->> 'parent_action')::uuid, r ->> 'idempotency_key',
+                                    CASE WHEN jsonb_typeof(r -> 'depends_on') = 'array'
+                                         THEN ARRAY(SELECT x::uuid FROM jsonb_array_elements_text(r -> 'depends_on') x) END) p;
+            i := n;
+            action_id := d.action_id;
+            verdict := d.verdict;
+            reason := d.reason;
+            RETURN NEXT;
+            n := n + 1;
+        END LOOP;
+    EXCEPTION WHEN OTHERS THEN
+        GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_msg = MESSAGE_TEXT, v_detail = PG_EXCEPTION_DETAIL,
+                                v_hint = PG_EXCEPTION_HINT;
+        -- The contract's own refusals carry a message alone.
+        IF v_detail = '' AND v_hint = '' THEN
+            RAISE EXCEPTION USING ERRCODE = v_state, MESSAGE = format('propose_batch: request %s: %s', n, v_msg);
+        END IF;
+        RAISE EXCEPTION USING ERRCODE = v_state, MESSAGE = format('propose_batch: request %s: %s', n, v_msg),
+                              DETAIL = v_detail, HINT = v_hint;
+    END;
+END
+$$;
+SELECT backstop._grant('propose_batch', 'agent');
+COMMENT ON FUNCTION backstop.propose_batch IS 'propose() for a JSON array of 1 to 500 requests (objects with propose()''s arguments by name), in order, in one transaction: a gateway serving several agents makes one call, one commit and one kill-switch gate for them. Every check of propose() applies to each request, identity included. All or nothing: the first refused request aborts the batch (nothing written) with its error, prefixed "propose_batch: request I:". Callers: agent. Returns (i: the request''s index from 0, action_id, verdict, reason).';
+
 -- The verdict an action has now, as decision() and a replayed propose()
 -- answer it.
 CREATE FUNCTION backstop._current_verdict(a backstop.actions)

@@ -155,3 +155,63 @@ END
 $$;
 SELECT backstop._grant('record_result', 'agent');
 COMMENT ON FUNCTION backstop.record_result IS 'Records the outcome of an allowed action (executed or failed) and, for a reversible or conditional tool, stages its compensation in the same transaction. Callers: agent. Returns (status, compensation: staged, or why not).';
+
+-- record_result() for many actions in one call and one transaction (the
+-- gateway's other half); all or nothing, as propose_batch.
+CREATE FUNCTION backstop.record_results(results jsonb)
+RETURNS TABLE (i integer, status text, compensation text)
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    r jsonb;
+    n integer := 0;
+    d record;
+    v_bad text;
+    v_state text;
+    v_msg text;
+    v_detail text;
+    v_hint text;
+BEGIN
+    IF results IS NULL OR jsonb_typeof(results) <> 'array' OR jsonb_array_length(results) NOT BETWEEN 1 AND 500 THEN
+        RAISE EXCEPTION USING ERRCODE = '22023',
+            MESSAGE = 'record_results: results must be a JSON array of 1 to 500 objects, each with record_result()''s arguments by name';
+    END IF;
+    SELECT format('result %s: %s', e.k - 1,
+                  CASE WHEN jsonb_typeof(e.v) <> 'object' THEN 'not a JSON object'
+                       ELSE 'unknown key(s) ' || (SELECT string_agg(quote_ident(key), ', ' ORDER BY key) FROM jsonb_object_keys(e.v) key
+                                                  WHERE key <> ALL ('{action_id,ok,result,inverse_params}'))
+                       END)
+      INTO v_bad
+      FROM jsonb_array_elements(results) WITH ORDINALITY e(v, k)
+     WHERE jsonb_typeof(e.v) <> 'object'
+        OR EXISTS (SELECT 1 FROM jsonb_object_keys(e.v) key WHERE key <> ALL ('{action_id,ok,result,inverse_params}'))
+     ORDER BY e.k
+     LIMIT 1;
+    IF v_bad IS NOT NULL THEN
+        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = 'record_results: ' || v_bad;
+    END IF;
+    BEGIN
+        FOR r IN SELECT e.v FROM jsonb_array_elements(results) e(v) LOOP
+            SELECT x.status, x.compensation INTO d
+              FROM backstop.record_result((r ->> 'action_id')::uuid, (r ->> 'ok')::boolean,
+                                          -- A JSON null result is no result, as SQL NULL is.
+                                          nullif(r -> 'result', 'null'::jsonb), nullif(r -> 'inverse_params', 'null'::jsonb)) x;
+            i := n;
+            status := d.status;
+            compensation := d.compensation;
+            RETURN NEXT;
+            n := n + 1;
+        END LOOP;
+    EXCEPTION WHEN OTHERS THEN
+        GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_msg = MESSAGE_TEXT, v_detail = PG_EXCEPTION_DETAIL,
+                                v_hint = PG_EXCEPTION_HINT;
+        -- The contract's own refusals carry a message alone.
+        IF v_detail = '' AND v_hint = '' THEN
+            RAISE EXCEPTION USING ERRCODE = v_state, MESSAGE = format('record_results: result %s: %s', n, v_msg);
+        END IF;
+        RAISE EXCEPTION USING ERRCODE = v_state, MESSAGE = format('record_results: result %s: %s', n, v_msg),
+                              DETAIL = v_detail, HINT = v_hint;
+    END;
+END
+$$;
+SELECT backstop._grant('record_results', 'agent');
+COMMENT ON FUNCTION backstop.record_results IS 'record_result() for a JSON array of 1 to 500 results (objects with action_id, ok, result, inverse_params), in order, in one transaction; all or nothing: the first refused result aborts the call (nothing written) with its error, prefixed "record_results: result I:". Callers: agent. Returns (i: the result''s index from 0, status, compensation).';

@@ -1345,3 +1345,223 @@ async fn one_key_proposed_twice_at_once_makes_one_action() {
         1
     );
 }
+
+/// A gateway login batching for the agents mapped to it cannot slip another
+/// agent's request into a batch, nor record another agent's result: the
+/// whole call is refused, naming the request, and nothing is written. A
+/// misspelt argument is refused before anything runs; a key repeated within
+/// one batch answers with the first request's action.
+#[tokio::test]
+async fn a_batching_gateway_acts_only_for_its_own_agents_all_or_nothing() {
+    let t = TestDb::new().await;
+    t.load_assets().await;
+    let mut logins = Logins::new(&t);
+    let gw = logins.login(&t, "atk_gw", Some("agent")).await;
+    let gw_name = Logins::name("atk_gw");
+    map_agent(t.pool(), &gw_name, "bot-a").await;
+    map_agent(t.pool(), &gw_name, "bot-b").await;
+    let req = |agent: &str, customer: &str| json!({"agent": agent, "tool": "issue_refund", "params": refund(customer, 20), "confidence": 0.97});
+
+    let before = log_len(t.pool()).await;
+    let e = sqlx::query("SELECT * FROM backstop.propose_batch($1)")
+        .bind(json!([
+            req("bot-a", "c-1"),
+            req("bot-victim", "c-2"),
+            req("bot-b", "c-3")
+        ]))
+        .fetch_all(&gw)
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "42501", "{e}");
+    assert!(
+        e.to_string().contains("propose_batch: request 1: propose: login"),
+        "names the request and says why: {e}"
+    );
+    assert_eq!(
+        log_len(t.pool()).await,
+        before,
+        "bot-a's request before it was not kept either"
+    );
+
+    let mut bad = req("bot-a", "c-1");
+    bad["ammount"] = json!(5);
+    let e = sqlx::query("SELECT * FROM backstop.propose_batch($1)")
+        .bind(json!([req("bot-a", "c-1"), bad]))
+        .fetch_all(&gw)
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "22023", "{e}");
+    assert!(e.to_string().contains("request 1: unknown key(s) ammount"), "{e}");
+    assert_eq!(log_len(t.pool()).await, before);
+
+    // Its own agents, a key repeated: one action for the key.
+    let mut keyed = req("bot-b", "c-3");
+    keyed["idempotency_key"] = json!("k-1");
+    let rows: Vec<(i32, Uuid, String)> =
+        sqlx::query_as("SELECT i, action_id, verdict FROM backstop.propose_batch($1) ORDER BY i")
+            .bind(json!([req("bot-a", "c-1"), keyed, keyed]))
+            .fetch_all(&gw)
+            .await
+            .unwrap();
+    assert_eq!(rows.len(), 3);
+    assert!(rows.iter().all(|r| r.2 == "allow"), "{rows:?}");
+    assert_eq!(
+        rows[1].1, rows[2].1,
+        "the repeated key's second request answers with the first's action"
+    );
+    let agents: Vec<String> =
+        sqlx::query_scalar("SELECT agent FROM backstop.actions WHERE action_id = ANY ($1) ORDER BY agent")
+            .bind(vec![rows[0].1, rows[1].1])
+            .fetch_all(t.pool())
+            .await
+            .unwrap();
+    assert_eq!(agents, ["bot-a", "bot-b"]);
+
+    // Another agent's action among the results: refused, nothing recorded.
+    let (victim, _, _) = propose(t.pool(), "bot-victim", "issue_refund", refund("c-9", 20), None).await;
+    let before = log_len(t.pool()).await;
+    let result = |id: Uuid| json!({"action_id": id, "ok": true, "result": {"refund_id": format!("rf-{id}")}});
+    let e = sqlx::query("SELECT * FROM backstop.record_results($1)")
+        .bind(json!([result(rows[0].1), result(victim)]))
+        .fetch_all(&gw)
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "42501", "{e}");
+    assert!(
+        e.to_string()
+            .contains("record_results: result 1: record_result: action"),
+        "{e}"
+    );
+    assert_eq!(log_len(t.pool()).await, before);
+    assert_eq!(
+        t.count("SELECT count(*) FROM backstop.actions WHERE status = 'allowed'")
+            .await,
+        3,
+        "bot-a's, bot-b's and the victim's, all still open"
+    );
+
+    let recorded: Vec<(String, String)> =
+        sqlx::query_as("SELECT status, compensation FROM backstop.record_results($1) ORDER BY i")
+            .bind(json!([result(rows[0].1), result(rows[1].1)]))
+            .fetch_all(&gw)
+            .await
+            .unwrap();
+    assert_eq!(
+        recorded,
+        [
+            ("executed".to_string(), "staged".to_string()),
+            ("executed".into(), "staged".into())
+        ]
+    );
+    logins.drop_all(vec![gw]).await;
+}
+
+/// The Rust gateway batches many agents' calls, and each caller still gets
+/// exactly its own answer: a refused request (an agent the login may not
+/// act as) gets its own error, word for word propose()'s, while the others
+/// in its batch go through; a paused agent's proposals are blocked and the
+/// rest allowed; every result is recorded and staged; the log verifies.
+#[tokio::test]
+async fn the_gateway_batches_and_gives_each_caller_its_own_answer() {
+    use backstop::contract::gateway::Gateway;
+    use backstop::contract::{ContractError, Outcome, Proposal, Verdict};
+
+    let t = TestDb::new().await;
+    t.load_assets().await;
+    let mut logins = Logins::new(&t);
+    let gw = logins.login(&t, "atk_gw2", Some("agent")).await;
+    let commander = logins.login(&t, "atk_cmd2", Some("commander")).await;
+    let gw_name = Logins::name("atk_gw2");
+    for a in 0..8 {
+        map_agent(t.pool(), &gw_name, &format!("bot-{a}")).await;
+    }
+    sqlx::query("SELECT * FROM backstop.pause('agent', 'bot-3', 'incident')")
+        .fetch_one(&commander)
+        .await
+        .unwrap();
+    let gateway = Gateway::start(gw.clone(), 2, 64);
+    let mut tasks = Vec::new();
+    for a in 0..9 {
+        let g = gateway.clone();
+        tasks.push(tokio::spawn(async move {
+            // The ninth names an agent the login is not mapped to.
+            let agent = if a == 8 {
+                "bot-victim".to_string()
+            } else {
+                format!("bot-{a}")
+            };
+            let mut out = Vec::new();
+            for i in 0..5 {
+                let d = g
+                    .propose(Proposal {
+                        agent: agent.clone(),
+                        tool: "issue_refund".into(),
+                        params: refund(&format!("c-{a}-{i}"), 20),
+                        confidence: Some(0.97),
+                        ..Default::default()
+                    })
+                    .await;
+                let d = match d {
+                    Ok(d) => d,
+                    Err(e) => {
+                        out.push(Err(e));
+                        continue;
+                    }
+                };
+                if d.verdict == Verdict::Allow {
+                    let r = g
+                        .record_result(Outcome {
+                            action_id: d.action_id,
+                            ok: true,
+                            result: Some(json!({"refund_id": format!("rf-{a}-{i}")})),
+                            inverse_params: None,
+                        })
+                        .await
+                        .expect("its own result is recorded");
+                    assert_eq!((r.status.as_str(), r.compensation.as_str()), ("executed", "staged"));
+                }
+                out.push(Ok(d));
+            }
+            (agent, out)
+        }));
+    }
+    for task in tasks {
+        let (agent, out) = task.await.unwrap();
+        for r in out {
+            match (agent.as_str(), r) {
+                ("bot-victim", Err(ContractError::Refused { code, message, .. })) => {
+                    assert_eq!(code, "42501");
+                    assert!(
+                        message.starts_with("propose: login"),
+                        "propose()'s own words: {message}"
+                    );
+                }
+                ("bot-3", Ok(d)) => assert!(d.verdict == Verdict::Block && d.reason.contains("paused"), "{d:?}"),
+                (_, Ok(d)) => assert_eq!(d.verdict, Verdict::Allow, "{agent}: {d:?}"),
+                (_, Err(e)) => panic!("{agent}: {e}"),
+            }
+        }
+    }
+    let stats = gateway.stats();
+    assert_eq!(stats.requests, 45 + 35, "9 agents' proposals, 7 agents' results");
+    assert_eq!(
+        t.count("SELECT count(*) FROM backstop.actions WHERE status = 'executed' AND inverse_params IS NOT NULL AND agent LIKE 'bot-%'")
+            .await,
+        35
+    );
+    assert_eq!(
+        t.count("SELECT count(*) FROM backstop.actions WHERE agent = 'bot-victim'")
+            .await,
+        0
+    );
+    assert_eq!(
+        t.count("SELECT count(*) FROM backstop.actions WHERE agent = 'bot-3' AND status = 'blocked'")
+            .await,
+        5
+    );
+    backstop::contract::seal_all(t.pool()).await.unwrap();
+    let v = backstop::contract::verify::verify(t.pool(), true, true).await.unwrap();
+    assert!(v.ok, "{:?}", v.problems);
+    drop(gateway);
+    logins.drop_all(vec![gw, commander]).await;
+}

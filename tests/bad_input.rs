@@ -22,8 +22,10 @@ use sqlx::Row;
 /// supervisor call. (Internal helpers are not the contract.)
 const CONTRACT: &[&str] = &[
     "propose",
+    "propose_batch",
     "decision",
     "record_result",
+    "record_results",
     "approve",
     "reject",
     "expire_held",

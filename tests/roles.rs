@@ -58,7 +58,15 @@ fn allowed(duty: &str, f: &str) -> bool {
     let house = ["expire_held", "prune_value_minutes"];
     let read = ["tail", "compensation_plan", "precheck"];
     match duty {
-        "agent" => ["propose", "decision", "record_result", "report_signal"].contains(&f),
+        "agent" => [
+            "propose",
+            "propose_batch",
+            "decision",
+            "record_result",
+            "record_results",
+            "report_signal",
+        ]
+        .contains(&f),
         "viewer" => read.contains(&f),
         "approver" => ["approve", "reject"].contains(&f) || house.contains(&f) || read.contains(&f),
         "operator" => {

@@ -26,7 +26,8 @@ use sqlx::{Connection, PgConnection};
 
 use super::BenchDb;
 use backstop::config::Config;
-use backstop::contract::{self, Proposal, Verdict};
+use backstop::contract::gateway::Gateway;
+use backstop::contract::{self, Outcome, Proposal, Verdict};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct GatewayRow {
@@ -44,6 +45,15 @@ pub struct GatewayRow {
     pub p99_ms: f64,
     /// The floor's two statements per action, milliseconds.
     pub floor_p50_ms: f64,
+    /// The same agents through a batching gateway (`contract::gateway`):
+    /// one login mapped to them, its proposals and results sent in batches.
+    pub batched_actions_per_s: f64,
+    /// batched / floor.
+    pub batched_floor_ratio: f64,
+    pub batched_p50_ms: f64,
+    pub batched_p99_ms: f64,
+    /// Requests the batching gateway sent a call, on average.
+    pub batched_per_call: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -240,6 +250,82 @@ async fn run_gateway(agents: &[(String, sqlx::postgres::PgConnectOptions)], secs
     measure(&stop, &done, secs, tasks).await
 }
 
+/// Connections the batching gateway sends its batches on: one a core.
+pub const GATEWAY_CONNECTIONS: usize = 2;
+/// Requests a batch at most.
+pub const GATEWAY_BATCH: usize = 64;
+
+/// The same agents through one batching gateway: one agent login, mapped to
+/// every agent it serves, as a gateway process would run.
+async fn run_batched(
+    bench: &BenchDb,
+    owner: &sqlx::PgPool,
+    agents: usize,
+    secs: f64,
+    round: usize,
+) -> Result<(f64, Vec<f64>, f64)> {
+    let (login, opts) = bench
+        .agent_logins(&format!("bench-gateway-{round}"), 1)
+        .await?
+        .pop()
+        .ok_or_else(|| anyhow::anyhow!("no gateway login"))?;
+    let names: Vec<String> = (0..agents).map(|a| format!("gateway-agent-{round}-{a}")).collect();
+    sqlx::query("INSERT INTO backstop.agent_logins (login, agent) SELECT $1, unnest($2::text[])")
+        .bind(&login)
+        .bind(&names)
+        .execute(owner)
+        .await?;
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(GATEWAY_CONNECTIONS as u32)
+        .connect_with(opts)
+        .await?;
+    let gateway = Gateway::start(pool.clone(), GATEWAY_CONNECTIONS, GATEWAY_BATCH);
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for (a, agent) in names.into_iter().enumerate() {
+        let (stop, done, gateway) = (stop.clone(), done.clone(), gateway.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut i = 0u64;
+            let mut lat = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let (params, result, reasoning) = payload(a, i);
+                let t0 = Instant::now();
+                let d = gateway
+                    .propose(Proposal {
+                        agent: agent.clone(),
+                        tool: "issue_refund".into(),
+                        params,
+                        confidence: Some(0.93),
+                        reasoning: Some(reasoning),
+                        correlation_id: Some(format!("ticket-{a}-{i}")),
+                        ..Default::default()
+                    })
+                    .await?;
+                anyhow::ensure!(d.verdict == Verdict::Allow, "bench proposal not allowed: {}", d.reason);
+                gateway
+                    .record_result(Outcome {
+                        action_id: d.action_id,
+                        ok: true,
+                        result: Some(result),
+                        inverse_params: None,
+                    })
+                    .await?;
+                lat.push(t0.elapsed().as_secs_f64() * 1000.0);
+                done.fetch_add(1, Ordering::Relaxed);
+                i += 1;
+            }
+            anyhow::Ok(lat)
+        }));
+    }
+    let r = measure(&stop, &done, secs, tasks).await;
+    let st = gateway.stats();
+    drop(gateway);
+    pool.close().await;
+    let (per_s, lat) = r?;
+    Ok((per_s, lat, st.requests as f64 / st.calls.max(1) as f64))
+}
+
 /// The q-quantile (0..=1) of unsorted samples; 0 when there are none.
 pub fn quantile(samples: &mut [f64], q: f64) -> f64 {
     if samples.is_empty() {
@@ -306,13 +392,14 @@ async fn run_all(
     for (round, &n) in agent_counts.iter().enumerate() {
         if progress {
             eprintln!(
-                "bench gateway: {n} agent(s): raw INSERT, the floor, then propose + record_result, {secs}s each ..."
+                "bench gateway: {n} agent(s): raw INSERT, the floor, propose + record_result, then the same batched, {secs}s each ..."
             );
         }
         let raw = run_raw(&opts, n, secs).await?;
         let (floor, mut floor_lat) = run_floor(&opts, n, secs, round).await?;
         let logins = bench.agent_logins(&format!("bench-agent-{round}"), n).await?;
         let (gw, mut lat) = run_gateway(&logins, secs).await?;
+        let (batched, mut batched_lat, per_call) = run_batched(bench, &pool, n, secs, round).await?;
         rows.push(GatewayRow {
             agents: n,
             raw_inserts_per_s: raw,
@@ -323,6 +410,11 @@ async fn run_all(
             p50_ms: quantile(&mut lat, 0.5),
             p99_ms: quantile(&mut lat, 0.99),
             floor_p50_ms: quantile(&mut floor_lat, 0.5),
+            batched_actions_per_s: batched,
+            batched_floor_ratio: if floor > 0.0 { batched / floor } else { 0.0 },
+            batched_p50_ms: quantile(&mut batched_lat, 0.5),
+            batched_p99_ms: quantile(&mut batched_lat, 0.99),
+            batched_per_call: per_call,
         });
     }
     sealing.store(false, Ordering::Relaxed);
@@ -540,6 +632,11 @@ pub fn render(r: &GatewayReport) -> String {
         "p50 ms",
         "p99 ms",
         "floor p50 ms",
+        "batched/s",
+        "batched vs floor",
+        "batched p50 ms",
+        "batched p99 ms",
+        "a call",
     ]);
     for row in &r.rows {
         t.row(vec![
@@ -552,14 +649,22 @@ pub fn render(r: &GatewayReport) -> String {
             format!("{:.2}", row.p50_ms),
             format!("{:.2}", row.p99_ms),
             format!("{:.2}", row.floor_p50_ms),
+            format!("{:.0}", row.batched_actions_per_s),
+            format!("{:.2}", row.batched_floor_ratio),
+            format!("{:.2}", row.batched_p50_ms),
+            format!("{:.2}", row.batched_p99_ms),
+            format!("{:.1}", row.batched_per_call),
         ]);
     }
     format!(
         "{}\n{} ({}s per measurement; floor: the same rows by plain SQL in the same two transactions; \
-         p50/p99: one action's propose + record_result round trips)\n{}",
+         p50/p99: one action's propose + record_result round trips; batched: the same agents through one \
+         batching gateway, {} connections, at most {} requests a call; a call: requests it carried on average)\n{}",
         r.server,
         r.database,
         r.seconds,
+        GATEWAY_CONNECTIONS,
+        GATEWAY_BATCH,
         t.render()
     )
 }

@@ -3,6 +3,7 @@
 //! exactly the same guarantees.
 
 mod events;
+pub mod gateway;
 pub mod roles;
 pub mod tail;
 pub mod verify;
@@ -202,6 +203,147 @@ pub async fn record_result<'e, E: PgExecutor<'e>>(
         status: row.0,
         compensation: row.1,
     })
+}
+
+/// `propose_batch`'s request for one proposal: propose()'s arguments by
+/// name, the ones not given left out.
+fn proposal_json(p: &Proposal) -> Value {
+    let mut o = serde_json::Map::new();
+    o.insert("agent".into(), Value::from(p.agent.as_str()));
+    o.insert("tool".into(), Value::from(p.tool.as_str()));
+    o.insert("params".into(), p.params.clone());
+    // As text: the contract reads it as a number, with no float on the way.
+    if let Some(a) = p.amount {
+        o.insert("amount".into(), Value::from(a.to_string()));
+    }
+    if let Some(c) = p.confidence {
+        o.insert("confidence".into(), Value::from(c));
+    }
+    let text = [
+        ("reasoning", &p.reasoning),
+        ("correlation_id", &p.correlation_id),
+        ("idempotency_key", &p.idempotency_key),
+    ];
+    for (k, v) in text {
+        if let Some(v) = v {
+            o.insert(k.into(), Value::from(v.as_str()));
+        }
+    }
+    if let Some(i) = &p.inputs {
+        o.insert("inputs".into(), i.clone());
+    }
+    if let Some(a) = p.parent_action {
+        o.insert("parent_action".into(), Value::from(a.to_string()));
+    }
+    if !p.depends_on.is_empty() {
+        o.insert(
+            "depends_on".into(),
+            Value::from(p.depends_on.iter().map(|d| d.to_string()).collect::<Vec<_>>()),
+        );
+    }
+    Value::Object(o)
+}
+
+/// Many proposals in one call and one transaction (`propose_batch`): the
+/// decisions in the proposals' order. All or nothing: one refused proposal
+/// refuses the batch, naming it by index, and nothing is written.
+pub async fn propose_batch<'e, E: PgExecutor<'e>>(ex: E, ps: &[&Proposal]) -> Result<Vec<Decision>> {
+    let requests = Value::Array(ps.iter().map(|p| proposal_json(p)).collect());
+    let rows: Vec<(i32, Uuid, String, String)> =
+        sqlx::query_as("SELECT i, action_id, verdict, reason FROM backstop.propose_batch($1) ORDER BY i")
+            .bind(&requests)
+            .fetch_all(ex)
+            .await
+            .map_err(refine)?;
+    rows.into_iter()
+        .map(|(_, action_id, verdict, reason)| {
+            Ok(Decision {
+                action_id,
+                verdict: verdict.parse()?,
+                reason,
+            })
+        })
+        .collect()
+}
+
+/// One action's outcome, as `record_result` takes it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Outcome {
+    pub action_id: Uuid,
+    pub ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub result: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inverse_params: Option<Value>,
+}
+
+/// Many outcomes in one call and one transaction (`record_results`), all or
+/// nothing as `propose_batch`.
+pub async fn record_results<'e, E: PgExecutor<'e>>(ex: E, outcomes: &[&Outcome]) -> Result<Vec<Recorded>> {
+    let results = serde_json::to_value(outcomes).map_err(|e| ContractError::Refused {
+        code: "22023".into(),
+        message: format!("record_results: {e}"),
+        hint: None,
+    })?;
+    let rows: Vec<(i32, String, String)> =
+        sqlx::query_as("SELECT i, status, compensation FROM backstop.record_results($1) ORDER BY i")
+            .bind(&results)
+            .fetch_all(ex)
+            .await
+            .map_err(refine)?;
+    Ok(rows
+        .into_iter()
+        .map(|(_, status, compensation)| Recorded { status, compensation })
+        .collect())
+}
+
+/// Proposals and outcomes in one statement and one transaction (what the
+/// gateway sends): `propose_batch` and `record_results` together, all or
+/// nothing.
+pub async fn batch<'e, E: PgExecutor<'e>>(
+    ex: E,
+    ps: &[&Proposal],
+    outcomes: &[&Outcome],
+) -> Result<(Vec<Decision>, Vec<Recorded>)> {
+    if outcomes.is_empty() {
+        return Ok((propose_batch(ex, ps).await?, Vec::new()));
+    }
+    if ps.is_empty() {
+        return Ok((Vec::new(), record_results(ex, outcomes).await?));
+    }
+    let requests = Value::Array(ps.iter().map(|p| proposal_json(p)).collect());
+    let results = serde_json::to_value(outcomes).map_err(|e| ContractError::Refused {
+        code: "22023".into(),
+        message: format!("record_results: {e}"),
+        hint: None,
+    })?;
+    let rows: Vec<(i32, i32, Option<Uuid>, String, String)> = sqlx::query_as(
+        "SELECT 0 AS part, i, action_id, verdict, reason FROM backstop.propose_batch($1)
+         UNION ALL
+         SELECT 1, i, NULL, status, compensation FROM backstop.record_results($2)
+         ORDER BY 1, 2",
+    )
+    .bind(&requests)
+    .bind(&results)
+    .fetch_all(ex)
+    .await
+    .map_err(refine)?;
+    let mut decisions = Vec::with_capacity(ps.len());
+    let mut recorded = Vec::with_capacity(outcomes.len());
+    for (part, _, action_id, a, b) in rows {
+        match (part, action_id) {
+            (0, Some(action_id)) => decisions.push(Decision {
+                action_id,
+                verdict: a.parse()?,
+                reason: b,
+            }),
+            _ => recorded.push(Recorded {
+                status: a,
+                compensation: b,
+            }),
+        }
+    }
+    Ok((decisions, recorded))
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

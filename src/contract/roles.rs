@@ -3,8 +3,10 @@
 /// The contract's functions, in the order `backstop roles` shows them.
 pub const CONTRACT_FUNCTIONS: &[&str] = &[
     "propose",
+    "propose_batch",
     "decision",
     "record_result",
+    "record_results",
     "report_signal",
     "approve",
     "reject",

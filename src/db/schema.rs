@@ -16,7 +16,7 @@ use sqlx::{Connection, PgConnection};
 
 /// The contract version sql/00_roles.sql's `contract_version()` returns
 /// (tests/contract.rs checks that they agree).
-pub const CONTRACT_VERSION: i32 = 8;
+pub const CONTRACT_VERSION: i32 = 9;
 
 /// One file of the contract.
 pub struct ContractFile {

@@ -1,0 +1,308 @@
+//! A gateway for a process that serves several agents: their proposals and
+//! results are queued and sent to the database in batches (`propose_batch`,
+//! `record_results`), one call and one commit for as many requests as are
+//! waiting, up to a limit.
+//!
+//! Every check of the contract still runs in the database for each request,
+//! the identity check included: the gateway's login must be mapped to each
+//! agent it serves (`backstop grant --agent`, `agent_logins`), and a request
+//! naming any other agent is refused as it would be alone. Each caller gets
+//! exactly the answer (or the refusal) its own call would have had: a batch
+//! that one request makes the database refuse is sent again without it, and
+//! that request gets its own error.
+//!
+//! Why: an action costs the database two commits, two round trips and, in
+//! PL/pgSQL, a fresh start of every expression each transaction; with
+//! sixteen agents on two cores the backends spend more time switching and
+//! committing than deciding. Batching pays those once for the batch.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use sqlx::pool::PoolConnection;
+use sqlx::{PgConnection, PgPool, Postgres};
+use tokio::sync::{Mutex, mpsc, oneshot};
+
+use super::{ContractError, Decision, Outcome, Proposal, Recorded, Result};
+
+enum Job {
+    Propose(Box<Proposal>, oneshot::Sender<Result<Decision>>),
+    Record(Box<Outcome>, oneshot::Sender<Result<Recorded>>),
+}
+
+/// A batching gateway: cheap to clone, shared by every agent task of the process.
+#[derive(Clone)]
+pub struct Gateway {
+    tx: mpsc::Sender<Job>,
+    stats: Arc<Counts>,
+}
+
+/// What the gateway has sent so far.
+#[derive(Debug, Default)]
+struct Counts {
+    calls: AtomicU64,
+    requests: AtomicU64,
+}
+
+/// Calls made to the database and requests they carried.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GatewayStats {
+    pub calls: u64,
+    pub requests: u64,
+}
+
+/// After this many refused requests in one batch, the rest go one by one:
+/// a batch resent without each refused request costs a run of the others.
+const MAX_RESENDS: usize = 3;
+
+impl Gateway {
+    /// Starts `connections` workers on `pool`, each sending at most
+    /// `max_batch` requests a call (1 to 500, as the contract takes).
+    /// The workers stop when every clone of the gateway is dropped.
+    pub fn start(pool: PgPool, connections: usize, max_batch: usize) -> Gateway {
+        let max_batch = max_batch.clamp(1, 500);
+        let (tx, rx) = mpsc::channel(max_batch * connections.max(1) * 2);
+        let rx = Arc::new(Mutex::new(rx));
+        let stats = Arc::new(Counts::default());
+        for _ in 0..connections.max(1) {
+            tokio::spawn(worker(pool.clone(), rx.clone(), max_batch, stats.clone()));
+        }
+        Gateway { tx, stats }
+    }
+
+    /// Calls made to the database so far, and the requests they carried.
+    pub fn stats(&self) -> GatewayStats {
+        GatewayStats {
+            calls: self.stats.calls.load(Ordering::Relaxed),
+            requests: self.stats.requests.load(Ordering::Relaxed),
+        }
+    }
+
+    /// `propose`, batched with whatever other proposals are waiting.
+    pub async fn propose(&self, p: Proposal) -> Result<Decision> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Job::Propose(Box::new(p), tx))
+            .await
+            .map_err(|_| closed())?;
+        rx.await.map_err(|_| closed())?
+    }
+
+    /// `record_result`, batched with whatever other results are waiting.
+    pub async fn record_result(&self, o: Outcome) -> Result<Recorded> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(Job::Record(Box::new(o), tx)).await.map_err(|_| closed())?;
+        rx.await.map_err(|_| closed())?
+    }
+}
+
+fn closed() -> ContractError {
+    ContractError::Database(sqlx::Error::PoolClosed)
+}
+
+async fn worker(pool: PgPool, rx: Arc<Mutex<mpsc::Receiver<Job>>>, max_batch: usize, stats: Arc<Counts>) {
+    let mut conn: Option<PoolConnection<Postgres>> = None;
+    loop {
+        let mut jobs = Vec::new();
+        {
+            // One worker waits for the next request and takes what else is
+            // queued; the others wait their turn, so batches fill while a
+            // call is in flight.
+            let mut rx = rx.lock().await;
+            match rx.recv().await {
+                Some(j) => jobs.push(j),
+                None => return,
+            }
+            while jobs.len() < max_batch {
+                match rx.try_recv() {
+                    Ok(j) => jobs.push(j),
+                    Err(_) => break,
+                }
+            }
+        }
+        let mut proposals = Vec::new();
+        let mut outcomes = Vec::new();
+        for j in jobs {
+            match j {
+                Job::Propose(p, tx) => proposals.push((*p, tx)),
+                Job::Record(o, tx) => outcomes.push((*o, tx)),
+            }
+        }
+        stats
+            .requests
+            .fetch_add((proposals.len() + outcomes.len()) as u64, Ordering::Relaxed);
+        // Each worker keeps its connection: a connection from the pool per
+        // batch would cost a round trip of its own (the pool's test).
+        if conn.is_none() {
+            match pool.acquire().await {
+                Ok(c) => conn = Some(c),
+                Err(e) => {
+                    fail_all(proposals, outcomes, &e.to_string());
+                    continue;
+                }
+            }
+        }
+        let Some(c) = conn.as_mut() else { continue };
+        if !in_batches(c, proposals, outcomes, &stats).await {
+            // No answer on it: closed, not given back to the pool.
+            if let Some(c) = conn.take() {
+                drop(c.detach());
+            }
+        }
+    }
+}
+
+/// What to do after a batch failed.
+enum Failed {
+    /// The database refused proposal `i` (with this error, as the proposal
+    /// alone would have had it); the batch was rolled back.
+    Proposal(usize, ContractError),
+    /// The same for outcome `i`.
+    Outcome(usize, ContractError),
+    /// The database refused the batch otherwise; nothing was written.
+    Batch,
+    /// No answer from the database: whether the call committed is unknown,
+    /// so nothing is sent again (a resent proposal could be a second action).
+    Unknown(String),
+}
+
+/// Which request a batch's refusal names: `propose_batch: request I: ...`
+/// or `record_results: result I: ...`.
+fn failed(e: ContractError, proposals: usize, outcomes: usize) -> Failed {
+    match e {
+        ContractError::Refused { code, message, hint } => {
+            let named = |prefix: &str, n: usize| {
+                let (i, m) = message.strip_prefix(prefix)?.split_once(": ")?;
+                let i = i.parse::<usize>().ok().filter(|i| *i < n)?;
+                Some((
+                    i,
+                    ContractError::Refused {
+                        code: code.clone(),
+                        message: m.to_string(),
+                        hint: hint.clone(),
+                    },
+                ))
+            };
+            if let Some((i, e)) = named("propose_batch: request ", proposals) {
+                Failed::Proposal(i, e)
+            } else if let Some((i, e)) = named("record_results: result ", outcomes) {
+                Failed::Outcome(i, e)
+            } else {
+                Failed::Batch
+            }
+        }
+        ContractError::Database(sqlx::Error::Database(_)) => Failed::Batch,
+        other => Failed::Unknown(other.to_string()),
+    }
+}
+
+fn unknown(msg: &str) -> ContractError {
+    ContractError::Database(sqlx::Error::Io(std::io::Error::other(format!(
+        "the gateway's batch got no answer (whether it committed is unknown): {msg}"
+    ))))
+}
+
+type Proposals = Vec<(Proposal, oneshot::Sender<Result<Decision>>)>;
+type Outcomes = Vec<(Outcome, oneshot::Sender<Result<Recorded>>)>;
+
+fn fail_all(proposals: Proposals, outcomes: Outcomes, msg: &str) {
+    for (_, tx) in proposals {
+        let _ = tx.send(Err(unknown(msg)));
+    }
+    for (_, tx) in outcomes {
+        let _ = tx.send(Err(unknown(msg)));
+    }
+}
+
+/// One call and one transaction for the proposals and outcomes waiting;
+/// sent again without each request the database refuses (which gets its own
+/// error), up to MAX_RESENDS times, then one by one. False when the
+/// connection gave no answer (it is not to be used again).
+async fn in_batches(c: &mut PgConnection, mut proposals: Proposals, mut outcomes: Outcomes, stats: &Counts) -> bool {
+    // One request alone goes as the single call: a batch of one would only
+    // add the batch's own work.
+    let alone = proposals.len() + outcomes.len() == 1;
+    for _ in 0..=MAX_RESENDS {
+        if alone {
+            break;
+        }
+        if proposals.is_empty() && outcomes.is_empty() {
+            return true;
+        }
+        let ps: Vec<&Proposal> = proposals.iter().map(|(p, _)| p).collect();
+        let os: Vec<&Outcome> = outcomes.iter().map(|(o, _)| o).collect();
+        stats.calls.fetch_add(1, Ordering::Relaxed);
+        match super::batch(&mut *c, &ps, &os).await {
+            Ok((ds, rs)) if ds.len() == proposals.len() && rs.len() == outcomes.len() => {
+                for ((_, tx), d) in proposals.into_iter().zip(ds) {
+                    let _ = tx.send(Ok(d));
+                }
+                for ((_, tx), r) in outcomes.into_iter().zip(rs) {
+                    let _ = tx.send(Ok(r));
+                }
+                return true;
+            }
+            Ok((ds, rs)) => {
+                // Cannot happen (a row a request); committed, so not resent.
+                let msg = format!(
+                    "{} decisions and {} results for {} proposals and {} outcomes",
+                    ds.len(),
+                    rs.len(),
+                    proposals.len(),
+                    outcomes.len()
+                );
+                fail_all(proposals, outcomes, &msg);
+                return true;
+            }
+            Err(e) => match failed(e, proposals.len(), outcomes.len()) {
+                Failed::Proposal(i, e) => {
+                    let _ = proposals.remove(i).1.send(Err(e));
+                }
+                Failed::Outcome(i, e) => {
+                    let _ = outcomes.remove(i).1.send(Err(e));
+                }
+                Failed::Batch => break,
+                Failed::Unknown(msg) => {
+                    fail_all(proposals, outcomes, &msg);
+                    return false;
+                }
+            },
+        }
+    }
+    let mut proposals = proposals.into_iter();
+    while let Some((p, tx)) = proposals.next() {
+        stats.calls.fetch_add(1, Ordering::Relaxed);
+        let r = super::propose(&mut *c, &p).await;
+        let broken = lost(&r);
+        let _ = tx.send(r);
+        if broken {
+            fail_all(
+                proposals.collect(),
+                outcomes,
+                "the connection was lost before it was sent",
+            );
+            return false;
+        }
+    }
+    let mut outcomes = outcomes.into_iter();
+    while let Some((o, tx)) = outcomes.next() {
+        stats.calls.fetch_add(1, Ordering::Relaxed);
+        let r = super::record_result(&mut *c, o.action_id, o.ok, o.result.as_ref(), o.inverse_params.as_ref()).await;
+        let broken = lost(&r);
+        let _ = tx.send(r);
+        if broken {
+            fail_all(
+                Vec::new(),
+                outcomes.collect(),
+                "the connection was lost before it was sent",
+            );
+            return false;
+        }
+    }
+    true
+}
+
+/// Whether a call got no answer from the database (the connection, not a refusal).
+fn lost<T>(r: &Result<T>) -> bool {
+    matches!(r, Err(ContractError::Database(e)) if e.as_database_error().is_none())
+}
