@@ -210,6 +210,21 @@ async fn run_floor(
     measure(&stop, &done, secs, tasks).await
 }
 
+/// Agent `a`'s `i`th refund, and the result its tool returns.
+fn refund(agent: &str, a: usize, i: u64) -> (Proposal, Value) {
+    let (params, result, reasoning) = payload(a, i);
+    let p = Proposal {
+        agent: agent.to_string(),
+        tool: "issue_refund".into(),
+        params,
+        confidence: Some(0.93),
+        reasoning: Some(reasoning),
+        correlation_id: Some(format!("ticket-{a}-{i}")),
+        ..Default::default()
+    };
+    (p, result)
+}
+
 /// Each agent on its own agent login, named like it.
 async fn run_gateway(agents: &[(String, sqlx::postgres::PgConnectOptions)], secs: f64) -> Result<(f64, Vec<f64>)> {
     let stop = Arc::new(AtomicBool::new(false));
@@ -223,21 +238,9 @@ async fn run_gateway(agents: &[(String, sqlx::postgres::PgConnectOptions)], secs
             let mut i = 0u64;
             let mut lat = Vec::new();
             while !stop.load(Ordering::Relaxed) {
-                let (params, result, reasoning) = payload(a, i);
+                let (p, result) = refund(&agent, a, i);
                 let t0 = Instant::now();
-                let d = contract::propose(
-                    &mut c,
-                    &Proposal {
-                        agent: agent.clone(),
-                        tool: "issue_refund".into(),
-                        params,
-                        confidence: Some(0.93),
-                        reasoning: Some(reasoning),
-                        correlation_id: Some(format!("ticket-{a}-{i}")),
-                        ..Default::default()
-                    },
-                )
-                .await?;
+                let d = contract::propose(&mut c, &p).await?;
                 anyhow::ensure!(d.verdict == Verdict::Allow, "bench proposal not allowed: {}", d.reason);
                 contract::record_result(&mut c, d.action_id, true, Some(&result), None).await?;
                 lat.push(t0.elapsed().as_secs_f64() * 1000.0);
@@ -289,19 +292,9 @@ async fn run_batched(
             let mut i = 0u64;
             let mut lat = Vec::new();
             while !stop.load(Ordering::Relaxed) {
-                let (params, result, reasoning) = payload(a, i);
+                let (p, result) = refund(&agent, a, i);
                 let t0 = Instant::now();
-                let d = gateway
-                    .propose(Proposal {
-                        agent: agent.clone(),
-                        tool: "issue_refund".into(),
-                        params,
-                        confidence: Some(0.93),
-                        reasoning: Some(reasoning),
-                        correlation_id: Some(format!("ticket-{a}-{i}")),
-                        ..Default::default()
-                    })
-                    .await?;
+                let d = gateway.propose(p).await?;
                 anyhow::ensure!(d.verdict == Verdict::Allow, "bench proposal not allowed: {}", d.reason);
                 gateway
                     .record_result(Outcome {

@@ -137,7 +137,11 @@ async fn worker(pool: PgPool, rx: Arc<Mutex<mpsc::Receiver<Job>>>, max_batch: us
             match pool.acquire().await {
                 Ok(c) => conn = Some(c),
                 Err(e) => {
-                    fail_all(proposals, outcomes, &e.to_string());
+                    // Nothing was sent: the callers may try again.
+                    let msg = format!("the gateway has no connection: {e}");
+                    fail_with(proposals, outcomes, || {
+                        ContractError::Database(sqlx::Error::Io(std::io::Error::other(msg.clone())))
+                    });
                     continue;
                 }
             }
@@ -206,11 +210,15 @@ type Proposals = Vec<(Proposal, oneshot::Sender<Result<Decision>>)>;
 type Outcomes = Vec<(Outcome, oneshot::Sender<Result<Recorded>>)>;
 
 fn fail_all(proposals: Proposals, outcomes: Outcomes, msg: &str) {
+    fail_with(proposals, outcomes, || unknown(msg));
+}
+
+fn fail_with(proposals: Proposals, outcomes: Outcomes, e: impl Fn() -> ContractError) {
     for (_, tx) in proposals {
-        let _ = tx.send(Err(unknown(msg)));
+        let _ = tx.send(Err(e()));
     }
     for (_, tx) in outcomes {
-        let _ = tx.send(Err(unknown(msg)));
+        let _ = tx.send(Err(e()));
     }
 }
 
@@ -276,11 +284,7 @@ async fn in_batches(c: &mut PgConnection, mut proposals: Proposals, mut outcomes
         let broken = lost(&r);
         let _ = tx.send(r);
         if broken {
-            fail_all(
-                proposals.collect(),
-                outcomes,
-                "the connection was lost before it was sent",
-            );
+            fail_with(proposals.collect(), outcomes, not_sent);
             return false;
         }
     }
@@ -291,15 +295,17 @@ async fn in_batches(c: &mut PgConnection, mut proposals: Proposals, mut outcomes
         let broken = lost(&r);
         let _ = tx.send(r);
         if broken {
-            fail_all(
-                Vec::new(),
-                outcomes.collect(),
-                "the connection was lost before it was sent",
-            );
+            fail_with(Vec::new(), outcomes.collect(), not_sent);
             return false;
         }
     }
     true
+}
+
+fn not_sent() -> ContractError {
+    ContractError::Database(sqlx::Error::Io(std::io::Error::other(
+        "the gateway lost its connection before sending this (nothing of it was written)",
+    )))
 }
 
 /// Whether a call got no answer from the database (the connection, not a refusal).
