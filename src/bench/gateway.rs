@@ -498,6 +498,11 @@ pub struct BigLog {
     pub full_actions_per_s: f64,
     /// Rows the retention cut carried forward.
     pub carried: i32,
+    /// The log's partitions in each measurement: a generic plan over the
+    /// log locks every partition on each call, so their count (which grows
+    /// with the time the fill and its sealing took) costs the gateway.
+    pub partitions_empty: i64,
+    pub partitions_full: i64,
 }
 
 /// The gateway on an empty log, then on one of `prefill` rows behind a real
@@ -607,6 +612,8 @@ pub async fn run_prefilled(cfg: &Config, agents: usize, secs: f64, prefill: i64,
             empty_actions_per_s: empty,
             full_actions_per_s: full,
             carried: dropped.carried,
+            partitions_empty,
+            partitions_full,
         })
     }
     .await;

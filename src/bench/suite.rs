@@ -116,12 +116,12 @@ pub async fn run(cfg: &Config, quick: bool, progress: bool) -> Result<SuiteRepor
     figures.push(fig(
         "gateway_big_log_vs_empty",
         &format!(
-            "gateway, 4 agents, {big_log}-row log behind a retention cut ({} rows carried): actions/s",
-            big.carried
+            "gateway, 4 agents, {big_log}-row log behind a retention cut ({} rows carried; {} partitions): actions/s",
+            big.carried, big.partitions_full
         ),
         big.full_actions_per_s,
         "/s",
-        "same, empty log",
+        &format!("same, empty log ({} partitions)", big.partitions_empty),
         big.empty_actions_per_s,
         true,
     ));
