@@ -277,14 +277,19 @@ pub struct Outcome {
     pub inverse_params: Option<Value>,
 }
 
-/// Many outcomes in one call and one transaction (`record_results`), all or
-/// nothing as `propose_batch`.
-pub async fn record_results<'e, E: PgExecutor<'e>>(ex: E, outcomes: &[&Outcome]) -> Result<Vec<Recorded>> {
-    let results = serde_json::to_value(outcomes).map_err(|e| ContractError::Refused {
+/// `record_results`' argument.
+fn outcomes_json(outcomes: &[&Outcome]) -> Result<Value> {
+    serde_json::to_value(outcomes).map_err(|e| ContractError::Refused {
         code: "22023".into(),
         message: format!("record_results: {e}"),
         hint: None,
-    })?;
+    })
+}
+
+/// Many outcomes in one call and one transaction (`record_results`), all or
+/// nothing as `propose_batch`.
+pub async fn record_results<'e, E: PgExecutor<'e>>(ex: E, outcomes: &[&Outcome]) -> Result<Vec<Recorded>> {
+    let results = outcomes_json(outcomes)?;
     let rows: Vec<(i32, String, String)> =
         sqlx::query_as("SELECT i, status, compensation FROM backstop.record_results($1) ORDER BY i")
             .bind(&results)
@@ -312,11 +317,7 @@ pub async fn batch<'e, E: PgExecutor<'e>>(
         return Ok((Vec::new(), record_results(ex, outcomes).await?));
     }
     let requests = Value::Array(ps.iter().map(|p| proposal_json(p)).collect());
-    let results = serde_json::to_value(outcomes).map_err(|e| ContractError::Refused {
-        code: "22023".into(),
-        message: format!("record_results: {e}"),
-        hint: None,
-    })?;
+    let results = outcomes_json(outcomes)?;
     let rows: Vec<(i32, i32, Option<Uuid>, String, String)> = sqlx::query_as(
         "SELECT 0 AS part, i, action_id, verdict, reason FROM backstop.propose_batch($1)
          UNION ALL
