@@ -2674,7 +2674,7 @@ BEGIN
             SELECT p.action_id, p.verdict, p.reason INTO d
               FROM backstop.propose(r ->> 'agent', r ->> 'tool', r -> 'params',
                                     (r ->> 'amount')::double precision, (r ->> 'confidence')::double precision,
-                                    r ->> 'reasoning', r -> 'inputs', r ->> 'correlation_id',
+                                    r ->> 'reasoning', nullif(r -> 'inputs', 'null'::jsonb), r ->> 'correlation_id',
                                     (r ->> 'parent_action')::uuid, r ->> 'idempotency_key',
                                     CASE WHEN jsonb_typeof(r -> 'depends_on') = 'array'
                                          THEN ARRAY(SELECT x::uuid FROM jsonb_array_elements_text(r -> 'depends_on') x) END) p;
