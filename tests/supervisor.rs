@@ -8,11 +8,11 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use backstop::contract::{self, Proposal, Verdict};
+use backstop::contract::{self, Proposal, Scope, Verdict};
 use backstop::policy::{self, SupervisorSettings};
 use backstop::registry;
 use backstop::supervisor::{self, SupervisorStats, review};
-use common::TestDb;
+use common::{Logins, TestDb};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -487,6 +487,99 @@ async fn a_complaint_spike_pauses_exactly_that_agent() {
             .await,
         1
     );
+}
+
+/// The promise is that a spike pauses the agent, not only the first one: a
+/// commander who resumes it (the finding left acknowledged, not resolved)
+/// must not have switched the check off for that agent. Signals that came
+/// while it was paused, or before the finding was last updated, were seen:
+/// they do not count toward the next spike.
+#[tokio::test]
+async fn a_new_spike_after_a_resume_pauses_the_agent_again() {
+    let extra = "[supervisor.complaints]\nwindow = \"1m\"\nbaseline = \"1h\"\nmin_count = 5\nfactor = 3.0\n";
+    let (t, s) = setup(&test_policy(extra)).await;
+    let mut logins = Logins::new(&t);
+    let ic = logins.login(&t, "spike_ic", Some("commander")).await;
+    let op = logins.login(&t, "spike_op", Some("operator")).await;
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        ids.push(
+            executed(
+                t.pool(),
+                "refund-bot",
+                "issue_refund",
+                json!({"customer_id": format!("c-{}", i + 1), "amount": 5, "order_id": format!("o-{}", i + 1)}),
+                0.99,
+            )
+            .await,
+        );
+    }
+    let sup = sup(&t).await;
+    let mut stats = SupervisorStats::default();
+    let complain = async |ids: &[Uuid]| {
+        for id in ids {
+            contract::report_signal(t.pool(), "complaint", None, None, Some(&json!({"action_id": id})))
+                .await
+                .unwrap();
+        }
+    };
+    let pauses = "SELECT count(*) FROM backstop.action_log WHERE kind = 'paused' AND actor = 'supervisor'
+                   AND detail ->> 'target' = 'refund-bot'";
+    let paused_now = "SELECT count(*) FROM backstop.kill_switches WHERE paused AND target = 'refund-bot'";
+    complain(&ids[..5]).await;
+    follow_all(&sup, &s, &mut stats).await;
+    assert_eq!(t.count(pauses).await, 1);
+    let finding: Uuid = sqlx::query_scalar("SELECT finding_id FROM backstop.findings WHERE kind = 'complaint_spike'")
+        .fetch_one(t.pool())
+        .await
+        .unwrap();
+    // Complaints about what it did before the pause keep coming while it is
+    // paused: nothing more to do.
+    complain(&ids[5..9]).await;
+    follow_all(&sup, &s, &mut stats).await;
+    assert_eq!(t.count(pauses).await, 1);
+    contract::acknowledge_finding(&op, finding, "looking into the refunds")
+        .await
+        .unwrap();
+    contract::resume(&ic, Scope::Agent, Some("refund-bot"), "refund template fixed")
+        .await
+        .unwrap();
+    // One complaint after the resume: the nine before it were seen, and do
+    // not make a spike of it.
+    complain(&ids[9..10]).await;
+    follow_all(&sup, &s, &mut stats).await;
+    assert_eq!(t.count(paused_now).await, 0);
+    assert_eq!(t.count(pauses).await, 1);
+    // Four more: five since the resume, a spike of their own.
+    complain(&ids[10..14]).await;
+    follow_all(&sup, &s, &mut stats).await;
+    assert_eq!(
+        t.count(paused_now).await,
+        1,
+        "a new spike after the resume did not pause the agent"
+    );
+    assert_eq!(t.count(pauses).await, 2);
+    let (count, status, detail): (i32, String, Value) =
+        sqlx::query_as("SELECT count, status, detail FROM backstop.findings WHERE finding_id = $1")
+            .bind(finding)
+            .fetch_one(t.pool())
+            .await
+            .unwrap();
+    assert_eq!((count, status.as_str()), (2, "acknowledged"));
+    assert_eq!(detail["signals_in_window"], 5);
+    assert!(detail["counted_after_seq"].as_i64().is_some(), "{detail}");
+    assert_eq!(
+        t.count("SELECT count(*) FROM backstop.findings WHERE kind = 'complaint_spike'")
+            .await,
+        1
+    );
+    let reason: String =
+        sqlx::query_scalar("SELECT reason FROM backstop.kill_switches WHERE scope = 'agent' AND target = 'refund-bot'")
+            .fetch_one(t.pool())
+            .await
+            .unwrap();
+    assert!(reason.contains(&finding.to_string()), "{reason}");
+    logins.drop_all(vec![ic, op, sup]).await;
 }
 
 fn spawn_supervisor(t: &TestDb, dir: &std::path::Path, name: &str) -> Child {

@@ -89,6 +89,18 @@ pub async fn raise_and_act(
     found: Found<'_>,
     stats: &mut SupervisorStats,
 ) -> Result<Raised> {
+    raise_then_act(conn, settings, found, stats, false).await
+}
+
+/// `raise_and_act`; with `again`, the automatic action is taken on a merge
+/// too (a repeat the caller has judged to be new evidence).
+async fn raise_then_act(
+    conn: &mut PgConnection,
+    settings: &SupervisorSettings,
+    found: Found<'_>,
+    stats: &mut SupervisorStats,
+    again: bool,
+) -> Result<Raised> {
     let Found {
         kind,
         severity,
@@ -99,7 +111,7 @@ pub async fn raise_and_act(
     let f = contract::raise_finding(&mut *conn, kind, severity, agent, action_id, evidence).await?;
     stats.findings += u64::from(!f.merged);
     let mut done = None;
-    if !f.merged {
+    if !f.merged || again {
         // The automatic action in a savepoint: a lock another session holds
         // on what it touches (an agent's transaction left open on its
         // action) past the caller's lock_timeout leaves the finding raised
@@ -356,7 +368,7 @@ async fn after_pause_check(
             action_id: Some(action_id),
             evidence: &evidence,
         };
-        raise_and_act_or_skip(conn, settings, found, stats).await?;
+        raise_and_act_or_skip(conn, settings, found, stats, false).await?;
     }
     Ok(())
 }
@@ -370,10 +382,11 @@ async fn raise_and_act_or_skip(
     settings: &SupervisorSettings,
     found: Found<'_>,
     stats: &mut SupervisorStats,
+    again: bool,
 ) -> Result<()> {
     let what = format!("{} finding on {}", found.kind, found.agent.unwrap_or("(no agent)"));
     let mut sp = sqlx::Connection::begin(&mut *conn).await?;
-    match raise_and_act(&mut sp, settings, found, stats).await {
+    match raise_then_act(&mut sp, settings, found, stats, again).await {
         Ok(_) => {
             sp.commit().await?;
             Ok(())
@@ -404,6 +417,43 @@ async fn complaint_check(
         .bind(baseline_start)
         .fetch_one(&mut *conn)
         .await?;
+    // An unresolved spike finding already stands for the signals it counted.
+    // A pause is lifted by a person, often with the finding left open or
+    // acknowledged: the agent then runs again, and a new spike must stop it
+    // again. It counts only the signals that came after the finding was last
+    // updated and after the agent (or the fleet) was last resumed: the
+    // earlier ones were seen, and counting them would pause it again at the
+    // first complaint after a resume. While the agent or the fleet is paused
+    // there is nothing to do.
+    let open: Option<(i64, bool, Option<i64>)> = sqlx::query_as(
+        "SELECT f.last_seq,
+                EXISTS (SELECT 1 FROM backstop.kill_switches k
+                         WHERE k.paused AND (k.scope = 'fleet' OR (k.scope = 'agent' AND k.target = $1))),
+                (SELECT max(k.changed_seq) FROM backstop.kill_switches k
+                  WHERE k.scope = 'fleet' OR (k.scope = 'agent' AND k.target = $1))
+           FROM backstop.findings f
+          WHERE f.kind = 'complaint_spike' AND f.agent = $1 AND f.status <> 'resolved'
+          ORDER BY f.last_seq DESC LIMIT 1",
+    )
+    .bind(agent)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let (recent, since) = match open {
+        None => (recent, None),
+        Some((_, true, _)) => return Ok(()),
+        Some((last, false, resumed)) => {
+            let since = last.max(resumed.unwrap_or(0));
+            let newer: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM backstop.signals s WHERE s.agent = $1 AND s.at >= $2 AND s.seq > $3",
+            )
+            .bind(agent)
+            .bind(window_start)
+            .bind(since)
+            .fetch_one(&mut *conn)
+            .await?;
+            (newer, Some(since))
+        }
+    };
     let (spike, expected) = is_spike(
         recent,
         baseline,
@@ -415,16 +465,7 @@ async fn complaint_check(
     if !spike {
         return Ok(());
     }
-    let open: bool = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM backstop.findings WHERE kind = 'complaint_spike' AND agent = $1 AND status <> 'resolved')",
-    )
-    .bind(agent)
-    .fetch_one(&mut *conn)
-    .await?;
-    if open {
-        return Ok(());
-    }
-    let evidence = json!({
+    let mut evidence = json!({
         "rule": "complaint_spike",
         "signals_in_window": recent,
         "window_seconds": c.window_seconds,
@@ -435,6 +476,9 @@ async fn complaint_check(
         "factor": c.factor,
         "latest_signal_seqs": seqs,
     });
+    if let Some(since) = since {
+        evidence["counted_after_seq"] = json!(since);
+    }
     let found = Found {
         kind: "complaint_spike",
         severity: "critical",
@@ -442,7 +486,7 @@ async fn complaint_check(
         action_id: None,
         evidence: &evidence,
     };
-    raise_and_act_or_skip(conn, settings, found, stats).await?;
+    raise_and_act_or_skip(conn, settings, found, stats, since.is_some()).await?;
     Ok(())
 }
 
