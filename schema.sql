@@ -475,11 +475,11 @@ ALTER FUNCTION backstop._kill_switch(p_agent text, p_tool text, OUT scope text, 
 
 CREATE FUNCTION backstop._may_act_as(p_agent text) RETURNS boolean
     LANGUAGE plpgsql STABLE
-    SET search_path TO 'pg_catalog', 'backstop', 'pg_temp'
     AS $$
 BEGIN
-    RETURN p_agent = session_user
-        OR EXISTS (SELECT 1 FROM backstop.agent_logins m WHERE m.login = session_user AND m.agent = p_agent)
+    RETURN p_agent OPERATOR(pg_catalog.=) session_user
+        OR EXISTS (SELECT 1 FROM backstop.agent_logins m
+                    WHERE m.login OPERATOR(pg_catalog.=) session_user AND m.agent OPERATOR(pg_catalog.=) p_agent)
         OR backstop._trusted();
 END
 $$;
