@@ -417,6 +417,20 @@ async fn complaint_check(
         .bind(baseline_start)
         .fetch_one(&mut *conn)
         .await?;
+    // The signals counted below are some of these: no spike in all of them,
+    // none in those.
+    if !is_spike(
+        recent,
+        baseline,
+        c.window_seconds,
+        c.baseline_seconds,
+        c.min_count,
+        c.factor,
+    )
+    .0
+    {
+        return Ok(());
+    }
     // An unresolved spike finding already stands for the signals it counted.
     // A pause is lifted by a person, often with the finding left open or
     // acknowledged: the agent then runs again, and a new spike must stop it
