@@ -417,18 +417,10 @@ async fn complaint_check(
         .bind(baseline_start)
         .fetch_one(&mut *conn)
         .await?;
+    let spike_in = |n| is_spike(n, baseline, c.window_seconds, c.baseline_seconds, c.min_count, c.factor);
     // The signals counted below are some of these: no spike in all of them,
     // none in those.
-    if !is_spike(
-        recent,
-        baseline,
-        c.window_seconds,
-        c.baseline_seconds,
-        c.min_count,
-        c.factor,
-    )
-    .0
-    {
+    if !spike_in(recent).0 {
         return Ok(());
     }
     // An unresolved spike finding already stands for the signals it counted.
@@ -468,14 +460,7 @@ async fn complaint_check(
             (newer, Some(since))
         }
     };
-    let (spike, expected) = is_spike(
-        recent,
-        baseline,
-        c.window_seconds,
-        c.baseline_seconds,
-        c.min_count,
-        c.factor,
-    );
+    let (spike, expected) = spike_in(recent);
     if !spike {
         return Ok(());
     }
