@@ -12,13 +12,15 @@
 #   N=1000 scripts/profile-gateway.sh          # more actions
 #   KEEP=1 scripts/profile-gateway.sh          # keep the callgrind files (callgrind_annotate)
 #   MAX_OVER_FLOOR=3.07 scripts/profile-gateway.sh   # fail above that gateway / floor (CI)
-#   MAX_BATCHED_OVER_FLOOR=2.92 ...            # the same for an action batched by 16 (CI)
+#   MAX_BATCHED_OVER_FLOOR=1.56 ...            # the same for an action batched by 16 (CI)
 #   BIN=target/debug/backstop ...              # any build: it only migrates and loads
 #
 # Every statement is PREPAREd once and EXECUTEd per action, as a driver's
 # cached statements are; each runs in its own transaction. Agents act as their
 # own login (SET SESSION AUTHORIZATION), the batched calls as a gateway's login
-# mapped to the agent in agent_logins; the shipped demo registry and policy
+# mapped in agent_logins to sixteen agents, one request of each in a batch
+# (as a gateway serving sixteen agents sends them, and as propose_batch's
+# two-statement path takes them); the shipped demo registry and policy
 # are loaded with the hourly cap lifted, as `backstop bench gateway` does.
 # The figure is the difference between a run of 3N and one of N actions,
 # divided by 2N: start-up, preparing and the first plans cancel out.
@@ -63,7 +65,10 @@ GRANT SELECT ON backstop.actions TO "profile-agent";
 -- request then pays the identity check a real gateway's does.
 CREATE ROLE "profile-gateway" LOGIN IN ROLE backstop_agent;
 GRANT SELECT ON backstop.actions TO "profile-gateway";
-INSERT INTO backstop.agent_logins (login, agent) VALUES ('profile-gateway', 'profile-agent');
+-- It serves sixteen agents, one request of each in a batch, as a gateway
+-- serving sixteen agents sends them.
+INSERT INTO backstop.agent_logins (login, agent)
+SELECT 'profile-gateway', 'profile-agent-' || g FROM generate_series(0, 15) g;
 SQL
 psql -q "$URL" -c "SET client_min_messages = warning" -f - <<'SQL' >/dev/null
 CREATE SCHEMA bench_floor;
@@ -135,7 +140,7 @@ floor = [
 # B results in one record_results, each call its own transaction; $1 numbers
 # the batch's first action.
 B = 16
-req = ("jsonb_build_object('agent', 'profile-agent', 'tool', 'issue_refund', 'params', "
+req = ("jsonb_build_object('agent', 'profile-agent-' || g % 16, 'tool', 'issue_refund', 'params', "
        + params.replace("$1", "g") + ", 'confidence', 0.93, 'reasoning', repeat('reasoning ', 50), "
        "'correlation_id', 'ticket-' || g)")
 res = ("jsonb_build_object('action_id', (SELECT a.action_id FROM backstop.actions a WHERE a.correlation_id = 'ticket-' || g), "

@@ -156,11 +156,142 @@ $$;
 SELECT backstop._grant('record_result', 'agent');
 COMMENT ON FUNCTION backstop.record_result IS 'Records the outcome of an allowed action (executed or failed) and, for a reversible or conditional tool, stages its compensation in the same transaction. Callers: agent. Returns (status, compensation: staged, or why not).';
 
+-- record_results' fast path, as _propose_set is propose_batch's: two
+-- statements for the batch (lock and check; write). It takes only results
+-- of distinct actions that are allowed and not yet recorded, that carry no
+-- inverse_params and that the login may report, and leaves every other
+-- batch (a retry, a refusal, an agent's inverse parameters) to
+-- record_result(), one by one: it returns no row, and writes nothing,
+-- unless it takes them all. What it writes is what record_result() would.
+CREATE FUNCTION backstop._record_set(results jsonb)
+RETURNS TABLE (i integer, status text, compensation text)
+LANGUAGE plpgsql SET search_path = pg_catalog, backstop, pg_temp
+-- A plan over a set of requests is estimated at thousands of rows (a
+-- function's rows are guessed, not known) and would be JIT-compiled on a
+-- server with jit on: seconds of compiling for sixteen rows. Planned once
+-- a session: planning the statement costs more than running it.
+SET jit = off SET plan_cache_mode = force_generic_plan AS $$
+#variable_conflict use_column
+DECLARE
+    v_go boolean;
+    v_trusted boolean := backstop._trusted();
+    a_i integer[];
+    a_id uuid[];
+    a_ok boolean[];
+    a_result jsonb[];
+BEGIN
+    -- Locked as record_result() locks each (FOR UPDATE), in one statement.
+    WITH req AS (
+        SELECT e.k::integer - 1 AS i, e.r ->> 'action_id' AS id_txt, e.r -> 'ok' AS ok_j,
+               nullif(e.r -> 'result', 'null'::jsonb) AS result, nullif(e.r -> 'inverse_params', 'null'::jsonb) AS inv,
+               -- record_results names an unknown key when this path declines.
+               CASE WHEN jsonb_typeof(e.r) = 'object' THEN NOT EXISTS (
+                   SELECT 1 FROM jsonb_object_keys(e.r) key WHERE key <> ALL ('{action_id,ok,result,inverse_params}'))
+               END AS known_keys
+          FROM jsonb_array_elements(results) WITH ORDINALITY e(r, k)
+    ), q AS (
+        SELECT req.*, CASE WHEN req.id_txt ~ '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'
+                           THEN req.id_txt::uuid END AS id
+          FROM req
+    ), locked AS (
+        SELECT x.action_id, x.agent, x.status
+          FROM backstop.actions x
+         -- An array: an index probe an id, where IN (SELECT ...) may be
+         -- planned as a scan of every action.
+         WHERE x.action_id = ANY (ARRAY(SELECT q.id FROM q))
+         ORDER BY x.action_id
+           FOR UPDATE OF x
+    )
+    SELECT bool_and(coalesce(
+               q.known_keys AND q.id IS NOT NULL AND jsonb_typeof(q.ok_j) = 'boolean' AND q.inv IS NULL
+               AND (q.result IS NULL OR pg_column_size(q.result) <= 65536)
+               AND l.status = 'allowed'
+               AND (l.agent = session_user
+                    OR EXISTS (SELECT 1 FROM backstop.agent_logins m WHERE m.login = session_user AND m.agent = l.agent)
+                    OR v_trusted), false))
+               AND count(DISTINCT q.id) = count(*),
+           -- One aggregate node: every array takes the rows in the same order.
+           array_agg(q.i), array_agg(q.id), array_agg(CASE WHEN jsonb_typeof(q.ok_j) = 'boolean' THEN (q.ok_j #>> '{}')::boolean END),
+           array_agg(q.result)
+      INTO v_go, a_i, a_id, a_ok, a_result
+      FROM q LEFT JOIN locked l ON l.action_id = q.id;
+    IF NOT coalesce(v_go, false) THEN
+        RETURN;
+    END IF;
+
+    RETURN QUERY
+    WITH r AS (
+        SELECT u.i, u.id, u.ok, u.result FROM unnest(a_i, a_id, a_ok, a_result) AS u(i, id, ok, result)
+    ), a AS MATERIALIZED (
+        -- What record_result() reads and binds, a row an action.
+        SELECT r.i, r.id, r.ok, r.result, x.agent, x.amount, x.class, x.correlation_id, x.parent_action,
+               x.policy_version, x.registry_version, x.tool, t.inverse AS t_inverse, t.bindings AS t_bindings,
+               t.condition AS t_condition,
+               CASE WHEN r.ok THEN 'executed' ELSE 'failed' END AS kind,
+               r.ok AND x.class IN ('reversible', 'conditional') AS staging,
+               CASE WHEN r.ok AND x.class IN ('reversible', 'conditional') AND t.reversal_window IS NOT NULL
+                    THEN clock_timestamp() + t.reversal_window END AS deadline,
+               CASE WHEN r.ok AND x.class IN ('reversible', 'conditional') THEN
+                   coalesce(pl.params, (SELECT c.params FROM backstop.carried_log c
+                                         WHERE pl.seq IS NULL AND c.seq = x.proposed_seq AND c.at = x.proposed_at)) END AS params
+          FROM r
+          JOIN backstop.actions x ON x.action_id = r.id
+          LEFT JOIN backstop.tools t ON t.version = x.registry_version AND t.name = x.tool
+          LEFT JOIN backstop.action_log pl
+            ON r.ok AND x.class IN ('reversible', 'conditional')
+           AND pl.seq = x.proposed_seq AND pl.at = x.proposed_at AND pl.kind <> 'carried'
+    ), b AS MATERIALIZED (
+        SELECT a.*, inv.v AS inv, miss.m AS missing,
+               CASE WHEN NOT a.staging THEN 'none'
+                    WHEN miss.m IS NULL THEN 'staged' ELSE 'unbound: ' || array_to_string(miss.m, ', ') END AS comp
+          FROM a
+          LEFT JOIN LATERAL (
+              SELECT coalesce(jsonb_object_agg(j.key, j.val) FILTER (WHERE j.val IS NOT NULL), '{}') AS v
+                FROM (SELECT j.key,
+                             CASE WHEN j.value #>> '{}' LIKE 'params.%' THEN backstop.path_get(a.params, substr(j.value #>> '{}', 8))
+                                  WHEN j.value #>> '{}' = 'result' THEN a.result
+                                  WHEN j.value #>> '{}' LIKE 'result.%' THEN backstop.path_get(a.result, substr(j.value #>> '{}', 8))
+                                  END AS val
+                        FROM jsonb_each(a.t_bindings) j) j) inv ON a.staging
+          LEFT JOIN LATERAL (
+              SELECT array_agg(k ORDER BY k) AS m
+                FROM jsonb_object_keys(a.t_bindings) k
+               WHERE NOT inv.v ? k) miss ON a.staging
+    ), l AS (
+        INSERT INTO backstop.action_log AS l
+            (seq, at, txid, kind, actor, agent, tool, action_id, detail, correlation_id, parent_action, amount, confidence,
+             reasoning, inputs, params, result, policy_version, registry_version)
+        SELECT nextval('backstop.action_log_seq'), clock_timestamp(), pg_current_xact_id(), b.kind, b.agent, b.agent,
+               b.tool, b.id,
+               CASE WHEN b.comp = 'none' THEN '{}'::jsonb ELSE jsonb_build_object('compensation', jsonb_strip_nulls(jsonb_build_object(
+                   'inverse_tool', b.t_inverse, 'missing', to_jsonb(b.missing),
+                   'deadline', b.deadline, 'condition', b.t_condition))
+                   || CASE WHEN b.inv IS NULL THEN '{}'::jsonb ELSE jsonb_build_object('inverse_params', b.inv) END) END,
+               b.correlation_id, b.parent_action, b.amount, NULL, NULL, NULL, NULL, b.result, b.policy_version,
+               b.registry_version
+          FROM b ORDER BY b.i
+        RETURNING l.seq, l.at, l.action_id
+    ), upd AS (
+        UPDATE backstop.actions x
+           SET status = b.kind, executed_seq = l.seq, executed_at = l.at,
+               inverse_tool = CASE WHEN b.comp <> 'none' THEN b.t_inverse END,
+               inverse_params = CASE WHEN b.comp <> 'none' THEN b.inv END,
+               inverse_missing = b.missing, comp_deadline = b.deadline,
+               comp_condition = CASE WHEN b.comp <> 'none' THEN b.t_condition END,
+               updated_seq = l.seq
+          FROM b JOIN l ON l.action_id = b.id
+         WHERE x.action_id = b.id
+    )
+    SELECT b.i, b.kind, b.comp FROM b ORDER BY b.i;
+END
+$$;
+
 -- record_result() for many actions in one call and one transaction (the
 -- gateway's other half); all or nothing, as propose_batch.
+-- A definer only to call _record_set (see propose_batch).
 CREATE FUNCTION backstop.record_results(results jsonb)
 RETURNS TABLE (i integer, status text, compensation text)
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     r jsonb;
     n integer := 0;
@@ -174,6 +305,10 @@ BEGIN
     IF results IS NULL OR jsonb_typeof(results) <> 'array' OR jsonb_array_length(results) NOT BETWEEN 1 AND 500 THEN
         RAISE EXCEPTION USING ERRCODE = '22023',
             MESSAGE = 'record_results: results must be a JSON array of 1 to 500 objects, each with record_result()''s arguments by name';
+    END IF;
+    RETURN QUERY SELECT f.i, f.status, f.compensation FROM backstop._record_set(results) f;
+    IF FOUND THEN
+        RETURN;
     END IF;
     SELECT format('result %s: %s', e.k - 1,
                   CASE WHEN jsonb_typeof(e.v) <> 'object' THEN 'not a JSON object'

@@ -60,6 +60,21 @@ $$;
 REVOKE ALL ON FUNCTION backstop_check.in_list(text, text, text) FROM PUBLIC;
 COMMENT ON FUNCTION backstop_check.in_list IS 'Whether a policy list kept in a table holds a value, read with the check role''s rights. Callers: the owner only (evaluate, in propose and in the supervisor''s review). Returns boolean.';
 
+-- Which of several values a policy list kept in a table holds: one read
+-- for a batch of proposals (propose_batch), as in_list is for one.
+CREATE FUNCTION backstop_check.in_list_any(tbl text, col text, vals text[]) RETURNS text[]
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    hits text[];
+BEGIN
+    EXECUTE format('SELECT array_agg(DISTINCT %I::text) FROM %s WHERE %I::text = ANY ($1)', col, tbl::regclass, col)
+       INTO hits USING vals;
+    RETURN coalesce(hits, '{}');
+END
+$$;
+REVOKE ALL ON FUNCTION backstop_check.in_list_any(text, text, text[]) FROM PUBLIC;
+COMMENT ON FUNCTION backstop_check.in_list_any IS 'Which of the values given a policy list kept in a table holds, read with the check role''s rights. Callers: the owner only (propose_batch''s fast path). Returns text[].';
+
 -- Neither is granted to any duty: a supervisor that could call them ran any
 -- query it liked, or read any column, with the check role's rights (the
 -- business tables a deployment grants for checks, PII included), outside

@@ -15,6 +15,7 @@ use common::TestDb;
 use rust_decimal::Decimal;
 use serde_json::json;
 use std::str::FromStr;
+use uuid::Uuid;
 
 fn assets() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/demo")
@@ -746,4 +747,263 @@ async fn per_minute_totals_no_window_reads_are_pruned() {
         .await
         .expect_err("a bad max_rows");
     assert!(e.to_string().contains("max_rows must be 1 to 1000000"), "{e}");
+}
+
+/// Rows a test compares across two databases: ids, times and absolute
+/// sequence numbers left out (each database has its own), sequence numbers
+/// kept relative to the first row the test wrote, so the order of every
+/// write is compared too.
+async fn written(t: &TestDb, since: i64) -> serde_json::Value {
+    sqlx::query_scalar(
+        "SELECT jsonb_build_object(
+           'log', (SELECT jsonb_agg(jsonb_build_object(
+                       'seq', l.seq - $1, 'kind', l.kind, 'actor', l.actor, 'agent', l.agent, 'tool', l.tool,
+                       'detail', l.detail #- '{compensation,deadline}' #- '{expires_at}',
+                       'deadline', l.detail #> '{compensation,deadline}' IS NOT NULL,
+                       'expires', l.detail ? 'expires_at', 'correlation_id', l.correlation_id,
+                       'parent', l.parent_action IS NOT NULL, 'amount', l.amount, 'confidence', l.confidence,
+                       'reasoning', l.reasoning, 'inputs', l.inputs, 'params', l.params, 'result', l.result,
+                       'policy', l.policy_version, 'registry', l.registry_version) ORDER BY l.seq)
+                     FROM backstop.action_log l WHERE l.seq > $1),
+           'actions', (SELECT jsonb_agg(to_jsonb(a)
+                                        - '{action_id,proposed_at,executed_at,expires_at,comp_deadline,proposed_seq,executed_seq,updated_seq,decided_seq}'::text[]
+                                        || jsonb_build_object('proposed', a.proposed_seq - $1, 'executed', a.executed_seq - $1,
+                                                              'updated', a.updated_seq - $1, 'decided', a.decided_seq - $1,
+                                                              'deadline', a.comp_deadline IS NOT NULL,
+                                                              'expires', a.expires_at IS NOT NULL) ORDER BY a.proposed_seq)
+                         FROM backstop.actions a WHERE a.proposed_seq > $1),
+           'queue', (SELECT jsonb_agg(jsonb_build_array(q.agent, q.tool, q.amount, q.rule, q.reason, q.approvals_needed,
+                                                        q.proposed_seq - $1) ORDER BY q.proposed_seq)
+                       FROM backstop.approval_queue q WHERE q.proposed_seq > $1),
+           'agent_minutes', (SELECT jsonb_object_agg(m.agent, m.total) FROM
+                               (SELECT agent, sum(total) AS total FROM backstop.agent_value_minutes GROUP BY agent) m),
+           'entity_minutes', (SELECT jsonb_object_agg(m.entity, m.total) FROM
+                               (SELECT entity, sum(total) AS total FROM backstop.entity_value_minutes GROUP BY entity) m),
+           'counterparties', (SELECT jsonb_agg(jsonb_build_array(c.agent, c.param, c.value, c.first_seq - $1)
+                                               ORDER BY c.agent, c.param, c.value) FROM backstop.counterparties c),
+           'param_values', (SELECT jsonb_agg(jsonb_build_array(p.agent, p.key_param, p.key, p.param, p.value, p.last_seq - $1)
+                                             ORDER BY p.agent, p.key_param, p.key, p.param) FROM backstop.param_values p))",
+    )
+    .bind(since)
+    .fetch_one(t.pool())
+    .await
+    .expect("the rows written")
+}
+
+/// Calls of backstop.NAME counted so far (track_functions on): the
+/// transaction's, and the session's not yet reported, so a test takes a
+/// difference.
+async fn calls_of(tx: &mut sqlx::PgConnection, name: &str) -> i64 {
+    sqlx::query_scalar(
+        "SELECT coalesce(sum(calls), 0)::bigint FROM pg_stat_xact_user_functions WHERE schemaname = 'backstop' AND funcname = $1",
+    )
+    .bind(name)
+    .fetch_one(tx)
+    .await
+    .expect("function calls")
+}
+
+/// propose_batch and record_results decide the common batch in two
+/// statements each and leave every other batch to propose() and
+/// record_result(), one request at a time. The two ways must be one
+/// contract: the same batches, sent to two databases set up alike (one as a
+/// batch, one a call at a time in one transaction), give the same answers
+/// and write the same rows, in the same order, down to the memory rules'
+/// rows and the cumulative totals; and the test checks which way each batch
+/// took, so a fast path that never runs cannot pass it.
+#[tokio::test]
+async fn a_batch_writes_what_one_call_at_a_time_writes() {
+    let fast = setup().await;
+    let slow = setup().await;
+    let mut since = Vec::new();
+    for t in [&fast, &slow] {
+        sqlx::query("INSERT INTO crm.suppression_list (customer_id, reason) VALUES ('c-churned', 'test')")
+            .execute(t.pool())
+            .await
+            .unwrap();
+        sqlx::query("SELECT backstop.pause('agent', 'bot-paused', 'a test pause')")
+            .execute(t.pool())
+            .await
+            .unwrap();
+        since.push(t.count("SELECT coalesce(max(seq), 0) FROM backstop.action_log").await);
+    }
+    let refund = |agent: &str, customer: &str, amount: u32| {
+        json!({"agent": agent, "tool": "issue_refund", "confidence": 0.97,
+               "params": {"customer_id": customer, "amount": amount, "order_id": format!("o-{customer}"), "reason": "damaged"}})
+    };
+    // (the batch, whether the fast path takes it)
+    let batches = [
+        (
+            json!([
+                {"agent": "bot-a", "tool": "issue_refund", "confidence": 0.8999999761581421, "reasoning": "the order arrived broken",
+                 "inputs": {"ticket": 7}, "correlation_id": "t-1", "depends_on": [], "parent_action": null,
+                 "params": {"customer_id": "c-1", "amount": 20, "order_id": "o-1", "reason": "damaged"}},
+                {"agent": "bot-b", "tool": "charge_customer", "amount": "35.50",
+                 "params": {"customer_id": "c-2", "amount": "35.5", "invoice_id": "i-2"}},
+                {"agent": "bot-c", "tool": "lookup_customer", "params": {"customer_id": "c-3"}},
+                {"agent": "bot-d", "tool": "update_customer_field", "confidence": 1,
+                 "params": {"customer_id": "c-4", "field": "email", "value": "x@example.com"}},
+                // Extra fields the memory rules read: remembered for bot-e.
+                {"agent": "bot-e", "tool": "issue_refund", "confidence": 0.9,
+                 "params": {"customer_id": "c-5", "amount": 12.25, "order_id": "o-5", "reason": "late", "payee": "ACME", "iban": "DE01"}},
+                {"agent": "bot-f", "tool": "send_email", "inputs": null,
+                 "params": {"customer_id": "c-6", "to": "c6@example.com", "subject": "sorry", "template": "apology"}},
+            ]),
+            true,
+        ),
+        // bot-a's hourly total passes the cumulative limit: a hold.
+        (json!([refund("bot-a", "c-7", 4990), refund("bot-g", "c-8", 30)]), false),
+        // One agent twice: the second must see the first's cumulative total.
+        (json!([refund("bot-h", "c-9", 10), refund("bot-h", "c-10", 11)]), false),
+        // A churned customer (a list kept in a table): blocked.
+        (
+            json!([refund("bot-i", "c-churned", 10), refund("bot-j", "c-11", 10)]),
+            false,
+        ),
+        // A paused agent: blocked by the kill switch.
+        (json!([refund("bot-paused", "c-12", 10)]), false),
+        // An idempotency key: replays are propose()'s.
+        (
+            json!([{"agent": "bot-k", "tool": "issue_refund", "idempotency_key": "k-1",
+                    "params": {"customer_id": "c-13", "amount": 5, "order_id": "o-13", "reason": "x"}}]),
+            false,
+        ),
+        // A payee bot-e used before (remembered by the first batch), the same
+        // bank details: allowed; and the list table read for a clean customer.
+        (
+            json!([
+                {"agent": "bot-e", "tool": "pay_supplier", "confidence": 0.99,
+                 "params": {"payee": "ACME", "iban": "DE01", "amount": 100, "invoice_id": "inv-1"}},
+                refund("bot-l", "c-14", 15),
+            ]),
+            true,
+        ),
+        // The same payee with other bank details: held.
+        (
+            json!([{"agent": "bot-e", "tool": "pay_supplier", "confidence": 0.99,
+                    "params": {"payee": "ACME", "iban": "DE99", "amount": 100, "invoice_id": "inv-2"}}]),
+            false,
+        ),
+    ];
+    let mut ids: [Vec<Uuid>; 2] = [Vec::new(), Vec::new()];
+    for (n, (batch, takes_fast)) in batches.iter().enumerate() {
+        let mut tx = fast.pool().begin().await.unwrap();
+        sqlx::query("SET LOCAL track_functions = 'all'")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        let before = calls_of(&mut tx, "propose").await;
+        let got: Vec<(i32, Uuid, String, String)> =
+            sqlx::query_as("SELECT i, action_id, verdict, reason FROM backstop.propose_batch($1) ORDER BY i")
+                .bind(batch)
+                .fetch_all(&mut *tx)
+                .await
+                .unwrap_or_else(|e| panic!("batch {n}: {e}"));
+        let one_by_one = calls_of(&mut tx, "propose").await - before;
+        tx.commit().await.unwrap();
+        assert_eq!(
+            one_by_one == 0,
+            *takes_fast,
+            "batch {n}: propose() ran {one_by_one} times"
+        );
+
+        let mut tx = slow.pool().begin().await.unwrap();
+        let mut want = Vec::new();
+        for r in batch.as_array().unwrap() {
+            let row: (Uuid, String, String) = sqlx::query_as(
+                "SELECT action_id, verdict, reason FROM backstop.propose($1, $2, $3, ($4 ->> 'amount')::double precision,
+                    ($4 ->> 'confidence')::double precision, $4 ->> 'reasoning', nullif($4 -> 'inputs', 'null'::jsonb),
+                    $4 ->> 'correlation_id', NULL, $4 ->> 'idempotency_key')",
+            )
+            .bind(r["agent"].as_str())
+            .bind(r["tool"].as_str())
+            .bind(&r["params"])
+            .bind(r)
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap_or_else(|e| panic!("batch {n} one by one: {e}"));
+            want.push(row);
+        }
+        tx.commit().await.unwrap();
+        assert_eq!(
+            got.iter().map(|r| (&r.2, &r.3)).collect::<Vec<_>>(),
+            want.iter().map(|r| (&r.1, &r.2)).collect::<Vec<_>>(),
+            "batch {n}"
+        );
+        for (side, rows) in [
+            (0, got.iter().map(|r| (r.1, r.2.clone())).collect::<Vec<_>>()),
+            (1, want.iter().map(|r| (r.0, r.1.clone())).collect()),
+        ] {
+            ids[side].extend(rows.into_iter().filter(|r| r.1 == "allow").map(|r| r.0));
+        }
+    }
+    assert_eq!(
+        written(&fast, since[0]).await,
+        written(&slow, since[1]).await,
+        "after the proposals"
+    );
+
+    // The results of every allowed action: executed, one failed, one with no
+    // result (its bindings unbound), then a batch with a retry in it.
+    let result = |k: usize, id: Uuid| match k {
+        1 => json!({"action_id": id, "ok": false, "result": {"error": "card declined"}}),
+        3 => json!({"action_id": id, "ok": true}),
+        _ => {
+            json!({"action_id": id, "ok": true, "result": {"refund_id": format!("rf-{k}"), "charge_id": format!("ch-{k}"),
+                                                             "previous_value": "old@example.com", "write_id": k}})
+        }
+    };
+    let n = ids[0].len();
+    assert_eq!(n, ids[1].len());
+    let half = n / 2;
+    let batches = [(0..half, true), (half..n, true), (0..2, false)];
+    for (b, (range, takes_fast)) in batches.into_iter().enumerate() {
+        let mut tx = fast.pool().begin().await.unwrap();
+        sqlx::query("SET LOCAL track_functions = 'all'")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        let before = calls_of(&mut tx, "record_result").await;
+        let arg: Vec<_> = range.clone().map(|k| result(k, ids[0][k])).collect();
+        let got: Vec<(i32, String, String)> =
+            sqlx::query_as("SELECT i, status, compensation FROM backstop.record_results($1) ORDER BY i")
+                .bind(json!(arg))
+                .fetch_all(&mut *tx)
+                .await
+                .unwrap_or_else(|e| panic!("results {b}: {e}"));
+        let one_by_one = calls_of(&mut tx, "record_result").await - before;
+        tx.commit().await.unwrap();
+        assert_eq!(
+            one_by_one == 0,
+            takes_fast,
+            "results {b}: record_result() ran {one_by_one} times"
+        );
+        let mut tx = slow.pool().begin().await.unwrap();
+        let mut want = Vec::new();
+        for k in range {
+            let r = result(k, ids[1][k]);
+            let row: (String, String) = sqlx::query_as(
+                "SELECT status, compensation FROM backstop.record_result($1, ($2 ->> 'ok')::boolean, nullif($2 -> 'result', 'null'::jsonb))",
+            )
+            .bind(ids[1][k])
+            .bind(&r)
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap_or_else(|e| panic!("results {b} one by one: {e}"));
+            want.push(row);
+        }
+        tx.commit().await.unwrap();
+        assert_eq!(
+            got.into_iter().map(|r| (r.1, r.2)).collect::<Vec<_>>(),
+            want,
+            "results {b}"
+        );
+    }
+    assert_eq!(
+        written(&fast, since[0]).await,
+        written(&slow, since[1]).await,
+        "after the results"
+    );
+    let report = contract::verify::verify(fast.pool(), true, true).await.unwrap();
+    assert!(report.ok, "the batched log verifies: {:?}", report.problems.first());
 }

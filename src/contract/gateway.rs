@@ -51,6 +51,9 @@ pub struct GatewayStats {
     pub requests: u64,
 }
 
+/// Scheduler turns a worker gives waiting callers before it sends a batch.
+const SETTLE_TURNS: usize = 4;
+
 /// After this many refused requests in one batch, the rest go one by one:
 /// a batch resent without each refused request costs a run of the others.
 const MAX_RESENDS: usize = 3;
@@ -117,6 +120,17 @@ async fn worker(pool: PgPool, rx: Arc<Mutex<mpsc::Receiver<Job>>>, max_batch: us
                 match rx.try_recv() {
                     Ok(j) => jobs.push(j),
                     Err(_) => break,
+                }
+            }
+            // The callers a call just answered send their next request at
+            // once: a few turns of the scheduler let them into this batch.
+            for _ in 0..SETTLE_TURNS {
+                tokio::task::yield_now().await;
+                while jobs.len() < max_batch {
+                    match rx.try_recv() {
+                        Ok(j) => jobs.push(j),
+                        Err(_) => break,
+                    }
                 }
             }
         }
