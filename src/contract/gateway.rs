@@ -12,9 +12,12 @@
 //! that request gets its own error.
 //!
 //! Why: an action costs the database two commits, two round trips and, in
-//! PL/pgSQL, a fresh start of every expression each transaction; with
-//! sixteen agents on two cores the backends spend more time switching and
-//! committing than deciding. Batching pays those once for the batch.
+//! PL/pgSQL, a fresh start of every statement and expression each call;
+//! with sixteen agents on two cores the backends spend more time switching
+//! and committing than deciding. A batch pays the commit and the round trip
+//! once, and the database decides a common batch (every request allowed,
+//! each of a different agent) in a few statements for all of it, so the
+//! fuller a batch, the cheaper each of its actions.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
