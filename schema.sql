@@ -546,7 +546,6 @@ DECLARE
     b_i integer[];
     b_id uuid[];
     b_seq bigint[];
-    n integer;
 BEGIN
     -- A statement of its own: the next one takes a snapshot after the gate is held.
     PERFORM FROM backstop.kill_gate;
@@ -781,8 +780,7 @@ BEGIN
         ON CONFLICT (agent, key_param, key, param) DO UPDATE SET value = excluded.value, last_seq = excluded.last_seq;
     END IF;
 
-    n := cardinality(b_i);
-    FOR k IN 1 .. n LOOP
+    FOR k IN 1 .. cardinality(b_i) LOOP
         i := b_i[k];
         action_id := b_id[k];
         verdict := 'allow';

@@ -266,10 +266,12 @@ $$;
 SELECT backstop._grant('propose', 'agent');
 COMMENT ON FUNCTION backstop.propose IS 'The agent''s gateway: checks the kill switch, the registry and the policy, appends proposed and the verdict, and returns (action_id, verdict ''allow'' | ''hold'' | ''block'', reason). depends_on names earlier actions this one depends on (with parent_action, what a rollback plan follows; a correlation id only groups). A replay of the same request (same idempotency key, tool, params and amount) answers with the action''s state now; a key reused for another request is refused. Callers: agent (as itself or an agent mapped to its login in agent_logins).';
 
--- propose_batch's fast path: the whole batch in two statements (one read,
--- one write), not two dozen statements a request. Each statement costs its
--- executor start (40,000 to 45,000 instructions measured), which a batch of
--- sixteen then pays once, not sixteen times.
+-- propose_batch's fast path: the whole batch in one statement that reads
+-- and decides and one that writes (two more only when a per-entity limit or
+-- a memory rule has something to record), not two dozen statements a
+-- request. Each statement costs its executor start (40,000 to 45,000
+-- instructions measured), which a batch of sixteen then pays once, not
+-- sixteen times.
 --
 -- It decides only the common case and leaves every other to propose(),
 -- request by request, so there is one place that words a refusal or a
@@ -282,8 +284,8 @@ COMMENT ON FUNCTION backstop.propose IS 'The agent''s gateway: checks the kill s
 -- writes is what propose() would: the same rows, column for column (a test
 -- runs both on the same batches and compares them).
 --
--- The owner's, granted to no one: propose_batch (a definer) calls it after
--- it took the kill-switch gate.
+-- The owner's, granted to no one: propose_batch (a definer) calls it. It
+-- takes the kill-switch gate itself, before it reads anything.
 CREATE FUNCTION backstop._propose_set(requests jsonb)
 RETURNS TABLE (i integer, action_id uuid, verdict text, reason text)
 LANGUAGE plpgsql SET search_path = pg_catalog, backstop, pg_temp
@@ -318,7 +320,6 @@ DECLARE
     b_i integer[];
     b_id uuid[];
     b_seq bigint[];
-    n integer;
 BEGIN
     -- A statement of its own: the next one takes a snapshot after the gate is held.
     PERFORM FROM backstop.kill_gate;
@@ -553,8 +554,7 @@ BEGIN
         ON CONFLICT (agent, key_param, key, param) DO UPDATE SET value = excluded.value, last_seq = excluded.last_seq;
     END IF;
 
-    n := cardinality(b_i);
-    FOR k IN 1 .. n LOOP
+    FOR k IN 1 .. cardinality(b_i) LOOP
         i := b_i[k];
         action_id := b_id[k];
         verdict := 'allow';

@@ -75,11 +75,12 @@ $$;
 REVOKE ALL ON FUNCTION backstop_check.in_list_any(text, text, text[]) FROM PUBLIC;
 COMMENT ON FUNCTION backstop_check.in_list_any IS 'Which of the values given a policy list kept in a table holds, read with the check role''s rights. Callers: the owner only (propose_batch''s fast path). Returns text[].';
 
--- Neither is granted to any duty: a supervisor that could call them ran any
+-- None is granted to any duty: a supervisor that could call them ran any
 -- query it liked, or read any column, with the check role's rights (the
 -- business tables a deployment grants for checks, PII included), outside
 -- any read-only savepoint. The owner's functions call them: run_check with
--- a check the policy in force names, evaluate with the policy's lists.
+-- a check the policy in force names, evaluate and _propose_set with the
+-- policy's lists.
 DO $check$
 BEGIN
     EXECUTE format('SET LOCAL ROLE %I', current_setting('backstop.owner_role'));

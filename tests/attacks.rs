@@ -1220,6 +1220,7 @@ async fn a_supervisor_cannot_break_the_shared_cursor_or_sign_for_another() {
     for sql in [
         "SELECT backstop_check.run('SELECT current_user::text', NULL, NULL, NULL)",
         "SELECT backstop_check.in_list('backstop.duties', 'role_name', 'x')",
+        "SELECT backstop_check.in_list_any('backstop.duties', 'role_name', '{x}')",
     ] {
         let e = sqlx::query(sql).execute(&supervisor).await.expect_err(sql);
         assert_eq!(code(&e), "42501", "{sql}: {e}");
