@@ -1,10 +1,11 @@
 -- Results and staging: an allowed action's outcome, and for a reversible or
 -- conditional tool its compensation, staged in the same transaction.
 --
--- The proposal is read from action_log by its (seq, at), which the planner
--- prunes to one partition and one index probe, and from carried_log only
--- when it is not there, so an action still open when its proposal was
--- archived is carried and still works (the rows rebuild_log would give).
+-- What the inverse binds from the action's params was taken when it was
+-- proposed (actions.bound_params): a result reads the actions row and the
+-- registry, never the log, so neither the log's size nor its count of
+-- partitions costs it, and an action still open when a retention cut
+-- archived its proposal binds as it would have before.
 CREATE FUNCTION backstop.record_result(action_id uuid, ok boolean, result jsonb DEFAULT NULL, inverse_params jsonb DEFAULT NULL)
 RETURNS TABLE (status text, compensation text)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, backstop, pg_temp
@@ -28,7 +29,6 @@ DECLARE
     v_seq bigint;
     v_at timestamptz;
     v_txt text;
-    v_params jsonb;
 BEGIN
     IF p_id IS NULL THEN
         PERFORM backstop._bad('record_result', 'action_id is required');
@@ -46,8 +46,8 @@ BEGIN
     -- The columns used, not x.*: every column of a wide row costs its
     -- executor start a tuple descriptor entry.
     SELECT x.agent, x.amount, x.class, x.correlation_id, x.executed_at, x.executed_seq, x.inverse_missing,
-           x.inverse_params, x.parent_action, x.policy_version, x.proposed_at, x.proposed_seq, x.registry_version,
-           x.status, x.tool, t.inverse AS t_inverse, t.bindings AS t_bindings,
+           x.inverse_params, x.parent_action, x.policy_version, x.registry_version,
+           x.status, x.tool, x.bound_params, t.inverse AS t_inverse, t.bindings AS t_bindings,
            t.reversal_window AS t_window, t.condition AS t_condition
       INTO a
       FROM backstop.actions x
@@ -85,18 +85,13 @@ BEGIN
     v_kind := CASE WHEN p_ok THEN 'executed' ELSE 'failed' END;
     -- The action's own class: a tool may be final for some calls (class by a parameter's value).
     IF p_ok AND a.class IN ('reversible', 'conditional') THEN
-        -- Bind the inverse's parameters from the action's params and result.
-        -- A field present with a JSON null binds null; an absent field does not bind.
-        -- With the time, the lookup goes to one partition of the log.
-        SELECT l.params INTO v_params FROM backstop.action_log l
-         WHERE l.seq = a.proposed_seq AND l.at = a.proposed_at AND l.kind <> 'carried';
-        IF NOT FOUND THEN
-            SELECT l.params INTO v_params FROM backstop.carried_log l WHERE l.seq = a.proposed_seq AND l.at = a.proposed_at;
-        END IF;
+        -- Bind the inverse's parameters from the action's params (bound at
+        -- proposal) and result. A field present with a JSON null binds
+        -- null; an absent field does not bind.
         SELECT coalesce(jsonb_object_agg(b.key, b.val) FILTER (WHERE b.val IS NOT NULL), '{}')
           INTO v_inv
           FROM (SELECT j.key,
-                       CASE WHEN j.value #>> '{}' LIKE 'params.%' THEN backstop.path_get(v_params, substr(j.value #>> '{}', 8))
+                       CASE WHEN j.value #>> '{}' LIKE 'params.%' THEN a.bound_params -> j.key
                             WHEN j.value #>> '{}' = 'result' THEN p_result
                             WHEN j.value #>> '{}' LIKE 'result.%' THEN backstop.path_get(p_result, substr(j.value #>> '{}', 8))
                             -- Only the agent knows it (the old address): it passes it in inverse_params.
@@ -231,15 +226,10 @@ BEGIN
                r.ok AND x.class IN ('reversible', 'conditional') AS staging,
                CASE WHEN r.ok AND x.class IN ('reversible', 'conditional') AND t.reversal_window IS NOT NULL
                     THEN clock_timestamp() + t.reversal_window END AS deadline,
-               CASE WHEN r.ok AND x.class IN ('reversible', 'conditional') THEN
-                   coalesce(pl.params, (SELECT c.params FROM backstop.carried_log c
-                                         WHERE pl.seq IS NULL AND c.seq = x.proposed_seq AND c.at = x.proposed_at)) END AS params
+               x.bound_params
           FROM r
           JOIN backstop.actions x ON x.action_id = r.id
           LEFT JOIN backstop.tools t ON t.version = x.registry_version AND t.name = x.tool
-          LEFT JOIN backstop.action_log pl
-            ON r.ok AND x.class IN ('reversible', 'conditional')
-           AND pl.seq = x.proposed_seq AND pl.at = x.proposed_at AND pl.kind <> 'carried'
     ), b AS MATERIALIZED (
         SELECT a.*, inv.v AS inv, miss.m AS missing,
                CASE WHEN NOT a.staging THEN 'none'
@@ -248,7 +238,7 @@ BEGIN
           LEFT JOIN LATERAL (
               SELECT coalesce(jsonb_object_agg(j.key, j.val) FILTER (WHERE j.val IS NOT NULL), '{}') AS v
                 FROM (SELECT j.key,
-                             CASE WHEN j.value #>> '{}' LIKE 'params.%' THEN backstop.path_get(a.params, substr(j.value #>> '{}', 8))
+                             CASE WHEN j.value #>> '{}' LIKE 'params.%' THEN a.bound_params -> j.key
                                   WHEN j.value #>> '{}' = 'result' THEN a.result
                                   WHEN j.value #>> '{}' LIKE 'result.%' THEN backstop.path_get(a.result, substr(j.value #>> '{}', 8))
                                   END AS val
@@ -306,9 +296,12 @@ BEGIN
         RAISE EXCEPTION USING ERRCODE = '22023',
             MESSAGE = 'record_results: results must be a JSON array of 1 to 500 objects, each with record_result()''s arguments by name';
     END IF;
-    RETURN QUERY SELECT f.i, f.status, f.compensation FROM backstop._record_set(results) f;
-    IF FOUND THEN
-        RETURN;
+    -- From three results, as propose_batch.
+    IF jsonb_array_length(results) >= 3 THEN
+        RETURN QUERY SELECT f.i, f.status, f.compensation FROM backstop._record_set(results) f;
+        IF FOUND THEN
+            RETURN;
+        END IF;
     END IF;
     SELECT format('result %s: %s', e.k - 1,
                   CASE WHEN jsonb_typeof(e.v) <> 'object' THEN 'not a JSON object'

@@ -67,6 +67,9 @@ WITH p AS (
       FROM backstop.rebuild_log l
      WHERE l.action_id IS NOT NULL AND l.kind IN ('approved', 'rejected', 'expired', 'executed', 'failed')
      GROUP BY l.action_id
+), tb AS MATERIALIZED (
+    -- Each registry version's tools read from its document once, not once an action.
+    SELECT t.version, t.name, t.bindings FROM backstop.rebuilt_tools t WHERE t.bindings <> '{}'
 )
 SELECT p.action_id, p.agent, p.tool, p.detail ->> 'class' AS class, p.amount, p.confidence,
        (p.detail ->> 'cost_to_reverse')::numeric AS cost_to_reverse, p.correlation_id, p.parent_action,
@@ -90,9 +93,17 @@ SELECT p.action_id, p.agent, p.tool, p.detail ->> 'class' AS class, p.amount, p.
        ev.comp ->> 'condition' AS comp_condition,
        p.policy_version, p.registry_version,
        greatest(p.seq, ev.last_seq) AS updated_seq,
-       (SELECT array_agg(d::uuid ORDER BY d) FROM jsonb_array_elements_text(p.detail -> 'depends_on') d) AS depends_on
+       (SELECT array_agg(d::uuid ORDER BY d) FROM jsonb_array_elements_text(p.detail -> 'depends_on') d) AS depends_on,
+       -- What propose() binds from the params for the inverse: the registry
+       -- version the action was decided under says how.
+       CASE WHEN p.detail ->> 'class' IN ('reversible', 'conditional') THEN
+           (SELECT jsonb_object_agg(j.key, backstop.path_get(p.params, substr(j.value #>> '{}', 8)))
+              FROM jsonb_each(tb.bindings) j
+             WHERE j.value #>> '{}' LIKE 'params.%'
+               AND backstop.path_get(p.params, substr(j.value #>> '{}', 8)) IS NOT NULL) END AS bound_params
   FROM p
-  LEFT JOIN ev ON ev.action_id = p.action_id;
+  LEFT JOIN ev ON ev.action_id = p.action_id
+  LEFT JOIN tb ON tb.version = p.registry_version AND tb.name = p.tool;
 COMMENT ON VIEW backstop.rebuilt_actions IS 'backstop.actions rebuilt from the log alone; verify compares the two (projection_diffs). Readers: viewer.';
 
 CREATE VIEW backstop.rebuilt_approval_queue AS

@@ -314,23 +314,8 @@ async fn retention_drops_archived_partitions_and_the_log_still_verifies() {
         "still paused: {}",
         refused.reason
     );
-    let rec = contract::record_result(
-        t.pool(),
-        open.action_id,
-        true,
-        Some(&json!({"refund_id": "rf-open"})),
-        None,
-    )
-    .await
-    .unwrap();
-    assert_eq!(rec.compensation, "staged");
-    let inv: serde_json::Value = sqlx::query_scalar("SELECT inverse_params FROM backstop.actions WHERE action_id = $1")
-        .bind(open.action_id)
-        .fetch_one(t.pool())
-        .await
-        .unwrap();
     assert_eq!(
-        inv,
+        t.staged_inverse(open.action_id, json!({"refund_id": "rf-open"})).await,
         json!({"refund_id": "rf-open", "customer_id": "c-open", "amount": 120})
     );
     contract::approve(&t.as_operator("approver-a").await, held.action_id, "ok")

@@ -347,3 +347,70 @@ async fn the_public_surface_describes_itself() {
         "duties that cannot ask the contract's version: {callers:?}"
     );
 }
+
+/// Migration 0007 gives the actions proposed before it what propose() now
+/// takes at proposal (`bound_params`, the inverse's parameters bound from
+/// the params), read from the log: an open action then stages the same
+/// compensation after the upgrade as before it, and the projection still
+/// agrees with its rebuild from the log.
+#[tokio::test]
+async fn actions_proposed_before_bound_params_bind_after_the_upgrade() {
+    use backstop::contract::{self, Proposal};
+    let t = TestDb::new().await;
+    t.load_assets().await;
+    let refund = |amount: i64, customer: &str| Proposal {
+        agent: "refund-bot-1".into(),
+        tool: "issue_refund".into(),
+        params: serde_json::json!({"customer_id": customer, "order_id": "O-1", "amount": amount, "reason": "damaged"}),
+        confidence: Some(0.95),
+        ..Default::default()
+    };
+    let open = contract::propose(t.pool(), &refund(40, "c-1")).await.unwrap();
+    assert_eq!(open.verdict, contract::Verdict::Allow, "{}", open.reason);
+    let held = t.hold_refund_over_its_order().await;
+    assert_eq!(held.verdict, contract::Verdict::Hold, "{}", held.reason);
+    let bound = || {
+        sqlx::query_as::<_, (uuid::Uuid, Option<serde_json::Value>)>(
+            "SELECT action_id, bound_params FROM backstop.actions ORDER BY proposed_seq",
+        )
+        .fetch_all(t.pool())
+    };
+    let want = bound().await.unwrap();
+    assert_eq!(
+        want[0].1,
+        Some(serde_json::json!({"customer_id": "c-1", "amount": 40})),
+        "propose binds the inverse's params.* parameters"
+    );
+
+    // The database as the release before 0007 left it.
+    let mut su = t.superuser().await;
+    for stmt in [
+        "ALTER TABLE backstop.actions DROP COLUMN bound_params",
+        "DELETE FROM public._sqlx_migrations WHERE version = 7",
+        "UPDATE backstop.contract_files SET sha256 = 'older'",
+    ] {
+        sqlx::query(sqlx::AssertSqlSafe(stmt))
+            .execute(&mut su)
+            .await
+            .expect(stmt);
+    }
+    drop(su);
+    let opts = PgConnectOptions::from_str(&t.url).unwrap();
+    backstop::db::run_migrations(&opts).await.expect("the upgrade");
+    assert_eq!(
+        bound().await.unwrap(),
+        want,
+        "the upgrade binds what propose() would have"
+    );
+    assert_eq!(
+        t.count("SELECT count(*) FROM backstop.projection_diffs()").await,
+        0,
+        "the projection agrees with its rebuild after the upgrade"
+    );
+    assert_eq!(
+        t.staged_inverse(open.action_id, serde_json::json!({"refund_id": "rf-1"}))
+            .await,
+        serde_json::json!({"refund_id": "rf-1", "customer_id": "c-1", "amount": 40}),
+        "the open action binds its params after the upgrade"
+    );
+}

@@ -15,9 +15,9 @@
 //! PL/pgSQL, a fresh start of every statement and expression each call;
 //! with sixteen agents on two cores the backends spend more time switching
 //! and committing than deciding. A batch pays the commit and the round trip
-//! once, and the database decides a common batch (every request allowed,
-//! each of a different agent) in a few statements for all of it, so the
-//! fuller a batch, the cheaper each of its actions.
+//! once, and the database decides a common batch (three or more requests,
+//! every one allowed, each of a different agent) in a few statements for
+//! all of it, so the fuller a batch, the cheaper each of its actions.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

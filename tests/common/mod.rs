@@ -250,6 +250,21 @@ impl TestDb {
             .expect("load assets");
     }
 
+    /// Records `result` as the successful outcome of allowed action `id`,
+    /// checks its compensation was staged, and returns the inverse's params.
+    #[allow(dead_code)]
+    pub async fn staged_inverse(&self, id: uuid::Uuid, result: serde_json::Value) -> serde_json::Value {
+        let rec = backstop::contract::record_result(self.pool(), id, true, Some(&result), None)
+            .await
+            .expect("record_result");
+        assert_eq!(rec.compensation, "staged");
+        sqlx::query_scalar("SELECT inverse_params FROM backstop.actions WHERE action_id = $1")
+            .bind(id)
+            .fetch_one(self.pool())
+            .await
+            .expect("the staged inverse")
+    }
+
     /// A refund the shipped policy's check `refund_within_order_total`
     /// catches: $47,000 by refund-bot-2 on a $572 order (O-572), held by
     /// four_eyes for two approvers. Needs `load_assets` first.
