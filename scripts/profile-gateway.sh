@@ -13,6 +13,7 @@
 #   KEEP=1 scripts/profile-gateway.sh          # keep the callgrind files (callgrind_annotate)
 #   MAX_OVER_FLOOR=3.07 scripts/profile-gateway.sh   # fail above that gateway / floor (CI)
 #   MAX_BATCHED_OVER_FLOOR=1.56 ...            # the same for an action batched by 16 (CI)
+#   B=4 scripts/profile-gateway.sh             # batches of 4 (1 to 16), to split a batch's cost from an action's
 #   BIN=target/debug/backstop ...              # any build: it only migrates and loads
 #
 # Every statement is PREPAREd once and EXECUTEd per action, as a driver's
@@ -27,8 +28,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${N:-300}
-# Batches are whole: the batched runs count a multiple of 16 actions.
-NB=$(((N + 15) / 16 * 16))
+B=${B:-16}
+[[ $B =~ ^[0-9]+$ ]] && ((B >= 1 && B <= 16)) || { echo "B is a batch size from 1 to 16" >&2; exit 1; }
+# Batches are whole: the batched runs count a multiple of B actions.
+NB=$(((N + B - 1) / B * B))
 BIN=${BIN:-target/release/backstop}
 PGBIN=${PGBIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)}
 command -v valgrind >/dev/null || { echo "needs valgrind (apt-get install valgrind)" >&2; exit 1; }
@@ -94,9 +97,9 @@ SQL
 as_pg "$PGBIN/pg_ctl" -D "$WORK/data" stop -m fast >/dev/null
 
 # The statements, prepared once; $1 numbers the action.
-python3 - "$WORK" "$N" "$NB" <<'PY'
+python3 - "$WORK" "$N" "$NB" "$B" <<'PY'
 import sys
-work, n, nb = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+work, n, nb, B = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 params = ("jsonb_build_object('customer_id', 'cust-' || $1, 'amount', 40 + $1 % 60, 'order_id', 'ord-' || $1, "
           "'reason', repeat('damaged ', 25))")
 result = "jsonb_build_object('refund_id', 'rf-' || $1, 'status', 'issued', 'processor', 'stripe', 'note', repeat('ok ', 43))"
@@ -118,10 +121,11 @@ floor = [
     "a AS (INSERT INTO bench_floor.actions (action_id, agent, tool, class, amount, confidence, cost_to_reverse, correlation_id, "
     "parent_action, idempotency_key, entity, verdict, reason, rule, status, approvals_needed, approvals, expires_at, "
     "expiry_effect, proposed_seq, proposed_at, decided_seq, executed_seq, executed_at, inverse_tool, inverse_params, "
-    "inverse_missing, comp_deadline, comp_condition, policy_version, registry_version, updated_seq) "
+    "inverse_missing, comp_deadline, comp_condition, policy_version, registry_version, updated_seq, bound_params) "
     "SELECT ('00000000-0000-4000-8000-' || lpad($1::text, 12, '0'))::uuid, 'profile-agent', 'issue_refund', 'reversible', "
     "40 + $1 % 60, 0.93, 2.5, 'ticket-' || $1, NULL, NULL, 'cust-' || $1, 'allow', 'allowed by policy', NULL, 'allowed', "
-    "0, 0, NULL, NULL, l.seq, l.at, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, 1, 1, l.seq FROM l) "
+    "0, 0, NULL, NULL, l.seq, l.at, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, 1, 1, l.seq, "
+    "jsonb_build_object('customer_id', 'cust-' || $1, 'amount', 40 + $1 % 60) FROM l) "
     "INSERT INTO bench_floor.agent_value_minutes AS m (agent, minute, total) "
     "VALUES ('profile-agent', date_trunc('minute', now()), 40 + $1 % 60) "
     "ON CONFLICT (agent, minute) DO UPDATE SET total = m.total + excluded.total",
@@ -139,7 +143,6 @@ floor = [
 # The batching gateway's calls: B proposals in one propose_batch, then their
 # B results in one record_results, each call its own transaction; $1 numbers
 # the batch's first action.
-B = 16
 req = ("jsonb_build_object('agent', 'profile-agent-' || g % 16, 'tool', 'issue_refund', 'params', "
        + params.replace("$1", "g") + ", 'confidence', 0.93, 'reasoning', repeat('reasoning ', 50), "
        "'correlation_id', 'ticket-' || g)")
@@ -181,8 +184,8 @@ for name in gateway floor batched; do
     b=$(count "$name" $((3 * n)))
     per[$name]=$(((b - a) / (2 * n)))
 done
-awk -v g="${per[gateway]}" -v f="${per[floor]}" -v b="${per[batched]}" \
-    'BEGIN { printf "instructions per action: gateway %d, floor %d (gateway / floor %.3f; floor / gateway %.2f); batched by 16: %d (%.3f of the floor'"'"'s; floor / batched %.2f)\n", g, f, g / f, f / g, b, b / f, f / b }'
+awk -v g="${per[gateway]}" -v f="${per[floor]}" -v b="${per[batched]}" -v B="$B" \
+    'BEGIN { printf "instructions per action: gateway %d, floor %d (gateway / floor %.3f; floor / gateway %.2f); batched by %d: %d (%.3f of the floor'"'"'s; floor / batched %.2f)\n", g, f, g / f, f / g, B, b, b / f, f / b }'
 # CI's guard: instruction counts barely move between runs, so a small
 # tolerance holds (MAX_OVER_FLOOR is the recorded gateway / floor plus 10%).
 if [[ -n ${MAX_BATCHED_OVER_FLOOR:-} ]]; then

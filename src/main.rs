@@ -327,6 +327,11 @@ enum BenchCommand {
         /// Seconds per measurement.
         #[arg(long, default_value_t = 10.0)]
         seconds: f64,
+        /// Instead of the table: the gateway at the first --agents count on a log
+        /// of this many rows behind a retention cut, against an empty log (the
+        /// full suite's figure uses 10000000 rows and 4 agents).
+        #[arg(long)]
+        log_rows: Option<i64>,
     },
     /// The control room: commit-to-screen latency, first frame, memory and idle CPU with a large log.
     Room {
@@ -718,7 +723,11 @@ async fn run(cfg: Config, command: Option<Command>, readonly: bool) -> anyhow::R
                 let r = bench::pause::run(&cfg, agents, 5.0, !cfg.json).await?;
                 report(&cfg, &r, bench::pause::render)
             }
-            BenchCommand::Gateway { agents, seconds } => {
+            BenchCommand::Gateway {
+                agents,
+                seconds,
+                log_rows,
+            } => {
                 anyhow::ensure!(
                     !agents.is_empty() && agents.iter().all(|a| (1..=256).contains(a)),
                     "--agents takes counts from 1 to 256"
@@ -727,6 +736,14 @@ async fn run(cfg: Config, command: Option<Command>, readonly: bool) -> anyhow::R
                     (0.5..=3600.0).contains(&seconds),
                     "--seconds must be between 0.5 and 3600"
                 );
+                if let Some(rows) = log_rows {
+                    anyhow::ensure!(
+                        (1_000..=100_000_000).contains(&rows),
+                        "--log-rows must be between 1000 and 100000000"
+                    );
+                    let r = bench::gateway::run_prefilled(&cfg, agents[0], seconds, rows, !cfg.json).await?;
+                    return report(&cfg, &r, bench::gateway::render_big_log);
+                }
                 let r = bench::gateway::run(&cfg, &agents, seconds, !cfg.json).await?;
                 report(&cfg, &r, bench::gateway::render)
             }

@@ -47,7 +47,41 @@ impl BenchDb {
                 )
             }
         };
-        let name = format!("backstop_bench_{}", std::process::id());
+        Self::create_on(
+            admin,
+            embedded,
+            format!("backstop_bench_{}", std::process::id()),
+            max_connections,
+            settings,
+        )
+        .await
+    }
+
+    /// Another benchmark database on the same server (the same embedded
+    /// cluster), named like this one with `_tag`: two measurements meant to
+    /// differ only in what their databases hold run side by side.
+    pub async fn sibling(&self, tag: &str, max_connections: u32, settings: &[(&str, &str)]) -> Result<BenchDb> {
+        anyhow::ensure!(
+            tag.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()),
+            "a benchmark database's tag is lowercase letters and digits"
+        );
+        Self::create_on(
+            self.admin_options(),
+            self._embedded.clone(),
+            format!("{}_{tag}", self.name),
+            max_connections,
+            settings,
+        )
+        .await
+    }
+
+    async fn create_on(
+        admin: PgConnectOptions,
+        embedded: Option<std::sync::Arc<EmbeddedPg>>,
+        name: String,
+        max_connections: u32,
+        settings: &[(&str, &str)],
+    ) -> Result<BenchDb> {
         let mut c = PgConnection::connect_with(&admin)
             .await
             .context("connecting to create the benchmark database")?;

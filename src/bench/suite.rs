@@ -121,7 +121,10 @@ pub async fn run(cfg: &Config, quick: bool, progress: bool) -> Result<SuiteRepor
         ),
         big.full_actions_per_s,
         "/s",
-        &format!("same, empty log ({} partitions)", big.partitions_empty),
+        &format!(
+            "same, empty log ({} partitions; the two measured in turns)",
+            big.partitions_empty
+        ),
         big.empty_actions_per_s,
         true,
     ));
