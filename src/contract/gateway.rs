@@ -1,7 +1,7 @@
 //! A gateway for a process that serves several agents: their proposals and
 //! results are queued and sent to the database in batches (`propose_batch`,
-//! `record_results`), one call and one commit for as many requests as are
-//! waiting, up to a limit.
+//! `record_results`), one call and one commit for as many requests of one
+//! kind as are waiting, up to a limit.
 //!
 //! Every check of the contract still runs in the database for each request,
 //! the identity check included: the gateway's login must be mapped to each
@@ -19,6 +19,7 @@
 //! every one allowed, each of a different agent) in a few statements for
 //! all of it, so the fuller a batch, the cheaper each of its actions.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -68,7 +69,10 @@ impl Gateway {
     pub fn start(pool: PgPool, connections: usize, max_batch: usize) -> Gateway {
         let max_batch = max_batch.clamp(1, 500);
         let (tx, rx) = mpsc::channel(max_batch * connections.max(1) * 2);
-        let rx = Arc::new(Mutex::new(rx));
+        let rx = Arc::new(Mutex::new(Queue {
+            rx,
+            held: VecDeque::new(),
+        }));
         let stats = Arc::new(Counts::default());
         for _ in 0..connections.max(1) {
             tokio::spawn(worker(pool.clone(), rx.clone(), max_batch, stats.clone()));
@@ -106,37 +110,81 @@ fn closed() -> ContractError {
     ContractError::Database(sqlx::Error::PoolClosed)
 }
 
-async fn worker(pool: PgPool, rx: Arc<Mutex<mpsc::Receiver<Job>>>, max_batch: usize, stats: Arc<Counts>) {
+/// The requests waiting: the callers' channel, and those a worker left for
+/// the next call because they were of the other kind.
+struct Queue {
+    rx: mpsc::Receiver<Job>,
+    held: VecDeque<Job>,
+}
+
+impl Job {
+    fn proposes(&self) -> bool {
+        matches!(self, Job::Propose(..))
+    }
+}
+
+impl Queue {
+    /// A batch begun with `first` (the oldest request waiting): the held
+    /// requests of its kind, in order, up to `max_batch`; the others stay
+    /// held, in order.
+    fn begin(&mut self, first: Job, max_batch: usize) -> Vec<Job> {
+        let proposes = first.proposes();
+        let mut jobs = vec![first];
+        let mut rest = VecDeque::with_capacity(self.held.len());
+        while let Some(j) = self.held.pop_front() {
+            if j.proposes() == proposes && jobs.len() < max_batch {
+                jobs.push(j);
+            } else {
+                rest.push_back(j);
+            }
+        }
+        self.held = rest;
+        jobs
+    }
+
+    /// Moves what the channel holds now into `jobs` while it is of the kind
+    /// `proposes` and there is room; the rest waits in `held`.
+    fn take(&mut self, proposes: bool, jobs: &mut Vec<Job>, max_batch: usize) {
+        while let Ok(j) = self.rx.try_recv() {
+            if j.proposes() == proposes && jobs.len() < max_batch {
+                jobs.push(j);
+            } else {
+                self.held.push_back(j);
+            }
+        }
+    }
+}
+
+async fn worker(pool: PgPool, queue: Arc<Mutex<Queue>>, max_batch: usize, stats: Arc<Counts>) {
     let mut conn: Option<PoolConnection<Postgres>> = None;
     loop {
-        let mut jobs = Vec::new();
-        {
+        let jobs = {
             // One worker waits for the next request and takes what else is
-            // queued; the others wait their turn, so batches fill while a
-            // call is in flight.
-            let mut rx = rx.lock().await;
-            match rx.recv().await {
-                Some(j) => jobs.push(j),
-                None => return,
-            }
-            while jobs.len() < max_batch {
-                match rx.try_recv() {
-                    Ok(j) => jobs.push(j),
-                    Err(_) => break,
-                }
-            }
+            // queued of its kind; the others wait their turn, so batches
+            // fill while a call is in flight. One kind a call: the database
+            // pays a batch's start once per kind it carries, so five
+            // proposals in one call and five results in the next cost less
+            // than two calls of both (the oldest request sets the kind, so
+            // neither kind waits more than a call).
+            let mut q = queue.lock().await;
+            let first = match q.held.pop_front() {
+                Some(j) => j,
+                None => match q.rx.recv().await {
+                    Some(j) => j,
+                    None => return,
+                },
+            };
+            let proposes = first.proposes();
+            let mut jobs = q.begin(first, max_batch);
+            q.take(proposes, &mut jobs, max_batch);
             // The callers a call just answered send their next request at
             // once: a few turns of the scheduler let them into this batch.
             for _ in 0..SETTLE_TURNS {
                 tokio::task::yield_now().await;
-                while jobs.len() < max_batch {
-                    match rx.try_recv() {
-                        Ok(j) => jobs.push(j),
-                        Err(_) => break,
-                    }
-                }
+                q.take(proposes, &mut jobs, max_batch);
             }
-        }
+            jobs
+        };
         let mut proposals = Vec::new();
         let mut outcomes = Vec::new();
         for j in jobs {
@@ -328,4 +376,66 @@ fn not_sent() -> ContractError {
 /// Whether a call got no answer from the database (the connection, not a refusal).
 fn lost<T>(r: &Result<T>) -> bool {
     matches!(r, Err(ContractError::Database(e)) if e.as_database_error().is_none())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn proposal(tag: &str) -> Job {
+        let p = Proposal {
+            agent: tag.into(),
+            ..Default::default()
+        };
+        Job::Propose(Box::new(p), oneshot::channel().0)
+    }
+
+    fn outcome(tag: u128) -> Job {
+        let o = Outcome {
+            action_id: uuid::Uuid::from_u128(tag),
+            ok: true,
+            result: None,
+            inverse_params: None,
+        };
+        Job::Record(Box::new(o), oneshot::channel().0)
+    }
+
+    fn tags(jobs: &[Job]) -> Vec<String> {
+        jobs.iter()
+            .map(|j| match j {
+                Job::Propose(p, _) => p.agent.clone(),
+                Job::Record(o, _) => o.action_id.as_u128().to_string(),
+            })
+            .collect()
+    }
+
+    /// A call carries one kind: the oldest request's. The other kind waits,
+    /// in order, for the next call; nothing is lost or reordered within a
+    /// kind, and the batch stops at its limit.
+    #[tokio::test]
+    async fn a_batch_takes_the_oldest_requests_kind_and_holds_the_rest_in_order() {
+        let (tx, rx) = mpsc::channel(16);
+        let mut q = Queue {
+            rx,
+            held: VecDeque::from([outcome(1), proposal("p1"), outcome(2)]),
+        };
+        for j in [proposal("p2"), outcome(3), outcome(4), proposal("p3")] {
+            assert!(tx.try_send(j).is_ok());
+        }
+        let Some(first) = q.held.pop_front() else {
+            panic!("a held request")
+        };
+        let mut jobs = q.begin(first, 3);
+        q.take(false, &mut jobs, 3);
+        assert_eq!(tags(&jobs), ["1", "2", "3"]);
+        assert_eq!(tags(q.held.make_contiguous()), ["p1", "p2", "4", "p3"]);
+
+        let Some(first) = q.held.pop_front() else {
+            panic!("a held request")
+        };
+        let mut jobs = q.begin(first, 64);
+        q.take(true, &mut jobs, 64);
+        assert_eq!(tags(&jobs), ["p1", "p2", "p3"]);
+        assert_eq!(tags(q.held.make_contiguous()), ["4"]);
+    }
 }
