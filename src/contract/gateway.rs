@@ -130,15 +130,9 @@ impl Queue {
     fn begin(&mut self, first: Job, max_batch: usize) -> Vec<Job> {
         let proposes = first.proposes();
         let mut jobs = vec![first];
-        let mut rest = VecDeque::with_capacity(self.held.len());
-        while let Some(j) = self.held.pop_front() {
-            if j.proposes() == proposes && jobs.len() < max_batch {
-                jobs.push(j);
-            } else {
-                rest.push_back(j);
-            }
+        for j in std::mem::take(&mut self.held) {
+            self.place(j, proposes, &mut jobs, max_batch);
         }
-        self.held = rest;
         jobs
     }
 
@@ -146,11 +140,15 @@ impl Queue {
     /// `proposes` and there is room; the rest waits in `held`.
     fn take(&mut self, proposes: bool, jobs: &mut Vec<Job>, max_batch: usize) {
         while let Ok(j) = self.rx.try_recv() {
-            if j.proposes() == proposes && jobs.len() < max_batch {
-                jobs.push(j);
-            } else {
-                self.held.push_back(j);
-            }
+            self.place(j, proposes, jobs, max_batch);
+        }
+    }
+
+    fn place(&mut self, j: Job, proposes: bool, jobs: &mut Vec<Job>, max_batch: usize) {
+        if j.proposes() == proposes && jobs.len() < max_batch {
+            jobs.push(j);
+        } else {
+            self.held.push_back(j);
         }
     }
 }
