@@ -18,14 +18,25 @@
 //! once, and the database decides a common batch (three or more requests,
 //! every one allowed, each of a different agent) in a few statements for
 //! all of it, so the fuller a batch, the cheaper each of its actions.
+//!
+//! Lanes: each connection has its own queue, and each handle on the
+//! gateway (the one `start` returns, then each clone) sends to one lane,
+//! the lanes taken in turn. An agent task with its own handle keeps its
+//! requests on one connection, so a lane's agents move together: a call's
+//! answers come back at once and their next requests make the next call.
+//! With one queue for every connection, whichever worker was free took the
+//! first few of a group whose others were still on their way, and calls
+//! split into fragments (measured, 16 agents on two connections: 5.2
+//! requests a call and 0.54 of the floor's actions/s with one queue; 7.9
+//! and 0.67 with a lane each).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use sqlx::pool::PoolConnection;
 use sqlx::{PgConnection, PgPool, Postgres};
-use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 
 use super::{ContractError, Decision, Outcome, Proposal, Recorded, Result};
 
@@ -34,11 +45,27 @@ enum Job {
     Record(Box<Outcome>, oneshot::Sender<Result<Recorded>>),
 }
 
-/// A batching gateway: cheap to clone, shared by every agent task of the process.
-#[derive(Clone)]
+/// A batching gateway: a handle on one of its lanes (a connection and its
+/// queue). Cloning is cheap and gives a handle on the next lane, in turn:
+/// give each agent task its own clone, so that the agents spread over the
+/// connections and each agent's requests keep to one.
 pub struct Gateway {
-    tx: mpsc::Sender<Job>,
+    lanes: Arc<[mpsc::Sender<Job>]>,
+    lane: usize,
+    next: Arc<AtomicUsize>,
     stats: Arc<Counts>,
+}
+
+impl Clone for Gateway {
+    fn clone(&self) -> Gateway {
+        let lane = self.next.fetch_add(1, Ordering::Relaxed) % self.lanes.len();
+        Gateway {
+            lanes: self.lanes.clone(),
+            lane,
+            next: self.next.clone(),
+            stats: self.stats.clone(),
+        }
+    }
 }
 
 /// What the gateway has sent so far.
@@ -63,21 +90,30 @@ const SETTLE_TURNS: usize = 4;
 const MAX_RESENDS: usize = 3;
 
 impl Gateway {
-    /// Starts `connections` workers on `pool`, each sending at most
-    /// `max_batch` requests a call (1 to 500, as the contract takes).
-    /// The workers stop when every clone of the gateway is dropped.
+    /// Starts `connections` lanes on `pool`, each a worker with its own
+    /// connection and queue, sending at most `max_batch` requests a call
+    /// (1 to 500, as the contract takes). The handle returned is on the
+    /// first lane. The workers stop when every handle is dropped.
     pub fn start(pool: PgPool, connections: usize, max_batch: usize) -> Gateway {
         let max_batch = max_batch.clamp(1, 500);
-        let (tx, rx) = mpsc::channel(max_batch * connections.max(1) * 2);
-        let rx = Arc::new(Mutex::new(Queue {
-            rx,
-            held: VecDeque::new(),
-        }));
         let stats = Arc::new(Counts::default());
-        for _ in 0..connections.max(1) {
-            tokio::spawn(worker(pool.clone(), rx.clone(), max_batch, stats.clone()));
+        let lanes: Arc<[mpsc::Sender<Job>]> = (0..connections.max(1))
+            .map(|_| {
+                let (tx, rx) = mpsc::channel(max_batch * 2);
+                let q = Queue {
+                    rx,
+                    held: VecDeque::new(),
+                };
+                tokio::spawn(worker(pool.clone(), q, max_batch, stats.clone()));
+                tx
+            })
+            .collect();
+        Gateway {
+            lanes,
+            lane: 0,
+            next: Arc::new(AtomicUsize::new(1)),
+            stats,
         }
-        Gateway { tx, stats }
     }
 
     /// Calls made to the database so far, and the requests they carried.
@@ -91,7 +127,7 @@ impl Gateway {
     /// `propose`, batched with whatever other proposals are waiting.
     pub async fn propose(&self, p: Proposal) -> Result<Decision> {
         let (tx, rx) = oneshot::channel();
-        self.tx
+        self.lanes[self.lane]
             .send(Job::Propose(Box::new(p), tx))
             .await
             .map_err(|_| closed())?;
@@ -101,7 +137,10 @@ impl Gateway {
     /// `record_result`, batched with whatever other results are waiting.
     pub async fn record_result(&self, o: Outcome) -> Result<Recorded> {
         let (tx, rx) = oneshot::channel();
-        self.tx.send(Job::Record(Box::new(o), tx)).await.map_err(|_| closed())?;
+        self.lanes[self.lane]
+            .send(Job::Record(Box::new(o), tx))
+            .await
+            .map_err(|_| closed())?;
         rx.await.map_err(|_| closed())?
     }
 }
@@ -110,8 +149,8 @@ fn closed() -> ContractError {
     ContractError::Database(sqlx::Error::PoolClosed)
 }
 
-/// The requests waiting: the callers' channel, and those a worker left for
-/// the next call because they were of the other kind.
+/// A lane's requests waiting: its callers' channel, and those its worker
+/// left for the next call because they were of the other kind.
 struct Queue {
     rx: mpsc::Receiver<Job>,
     held: VecDeque<Job>,
@@ -153,18 +192,17 @@ impl Queue {
     }
 }
 
-async fn worker(pool: PgPool, queue: Arc<Mutex<Queue>>, max_batch: usize, stats: Arc<Counts>) {
+async fn worker(pool: PgPool, mut q: Queue, max_batch: usize, stats: Arc<Counts>) {
     let mut conn: Option<PoolConnection<Postgres>> = None;
     loop {
         let jobs = {
-            // One worker waits for the next request and takes what else is
-            // queued of its kind; the others wait their turn, so batches
-            // fill while a call is in flight. One kind a call: the database
-            // pays a batch's start once per kind it carries, so five
-            // proposals in one call and five results in the next cost less
-            // than two calls of both (the oldest request sets the kind, so
-            // neither kind waits more than a call).
-            let mut q = queue.lock().await;
+            // The worker waits for the next request and takes what else is
+            // queued of its kind, so its batch fills while its last call was
+            // in flight. One kind a call: the database pays a batch's start
+            // once per kind it carries, so five proposals in one call and
+            // five results in the next cost less than two calls of both (the
+            // oldest request sets the kind, so neither kind waits more than
+            // a call).
             let first = match q.held.pop_front() {
                 Some(j) => j,
                 None => match q.rx.recv().await {
@@ -405,6 +443,24 @@ mod tests {
                 Job::Record(o, _) => o.action_id.as_u128().to_string(),
             })
             .collect()
+    }
+
+    /// Clones take the lanes in turn, the first handle holding the first
+    /// lane, so agent tasks with a clone each spread over the connections.
+    #[tokio::test]
+    async fn clones_take_the_lanes_in_turn() {
+        // Lazy: no connection is made until a request is sent, and none is.
+        let pool = match sqlx::postgres::PgPoolOptions::new().connect_lazy("postgres://nobody@127.0.0.1:1/none") {
+            Ok(p) => p,
+            Err(e) => panic!("a lazy pool: {e}"),
+        };
+        let first = Gateway::start(pool.clone(), 3, 8);
+        let clones: Vec<Gateway> = (0..5).map(|_| first.clone()).collect();
+        let lanes: Vec<usize> = std::iter::once(&first).chain(&clones).map(|g| g.lane).collect();
+        assert_eq!(lanes, [0, 1, 2, 0, 1, 2]);
+        assert_eq!(first.lanes.len(), 3);
+        let one = Gateway::start(pool, 0, 8);
+        assert_eq!((one.lanes.len(), one.clone().lane), (1, 0));
     }
 
     /// A call carries one kind: the oldest request's. The other kind waits,
