@@ -230,6 +230,10 @@ BEGIN
           FROM r
           JOIN backstop.actions x ON x.action_id = r.id
           LEFT JOIN backstop.tools t ON t.version = x.registry_version AND t.name = x.tool
+         -- The ids again as an array, here and in upd: an index probe an id
+         -- in any plan. The join alone was planned, once a session, as a
+         -- scan of every action when the session began on a small table.
+         WHERE x.action_id = ANY (a_id)
     ), b AS MATERIALIZED (
         SELECT a.*, inv.v AS inv, miss.m AS missing,
                CASE WHEN NOT a.staging THEN 'none'
@@ -270,7 +274,7 @@ BEGIN
                comp_condition = CASE WHEN b.comp <> 'none' THEN b.t_condition END,
                updated_seq = l.seq
           FROM b JOIN l ON l.action_id = b.id
-         WHERE x.action_id = b.id
+         WHERE x.action_id = b.id AND x.action_id = ANY (a_id)
     )
     SELECT b.i, b.kind, b.comp FROM b ORDER BY b.i;
 END
