@@ -26,9 +26,9 @@
 //! answers come back at once and their next requests make the next call.
 //! With one queue for every connection, whichever worker was free took the
 //! first few of a group whose others were still on their way, and calls
-//! split into fragments (measured, 16 agents on two connections: 5.2
-//! requests a call and 0.54 of the floor's actions/s with one queue; 7.9
-//! and 0.67 with a lane each).
+//! split into fragments (measured, 16 agents on two connections: 5.1 to
+//! 5.4 requests a call and 0.53 to 0.56 of the floor's actions/s with one
+//! queue; 7.9 and 0.62 to 0.64 with a lane each).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
