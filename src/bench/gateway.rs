@@ -734,7 +734,8 @@ pub fn render(r: &GatewayReport) -> String {
     format!(
         "{}\n{} ({}s per measurement; floor: the same rows by plain SQL in the same two transactions; \
          p50/p99: one action's propose + record_result round trips; batched: the same agents through one \
-         batching gateway, {} connections, at most {} requests a call; a call: requests it carried on average)\n{}",
+         batching gateway, {} connections as lanes, each agent on one, at most {} requests a call; a call: requests \
+         it carried on average)\n{}",
         r.server,
         r.database,
         r.seconds,
