@@ -520,6 +520,7 @@ CREATE FUNCTION backstop._propose_set(requests jsonb) RETURNS TABLE(i integer, a
     SET search_path TO 'pg_catalog', 'backstop', 'pg_temp'
     SET jit TO 'off'
     SET plan_cache_mode TO 'force_generic_plan'
+    SET enable_seqscan TO 'off'
     AS $_$
 #variable_conflict use_column
 DECLARE
@@ -884,6 +885,7 @@ CREATE FUNCTION backstop._record_set(results jsonb) RETURNS TABLE(i integer, sta
     SET search_path TO 'pg_catalog', 'backstop', 'pg_temp'
     SET jit TO 'off'
     SET plan_cache_mode TO 'force_generic_plan'
+    SET enable_seqscan TO 'off'
     AS $_$
 #variable_conflict use_column
 DECLARE
@@ -949,9 +951,8 @@ BEGIN
           FROM r
           JOIN backstop.actions x ON x.action_id = r.id
           LEFT JOIN backstop.tools t ON t.version = x.registry_version AND t.name = x.tool
-         -- The ids again as an array, here and in upd: an index probe an id
-         -- in any plan. The join alone was planned, once a session, as a
-         -- scan of every action when the session began on a small table.
+         -- The ids again as an array, here and in upd: an index probe an
+         -- id, where the join alone leaves the planner a hash join.
          WHERE x.action_id = ANY (a_id)
     ), b AS MATERIALIZED (
         SELECT a.*, inv.v AS inv, miss.m AS missing,

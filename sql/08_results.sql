@@ -164,8 +164,13 @@ LANGUAGE plpgsql SET search_path = pg_catalog, backstop, pg_temp
 -- A plan over a set of requests is estimated at thousands of rows (a
 -- function's rows are guessed, not known) and would be JIT-compiled on a
 -- server with jit on: seconds of compiling for sixteen rows. Planned once
--- a session: planning the statement costs more than running it.
-SET jit = off SET plan_cache_mode = force_generic_plan AS $$
+-- a session: planning the statement costs more than running it. And kept
+-- for the session, a plan must not scan a table that grows: one made at a
+-- session's first batch, when the tables were small, scanned `actions` (and
+-- the rules' memory) whole for every batch until an ANALYZE replanned it.
+-- Every read here is by key, so no sequential scan is chosen where an index
+-- serves.
+SET jit = off SET plan_cache_mode = force_generic_plan SET enable_seqscan = off AS $$
 #variable_conflict use_column
 DECLARE
     v_go boolean;
@@ -230,9 +235,8 @@ BEGIN
           FROM r
           JOIN backstop.actions x ON x.action_id = r.id
           LEFT JOIN backstop.tools t ON t.version = x.registry_version AND t.name = x.tool
-         -- The ids again as an array, here and in upd: an index probe an id
-         -- in any plan. The join alone was planned, once a session, as a
-         -- scan of every action when the session began on a small table.
+         -- The ids again as an array, here and in upd: an index probe an
+         -- id, where the join alone leaves the planner a hash join.
          WHERE x.action_id = ANY (a_id)
     ), b AS MATERIALIZED (
         SELECT a.*, inv.v AS inv, miss.m AS missing,

@@ -1011,3 +1011,74 @@ async fn a_batch_writes_what_one_call_at_a_time_writes() {
     let report = contract::verify::verify(fast.pool(), true, true).await.unwrap();
     assert!(report.ok, "the batched log verifies: {:?}", report.problems.first());
 }
+
+/// A gateway's session keeps one plan for each of a batch's statements (a
+/// generic plan, made at its first call). Made when the tables were small,
+/// the plans scanned `actions` whole and hash-joined, and were kept as the
+/// tables grew: a scan a batch for as long as the session lasted, or until
+/// an ANALYZE replanned them. Here a session's first batch meets nearly
+/// empty tables, they grow by 4,000 actions of 4,000 agents (no ANALYZE,
+/// which would make new plans), and the session's next batch, proposals and
+/// results, must scan none of the tables that grow with the actions.
+#[tokio::test]
+async fn a_sessions_batches_probe_by_key_however_small_the_tables_were() {
+    let t = setup().await;
+    let refund = |agent: String, n: usize| {
+        json!({"agent": agent, "tool": "issue_refund", "confidence": 0.97,
+               "params": {"customer_id": format!("c-{n}"), "amount": 5, "order_id": format!("o-{n}"), "reason": "late"}})
+    };
+    let batch = |from: usize, n: usize| {
+        json!(
+            (from..from + n)
+                .map(|k| refund(format!("bot-{k}"), k))
+                .collect::<Vec<_>>()
+        )
+    };
+    let results = |ids: &[Uuid]| {
+        json!(
+            ids.iter()
+                .map(|id| json!({"action_id": id, "ok": true, "result": {"refund_id": "rf"}}))
+                .collect::<Vec<_>>()
+        )
+    };
+    let mut gateway = t.pool().acquire().await.unwrap();
+    let first = propose_ids(&mut gateway, batch(0, 3)).await;
+    assert_eq!(record_ids(&mut gateway, results(&first)).await, ["executed"; 3]);
+
+    let mut other = t.pool().acquire().await.unwrap();
+    for k in 0..8 {
+        propose_ids(&mut other, batch(100 + k * 500, 500)).await;
+    }
+    assert!(t.count("SELECT count(*) FROM backstop.actions").await > 4000);
+    assert!(t.count("SELECT count(*) FROM backstop.agent_value_minutes").await > 4000);
+
+    let mut tx = sqlx::Connection::begin(&mut *gateway).await.unwrap();
+    let next = propose_ids(&mut tx, batch(10, 3)).await;
+    assert_eq!(record_ids(&mut tx, results(&next)).await, ["executed"; 3]);
+    let scans: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT relname::text, seq_scan FROM pg_stat_xact_user_tables
+          WHERE schemaname = 'backstop' AND seq_scan > 0
+            AND relname IN ('actions', 'agent_value_minutes', 'entity_value_minutes', 'counterparties', 'param_values')",
+    )
+    .fetch_all(&mut *tx)
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    assert!(scans.is_empty(), "the batch scanned whole tables: {scans:?}");
+}
+
+async fn propose_ids(c: &mut sqlx::PgConnection, batch: serde_json::Value) -> Vec<Uuid> {
+    sqlx::query_scalar("SELECT action_id FROM backstop.propose_batch($1) ORDER BY i")
+        .bind(batch)
+        .fetch_all(c)
+        .await
+        .unwrap()
+}
+
+async fn record_ids(c: &mut sqlx::PgConnection, results: serde_json::Value) -> Vec<String> {
+    sqlx::query_scalar("SELECT status FROM backstop.record_results($1) ORDER BY i")
+        .bind(results)
+        .fetch_all(c)
+        .await
+        .unwrap()
+}
