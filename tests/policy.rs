@@ -1053,8 +1053,17 @@ async fn a_sessions_batches_probe_by_key_however_small_the_tables_were() {
     assert!(t.count("SELECT count(*) FROM backstop.agent_value_minutes").await > 4000);
 
     let mut tx = sqlx::Connection::begin(&mut *gateway).await.unwrap();
+    sqlx::query("SET LOCAL track_functions = 'all'")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
     let next = propose_ids(&mut tx, batch(10, 3)).await;
     assert_eq!(record_ids(&mut tx, results(&next)).await, ["executed"; 3]);
+    // The set-based paths, not propose() and record_result() one by one.
+    for f in ["_propose_set", "_record_set", "propose", "record_result"] {
+        let want = i64::from(f.starts_with('_'));
+        assert_eq!(calls_of(&mut tx, f).await, want, "{f}");
+    }
     let scans: Vec<(String, i64)> = sqlx::query_as(
         "SELECT relname::text, seq_scan FROM pg_stat_xact_user_tables
           WHERE schemaname = 'backstop' AND seq_scan > 0
