@@ -164,12 +164,11 @@ LANGUAGE plpgsql SET search_path = pg_catalog, backstop, pg_temp
 -- A plan over a set of requests is estimated at thousands of rows (a
 -- function's rows are guessed, not known) and would be JIT-compiled on a
 -- server with jit on: seconds of compiling for sixteen rows. Planned once
--- a session: planning the statement costs more than running it. And kept
--- for the session, a plan must not scan a table that grows: one made at a
--- session's first batch, when the tables were small, scanned `actions` (and
--- the rules' memory) whole for every batch until an ANALYZE replanned it.
--- Every read here is by key, so no sequential scan is chosen where an index
--- serves.
+-- a session: planning the statement costs more than running it. Kept for
+-- the session, a plan must not scan a table that grows: made at a
+-- session's first batch while the tables were small, these plans scanned
+-- `actions` whole (three times a batch) until an ANALYZE replanned them.
+-- Every read here is by key, so no sequential scan is planned.
 SET jit = off SET plan_cache_mode = force_generic_plan SET enable_seqscan = off AS $$
 #variable_conflict use_column
 DECLARE
