@@ -480,7 +480,8 @@ CREATE FUNCTION backstop._may_act_as(p_agent text) RETURNS boolean
 BEGIN
     RETURN p_agent OPERATOR(pg_catalog.=) session_user
         OR EXISTS (SELECT 1 FROM backstop.agent_logins m
-                    WHERE m.login OPERATOR(pg_catalog.=) session_user AND m.agent OPERATOR(pg_catalog.=) p_agent)
+                    WHERE m.login OPERATOR(pg_catalog.=) (session_user COLLATE pg_catalog."default")
+                      AND m.agent OPERATOR(pg_catalog.=) p_agent)
         OR backstop._trusted();
 END
 $$;
@@ -579,8 +580,15 @@ BEGIN
                CASE WHEN q.amount_txt ~ '^[0-9]{1,13}([.][0-9]{1,6})?$' THEN q.amount_txt::double precision::numeric END AS amt,
                CASE WHEN q.conf_txt ~ '^(0([.][0-9]{1,20})?|1([.]0{1,20})?|[.][0-9]{1,20})$'
                     THEN q.conf_txt::double precision::real END AS conf,
-               backstop.path_get(q.params, t.value_param) AS vj
+               backstop.path_get(q.params, t.value_param) AS vj, lm.mapped
           FROM req q CROSS JOIN ctx c LEFT JOIN backstop.tools t ON t.version = c.reg AND t.name = q.tool
+          -- The identity check's mapping, probed a request (the LIMIT keeps
+          -- it a lookup): as a subquery it was planned as a hash of every
+          -- agent the login is mapped to, read each batch, and a gateway
+          -- serves thousands. session_user collated as the key (see
+          -- _may_act_as).
+          LEFT JOIN LATERAL (SELECT true AS mapped FROM backstop.agent_logins m
+                              WHERE m.login = (session_user COLLATE "default") AND m.agent = q.agent LIMIT 1) lm ON true
     ), x2 AS (
         SELECT x1.*,
                x1.value_param IS NULL
@@ -624,8 +632,7 @@ BEGIN
                    AND (x3.conf_txt IS NULL OR x3.conf IS NOT NULL)
                    AND x3.plain
                    -- the identity check (_may_act_as)
-                   AND (x3.agent = session_user OR x3.trusted
-                        OR EXISTS (SELECT 1 FROM backstop.agent_logins m WHERE m.login = session_user AND m.agent = x3.agent))
+                   AND (x3.agent = session_user OR x3.trusted OR x3.mapped)
                    -- a known tool, callable by agents, its value read and agreeing
                    AND x3.known AND NOT x3.inverse_only AND x3.value_ok
                    AND (x3.val IS NULL OR x3.val <= 1e12)
@@ -669,11 +676,13 @@ BEGIN
                    CASE WHEN r.per = 'entity'
                         THEN r.entity IS NOT NULL AND coalesce(r.amount, 0) > 0
                              AND (SELECT coalesce(sum(m.total), 0) FROM backstop.entity_value_minutes m
-                                   WHERE m.entity = r.entity AND m.minute > date_trunc('minute', now() - r.rule_window))
+                                   WHERE m.entity = r.entity
+                                     AND (m.entity, m.minute) > (r.entity, date_trunc('minute', now() - r.rule_window)))
                                  + r.amount > r.thr
                         ELSE coalesce(r.amount, 0) > 0
                              AND (SELECT coalesce(sum(m.total), 0) FROM backstop.agent_value_minutes m
-                                   WHERE m.agent = r.agent AND m.minute > date_trunc('minute', now() - r.rule_window))
+                                   WHERE m.agent = r.agent
+                                     AND (m.agent, m.minute) > (r.agent, date_trunc('minute', now() - r.rule_window)))
                                  + r.amount > r.thr END
                WHEN 'in_list' THEN
                    r.v IS NOT NULL AND CASE WHEN r.list_table IS NOT NULL
@@ -923,7 +932,8 @@ BEGIN
                AND (q.result IS NULL OR pg_column_size(q.result) <= 65536)
                AND l.status = 'allowed'
                AND (l.agent = session_user
-                    OR EXISTS (SELECT 1 FROM backstop.agent_logins m WHERE m.login = session_user AND m.agent = l.agent)
+                    OR EXISTS (SELECT 1 FROM backstop.agent_logins m
+                                WHERE m.login = (session_user COLLATE "default") AND m.agent = l.agent)
                     OR v_trusted), false))
                AND count(DISTINCT q.id) = count(*),
            -- One aggregate node: every array takes the rows in the same order.
@@ -1222,7 +1232,8 @@ BEGIN
     -- Four eyes means two people other than the agent: neither the agent's
     -- name nor a login that may act as the agent approves its actions.
     IF v_actor = a.agent OR session_user = a.agent
-       OR EXISTS (SELECT 1 FROM backstop.agent_logins m WHERE m.login = session_user AND m.agent = a.agent) THEN
+       OR EXISTS (SELECT 1 FROM backstop.agent_logins m
+                   WHERE m.login = (session_user COLLATE "default") AND m.agent = a.agent) THEN
         PERFORM backstop._bad('approve', format('%s acts as agent %s, which proposed action %s, and cannot approve it',
                                                 v_actor, a.agent, p_id), '42501');
     END IF;
@@ -1872,6 +1883,7 @@ COMMENT ON FUNCTION backstop.ensure_log_partitions() IS 'Creates the log partiti
 CREATE FUNCTION backstop.evaluate(p_version bigint, p_agent text, p_tool text, p_class text, p_amount numeric, p_cost numeric, p_confidence real, p_params jsonb, p_stateless boolean DEFAULT false, p_direction text DEFAULT NULL::text, p_entity text DEFAULT NULL::text) RETURNS backstop.verdict
     LANGUAGE plpgsql STABLE SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'backstop', 'pg_temp'
+    SET enable_seqscan TO 'off'
     AS $$
 DECLARE
     res backstop.verdict;
@@ -1922,11 +1934,19 @@ BEGIN
             IF r.per = 'entity' THEN
                 -- Per customer (the tool's entity), whichever agents acted.
                 SELECT coalesce(sum(m.total), 0) INTO total FROM backstop.entity_value_minutes m
-                 WHERE p_entity IS NOT NULL AND m.entity = p_entity AND m.minute > date_trunc('minute', now() - r.rule_window);
+                 WHERE p_entity IS NOT NULL AND m.entity = p_entity
+                   AND (m.entity, m.minute) > (p_entity, date_trunc('minute', now() - r.rule_window));
                 hit := p_entity IS NOT NULL AND coalesce(p_amount, 0) > 0 AND total + p_amount > thr;
             ELSE
                 SELECT coalesce(sum(m.total), 0) INTO total FROM backstop.agent_value_minutes m
-                 WHERE m.agent = p_agent AND m.minute > date_trunc('minute', now() - r.rule_window);
+                 WHERE m.agent = p_agent
+                   -- As a row: the (agent, minute) key is then the only index
+                   -- that can answer, from the agent's first minute in the
+                   -- window. With the minute on its own, a plan made while
+                   -- the table was small read the minute index instead: every
+                   -- agent's minutes in the window, for each proposal. The
+                   -- same for entities above, and in _propose_set.
+                   AND (m.agent, m.minute) > (p_agent, date_trunc('minute', now() - r.rule_window));
                 hit := coalesce(p_amount, 0) > 0 AND total + p_amount > thr;
             END IF;
             v := backstop.money(total);

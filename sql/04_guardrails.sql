@@ -18,7 +18,10 @@ CREATE FUNCTION backstop.evaluate(
 RETURNS backstop.verdict
 -- As the owner: a policy list kept in a table is read through
 -- backstop_check.in_list, which no duty may call with a table of its choice.
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, backstop, pg_temp STABLE AS $$
+-- Its plans are kept for the session (from its sixth call); one made while
+-- the per-minute totals were a few dozen rows scanned the whole table for
+-- every proposal after. Every read here is by key: no sequential scan.
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, backstop, pg_temp SET enable_seqscan = off STABLE AS $$
 DECLARE
     res backstop.verdict;
     r record;
@@ -68,11 +71,19 @@ BEGIN
             IF r.per = 'entity' THEN
                 -- Per customer (the tool's entity), whichever agents acted.
                 SELECT coalesce(sum(m.total), 0) INTO total FROM backstop.entity_value_minutes m
-                 WHERE p_entity IS NOT NULL AND m.entity = p_entity AND m.minute > date_trunc('minute', now() - r.rule_window);
+                 WHERE p_entity IS NOT NULL AND m.entity = p_entity
+                   AND (m.entity, m.minute) > (p_entity, date_trunc('minute', now() - r.rule_window));
                 hit := p_entity IS NOT NULL AND coalesce(p_amount, 0) > 0 AND total + p_amount > thr;
             ELSE
                 SELECT coalesce(sum(m.total), 0) INTO total FROM backstop.agent_value_minutes m
-                 WHERE m.agent = p_agent AND m.minute > date_trunc('minute', now() - r.rule_window);
+                 WHERE m.agent = p_agent
+                   -- As a row: the (agent, minute) key is then the only index
+                   -- that can answer, from the agent's first minute in the
+                   -- window. With the minute on its own, a plan made while
+                   -- the table was small read the minute index instead: every
+                   -- agent's minutes in the window, for each proposal. The
+                   -- same for entities above, and in _propose_set.
+                   AND (m.agent, m.minute) > (p_agent, date_trunc('minute', now() - r.rule_window));
                 hit := coalesce(p_amount, 0) > 0 AND total + p_amount > thr;
             END IF;
             v := backstop.money(total);

@@ -363,8 +363,15 @@ BEGIN
                CASE WHEN q.amount_txt ~ '^[0-9]{1,13}([.][0-9]{1,6})?$' THEN q.amount_txt::double precision::numeric END AS amt,
                CASE WHEN q.conf_txt ~ '^(0([.][0-9]{1,20})?|1([.]0{1,20})?|[.][0-9]{1,20})$'
                     THEN q.conf_txt::double precision::real END AS conf,
-               backstop.path_get(q.params, t.value_param) AS vj
+               backstop.path_get(q.params, t.value_param) AS vj, lm.mapped
           FROM req q CROSS JOIN ctx c LEFT JOIN backstop.tools t ON t.version = c.reg AND t.name = q.tool
+          -- The identity check's mapping, probed a request (the LIMIT keeps
+          -- it a lookup): as a subquery it was planned as a hash of every
+          -- agent the login is mapped to, read each batch, and a gateway
+          -- serves thousands. session_user collated as the key (see
+          -- _may_act_as).
+          LEFT JOIN LATERAL (SELECT true AS mapped FROM backstop.agent_logins m
+                              WHERE m.login = (session_user COLLATE "default") AND m.agent = q.agent LIMIT 1) lm ON true
     ), x2 AS (
         SELECT x1.*,
                x1.value_param IS NULL
@@ -408,8 +415,7 @@ BEGIN
                    AND (x3.conf_txt IS NULL OR x3.conf IS NOT NULL)
                    AND x3.plain
                    -- the identity check (_may_act_as)
-                   AND (x3.agent = session_user OR x3.trusted
-                        OR EXISTS (SELECT 1 FROM backstop.agent_logins m WHERE m.login = session_user AND m.agent = x3.agent))
+                   AND (x3.agent = session_user OR x3.trusted OR x3.mapped)
                    -- a known tool, callable by agents, its value read and agreeing
                    AND x3.known AND NOT x3.inverse_only AND x3.value_ok
                    AND (x3.val IS NULL OR x3.val <= 1e12)
@@ -453,11 +459,13 @@ BEGIN
                    CASE WHEN r.per = 'entity'
                         THEN r.entity IS NOT NULL AND coalesce(r.amount, 0) > 0
                              AND (SELECT coalesce(sum(m.total), 0) FROM backstop.entity_value_minutes m
-                                   WHERE m.entity = r.entity AND m.minute > date_trunc('minute', now() - r.rule_window))
+                                   WHERE m.entity = r.entity
+                                     AND (m.entity, m.minute) > (r.entity, date_trunc('minute', now() - r.rule_window)))
                                  + r.amount > r.thr
                         ELSE coalesce(r.amount, 0) > 0
                              AND (SELECT coalesce(sum(m.total), 0) FROM backstop.agent_value_minutes m
-                                   WHERE m.agent = r.agent AND m.minute > date_trunc('minute', now() - r.rule_window))
+                                   WHERE m.agent = r.agent
+                                     AND (m.agent, m.minute) > (r.agent, date_trunc('minute', now() - r.rule_window)))
                                  + r.amount > r.thr END
                WHEN 'in_list' THEN
                    r.v IS NOT NULL AND CASE WHEN r.list_table IS NOT NULL

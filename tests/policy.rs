@@ -1016,13 +1016,34 @@ async fn a_batch_writes_what_one_call_at_a_time_writes() {
 /// generic plan, made at its first call). Made when the tables were small,
 /// the plans scanned `actions` whole and hash-joined, and were kept as the
 /// tables grew: a scan a batch for as long as the session lasted, or until
-/// an ANALYZE replanned them. Here a session's first batch meets nearly
-/// empty tables, they grow by 4,000 actions of 4,000 agents (no ANALYZE,
-/// which would make new plans), and the session's next batch, proposals and
-/// results, must scan none of the tables that grow with the actions.
+/// an ANALYZE replanned them. Here a gateway's login (the agent duty,
+/// mapped to the agents it serves) makes its first batch on nearly empty
+/// tables; they grow by 4,000 actions of 4,000 agents, all mapped to the
+/// gateway and to a second login (no ANALYZE, which would make new plans);
+/// then the gateway's next batch, proposals and results, and one proposal
+/// and one result by the single calls, must scan none of the tables that
+/// grow and read only a few entries of their indexes: the cumulative rule's
+/// minutes (which had read every agent's minute in the window, through the
+/// minute index) and the login mappings (which had read every mapping of the
+/// login or of the agent).
 #[tokio::test]
-async fn a_sessions_batches_probe_by_key_however_small_the_tables_were() {
+async fn a_gateways_lookups_read_by_key_however_small_the_tables_were_and_however_many_agents_it_serves() {
     let t = setup().await;
+    let mut logins = common::Logins::new(&t);
+    let gateway_pool = logins.login(&t, "probe_gateway", Some("agent")).await;
+    let gateway_login = common::Logins::name("probe_gateway");
+    let other_login = common::Logins::name("probe_other");
+    let other_pool = logins.login(&t, "probe_other", Some("agent")).await;
+    for login in [&gateway_login, &other_login] {
+        sqlx::query(
+            "INSERT INTO backstop.agent_logins (login, agent)
+             SELECT $1, 'bot-' || g FROM generate_series(0, 4099) g",
+        )
+        .bind(login)
+        .execute(t.pool())
+        .await
+        .unwrap();
+    }
     let refund = |agent: String, n: usize| {
         json!({"agent": agent, "tool": "issue_refund", "confidence": 0.97,
                "params": {"customer_id": format!("c-{n}"), "amount": 5, "order_id": format!("o-{n}"), "reason": "late"}})
@@ -1041,39 +1062,129 @@ async fn a_sessions_batches_probe_by_key_however_small_the_tables_were() {
                 .collect::<Vec<_>>()
         )
     };
-    let mut gateway = t.pool().acquire().await.unwrap();
+    // To count the paths taken (a superuser's setting otherwise).
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "GRANT SET ON PARAMETER track_functions TO \"{gateway_login}\""
+    )))
+    .execute(t.pool())
+    .await
+    .unwrap();
+    // A little history, analyzed: the first plans are made from it.
+    sqlx::query(
+        "INSERT INTO backstop.agent_value_minutes (agent, minute, total)
+         SELECT 'seed', date_trunc('minute', now()) - g * interval '1 minute', 1 FROM generate_series(0, 59) g",
+    )
+    .execute(t.pool())
+    .await
+    .unwrap();
+    sqlx::query("ANALYZE backstop.agent_value_minutes")
+        .execute(t.pool())
+        .await
+        .unwrap();
+    let mut gateway = gateway_pool.acquire().await.unwrap();
     let first = propose_ids(&mut gateway, batch(0, 3)).await;
     assert_eq!(record_ids(&mut gateway, results(&first)).await, ["executed"; 3]);
+    // The single calls' plans, made on the small tables too (a plan is
+    // kept from the sixth call).
+    for k in 0..6 {
+        let id = propose_one(&mut gateway, refund(format!("bot-{}", 20 + k), 20 + k)).await;
+        record_one(&mut gateway, id).await;
+    }
 
-    let mut other = t.pool().acquire().await.unwrap();
+    let mut other = other_pool.acquire().await.unwrap();
     for k in 0..8 {
         propose_ids(&mut other, batch(100 + k * 500, 500)).await;
     }
     assert!(t.count("SELECT count(*) FROM backstop.actions").await > 4000);
     assert!(t.count("SELECT count(*) FROM backstop.agent_value_minutes").await > 4000);
+    flush_stats(&mut other).await;
+    flush_stats(&mut gateway).await;
+    let before = index_reads(&t).await;
 
     let mut tx = sqlx::Connection::begin(&mut *gateway).await.unwrap();
     sqlx::query("SET LOCAL track_functions = 'all'")
         .execute(&mut *tx)
         .await
         .unwrap();
-    let next = propose_ids(&mut tx, batch(10, 3)).await;
+    let next = propose_ids(&mut tx, batch(110, 3)).await;
     assert_eq!(record_ids(&mut tx, results(&next)).await, ["executed"; 3]);
     // The set-based paths, not propose() and record_result() one by one.
     for f in ["_propose_set", "_record_set", "propose", "record_result"] {
         let want = i64::from(f.starts_with('_'));
         assert_eq!(calls_of(&mut tx, f).await, want, "{f}");
     }
+    let id = propose_one(&mut tx, refund("bot-130".into(), 130)).await;
+    record_one(&mut tx, id).await;
     let scans: Vec<(String, i64)> = sqlx::query_as(
         "SELECT relname::text, seq_scan FROM pg_stat_xact_user_tables
           WHERE schemaname = 'backstop' AND seq_scan > 0
-            AND relname IN ('actions', 'agent_value_minutes', 'entity_value_minutes', 'counterparties', 'param_values')",
+            AND relname IN ('actions', 'agent_value_minutes', 'entity_value_minutes', 'counterparties', 'param_values',
+                            'agent_logins')",
     )
     .fetch_all(&mut *tx)
     .await
     .unwrap();
     tx.commit().await.unwrap();
     assert!(scans.is_empty(), "the batch scanned whole tables: {scans:?}");
+    flush_stats(&mut gateway).await;
+    let after = index_reads(&t).await;
+    // Four requests, each proposed and recorded: a probe of a few entries
+    // each. Before, each read thousands.
+    for (table, n) in &after {
+        let read = n - before.iter().find(|b| &b.0 == table).map_or(0, |b| b.1);
+        assert!(read <= 40, "{read} index entries of {table} read for four actions");
+    }
+    drop(gateway);
+    drop(other);
+    logins.drop_all(vec![gateway_pool, other_pool]).await;
+}
+
+/// Index entries read so far, by table, of the tables a proposal looks up
+/// by agent or login. What a session counted is here once it has flushed.
+async fn index_reads(t: &TestDb) -> Vec<(String, i64)> {
+    let mut c = t.pool().acquire().await.unwrap();
+    sqlx::query("SELECT pg_stat_clear_snapshot()")
+        .execute(&mut *c)
+        .await
+        .unwrap();
+    sqlx::query_as(
+        "SELECT relname::text, sum(idx_tup_read)::bigint FROM pg_stat_user_indexes
+          WHERE schemaname = 'backstop' AND relname IN ('agent_value_minutes', 'agent_logins')
+          GROUP BY relname ORDER BY relname",
+    )
+    .fetch_all(&mut *c)
+    .await
+    .unwrap()
+}
+
+/// A session's counts reach the shared statistics when it goes idle, at
+/// most once a second unless forced: forced, they are there once the next
+/// statement has answered.
+async fn flush_stats(c: &mut sqlx::PgConnection) {
+    for q in ["SELECT pg_stat_force_next_flush()", "SELECT 1"] {
+        sqlx::query(q).execute(&mut *c).await.unwrap();
+    }
+}
+
+async fn propose_one(c: &mut sqlx::PgConnection, r: serde_json::Value) -> Uuid {
+    sqlx::query_scalar(
+        "SELECT action_id FROM backstop.propose(agent => $1 ->> 'agent', tool => $1 ->> 'tool', params => $1 -> 'params',
+                                               confidence => ($1 ->> 'confidence')::double precision)",
+    )
+    .bind(r)
+    .fetch_one(c)
+    .await
+    .unwrap()
+}
+
+async fn record_one(c: &mut sqlx::PgConnection, id: Uuid) {
+    let status: String =
+        sqlx::query_scalar("SELECT status FROM backstop.record_result($1, true, '{\"refund_id\": \"rf\"}')")
+            .bind(id)
+            .fetch_one(c)
+            .await
+            .unwrap();
+    assert_eq!(status, "executed");
 }
 
 async fn propose_ids(c: &mut sqlx::PgConnection, batch: serde_json::Value) -> Vec<Uuid> {
