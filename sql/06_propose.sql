@@ -295,6 +295,15 @@ COMMENT ON FUNCTION backstop.propose IS 'The agent''s gateway: checks the kill s
 --
 -- The owner's, granted to no one: propose_batch (a definer) calls it. It
 -- takes the kill-switch gate itself, before it reads anything.
+--
+-- A decided request, as the deciding statement hands it to the writing
+-- one: one array of these is one aggregate to start, where an array a
+-- column was fifteen (each aggregate's start costs about as much as
+-- deciding a request).
+CREATE TYPE backstop._proposal AS (
+    i integer, agent text, tool text, params jsonb, amount numeric, conf real, reasoning text, inputs jsonb, corr text,
+    class text, direction text, cost numeric, entity text, amount_from text, bound jsonb);
+
 CREATE FUNCTION backstop._propose_set(requests jsonb)
 RETURNS TABLE (i integer, action_id uuid, verdict text, reason text)
 LANGUAGE plpgsql SET search_path = pg_catalog, backstop, pg_temp
@@ -314,21 +323,7 @@ DECLARE
     v_memory boolean;
     v_cumulative boolean;
     v_entity_cumulative boolean;
-    a_i integer[];
-    a_agent text[];
-    a_tool text[];
-    a_params jsonb[];
-    a_amount numeric[];
-    a_conf real[];
-    a_reasoning text[];
-    a_inputs jsonb[];
-    a_corr text[];
-    a_class text[];
-    a_direction text[];
-    a_cost numeric[];
-    a_entity text[];
-    a_from text[];
-    a_bound jsonb[];
+    a_req backstop._proposal[];
     v_remember boolean;
     b_i integer[];
     b_id uuid[];
@@ -349,9 +344,11 @@ BEGIN
                (e.r ->> 'parent_action') IS NULL AND (e.r ->> 'idempotency_key') IS NULL
                    AND (jsonb_typeof(e.r -> 'depends_on') IS DISTINCT FROM 'array' OR e.r -> 'depends_on' = '[]'::jsonb)
                    -- propose_batch names an unknown key when this path declines.
-                   AND CASE WHEN jsonb_typeof(e.r) = 'object' THEN NOT EXISTS (
-                           SELECT 1 FROM jsonb_object_keys(e.r) key
-                            WHERE key <> ALL ('{agent,tool,params,amount,confidence,reasoning,inputs,correlation_id,parent_action,idempotency_key,depends_on}'))
+                   -- (No key left once the known ones are taken away: an
+                   -- expression, where reading the keys was a subquery a request.)
+                   AND CASE WHEN jsonb_typeof(e.r) = 'object'
+                       THEN e.r - '{agent,tool,params,amount,confidence,reasoning,inputs,correlation_id,parent_action,idempotency_key,depends_on}'::text[]
+                            = '{}'::jsonb
                        END AS plain
           FROM jsonb_array_elements(requests) WITH ORDINALITY e(r, k)
     ), x1 AS (
@@ -493,7 +490,6 @@ BEGIN
                                                     OR (k.scope = 'tool' AND k.target IN (SELECT y.tool FROM x y))))
                AND (NOT (bool_or(x.memory) OR bool_or(x.cumulative)) OR count(DISTINCT x.agent) = count(*))
                AND (NOT bool_or(x.entity_cumulative) OR count(DISTINCT x.entity) = count(x.entity)),
-           -- One aggregate node: every array takes the rows in the same order.
            min(x.reg), min(x.pol), bool_and(x.memory), bool_and(x.cumulative), bool_and(x.entity_cumulative),
            -- Whether an allowed request teaches the memory rules anything (a
            -- parameter they read is in its params): the writes run only then.
@@ -501,23 +497,16 @@ BEGIN
                SELECT 1 FROM x y JOIN backstop.policy_rules r ON r.version = y.pol
                 WHERE r.kind IN ('new_counterparty', 'changed_value')
                   AND backstop.path_get(y.params, CASE r.kind WHEN 'new_counterparty' THEN r.param ELSE r.key_param END) IS NOT NULL),
-           array_agg(x.i), array_agg(x.agent), array_agg(x.tool), array_agg(x.params), array_agg(x.amount),
-           array_agg(x.conf), array_agg(x.reasoning), array_agg(x.inputs), array_agg(x.corr), array_agg(x.class),
-           array_agg(x.direction), array_agg(x.cost), array_agg(x.entity), array_agg(x.amount_from), array_agg(x.bound)
-      INTO v_go, v_reg, v_pol, v_memory, v_cumulative, v_entity_cumulative, v_remember,
-           a_i, a_agent, a_tool, a_params, a_amount, a_conf, a_reasoning, a_inputs, a_corr, a_class, a_direction, a_cost,
-           a_entity, a_from, a_bound
+           array_agg(ROW(x.i, x.agent, x.tool, x.params, x.amount, x.conf, x.reasoning, x.inputs, x.corr, x.class,
+                         x.direction, x.cost, x.entity, x.amount_from, x.bound)::backstop._proposal)
+      INTO v_go, v_reg, v_pol, v_memory, v_cumulative, v_entity_cumulative, v_remember, a_req
       FROM x;
     IF NOT coalesce(v_go, false) THEN
         RETURN;
     END IF;
 
     WITH q AS MATERIALIZED (
-        SELECT u.*, gen_random_uuid() AS id
-          FROM unnest(a_i, a_agent, a_tool, a_params, a_amount, a_conf, a_reasoning, a_inputs, a_corr, a_class,
-                      a_direction, a_cost, a_entity, a_from, a_bound)
-               AS u(i, agent, tool, params, amount, conf, reasoning, inputs, corr, class, direction, cost, entity, amount_from,
-                    bound)
+        SELECT u.*, gen_random_uuid() AS id FROM unnest(a_req) u
     ), l AS (
         -- In the requests' order: the log's order is theirs, as in propose()'s loop.
         INSERT INTO backstop.action_log AS l
@@ -558,14 +547,14 @@ BEGIN
     IF v_cumulative AND v_entity_cumulative THEN
         INSERT INTO backstop.entity_value_minutes AS m (entity, minute, total)
         SELECT u.entity, date_trunc('minute', now()), u.amount
-          FROM unnest(a_entity, a_amount, a_direction) AS u(entity, amount, direction)
+          FROM unnest(a_req) u
          WHERE u.entity IS NOT NULL AND u.amount > 0 AND u.direction IS DISTINCT FROM 'in'
         ON CONFLICT (entity, minute) DO UPDATE SET total = m.total + excluded.total;
     END IF;
     IF v_remember THEN
         WITH q AS (
             SELECT u.agent, u.params, w.seq
-              FROM unnest(a_i, a_agent, a_params) AS u(i, agent, params)
+              FROM unnest(a_req) u
               JOIN unnest(b_i, b_seq) AS w(i, seq) ON w.i = u.i
         ), counterparties AS (
             INSERT INTO backstop.counterparties (agent, param, value, first_seq)

@@ -1394,6 +1394,19 @@ async fn a_batching_gateway_acts_only_for_its_own_agents_all_or_nothing() {
     assert_eq!(code(&e), "22023", "{e}");
     assert!(e.to_string().contains("request 1: unknown key(s) ammount"), "{e}");
     assert_eq!(log_len(t.pool()).await, before);
+    // The same in a batch the set-based path would take (three requests,
+    // three agents): it must see the key too, not drop it.
+    map_agent(t.pool(), &gw_name, "bot-c").await;
+    let mut bad = req("bot-c", "c-4");
+    bad["ammount"] = json!(5);
+    let e = sqlx::query("SELECT * FROM backstop.propose_batch($1)")
+        .bind(json!([req("bot-a", "c-1"), req("bot-b", "c-3"), bad]))
+        .fetch_all(&gw)
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "22023", "{e}");
+    assert!(e.to_string().contains("request 2: unknown key(s) ammount"), "{e}");
+    assert_eq!(log_len(t.pool()).await, before);
 
     // Its own agents, a key repeated: one action for the key.
     let mut keyed = req("bot-b", "c-3");
@@ -1440,6 +1453,24 @@ async fn a_batching_gateway_acts_only_for_its_own_agents_all_or_nothing() {
         3,
         "bot-a's, bot-b's and the victim's, all still open"
     );
+
+    // A misspelt key among three results the set-based path would take.
+    let third: Uuid = sqlx::query_scalar("SELECT action_id FROM backstop.propose_batch($1)")
+        .bind(json!([req("bot-c", "c-5")]))
+        .fetch_one(&gw)
+        .await
+        .unwrap();
+    let mut misspelt = result(third);
+    misspelt["reslut"] = json!({"refund_id": "rf-x"});
+    let before = log_len(t.pool()).await;
+    let e = sqlx::query("SELECT * FROM backstop.record_results($1)")
+        .bind(json!([result(rows[0].1), result(rows[1].1), misspelt]))
+        .fetch_all(&gw)
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "22023", "{e}");
+    assert!(e.to_string().contains("result 2: unknown key(s) reslut"), "{e}");
+    assert_eq!(log_len(t.pool()).await, before);
 
     let recorded: Vec<(String, String)> =
         sqlx::query_as("SELECT status, compensation FROM backstop.record_results($1) ORDER BY i")
