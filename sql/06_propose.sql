@@ -297,9 +297,9 @@ COMMENT ON FUNCTION backstop.propose IS 'The agent''s gateway: checks the kill s
 -- takes the kill-switch gate itself, before it reads anything.
 --
 -- A decided request, as the deciding statement hands it to the writing
--- one: one array of these is one aggregate to start, where an array a
--- column was fifteen (each aggregate's start costs about as much as
--- deciding a request).
+-- one: one array of these is one aggregate to start and one array to
+-- unnest, where an array a column was fifteen of each (39,000 instructions
+-- an action in batches of eight, counted).
 CREATE TYPE backstop._proposal AS (
     i integer, agent text, tool text, params jsonb, amount numeric, conf real, reasoning text, inputs jsonb, corr text,
     class text, direction text, cost numeric, entity text, amount_from text, bound jsonb);
