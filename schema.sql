@@ -500,8 +500,7 @@ CREATE FUNCTION backstop._may_act_as(p_agent text) RETURNS boolean
 BEGIN
     RETURN p_agent OPERATOR(pg_catalog.=) session_user
         OR EXISTS (SELECT 1 FROM backstop.agent_logins m
-                    WHERE m.login OPERATOR(pg_catalog.=) (session_user COLLATE pg_catalog."default")
-                      AND m.agent OPERATOR(pg_catalog.=) p_agent)
+                    WHERE m.login OPERATOR(pg_catalog.=) session_user AND m.agent OPERATOR(pg_catalog.=) p_agent)
         OR backstop._trusted();
 END
 $$;
@@ -593,10 +592,9 @@ BEGIN
           -- The identity check's mapping, probed a request (the LIMIT keeps
           -- it a lookup): as a subquery it was planned as a hash of every
           -- agent the login is mapped to, read each batch, and a gateway
-          -- serves thousands. session_user collated as the key (see
-          -- _may_act_as).
+          -- serves thousands.
           LEFT JOIN LATERAL (SELECT true AS mapped FROM backstop.agent_logins m
-                              WHERE m.login = (session_user COLLATE "default") AND m.agent = q.agent LIMIT 1) lm ON true
+                              WHERE m.login = session_user AND m.agent = q.agent LIMIT 1) lm ON true
     ), x2 AS (
         SELECT x1.*,
                x1.value_param IS NULL
@@ -933,8 +931,7 @@ BEGIN
                AND (q.result IS NULL OR pg_column_size(q.result) <= 65536)
                AND l.status = 'allowed'
                AND (l.agent = session_user
-                    OR EXISTS (SELECT 1 FROM backstop.agent_logins m
-                                WHERE m.login = (session_user COLLATE "default") AND m.agent = l.agent)
+                    OR EXISTS (SELECT 1 FROM backstop.agent_logins m WHERE m.login = session_user AND m.agent = l.agent)
                     OR v_trusted), false))
                AND count(DISTINCT q.id) = count(*),
            -- One aggregate node: every array takes the rows in the same order.
@@ -1233,8 +1230,7 @@ BEGIN
     -- Four eyes means two people other than the agent: neither the agent's
     -- name nor a login that may act as the agent approves its actions.
     IF v_actor = a.agent OR session_user = a.agent
-       OR EXISTS (SELECT 1 FROM backstop.agent_logins m
-                   WHERE m.login = (session_user COLLATE "default") AND m.agent = a.agent) THEN
+       OR EXISTS (SELECT 1 FROM backstop.agent_logins m WHERE m.login = session_user AND m.agent = a.agent) THEN
         PERFORM backstop._bad('approve', format('%s acts as agent %s, which proposed action %s, and cannot approve it',
                                                 v_actor, a.agent, p_id), '42501');
     END IF;
@@ -4507,7 +4503,7 @@ ALTER TABLE backstop.active OWNER TO backstop_owner;
 COMMENT ON TABLE backstop.active IS 'The registry and policy versions in force. Readers: every duty but agent.';
 
 CREATE TABLE backstop.agent_logins (
-    login text NOT NULL,
+    login text NOT NULL COLLATE pg_catalog."C",
     agent text NOT NULL
 );
 

@@ -34,13 +34,6 @@ COMMENT ON FUNCTION backstop.actor IS 'Who is acting in this session: the login,
 -- login mapped to it in agent_logins, or a trusted session. The one identity
 -- rule for everything an agent does (propose, decision, record_result,
 -- report_signal).
--- session_user is a name, collated "C"; compared with agent_logins.login
--- (text, the database's collation) the comparison has no collation the key
--- is sorted by, so it was no index condition: the probe read every login's
--- mapping of the agent, the whole key in the worst case. Collated as the
--- key, the login and the agent find the one entry. (Equality is the same
--- under every deterministic collation.) Every lookup by session_user below
--- does the same.
 CREATE FUNCTION backstop._may_act_as(p_agent text) RETURNS boolean
 -- PL/pgSQL for a plan kept per session (see _trusted). No SET search_path:
 -- a gateway pays this twice per action (propose, record_result), and the
@@ -52,8 +45,7 @@ LANGUAGE plpgsql STABLE AS $$
 BEGIN
     RETURN p_agent OPERATOR(pg_catalog.=) session_user
         OR EXISTS (SELECT 1 FROM backstop.agent_logins m
-                    WHERE m.login OPERATOR(pg_catalog.=) (session_user COLLATE pg_catalog."default")
-                      AND m.agent OPERATOR(pg_catalog.=) p_agent)
+                    WHERE m.login OPERATOR(pg_catalog.=) session_user AND m.agent OPERATOR(pg_catalog.=) p_agent)
         OR backstop._trusted();
 END
 $$;

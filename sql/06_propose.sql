@@ -365,10 +365,9 @@ BEGIN
           -- The identity check's mapping, probed a request (the LIMIT keeps
           -- it a lookup): as a subquery it was planned as a hash of every
           -- agent the login is mapped to, read each batch, and a gateway
-          -- serves thousands. session_user collated as the key (see
-          -- _may_act_as).
+          -- serves thousands.
           LEFT JOIN LATERAL (SELECT true AS mapped FROM backstop.agent_logins m
-                              WHERE m.login = (session_user COLLATE "default") AND m.agent = q.agent LIMIT 1) lm ON true
+                              WHERE m.login = session_user AND m.agent = q.agent LIMIT 1) lm ON true
     ), x2 AS (
         SELECT x1.*,
                x1.value_param IS NULL

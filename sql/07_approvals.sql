@@ -44,8 +44,7 @@ BEGIN
     -- Four eyes means two people other than the agent: neither the agent's
     -- name nor a login that may act as the agent approves its actions.
     IF v_actor = a.agent OR session_user = a.agent
-       OR EXISTS (SELECT 1 FROM backstop.agent_logins m
-                   WHERE m.login = (session_user COLLATE "default") AND m.agent = a.agent) THEN
+       OR EXISTS (SELECT 1 FROM backstop.agent_logins m WHERE m.login = session_user AND m.agent = a.agent) THEN
         PERFORM backstop._bad('approve', format('%s acts as agent %s, which proposed action %s, and cannot approve it',
                                                 v_actor, a.agent, p_id), '42501');
     END IF;

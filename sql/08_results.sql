@@ -207,8 +207,7 @@ BEGIN
                AND (q.result IS NULL OR pg_column_size(q.result) <= 65536)
                AND l.status = 'allowed'
                AND (l.agent = session_user
-                    OR EXISTS (SELECT 1 FROM backstop.agent_logins m
-                                WHERE m.login = (session_user COLLATE "default") AND m.agent = l.agent)
+                    OR EXISTS (SELECT 1 FROM backstop.agent_logins m WHERE m.login = session_user AND m.agent = l.agent)
                     OR v_trusted), false))
                AND count(DISTINCT q.id) = count(*),
            -- One aggregate node: every array takes the rows in the same order.

@@ -1087,8 +1087,7 @@ async fn a_gateways_lookups_read_by_key_however_small_the_tables_were_and_howeve
     // The single calls' plans, made on the small tables too (a plan is
     // kept from the sixth call).
     for k in 0..6 {
-        let id = propose_one(&mut gateway, refund(format!("bot-{}", 20 + k), 20 + k)).await;
-        record_one(&mut gateway, id).await;
+        one_call_at_a_time(&mut gateway, &format!("bot-{}", 20 + k), 20 + k).await;
     }
 
     let mut other = other_pool.acquire().await.unwrap();
@@ -1113,8 +1112,7 @@ async fn a_gateways_lookups_read_by_key_however_small_the_tables_were_and_howeve
         let want = i64::from(f.starts_with('_'));
         assert_eq!(calls_of(&mut tx, f).await, want, "{f}");
     }
-    let id = propose_one(&mut tx, refund("bot-130".into(), 130)).await;
-    record_one(&mut tx, id).await;
+    one_call_at_a_time(&mut tx, "bot-130", 130).await;
     let scans: Vec<(String, i64)> = sqlx::query_as(
         "SELECT relname::text, seq_scan FROM pg_stat_xact_user_tables
           WHERE schemaname = 'backstop' AND seq_scan > 0
@@ -1166,25 +1164,18 @@ async fn flush_stats(c: &mut sqlx::PgConnection) {
     }
 }
 
-async fn propose_one(c: &mut sqlx::PgConnection, r: serde_json::Value) -> Uuid {
-    sqlx::query_scalar(
-        "SELECT action_id FROM backstop.propose(agent => $1 ->> 'agent', tool => $1 ->> 'tool', params => $1 -> 'params',
-                                               confidence => ($1 ->> 'confidence')::double precision)",
-    )
-    .bind(r)
-    .fetch_one(c)
-    .await
-    .unwrap()
-}
-
-async fn record_one(c: &mut sqlx::PgConnection, id: Uuid) {
-    let status: String =
-        sqlx::query_scalar("SELECT status FROM backstop.record_result($1, true, '{\"refund_id\": \"rf\"}')")
-            .bind(id)
-            .fetch_one(c)
-            .await
-            .unwrap();
-    assert_eq!(status, "executed");
+/// One refund by the single calls (the client's `propose` and
+/// `record_result`), allowed and executed.
+async fn one_call_at_a_time(c: &mut sqlx::PgConnection, agent: &str, n: usize) {
+    let params = json!({"customer_id": format!("c-{n}"), "amount": 5, "order_id": format!("o-{n}"), "reason": "late"});
+    let d = contract::propose(&mut *c, &prop(agent, "issue_refund", params, None, 0.97))
+        .await
+        .unwrap();
+    assert_eq!(d.verdict, Verdict::Allow);
+    let r = contract::record_result(&mut *c, d.action_id, true, Some(&json!({"refund_id": "rf"})), None)
+        .await
+        .unwrap();
+    assert_eq!(r.status, "executed");
 }
 
 async fn propose_ids(c: &mut sqlx::PgConnection, batch: serde_json::Value) -> Vec<Uuid> {
