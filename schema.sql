@@ -3876,7 +3876,6 @@ COMMENT ON FUNCTION backstop.rollups_from_log(since timestamp with time zone, un
 
 CREATE FUNCTION backstop.row_digest(l backstop.action_log, version smallint DEFAULT 2) RETURNS bytea
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
-    SET search_path TO 'pg_catalog', 'pg_temp'
     AS $$
     SELECT pg_catalog.sha256(pg_catalog.convert_to(backstop.canon(l, version), 'UTF8'))
 $$;

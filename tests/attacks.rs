@@ -366,6 +366,18 @@ async fn a_planted_builtin_never_runs_in_backstop() {
         )
         .await
         .unwrap();
+    // And of what row_digest() calls: it has no pinned search_path (so that
+    // it is inlined into the sealer's query), and names every function by
+    // its schema instead.
+    agent
+        .execute(
+            "CREATE FUNCTION atk_evil.sha256(bytea) RETURNS bytea LANGUAGE sql
+                 AS 'INSERT INTO atk_evil.hits VALUES (2); SELECT ''\\x00''::bytea';
+             CREATE FUNCTION atk_evil.convert_to(text, text) RETURNS bytea LANGUAGE sql
+                 AS 'INSERT INTO atk_evil.hits VALUES (3); SELECT ''\\x00''::bytea'",
+        )
+        .await
+        .unwrap();
     let (id, _, _) = propose(&agent, "refund-bot", "issue_refund", refund("c-4", 30), None).await;
     assert!(!id.is_nil());
     // Backstop's own session (a fresh pool: the database's setting applies).
@@ -388,6 +400,17 @@ async fn a_planted_builtin_never_runs_in_backstop() {
         .fetch_one(&mut su)
         .await
         .unwrap();
+    let digest: Vec<u8> = sqlx::query_scalar("SELECT backstop.row_digest(l) FROM backstop.action_log l LIMIT 1")
+        .fetch_one(&mut su)
+        .await
+        .unwrap();
+    assert_eq!(digest.len(), 32, "row_digest gave {digest:?}");
+    // The sealer, as the owner's session with the planted schema first.
+    let sealed: i64 = sqlx::query_scalar("SELECT count(*) FROM backstop.seal(1000)")
+        .fetch_one(&mut su)
+        .await
+        .unwrap();
+    assert!(sealed <= 1);
     let hits: i64 = sqlx::query_scalar("SELECT count(*) FROM atk_evil.hits")
         .fetch_one(&mut su)
         .await
