@@ -319,12 +319,12 @@ enum BenchCommand {
         #[arg(long, default_value_t = 1000)]
         agents: usize,
     },
-    /// propose + record_result throughput vs a raw INSERT of the same payload.
+    /// propose + record_result throughput vs the floor (the same rows by plain SQL) and a raw INSERT.
     Gateway {
         /// Agent counts to measure, comma-separated.
         #[arg(long, value_delimiter = ',', default_value = "1,4,16")]
         agents: Vec<usize>,
-        /// Seconds per measurement.
+        /// Seconds per measurement, cut into rounds of 2 s or more (at most 5) that take turns with the baselines.
         #[arg(long, default_value_t = 10.0)]
         seconds: f64,
         /// Instead of the table: the gateway at the first --agents count on a log

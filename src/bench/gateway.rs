@@ -54,6 +54,8 @@ pub struct GatewayRow {
     pub batched_p99_ms: f64,
     /// Requests the batching gateway sent a call, on average.
     pub batched_per_call: f64,
+    /// batched / floor in each round, in the order they ran.
+    pub round_ratios: Vec<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -61,6 +63,8 @@ pub struct GatewayReport {
     pub server: String,
     pub database: String,
     pub seconds: f64,
+    /// Rounds each measurement was cut into (see `rounds_for`).
+    pub rounds: usize,
     pub rows: Vec<GatewayRow>,
 }
 
@@ -114,7 +118,7 @@ async fn run_raw(url: &sqlx::postgres::PgConnectOptions, agents: usize, secs: f6
             anyhow::Ok(Vec::new())
         }));
     }
-    Ok(measure(&stop, &done, secs, tasks).await?.0)
+    Ok(measure(&stop, &done, secs, tasks, None).await?.0)
 }
 
 /// The floor: what one action writes, by plain SQL, in the same two
@@ -210,7 +214,7 @@ async fn run_floor(
             anyhow::Ok(lat)
         }));
     }
-    measure(&stop, &done, secs, tasks).await
+    measure(&stop, &done, secs, tasks, None).await
 }
 
 /// Agent `a`'s `i`th refund, and the result its tool returns.
@@ -229,7 +233,11 @@ fn refund(agent: &str, a: usize, i: u64) -> (Proposal, Value) {
 }
 
 /// Each agent on its own agent login, named like it.
-async fn run_gateway(agents: &[(String, sqlx::postgres::PgConnectOptions)], secs: f64) -> Result<(f64, Vec<f64>)> {
+async fn run_gateway(
+    agents: &[(String, sqlx::postgres::PgConnectOptions)],
+    secs: f64,
+    settle: Option<&sqlx::PgPool>,
+) -> Result<(f64, Vec<f64>)> {
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
@@ -253,7 +261,7 @@ async fn run_gateway(agents: &[(String, sqlx::postgres::PgConnectOptions)], secs
             anyhow::Ok(lat)
         }));
     }
-    measure(&stop, &done, secs, tasks).await
+    measure(&stop, &done, secs, tasks, settle).await
 }
 
 /// Connections the batching gateway sends its batches on: one a core.
@@ -314,7 +322,7 @@ async fn run_batched(
             anyhow::Ok(lat)
         }));
     }
-    let r = measure(&stop, &done, secs, tasks).await;
+    let r = measure(&stop, &done, secs, tasks, Some(owner)).await;
     let st = gateway.stats();
     drop(gateway);
     pool.close().await;
@@ -332,11 +340,18 @@ pub fn quantile(samples: &mut [f64], q: f64) -> f64 {
     samples[i.min(samples.len() - 1)]
 }
 
+/// Runs `tasks` for a warm-up and then `secs`, and gives their actions a
+/// second and their latencies. With `settle`, the log's sealing is part of
+/// the measured work: the time to seal what is left unsealed when the
+/// agents stop counts in the elapsed time (the sealer runs every second,
+/// so up to a second of the agents' rows would otherwise be sealed on the
+/// next measurement's time).
 async fn measure(
     stop: &AtomicBool,
     done: &AtomicU64,
     secs: f64,
     tasks: Vec<tokio::task::JoinHandle<Result<Vec<f64>>>>,
+    settle: Option<&sqlx::PgPool>,
 ) -> Result<(f64, Vec<f64>)> {
     // A short warm-up: plans cached, connections hot.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -344,7 +359,7 @@ async fn measure(
     let t0 = Instant::now();
     tokio::time::sleep(Duration::from_secs_f64(secs)).await;
     let n = done.load(Ordering::Relaxed) - start_n;
-    let elapsed = t0.elapsed().as_secs_f64();
+    let mut elapsed = t0.elapsed().as_secs_f64();
     stop.store(true, Ordering::Relaxed);
     let mut lat = Vec::new();
     for t in tasks {
@@ -352,6 +367,11 @@ async fn measure(
         // The warm-up's samples are left out (the first plans of a session).
         let warm = l.len() / 10;
         lat.extend(l.drain(warm..));
+    }
+    if let Some(pool) = settle {
+        let t1 = Instant::now();
+        contract::seal_all(pool).await?;
+        elapsed += t1.elapsed().as_secs_f64();
     }
     Ok((n as f64 / elapsed, lat))
 }
@@ -384,34 +404,57 @@ async fn run_all(
             }
         })
     };
+    let rounds = rounds_for(secs);
+    let per_round = secs / rounds as f64;
     let mut rows = Vec::new();
-    for (round, &n) in agent_counts.iter().enumerate() {
+    for (idx, &n) in agent_counts.iter().enumerate() {
         if progress {
             eprintln!(
-                "bench gateway: {n} agent(s): raw INSERT, the floor, propose + record_result, then the same batched, {secs}s each ..."
+                "bench gateway: {n} agent(s): raw INSERT, propose + record_result, the floor, then the same batched, \
+                 in {rounds} round(s) of {per_round:.1}s each ..."
             );
         }
-        let raw = run_raw(&opts, n, secs).await?;
-        let (floor, mut floor_lat) = run_floor(&opts, n, secs, round).await?;
-        let logins = bench.agent_logins(&format!("bench-agent-{round}"), n).await?;
-        let (gw, mut lat) = run_gateway(&logins, secs).await?;
-        let (batched, mut batched_lat, per_call) = run_batched(bench, &pool, n, secs, round).await?;
-        rows.push(GatewayRow {
-            agents: n,
-            raw_inserts_per_s: raw,
-            floor_actions_per_s: floor,
-            gateway_actions_per_s: gw,
-            ratio: if raw > 0.0 { gw / raw } else { 0.0 },
-            floor_ratio: if floor > 0.0 { gw / floor } else { 0.0 },
-            p50_ms: quantile(&mut lat, 0.5),
-            p99_ms: quantile(&mut lat, 0.99),
-            floor_p50_ms: quantile(&mut floor_lat, 0.5),
-            batched_actions_per_s: batched,
-            batched_floor_ratio: if floor > 0.0 { batched / floor } else { 0.0 },
-            batched_p50_ms: quantile(&mut batched_lat, 0.5),
-            batched_p99_ms: quantile(&mut batched_lat, 0.99),
-            batched_per_call: per_call,
-        });
+        let mut m = Rounds::default();
+        for r in 0..rounds {
+            // Every round has agents, logins and rows of its own, as one
+            // long measurement had. Its four measurements run back to back,
+            // the floor next to the batched gateway, the two in turns round
+            // to round: what one leaves behind (autovacuum of the rows it
+            // wrote) falls on the other as often as the other way round.
+            // The raw inserts, which write the most, go first, with the
+            // single calls after them every round.
+            let round = idx * rounds + r;
+            let order: [Kind; 4] = if r % 2 == 0 {
+                [Kind::Raw, Kind::Gateway, Kind::Floor, Kind::Batched]
+            } else {
+                [Kind::Raw, Kind::Gateway, Kind::Batched, Kind::Floor]
+            };
+            let mut got = [0.0f64; 4];
+            for kind in order {
+                got[kind as usize] = match kind {
+                    Kind::Raw => run_raw(&opts, n, per_round).await?,
+                    Kind::Floor => {
+                        let (per_s, lat) = run_floor(&opts, n, per_round, round).await?;
+                        m.floor_lat.extend(lat);
+                        per_s
+                    }
+                    Kind::Gateway => {
+                        let logins = bench.agent_logins(&format!("bench-agent-{round}"), n).await?;
+                        let (per_s, lat) = run_gateway(&logins, per_round, Some(&pool)).await?;
+                        m.lat.extend(lat);
+                        per_s
+                    }
+                    Kind::Batched => {
+                        let (per_s, lat, per_call) = run_batched(bench, &pool, n, per_round, round).await?;
+                        m.batched_lat.extend(lat);
+                        m.per_call.push(per_call);
+                        per_s
+                    }
+                };
+            }
+            m.per_s.push(got);
+        }
+        rows.push(m.row(n));
     }
     sealing.store(false, Ordering::Relaxed);
     let _ = sealer.await;
@@ -426,8 +469,88 @@ async fn run_all(
         server,
         database,
         seconds: secs,
+        rounds,
         rows,
     })
+}
+
+/// Rounds a measurement of `secs` is cut into: rounds of two seconds or
+/// more, at most five. One long measurement of each kind after the other
+/// put minutes between the floor and the gateway it is compared with, and a
+/// shared 2-core machine changes speed in minutes: the same code measured
+/// 0.80 and 0.98 of its floor in two runs of the same hour.
+pub fn rounds_for(secs: f64) -> usize {
+    ((secs / 2.0).floor() as usize).clamp(1, 5)
+}
+
+/// What a benchmark round measures, in the order `Rounds::per_s` keeps them.
+#[derive(Clone, Copy)]
+enum Kind {
+    Raw = 0,
+    Floor = 1,
+    Gateway = 2,
+    Batched = 3,
+}
+
+/// One agent count's rounds.
+#[derive(Default)]
+struct Rounds {
+    /// Actions (inserts for Raw) a second, by `Kind`, a round.
+    per_s: Vec<[f64; 4]>,
+    lat: Vec<f64>,
+    floor_lat: Vec<f64>,
+    batched_lat: Vec<f64>,
+    per_call: Vec<f64>,
+}
+
+impl Rounds {
+    /// Rates are the rounds' mean (the rounds are equally long); a ratio is
+    /// the median of the rounds' own ratios, each from measurements seconds
+    /// apart, so one slow stretch of the machine moves it little.
+    fn row(mut self, agents: usize) -> GatewayRow {
+        let mean = |k: Kind| self.per_s.iter().map(|r| r[k as usize]).sum::<f64>() / self.per_s.len().max(1) as f64;
+        let ratio = |num: Kind, den: Kind| {
+            let mut v: Vec<f64> = self
+                .per_s
+                .iter()
+                .map(|r| {
+                    if r[den as usize] > 0.0 {
+                        r[num as usize] / r[den as usize]
+                    } else {
+                        0.0
+                    }
+                })
+                .collect();
+            quantile(&mut v, 0.5)
+        };
+        GatewayRow {
+            agents,
+            raw_inserts_per_s: mean(Kind::Raw),
+            floor_actions_per_s: mean(Kind::Floor),
+            gateway_actions_per_s: mean(Kind::Gateway),
+            ratio: ratio(Kind::Gateway, Kind::Raw),
+            floor_ratio: ratio(Kind::Gateway, Kind::Floor),
+            p50_ms: quantile(&mut self.lat, 0.5),
+            p99_ms: quantile(&mut self.lat, 0.99),
+            floor_p50_ms: quantile(&mut self.floor_lat, 0.5),
+            batched_actions_per_s: mean(Kind::Batched),
+            batched_floor_ratio: ratio(Kind::Batched, Kind::Floor),
+            batched_p50_ms: quantile(&mut self.batched_lat, 0.5),
+            batched_p99_ms: quantile(&mut self.batched_lat, 0.99),
+            batched_per_call: self.per_call.iter().sum::<f64>() / self.per_call.len().max(1) as f64,
+            round_ratios: self
+                .per_s
+                .iter()
+                .map(|r| {
+                    if r[Kind::Floor as usize] > 0.0 {
+                        r[Kind::Batched as usize] / r[Kind::Floor as usize]
+                    } else {
+                        0.0
+                    }
+                })
+                .collect(),
+        }
+    }
 }
 
 /// The benchmark database: demo systems, the shipped registry and policy
@@ -556,7 +679,7 @@ pub async fn run_prefilled(cfg: &Config, agents: usize, secs: f64, prefill: i64,
         if progress {
             eprintln!("bench gateway: {agents} agent(s) write the history a retention cut will archive ...");
         }
-        run_gateway(&full_logins, secs / 2.0).await?;
+        run_gateway(&full_logins, secs / 2.0, None).await?;
         // Held actions stay open across the cut: it carries their rows.
         for i in 0..20u64 {
             let (mut params, _, reasoning) = payload(0, i);
@@ -622,7 +745,7 @@ pub async fn run_prefilled(cfg: &Config, agents: usize, secs: f64, prefill: i64,
         // build its caches, which the empty one's first turn would pay alone.
         ensure().await?;
         for logins in [&empty_logins, &full_logins] {
-            run_gateway(logins, 1.0).await?;
+            run_gateway(logins, 1.0, None).await?;
         }
         let (mut empty, mut full) = (0.0, 0.0);
         let (mut partitions_empty, mut partitions_full) = (0, 0);
@@ -640,7 +763,7 @@ pub async fn run_prefilled(cfg: &Config, agents: usize, secs: f64, prefill: i64,
                     secs / 2.0
                 );
             }
-            let rate = run_gateway(if on_full { &full_logins } else { &empty_logins }, secs / 2.0).await?.0;
+            let rate = run_gateway(if on_full { &full_logins } else { &empty_logins }, secs / 2.0, None).await?.0;
             if on_full {
                 full += rate / 2.0;
             } else {
@@ -731,16 +854,71 @@ pub fn render(r: &GatewayReport) -> String {
             format!("{:.1}", row.batched_per_call),
         ]);
     }
+    let by_round: Vec<String> = r
+        .rows
+        .iter()
+        .filter(|row| row.round_ratios.len() > 1)
+        .map(|row| {
+            let v: Vec<String> = row.round_ratios.iter().map(|x| format!("{x:.2}")).collect();
+            format!("{} agent(s): {}", row.agents, v.join(" "))
+        })
+        .collect();
+    let by_round = if by_round.is_empty() {
+        String::new()
+    } else {
+        format!("\nbatched vs floor, round by round: {}", by_round.join("; "))
+    };
     format!(
-        "{}\n{} ({}s per measurement; floor: the same rows by plain SQL in the same two transactions; \
+        "{}\n{} ({}s per measurement in {} round(s), each kind in every round, the floor next to the batched gateway; \
+         rates: the rounds' mean; ratios: the median of the rounds' own; \
+         floor: the same rows by plain SQL in the same two transactions; \
          p50/p99: one action's propose + record_result round trips; batched: the same agents through one \
          batching gateway, {} connections as lanes, each agent on one, at most {} requests a call; a call: requests \
-         it carried on average)\n{}",
+         it carried on average)\n{}{}",
         r.server,
         r.database,
         r.seconds,
+        r.rounds,
         GATEWAY_CONNECTIONS,
         GATEWAY_BATCH,
-        t.render()
+        t.render(),
+        by_round
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_measurement_is_cut_into_rounds_of_two_seconds_or_more_at_most_five() {
+        assert_eq!(rounds_for(0.5), 1);
+        assert_eq!(rounds_for(2.0), 1);
+        assert_eq!(rounds_for(5.0), 2);
+        assert_eq!(rounds_for(10.0), 5);
+        assert_eq!(rounds_for(600.0), 5);
+    }
+
+    #[test]
+    fn a_ratio_is_the_median_of_the_rounds_own_and_a_rate_their_mean() {
+        // One round where the machine stalled during the floor: the median
+        // of the rounds' ratios ignores it, a ratio of the means would not.
+        let m = Rounds {
+            per_s: vec![
+                [100.0, 1000.0, 300.0, 800.0],
+                [100.0, 200.0, 300.0, 900.0],
+                [100.0, 1000.0, 300.0, 850.0],
+            ],
+            ..Default::default()
+        };
+        let row = m.row(16);
+        assert_eq!(row.batched_floor_ratio, 0.85);
+        assert_eq!(row.round_ratios, vec![0.8, 4.5, 0.85]);
+        assert!((row.floor_actions_per_s - 2200.0 / 3.0).abs() < 1e-9);
+        assert_eq!(row.floor_ratio, 0.3);
+        assert_eq!(row.ratio, 3.0);
+        // No rounds: zeros, not a panic.
+        let empty = Rounds::default().row(1);
+        assert_eq!((empty.batched_floor_ratio, empty.floor_actions_per_s), (0.0, 0.0));
+    }
 }
