@@ -504,52 +504,55 @@ struct Rounds {
 }
 
 impl Rounds {
+    /// num / den in each round, in the order the rounds ran.
+    fn ratios(&self, num: Kind, den: Kind) -> Vec<f64> {
+        self.per_s
+            .iter()
+            .map(|r| {
+                if r[den as usize] > 0.0 {
+                    r[num as usize] / r[den as usize]
+                } else {
+                    0.0
+                }
+            })
+            .collect()
+    }
+
     /// Rates are the rounds' mean (the rounds are equally long); a ratio is
     /// the median of the rounds' own ratios, each from measurements seconds
     /// apart, so one slow stretch of the machine moves it little.
     fn row(mut self, agents: usize) -> GatewayRow {
         let mean = |k: Kind| self.per_s.iter().map(|r| r[k as usize]).sum::<f64>() / self.per_s.len().max(1) as f64;
-        let ratio = |num: Kind, den: Kind| {
-            let mut v: Vec<f64> = self
-                .per_s
-                .iter()
-                .map(|r| {
-                    if r[den as usize] > 0.0 {
-                        r[num as usize] / r[den as usize]
-                    } else {
-                        0.0
-                    }
-                })
-                .collect();
-            quantile(&mut v, 0.5)
-        };
+        let rates = [Kind::Raw, Kind::Floor, Kind::Gateway, Kind::Batched].map(mean);
+        let round_ratios = self.ratios(Kind::Batched, Kind::Floor);
         GatewayRow {
             agents,
-            raw_inserts_per_s: mean(Kind::Raw),
-            floor_actions_per_s: mean(Kind::Floor),
-            gateway_actions_per_s: mean(Kind::Gateway),
-            ratio: ratio(Kind::Gateway, Kind::Raw),
-            floor_ratio: ratio(Kind::Gateway, Kind::Floor),
+            raw_inserts_per_s: rates[Kind::Raw as usize],
+            floor_actions_per_s: rates[Kind::Floor as usize],
+            gateway_actions_per_s: rates[Kind::Gateway as usize],
+            ratio: median(self.ratios(Kind::Gateway, Kind::Raw)),
+            floor_ratio: median(self.ratios(Kind::Gateway, Kind::Floor)),
             p50_ms: quantile(&mut self.lat, 0.5),
             p99_ms: quantile(&mut self.lat, 0.99),
             floor_p50_ms: quantile(&mut self.floor_lat, 0.5),
-            batched_actions_per_s: mean(Kind::Batched),
-            batched_floor_ratio: ratio(Kind::Batched, Kind::Floor),
+            batched_actions_per_s: rates[Kind::Batched as usize],
+            batched_floor_ratio: median(round_ratios.clone()),
             batched_p50_ms: quantile(&mut self.batched_lat, 0.5),
             batched_p99_ms: quantile(&mut self.batched_lat, 0.99),
             batched_per_call: self.per_call.iter().sum::<f64>() / self.per_call.len().max(1) as f64,
-            round_ratios: self
-                .per_s
-                .iter()
-                .map(|r| {
-                    if r[Kind::Floor as usize] > 0.0 {
-                        r[Kind::Batched as usize] / r[Kind::Floor as usize]
-                    } else {
-                        0.0
-                    }
-                })
-                .collect(),
+            round_ratios,
         }
+    }
+}
+
+/// The median, the mean of the middle two for an even count (`quantile`
+/// takes the upper one: with two rounds, the better); 0 for none.
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
     }
 }
 
@@ -917,6 +920,12 @@ mod tests {
         assert!((row.floor_actions_per_s - 2200.0 / 3.0).abs() < 1e-9);
         assert_eq!(row.floor_ratio, 0.3);
         assert_eq!(row.ratio, 3.0);
+        // Two rounds: their mean, not the better of the two.
+        let two = Rounds {
+            per_s: vec![[1.0, 1000.0, 1.0, 700.0], [1.0, 1000.0, 1.0, 900.0]],
+            ..Default::default()
+        };
+        assert!((two.row(16).batched_floor_ratio - 0.8).abs() < 1e-12);
         // No rounds: zeros, not a panic.
         let empty = Rounds::default().row(1);
         assert_eq!((empty.batched_floor_ratio, empty.floor_actions_per_s), (0.0, 0.0));
