@@ -3875,7 +3875,7 @@ ALTER FUNCTION backstop.rollups_from_log(since timestamp with time zone, until t
 COMMENT ON FUNCTION backstop.rollups_from_log(since timestamp with time zone, until timestamp with time zone, bucket_seconds double precision) IS 'Rollups recomputed from the raw log for a time range, to check the stored ones. Callers: supervisor. Returns (agent, bucket, counts).';
 
 CREATE FUNCTION backstop.row_digest(l backstop.action_log, version smallint DEFAULT 2) RETURNS bytea
-    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    LANGUAGE sql STABLE PARALLEL SAFE
     AS $$
     SELECT pg_catalog.sha256(pg_catalog.convert_to(backstop.canon(l, version), 'UTF8'))
 $$;

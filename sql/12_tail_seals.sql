@@ -69,12 +69,14 @@ $$;
 SELECT backstop._grant('canon', 'viewer');
 COMMENT ON FUNCTION backstop.canon IS 'The canonical text of a log row that seals hash, in a version (1, or 2: exact bits, SQL NULL marked), independent of session settings. Callers: viewer. Returns text.';
 
--- No SET clause, unlike its neighbours: a SQL function with one is never
--- inlined, and was run as a query of its own for every row sealed (26 µs a
--- row sealed with it, 19 without, of which canon is 11). Every name in its
--- body is schema-qualified, so the caller's search_path chooses nothing.
+-- Written to be inlined into the sealer's query, not run as a query of its
+-- own for every row sealed: no SET clause (a SQL function with one is never
+-- inlined), so every name in its body is schema-qualified and the caller's
+-- search_path chooses nothing; and STABLE, not IMMUTABLE, as convert_to is
+-- (an IMMUTABLE SQL function is inlined only if all it calls is too).
+-- Sealing 10,000 rows: 189 ms before, 162 ms inlined (best of fifteen).
 CREATE FUNCTION backstop.row_digest(l backstop.action_log, version smallint DEFAULT 2) RETURNS bytea
-LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
     SELECT pg_catalog.sha256(pg_catalog.convert_to(backstop.canon(l, version), 'UTF8'))
 $$;
 SELECT backstop._grant('row_digest', 'viewer');
