@@ -869,7 +869,7 @@ pub fn render(r: &GatewayReport) -> String {
     let by_round = if by_round.is_empty() {
         String::new()
     } else {
-        format!("\nbatched vs floor, round by round: {}", by_round.join("; "))
+        format!("batched vs floor, round by round: {}\n", by_round.join("; "))
     };
     format!(
         "{}\n{} ({}s per measurement in {} round(s), each kind in every round, the floor next to the batched gateway; \
