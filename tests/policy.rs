@@ -1012,6 +1012,129 @@ async fn a_batch_writes_what_one_call_at_a_time_writes() {
     assert!(report.ok, "the batched log verifies: {:?}", report.problems.first());
 }
 
+/// The fast paths test a request's numbers and ids by their text before
+/// converting them (a conversion that fails would abort the batch, where
+/// the loop gives the one request its own error). The tests are written for
+/// speed (unbounded patterns, lengths counted apart), so here are the edges
+/// they must keep: what the path takes and what it leaves to the loop, seen
+/// by whether propose() and record_result() ran, and the same answers
+/// either way.
+#[tokio::test]
+async fn the_fast_paths_take_exactly_the_numbers_and_ids_their_patterns_name() {
+    let t = setup().await;
+    let mut n = 0;
+    // (confidence as JSON, amount as JSON or null, whether the fast path takes it)
+    let cases = [
+        // (As JSON strings: serde_json would round a number to an f64's digits.)
+        ("\"0.12345678901234567890\"", "null", true),
+        ("\"0.123456789012345678901\"", "null", false),
+        ("\"1.00000000000000000000\"", "null", true),
+        ("\"1.000000000000000000000\"", "null", false),
+        ("0.93", "null", true),
+        ("\".12345678901234567890\"", "null", true),
+        ("\".123456789012345678901\"", "null", false),
+        ("\"0\"", "null", true),
+        ("\"1.5\"", "null", false),
+        ("\"0.\"", "null", false),
+        ("0.9", "\"5.123456\"", true),
+        ("0.9", "\"5.1234567\"", false),
+        ("0.9", "\"5.\"", false),
+        ("0.9", "\"5.1.2\"", false),
+    ];
+    for (conf, amount, takes_fast) in cases {
+        let amount: serde_json::Value = serde_json::from_str(amount).unwrap();
+        let value = amount.as_str().map_or(json!(5), |a| json!(a));
+        let batch: Vec<_> = (0..3)
+            .map(|_| {
+                n += 1;
+                let mut r = json!({"agent": format!("edge-{n}"), "tool": "issue_refund",
+                    "params": {"customer_id": format!("c-{n}"), "amount": value, "order_id": "o", "reason": "r"}});
+                r["confidence"] = serde_json::from_str(conf).unwrap();
+                if !amount.is_null() {
+                    r["amount"] = amount.clone();
+                }
+                r
+            })
+            .collect();
+        let mut tx = t.pool().begin().await.unwrap();
+        sqlx::query("SET LOCAL track_functions = 'all'")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        let before = calls_of(&mut tx, "propose").await;
+        let got = sqlx::query_as::<_, (i32, String)>("SELECT i, verdict FROM backstop.propose_batch($1) ORDER BY i")
+            .bind(json!(batch))
+            .fetch_all(&mut *tx)
+            .await;
+        let why = format!("confidence {conf}, amount {amount}");
+        match got {
+            Ok(rows) => {
+                assert_eq!(rows.len(), 3, "{why}");
+                let one_by_one = calls_of(&mut tx, "propose").await - before;
+                assert_eq!(one_by_one == 0, takes_fast, "{why}: propose() ran {one_by_one} times");
+            }
+            // propose()'s own refusal, through the loop (the fast path
+            // refuses nothing: a conversion failing there would show
+            // without the request's index).
+            Err(e) => assert!(
+                !takes_fast && e.to_string().contains("propose_batch: request 0: "),
+                "{why}: {e}"
+            ),
+        }
+        tx.rollback().await.unwrap();
+    }
+
+    // Ids: a uuid as uuid_out writes it is the fast path's; any other
+    // spelling the uuid type reads is the loop's, with the same answers.
+    let ids: Vec<Uuid> = sqlx::query_scalar("SELECT action_id FROM backstop.propose_batch($1) ORDER BY i")
+        .bind(json!(
+            (0..12)
+                .map(|k| json!({"agent": format!("ids-{k}"), "tool": "issue_refund",
+        "params": {"customer_id": format!("c-{k}"), "amount": 5, "order_id": "o", "reason": "r"}}))
+                .collect::<Vec<_>>()
+        ))
+        .fetch_all(t.pool())
+        .await
+        .unwrap();
+    type Spelling = fn(&Uuid) -> String;
+    let spellings: [(Spelling, bool); 4] = [
+        (|u| u.to_string(), true),
+        (|u| u.to_string().to_uppercase(), false),
+        (|u| u.simple().to_string(), false),
+        (|u| format!("{{{u}}}"), false),
+    ];
+    for (k, (spell, takes_fast)) in spellings.into_iter().enumerate() {
+        let results: Vec<_> = ids[k * 3..k * 3 + 3]
+            .iter()
+            .map(|id| json!({"action_id": spell(id), "ok": true, "result": {"refund_id": "rf"}}))
+            .collect();
+        let mut tx = t.pool().begin().await.unwrap();
+        sqlx::query("SET LOCAL track_functions = 'all'")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        let before = calls_of(&mut tx, "record_result").await;
+        let got: Vec<(String, String)> =
+            sqlx::query_as("SELECT status, compensation FROM backstop.record_results($1) ORDER BY i")
+                .bind(json!(results))
+                .fetch_all(&mut *tx)
+                .await
+                .unwrap_or_else(|e| panic!("spelling {k}: {e}"));
+        let one_by_one = calls_of(&mut tx, "record_result").await - before;
+        tx.commit().await.unwrap();
+        assert_eq!(
+            one_by_one == 0,
+            takes_fast,
+            "spelling {k}: record_result() ran {one_by_one} times"
+        );
+        assert_eq!(
+            got,
+            vec![("executed".to_string(), "staged".to_string()); 3],
+            "spelling {k}"
+        );
+    }
+}
+
 /// A gateway's session keeps one plan for each of a batch's statements (a
 /// generic plan, made at its first call). Made when the tables were small,
 /// the plans scanned `actions` whole and hash-joined, and were kept as the
