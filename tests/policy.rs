@@ -790,6 +790,17 @@ async fn written(t: &TestDb, since: i64) -> serde_json::Value {
     .expect("the rows written")
 }
 
+/// A transaction that counts the calls of functions (track_functions on),
+/// for calls_of.
+async fn counting_calls(pool: &sqlx::PgPool) -> sqlx::Transaction<'static, sqlx::Postgres> {
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query("SET LOCAL track_functions = 'all'")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx
+}
+
 /// Calls of backstop.NAME counted so far (track_functions on): the
 /// transaction's, and the session's not yet reported, so a test takes a
 /// difference.
@@ -890,11 +901,7 @@ async fn a_batch_writes_what_one_call_at_a_time_writes() {
     ];
     let mut ids: [Vec<Uuid>; 2] = [Vec::new(), Vec::new()];
     for (n, (batch, takes_fast)) in batches.iter().enumerate() {
-        let mut tx = fast.pool().begin().await.unwrap();
-        sqlx::query("SET LOCAL track_functions = 'all'")
-            .execute(&mut *tx)
-            .await
-            .unwrap();
+        let mut tx = counting_calls(fast.pool()).await;
         let before = calls_of(&mut tx, "propose").await;
         let got: Vec<(i32, Uuid, String, String)> =
             sqlx::query_as("SELECT i, action_id, verdict, reason FROM backstop.propose_batch($1) ORDER BY i")
@@ -962,11 +969,7 @@ async fn a_batch_writes_what_one_call_at_a_time_writes() {
     // The last two: a retry in a batch; two results, which the loop costs less for.
     let batches = [(0..half, true), (half..n - 2, true), (0..2, false), (n - 2..n, false)];
     for (b, (range, takes_fast)) in batches.into_iter().enumerate() {
-        let mut tx = fast.pool().begin().await.unwrap();
-        sqlx::query("SET LOCAL track_functions = 'all'")
-            .execute(&mut *tx)
-            .await
-            .unwrap();
+        let mut tx = counting_calls(fast.pool()).await;
         let before = calls_of(&mut tx, "record_result").await;
         let arg: Vec<_> = range.clone().map(|k| result(k, ids[0][k])).collect();
         let got: Vec<(i32, String, String)> =
@@ -1056,11 +1059,7 @@ async fn the_fast_paths_take_exactly_the_numbers_and_ids_their_patterns_name() {
                 r
             })
             .collect();
-        let mut tx = t.pool().begin().await.unwrap();
-        sqlx::query("SET LOCAL track_functions = 'all'")
-            .execute(&mut *tx)
-            .await
-            .unwrap();
+        let mut tx = counting_calls(t.pool()).await;
         let before = calls_of(&mut tx, "propose").await;
         let got = sqlx::query_as::<_, (i32, String)>("SELECT i, verdict FROM backstop.propose_batch($1) ORDER BY i")
             .bind(json!(batch))
@@ -1108,11 +1107,7 @@ async fn the_fast_paths_take_exactly_the_numbers_and_ids_their_patterns_name() {
             .iter()
             .map(|id| json!({"action_id": spell(id), "ok": true, "result": {"refund_id": "rf"}}))
             .collect();
-        let mut tx = t.pool().begin().await.unwrap();
-        sqlx::query("SET LOCAL track_functions = 'all'")
-            .execute(&mut *tx)
-            .await
-            .unwrap();
+        let mut tx = counting_calls(t.pool()).await;
         let before = calls_of(&mut tx, "record_result").await;
         let got: Vec<(String, String)> =
             sqlx::query_as("SELECT status, compensation FROM backstop.record_results($1) ORDER BY i")
