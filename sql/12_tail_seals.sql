@@ -42,29 +42,38 @@ COMMENT ON FUNCTION backstop.tail IS 'The log rows committed between two snapsho
 --   2: confidence as the hex of its four bytes (every bit), and a present
 --      jsonb field wrapped in a one-element array, so SQL NULL (null) and
 --      JSON null ([null]) differ.
--- Built-ins are schema-qualified and the search_path pinned: a function named
--- like one in a schema a caller controls cannot stand in for it.
-CREATE FUNCTION backstop.canon(l backstop.action_log, version smallint DEFAULT 2) RETURNS text
-LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
-BEGIN
-    IF version = 1 THEN
-        RETURN pg_catalog.jsonb_build_array(
-            l.seq, (extract(epoch FROM l.at) * 1000000)::bigint, l.txid::text, l.kind, l.actor,
+-- A SQL function the planner inlines into the sealer's query (as
+-- row_digest below): the row's fields are then read straight from the scan.
+-- As a PL/pgSQL function it was a call a row, each building the whole row
+-- as a record to pass in: 8.5 against 6.8 µs a row's digest, the same text
+-- byte for byte (50,000 varied rows, both versions, under odd TimeZone,
+-- DateStyle and extra_float_digits). Inlining forbids a SET clause, so no
+-- search_path is pinned: every function, operator and type in the body is
+-- named by its schema, and the caller's search_path chooses nothing.
+CREATE FUNCTION backstop.canon(l backstop.action_log, version smallint DEFAULT 2) RETURNS pg_catalog.text
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT CASE
+        WHEN version OPERATOR(pg_catalog.=) 2::pg_catalog.int2 THEN pg_catalog.jsonb_build_array(
+            l.seq, (EXTRACT(epoch FROM l.at) OPERATOR(pg_catalog.*) 1000000::pg_catalog.numeric)::pg_catalog.int8,
+            l.txid::pg_catalog.text, l.kind, l.actor,
             l.agent, l.tool, l.action_id, l.correlation_id, l.parent_action,
-            l.amount::text, l.confidence::numeric::text, l.reasoning, l.inputs, l.params,
-            l.result, l.detail, l.policy_version, l.registry_version)::text;
-    ELSIF version = 2 THEN
-        RETURN pg_catalog.jsonb_build_array(
-            l.seq, (extract(epoch FROM l.at) * 1000000)::bigint, l.txid::text, l.kind, l.actor,
-            l.agent, l.tool, l.action_id, l.correlation_id, l.parent_action,
-            l.amount::text, pg_catalog.encode(pg_catalog.float4send(l.confidence), 'hex'), l.reasoning,
+            l.amount::pg_catalog.text, pg_catalog.encode(pg_catalog.float4send(l.confidence), 'hex'), l.reasoning,
             CASE WHEN l.inputs IS NOT NULL THEN pg_catalog.jsonb_build_array(l.inputs) END,
             CASE WHEN l.params IS NOT NULL THEN pg_catalog.jsonb_build_array(l.params) END,
             CASE WHEN l.result IS NOT NULL THEN pg_catalog.jsonb_build_array(l.result) END,
-            l.detail, l.policy_version, l.registry_version)::text;
-    END IF;
-    RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = format('canon: no canonical text version %s (1 or 2)', version);
-END
+            l.detail, l.policy_version, l.registry_version)::pg_catalog.text
+        WHEN version OPERATOR(pg_catalog.=) 1::pg_catalog.int2 THEN pg_catalog.jsonb_build_array(
+            l.seq, (EXTRACT(epoch FROM l.at) OPERATOR(pg_catalog.*) 1000000::pg_catalog.numeric)::pg_catalog.int8,
+            l.txid::pg_catalog.text, l.kind, l.actor,
+            l.agent, l.tool, l.action_id, l.correlation_id, l.parent_action,
+            l.amount::pg_catalog.text, l.confidence::pg_catalog.numeric::pg_catalog.text, l.reasoning, l.inputs, l.params,
+            l.result, l.detail, l.policy_version, l.registry_version)::pg_catalog.text
+        -- A refusal, with no function of ours to raise it (a viewer runs
+        -- the inlined body and may call no internal function): the text
+        -- that explains, cast to a number, fails naming it. It reads the
+        -- version, so the planner cannot fold it into a failure at plan time.
+        ELSE pg_catalog.concat('canon: no canonical text version ', version, ' (1 or 2)')::pg_catalog.int4::pg_catalog.text
+    END
 $$;
 SELECT backstop._grant('canon', 'viewer');
 COMMENT ON FUNCTION backstop.canon IS 'The canonical text of a log row that seals hash, in a version (1, or 2: exact bits, SQL NULL marked), independent of session settings. Callers: viewer. Returns text.';
@@ -74,7 +83,8 @@ COMMENT ON FUNCTION backstop.canon IS 'The canonical text of a log row that seal
 -- inlined), so every name in its body is schema-qualified and the caller's
 -- search_path chooses nothing; and STABLE, not IMMUTABLE, as convert_to is
 -- (an IMMUTABLE SQL function is inlined only if all it calls is too).
--- Sealing 10,000 rows: 189 ms before, 162 ms inlined (best of fifteen).
+-- Sealing 10,000 rows: 189 ms before, 162 ms inlined (best of fifteen);
+-- canon() is inlined into it in turn.
 CREATE FUNCTION backstop.row_digest(l backstop.action_log, version smallint DEFAULT 2) RETURNS bytea
 LANGUAGE sql STABLE PARALLEL SAFE AS $$
     SELECT pg_catalog.sha256(pg_catalog.convert_to(backstop.canon(l, version), 'UTF8'))

@@ -374,7 +374,10 @@ async fn a_planted_builtin_never_runs_in_backstop() {
             "CREATE FUNCTION atk_evil.sha256(bytea) RETURNS bytea LANGUAGE sql
                  AS 'INSERT INTO atk_evil.hits VALUES (2); SELECT ''\\x00''::bytea';
              CREATE FUNCTION atk_evil.convert_to(text, text) RETURNS bytea LANGUAGE sql
-                 AS 'INSERT INTO atk_evil.hits VALUES (3); SELECT ''\\x00''::bytea'",
+                 AS 'INSERT INTO atk_evil.hits VALUES (3); SELECT ''\\x00''::bytea';
+             CREATE FUNCTION atk_evil.times(numeric, numeric) RETURNS numeric LANGUAGE sql
+                 AS 'INSERT INTO atk_evil.hits VALUES (4); SELECT 0::numeric';
+             CREATE OPERATOR atk_evil.* (LEFTARG = numeric, RIGHTARG = numeric, FUNCTION = atk_evil.times)",
         )
         .await
         .unwrap();
@@ -393,9 +396,14 @@ async fn a_planted_builtin_never_runs_in_backstop() {
         .unwrap();
     let report = backstop::contract::verify::verify(&db.pool, true, true).await.unwrap();
     assert!(report.ok, "{:?}", report.problems);
-    // Even a session that puts the planted schema first gets the real built-in.
+    // Even a session that puts the planted schema first gets the real
+    // built-ins, even before pg_catalog (where its operator, an exact match
+    // as pg_catalog's is, would win over it): canon() is inlined into the
+    // caller's query, so its body names each operator's schema too.
     let mut su = t.superuser().await;
-    su.execute("SET search_path = atk_evil, public").await.unwrap();
+    su.execute("SET search_path = atk_evil, pg_catalog, public")
+        .await
+        .unwrap();
     let _: String = sqlx::query_scalar("SELECT backstop.canon(l) FROM backstop.action_log l LIMIT 1")
         .fetch_one(&mut su)
         .await
