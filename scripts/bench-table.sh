@@ -32,10 +32,14 @@ def v(x):
 print(f"`backstop bench all{' --quick' if r['quick'] else ''}` at commit `{commit}`, {date}, "
       f"{r['seconds'] / 60:.0f} minutes; {r['server']}.")
 print()
-print("| figure | value | baseline (same run) | baseline value | ratio |")
+print("| figure | value | baseline (same run) | baseline value | ratio (rounds' range) |")
 print("|---|---|---|---|---|")
 for f in r["figures"]:
     ratio = "" if f["ratio"] is None else f"{f['ratio']:.2f}"
+    # The gateway's ratios are medians of rounds: their range shows how far one strays.
+    rounds = f.get("rounds") or []
+    if ratio and len(rounds) > 1:
+        ratio += f" ({min(rounds):.2f}-{max(rounds):.2f})"
     print(f"| {f['what']} | {v(f['value'])} {f['unit']} | {f['baseline_what']} | {v(f['baseline'])} | {ratio} |")
 PY
 )

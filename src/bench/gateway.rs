@@ -56,6 +56,9 @@ pub struct GatewayRow {
     pub batched_per_call: f64,
     /// batched / floor in each round, in the order they ran.
     pub round_ratios: Vec<f64>,
+    /// gateway / floor and gateway / raw INSERT in each round, the same way.
+    pub floor_round_ratios: Vec<f64>,
+    pub raw_round_ratios: Vec<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -544,13 +547,15 @@ impl Rounds {
         let mean = |k: Kind| self.per_s.iter().map(|r| r[k as usize]).sum::<f64>() / self.per_s.len().max(1) as f64;
         let rates = [Kind::Raw, Kind::Floor, Kind::Gateway, Kind::Batched].map(mean);
         let round_ratios = self.ratios(Kind::Batched, Kind::Floor);
+        let floor_round_ratios = self.ratios(Kind::Gateway, Kind::Floor);
+        let raw_round_ratios = self.ratios(Kind::Gateway, Kind::Raw);
         GatewayRow {
             agents,
             raw_inserts_per_s: rates[Kind::Raw as usize],
             floor_actions_per_s: rates[Kind::Floor as usize],
             gateway_actions_per_s: rates[Kind::Gateway as usize],
-            ratio: median(self.ratios(Kind::Gateway, Kind::Raw)),
-            floor_ratio: median(self.ratios(Kind::Gateway, Kind::Floor)),
+            ratio: median(raw_round_ratios.clone()),
+            floor_ratio: median(floor_round_ratios.clone()),
             p50_ms: quantile(&mut self.lat, 0.5),
             p99_ms: quantile(&mut self.lat, 0.99),
             floor_p50_ms: quantile(&mut self.floor_lat, 0.5),
@@ -560,6 +565,8 @@ impl Rounds {
             batched_p99_ms: quantile(&mut self.batched_lat, 0.99),
             batched_per_call: self.per_call.iter().sum::<f64>() / self.per_call.len().max(1) as f64,
             round_ratios,
+            floor_round_ratios,
+            raw_round_ratios,
         }
     }
 }
@@ -938,7 +945,9 @@ mod tests {
         assert_eq!(row.round_ratios, vec![0.8, 4.5, 0.85]);
         assert!((row.floor_actions_per_s - 2200.0 / 3.0).abs() < 1e-9);
         assert_eq!(row.floor_ratio, 0.3);
+        assert_eq!(row.floor_round_ratios, vec![0.3, 1.5, 0.3]);
         assert_eq!(row.ratio, 3.0);
+        assert_eq!(row.raw_round_ratios, vec![3.0, 3.0, 3.0]);
         // Two rounds: their mean, not the better of the two.
         let two = Rounds {
             per_s: vec![[1.0, 1000.0, 1.0, 700.0], [1.0, 1000.0, 1.0, 900.0]],

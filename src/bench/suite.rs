@@ -25,6 +25,10 @@ pub struct Figure {
     pub baseline: f64,
     /// value / baseline, when a ratio means something.
     pub ratio: Option<f64>,
+    /// The ratio in each round, in the order they ran, where the ratio is
+    /// their median (the gateway's): how far a round strays shows with it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rounds: Vec<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -47,15 +51,37 @@ fn fig(key: &str, what: &str, value: f64, unit: &str, baseline_what: &str, basel
         baseline_what: baseline_what.into(),
         baseline,
         ratio: (ratio && baseline > 0.0).then(|| value / baseline),
+        rounds: Vec::new(),
     }
 }
 
 /// A figure whose ratio was measured for it (the gateway's: the median of
-/// its rounds' ratios), not divided out of the two rates shown.
-fn fig_measured(key: &str, what: &str, value: f64, baseline_what: &str, baseline: f64, ratio: f64) -> Figure {
+/// its rounds' ratios, which it carries), not divided out of the two rates shown.
+fn fig_measured(
+    key: &str,
+    what: &str,
+    value: f64,
+    baseline_what: &str,
+    baseline: f64,
+    ratio: f64,
+    rounds: &[f64],
+) -> Figure {
     Figure {
         ratio: Some(ratio),
+        rounds: rounds.to_vec(),
         ..fig(key, what, value, "/s", baseline_what, baseline, false)
+    }
+}
+
+/// A ratio and, when it is the median of several rounds, their range.
+fn ratio_text(f: &Figure) -> String {
+    let Some(x) = f.ratio else { return String::new() };
+    let lo = f.rounds.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = f.rounds.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    if f.rounds.len() > 1 {
+        format!("{x:.2} ({lo:.2}-{hi:.2})")
+    } else {
+        format!("{x:.2}")
     }
 }
 
@@ -74,6 +100,7 @@ pub async fn run(cfg: &Config, quick: bool, progress: bool) -> Result<SuiteRepor
             "floor: same rows, plain SQL/s",
             r.floor_actions_per_s,
             r.floor_ratio,
+            &r.floor_round_ratios,
         ));
         figures.push(fig_measured(
             &format!("gateway_{}_vs_raw", r.agents),
@@ -82,6 +109,7 @@ pub async fn run(cfg: &Config, quick: bool, progress: bool) -> Result<SuiteRepor
             "raw INSERT/s",
             r.raw_inserts_per_s,
             r.ratio,
+            &r.raw_round_ratios,
         ));
     }
     // Batching needs agents to batch: one agent's calls go one at a time.
@@ -96,6 +124,7 @@ pub async fn run(cfg: &Config, quick: bool, progress: bool) -> Result<SuiteRepor
             "floor: same rows, plain SQL/s",
             r.floor_actions_per_s,
             r.batched_floor_ratio,
+            &r.round_ratios,
         ));
     }
     if let Some(r) = g.rows.iter().find(|r| r.agents == 1) {
@@ -342,7 +371,7 @@ pub fn render(r: &SuiteReport) -> String {
     let _ = writeln!(
         s,
         "{:<52} {:>13}  {:<36} {:>10} {:>8}",
-        "figure", "value", "baseline", "", "ratio"
+        "figure", "value", "baseline", "", "ratio (rounds' range)"
     );
     for f in &r.figures {
         let v = |x: f64| {
@@ -360,7 +389,7 @@ pub fn render(r: &SuiteReport) -> String {
             f.unit,
             f.baseline_what,
             v(f.baseline),
-            f.ratio.map(|x| format!("{x:.2}")).unwrap_or_default()
+            ratio_text(f)
         );
     }
     for r in &r.regressions {
@@ -400,5 +429,19 @@ mod tests {
         );
         // The committed file parses.
         check_floors(FLOORS, &[]).unwrap();
+    }
+
+    #[test]
+    fn a_median_of_rounds_shows_their_range() {
+        let one = fig("a", "a/s", 40.0, "/s", "base", 100.0, true);
+        assert_eq!(ratio_text(&one), "0.40");
+        let m = fig_measured("g", "g/s", 73.0, "floor/s", 100.0, 0.73, &[0.75, 0.65, 0.73]);
+        assert_eq!(ratio_text(&m), "0.73 (0.65-0.75)");
+        let json = serde_json::to_value(&m).unwrap();
+        assert_eq!(json["rounds"], serde_json::json!([0.75, 0.65, 0.73]));
+        // A figure of one measurement carries no rounds.
+        assert!(serde_json::to_value(&one).unwrap().get("rounds").is_none());
+        let none = fig("z", "failures", 0.0, "", "required", 0.0, false);
+        assert_eq!(ratio_text(&none), "");
     }
 }
