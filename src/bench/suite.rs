@@ -370,8 +370,8 @@ pub fn render(r: &SuiteReport) -> String {
     );
     let _ = writeln!(
         s,
-        "{:<52} {:>13}  {:<36} {:>10} {:>8}",
-        "figure", "value", "baseline", "", "ratio (rounds' range)"
+        "{:<52} {:>13}  {:<36} {:>10}  ratio (rounds' range)",
+        "figure", "value", "baseline", ""
     );
     for f in &r.figures {
         let v = |x: f64| {
@@ -383,7 +383,7 @@ pub fn render(r: &SuiteReport) -> String {
         };
         let _ = writeln!(
             s,
-            "{:<52} {:>9} {:<3}  {:<36} {:>10} {:>8}",
+            "{:<52} {:>9} {:<3}  {:<36} {:>10}  {}",
             f.what,
             v(f.value),
             f.unit,
