@@ -15,6 +15,9 @@
 #   MAX_BATCHED_OVER_FLOOR=1.56 ...            # the same for an action batched by 16 (CI)
 #   B=4 scripts/profile-gateway.sh             # batches of 4 (1 to 16), to split a batch's cost from an action's
 #   BIN=target/debug/backstop ...              # any build: it only migrates and loads
+#   CPU_TIME=1 scripts/profile-gateway.sh      # CPU microseconds instead of instructions (no valgrind, fsync off):
+#                                              # what the work costs on this machine's CPU, still without a
+#                                              # round trip or a client; noisy, so run it a few times
 #
 # Every statement is PREPAREd once and EXECUTEd per action, as a driver's
 # cached statements are; each runs in its own transaction. Agents act as their
@@ -34,7 +37,9 @@ B=${B:-16}
 NB=$(((N + B - 1) / B * B))
 BIN=${BIN:-target/release/backstop}
 PGBIN=${PGBIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)}
-command -v valgrind >/dev/null || { echo "needs valgrind (apt-get install valgrind)" >&2; exit 1; }
+[[ -n ${CPU_TIME:-} && -n ${MAX_OVER_FLOOR:-}${MAX_BATCHED_OVER_FLOOR:-} ]] &&
+    { echo "MAX_OVER_FLOOR and MAX_BATCHED_OVER_FLOOR hold instruction counts, not CPU_TIME's" >&2; exit 1; }
+[[ -n ${CPU_TIME:-} ]] || command -v valgrind >/dev/null || { echo "needs valgrind (apt-get install valgrind)" >&2; exit 1; }
 [[ -x $BIN ]] || cargo build --release -q
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/backstop-profile.XXXXXX")
 chmod 755 "$WORK"
@@ -170,7 +175,18 @@ for name, prep, step, n in (("gateway", gateway, 1, n), ("floor", floor, 1, n), 
         open(f"{work}/{name}.{runs}.sql", "w").write("\n".join(lines) + "\n")
 PY
 
-count() {  # $1 = name, $2 = runs: total instructions of a single-user backend running them
+count() {  # $1 = name, $2 = runs: total instructions (or CPU microseconds) of a single-user backend running them
+    if [[ -n ${CPU_TIME:-} ]]; then
+        local TIMEFORMAT='%3U %3S' t
+        t=$( { time as_pg "$PGBIN/postgres" --single -D "$WORK/data" -c log_min_messages=fatal -c fsync=off \
+            -c synchronous_commit=off profile <"$WORK/$1.$2.sql" >"$WORK/out.$1.$2" 2>&1; } 2>&1)
+        if grep -q ERROR "$WORK/out.$1.$2"; then
+            grep -m3 ERROR "$WORK/out.$1.$2" >&2
+            exit 1
+        fi
+        awk -v t="$t" 'BEGIN { split(t, a, " "); printf "%d\n", (a[1] + a[2]) * 1000000 }'
+        return
+    fi
     as_pg valgrind --tool=callgrind --callgrind-out-file="$WORK/cg.$1.$2" -q "$PGBIN/postgres" --single \
         -D "$WORK/data" -c log_min_messages=fatal profile <"$WORK/$1.$2.sql" >"$WORK/out.$1.$2" 2>&1
     if grep -q ERROR "$WORK/out.$1.$2"; then
@@ -183,13 +199,13 @@ declare -A per
 for name in gateway floor batched; do
     n=$N
     [[ $name == batched ]] && n=$NB
-    echo "==> $name: $n and $((3 * n)) actions under callgrind" >&2
+    echo "==> $name: $n and $((3 * n)) actions ${CPU_TIME:+timed}${CPU_TIME:-under callgrind}" >&2
     a=$(count "$name" "$n")
     b=$(count "$name" $((3 * n)))
     per[$name]=$(((b - a) / (2 * n)))
 done
-awk -v g="${per[gateway]}" -v f="${per[floor]}" -v b="${per[batched]}" -v B="$B" \
-    'BEGIN { printf "instructions per action: gateway %d, floor %d (gateway / floor %.3f; floor / gateway %.2f); batched by %d: %d (%.3f of the floor'"'"'s; floor / batched %.2f)\n", g, f, g / f, f / g, B, b, b / f, f / b }'
+awk -v g="${per[gateway]}" -v f="${per[floor]}" -v b="${per[batched]}" -v B="$B" -v u="${CPU_TIME:+CPU microseconds}" \
+    'BEGIN { printf "%s per action: gateway %d, floor %d (gateway / floor %.3f; floor / gateway %.2f); batched by %d: %d (%.3f of the floor'"'"'s; floor / batched %.2f)\n", u ? u : "instructions", g, f, g / f, f / g, B, b, b / f, f / b }'
 # CI's guard: instruction counts barely move between runs, so a small
 # tolerance holds (MAX_OVER_FLOOR is the recorded gateway / floor plus 10%).
 if [[ -n ${MAX_BATCHED_OVER_FLOOR:-} ]]; then
