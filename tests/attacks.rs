@@ -1628,3 +1628,71 @@ async fn the_gateway_batches_and_gives_each_caller_its_own_answer() {
     drop(gateway);
     logins.drop_all(vec![gw, commander]).await;
 }
+
+/// A value an agent keeps in a table of its own (a temporary one, which any
+/// login may make) arrives compressed: it is measured whole all the same,
+/// and refused above the limit with nothing written.
+#[tokio::test]
+async fn a_compressed_value_is_measured_whole() {
+    let t = TestDb::new().await;
+    t.load_assets().await;
+    let mut logins = Logins::new(&t);
+    let bot = logins.login(&t, "atk_zip", Some("agent")).await;
+    let name = Logins::name("atk_zip");
+    let mut c = bot.acquire().await.unwrap();
+    c.execute(
+        "CREATE TEMP TABLE stash AS SELECT
+             jsonb_build_object('customer_id', 'c-1', 'amount', 20, 'order_id', 'o-1', 'reason', repeat('A', 5500000)) AS params,
+             jsonb_build_object('transcript', repeat('C', 2000000)) AS inputs,
+             jsonb_build_object('refund_id', 'rf-1', 'status', repeat('B', 5500000)) AS result",
+    )
+    .await
+    .unwrap();
+    let stored: i32 = sqlx::query_scalar("SELECT pg_column_size(params) FROM stash")
+        .fetch_one(&mut *c)
+        .await
+        .unwrap();
+    assert!(stored < 65536, "the attack needs it stored under the limit: {stored}");
+    let before = log_len(t.pool()).await;
+    for (sql, what) in [
+        (
+            "SELECT action_id FROM backstop.propose($1, 'issue_refund', (SELECT params FROM stash), confidence => 0.97)",
+            "params is 5500",
+        ),
+        (
+            "SELECT action_id FROM backstop.propose($1, 'issue_refund', '{\"customer_id\": \"c-1\", \"amount\": 20, \"order_id\": \"o-1\"}', \
+             confidence => 0.97, inputs => (SELECT inputs FROM stash))",
+            "inputs is 2000",
+        ),
+    ] {
+        let e = sqlx::query(sql).bind(&name).fetch_one(&mut *c).await.unwrap_err();
+        assert_eq!(code(&e), "22023", "{e}");
+        assert!(e.to_string().contains(what), "says how big: {e}");
+    }
+    assert_eq!(log_len(t.pool()).await, before, "nothing was proposed");
+
+    let (id,): (Uuid,) = sqlx::query_as(
+        "SELECT action_id FROM backstop.propose($1, 'issue_refund', '{\"customer_id\": \"c-1\", \"amount\": 20, \"order_id\": \"o-1\"}', confidence => 0.97)",
+    )
+    .bind(&name)
+    .fetch_one(&mut *c)
+    .await
+    .unwrap();
+    let before = log_len(t.pool()).await;
+    let e = sqlx::query("SELECT * FROM backstop.record_result($1, true, (SELECT result FROM stash))")
+        .bind(id)
+        .fetch_one(&mut *c)
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "22023", "{e}");
+    assert!(e.to_string().contains("result is 5500"), "{e}");
+    assert_eq!(log_len(t.pool()).await, before, "nothing was recorded");
+    let status: String = sqlx::query_scalar("SELECT status FROM backstop.actions WHERE action_id = $1")
+        .bind(id)
+        .fetch_one(t.pool())
+        .await
+        .unwrap();
+    assert_eq!(status, "allowed");
+    drop(c);
+    logins.drop_all(vec![bot]).await;
+}
