@@ -342,7 +342,8 @@ BEGIN
                e.r ->> 'reasoning' AS reasoning, nullif(e.r -> 'inputs', 'null'::jsonb) AS inputs,
                e.r ->> 'correlation_id' AS corr,
                (e.r ->> 'parent_action') IS NULL AND (e.r ->> 'idempotency_key') IS NULL
-                   AND (jsonb_typeof(e.r -> 'depends_on') IS DISTINCT FROM 'array' OR e.r -> 'depends_on' = '[]'::jsonb)
+                   -- (a depends_on of another JSON type is refused there, not dropped)
+                   AND (e.r -> 'depends_on' IS NULL OR e.r -> 'depends_on' IN ('null'::jsonb, '[]'::jsonb))
                    -- propose_batch names an unknown key when this path declines.
                    -- (No key left once the known ones are taken away: an
                    -- expression, where reading the keys was a subquery a request.)
@@ -639,12 +640,15 @@ BEGIN
     -- "ammount" never checked against the params).
     SELECT format('request %s: %s', e.k - 1,
                   CASE WHEN jsonb_typeof(e.v) <> 'object' THEN 'not a JSON object'
+                       WHEN jsonb_typeof(e.v -> 'depends_on') NOT IN ('array', 'null')
+                       THEN format('depends_on must be a JSON array of action ids; got a JSON %s', jsonb_typeof(e.v -> 'depends_on'))
                        ELSE 'unknown key(s) ' || (SELECT string_agg(quote_ident(key), ', ' ORDER BY key) FROM jsonb_object_keys(e.v) key
                                                   WHERE key <> ALL ('{agent,tool,params,amount,confidence,reasoning,inputs,correlation_id,parent_action,idempotency_key,depends_on}'))
                        END)
       INTO v_bad
       FROM jsonb_array_elements(requests) WITH ORDINALITY e(v, k)
      WHERE jsonb_typeof(e.v) <> 'object'
+        OR jsonb_typeof(e.v -> 'depends_on') NOT IN ('array', 'null')
         OR EXISTS (SELECT 1 FROM jsonb_object_keys(e.v) key
                     WHERE key <> ALL ('{agent,tool,params,amount,confidence,reasoning,inputs,correlation_id,parent_action,idempotency_key,depends_on}'))
      ORDER BY e.k

@@ -1696,3 +1696,39 @@ async fn a_compressed_value_is_measured_whole() {
     drop(c);
     logins.drop_all(vec![bot]).await;
 }
+
+/// A batch's `depends_on` of the wrong JSON type is refused, naming the
+/// request, on both of propose_batch's paths; it was dropped without a word,
+/// and the action recorded no dependency.
+#[tokio::test]
+async fn a_batch_never_drops_a_dependency() {
+    let t = TestDb::new().await;
+    t.load_assets().await;
+    let mut logins = Logins::new(&t);
+    let gw = logins.login(&t, "atk_dep", Some("agent")).await;
+    let gw_name = Logins::name("atk_dep");
+    for agent in ["dep-a", "dep-b", "dep-c"] {
+        map_agent(t.pool(), &gw_name, agent).await;
+    }
+    let req = |agent: &str, deps: Value| json!({"agent": agent, "tool": "issue_refund", "params": refund("c-1", 20), "confidence": 0.97, "depends_on": deps});
+    let earlier = Uuid::new_v4().to_string();
+    let before = log_len(t.pool()).await;
+    for batch in [
+        json!([req("dep-a", json!(earlier))]),
+        json!([
+            req("dep-a", json!(null)),
+            req("dep-b", json!([])),
+            req("dep-c", json!({"id": earlier}))
+        ]),
+    ] {
+        let e = sqlx::query("SELECT * FROM backstop.propose_batch($1)")
+            .bind(&batch)
+            .fetch_all(&gw)
+            .await
+            .unwrap_err();
+        assert_eq!(code(&e), "22023", "{e}");
+        assert!(e.to_string().contains("depends_on must be a JSON array"), "{e}");
+    }
+    assert_eq!(log_len(t.pool()).await, before);
+    logins.drop_all(vec![gw]).await;
+}
