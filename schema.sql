@@ -160,8 +160,11 @@ BEGIN
     IF must_be_object AND jsonb_typeof(v) <> 'object' THEN
         PERFORM backstop._bad(fn, format('%s must be a JSON object; got a JSON %s', what, jsonb_typeof(v)));
     END IF;
-    IF pg_column_size(v) > max_bytes THEN
-        PERFORM backstop._bad(fn, format('%s is %s bytes; the limit is %s bytes', what, pg_column_size(v), max_bytes));
+    -- The value's own size: a value read from a table may arrive compressed,
+    -- and pg_column_size of it is what it takes compressed (a 5 MB text of
+    -- one letter repeated is 60 KB). #> '{}' hands the value back whole.
+    IF pg_column_size(v #> '{}') > max_bytes THEN
+        PERFORM backstop._bad(fn, format('%s is %s bytes; the limit is %s bytes', what, pg_column_size(v #> '{}'), max_bytes));
     END IF;
 END
 $$;
@@ -439,6 +442,14 @@ $$;
 
 ALTER FUNCTION backstop._finish(p_id uuid, p_worker text, p_ok boolean, p_detail_in jsonb) OWNER TO backstop_owner;
 
+CREATE FUNCTION backstop._gate_stripe(p_key text) RETURNS integer
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    AS $$
+    SELECT pg_catalog.hashtext(p_key) OPERATOR(pg_catalog.&) 4095
+$$;
+
+ALTER FUNCTION backstop._gate_stripe(p_key text) OWNER TO backstop_owner;
+
 CREATE FUNCTION backstop._grant(fn text, VARIADIC duties text[]) RETURNS void
     LANGUAGE plpgsql
     SET search_path TO 'pg_catalog', 'pg_temp'
@@ -549,7 +560,6 @@ DECLARE
     v_pol bigint;
     v_memory boolean;
     v_cumulative boolean;
-    v_entity_cumulative boolean;
     a_req backstop._proposal[];
     v_remember boolean;
     b_i integer[];
@@ -558,6 +568,19 @@ DECLARE
 BEGIN
     -- A statement of its own: the next one takes a snapshot after the gate is held.
     PERFORM FROM backstop.kill_gate;
+    -- Then the cumulative rules' gates of the requests' agents (see
+    -- _gate_stripe), before the totals are read. A path query takes the
+    -- agents: reading each request whole to take one field cost four times
+    -- as much. Entities' gates are propose_batch's loop's: with a rule per
+    -- entity, this path declines.
+    PERFORM FROM backstop.value_gates g
+     WHERE g.stripe = ANY (ARRAY(
+               SELECT backstop._gate_stripe('agent:' || a.agent)
+                 FROM jsonb_array_elements_text(jsonb_path_query_array(requests, '$[*].agent')) a(agent)))
+       AND EXISTS (SELECT FROM backstop.active v JOIN backstop.policy_versions pv ON pv.version = v.policy_version
+                    WHERE pv.has_cumulative)
+     ORDER BY g.stripe
+       FOR UPDATE OF g;
     WITH ctx AS (
         SELECT a.registry_version AS reg, a.policy_version AS pol,
                coalesce(pv.param_memory, false) AS memory, coalesce(pv.has_cumulative, false) AS cumulative,
@@ -569,7 +592,8 @@ BEGIN
                e.r ->> 'reasoning' AS reasoning, nullif(e.r -> 'inputs', 'null'::jsonb) AS inputs,
                e.r ->> 'correlation_id' AS corr,
                (e.r ->> 'parent_action') IS NULL AND (e.r ->> 'idempotency_key') IS NULL
-                   AND (jsonb_typeof(e.r -> 'depends_on') IS DISTINCT FROM 'array' OR e.r -> 'depends_on' = '[]'::jsonb)
+                   -- (a depends_on of another JSON type is refused there, not dropped)
+                   AND (e.r -> 'depends_on' IS NULL OR e.r -> 'depends_on' IN ('null'::jsonb, '[]'::jsonb))
                    -- propose_batch names an unknown key when this path declines.
                    -- (No key left once the known ones are taken away: an
                    -- expression, where reading the keys was a subquery a request.)
@@ -731,8 +755,9 @@ BEGIN
                                                     OR (k.scope = 'agent' AND k.target IN (SELECT y.agent FROM x y))
                                                     OR (k.scope = 'tool' AND k.target IN (SELECT y.tool FROM x y))))
                AND (NOT (bool_or(x.memory) OR bool_or(x.cumulative)) OR count(DISTINCT x.agent) = count(*))
-               AND (NOT bool_or(x.entity_cumulative) OR count(DISTINCT x.entity) = count(x.entity)),
-           min(x.reg), min(x.pol), bool_and(x.memory), bool_and(x.cumulative), bool_and(x.entity_cumulative),
+               -- (the entities' gates are the loop's)
+               AND NOT bool_or(x.entity_cumulative),
+           min(x.reg), min(x.pol), bool_and(x.memory), bool_and(x.cumulative),
            -- Whether an allowed request teaches the memory rules anything (a
            -- parameter they read is in its params): the writes run only then.
            bool_and(x.memory) AND EXISTS (
@@ -741,7 +766,7 @@ BEGIN
                   AND backstop.path_get(y.params, CASE r.kind WHEN 'new_counterparty' THEN r.param ELSE r.key_param END) IS NOT NULL),
            array_agg(ROW(x.i, x.agent, x.tool, x.params, x.amount, x.conf, x.reasoning, x.inputs, x.corr, x.class,
                          x.direction, x.cost, x.entity, x.amount_from, x.bound)::backstop._proposal)
-      INTO v_go, v_reg, v_pol, v_memory, v_cumulative, v_entity_cumulative, v_remember, a_req
+      INTO v_go, v_reg, v_pol, v_memory, v_cumulative, v_remember, a_req
       FROM x;
     IF NOT coalesce(v_go, false) THEN
         RETURN;
@@ -785,14 +810,8 @@ BEGIN
     SELECT array_agg(s.i), array_agg(s.id), array_agg(s.seq) INTO b_i, b_id, b_seq
       FROM (SELECT q.i, q.id, l.seq FROM q JOIN l ON l.action_id = q.id ORDER BY q.i) s;
 
-    -- The rest of _remember's writes, each only when it has something to write.
-    IF v_cumulative AND v_entity_cumulative THEN
-        INSERT INTO backstop.entity_value_minutes AS m (entity, minute, total)
-        SELECT u.entity, date_trunc('minute', now()), u.amount
-          FROM unnest(a_req) u
-         WHERE u.entity IS NOT NULL AND u.amount > 0 AND u.direction IS DISTINCT FROM 'in'
-        ON CONFLICT (entity, minute) DO UPDATE SET total = m.total + excluded.total;
-    END IF;
+    -- The rest of _remember's writes, only when they have something to write
+    -- (the entities' totals never: with a rule per entity, this path declines).
     IF v_remember THEN
         WITH q AS (
             SELECT u.agent, u.params, w.seq
@@ -1278,7 +1297,16 @@ BEGIN
             SELECT l.params, l.detail ->> 'direction' INTO v_params, v_direction
               FROM backstop.carried_log l WHERE l.seq = a.proposed_seq AND l.at = a.proposed_at;
         END IF;
-        -- An approved action counts like an allowed one (per agent, per entity).
+        -- An approved action counts like an allowed one (per agent, per entity),
+        -- behind the same gates as a proposal's (see _gate_stripe).
+        PERFORM FROM backstop.value_gates g
+         WHERE g.stripe IN (SELECT backstop._gate_stripe(k.k)
+                              FROM backstop.policy_versions p
+                             CROSS JOIN LATERAL (VALUES ('agent:' || a.agent),
+                                                        (CASE WHEN p.entity_cumulative THEN 'entity:' || a.entity END)) k(k)
+                             WHERE p.version = a.policy_version AND p.has_cumulative AND a.amount > 0)
+         ORDER BY g.stripe
+           FOR UPDATE OF g;
         PERFORM backstop._remember(a.policy_version, p.param_memory, a.agent, v_params, a.amount, v_seq,
                                    v_direction, a.entity, p.has_cumulative, p.entity_cumulative)
            FROM backstop.policy_versions p WHERE p.version = a.policy_version;
@@ -2868,8 +2896,8 @@ BEGIN
     IF NOT coalesce(
            length(p_agent) <= 128 AND p_agent ~ '^[A-Za-z0-9][A-Za-z0-9._:@/-]*$'
        AND length(p_tool) <= 128 AND p_tool ~ '^[A-Za-z0-9][A-Za-z0-9._:@/-]*$'
-       AND jsonb_typeof(p_params) = 'object' AND pg_column_size(p_params) <= 65536
-       AND (propose.inputs IS NULL OR pg_column_size(propose.inputs) <= 262144)
+       AND jsonb_typeof(p_params) = 'object' AND pg_column_size(p_params #> '{}') <= 65536
+       AND (propose.inputs IS NULL OR pg_column_size(propose.inputs #> '{}') <= 262144)
        AND (propose.reasoning IS NULL OR length(propose.reasoning) <= 65536)
        AND (p_corr IS NULL OR length(p_corr) <= 256)
        AND (p_key IS NULL OR length(p_key) <= 256)
@@ -3016,6 +3044,16 @@ BEGIN
         END IF;
     END IF;
 
+    -- The cumulative rules' gates, in a statement before evaluate() reads
+    -- the totals (see _gate_stripe).
+    IF v_known AND k.scope IS NULL AND c.has_cumulative AND p_amount > 0 THEN
+        PERFORM FROM backstop.value_gates g
+         WHERE g.stripe IN (backstop._gate_stripe('agent:' || p_agent),
+                            backstop._gate_stripe(CASE WHEN c.entity_cumulative THEN 'entity:' || v_entity END))
+         ORDER BY g.stripe
+           FOR UPDATE OF g;
+    END IF;
+
     IF k.scope IS NOT NULL THEN
         e := ROW('block', backstop._paused_reason(k.scope, k.target, k.reason, k.changed_by), 'kill_switch', 0);
     -- Required means the params carry it: an amount the agent states alone
@@ -3097,7 +3135,7 @@ COMMENT ON FUNCTION backstop.propose(agent text, tool text, params jsonb, amount
 CREATE FUNCTION backstop.propose_batch(requests jsonb) RETURNS TABLE(i integer, action_id uuid, verdict text, reason text)
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'pg_temp'
-    AS $$
+    AS $_$
 DECLARE
     r jsonb;
     n integer := 0;
@@ -3125,12 +3163,15 @@ BEGIN
     -- "ammount" never checked against the params).
     SELECT format('request %s: %s', e.k - 1,
                   CASE WHEN jsonb_typeof(e.v) <> 'object' THEN 'not a JSON object'
+                       WHEN jsonb_typeof(e.v -> 'depends_on') NOT IN ('array', 'null')
+                       THEN format('depends_on must be a JSON array of action ids; got a JSON %s', jsonb_typeof(e.v -> 'depends_on'))
                        ELSE 'unknown key(s) ' || (SELECT string_agg(quote_ident(key), ', ' ORDER BY key) FROM jsonb_object_keys(e.v) key
                                                   WHERE key <> ALL ('{agent,tool,params,amount,confidence,reasoning,inputs,correlation_id,parent_action,idempotency_key,depends_on}'))
                        END)
       INTO v_bad
       FROM jsonb_array_elements(requests) WITH ORDINALITY e(v, k)
      WHERE jsonb_typeof(e.v) <> 'object'
+        OR jsonb_typeof(e.v -> 'depends_on') NOT IN ('array', 'null')
         OR EXISTS (SELECT 1 FROM jsonb_object_keys(e.v) key
                     WHERE key <> ALL ('{agent,tool,params,amount,confidence,reasoning,inputs,correlation_id,parent_action,idempotency_key,depends_on}'))
      ORDER BY e.k
@@ -3138,6 +3179,31 @@ BEGIN
     IF v_bad IS NOT NULL THEN
         RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = 'propose_batch: ' || v_bad;
     END IF;
+    -- The kill-switch gate, then the whole batch's cumulative gates at once
+    -- (see _gate_stripe): request by request, a later request's gate could
+    -- come before an earlier one's, and two batches wait on each other. The
+    -- gates of each request's agent, and of its entity when a rule counts
+    -- per entity, read from the requests as sent: a request the batch
+    -- refuses only held a gate until the refusal.
+    PERFORM FROM backstop.kill_gate;
+    PERFORM FROM backstop.value_gates g
+     WHERE g.stripe = ANY (ARRAY(
+               -- The agents' (a path query: reading each request whole
+               -- to take one field cost four times as much).
+               SELECT backstop._gate_stripe('agent:' || a.agent)
+                 FROM jsonb_array_elements_text(jsonb_path_query_array(requests, '$[*].agent')) a(agent)
+                WHERE EXISTS (SELECT FROM backstop.active v JOIN backstop.policy_versions pv ON pv.version = v.policy_version
+                               WHERE pv.has_cumulative)
+               UNION ALL
+               SELECT backstop._gate_stripe('entity:' || (backstop.path_get(e.r -> 'params', t.entity_param) #>> '{}'))
+                 FROM backstop.active v
+                 JOIN backstop.policy_versions pv
+                   ON pv.version = v.policy_version AND pv.has_cumulative AND pv.entity_cumulative
+                CROSS JOIN jsonb_array_elements(requests) e(r)
+                 JOIN backstop.tools t ON t.version = v.registry_version AND t.name = e.r ->> 'tool'
+                WHERE jsonb_typeof(e.r) = 'object'))
+     ORDER BY g.stripe
+       FOR UPDATE OF g;
     -- One block for the whole loop (one subtransaction, not one a request):
     -- it only puts the request's index on the error.
     BEGIN
@@ -3167,7 +3233,7 @@ BEGIN
                               DETAIL = v_detail, HINT = v_hint;
     END;
 END
-$$;
+$_$;
 
 ALTER FUNCTION backstop.propose_batch(requests jsonb) OWNER TO backstop_owner;
 
@@ -3302,8 +3368,8 @@ BEGIN
     END IF;
     -- One cheap test for well-formed input; the checks name what is wrong.
     -- A result may be any JSON value: tools return strings and lists too.
-    IF NOT coalesce((p_result IS NULL OR pg_column_size(p_result) <= 65536)
-                AND (p_inv IS NULL OR (jsonb_typeof(p_inv) = 'object' AND pg_column_size(p_inv) <= 65536)), false) THEN
+    IF NOT coalesce((p_result IS NULL OR pg_column_size(p_result #> '{}') <= 65536)
+                AND (p_inv IS NULL OR (jsonb_typeof(p_inv) = 'object' AND pg_column_size(p_inv #> '{}') <= 65536)), false) THEN
         PERFORM backstop._check_json('record_result', 'result', p_result, 65536, false);
         PERFORM backstop._check_json('record_result', 'inverse_params', p_inv, 65536, true);
     END IF;
@@ -5551,6 +5617,14 @@ ALTER TABLE backstop.supervisor_cursor OWNER TO backstop_owner;
 
 COMMENT ON TABLE backstop.supervisor_cursor IS 'Where the supervisors are in the log. Readers: every duty but agent; written by supervisors.';
 
+CREATE TABLE backstop.value_gates (
+    stripe integer NOT NULL
+);
+
+ALTER TABLE backstop.value_gates OWNER TO backstop_owner;
+
+COMMENT ON TABLE backstop.value_gates IS 'The cumulative rules'' gates: a proposal that reads a running total locks its key''s stripe first (see _gate_stripe). Readers: none need it.';
+
 ALTER TABLE ONLY backstop.action_log ATTACH PARTITION backstop.action_log_default DEFAULT;
 
 ALTER TABLE ONLY backstop.action_log ALTER COLUMN seq SET DEFAULT nextval('backstop.action_log_seq'::regclass);
@@ -5674,6 +5748,9 @@ ALTER TABLE ONLY backstop.supervisor_cursor
 
 ALTER TABLE ONLY backstop.tools
     ADD CONSTRAINT tools_pkey PRIMARY KEY (version, name);
+
+ALTER TABLE ONLY backstop.value_gates
+    ADD CONSTRAINT value_gates_pkey PRIMARY KEY (stripe);
 
 CREATE INDEX action_log_action ON ONLY backstop.action_log USING btree (action_id) WHERE (action_id IS NOT NULL);
 
@@ -5808,6 +5885,8 @@ REVOKE ALL ON FUNCTION backstop._cut_lock(fn text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION backstop._finding_status(fn text, p_id uuid, p_status text, p_note text) FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION backstop._finish(p_id uuid, p_worker text, p_ok boolean, p_detail_in jsonb) FROM PUBLIC;
+
+REVOKE ALL ON FUNCTION backstop._gate_stripe(p_key text) FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION backstop._grant(fn text, VARIADIC duties text[]) FROM PUBLIC;
 

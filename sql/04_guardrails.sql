@@ -184,6 +184,24 @@ BEGIN
 END
 $$;
 
+-- The cumulative rules' gates (migrations/0009): a proposal that will read
+-- a running total locks the gate of each key it reads (its agent's,
+-- 'agent:NAME', and with a per-entity rule its entity's, 'entity:VALUE')
+-- in a statement before the one that reads it, so a concurrent proposal of
+-- the same key reads after this one has committed its amount; without, two
+-- at once each read the total without the other's, and both could pass the
+-- limit. Each caller locks its gates in one statement, in the stripes'
+-- order (ORDER BY stripe FOR UPDATE), after the kill-switch gate: two
+-- callers meet their gates in the same order. A transaction that proposes
+-- several times (propose_batch locks its whole batch's gates at once) may
+-- meet another in the other order: PostgreSQL then refuses one of the two
+-- (40P01) and nothing of it is kept. The stripe of a key; a SQL function
+-- the planner inlines, so the callers' statements call nothing.
+CREATE FUNCTION backstop._gate_stripe(p_key text) RETURNS integer
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT pg_catalog.hashtext(p_key) OPERATOR(pg_catalog.&) 4095
+$$;
+
 -- What the tables this file writes hold, for clients reading them.
 COMMENT ON TABLE backstop.counterparties IS 'Values each agent has used per parameter (for the new_counterparty rule). Readers: every duty but agent.';
 COMMENT ON TABLE backstop.param_values IS 'The last value of a parameter per agent and key (for the changed_value rule). Readers: every duty but agent.';
@@ -219,4 +237,11 @@ $$;
 SELECT backstop._grant('prune_value_minutes', 'approver', 'operator', 'commander', 'supervisor', 'worker');
 COMMENT ON FUNCTION backstop.prune_value_minutes IS 'Deletes per-minute cumulative totals older than every window could read (the longest cumulative window ever loaded, and at least 31 days), at most max_rows from each table per call. Callers: every duty but viewer and agent (housekeeping). Returns the number deleted.';
 
+COMMENT ON TABLE backstop.value_gates IS 'The cumulative rules'' gates: a proposal that reads a running total locks its key''s stripe first (see _gate_stripe). Readers: none need it.';
+DO $gates$
+BEGIN
+    EXECUTE format('REVOKE ALL ON backstop.value_gates FROM PUBLIC, %I',
+                   (SELECT d.role_name FROM backstop.duties d WHERE d.duty = 'viewer'));
+END
+$gates$;
 COMMENT ON TABLE backstop.agent_value_minutes IS 'Allowed value per agent per minute (for the cumulative rule). Readers: every duty but agent.';

@@ -199,6 +199,16 @@ BEGIN
         END IF;
     END IF;
 
+    -- The cumulative rules' gates, in a statement before evaluate() reads
+    -- the totals (see _gate_stripe).
+    IF v_known AND k.scope IS NULL AND c.has_cumulative AND p_amount > 0 THEN
+        PERFORM FROM backstop.value_gates g
+         WHERE g.stripe IN (backstop._gate_stripe('agent:' || p_agent),
+                            backstop._gate_stripe(CASE WHEN c.entity_cumulative THEN 'entity:' || v_entity END))
+         ORDER BY g.stripe
+           FOR UPDATE OF g;
+    END IF;
+
     IF k.scope IS NOT NULL THEN
         e := ROW('block', backstop._paused_reason(k.scope, k.target, k.reason, k.changed_by), 'kill_switch', 0);
     -- Required means the params carry it: an amount the agent states alone
@@ -322,7 +332,6 @@ DECLARE
     v_pol bigint;
     v_memory boolean;
     v_cumulative boolean;
-    v_entity_cumulative boolean;
     a_req backstop._proposal[];
     v_remember boolean;
     b_i integer[];
@@ -331,6 +340,19 @@ DECLARE
 BEGIN
     -- A statement of its own: the next one takes a snapshot after the gate is held.
     PERFORM FROM backstop.kill_gate;
+    -- Then the cumulative rules' gates of the requests' agents (see
+    -- _gate_stripe), before the totals are read. A path query takes the
+    -- agents: reading each request whole to take one field cost four times
+    -- as much. Entities' gates are propose_batch's loop's: with a rule per
+    -- entity, this path declines.
+    PERFORM FROM backstop.value_gates g
+     WHERE g.stripe = ANY (ARRAY(
+               SELECT backstop._gate_stripe('agent:' || a.agent)
+                 FROM jsonb_array_elements_text(jsonb_path_query_array(requests, '$[*].agent')) a(agent)))
+       AND EXISTS (SELECT FROM backstop.active v JOIN backstop.policy_versions pv ON pv.version = v.policy_version
+                    WHERE pv.has_cumulative)
+     ORDER BY g.stripe
+       FOR UPDATE OF g;
     WITH ctx AS (
         SELECT a.registry_version AS reg, a.policy_version AS pol,
                coalesce(pv.param_memory, false) AS memory, coalesce(pv.has_cumulative, false) AS cumulative,
@@ -505,8 +527,9 @@ BEGIN
                                                     OR (k.scope = 'agent' AND k.target IN (SELECT y.agent FROM x y))
                                                     OR (k.scope = 'tool' AND k.target IN (SELECT y.tool FROM x y))))
                AND (NOT (bool_or(x.memory) OR bool_or(x.cumulative)) OR count(DISTINCT x.agent) = count(*))
-               AND (NOT bool_or(x.entity_cumulative) OR count(DISTINCT x.entity) = count(x.entity)),
-           min(x.reg), min(x.pol), bool_and(x.memory), bool_and(x.cumulative), bool_and(x.entity_cumulative),
+               -- (the entities' gates are the loop's)
+               AND NOT bool_or(x.entity_cumulative),
+           min(x.reg), min(x.pol), bool_and(x.memory), bool_and(x.cumulative),
            -- Whether an allowed request teaches the memory rules anything (a
            -- parameter they read is in its params): the writes run only then.
            bool_and(x.memory) AND EXISTS (
@@ -515,7 +538,7 @@ BEGIN
                   AND backstop.path_get(y.params, CASE r.kind WHEN 'new_counterparty' THEN r.param ELSE r.key_param END) IS NOT NULL),
            array_agg(ROW(x.i, x.agent, x.tool, x.params, x.amount, x.conf, x.reasoning, x.inputs, x.corr, x.class,
                          x.direction, x.cost, x.entity, x.amount_from, x.bound)::backstop._proposal)
-      INTO v_go, v_reg, v_pol, v_memory, v_cumulative, v_entity_cumulative, v_remember, a_req
+      INTO v_go, v_reg, v_pol, v_memory, v_cumulative, v_remember, a_req
       FROM x;
     IF NOT coalesce(v_go, false) THEN
         RETURN;
@@ -559,14 +582,8 @@ BEGIN
     SELECT array_agg(s.i), array_agg(s.id), array_agg(s.seq) INTO b_i, b_id, b_seq
       FROM (SELECT q.i, q.id, l.seq FROM q JOIN l ON l.action_id = q.id ORDER BY q.i) s;
 
-    -- The rest of _remember's writes, each only when it has something to write.
-    IF v_cumulative AND v_entity_cumulative THEN
-        INSERT INTO backstop.entity_value_minutes AS m (entity, minute, total)
-        SELECT u.entity, date_trunc('minute', now()), u.amount
-          FROM unnest(a_req) u
-         WHERE u.entity IS NOT NULL AND u.amount > 0 AND u.direction IS DISTINCT FROM 'in'
-        ON CONFLICT (entity, minute) DO UPDATE SET total = m.total + excluded.total;
-    END IF;
+    -- The rest of _remember's writes, only when they have something to write
+    -- (the entities' totals never: with a rule per entity, this path declines).
     IF v_remember THEN
         WITH q AS (
             SELECT u.agent, u.params, w.seq
@@ -656,6 +673,31 @@ BEGIN
     IF v_bad IS NOT NULL THEN
         RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = 'propose_batch: ' || v_bad;
     END IF;
+    -- The kill-switch gate, then the whole batch's cumulative gates at once
+    -- (see _gate_stripe): request by request, a later request's gate could
+    -- come before an earlier one's, and two batches wait on each other. The
+    -- gates of each request's agent, and of its entity when a rule counts
+    -- per entity, read from the requests as sent: a request the batch
+    -- refuses only held a gate until the refusal.
+    PERFORM FROM backstop.kill_gate;
+    PERFORM FROM backstop.value_gates g
+     WHERE g.stripe = ANY (ARRAY(
+               -- The agents' (a path query: reading each request whole
+               -- to take one field cost four times as much).
+               SELECT backstop._gate_stripe('agent:' || a.agent)
+                 FROM jsonb_array_elements_text(jsonb_path_query_array(requests, '$[*].agent')) a(agent)
+                WHERE EXISTS (SELECT FROM backstop.active v JOIN backstop.policy_versions pv ON pv.version = v.policy_version
+                               WHERE pv.has_cumulative)
+               UNION ALL
+               SELECT backstop._gate_stripe('entity:' || (backstop.path_get(e.r -> 'params', t.entity_param) #>> '{}'))
+                 FROM backstop.active v
+                 JOIN backstop.policy_versions pv
+                   ON pv.version = v.policy_version AND pv.has_cumulative AND pv.entity_cumulative
+                CROSS JOIN jsonb_array_elements(requests) e(r)
+                 JOIN backstop.tools t ON t.version = v.registry_version AND t.name = e.r ->> 'tool'
+                WHERE jsonb_typeof(e.r) = 'object'))
+     ORDER BY g.stripe
+       FOR UPDATE OF g;
     -- One block for the whole loop (one subtransaction, not one a request):
     -- it only puts the request's index on the error.
     BEGIN

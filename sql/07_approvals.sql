@@ -69,7 +69,16 @@ BEGIN
             SELECT l.params, l.detail ->> 'direction' INTO v_params, v_direction
               FROM backstop.carried_log l WHERE l.seq = a.proposed_seq AND l.at = a.proposed_at;
         END IF;
-        -- An approved action counts like an allowed one (per agent, per entity).
+        -- An approved action counts like an allowed one (per agent, per entity),
+        -- behind the same gates as a proposal's (see _gate_stripe).
+        PERFORM FROM backstop.value_gates g
+         WHERE g.stripe IN (SELECT backstop._gate_stripe(k.k)
+                              FROM backstop.policy_versions p
+                             CROSS JOIN LATERAL (VALUES ('agent:' || a.agent),
+                                                        (CASE WHEN p.entity_cumulative THEN 'entity:' || a.entity END)) k(k)
+                             WHERE p.version = a.policy_version AND p.has_cumulative AND a.amount > 0)
+         ORDER BY g.stripe
+           FOR UPDATE OF g;
         PERFORM backstop._remember(a.policy_version, p.param_memory, a.agent, v_params, a.amount, v_seq,
                                    v_direction, a.entity, p.has_cumulative, p.entity_cumulative)
            FROM backstop.policy_versions p WHERE p.version = a.policy_version;

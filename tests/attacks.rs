@@ -1732,3 +1732,87 @@ async fn a_batch_never_drops_a_dependency() {
     assert_eq!(log_len(t.pool()).await, before);
     logins.drop_all(vec![gw]).await;
 }
+
+/// What one agent has had allowed within a cumulative rule's window, as the
+/// contract counts it.
+async fn hour_total(admin: &PgPool, agent: &str) -> i64 {
+    sqlx::query_scalar("SELECT coalesce(sum(total), 0)::bigint FROM backstop.agent_value_minutes WHERE agent = $1")
+        .bind(agent)
+        .fetch_one(admin)
+        .await
+        .unwrap()
+}
+
+/// An agent cannot pass a cumulative limit by proposing twice at once: the
+/// second proposal reads the running total only after the first has
+/// committed its amount (the demo policy holds above 5,000 an hour). As
+/// single calls from two connections, and as two batches of a gateway on
+/// the set-based path (three requests, three agents).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cumulative_limit_holds_against_proposals_at_once() {
+    let t = TestDb::new().await;
+    t.load_assets().await;
+    let mut logins = Logins::new(&t);
+    let bot = logins.login(&t, "atk_cum", Some("agent")).await;
+    let name = Logins::name("atk_cum");
+    let call = "SELECT verdict, reason FROM backstop.propose($1, 'issue_refund', $2, confidence => 0.97)";
+
+    let mut first = bot.begin().await.unwrap();
+    let (verdict, _): (String, String) = sqlx::query_as(call)
+        .bind(&name)
+        .bind(refund("c-1", 4000))
+        .fetch_one(&mut *first)
+        .await
+        .unwrap();
+    assert_eq!(verdict, "allow");
+    let second = {
+        let (bot, name) = (bot.clone(), name.clone());
+        tokio::spawn(async move {
+            sqlx::query_as::<_, (String, String)>(call)
+                .bind(&name)
+                .bind(refund("c-2", 4000))
+                .fetch_one(&bot)
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(!second.is_finished(), "the second waits for the first's amount");
+    first.commit().await.unwrap();
+    let (verdict, reason) = second.await.unwrap().expect("the second is decided");
+    assert_eq!(verdict, "hold", "4,000 on top of 4,000 passes 5,000: {reason}");
+    assert_eq!(hour_total(t.pool(), &name).await, 4000);
+
+    // The same through a gateway's batches.
+    let gw = logins.login(&t, "atk_cum_gw", Some("agent")).await;
+    let gw_name = Logins::name("atk_cum_gw");
+    for agent in ["cum-a", "cum-b", "cum-c"] {
+        map_agent(t.pool(), &gw_name, agent).await;
+    }
+    let batch = |n: i64| {
+        json!([
+            {"agent": "cum-a", "tool": "issue_refund", "params": refund(&format!("c-a{n}"), 4000), "confidence": 0.97},
+            {"agent": "cum-b", "tool": "issue_refund", "params": refund(&format!("c-b{n}"), 10), "confidence": 0.97},
+            {"agent": "cum-c", "tool": "issue_refund", "params": refund(&format!("c-c{n}"), 10), "confidence": 0.97},
+        ])
+    };
+    let verdicts = "SELECT verdict FROM backstop.propose_batch($1) ORDER BY i";
+    let mut first = gw.begin().await.unwrap();
+    let got: Vec<String> = sqlx::query_scalar(verdicts)
+        .bind(batch(1))
+        .fetch_all(&mut *first)
+        .await
+        .unwrap();
+    assert_eq!(got, ["allow", "allow", "allow"]);
+    let second = {
+        let gw = gw.clone();
+        let b = batch(2);
+        tokio::spawn(async move { sqlx::query_scalar::<_, String>(verdicts).bind(b).fetch_all(&gw).await })
+    };
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(!second.is_finished(), "the second batch waits for the first's amounts");
+    first.commit().await.unwrap();
+    let got = second.await.unwrap().expect("the second batch is decided");
+    assert_eq!(got, ["hold", "allow", "allow"]);
+    assert_eq!(hour_total(t.pool(), "cum-a").await, 4000);
+    logins.drop_all(vec![bot, gw]).await;
+}

@@ -1311,3 +1311,81 @@ async fn record_ids(c: &mut sqlx::PgConnection, results: serde_json::Value) -> V
         .await
         .unwrap()
 }
+
+/// A per-entity cumulative limit holds against two agents refunding one
+/// customer at once: the second proposal reads the customer's total only
+/// after the first has committed its amount. As single calls, and as two
+/// batches (which the set-based path leaves to propose_batch's loop, which
+/// takes every request's gates at once).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_per_entity_limit_holds_against_agents_at_once() {
+    let t = setup().await;
+    let text = std::fs::read_to_string(assets().join("policy.toml")).unwrap();
+    let per_entity = text.replacen("window = \"1h\"\n", "window = \"1h\"\nper = \"entity\"\n", 1);
+    assert_ne!(per_entity, text);
+    load_policy_text(&t, &per_entity).await;
+    let refund = |customer: &str, amount: i64| serde_json::json!({"customer_id": customer, "amount": amount, "order_id": "o-1", "reason": "damaged"});
+    let customer_total = |customer: &'static str| {
+        let pool = t.pool().clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT coalesce(sum(total), 0)::bigint FROM backstop.entity_value_minutes WHERE entity = $1",
+            )
+            .bind(customer)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    let call = "SELECT verdict FROM backstop.propose($1, 'issue_refund', $2, confidence => 0.97)";
+    let mut first = t.pool().begin().await.unwrap();
+    let verdict: String = sqlx::query_scalar(call)
+        .bind("bot-1")
+        .bind(refund("c-shared", 4000))
+        .fetch_one(&mut *first)
+        .await
+        .unwrap();
+    assert_eq!(verdict, "allow");
+    let second = {
+        let pool = t.pool().clone();
+        let params = refund("c-shared", 4000);
+        tokio::spawn(async move {
+            sqlx::query_scalar::<_, String>(call)
+                .bind("bot-2")
+                .bind(params)
+                .fetch_one(&pool)
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(!second.is_finished(), "the second waits for the first's amount");
+    first.commit().await.unwrap();
+    assert_eq!(second.await.unwrap().unwrap(), "hold");
+    assert_eq!(customer_total("c-shared").await, 4000);
+
+    let batch = |a: &str| {
+        serde_json::json!([
+            {"agent": format!("{a}-1"), "tool": "issue_refund", "params": refund("c-batch", 4000), "confidence": 0.97},
+            {"agent": format!("{a}-2"), "tool": "issue_refund", "params": refund(&format!("c-{a}-2"), 10), "confidence": 0.97},
+            {"agent": format!("{a}-3"), "tool": "issue_refund", "params": refund(&format!("c-{a}-3"), 10), "confidence": 0.97},
+        ])
+    };
+    let verdicts = "SELECT verdict FROM backstop.propose_batch($1) ORDER BY i";
+    let mut first = t.pool().begin().await.unwrap();
+    let got: Vec<String> = sqlx::query_scalar(verdicts)
+        .bind(batch("x"))
+        .fetch_all(&mut *first)
+        .await
+        .unwrap();
+    assert_eq!(got, ["allow", "allow", "allow"]);
+    let second = {
+        let pool = t.pool().clone();
+        let b = batch("y");
+        tokio::spawn(async move { sqlx::query_scalar::<_, String>(verdicts).bind(b).fetch_all(&pool).await })
+    };
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(!second.is_finished(), "the second batch waits for the first's amounts");
+    first.commit().await.unwrap();
+    assert_eq!(second.await.unwrap().unwrap(), ["hold", "allow", "allow"]);
+    assert_eq!(customer_total("c-batch").await, 4000);
+}
