@@ -571,14 +571,16 @@ BEGIN
     -- Then the cumulative rules' gates of the requests' agents (see
     -- _gate_stripe), before the totals are read. A path query takes the
     -- agents: reading each request whole to take one field cost four times
-    -- as much. Entities' gates are propose_batch's loop's: with a rule per
-    -- entity, this path declines.
+    -- as much. With a rule per entity this path declines and takes none:
+    -- propose_batch's loop takes every gate of the batch in one statement,
+    -- and agents' gates taken here first could come after an entity's in
+    -- that order, and two batches wait on each other.
     PERFORM FROM backstop.value_gates g
      WHERE g.stripe = ANY (ARRAY(
                SELECT backstop._gate_stripe('agent:' || a.agent)
                  FROM jsonb_array_elements_text(jsonb_path_query_array(requests, '$[*].agent')) a(agent)))
        AND EXISTS (SELECT FROM backstop.active v JOIN backstop.policy_versions pv ON pv.version = v.policy_version
-                    WHERE pv.has_cumulative)
+                    WHERE pv.has_cumulative AND NOT pv.entity_cumulative)
      ORDER BY g.stripe
        FOR UPDATE OF g;
     WITH ctx AS (
