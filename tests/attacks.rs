@@ -1756,6 +1756,12 @@ async fn a_cumulative_limit_holds_against_proposals_at_once() {
     let bot = logins.login(&t, "atk_cum", Some("agent")).await;
     let name = Logins::name("atk_cum");
     let call = "SELECT verdict, reason FROM backstop.propose($1, 'issue_refund', $2, confidence => 0.97)";
+    // No login holds a gate by itself: only the contract may lock them.
+    let e = sqlx::query("SELECT FROM backstop.value_gates FOR UPDATE")
+        .fetch_all(&bot)
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "42501", "{e}");
 
     let mut first = bot.begin().await.unwrap();
     let (verdict, _): (String, String) = sqlx::query_as(call)
