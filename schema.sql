@@ -160,11 +160,8 @@ BEGIN
     IF must_be_object AND jsonb_typeof(v) <> 'object' THEN
         PERFORM backstop._bad(fn, format('%s must be a JSON object; got a JSON %s', what, jsonb_typeof(v)));
     END IF;
-    -- The value's own size: a value read from a table may arrive compressed,
-    -- and pg_column_size of it is what it takes compressed (a 5 MB text of
-    -- one letter repeated is 60 KB). #> '{}' hands the value back whole.
-    IF pg_column_size(v #> '{}') > max_bytes THEN
-        PERFORM backstop._bad(fn, format('%s is %s bytes; the limit is %s bytes', what, pg_column_size(v #> '{}'), max_bytes));
+    IF backstop._json_size(v) > max_bytes THEN
+        PERFORM backstop._bad(fn, format('%s is %s bytes; the limit is %s bytes', what, backstop._json_size(v), max_bytes));
     END IF;
 END
 $$;
@@ -489,6 +486,14 @@ CREATE FUNCTION backstop._has_duty(VARIADIC p_duties text[]) RETURNS boolean
 $$;
 
 ALTER FUNCTION backstop._has_duty(VARIADIC p_duties text[]) OWNER TO backstop_owner;
+
+CREATE FUNCTION backstop._json_size(v jsonb) RETURNS integer
+    LANGUAGE sql STABLE PARALLEL SAFE
+    AS $$
+    SELECT pg_catalog.pg_column_size(v OPERATOR(pg_catalog.#>) '{}'::pg_catalog.text[])
+$$;
+
+ALTER FUNCTION backstop._json_size(v jsonb) OWNER TO backstop_owner;
 
 CREATE FUNCTION backstop._kill_switch(p_agent text, p_tool text, OUT scope text, OUT target text, OUT reason text, OUT changed_by text) RETURNS record
     LANGUAGE plpgsql STABLE
@@ -2898,8 +2903,8 @@ BEGIN
     IF NOT coalesce(
            length(p_agent) <= 128 AND p_agent ~ '^[A-Za-z0-9][A-Za-z0-9._:@/-]*$'
        AND length(p_tool) <= 128 AND p_tool ~ '^[A-Za-z0-9][A-Za-z0-9._:@/-]*$'
-       AND jsonb_typeof(p_params) = 'object' AND pg_column_size(p_params #> '{}') <= 65536
-       AND (propose.inputs IS NULL OR pg_column_size(propose.inputs #> '{}') <= 262144)
+       AND jsonb_typeof(p_params) = 'object' AND backstop._json_size(p_params) <= 65536
+       AND (propose.inputs IS NULL OR backstop._json_size(propose.inputs) <= 262144)
        AND (propose.reasoning IS NULL OR length(propose.reasoning) <= 65536)
        AND (p_corr IS NULL OR length(p_corr) <= 256)
        AND (p_key IS NULL OR length(p_key) <= 256)
@@ -3370,8 +3375,8 @@ BEGIN
     END IF;
     -- One cheap test for well-formed input; the checks name what is wrong.
     -- A result may be any JSON value: tools return strings and lists too.
-    IF NOT coalesce((p_result IS NULL OR pg_column_size(p_result #> '{}') <= 65536)
-                AND (p_inv IS NULL OR (jsonb_typeof(p_inv) = 'object' AND pg_column_size(p_inv #> '{}') <= 65536)), false) THEN
+    IF NOT coalesce((p_result IS NULL OR backstop._json_size(p_result) <= 65536)
+                AND (p_inv IS NULL OR (jsonb_typeof(p_inv) = 'object' AND backstop._json_size(p_inv) <= 65536)), false) THEN
         PERFORM backstop._check_json('record_result', 'result', p_result, 65536, false);
         PERFORM backstop._check_json('record_result', 'inverse_params', p_inv, 65536, true);
     END IF;
@@ -5893,6 +5898,8 @@ REVOKE ALL ON FUNCTION backstop._gate_stripe(p_key text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION backstop._grant(fn text, VARIADIC duties text[]) FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION backstop._has_duty(VARIADIC p_duties text[]) FROM PUBLIC;
+
+REVOKE ALL ON FUNCTION backstop._json_size(v jsonb) FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION backstop._kill_switch(p_agent text, p_tool text, OUT scope text, OUT target text, OUT reason text, OUT changed_by text) FROM PUBLIC;
 

@@ -51,8 +51,8 @@ BEGIN
     IF NOT coalesce(
            length(p_agent) <= 128 AND p_agent ~ '^[A-Za-z0-9][A-Za-z0-9._:@/-]*$'
        AND length(p_tool) <= 128 AND p_tool ~ '^[A-Za-z0-9][A-Za-z0-9._:@/-]*$'
-       AND jsonb_typeof(p_params) = 'object' AND pg_column_size(p_params #> '{}') <= 65536
-       AND (propose.inputs IS NULL OR pg_column_size(propose.inputs #> '{}') <= 262144)
+       AND jsonb_typeof(p_params) = 'object' AND backstop._json_size(p_params) <= 65536
+       AND (propose.inputs IS NULL OR backstop._json_size(propose.inputs) <= 262144)
        AND (propose.reasoning IS NULL OR length(propose.reasoning) <= 65536)
        AND (p_corr IS NULL OR length(p_corr) <= 256)
        AND (p_key IS NULL OR length(p_key) <= 256)

@@ -38,8 +38,8 @@ BEGIN
     END IF;
     -- One cheap test for well-formed input; the checks name what is wrong.
     -- A result may be any JSON value: tools return strings and lists too.
-    IF NOT coalesce((p_result IS NULL OR pg_column_size(p_result #> '{}') <= 65536)
-                AND (p_inv IS NULL OR (jsonb_typeof(p_inv) = 'object' AND pg_column_size(p_inv #> '{}') <= 65536)), false) THEN
+    IF NOT coalesce((p_result IS NULL OR backstop._json_size(p_result) <= 65536)
+                AND (p_inv IS NULL OR (jsonb_typeof(p_inv) = 'object' AND backstop._json_size(p_inv) <= 65536)), false) THEN
         PERFORM backstop._check_json('record_result', 'result', p_result, 65536, false);
         PERFORM backstop._check_json('record_result', 'inverse_params', p_inv, 65536, true);
     END IF;
