@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use backstop::contract::{self, Proposal, Verdict};
 use backstop::policy::watch::{ConfigFiles, ReloadEvent};
 use backstop::{policy, registry};
-use common::TestDb;
+use common::{Logins, TestDb};
 use rust_decimal::Decimal;
 use serde_json::json;
 use std::str::FromStr;
@@ -1337,23 +1337,37 @@ async fn a_per_entity_limit_holds_against_agents_at_once() {
             .unwrap()
         }
     };
+    // Each agent on a login of its own, the batches on a gateway's login
+    // mapped to the agents it serves: the weakest duty that could try.
+    let mut logins = Logins::new(&t);
+    let (bot1, bot2) = (Logins::name("ent_bot1"), Logins::name("ent_bot2"));
+    let pool1 = logins.login(&t, "ent_bot1", Some("agent")).await;
+    let pool2 = logins.login(&t, "ent_bot2", Some("agent")).await;
+    let gw = logins.login(&t, "ent_gw", Some("agent")).await;
+    sqlx::query(
+        "INSERT INTO backstop.agent_logins (login, agent) SELECT $1, a || '-' || n FROM unnest('{x,y}'::text[]) a, generate_series(1, 3) n",
+    )
+    .bind(Logins::name("ent_gw"))
+    .execute(t.pool())
+    .await
+    .unwrap();
     let call = "SELECT verdict FROM backstop.propose($1, 'issue_refund', $2, confidence => 0.97)";
-    let mut first = t.pool().begin().await.unwrap();
+    let mut first = pool1.begin().await.unwrap();
     let verdict: String = sqlx::query_scalar(call)
-        .bind("bot-1")
+        .bind(&bot1)
         .bind(refund("c-shared", 4000))
         .fetch_one(&mut *first)
         .await
         .unwrap();
     assert_eq!(verdict, "allow");
     let second = {
-        let pool = t.pool().clone();
         let params = refund("c-shared", 4000);
+        let pool2 = pool2.clone();
         tokio::spawn(async move {
             sqlx::query_scalar::<_, String>(call)
-                .bind("bot-2")
+                .bind(bot2)
                 .bind(params)
-                .fetch_one(&pool)
+                .fetch_one(&pool2)
                 .await
         })
     };
@@ -1371,7 +1385,7 @@ async fn a_per_entity_limit_holds_against_agents_at_once() {
         ])
     };
     let verdicts = "SELECT verdict FROM backstop.propose_batch($1) ORDER BY i";
-    let mut first = t.pool().begin().await.unwrap();
+    let mut first = gw.begin().await.unwrap();
     let got: Vec<String> = sqlx::query_scalar(verdicts)
         .bind(batch("x"))
         .fetch_all(&mut *first)
@@ -1379,13 +1393,14 @@ async fn a_per_entity_limit_holds_against_agents_at_once() {
         .unwrap();
     assert_eq!(got, ["allow", "allow", "allow"]);
     let second = {
-        let pool = t.pool().clone();
+        let gw = gw.clone();
         let b = batch("y");
-        tokio::spawn(async move { sqlx::query_scalar::<_, String>(verdicts).bind(b).fetch_all(&pool).await })
+        tokio::spawn(async move { sqlx::query_scalar::<_, String>(verdicts).bind(b).fetch_all(&gw).await })
     };
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert!(!second.is_finished(), "the second batch waits for the first's amounts");
     first.commit().await.unwrap();
     assert_eq!(second.await.unwrap().unwrap(), ["hold", "allow", "allow"]);
     assert_eq!(customer_total("c-batch").await, 4000);
+    logins.drop_all(vec![pool1, pool2, gw]).await;
 }
